@@ -1,0 +1,3 @@
+//! The `brood` command.
+
+fn main() {}

@@ -1,0 +1,257 @@
+//! The process-wide table of children: what `active_children` lists, what is
+//! cleaned up at exit, and the orphan queue for handles dropped unjoined.
+//!
+//! Invariants:
+//! - Every child brood started and has not reaped is in `live`, keyed by pid.
+//!   A pid in `live` cannot be reused by another process, because only brood
+//!   reaps it (through the child's pidfd), so `kill(pid)` on it is safe.
+//! - A handle dropped while its child runs moves its pidfd into `orphans`.
+//!   The reaper thread (started on the first such drop, so programs that
+//!   always join stay single-threaded) polls the orphans' pidfds and reaps
+//!   each as it exits: no zombie outlives its exit by more than a poll wake-up.
+//!   Orphans are also reaped opportunistically at every `start`.
+//! - `fork` takes the table's lock around the fork itself, so the child never
+//!   inherits it locked; the child then clears its copy (those processes are
+//!   its siblings, not its children).
+//! - At normal exit (an `atexit` handler), daemon children get SIGTERM and are
+//!   waited for, and non-daemon children are waited for, as Python does.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard, Once};
+
+use crate::os::{self, Pid, PidFd};
+
+/// What the table knows of one child.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+}
+
+/// Who the current process is (Python's `current_process()`).
+#[derive(Debug, Clone)]
+pub(crate) struct Me {
+    pub(crate) name: Option<String>,
+    pub(crate) identity: Vec<u32>,
+    pub(crate) counter: u32,
+    pub(crate) daemon: bool,
+    pub(crate) parent: Option<(Pid, String)>,
+}
+
+pub(crate) struct Table {
+    /// The process this table belongs to; a forked child that finds another
+    /// pid here clears the inherited copy.
+    owner: i32,
+    pub(crate) me: Me,
+    pub(crate) live: BTreeMap<Pid, Entry>,
+    orphans: Vec<PidFd>,
+    /// Wakes the reaper thread when an orphan is added (an eventfd).
+    reaper_wake: Option<OwnedFd>,
+}
+
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    owner: 0,
+    me: Me {
+        name: None,
+        identity: Vec::new(),
+        counter: 0,
+        daemon: false,
+        parent: None,
+    },
+    live: BTreeMap::new(),
+    orphans: Vec::new(),
+    reaper_wake: None,
+});
+
+static ATEXIT: Once = Once::new();
+
+/// Locks the table, clearing it first if it was inherited through a fork
+/// made outside brood (brood's own fork clears it in the child).
+pub(crate) fn lock() -> MutexGuard<'static, Table> {
+    let mut table = TABLE.lock().unwrap_or_else(|poison| poison.into_inner());
+    let me = os::getpid().as_raw();
+    if table.owner != me {
+        table.reset(me);
+    }
+    table
+}
+
+impl Table {
+    fn reset(&mut self, owner: i32) {
+        self.owner = owner;
+        self.live.clear();
+        // Forget the parent's orphans and eventfd without closing them: the
+        // fds are inherited copies, and closing a copy is harmless but the
+        // PidFd values would try to reap the parent's children.
+        for orphan in self.orphans.drain(..) {
+            drop(orphan);
+        }
+        self.reaper_wake = None;
+    }
+
+    /// Called in a freshly started child (holding the guard, for fork): it
+    /// has no children yet, and becomes the process `spec` describes.
+    pub(crate) fn enter_child(&mut self, spec: &crate::launch::Spec, parent: Pid) {
+        self.reset(os::getpid().as_raw());
+        let parent_name = self.me.name.clone().unwrap_or_else(|| "MainProcess".into());
+        self.me = Me {
+            name: Some(spec.name.clone()),
+            identity: spec.identity.clone(),
+            counter: 0,
+            daemon: spec.daemon,
+            parent: Some((parent, parent_name)),
+        };
+    }
+
+    /// The identity and default name of the next child (Python's
+    /// `Process-1`, `Process-1:2` for a grandchild).
+    pub(crate) fn next_identity(&mut self) -> (Vec<u32>, String) {
+        self.me.counter += 1;
+        let mut identity = self.me.identity.clone();
+        identity.push(self.me.counter);
+        let digits: Vec<String> = identity.iter().map(u32::to_string).collect();
+        let name = format!("Process-{}", digits.join(":"));
+        (identity, name)
+    }
+
+    pub(crate) fn register(&mut self, pid: Pid, entry: Entry) {
+        ATEXIT.call_once(|| {
+            // SAFETY: `at_exit` is an `extern "C" fn()` that never unwinds
+            // (it catches panics) and stays valid for the program's life.
+            unsafe { libc::atexit(at_exit) };
+        });
+        self.live.insert(pid, entry);
+    }
+
+    pub(crate) fn forget(&mut self, pid: Pid) {
+        self.live.remove(&pid);
+    }
+
+    /// Reaps the orphans that have exited, when no reaper thread owns them.
+    pub(crate) fn reap_orphans(&mut self) {
+        if self.reaper_wake.is_some() {
+            return;
+        }
+        self.reap_exited_orphans();
+    }
+
+    fn reap_exited_orphans(&mut self) {
+        let mut i = 0;
+        while i < self.orphans.len() {
+            match self.orphans[i].try_reap() {
+                Ok(None) => i += 1,
+                // Exited and reaped, or no longer ours to reap (ECHILD).
+                _ => {
+                    let gone = self.orphans.swap_remove(i);
+                    self.live.remove(&gone.pid());
+                }
+            }
+        }
+    }
+}
+
+/// Hands a dropped, still-running child to the reaper.
+pub(crate) fn adopt_orphan(pidfd: PidFd) {
+    let mut table = lock();
+    // It may have exited between the caller's check and now.
+    if !matches!(pidfd.try_reap(), Ok(None)) {
+        table.forget(pidfd.pid());
+        return;
+    }
+    table.orphans.push(pidfd);
+    if table.reaper_wake.is_none() {
+        match start_reaper() {
+            Ok(wake) => table.reaper_wake = Some(wake),
+            // No thread: the orphan is reaped at the next start or at exit.
+            Err(_) => return,
+        }
+    }
+    if let Some(wake) = &table.reaper_wake {
+        let one = 1u64.to_ne_bytes();
+        os::write_all_raw(wake, &one);
+    }
+}
+
+fn start_reaper() -> std::io::Result<OwnedFd> {
+    // SAFETY: eventfd takes an initial value and flags and returns a new fd.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: eventfd returned a fresh fd nothing else owns.
+    let wake = unsafe { OwnedFd::from_raw_fd(raw) };
+    let wake_raw = wake.as_raw_fd();
+    std::thread::Builder::new()
+        .name("brood-reaper".into())
+        .spawn(move || reaper_loop(wake_raw))?;
+    Ok(wake)
+}
+
+/// The reaper thread: sleeps in `poll` on the orphans' pidfds and the wake
+/// eventfd, and reaps each orphan as it exits. It holds the table's lock only
+/// while it builds the poll set and while it reaps, never while it sleeps.
+fn reaper_loop(wake: i32) {
+    let owner = os::getpid();
+    loop {
+        let mut fds = vec![libc::pollfd {
+            fd: wake,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        {
+            let table = lock();
+            if os::getpid() != owner {
+                return;
+            }
+            fds.extend(table.orphans.iter().map(|o| libc::pollfd {
+                fd: o.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }));
+        }
+        // SAFETY: `fds` is a valid array of pollfds for the call. The orphan
+        // fds stay open while we sleep: only this thread removes orphans once
+        // it runs (see `Table::reap_orphans`).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n <= 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            let mut buf = [0u8; 8];
+            // SAFETY: `buf` is 8 writable bytes, the size an eventfd read needs.
+            unsafe { libc::read(wake, buf.as_mut_ptr().cast(), buf.len()) };
+        }
+        lock().reap_exited_orphans();
+    }
+}
+
+/// Terminates daemon children and waits for all children, as Python's
+/// `_exit_function` does. Runs at normal exit of the main process (atexit)
+/// and at the end of every forked child's body.
+pub(crate) fn exit_cleanup() {
+    let table = lock();
+    let live: Vec<(Pid, Entry)> = table.live.iter().map(|(p, e)| (*p, e.clone())).collect();
+    drop(table);
+    let mut waits = Vec::new();
+    for (pid, entry) in live {
+        // The pid is still our unreaped child (see the module invariants),
+        // so it cannot name another process.
+        let Ok(pidfd) = PidFd::open(pid) else {
+            continue;
+        };
+        if entry.daemon {
+            let _ = pidfd.send_signal(libc::SIGTERM);
+        }
+        waits.push(pidfd);
+    }
+    for pidfd in waits {
+        let _ = pidfd.wait_timeout(None);
+        let _ = pidfd.try_reap();
+        lock().forget(pidfd.pid());
+    }
+}
+
+extern "C" fn at_exit() {
+    let _ = std::panic::catch_unwind(exit_cleanup);
+}

@@ -1,0 +1,85 @@
+//! The fork start method: the child is a copy of the parent and runs the
+//! closure directly. Fast, and closures may capture anything.
+
+use std::io;
+
+use super::{Body, Launched, Launcher, Popen, Spec, child_main};
+use crate::children;
+use crate::os::{self, ForkResult, PidFd};
+
+pub(crate) struct Fork;
+
+impl Launcher for Fork {
+    fn launch(&self, spec: &Spec, body: Body) -> io::Result<Launched> {
+        let (read, write) = os::pipe_cloexec()?;
+        set_nonblocking(&read)?;
+        flush_std_streams();
+        let parent = os::getpid();
+        // Hold the children table across the fork so the child never
+        // inherits it locked by another thread.
+        let mut table = children::lock();
+        table.reap_orphans();
+        // SAFETY: the child runs `child_main`, which ends in `_exit` and never
+        // returns into the caller. Forking a multi-threaded parent is the
+        // caller's hazard, documented on `Process` and `os::fork`.
+        match unsafe { os::fork() }? {
+            ForkResult::Child => {
+                table.enter_child(spec, parent);
+                drop(table);
+                drop(read);
+                if spec.daemon {
+                    // Die with the parent, even when it is SIGKILLed; close the
+                    // race where the parent died before the prctl.
+                    let _ = os::set_parent_death_signal(libc::SIGKILL);
+                    if os::getppid() != parent {
+                        os::exit_now(1);
+                    }
+                }
+                child_main(body, write)
+            }
+            ForkResult::Parent { child } => {
+                drop(write);
+                drop(body);
+                // The child is ours and unreaped, so its pid cannot be reused
+                // before this pidfd is open.
+                let pidfd = match PidFd::open(child) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        let _ = os::kill(child, libc::SIGKILL);
+                        let _ = os::waitpid(Some(child), os::WaitFlags::empty());
+                        return Err(e);
+                    }
+                };
+                table.register(
+                    child,
+                    children::Entry {
+                        name: spec.name.clone(),
+                        daemon: spec.daemon,
+                    },
+                );
+                Ok(Launched {
+                    popen: Popen::Direct(pidfd),
+                    result: read,
+                })
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    // SAFETY: fcntl F_GETFL/F_SETFL on an open fd touch no memory.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Flushes Rust's stdout buffer so the child does not print the parent's
+/// pending output a second time (Python flushes `sys.stdout` likewise).
+fn flush_std_streams() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}

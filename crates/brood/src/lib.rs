@@ -1,0 +1,31 @@
+//! brood: Python's `multiprocessing`, rebuilt for Rust.
+//!
+//! Run work in child processes and get the results back; later releases add
+//! pools, pipes, queues, shared memory and process-shared locks. Linux first:
+//! brood waits on pidfds, never on a global SIGCHLD handler, and leaves no
+//! zombie behind.
+//!
+//! ```
+//! use brood::Process;
+//!
+//! let mut child = Process::builder().name("adder").target(|| 40 + 2);
+//! child.start()?;
+//! assert_eq!(child.join()?, 42);
+//! assert_eq!(child.exitcode(), Some(0));
+//! # Ok::<(), brood::Error>(())
+//! ```
+//!
+//! The syscall layer is public too, for the lessons of the tutorial this
+//! crate follows (`fork`, `wait`, zombies, orphans): see [`os`].
+
+mod children;
+pub mod codec;
+mod error;
+mod launch;
+pub mod os;
+mod process;
+
+pub use error::{Error, ErrorKind, PanicReport, Result};
+pub use process::{
+    Builder, Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
+};

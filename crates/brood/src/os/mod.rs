@@ -1,0 +1,704 @@
+//! The syscall layer: safe, typed wrappers over `fork`, `wait`, pidfds,
+//! signals, `prctl` and `/proc`.
+//!
+//! This module is where brood's unsafe code lives. Each wrapper follows the
+//! same three steps: the raw call, the errno check, a typed result. The names
+//! follow Python's `os` module where one exists (`fork`, `getpid`, `getppid`,
+//! `_exit` → [`exit_now`], `wait`, `waitpid`).
+//!
+//! ```
+//! use brood::os;
+//!
+//! let me = os::getpid();
+//! assert!(me.as_raw() > 0);
+//! assert_ne!(os::getppid(), me);
+//! ```
+
+mod pidfd;
+pub mod proc;
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+pub use pidfd::PidFd;
+pub use proc::{ProcInfo, ProcState};
+
+/// A process id: a positive integer the kernel hands out.
+///
+/// ```
+/// let me = brood::os::getpid();
+/// assert_eq!(brood::os::Pid::from_raw(me.as_raw()), Some(me));
+/// assert_eq!(brood::os::Pid::from_raw(0), None);
+/// println!("I am {me}");
+/// ```
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct Pid(i32);
+
+impl Pid {
+    /// Wraps a raw pid; `None` unless it is positive.
+    ///
+    /// ```
+    /// assert!(brood::os::Pid::from_raw(1).is_some());
+    /// assert!(brood::os::Pid::from_raw(-4).is_none());
+    /// ```
+    pub const fn from_raw(raw: i32) -> Option<Pid> {
+        if raw > 0 { Some(Pid(raw)) } else { None }
+    }
+
+    /// The raw number, for syscalls and display.
+    ///
+    /// ```
+    /// assert_eq!(brood::os::Pid::from_raw(42).unwrap().as_raw(), 42);
+    /// ```
+    pub const fn as_raw(self) -> i32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// What [`fork`] returns: on which side of the fork the caller now stands.
+///
+/// ```no_run
+/// use brood::os::{self, ForkResult};
+///
+/// // SAFETY: the child only calls async-signal-safe functions, then `_exit`.
+/// match unsafe { os::fork() }.unwrap() {
+///     ForkResult::Parent { child } => {
+///         let (_, status) = os::waitpid(Some(child), os::WaitFlags::empty()).unwrap().unwrap();
+///         assert_eq!(status.code(), Some(7));
+///     }
+///     ForkResult::Child => os::exit_now(7),
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkResult {
+    /// The original process; `child` is the new process's pid (Python's
+    /// `os.fork()` returning a positive number).
+    Parent {
+        /// The pid of the new child.
+        child: Pid,
+    },
+    /// The new process (Python's `os.fork()` returning 0).
+    Child,
+}
+
+/// Creates a child process that is a copy of the caller (`fork(2)`).
+///
+/// Returns twice: once in the parent with the child's pid, once in the child.
+/// Each side then has its own copy of every variable: a write on one side is
+/// not seen by the other.
+///
+/// Prefer [`crate::Process`], which runs a closure in the child under
+/// `catch_unwind`, always ends it with `_exit`, and hands back the result.
+///
+/// # Safety
+///
+/// In a program with more than one thread, the child holds a copy of every
+/// lock exactly as it was at the moment of the fork, and only the forking
+/// thread exists in it: a lock another thread held (the allocator's, stdout's,
+/// any `Mutex`) stays locked forever. Until it calls `exec` or [`exit_now`],
+/// the child of a multi-threaded parent may therefore only call
+/// async-signal-safe functions (see `signal-safety(7)`): no allocation, no
+/// printing, no locks. In a single-threaded program the child may do anything
+/// the parent could. Either way the child must not return into code that
+/// expects to run once (a test harness, `main`'s cleanup): end it with
+/// [`exit_now`].
+pub unsafe fn fork() -> io::Result<ForkResult> {
+    // SAFETY: fork(2) has no memory-safety preconditions of its own; the
+    // caller upholds what the child may do afterwards (see `# Safety`).
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(ForkResult::Child),
+        child => Ok(ForkResult::Parent { child: Pid(child) }),
+    }
+}
+
+/// The calling process's id (`getpid(2)`, Python's `os.getpid()`).
+///
+/// ```
+/// assert_eq!(brood::os::getpid().as_raw() as u32, std::process::id());
+/// ```
+pub fn getpid() -> Pid {
+    // SAFETY: getpid(2) cannot fail and touches no memory.
+    Pid(unsafe { libc::getpid() })
+}
+
+/// The parent's process id (`getppid(2)`, Python's `os.getppid()`).
+///
+/// After the parent dies this is the process that adopted the caller: the
+/// nearest child subreaper, or init (pid 1).
+///
+/// ```
+/// let parent = brood::os::getppid();
+/// assert!(parent.as_raw() >= 1);
+/// ```
+pub fn getppid() -> Pid {
+    // SAFETY: getppid(2) cannot fail and touches no memory.
+    let raw = unsafe { libc::getppid() };
+    // Inside a pid namespace whose parent lies outside it, getppid returns 0;
+    // report init then, as the kernel does for adopted processes.
+    Pid(raw.max(1))
+}
+
+/// Ends the calling process at once with `code` (`_exit(2)`, Python's
+/// `os._exit`): no destructors, no `atexit` handlers, no flushing of Rust's
+/// stdout buffer.
+///
+/// This is how a forked child must end. The parent reads `code` back through
+/// [`wait`]/[`waitpid`] as [`ExitStatus::code`].
+///
+/// ```no_run
+/// brood::os::exit_now(3);
+/// ```
+#[doc(alias = "_exit")]
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// How a child changed state, decoded from the raw status `wait` returns.
+///
+/// ```
+/// use brood::os::ExitStatus;
+///
+/// let exited = ExitStatus::Exited(3);
+/// assert_eq!(exited.code(), Some(3));
+/// assert_eq!(exited.exitcode(), Some(3));
+/// let killed = ExitStatus::Signaled { signal: 15, core_dumped: false };
+/// assert_eq!(killed.signal(), Some(15));
+/// assert_eq!(killed.exitcode(), Some(-15)); // Python's convention
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitStatus {
+    /// It called `exit`/`_exit` (or returned from `main`) with this code
+    /// (`WIFEXITED`, `WEXITSTATUS`).
+    Exited(i32),
+    /// A signal ended it (`WIFSIGNALED`, `WTERMSIG`, `WCOREDUMP`).
+    Signaled {
+        /// The signal number.
+        signal: i32,
+        /// Whether the kernel wrote a core dump.
+        core_dumped: bool,
+    },
+    /// A signal stopped it (`WIFSTOPPED`, `WSTOPSIG`); only reported with
+    /// [`WaitFlags::UNTRACED`].
+    Stopped(i32),
+    /// `SIGCONT` resumed it (`WIFCONTINUED`); only reported with
+    /// [`WaitFlags::CONTINUED`].
+    Continued,
+}
+
+impl ExitStatus {
+    /// Decodes a raw `wait` status word.
+    ///
+    /// ```
+    /// use brood::os::ExitStatus;
+    /// assert_eq!(ExitStatus::from_raw(3 << 8), ExitStatus::Exited(3));
+    /// assert_eq!(ExitStatus::from_raw(9), ExitStatus::Signaled { signal: 9, core_dumped: false });
+    /// ```
+    pub fn from_raw(status: i32) -> ExitStatus {
+        if libc::WIFEXITED(status) {
+            ExitStatus::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            ExitStatus::Signaled {
+                signal: libc::WTERMSIG(status),
+                core_dumped: libc::WCOREDUMP(status),
+            }
+        } else if libc::WIFSTOPPED(status) {
+            ExitStatus::Stopped(libc::WSTOPSIG(status))
+        } else {
+            ExitStatus::Continued
+        }
+    }
+
+    /// The exit code, if the child exited normally (`WEXITSTATUS`).
+    ///
+    /// ```
+    /// assert_eq!(brood::os::ExitStatus::Exited(0).code(), Some(0));
+    /// ```
+    pub fn code(self) -> Option<i32> {
+        match self {
+            ExitStatus::Exited(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The signal that ended the child, if one did (`WTERMSIG`).
+    ///
+    /// ```
+    /// let st = brood::os::ExitStatus::Signaled { signal: 9, core_dumped: false };
+    /// assert_eq!(st.signal(), Some(9));
+    /// ```
+    pub fn signal(self) -> Option<i32> {
+        match self {
+            ExitStatus::Signaled { signal, .. } => Some(signal),
+            _ => None,
+        }
+    }
+
+    /// Python's `Process.exitcode`: the exit code, or minus the signal number
+    /// for a child a signal ended; `None` for a stop or continue report.
+    ///
+    /// ```
+    /// let st = brood::os::ExitStatus::Signaled { signal: 9, core_dumped: false };
+    /// assert_eq!(st.exitcode(), Some(-9));
+    /// ```
+    pub fn exitcode(self) -> Option<i32> {
+        match self {
+            ExitStatus::Exited(code) => Some(code),
+            ExitStatus::Signaled { signal, .. } => Some(-signal),
+            _ => None,
+        }
+    }
+
+    /// Whether the child exited with code 0.
+    ///
+    /// ```
+    /// assert!(brood::os::ExitStatus::Exited(0).success());
+    /// ```
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ExitStatus::Exited(code) => write!(f, "exited with code {code}"),
+            ExitStatus::Signaled {
+                signal,
+                core_dumped,
+            } => {
+                write!(f, "killed by signal {signal} ({})", signal_name(signal))?;
+                if core_dumped {
+                    f.write_str(", core dumped")?;
+                }
+                Ok(())
+            }
+            ExitStatus::Stopped(signal) => {
+                write!(f, "stopped by signal {signal} ({})", signal_name(signal))
+            }
+            ExitStatus::Continued => f.write_str("continued"),
+        }
+    }
+}
+
+/// The conventional name of a signal number (`SIGTERM` for 15), or `"SIG?"`.
+///
+/// ```
+/// assert_eq!(brood::os::signal_name(9), "SIGKILL");
+/// ```
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGTTIN => "SIGTTIN",
+        libc::SIGTTOU => "SIGTTOU",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => "SIG?",
+    }
+}
+
+/// Options for [`waitpid`] (`WNOHANG`, `WUNTRACED`, `WCONTINUED`), combined
+/// with `|`.
+///
+/// ```
+/// use brood::os::WaitFlags;
+/// let flags = WaitFlags::NOHANG | WaitFlags::UNTRACED;
+/// assert!(flags.contains(WaitFlags::NOHANG));
+/// assert!(!WaitFlags::empty().contains(WaitFlags::NOHANG));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WaitFlags(i32);
+
+impl WaitFlags {
+    /// Return at once if no child has changed state (`WNOHANG`).
+    pub const NOHANG: WaitFlags = WaitFlags(libc::WNOHANG);
+    /// Also report stopped children (`WUNTRACED`).
+    pub const UNTRACED: WaitFlags = WaitFlags(libc::WUNTRACED);
+    /// Also report children resumed by `SIGCONT` (`WCONTINUED`).
+    pub const CONTINUED: WaitFlags = WaitFlags(libc::WCONTINUED);
+
+    /// No flags: block until a child exits.
+    ///
+    /// ```
+    /// assert_eq!(brood::os::WaitFlags::empty(), brood::os::WaitFlags::default());
+    /// ```
+    pub const fn empty() -> WaitFlags {
+        WaitFlags(0)
+    }
+
+    /// Whether every flag of `other` is set in `self`.
+    ///
+    /// ```
+    /// use brood::os::WaitFlags;
+    /// assert!((WaitFlags::NOHANG | WaitFlags::CONTINUED).contains(WaitFlags::CONTINUED));
+    /// ```
+    pub const fn contains(self, other: WaitFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for WaitFlags {
+    type Output = WaitFlags;
+    fn bitor(self, rhs: WaitFlags) -> WaitFlags {
+        WaitFlags(self.0 | rhs.0)
+    }
+}
+
+/// Waits for any child to exit (`wait(2)`, Python's `os.wait()`), returning
+/// its pid and decoded status. Fails with `ECHILD` when there is no child.
+///
+/// ```no_run
+/// let (pid, status) = brood::os::wait().unwrap();
+/// println!("{pid} {status}");
+/// ```
+pub fn wait() -> io::Result<(Pid, ExitStatus)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid, writable c_int for the call.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid > 0 {
+            return Ok((Pid(pid), ExitStatus::from_raw(status)));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Waits for the child `pid` (or any child, for `None`) to change state
+/// (`waitpid(2)`, Python's `os.waitpid`).
+///
+/// With [`WaitFlags::NOHANG`] and no change yet, returns `Ok(None)` where
+/// Python returns `(0, 0)`.
+///
+/// ```no_run
+/// use brood::os::{self, WaitFlags};
+/// match os::waitpid(None, WaitFlags::NOHANG) {
+///     Ok(Some((pid, status))) => println!("{pid}: {status}"),
+///     Ok(None) => println!("children still running"),
+///     Err(e) => println!("no children: {e}"),
+/// }
+/// ```
+pub fn waitpid(pid: Option<Pid>, flags: WaitFlags) -> io::Result<Option<(Pid, ExitStatus)>> {
+    let target = pid.map_or(-1, Pid::as_raw);
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid, writable c_int for the call.
+        let got = unsafe { libc::waitpid(target, &mut status, flags.0) };
+        if got > 0 {
+            return Ok(Some((Pid(got), ExitStatus::from_raw(status))));
+        }
+        if got == 0 {
+            return Ok(None);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Sets `SIGCHLD` to `SIG_IGN`: the kernel then reaps every child as it
+/// exits, so none becomes a zombie, and `wait` fails with `ECHILD`
+/// (Python's `signal.signal(signal.SIGCHLD, signal.SIG_IGN)`).
+///
+/// This also stops [`crate::Process`] from reading its children's exit
+/// status; restore the default with [`default_children`].
+///
+/// ```no_run
+/// brood::os::ignore_children().unwrap();
+/// // ... fork children that nobody waits for ...
+/// brood::os::default_children().unwrap();
+/// ```
+pub fn ignore_children() -> io::Result<()> {
+    set_sigchld(libc::SIG_IGN)
+}
+
+/// Restores `SIGCHLD` to its default action, undoing [`ignore_children`].
+///
+/// ```
+/// brood::os::default_children().unwrap();
+/// ```
+pub fn default_children() -> io::Result<()> {
+    set_sigchld(libc::SIG_DFL)
+}
+
+fn set_sigchld(action: libc::sighandler_t) -> io::Result<()> {
+    // SAFETY: installing SIG_IGN or SIG_DFL runs no code of ours in signal
+    // context; the previous handler is discarded.
+    let previous = unsafe { libc::signal(libc::SIGCHLD, action) };
+    if previous == libc::SIG_ERR {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Marks the caller a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`):
+/// orphaned descendants are then re-parented to it instead of to init, and it
+/// must reap them.
+///
+/// ```no_run
+/// brood::os::set_child_subreaper(true).unwrap();
+/// ```
+#[doc(alias = "PR_SET_CHILD_SUBREAPER")]
+pub fn set_child_subreaper(on: bool) -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_CHILD_SUBREAPER,
+            libc::c_ulong::from(on),
+            0,
+            0,
+            0,
+        )
+    };
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Asks the kernel to send `signal` to the caller when its parent thread
+/// exits (`prctl(PR_SET_PDEATHSIG)`); 0 turns it off.
+///
+/// ```no_run
+/// brood::os::set_parent_death_signal(libc::SIGKILL).unwrap();
+/// ```
+#[doc(alias = "PR_SET_PDEATHSIG")]
+pub fn set_parent_death_signal(signal: i32) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sends `signal` to `pid` (`kill(2)`, Python's `os.kill`).
+///
+/// Prefer [`PidFd::send_signal`] for children you hold: a pid can be reused
+/// after its process is reaped, a pidfd cannot.
+///
+/// ```
+/// // Signal 0 checks that the process exists.
+/// brood::os::kill(brood::os::getpid(), 0).unwrap();
+/// ```
+pub fn kill(pid: Pid, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers.
+    let rc = unsafe { libc::kill(pid.0, signal) };
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// What [`daemonize`] returns on each side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemonized {
+    /// The original caller: the middle process has already exited and been
+    /// reaped; `daemon` is the grandchild, now adopted by init or the nearest
+    /// subreaper.
+    Parent {
+        /// The grandchild's pid.
+        daemon: Pid,
+    },
+    /// The grandchild: in a new session, with no controlling terminal, and no
+    /// longer a child of the caller.
+    Daemon,
+}
+
+/// The double fork: the caller forks a middle process, which starts a new
+/// session (`setsid`), forks the grandchild and exits at once. The caller
+/// reaps the middle process straight away, so no zombie is ever left, and the
+/// grandchild is adopted by init (or the nearest subreaper) — nobody has to
+/// wait for it.
+///
+/// The working directory, umask and standard streams are left as they are;
+/// a long-lived daemon usually changes all three.
+///
+/// # Safety
+///
+/// As for [`fork`]: in a multi-threaded program the grandchild may only call
+/// async-signal-safe functions until it calls `exec` or [`exit_now`]. The
+/// grandchild must end with [`exit_now`].
+///
+/// ```no_run
+/// use brood::os::{self, Daemonized};
+/// // SAFETY: single-threaded program; the daemon ends with exit_now.
+/// match unsafe { os::daemonize() }.unwrap() {
+///     Daemonized::Parent { daemon } => println!("daemon is {daemon}"),
+///     Daemonized::Daemon => {
+///         // ... serve ...
+///         os::exit_now(0);
+///     }
+/// }
+/// ```
+pub unsafe fn daemonize() -> io::Result<Daemonized> {
+    let (read, write) = pipe_cloexec()?;
+    // SAFETY: the caller upholds fork's contract for the grandchild; the
+    // middle process only calls async-signal-safe functions (setsid, fork,
+    // write, _exit).
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            drop(read);
+            // SAFETY: setsid(2) takes no arguments.
+            unsafe { libc::setsid() };
+            // SAFETY: as above; the grandchild returns to the caller.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
+                    drop(write);
+                    Ok(Daemonized::Daemon)
+                }
+                Ok(ForkResult::Parent { child }) => {
+                    let bytes = child.0.to_ne_bytes();
+                    write_all_raw(&write, &bytes);
+                    exit_now(0)
+                }
+                Err(_) => exit_now(1),
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(write);
+            let mut buf = [0u8; 4];
+            let got = read_full(&read, &mut buf);
+            waitpid(Some(child), WaitFlags::empty())?;
+            match got {
+                Ok(4) => {
+                    let pid = i32::from_ne_bytes(buf);
+                    Ok(Daemonized::Parent { daemon: Pid(pid) })
+                }
+                Ok(_) => Err(io::Error::other(
+                    "daemonize: the middle process could not fork",
+                )),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// A pipe whose two ends close on `exec`.
+pub(crate) fn pipe_cloexec() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Writes all of `buf`, retrying on EINTR; async-signal-safe (no allocation),
+/// errors are dropped (for use in a child right before `_exit`).
+pub(crate) fn write_all_raw(fd: &impl std::os::fd::AsRawFd, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            // SAFETY: reading errno is async-signal-safe.
+            if unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        buf = &buf[n as usize..];
+    }
+    true
+}
+
+/// Reads until `buf` is full or EOF; returns how many bytes were read.
+pub(crate) fn read_full(fd: &impl std::os::fd::AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
+        let n = unsafe { libc::read(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) };
+        match n {
+            0 => break,
+            n if n > 0 => filled += n as usize,
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(filled)
+}
+
+/// The number of CPUs this process may run on (its affinity mask), at least 1.
+///
+/// ```
+/// assert!(brood::os::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The number of threads in the calling process, read from `/proc/self/stat`.
+///
+/// ```
+/// assert!(brood::os::thread_count().unwrap() >= 1);
+/// ```
+pub fn thread_count() -> io::Result<usize> {
+    proc::ProcInfo::read(getpid()).map(|info| info.threads)
+}
+
+pub(crate) fn duration_to_poll_ms(timeout: Option<Duration>) -> i32 {
+    match timeout {
+        None => -1,
+        Some(d) => {
+            // Round up so a 0.4 ms timeout does not spin as a 0 ms poll.
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(i32::MAX as u128) as i32
+        }
+    }
+}

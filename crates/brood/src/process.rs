@@ -1,0 +1,754 @@
+//! `Process`: run a function in a child process and get its value back.
+//!
+//! The same verbs as Python's `multiprocessing.Process` — `start`, `join`,
+//! `join_timeout`, `is_alive`, `pid`, `name`, `exitcode`, `terminate`,
+//! `kill`, `close`, daemon children — except that `join` hands back what the
+//! function returned, or an error that says why there is nothing.
+//!
+//! ```
+//! use brood::Process;
+//!
+//! let a = 1;
+//! let mut p = Process::new(move || a + 10_000);
+//! p.start()?;
+//! assert_eq!(p.join()?, 10_001);
+//! assert_eq!(p.exitcode(), Some(0));
+//! # Ok::<(), brood::Error>(())
+//! ```
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::children;
+use crate::codec;
+use crate::error::{Error, ErrorKind, PanicReport, Result};
+use crate::launch::{self, Body, HEADER_LEN, Launcher, Popen, Spec};
+use crate::os::{self, ExitStatus, Pid};
+
+/// A function running (or about to run) in a child process.
+///
+/// `R` is what the function returns; it crosses back to the parent through
+/// the codec, so it must be serde-serializable.
+///
+/// # Start method
+///
+/// This release starts children with `fork`: the child is a copy of the
+/// parent, so closures may capture anything. Forking a program that runs other
+/// threads is hazardous (a lock another thread held at the moment of the fork
+/// stays locked in the child); the spawn and forkserver start methods that
+/// avoid it come next.
+///
+/// # Differences from Python
+///
+/// - `join` returns the function's value; an error says whether the child
+///   panicked (with message and location), was killed by a signal, or exited
+///   early. A later `join` returns an [`ErrorKind::InvalidState`] error.
+/// - `join_timeout` returns a [`ErrorKind::Timeout`] error while the child runs,
+///   where Python's `join(timeout)` returns `None` silently.
+/// - A daemon child also dies when its parent is SIGKILLed
+///   (`PR_SET_PDEATHSIG`), where Python's daemon child lives on. The kernel
+///   sends that signal when the *thread* that started the child exits, so
+///   start long-lived daemon children from a long-lived thread.
+///
+/// ```
+/// use std::time::Duration;
+/// use brood::Process;
+///
+/// let mut p = Process::builder().name("sleeper").target(|| std::thread::sleep(Duration::from_secs(10)));
+/// p.start()?;
+/// assert!(p.join_timeout(Duration::from_millis(50)).unwrap_err().is_timeout());
+/// assert!(p.is_alive());
+/// p.terminate()?;
+/// assert!(p.join().is_err());
+/// assert_eq!(p.exitcode(), Some(-15));
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub struct Process<R> {
+    name: String,
+    daemon: bool,
+    identity: Vec<u32>,
+    state: State<R>,
+    _value: PhantomData<fn() -> R>,
+}
+
+enum State<R> {
+    Ready(Body),
+    Running(Running),
+    Done(Done<R>),
+    Closed,
+}
+
+struct Running {
+    popen: Popen,
+    result: OwnedFd,
+    /// Bytes of the result frame read so far.
+    buf: Vec<u8>,
+    /// Whether the result pipe has reached end of file.
+    eof: bool,
+    /// The exit status, once reaped by `is_alive`/`exitcode`.
+    status: Cell<Option<ExitStatus>>,
+}
+
+struct Done<R> {
+    status: Option<ExitStatus>,
+    pid: Pid,
+    outcome: Option<Result<R>>,
+}
+
+/// Sets a child's name and daemon flag before it exists (Python's
+/// `Process(name=..., daemon=...)` keywords).
+///
+/// ```
+/// let p = brood::Process::builder().name("worker").daemon(true).target(|| 1);
+/// assert_eq!(p.name(), "worker");
+/// assert!(p.is_daemon());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    name: Option<String>,
+    daemon: bool,
+}
+
+impl Builder {
+    /// The process's name; the default is Python's `Process-N`.
+    ///
+    /// ```
+    /// assert_eq!(brood::Process::builder().name("x").target(|| ()).name(), "x");
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A daemon child is terminated when its parent exits (and killed when the
+    /// parent dies abruptly) instead of being waited for, and may not start
+    /// children of its own.
+    ///
+    /// ```
+    /// assert!(brood::Process::builder().daemon(true).target(|| ()).is_daemon());
+    /// ```
+    pub fn daemon(mut self, daemon: bool) -> Builder {
+        self.daemon = daemon;
+        self
+    }
+
+    /// The function the child runs; the process is ready to [`start`](Process::start).
+    ///
+    /// ```
+    /// let mut p = brood::Process::builder().target(|| "hi".to_string());
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), "hi");
+    /// ```
+    pub fn target<F, R>(self, f: F) -> Process<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let (identity, default_name) = children::lock().next_identity();
+        let body: Body = Box::new(move || {
+            let value = f();
+            codec::encode(&value).map_err(|e| e.to_string())
+        });
+        Process {
+            name: self.name.unwrap_or(default_name),
+            daemon: self.daemon,
+            identity,
+            state: State::Ready(body),
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<R> Process<R>
+where
+    R: Serialize + DeserializeOwned + 'static,
+{
+    /// A process that will run `f`, with the default name and not a daemon.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| vec![1, 2, 3]);
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), vec![1, 2, 3]);
+    /// ```
+    pub fn new<F>(f: F) -> Process<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+    {
+        Builder::default().target(f)
+    }
+}
+
+impl Process<()> {
+    /// Starts setting up a process (name, daemon) before giving its function.
+    ///
+    /// ```
+    /// let p = brood::Process::builder().name("w").target(|| 2u8);
+    /// assert_eq!(p.name(), "w");
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+impl<R> Process<R>
+where
+    R: DeserializeOwned,
+{
+    /// Starts the child. A process starts once: a second `start` is an
+    /// [`ErrorKind::InvalidState`] error, and so is starting a child from a
+    /// daemon process (as in Python).
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| 1);
+    /// p.start().unwrap();
+    /// assert!(p.start().is_err());
+    /// p.join().unwrap();
+    /// ```
+    pub fn start(&mut self) -> Result<()> {
+        let body = match std::mem::replace(&mut self.state, State::Closed) {
+            State::Ready(body) => body,
+            other => {
+                let closed = matches!(other, State::Closed);
+                self.state = other;
+                return Err(if closed {
+                    self.closed_error()
+                } else {
+                    Error::invalid("processes can only be started once")
+                });
+            }
+        };
+        if children::lock().me.daemon {
+            self.state = State::Ready(body);
+            return Err(Error::invalid(
+                "daemonic processes are not allowed to have children",
+            ));
+        }
+        let spec = Spec {
+            name: self.name.clone(),
+            daemon: self.daemon,
+            identity: self.identity.clone(),
+        };
+        match launch::fork::Fork.launch(&spec, body) {
+            Ok(launched) => {
+                self.state = State::Running(Running {
+                    popen: launched.popen,
+                    result: launched.result,
+                    buf: Vec::new(),
+                    eof: false,
+                    status: Cell::new(None),
+                });
+                Ok(())
+            }
+            Err(e) => Err(Error::os_error(
+                format!("cannot start process {}", self.name),
+                e,
+            )),
+        }
+    }
+
+    /// Waits for the child to end and returns its function's value.
+    ///
+    /// The error says why there is no value: the child panicked
+    /// ([`Error::panic`]), a signal killed it ([`Error::signal`]), or it
+    /// exited first ([`Error::exit_code`]). Joining a process that was never
+    /// started, or joining twice, is an [`ErrorKind::InvalidState`] error.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| 6 * 7);
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), 42);
+    /// ```
+    pub fn join(&mut self) -> Result<R> {
+        self.join_deadline(None)
+    }
+
+    /// Like [`join`](Process::join), but gives up after `timeout` with an
+    /// [`ErrorKind::Timeout`] error and leaves the child running; join again
+    /// later.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut p = brood::Process::new(|| 5);
+    /// p.start().unwrap();
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), 5);
+    /// ```
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
+        self.join_deadline(Some(Instant::now() + timeout))
+    }
+
+    fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<R> {
+        let running = match &mut self.state {
+            State::Running(running) => running,
+            State::Done(done) => {
+                return done
+                    .outcome
+                    .take()
+                    .unwrap_or_else(|| Err(Error::invalid("the process was already joined")));
+            }
+            State::Ready(_) => return Err(Error::invalid("can only join a started process")),
+            State::Closed => return Err(self.closed_error()),
+        };
+        let status = match running.wait(deadline) {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                return Err(Error::timeout(format!(
+                    "process {} is still running",
+                    self.name
+                )));
+            }
+            Err(e) => return Err(e.in_process(&self.name)),
+        };
+        let outcome = running
+            .outcome(status)
+            .map_err(|e| e.in_process(&self.name));
+        let pid = running.popen.pid();
+        children::lock().forget(pid);
+        self.state = State::Done(Done {
+            status,
+            pid,
+            outcome: None,
+        });
+        outcome
+    }
+
+    /// Whether the child has started and not yet exited (Python's
+    /// `is_alive()`); reaps it once it has exited. `false` after `close`.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| ());
+    /// assert!(!p.is_alive());
+    /// p.start().unwrap();
+    /// p.join().unwrap();
+    /// assert!(!p.is_alive());
+    /// ```
+    pub fn is_alive(&self) -> bool {
+        match &self.state {
+            State::Running(running) => running.poll_status().is_none(),
+            _ => false,
+        }
+    }
+
+    /// The child's exit code in Python's convention: `None` while it runs (or
+    /// before it starts), its code once it exits, minus the signal number if
+    /// a signal ended it.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| -> () { brood::os::exit_now(3) });
+    /// assert_eq!(p.exitcode(), None);
+    /// p.start().unwrap();
+    /// let _ = p.join();
+    /// assert_eq!(p.exitcode(), Some(3));
+    /// ```
+    pub fn exitcode(&self) -> Option<i32> {
+        self.status().and_then(ExitStatus::exitcode)
+    }
+
+    /// The child's decoded exit status, once it has exited.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| ());
+    /// p.start().unwrap();
+    /// p.join().unwrap();
+    /// assert_eq!(p.status(), Some(brood::os::ExitStatus::Exited(0)));
+    /// ```
+    pub fn status(&self) -> Option<ExitStatus> {
+        match &self.state {
+            State::Running(running) => running.poll_status().flatten(),
+            State::Done(done) => done.status,
+            _ => None,
+        }
+    }
+
+    /// The child's pid, once started.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| ());
+    /// assert!(p.pid().is_none());
+    /// p.start().unwrap();
+    /// assert!(p.pid().is_some());
+    /// p.join().unwrap();
+    /// ```
+    pub fn pid(&self) -> Option<Pid> {
+        match &self.state {
+            State::Running(running) => Some(running.popen.pid()),
+            State::Done(done) => Some(done.pid),
+            _ => None,
+        }
+    }
+
+    /// The process's name (`Process-N` unless one was given).
+    ///
+    /// ```
+    /// assert!(brood::Process::new(|| ()).name().starts_with("Process-"));
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is a daemon process (see [`Builder::daemon`]).
+    ///
+    /// ```
+    /// assert!(!brood::Process::new(|| ()).is_daemon());
+    /// ```
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Sends SIGTERM to the child (Python's `terminate()`). Does nothing if
+    /// it has already exited; an error before `start` or after `close`.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| std::thread::sleep(std::time::Duration::from_secs(10)));
+    /// p.start().unwrap();
+    /// p.terminate().unwrap();
+    /// assert_eq!(p.join().unwrap_err().signal(), Some(15));
+    /// ```
+    pub fn terminate(&self) -> Result<()> {
+        self.send_signal(libc::SIGTERM)
+    }
+
+    /// Sends SIGKILL to the child (Python's `kill()`).
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| std::thread::sleep(std::time::Duration::from_secs(10)));
+    /// p.start().unwrap();
+    /// p.kill().unwrap();
+    /// assert_eq!(p.join().unwrap_err().signal(), Some(9));
+    /// ```
+    pub fn kill(&self) -> Result<()> {
+        self.send_signal(libc::SIGKILL)
+    }
+
+    /// Sends any signal to the child, through its pidfd (never to a reused
+    /// pid). Does nothing if the child has already exited.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| std::thread::sleep(std::time::Duration::from_secs(10)));
+    /// p.start().unwrap();
+    /// p.send_signal(libc::SIGINT).unwrap();
+    /// assert_eq!(p.join().unwrap_err().signal(), Some(libc::SIGINT));
+    /// ```
+    pub fn send_signal(&self, signal: i32) -> Result<()> {
+        match &self.state {
+            State::Running(running) => {
+                if running.status.get().is_some() {
+                    return Ok(());
+                }
+                match running.popen.signal(signal) {
+                    Ok(()) => Ok(()),
+                    // Exited, not yet reaped: nothing to signal.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                    Err(e) => Err(Error::os_error(
+                        format!("cannot signal process {}", self.name),
+                        e,
+                    )),
+                }
+            }
+            State::Done(_) => Ok(()),
+            State::Ready(_) => Err(Error::invalid("can only signal a started process")),
+            State::Closed => Err(self.closed_error()),
+        }
+    }
+
+    /// Releases the process's resources (Python's `close()`). An error while
+    /// the child is still running; afterwards most methods return an
+    /// [`ErrorKind::Closed`] error.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| ());
+    /// p.start().unwrap();
+    /// p.join().unwrap();
+    /// p.close().unwrap();
+    /// assert_eq!(p.join().unwrap_err().kind(), brood::ErrorKind::Closed);
+    /// ```
+    pub fn close(&mut self) -> Result<()> {
+        if let State::Running(running) = &self.state {
+            if running.poll_status().is_none() {
+                return Err(Error::invalid(
+                    "cannot close a process while it is still running; join or terminate it first",
+                ));
+            }
+            children::lock().forget(running.popen.pid());
+        }
+        self.state = State::Closed;
+        Ok(())
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::simple(
+            ErrorKind::Closed,
+            format!("process object {} is closed", self.name),
+        )
+    }
+}
+
+impl Running {
+    /// Reaps the child if it has exited: `None` while it runs, `Some(None)`
+    /// if it exited but its status could not be read (SIGCHLD ignored, or
+    /// someone else reaped it).
+    fn poll_status(&self) -> Option<Option<ExitStatus>> {
+        if let Some(status) = self.status.get() {
+            return Some(Some(status));
+        }
+        match self.popen.try_reap() {
+            Ok(Some(status)) => {
+                self.status.set(Some(status));
+                Some(Some(status))
+            }
+            Ok(None) => None,
+            Err(_) => Some(None),
+        }
+    }
+
+    /// Waits for exit while draining the result pipe (a large value must not
+    /// block the child's write while we wait for its exit).
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<Option<Option<ExitStatus>>> {
+        loop {
+            if let Some(status) = self.poll_status() {
+                self.drain()?;
+                return Ok(Some(status));
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.popen.sentinel().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.result.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let nfds = if self.eof { 1 } else { 2 };
+            // SAFETY: `fds` holds `nfds` valid pollfds for the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, os::duration_to_poll_ms(left)) };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(Error::os_error("waiting for a child", err));
+                }
+                continue;
+            }
+            if !self.eof && fds[1].revents != 0 {
+                self.drain()?;
+            }
+        }
+    }
+
+    /// Reads what the pipe holds now, without blocking.
+    fn drain(&mut self) -> Result<()> {
+        let mut chunk = [0u8; 64 * 1024];
+        while !self.eof {
+            // SAFETY: `chunk` is valid for writes of its length.
+            let n = unsafe {
+                libc::read(
+                    self.result.as_raw_fd(),
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len(),
+                )
+            };
+            match n {
+                0 => self.eof = true,
+                n if n > 0 => {
+                    let n = n as usize;
+                    if self.buf.len() + n > codec::DEFAULT_MAX_FRAME + HEADER_LEN {
+                        return Err(Error::simple(
+                            ErrorKind::TooLarge,
+                            "the child's result is larger than the frame limit",
+                        ));
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                _ => {
+                    let err = std::io::Error::last_os_error();
+                    match err.kind() {
+                        std::io::ErrorKind::Interrupted => continue,
+                        std::io::ErrorKind::WouldBlock => return Ok(()),
+                        _ => return Err(Error::os_error("reading a child's result", err)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes the result frame, or explains its absence from the status.
+    fn outcome<R: DeserializeOwned>(&self, status: Option<ExitStatus>) -> Result<R> {
+        if self.buf.len() >= HEADER_LEN {
+            let len = u64::from_le_bytes(self.buf[1..HEADER_LEN].try_into().expect("8 bytes"));
+            let payload = &self.buf[HEADER_LEN..];
+            if payload.len() as u64 == len {
+                return match self.buf[0] {
+                    launch::TAG_RETURNED => codec::decode(payload),
+                    launch::TAG_PANICKED => {
+                        Err(Error::panicked(codec::decode::<PanicReport>(payload)?))
+                    }
+                    launch::TAG_ENCODE_FAILED => Err(Error::simple(
+                        ErrorKind::Codec,
+                        String::from_utf8_lossy(payload).into_owned(),
+                    )),
+                    tag => Err(Error::simple(
+                        ErrorKind::Codec,
+                        format!("unknown result tag {tag}"),
+                    )),
+                };
+            }
+        }
+        Err(match status {
+            Some(ExitStatus::Signaled {
+                signal,
+                core_dumped,
+            }) => Error::signaled(signal, core_dumped),
+            Some(ExitStatus::Exited(code)) => Error::exited(code),
+            _ => Error::invalid(
+                "the child's exit status is unknown (SIGCHLD ignored?) and it sent no value",
+            ),
+        })
+    }
+}
+
+impl<R> Drop for Process<R> {
+    /// A finished child is reaped now; a running one goes to the orphan
+    /// queue and is reaped as soon as it exits. Neither leaves a zombie.
+    fn drop(&mut self) {
+        if let State::Running(running) = std::mem::replace(&mut self.state, State::Closed) {
+            let exited =
+                running.status.get().is_some() || !matches!(running.popen.try_reap(), Ok(None));
+            if exited {
+                children::lock().forget(running.popen.pid());
+            } else {
+                children::adopt_orphan(running.popen.into_orphan());
+            }
+        }
+    }
+}
+
+impl<R> fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Ready(_) => "initial".to_string(),
+            State::Running(r) => match r.status.get() {
+                Some(status) => format!("stopped ({status})"),
+                None => format!("started pid={}", r.popen.pid()),
+            },
+            State::Done(d) => match d.status {
+                Some(status) => format!("stopped ({status})"),
+                None => "stopped".into(),
+            },
+            State::Closed => "closed".into(),
+        };
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("daemon", &self.daemon)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// What [`current_process`] and [`parent_process`] describe.
+///
+/// ```
+/// let me = brood::current_process();
+/// assert_eq!(me.name, "MainProcess");
+/// assert_eq!(me.pid, brood::os::getpid());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ProcessInfo {
+    /// The process's name (`MainProcess` for the program itself).
+    pub name: String,
+    /// Its pid.
+    pub pid: Pid,
+    /// Whether it is a daemon process.
+    pub daemon: bool,
+}
+
+/// The calling process: `MainProcess` in the program, or the name given to
+/// the child (Python's `multiprocessing.current_process()`).
+///
+/// ```
+/// let mut p = brood::Process::builder().name("kid").target(|| brood::current_process().name);
+/// p.start().unwrap();
+/// assert_eq!(p.join().unwrap(), "kid");
+/// assert_eq!(brood::current_process().name, "MainProcess");
+/// ```
+pub fn current_process() -> ProcessInfo {
+    let table = children::lock();
+    ProcessInfo {
+        name: table
+            .me
+            .name
+            .clone()
+            .unwrap_or_else(|| "MainProcess".into()),
+        pid: os::getpid(),
+        daemon: table.me.daemon,
+    }
+}
+
+/// The process that started this one, or `None` in the main process (Python's
+/// `parent_process()`).
+///
+/// ```
+/// assert!(brood::parent_process().is_none());
+/// let mut p = brood::Process::new(|| brood::parent_process().map(|p| p.pid.as_raw()));
+/// p.start().unwrap();
+/// assert_eq!(p.join().unwrap(), Some(brood::os::getpid().as_raw()));
+/// ```
+pub fn parent_process() -> Option<ProcessInfo> {
+    let table = children::lock();
+    table.me.parent.as_ref().map(|(pid, name)| ProcessInfo {
+        name: name.clone(),
+        pid: *pid,
+        daemon: false,
+    })
+}
+
+/// The children of this process that are still running, including those
+/// whose handles were dropped (Python's `active_children()`). Finished
+/// orphans are reaped on the way.
+///
+/// ```
+/// let mut p = brood::Process::builder().name("busy").target(|| std::thread::sleep(std::time::Duration::from_secs(10)));
+/// p.start().unwrap();
+/// assert!(brood::active_children().iter().any(|c| c.name == "busy"));
+/// p.kill().unwrap();
+/// let _ = p.join();
+/// assert!(!brood::active_children().iter().any(|c| c.name == "busy"));
+/// ```
+pub fn active_children() -> Vec<ProcessInfo> {
+    let mut table = children::lock();
+    table.reap_orphans();
+    table
+        .live
+        .iter()
+        .filter(|(pid, _)| {
+            // Still running? A zombie (exited, not yet joined) does not count.
+            os::ProcInfo::read(**pid).is_ok_and(|info| info.state != os::ProcState::Zombie)
+        })
+        .map(|(pid, entry)| ProcessInfo {
+            name: entry.name.clone(),
+            pid: *pid,
+            daemon: entry.daemon,
+        })
+        .collect()
+}
+
+/// The number of CPUs this process may use (Python's `cpu_count()`, but
+/// honouring the affinity mask like `os.process_cpu_count()`).
+///
+/// ```
+/// assert!(brood::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    os::cpu_count()
+}

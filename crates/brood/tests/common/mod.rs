@@ -1,0 +1,57 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// The number of open fds of this process (entries of `/proc/self/fd`).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Fails if this process has a zombie child: every child that exited has
+/// been reaped.
+pub fn assert_no_zombie_children() {
+    let me = brood::os::getpid();
+    for kid in brood::os::proc::children(me).unwrap() {
+        assert_ne!(
+            kid.state,
+            brood::os::ProcState::Zombie,
+            "zombie child {} ({})",
+            kid.pid,
+            kid.name
+        );
+    }
+}
+
+/// A plain pipe for tests to pass numbers between processes.
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 succeeded; both fds are fresh and owned here.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+pub fn write_i32(fd: &OwnedFd, v: i32) {
+    let b = v.to_ne_bytes();
+    // SAFETY: `b` is 4 readable bytes.
+    let n = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 4) };
+    assert_eq!(n, 4);
+}
+
+/// Reads one i32, waiting at most 10 s.
+pub fn read_i32(fd: &OwnedFd) -> i32 {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    assert_eq!(n, 1, "nothing to read within 10 s");
+    let mut b = [0u8; 4];
+    // SAFETY: `b` is 4 writable bytes.
+    let n = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), 4) };
+    assert_eq!(n, 4);
+    i32::from_ne_bytes(b)
+}

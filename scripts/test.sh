@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine with a Rust toolchain and python3.
+# Installs what it needs (cargo-nextest when missing), then: format check,
+# clippy with warnings as errors, every test under nextest, the doctests, and
+# the suite once more under plain `cargo test` (it must pass under both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "== installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo nextest run"
+cargo nextest run --workspace --profile ci
+echo "== cargo test --doc"
+cargo test --workspace --doc
+echo "== cargo test (plain libtest harness)"
+cargo test --workspace --tests
+echo "== leftovers"
+# No test may leave a zombie behind in this shell's process tree.
+zombies=$(ps -eo stat=,ppid= | awk -v me=$$ '$1 ~ /^Z/ && $2 == me' | wc -l)
+if [ "$zombies" -ne 0 ]; then echo "zombies left: $zombies"; exit 1; fi
+echo "all checks passed"
