@@ -92,16 +92,20 @@ impl Table {
 
     /// Called in a freshly started child (holding the guard, for fork): it
     /// has no children yet, and becomes the process `spec` describes.
-    pub(crate) fn enter_child(&mut self, spec: &crate::launch::Spec, parent: Pid) {
+    pub(crate) fn enter_child(&mut self, spec: &crate::launch::Spec) {
         self.reset(os::getpid().as_raw());
-        let parent_name = self.me.name.clone().unwrap_or_else(|| "MainProcess".into());
         self.me = Me {
             name: Some(spec.name.clone()),
             identity: spec.identity.clone(),
             counter: 0,
             daemon: spec.daemon,
-            parent: Some((parent, parent_name)),
+            parent: Pid::from_raw(spec.parent_pid).map(|pid| (pid, spec.parent_name.clone())),
         };
+    }
+
+    /// This process's name, as its children know their parent.
+    pub(crate) fn my_name(&self) -> String {
+        self.me.name.clone().unwrap_or_else(|| "MainProcess".into())
     }
 
     /// The identity and default name of the next child (Python's
@@ -149,6 +153,12 @@ impl Table {
             }
         }
     }
+}
+
+/// Whether brood's own reaper thread runs in this process (it holds no
+/// lock while it sleeps, so it does not make a fork hazardous).
+pub(crate) fn reaper_running() -> bool {
+    lock().reaper_wake.is_some()
 }
 
 /// Hands a dropped, still-running child to the reaper.

@@ -41,6 +41,11 @@ pub enum ErrorKind {
     TooLarge,
     /// An operating-system call failed; see [`Error::io`].
     Io,
+    /// No task of that name is registered (`#[brood::task]`).
+    UnknownTask,
+    /// A fork was refused because other threads run (see
+    /// [`allow_fork_with_threads`](crate::allow_fork_with_threads)).
+    ForkWithThreads,
 }
 
 /// A panic caught in a child process, carried back to the parent.

@@ -18,14 +18,25 @@
 //! The syscall layer is public too, for the lessons of the tutorial this
 //! crate follows (`fork`, `wait`, zombies, orphans): see [`os`].
 
+mod bootstrap;
 mod children;
 pub mod codec;
+mod context;
 mod error;
 mod launch;
 pub mod os;
 mod process;
+pub mod task;
 
+pub use brood_macros::task;
+pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
 pub use error::{Error, ErrorKind, PanicReport, Result};
 pub use process::{
-    Builder, Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
+    Builder, Process, ProcessInfo, active_children, allow_fork_with_threads, cpu_count,
+    current_process, parent_process,
 };
+
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}

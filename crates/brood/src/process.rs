@@ -9,7 +9,7 @@
 //! use brood::Process;
 //!
 //! let a = 1;
-//! let mut p = Process::new(move || a + 10_000);
+//! let mut p = Process::with_args(|a: i32| a + 10_000, a);
 //! p.start()?;
 //! assert_eq!(p.join()?, 10_001);
 //! assert_eq!(p.exitcode(), Some(0));
@@ -20,6 +20,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -27,9 +28,11 @@ use serde::de::DeserializeOwned;
 
 use crate::children;
 use crate::codec;
+use crate::context::StartMethod;
 use crate::error::{Error, ErrorKind, PanicReport, Result};
-use crate::launch::{self, Body, HEADER_LEN, Launcher, Popen, Spec};
+use crate::launch::{self, Body, HEADER_LEN, Launcher, Popen, Spec, Work};
 use crate::os::{self, ExitStatus, Pid};
+use crate::task::{self, Fail};
 
 /// A function running (or about to run) in a child process.
 ///
@@ -73,12 +76,14 @@ pub struct Process<R> {
     name: String,
     daemon: bool,
     identity: Vec<u32>,
+    /// The start method asked for (`None`: the default), then the one used.
+    method: Option<StartMethod>,
     state: State<R>,
     _value: PhantomData<fn() -> R>,
 }
 
 enum State<R> {
-    Ready(Body),
+    Ready(Result<Work>),
     Running(Running),
     Done(Done<R>),
     Closed,
@@ -113,6 +118,7 @@ struct Done<R> {
 pub struct Builder {
     name: Option<String>,
     daemon: bool,
+    method: Option<StartMethod>,
 }
 
 impl Builder {
@@ -138,7 +144,23 @@ impl Builder {
         self
     }
 
-    /// The function the child runs; the process is ready to [`start`](Process::start).
+    /// The start method for this process; the default is
+    /// [`get_start_method`](crate::get_start_method).
+    ///
+    /// ```
+    /// use brood::StartMethod;
+    /// let mut p = brood::Process::builder().start_method(StartMethod::Spawn).target(|| 1);
+    /// p.start().unwrap();
+    /// assert_eq!(p.start_method(), Some(StartMethod::Spawn));
+    /// p.join().unwrap();
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.method = Some(method);
+        self
+    }
+
+    /// The function the child runs, which must capture nothing (a compile
+    /// error otherwise), so that every start method can run it.
     ///
     /// ```
     /// let mut p = brood::Process::builder().target(|| "hi".to_string());
@@ -150,26 +172,141 @@ impl Builder {
         F: FnOnce() -> R + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let (identity, default_name) = children::lock().next_identity();
+        const { task::assert_captures_nothing::<F>() };
+        drop(f);
+        let work = codec::encode(&()).map(|args| Work::Function {
+            call: task::trampoline0::<F, R>,
+            args,
+        });
+        self.build(work, None)
+    }
+
+    /// The function the child runs, called with `args` (Python's `args=`).
+    /// `f` must capture nothing; `args` cross through the codec.
+    ///
+    /// ```
+    /// let mut p = brood::Process::builder().target_with(|(a, b): (i32, i32)| a * b, (6, 7));
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), 42);
+    /// ```
+    pub fn target_with<F, A, R>(self, f: F, args: A) -> Process<R>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        const { task::assert_captures_nothing::<F>() };
+        drop(f);
+        let work = codec::encode(&args).map(|args| Work::Function {
+            call: task::trampoline1::<F, A, R>,
+            args,
+        });
+        self.build(work, None)
+    }
+
+    /// Any closure, captures included, run in a forked child: the start
+    /// method is always [`StartMethod::Fork`]. In a program that runs other
+    /// threads, `start` refuses it ([`ErrorKind::ForkWithThreads`]) unless
+    /// the program opted in with [`allow_fork_with_threads`].
+    ///
+    /// ```
+    /// let greeting = String::from("hello");
+    /// let mut p = brood::Process::builder().name("greeter").fork(move || greeting.len());
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), 5);
+    /// ```
+    pub fn fork<F, R>(self, f: F) -> Process<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
         let body: Body = Box::new(move || {
             let value = f();
-            codec::encode(&value).map_err(|e| e.to_string())
+            codec::encode(&value).map_err(|e| Fail::Encode(e.to_string()))
         });
+        self.build(Ok(Work::Closure(body)), Some(StartMethod::Fork))
+    }
+
+    /// A task registered with `#[brood::task]`, called by name with `args`.
+    /// An unknown name is an [`ErrorKind::UnknownTask`] error from `start`;
+    /// arguments of the wrong type, an [`ErrorKind::Codec`] error from `join`.
+    ///
+    /// ```
+    /// #[brood::task]
+    /// fn double(x: u64) -> u64 { 2 * x }
+    ///
+    /// let name = concat!(module_path!(), "::double");
+    /// let mut p = brood::Process::builder().task::<u64, _>(name, (21u64,));
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), 42);
+    /// ```
+    pub fn task<R, A>(self, name: &str, args: A) -> Process<R>
+    where
+        A: Serialize,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let work = codec::encode(&args).map(|args| Work::Task {
+            name: name.to_string(),
+            args,
+        });
+        self.build(work, None)
+    }
+
+    fn build<R>(self, work: Result<Work>, forced: Option<StartMethod>) -> Process<R> {
+        let (identity, default_name) = children::lock().next_identity();
         Process {
             name: self.name.unwrap_or(default_name),
             daemon: self.daemon,
             identity,
-            state: State::Ready(body),
+            method: forced.or(self.method),
+            state: State::Ready(work),
             _value: PhantomData,
         }
     }
+}
+
+static FORK_WITH_THREADS: AtomicBool = AtomicBool::new(false);
+
+/// Lets brood fork this program even while it runs other threads.
+///
+/// Without it, a capturing closure ([`Process::fork`]) is refused in a
+/// multi-threaded program, and functions that capture nothing under
+/// [`StartMethod::Fork`] are forked by the forkserver instead.
+///
+/// # Safety
+///
+/// At the moment of each fork, no other thread may hold a lock that the
+/// child will take: the allocator is safe (glibc prepares it for fork), but
+/// stdout's lock, a `Mutex` of yours, or the environment's lock held by
+/// another thread would stay locked in the child forever. Test harnesses,
+/// whose other thread only waits for the test to finish, meet this.
+///
+/// ```
+/// // SAFETY: the only other thread of this doctest waits on a channel.
+/// unsafe { brood::allow_fork_with_threads() };
+/// ```
+pub unsafe fn allow_fork_with_threads() {
+    FORK_WITH_THREADS.store(true, Ordering::SeqCst);
+}
+
+/// Whether forking now could deadlock the child: other threads run and the
+/// program did not opt in.
+fn fork_is_hazardous() -> bool {
+    if FORK_WITH_THREADS.load(Ordering::SeqCst) {
+        return false;
+    }
+    let ours = usize::from(children::reaper_running());
+    os::thread_count().map_or(true, |n| n > 1 + ours)
 }
 
 impl<R> Process<R>
 where
     R: Serialize + DeserializeOwned + 'static,
 {
-    /// A process that will run `f`, with the default name and not a daemon.
+    /// A process that will run `f`, with the default name and start method.
+    /// `f` must capture nothing (a compile error otherwise); to send data,
+    /// use [`with_args`](Process::with_args); to run a capturing closure in a
+    /// forked child, use [`fork`](Process::fork).
     ///
     /// ```
     /// let mut p = brood::Process::new(|| vec![1, 2, 3]);
@@ -182,10 +319,53 @@ where
     {
         Builder::default().target(f)
     }
+
+    /// A process that will run `f(args)` (Python's `Process(target, args)`).
+    ///
+    /// ```
+    /// let mut p = brood::Process::with_args(|n: u32| n + 1, 41);
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), 42);
+    /// ```
+    pub fn with_args<F, A>(f: F, args: A) -> Process<R>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+    {
+        Builder::default().target_with(f, args)
+    }
+
+    /// A process that will run any closure, captures included, in a forked
+    /// child (see [`Builder::fork`]).
+    ///
+    /// ```
+    /// let base = 10_000;
+    /// let mut p = brood::Process::fork(move || base + 1);
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), 10_001);
+    /// ```
+    pub fn fork<F>(f: F) -> Process<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+    {
+        Builder::default().fork(f)
+    }
+
+    /// A process that will call the registered task `name` with `args` (see
+    /// [`Builder::task`]).
+    ///
+    /// ```
+    /// let mut p = brood::Process::<u8>::task("no::such::task", ());
+    /// assert_eq!(p.start().unwrap_err().kind(), brood::ErrorKind::UnknownTask);
+    /// ```
+    pub fn task<A: Serialize>(name: &str, args: A) -> Process<R> {
+        Builder::default().task(name, args)
+    }
 }
 
 impl Process<()> {
-    /// Starts setting up a process (name, daemon) before giving its function.
+    /// Starts setting up a process (name, daemon, start method) before
+    /// giving its function.
     ///
     /// ```
     /// let p = brood::Process::builder().name("w").target(|| 2u8);
@@ -211,8 +391,9 @@ where
     /// p.join().unwrap();
     /// ```
     pub fn start(&mut self) -> Result<()> {
-        let body = match std::mem::replace(&mut self.state, State::Closed) {
-            State::Ready(body) => body,
+        crate::bootstrap::ensure_linked();
+        let work = match std::mem::replace(&mut self.state, State::Closed) {
+            State::Ready(work) => work,
             other => {
                 let closed = matches!(other, State::Closed);
                 self.state = other;
@@ -223,19 +404,62 @@ where
                 });
             }
         };
-        if children::lock().me.daemon {
-            self.state = State::Ready(body);
+        let work = match work {
+            Ok(work) => work,
+            Err(e) => {
+                self.state = State::Closed;
+                return Err(e.in_process(&self.name));
+            }
+        };
+        let (daemonic, parent_name) = {
+            let table = children::lock();
+            (table.me.daemon, table.my_name())
+        };
+        if daemonic {
+            self.state = State::Ready(Ok(work));
             return Err(Error::invalid(
                 "daemonic processes are not allowed to have children",
             ));
         }
+        if let Work::Task { name, .. } = &work
+            && let Err(e) = task::lookup(name)
+        {
+            self.state = State::Ready(Ok(work));
+            return Err(e);
+        }
+        let method = match (&work, self.method.unwrap_or_else(crate::get_start_method)) {
+            (Work::Closure(_), _) if fork_is_hazardous() => {
+                self.state = State::Ready(Ok(work));
+                return Err(Error::simple(
+                    ErrorKind::ForkWithThreads,
+                    format!(
+                        "cannot fork process {}: this program runs other threads, and a lock one of \
+                         them holds at the fork would stay locked in the child. Use a function that \
+                         captures nothing (Process::new / Process::with_args) with the spawn or \
+                         forkserver start method, or opt in with brood::allow_fork_with_threads()",
+                        self.name
+                    ),
+                ));
+            }
+            (Work::Closure(_), _) => StartMethod::Fork,
+            (_, StartMethod::Fork) if fork_is_hazardous() => StartMethod::ForkServer,
+            (_, method) => method,
+        };
         let spec = Spec {
             name: self.name.clone(),
             daemon: self.daemon,
             identity: self.identity.clone(),
+            parent_pid: os::getpid().as_raw(),
+            parent_name,
         };
-        match launch::fork::Fork.launch(&spec, body) {
+        let launched = match method {
+            StartMethod::Fork => launch::fork::Fork.launch(&spec, work),
+            StartMethod::Spawn => launch::spawn::Spawn.launch(&spec, work),
+            StartMethod::ForkServer => launch::forkserver::ForkServer.launch(&spec, work),
+        };
+        match launched {
             Ok(launched) => {
+                self.method = Some(method);
                 self.state = State::Running(Running {
                     popen: launched.popen,
                     result: launched.result,
@@ -246,10 +470,23 @@ where
                 Ok(())
             }
             Err(e) => Err(Error::os_error(
-                format!("cannot start process {}", self.name),
+                format!("cannot start process {} ({method})", self.name),
                 e,
             )),
         }
+    }
+
+    /// The start method: the one asked for before `start` (`None` for the
+    /// default), the one actually used after it.
+    ///
+    /// ```
+    /// let mut p = brood::Process::builder().start_method(brood::StartMethod::ForkServer).target(|| ());
+    /// p.start().unwrap();
+    /// assert_eq!(p.start_method(), Some(brood::StartMethod::ForkServer));
+    /// p.join().unwrap();
+    /// ```
+    pub fn start_method(&self) -> Option<StartMethod> {
+        self.method
     }
 
     /// Waits for the child to end and returns its function's value.
@@ -575,6 +812,9 @@ impl Running {
                     match err.kind() {
                         std::io::ErrorKind::Interrupted => continue,
                         std::io::ErrorKind::WouldBlock => return Ok(()),
+                        // A spawned child that died before reading its job
+                        // resets the socket: no value, its status explains.
+                        std::io::ErrorKind::ConnectionReset => self.eof = true,
                         _ => return Err(Error::os_error("reading a child's result", err)),
                     }
                 }
@@ -596,6 +836,20 @@ impl Running {
                     }
                     launch::TAG_ENCODE_FAILED => Err(Error::simple(
                         ErrorKind::Codec,
+                        format!(
+                            "the child's value could not be encoded: {}",
+                            String::from_utf8_lossy(payload)
+                        ),
+                    )),
+                    launch::TAG_BAD_ARGS => Err(Error::simple(
+                        ErrorKind::Codec,
+                        format!(
+                            "the child could not decode its arguments: {}",
+                            String::from_utf8_lossy(payload)
+                        ),
+                    )),
+                    launch::TAG_UNKNOWN_TASK => Err(Error::simple(
+                        ErrorKind::UnknownTask,
                         String::from_utf8_lossy(payload).into_owned(),
                     )),
                     tag => Err(Error::simple(
@@ -623,13 +877,16 @@ impl<R> Drop for Process<R> {
     /// queue and is reaped as soon as it exits. Neither leaves a zombie.
     fn drop(&mut self) {
         if let State::Running(running) = std::mem::replace(&mut self.state, State::Closed) {
+            let pid = running.popen.pid();
             let exited =
                 running.status.get().is_some() || !matches!(running.popen.try_reap(), Ok(None));
             if exited {
-                children::lock().forget(running.popen.pid());
-            } else {
-                children::adopt_orphan(running.popen.into_orphan());
+                children::lock().forget(pid);
+            } else if let Some(pidfd) = running.popen.into_orphan() {
+                children::adopt_orphan(pidfd);
             }
+            // A forkserver child stays listed (the server reaps it) so that
+            // exit waits for it; `active_children` drops it once it is gone.
         }
     }
 }
@@ -728,6 +985,9 @@ pub fn parent_process() -> Option<ProcessInfo> {
 pub fn active_children() -> Vec<ProcessInfo> {
     let mut table = children::lock();
     table.reap_orphans();
+    // Forget entries whose process is gone (forkserver children whose
+    // handles were dropped are reaped by the server, not by us).
+    table.live.retain(|pid, _| os::ProcInfo::read(*pid).is_ok());
     table
         .live
         .iter()

@@ -3,16 +3,17 @@
 
 use std::io;
 
-use super::{Body, Launched, Launcher, Popen, Spec, child_main};
+use super::{Launched, Launcher, Popen, Spec, Work, child_main};
 use crate::children;
 use crate::os::{self, ForkResult, PidFd};
 
 pub(crate) struct Fork;
 
 impl Launcher for Fork {
-    fn launch(&self, spec: &Spec, body: Body) -> io::Result<Launched> {
+    fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched> {
+        let body = work.into_body();
         let (read, write) = os::pipe_cloexec()?;
-        set_nonblocking(&read)?;
+        super::spawn::set_nonblocking(&read)?;
         flush_std_streams();
         let parent = os::getpid();
         // Hold the children table across the fork so the child never
@@ -24,16 +25,13 @@ impl Launcher for Fork {
         // caller's hazard, documented on `Process` and `os::fork`.
         match unsafe { os::fork() }? {
             ForkResult::Child => {
-                table.enter_child(spec, parent);
+                table.enter_child(spec);
                 drop(table);
                 drop(read);
+                super::forkserver::close_in_child();
                 if spec.daemon {
-                    // Die with the parent, even when it is SIGKILLed; close the
-                    // race where the parent died before the prctl.
-                    let _ = os::set_parent_death_signal(libc::SIGKILL);
-                    if os::getppid() != parent {
-                        os::exit_now(1);
-                    }
+                    // Die with the parent, even when it is SIGKILLed.
+                    super::die_with_parent(parent);
                 }
                 child_main(body, write)
             }
@@ -64,17 +62,6 @@ impl Launcher for Fork {
             }
         }
     }
-}
-
-fn set_nonblocking(fd: &impl std::os::fd::AsRawFd) -> io::Result<()> {
-    // SAFETY: fcntl F_GETFL/F_SETFL on an open fd touch no memory.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Flushes Rust's stdout buffer so the child does not print the parent's

@@ -11,34 +11,145 @@
 //! died (or exited) before returning, and its exit status says how.
 
 pub(crate) mod fork;
+pub(crate) mod forkserver;
+pub(crate) mod spawn;
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::PanicReport;
 use crate::os::{self, ExitStatus, Pid, PidFd};
+use crate::task::{Fail, Trampoline};
 
 pub(crate) const TAG_RETURNED: u8 = 0;
 pub(crate) const TAG_PANICKED: u8 = 1;
 pub(crate) const TAG_ENCODE_FAILED: u8 = 2;
+pub(crate) const TAG_BAD_ARGS: u8 = 3;
+pub(crate) const TAG_UNKNOWN_TASK: u8 = 4;
 pub(crate) const HEADER_LEN: usize = 9;
 
-/// The child's work: runs the user's function and encodes its value (or
-/// says why it could not).
-pub(crate) type Body = Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>;
+/// The child's work, ready to run in the same address space: runs the
+/// user's function and encodes its value (or says why it could not).
+pub(crate) type Body = Box<dyn FnOnce() -> Result<Vec<u8>, Fail> + Send>;
+
+/// What a child runs.
+pub(crate) enum Work {
+    /// Any closure; only a forked child can run it.
+    Closure(Body),
+    /// A function that captures nothing, with its encoded arguments.
+    Function { call: Trampoline, args: Vec<u8> },
+    /// A registered task, by name, with its encoded arguments.
+    Task { name: String, args: Vec<u8> },
+}
+
+impl Work {
+    /// The work as a body to run in this address space.
+    pub(crate) fn into_body(self) -> Body {
+        match self {
+            Work::Closure(body) => body,
+            Work::Function { call, args } => Box::new(move || call(&args)),
+            Work::Task { name, args } => Box::new(move || match crate::task::lookup(&name) {
+                Ok(call) => call(&args),
+                Err(e) => Err(Fail::UnknownTask(e.to_string())),
+            }),
+        }
+    }
+
+    /// The work as it crosses to a fresh process (spawn, forkserver).
+    pub(crate) fn to_wire(&self) -> Option<(WireTarget, &[u8])> {
+        match self {
+            Work::Closure(_) => None,
+            Work::Function { call, args } => {
+                Some((WireTarget::Offset(crate::task::to_offset(*call)), args))
+            }
+            Work::Task { name, args } => Some((WireTarget::Named(name.clone()), args)),
+        }
+    }
+}
+
+/// A function as named on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum WireTarget {
+    /// A trampoline's offset from the crate's anchor (same executable only).
+    Offset(i64),
+    /// A registered task's name.
+    Named(String),
+}
 
 /// What a child needs to know about itself.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Spec {
     pub(crate) name: String,
     pub(crate) daemon: bool,
     pub(crate) identity: Vec<u32>,
+    pub(crate) parent_pid: i32,
+    pub(crate) parent_name: String,
 }
 
-/// A start method: makes a child that runs `body`.
+/// Everything a spawned or forkserver child receives.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Job {
+    pub(crate) spec: Spec,
+    /// Device and inode of the parent's executable: the child checks it runs
+    /// the same file before it trusts a code offset.
+    pub(crate) exe: (u64, u64),
+    pub(crate) target: WireTarget,
+    #[serde(with = "serde_bytes")]
+    pub(crate) args: Vec<u8>,
+}
+
+impl Job {
+    pub(crate) fn new(spec: &Spec, work: &Work) -> Option<Job> {
+        let (target, args) = work.to_wire()?;
+        Some(Job {
+            spec: spec.clone(),
+            exe: exe_identity(),
+            target,
+            args: args.to_vec(),
+        })
+    }
+
+    /// Turns a received job into a body; refuses a code offset from another
+    /// executable.
+    pub(crate) fn into_body(self) -> Result<Body, String> {
+        match self.target {
+            WireTarget::Offset(offset) => {
+                if self.exe != exe_identity() || self.exe == (0, 0) {
+                    return Err("the parent runs a different executable; functions cross by offset only within the same one (use #[brood::task])".into());
+                }
+                // SAFETY: the offset came from `to_offset` in a process running
+                // this same executable file (device and inode checked above).
+                let call = unsafe { crate::task::from_offset(offset) };
+                Ok(Work::Function {
+                    call,
+                    args: self.args,
+                }
+                .into_body())
+            }
+            WireTarget::Named(name) => Ok(Work::Task {
+                name,
+                args: self.args,
+            }
+            .into_body()),
+        }
+    }
+}
+
+/// Device and inode of `/proc/self/exe` ((0, 0) if unreadable).
+pub(crate) fn exe_identity() -> (u64, u64) {
+    use std::os::linux::fs::MetadataExt;
+    static EXE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    *EXE.get_or_init(|| {
+        std::fs::metadata("/proc/self/exe").map_or((0, 0), |m| (m.st_dev(), m.st_ino()))
+    })
+}
+
+/// A start method: makes a child that runs `work`.
 pub(crate) trait Launcher {
-    fn launch(&self, spec: &Spec, body: Body) -> io::Result<Launched>;
+    fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched>;
 }
 
 /// A started child, as the parent sees it.
@@ -53,38 +164,53 @@ pub(crate) struct Launched {
 pub(crate) enum Popen {
     /// A direct child held through a pidfd (fork, spawn).
     Direct(PidFd),
+    /// A child of the forkserver: its pidfd (passed by the server) tells
+    /// when it exits; the server reaps it and sends the status.
+    Served(PidFd),
 }
 
 impl Popen {
     pub(crate) fn pid(&self) -> Pid {
-        match self {
-            Popen::Direct(fd) => fd.pid(),
-        }
+        self.sentinel().pid()
     }
 
     /// The fd that turns readable when the child exits.
     pub(crate) fn sentinel(&self) -> &PidFd {
         match self {
-            Popen::Direct(fd) => fd,
+            Popen::Direct(fd) | Popen::Served(fd) => fd,
         }
     }
 
     pub(crate) fn try_reap(&self) -> io::Result<Option<ExitStatus>> {
         match self {
             Popen::Direct(fd) => fd.try_reap(),
+            Popen::Served(fd) => forkserver::try_reap(fd),
         }
     }
 
     pub(crate) fn signal(&self, signal: i32) -> io::Result<()> {
-        match self {
-            Popen::Direct(fd) => fd.send_signal(signal),
-        }
+        self.sentinel().send_signal(signal)
     }
 
-    pub(crate) fn into_orphan(self) -> PidFd {
+    /// The pidfd, for the orphan queue; `None` for a forkserver child, which
+    /// the server reaps.
+    pub(crate) fn into_orphan(self) -> Option<PidFd> {
         match self {
-            Popen::Direct(fd) => fd,
+            Popen::Direct(fd) => Some(fd),
+            Popen::Served(fd) => {
+                forkserver::forget(fd.pid());
+                None
+            }
         }
+    }
+}
+
+/// For a daemon child: die (SIGKILL) when the parent does, and leave at
+/// once if it already has (the race before the prctl).
+pub(crate) fn die_with_parent(parent: Pid) {
+    let _ = os::set_parent_death_signal(libc::SIGKILL);
+    if os::getppid() != parent {
+        os::exit_now(1);
     }
 }
 
@@ -129,7 +255,9 @@ pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
     let outcome = panic::catch_unwind(AssertUnwindSafe(body));
     let (tag, payload, code) = match outcome {
         Ok(Ok(bytes)) => (TAG_RETURNED, bytes, 0),
-        Ok(Err(message)) => (TAG_ENCODE_FAILED, message.into_bytes(), 1),
+        Ok(Err(Fail::Encode(message))) => (TAG_ENCODE_FAILED, message.into_bytes(), 1),
+        Ok(Err(Fail::BadArgs(message))) => (TAG_BAD_ARGS, message.into_bytes(), 1),
+        Ok(Err(Fail::UnknownTask(message))) => (TAG_UNKNOWN_TASK, message.into_bytes(), 1),
         Err(payload) => {
             let report = LAST_PANIC
                 .with(|slot| slot.borrow_mut().take())

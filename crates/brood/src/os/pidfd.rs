@@ -43,6 +43,11 @@ impl PidFd {
         Ok(PidFd { fd, pid })
     }
 
+    /// Wraps a pidfd received from elsewhere (the forkserver).
+    pub(crate) fn from_parts(fd: OwnedFd, pid: Pid) -> PidFd {
+        PidFd { fd, pid }
+    }
+
     /// The pid this descriptor refers to.
     ///
     /// ```

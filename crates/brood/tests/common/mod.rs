@@ -55,3 +55,10 @@ pub fn read_i32(fd: &OwnedFd) -> i32 {
     assert_eq!(n, 4);
     i32::from_ne_bytes(b)
 }
+
+/// Lets `Process::fork` and `StartMethod::Fork` fork this test binary.
+pub fn allow_fork() {
+    // SAFETY: the test harness's other thread only waits for tests to end
+    // and holds no lock a child needs; no test holds one across a start.
+    unsafe { brood::allow_fork_with_threads() };
+}

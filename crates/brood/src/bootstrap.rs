@@ -1,0 +1,61 @@
+//! The child's entry, before `main`.
+//!
+//! Spawned children and the forkserver are this same executable, started
+//! again with `__BROOD_BOOTSTRAP` in their environment. A static constructor
+//! (an `.init_array` entry, which the dynamic loader runs before `main`)
+//! reads it, removes it from the environment, and runs the child's job
+//! instead of the program: nothing of `main` ever runs in the child, users
+//! call no init function, and it works the same in binaries, examples and
+//! test harnesses (libtest's `main` never starts either).
+
+use std::ffi::CStr;
+
+use crate::os;
+
+/// The environment variable that tells a process it is a brood child.
+pub(crate) const ENV: &CStr = c"__BROOD_BOOTSTRAP";
+
+/// The fd a spawned child or the forkserver finds its socket on.
+pub(crate) const CHILD_FD: i32 = 3;
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static BOOTSTRAP: extern "C" fn() = bootstrap;
+
+/// Keeps the constructor's object file in the link: `Process::start` calls
+/// this, so any program that can start a child also has the constructor.
+#[inline(never)]
+pub(crate) fn ensure_linked() {
+    std::hint::black_box(&BOOTSTRAP);
+}
+
+extern "C" fn bootstrap() {
+    // SAFETY: getenv before main is single-threaded; the pointer is read at
+    // once, before anything can change the environment.
+    let raw = unsafe { libc::getenv(ENV.as_ptr()) };
+    if raw.is_null() {
+        return;
+    }
+    // SAFETY: getenv returned a NUL-terminated string in the environment.
+    let mode = unsafe { CStr::from_ptr(raw) }.to_bytes().to_vec();
+    // Grandchildren the job starts with std::process::Command must not see it.
+    // SAFETY: single-threaded before main; ENV is NUL-terminated.
+    unsafe { libc::unsetenv(ENV.as_ptr()) };
+    // Rust's runtime ignores SIGPIPE before main; do the same, since main
+    // never runs here: a write to a closed pipe is then an error, not death.
+    // SAFETY: setting SIG_IGN runs no code of ours in signal context.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    match mode.as_slice() {
+        b"spawn" => crate::launch::spawn::child(CHILD_FD),
+        b"forkserver" => crate::launch::forkserver::serve(CHILD_FD),
+        // The re-exec floor the benchmarks measure: start, then leave.
+        b"noop" => os::exit_now(0),
+        other => {
+            eprintln!(
+                "brood: unknown bootstrap mode {:?}",
+                String::from_utf8_lossy(other)
+            );
+            os::exit_now(70)
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Start methods and contexts (Python's `get_context`, `set_start_method`).
+//!
+//! ```
+//! use brood::{Context, StartMethod};
+//!
+//! let ctx = Context::new(StartMethod::Spawn);
+//! let mut p = ctx.process(|| 6 * 7);
+//! p.start()?;
+//! assert_eq!(p.join()?, 42);
+//! # Ok::<(), brood::Error>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::{Builder, Process};
+
+/// How a child process is started.
+///
+/// | method | how | closures | safe with threads | cost |
+/// |---|---|---|---|---|
+/// | `Fork` | `fork()` of the caller | any (via [`Process::fork`]) | no (see below) | lowest |
+/// | `Spawn` | re-executes the program; the child runs only the function | capture nothing | yes | one `exec` |
+/// | `ForkServer` | a clean single-threaded helper, started once, forks each child | capture nothing | yes | a fork + two messages |
+///
+/// The default is `ForkServer`, as in Python 3.14 on Linux: forking a program
+/// that runs threads can deadlock the child, because a lock another thread
+/// held at the moment of the fork stays locked in it forever. When `Fork` is
+/// chosen and the program runs threads, brood forks from the forkserver
+/// instead for functions that capture nothing, and refuses capturing
+/// closures ([`ErrorKind::ForkWithThreads`]) unless the program opted in with
+/// [`allow_fork_with_threads`](crate::allow_fork_with_threads).
+///
+/// ```
+/// use brood::StartMethod;
+/// assert_eq!("spawn".parse::<StartMethod>().unwrap(), StartMethod::Spawn);
+/// assert_eq!(StartMethod::ForkServer.to_string(), "forkserver");
+/// assert!("vfork".parse::<StartMethod>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub enum StartMethod {
+    /// `fork()` the caller: the child is a copy of the parent.
+    Fork,
+    /// Re-execute the current program; the child runs the function and exits.
+    Spawn,
+    /// Ask a single-threaded helper process to fork the child.
+    ForkServer,
+}
+
+impl StartMethod {
+    /// Every start method, in Python's order.
+    ///
+    /// ```
+    /// assert_eq!(brood::StartMethod::ALL.len(), 3);
+    /// ```
+    pub const ALL: [StartMethod; 3] = [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+    ];
+
+    /// Python's name for it: `fork`, `spawn` or `forkserver`.
+    ///
+    /// ```
+    /// assert_eq!(brood::StartMethod::Fork.name(), "fork");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMethod::Fork => "fork",
+            StartMethod::Spawn => "spawn",
+            StartMethod::ForkServer => "forkserver",
+        }
+    }
+}
+
+impl fmt::Display for StartMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StartMethod {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<StartMethod> {
+        StartMethod::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                Error::simple(
+                    ErrorKind::InvalidState,
+                    format!("cannot find context for {s:?}"),
+                )
+            })
+    }
+}
+
+static DEFAULT: Mutex<Option<StartMethod>> = Mutex::new(None);
+
+/// Sets the process-wide default start method, once (Python's
+/// `set_start_method`). A second call is an [`ErrorKind::InvalidState`]
+/// error ("context has already been set") unless `force` is true.
+///
+/// ```
+/// use brood::StartMethod;
+/// brood::set_start_method(StartMethod::Spawn, false).unwrap();
+/// assert!(brood::set_start_method(StartMethod::Fork, false).is_err());
+/// brood::set_start_method(StartMethod::Fork, true).unwrap();
+/// assert_eq!(brood::get_start_method(), StartMethod::Fork);
+/// ```
+pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
+    let mut default = DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
+    if default.is_some() && !force {
+        return Err(Error::invalid("context has already been set"));
+    }
+    *default = Some(method);
+    Ok(())
+}
+
+/// The process-wide default start method: the one set with
+/// [`set_start_method`], else [`StartMethod::ForkServer`]. As in Python,
+/// asking fixes the default, so a later `set_start_method` without `force`
+/// fails.
+///
+/// ```
+/// let m = brood::get_start_method();
+/// assert!(brood::StartMethod::ALL.contains(&m));
+/// ```
+pub fn get_start_method() -> StartMethod {
+    *DEFAULT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert(StartMethod::ForkServer)
+}
+
+/// A start method to build processes with (Python's `get_context(method)`).
+///
+/// ```
+/// use brood::{Context, StartMethod};
+/// let ctx = brood::get_context(Some(StartMethod::ForkServer));
+/// assert_eq!(ctx.start_method(), StartMethod::ForkServer);
+/// let mut p = ctx.process_with(|x: u32| x + 1, 41);
+/// p.start().unwrap();
+/// assert_eq!(p.join().unwrap(), 42);
+/// # let _ = Context::new(StartMethod::Fork);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    method: StartMethod,
+}
+
+/// The context for `method`, or for the default start method when `None`.
+///
+/// ```
+/// let ctx = brood::get_context(None);
+/// assert_eq!(ctx.start_method(), brood::get_start_method());
+/// ```
+pub fn get_context(method: Option<StartMethod>) -> Context {
+    Context::new(method.unwrap_or_else(get_start_method))
+}
+
+impl Context {
+    /// A context that starts children with `method`.
+    ///
+    /// ```
+    /// let ctx = brood::Context::new(brood::StartMethod::Spawn);
+    /// assert_eq!(ctx.start_method(), brood::StartMethod::Spawn);
+    /// ```
+    pub fn new(method: StartMethod) -> Context {
+        Context { method }
+    }
+
+    /// This context's start method.
+    ///
+    /// ```
+    /// assert_eq!(brood::Context::new(brood::StartMethod::Fork).start_method(), brood::StartMethod::Fork);
+    /// ```
+    pub fn start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    /// A process builder that uses this context's start method.
+    ///
+    /// ```
+    /// let ctx = brood::Context::new(brood::StartMethod::Spawn);
+    /// let mut p = ctx.builder().name("w").target(|| 1);
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), 1);
+    /// ```
+    pub fn builder(&self) -> Builder {
+        Builder::default().start_method(self.method)
+    }
+
+    /// A process running `f` (which must capture nothing) under this
+    /// context's start method.
+    ///
+    /// ```
+    /// let mut p = brood::Context::new(brood::StartMethod::ForkServer).process(|| "hi".to_string());
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), "hi");
+    /// ```
+    pub fn process<F, R>(&self, f: F) -> Process<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.builder().target(f)
+    }
+
+    /// A process running `f(args)` under this context's start method; `args`
+    /// cross to the child through the codec (Python's `args=`).
+    ///
+    /// ```
+    /// let mut p = brood::Context::new(brood::StartMethod::Spawn).process_with(|(a, b): (u8, u8)| a + b, (2, 3));
+    /// p.start().unwrap();
+    /// assert_eq!(p.join().unwrap(), 5);
+    /// ```
+    pub fn process_with<F, A, R>(&self, f: F, args: A) -> Process<R>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.builder().target_with(f, args)
+    }
+}

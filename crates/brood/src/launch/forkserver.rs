@@ -1,0 +1,477 @@
+//! The forkserver start method.
+//!
+//! On first use, the program re-executes itself (like spawn) as a server
+//! that never runs `main` and never starts a thread, so its forks are always
+//! safe. For each child the client sends a request and the server forks.
+//!
+//! Protocol over one Unix stream socket (the server's fd 3):
+//! - request: `[len: u64 LE]` carrying the result pipe's write end as
+//!   SCM_RIGHTS, then `len` bytes of an encoded `Job`;
+//! - replies, 12 bytes each: `[kind: u8][pad: 3][pid: i32 LE][value: i32 LE]`
+//!   with kind `STARTED` (and the child's pidfd as SCM_RIGHTS), `FAILED`
+//!   (value = errno) or `EXITED` (value = raw wait status). `EXITED` comes
+//!   whenever a child is reaped, so the client keeps the ones it reads while
+//!   waiting for something else.
+//!
+//! Lifetime: the server leaves when its socket reaches end of file — when
+//! the client exits, however abruptly — after SIGKILLing its daemon
+//! children (their parent is gone). It ignores SIGINT, so a Ctrl-C reaches
+//! the client and the children, not the server.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::spawn::{capturing_closure, send_all, set_nonblocking, socketpair, spawn_self};
+use super::{Job, Launched, Launcher, Popen, Spec, Work, child_main, die_with_parent};
+use crate::bootstrap::CHILD_FD;
+use crate::children;
+use crate::codec;
+use crate::os::{self, ExitStatus, ForkResult, Pid, PidFd};
+use crate::task::Fail;
+
+const STARTED: u8 = 1;
+const FAILED: u8 = 2;
+const EXITED: u8 = 3;
+const REPLY_LEN: usize = 12;
+
+/// How long a client waits for the server to report a child's status after
+/// the child's pidfd turned readable (the server reaps at once; this bounds a
+/// server that died).
+const STATUS_WAIT: Duration = Duration::from_secs(10);
+
+struct Client {
+    owner: i32,
+    server: Pid,
+    sock: OwnedFd,
+    statuses: HashMap<i32, i32>,
+    ignored: HashSet<i32>,
+}
+
+static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+/// The client socket's fd, so a forked child can close it without a lock.
+static CLIENT_FD: AtomicI32 = AtomicI32::new(-1);
+
+fn client() -> MutexGuard<'static, Option<Client>> {
+    let mut guard = CLIENT.lock().unwrap_or_else(|p| p.into_inner());
+    if guard
+        .as_ref()
+        .is_some_and(|c| c.owner != os::getpid().as_raw())
+    {
+        // Inherited through a fork: the socket was closed in the child (or
+        // belongs to the parent); forget it without closing again.
+        if let Some(old) = guard.take() {
+            std::mem::forget(old.sock);
+        }
+    }
+    guard
+}
+
+/// In a freshly forked child: drop the parent's connection so the server
+/// sees end of file when the parent exits, not when its last child does.
+pub(crate) fn close_in_child() {
+    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: the fd is this process's inherited copy of the parent's
+        // client socket; the `Client` that owns it is forgotten, not
+        // dropped, in this process (see `client()`), so it is closed once.
+        unsafe { libc::close(fd) };
+    }
+}
+
+pub(crate) struct ForkServer;
+
+impl Launcher for ForkServer {
+    fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched> {
+        let job = Job::new(spec, &work).ok_or_else(capturing_closure)?;
+        let bytes = codec::encode(&job).map_err(io::Error::other)?;
+        let (read, write) = os::pipe_cloexec()?;
+        set_nonblocking(&read)?;
+        let mut guard = client();
+        let mut last_error = None;
+        for _attempt in 0..2 {
+            if guard.is_none() {
+                *guard = Some(Client::start()?);
+            }
+            let c = guard.as_mut().expect("just started");
+            match c.request(&bytes, &write) {
+                Ok(pidfd) => {
+                    children::lock().register(
+                        pidfd.pid(),
+                        children::Entry {
+                            name: spec.name.clone(),
+                            daemon: spec.daemon,
+                        },
+                    );
+                    return Ok(Launched {
+                        popen: Popen::Served(pidfd),
+                        result: read,
+                    });
+                }
+                Err(e) if is_broken(&e) => {
+                    // The server died: reap it and start a fresh one, once.
+                    if let Some(old) = guard.take() {
+                        old.shut();
+                    }
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("forkserver unavailable")))
+    }
+}
+
+fn is_broken(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+    )
+}
+
+impl Client {
+    fn start() -> io::Result<Client> {
+        let (ours, theirs) = socketpair()?;
+        let server = spawn_self("forkserver", &[(theirs.as_raw_fd(), CHILD_FD)])?;
+        drop(theirs);
+        CLIENT_FD.store(ours.as_raw_fd(), Ordering::SeqCst);
+        Ok(Client {
+            owner: os::getpid().as_raw(),
+            server,
+            sock: ours,
+            statuses: HashMap::new(),
+            ignored: HashSet::new(),
+        })
+    }
+
+    /// Closes the connection and reaps a dead server.
+    fn shut(self) {
+        CLIENT_FD.store(-1, Ordering::SeqCst);
+        drop(self.sock);
+        let _ = os::waitpid(Some(self.server), os::WaitFlags::NOHANG);
+    }
+
+    fn request(&mut self, job: &[u8], result: &OwnedFd) -> io::Result<PidFd> {
+        send_with_fd(
+            &self.sock,
+            &(job.len() as u64).to_le_bytes(),
+            Some(result.as_raw_fd()),
+        )?;
+        send_all(&self.sock, job)?;
+        loop {
+            let (kind, pid, value, fd) = self.read_reply(None)?;
+            match kind {
+                STARTED => {
+                    let fd = fd.ok_or_else(|| io::Error::other("forkserver sent no pidfd"))?;
+                    let pid = Pid::from_raw(pid)
+                        .ok_or_else(|| io::Error::other("forkserver sent a bad pid"))?;
+                    return Ok(PidFd::from_parts(fd, pid));
+                }
+                FAILED => return Err(io::Error::from_raw_os_error(value)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one reply (waiting at most until `deadline`), keeping any
+    /// EXITED status it carries.
+    fn read_reply(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> io::Result<(u8, i32, i32, Option<OwnedFd>)> {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, os::duration_to_poll_ms(Some(left))) };
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the forkserver did not answer",
+                ));
+            }
+        }
+        let mut buf = [0u8; REPLY_LEN];
+        let fd = recv_exact_with_fd(&self.sock, &mut buf)?;
+        let kind = buf[0];
+        let pid = i32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+        let value = i32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
+        if kind == EXITED && !self.ignored.remove(&pid) {
+            self.statuses.insert(pid, value);
+        }
+        Ok((kind, pid, value, fd))
+    }
+}
+
+/// The status of a forkserver child, once it has exited.
+pub(crate) fn try_reap(fd: &PidFd) -> io::Result<Option<ExitStatus>> {
+    if !fd.wait_timeout(Some(Duration::ZERO))? {
+        return Ok(None);
+    }
+    let pid = fd.pid().as_raw();
+    let mut guard = client();
+    let Some(c) = guard.as_mut() else {
+        return Err(io::Error::from_raw_os_error(libc::ECHILD));
+    };
+    let deadline = Instant::now() + STATUS_WAIT;
+    loop {
+        if let Some(raw) = c.statuses.remove(&pid) {
+            return Ok(Some(ExitStatus::from_raw(raw)));
+        }
+        c.read_reply(Some(deadline))?;
+    }
+}
+
+/// A dropped handle: its status, when it comes, is not wanted.
+pub(crate) fn forget(pid: Pid) {
+    if let Some(c) = client().as_mut()
+        && c.statuses.remove(&pid.as_raw()).is_none()
+    {
+        c.ignored.insert(pid.as_raw());
+    }
+}
+
+/// The server's loop, called by the bootstrap before `main`.
+pub(crate) fn serve(fd: RawFd) -> ! {
+    // SAFETY: the client put our end of the socket pair on `fd` for us alone.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on an open fd; SIG_IGN runs no code in signal context.
+    unsafe {
+        libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let mut kids: Vec<(PidFd, bool)> = Vec::new();
+    loop {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
+            .chain(kids.iter().map(|(k, _)| k.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of pollfds for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            continue;
+        }
+        // Reap first, so EXITED replies precede anything that depends on them.
+        let mut i = 0;
+        kids.retain(|(kid, _)| {
+            i += 1;
+            if fds[i].revents == 0 {
+                return true;
+            }
+            let mut status = 0;
+            // SAFETY: `status` is a valid c_int; the pid is our own child.
+            let got = unsafe { libc::waitpid(kid.pid().as_raw(), &mut status, libc::WNOHANG) };
+            if got == 0 {
+                return true;
+            }
+            let _ = reply(&sock, EXITED, kid.pid().as_raw(), status, None);
+            false
+        });
+        if fds[0].revents != 0 {
+            match read_request(&sock) {
+                Ok((job, result)) => handle(&sock, &mut kids, &job, result),
+                Err(_) => {
+                    // The client is gone: so is every daemon child's parent.
+                    for (kid, daemon) in &kids {
+                        if *daemon {
+                            let _ = kid.send_signal(libc::SIGKILL);
+                        }
+                    }
+                    os::exit_now(0);
+                }
+            }
+        }
+    }
+}
+
+fn read_request(sock: &OwnedFd) -> io::Result<(Vec<u8>, OwnedFd)> {
+    let mut header = [0u8; 8];
+    let fd = recv_exact_with_fd(sock, &mut header)?;
+    let len = u64::from_le_bytes(header);
+    if len > codec::DEFAULT_MAX_FRAME as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "request over the frame limit",
+        ));
+    }
+    let mut job = vec![0u8; len as usize];
+    if os::read_full(sock, &mut job)? != job.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the client closed mid-request",
+        ));
+    }
+    let fd = fd
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "request without a result fd"))?;
+    Ok((job, fd))
+}
+
+fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], result: OwnedFd) {
+    let job: Job = match codec::decode(job) {
+        Ok(job) => job,
+        Err(_) => {
+            let _ = reply(sock, FAILED, 0, libc::EINVAL, None);
+            return;
+        }
+    };
+    let server = os::getpid();
+    // SAFETY: the server is single-threaded (it never starts a thread and
+    // runs before main), so the child may do anything; it ends in `_exit`.
+    match unsafe { os::fork() } {
+        Err(e) => {
+            let _ = reply(sock, FAILED, 0, e.raw_os_error().unwrap_or(libc::EIO), None);
+        }
+        Ok(ForkResult::Child) => {
+            // SAFETY: restoring the default SIGINT action.
+            unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+            // The child keeps only its result pipe.
+            // SAFETY: closing this process's copy of the server socket; the
+            // OwnedFd is forgotten below so it is not closed twice.
+            unsafe { libc::close(sock.as_raw_fd()) };
+            for (kid, _) in kids.drain(..) {
+                drop(kid);
+            }
+            if job.spec.daemon {
+                die_with_parent(server);
+            }
+            children::lock().enter_child(&job.spec);
+            let body = match job.into_body() {
+                Ok(body) => body,
+                Err(msg) => Box::new(move || Err(Fail::UnknownTask(msg))),
+            };
+            child_main(body, result)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(result);
+            match PidFd::open(child) {
+                Ok(pidfd) => {
+                    let _ = reply(sock, STARTED, child.as_raw(), 0, Some(pidfd.as_raw_fd()));
+                    kids.push((pidfd, job.spec.daemon));
+                }
+                Err(e) => {
+                    let _ = os::kill(child, libc::SIGKILL);
+                    let _ = os::waitpid(Some(child), os::WaitFlags::empty());
+                    let _ = reply(sock, FAILED, 0, e.raw_os_error().unwrap_or(libc::EIO), None);
+                }
+            }
+        }
+    }
+}
+
+fn reply(sock: &OwnedFd, kind: u8, pid: i32, value: i32, fd: Option<RawFd>) -> io::Result<()> {
+    let mut buf = [0u8; REPLY_LEN];
+    buf[0] = kind;
+    buf[4..8].copy_from_slice(&pid.to_le_bytes());
+    buf[8..12].copy_from_slice(&value.to_le_bytes());
+    send_with_fd(sock, &buf, fd)
+}
+
+/// Sends `buf` whole, with `fd` attached (SCM_RIGHTS) to its first byte.
+fn send_with_fd(sock: &OwnedFd, buf: &[u8], fd: Option<RawFd>) -> io::Result<()> {
+    let Some(fd) = fd else {
+        return send_all(sock, buf);
+    };
+    let space = cmsg_space();
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer is CMSG_SPACE(sizeof(int)) bytes, so the
+    // first header and its data fit; `iov` and `control` outlive the call.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::copy_nonoverlapping(
+            (&fd as *const RawFd).cast::<u8>(),
+            libc::CMSG_DATA(cmsg),
+            std::mem::size_of::<RawFd>(),
+        );
+        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    send_all(sock, &buf[sent as usize..])
+}
+
+fn cmsg_space() -> usize {
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize }
+}
+
+/// Fills `buf` from a stream socket, returning an fd if one came along.
+fn recv_exact_with_fd(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<OwnedFd>> {
+    let mut got_fd = None;
+    let mut filled = 0;
+    while filled < buf.len() {
+        let space = cmsg_space();
+        let mut control = vec![0u8; space];
+        let rest = &mut buf[filled..];
+        let mut iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        // SAFETY: all-zero is a valid empty msghdr.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: `iov` and `control` are valid for writes of their lengths.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "forkserver connection closed",
+            ));
+        }
+        // SAFETY: walking the control messages recvmsg filled in; each
+        // SCM_RIGHTS payload holds fds now owned by this process.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let mut raw: RawFd = -1;
+                    std::ptr::copy_nonoverlapping(
+                        libc::CMSG_DATA(cmsg),
+                        (&mut raw as *mut RawFd).cast::<u8>(),
+                        std::mem::size_of::<RawFd>(),
+                    );
+                    if raw >= 0 {
+                        got_fd = Some(OwnedFd::from_raw_fd(raw));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        filled += n as usize;
+    }
+    Ok(got_fd)
+}
