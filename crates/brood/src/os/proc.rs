@@ -5,7 +5,7 @@
 //!
 //! let me = ProcInfo::read(os::getpid()).unwrap();
 //! assert_eq!(me.pid, os::getpid());
-//! assert_eq!(me.ppid, os::getppid());
+//! assert_eq!(me.ppid, os::getppid().as_raw());
 //! assert!(me.threads >= 1);
 //! println!("{} {} {}", me.pid, me.stat(), me.name);
 //! ```

@@ -1,0 +1,88 @@
+//! Registered tasks: called by name under every start method; unknown names
+//! and wrong argument types give distinct, clear errors.
+
+mod common;
+
+use brood::{ErrorKind, Process, StartMethod};
+
+#[brood::task]
+fn add(a: u32, b: u32) -> u32 {
+    a + b
+}
+
+#[brood::task]
+fn greet(name: String) -> String {
+    format!("hello, {name}")
+}
+
+#[brood::task]
+fn nothing() {}
+
+const ADD: &str = concat!(module_path!(), "::add");
+
+#[test]
+fn tasks_are_registered_under_module_path_and_name() {
+    let names: Vec<&str> = brood::task::registered().collect();
+    assert!(names.contains(&"tasks::add"), "{names:?}");
+    assert!(names.contains(&"tasks::greet"));
+    assert!(names.contains(&"tasks::nothing"));
+    assert_eq!(ADD, "tasks::add");
+}
+
+#[test]
+fn call_by_name_under_every_start_method() {
+    common::allow_fork();
+    for m in StartMethod::ALL {
+        let mut p = Process::builder()
+            .start_method(m)
+            .task::<u32, _>(ADD, (2u32, 40u32));
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 42, "{m}");
+        let mut p = Process::builder()
+            .start_method(m)
+            .task::<String, _>("tasks::greet", ("brood".to_string(),));
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), "hello, brood");
+        let mut p = Process::builder()
+            .start_method(m)
+            .task::<(), _>("tasks::nothing", ());
+        p.start().unwrap();
+        p.join().unwrap();
+    }
+}
+
+#[test]
+fn an_unknown_name_is_refused_before_any_child_starts() {
+    let mut p = Process::<u32>::task("tasks::no_such_task", (1u32,));
+    let err = p.start().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownTask);
+    assert!(err.to_string().contains("tasks::no_such_task"), "{err}");
+    assert!(p.pid().is_none());
+}
+
+#[test]
+fn a_wrong_argument_type_is_a_codec_error_from_the_child() {
+    common::allow_fork();
+    for m in StartMethod::ALL {
+        let mut p = Process::builder()
+            .start_method(m)
+            .task::<u32, _>(ADD, ("two", "three"));
+        p.start().unwrap();
+        let err = p.join().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec, "{m}: {err}");
+        assert!(
+            err.to_string().contains("could not decode its arguments"),
+            "{err}"
+        );
+        assert_eq!(p.exitcode(), Some(1));
+    }
+}
+
+#[test]
+fn a_wrong_return_type_is_a_codec_error_in_the_parent() {
+    let mut p = Process::<Vec<String>>::task(ADD, (1u32, 2u32));
+    p.start().unwrap();
+    let err = p.join().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec);
+    assert_ne!(err.kind(), ErrorKind::UnknownTask);
+}
