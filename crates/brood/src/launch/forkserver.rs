@@ -15,7 +15,7 @@
 //!
 //! Lifetime: the server leaves when its socket reaches end of file — when
 //! the client exits, however abruptly — after SIGKILLing its daemon
-//! children (their parent is gone). It ignores SIGINT, so a Ctrl-C reaches
+//! children (their parent is gone). It blocks SIGINT, so a Ctrl-C reaches
 //! the client and the children, not the server.
 
 use std::collections::{HashMap, HashSet};
@@ -242,11 +242,11 @@ pub(crate) fn forget(pid: Pid) {
 pub(crate) fn serve(fd: RawFd) -> ! {
     // SAFETY: the client put our end of the socket pair on `fd` for us alone.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: F_SETFD on an open fd; SIG_IGN runs no code in signal context.
-    unsafe {
-        libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-    }
+    // SAFETY: F_SETFD on an open fd touches no memory.
+    unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    // Block (not ignore) SIGINT: a Ctrl-C stays pending here forever, while
+    // a SIGINT sent to a child before it unblocks is delivered, not lost.
+    sigint_mask(libc::SIG_BLOCK);
     let mut kids: Vec<(PidFd, bool)> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
@@ -333,8 +333,7 @@ fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], result: Own
             let _ = reply(sock, FAILED, 0, e.raw_os_error().unwrap_or(libc::EIO), None);
         }
         Ok(ForkResult::Child) => {
-            // SAFETY: restoring the default SIGINT action.
-            unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+            sigint_mask(libc::SIG_UNBLOCK);
             // The child keeps only its result pipe.
             // SAFETY: closing this process's copy of the server socket; the
             // OwnedFd is forgotten below so it is not closed twice.
@@ -366,6 +365,17 @@ fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], result: Own
                 }
             }
         }
+    }
+}
+
+fn sigint_mask(how: libc::c_int) {
+    // SAFETY: the sigset is initialised by sigemptyset before use, and
+    // sigprocmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigprocmask(how, &set, std::ptr::null_mut());
     }
 }
 
