@@ -48,6 +48,7 @@ extern "C" fn bootstrap() {
     match mode.as_slice() {
         b"spawn" => crate::launch::spawn::child(CHILD_FD),
         b"forkserver" => crate::launch::forkserver::serve(CHILD_FD),
+        b"tracker" => crate::shm::serve_tracker(CHILD_FD),
         // The re-exec floor the benchmarks measure: start, then leave.
         b"noop" => os::exit_now(0),
         other => {

@@ -23,9 +23,12 @@ mod children;
 pub mod codec;
 mod context;
 mod error;
+pub mod handle;
 mod launch;
 pub mod os;
 mod process;
+pub mod shm;
+pub mod sync;
 pub mod task;
 
 pub use brood_macros::task;

@@ -30,6 +30,7 @@ use crate::children;
 use crate::codec;
 use crate::context::StartMethod;
 use crate::error::{Error, ErrorKind, PanicReport, Result};
+use crate::handle;
 use crate::launch::{self, Body, HEADER_LEN, Launcher, Popen, Spec, Work};
 use crate::os::{self, ExitStatus, Pid};
 use crate::task::{self, Fail};
@@ -177,6 +178,7 @@ impl Builder {
         let work = codec::encode(&()).map(|args| Work::Function {
             call: task::trampoline0::<F, R>,
             args,
+            fds: Vec::new(),
         });
         self.build(work, None)
     }
@@ -197,9 +199,10 @@ impl Builder {
     {
         const { task::assert_captures_nothing::<F>() };
         drop(f);
-        let work = codec::encode(&args).map(|args| Work::Function {
+        let work = handle::encode_with_fds(&args).map(|(args, fds)| Work::Function {
             call: task::trampoline1::<F, A, R>,
             args,
+            fds,
         });
         self.build(work, None)
     }
@@ -245,9 +248,10 @@ impl Builder {
         A: Serialize,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let work = codec::encode(&args).map(|args| Work::Task {
+        let work = handle::encode_with_fds(&args).map(|(args, fds)| Work::Task {
             name: name.to_string(),
             args,
+            fds,
         });
         self.build(work, None)
     }

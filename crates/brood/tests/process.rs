@@ -334,6 +334,45 @@ fn stdout_and_stderr_go_where_the_parents_go(m: StartMethod) {
     assert_eq!(p.join().unwrap(), (link(1), link(2)));
 }
 
+/// A file handed to the child as an argument: the fd travels with it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Output(
+    #[serde(
+        serialize_with = "brood::handle::serialize_fd",
+        deserialize_with = "brood::handle::deserialize_fd"
+    )]
+    std::fs::File,
+);
+
+fn fds_in_arguments_reach_the_child(m: StartMethod) {
+    use std::io::{Read, Seek, Write};
+    let path = temp_path("fd");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let arg = Output(file.try_clone().unwrap());
+    let mut p = builder(m).target_with(
+        |(out, text): (Output, String)| {
+            let mut f = out.0;
+            f.write_all(text.as_bytes()).unwrap();
+            os::getpid().as_raw()
+        },
+        (arg, "written by the child".to_string()),
+    );
+    p.start().unwrap();
+    let child = p.join().unwrap();
+    assert_ne!(child, os::getpid().as_raw());
+    file.rewind().unwrap();
+    let mut text = String::new();
+    file.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "written by the child");
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod fork {
@@ -369,6 +408,7 @@ suite!(
     daemon_children_are_terminated_when_their_parent_ends,
     non_daemon_children_are_waited_for_at_the_end_of_their_parent,
     stdout_and_stderr_go_where_the_parents_go,
+    fds_in_arguments_reach_the_child,
 );
 
 // Fork only: capturing closures.

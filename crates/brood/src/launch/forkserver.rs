@@ -25,11 +25,12 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::spawn::{capturing_closure, send_all, set_nonblocking, socketpair, spawn_self};
+use super::spawn::{capturing_closure, set_nonblocking, socketpair, spawn_self};
 use super::{Job, Launched, Launcher, Popen, Spec, Work, child_main, die_with_parent};
 use crate::bootstrap::CHILD_FD;
 use crate::children;
 use crate::codec;
+use crate::os::scm::{recv_exact_with_fds, send_all, send_with_fds};
 use crate::os::{self, ExitStatus, ForkResult, Pid, PidFd};
 use crate::task::Fail;
 
@@ -86,9 +87,11 @@ pub(crate) struct ForkServer;
 
 impl Launcher for ForkServer {
     fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched> {
-        let job = Job::new(spec, &work).ok_or_else(capturing_closure)?;
+        let (job, arg_fds) = Job::new(spec, &work).ok_or_else(capturing_closure)?;
         let bytes = codec::encode(&job).map_err(io::Error::other)?;
         let (read, write) = os::pipe_cloexec()?;
+        let mut fds = vec![write.as_raw_fd()];
+        fds.extend(arg_fds);
         set_nonblocking(&read)?;
         let mut guard = client();
         let mut last_error = None;
@@ -97,7 +100,7 @@ impl Launcher for ForkServer {
                 *guard = Some(Client::start()?);
             }
             let c = guard.as_mut().expect("just started");
-            match c.request(&bytes, &write) {
+            match c.request(&bytes, &fds) {
                 Ok(pidfd) => {
                     children::lock().register(
                         pidfd.pid(),
@@ -154,15 +157,14 @@ impl Client {
         let _ = os::waitpid(Some(self.server), os::WaitFlags::NOHANG);
     }
 
-    fn request(&mut self, job: &[u8], result: &OwnedFd) -> io::Result<PidFd> {
-        send_with_fd(
-            &self.sock,
-            &(job.len() as u64).to_le_bytes(),
-            Some(result.as_raw_fd()),
-        )?;
+    /// Asks for a child; `fds` are the result pipe's write end, then the
+    /// fds the arguments carry.
+    fn request(&mut self, job: &[u8], fds: &[RawFd]) -> io::Result<PidFd> {
+        send_with_fds(&self.sock, &(job.len() as u64).to_le_bytes(), fds)?;
         send_all(&self.sock, job)?;
         loop {
             let (kind, pid, value, fd) = self.read_reply(None)?;
+            let fd = fd.into_iter().next();
             match kind {
                 STARTED => {
                     let fd = fd.ok_or_else(|| io::Error::other("forkserver sent no pidfd"))?;
@@ -181,7 +183,7 @@ impl Client {
     fn read_reply(
         &mut self,
         deadline: Option<Instant>,
-    ) -> io::Result<(u8, i32, i32, Option<OwnedFd>)> {
+    ) -> io::Result<(u8, i32, i32, Vec<OwnedFd>)> {
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             let mut pfd = libc::pollfd {
@@ -199,7 +201,7 @@ impl Client {
             }
         }
         let mut buf = [0u8; REPLY_LEN];
-        let fd = recv_exact_with_fd(&self.sock, &mut buf)?;
+        let fd = recv_exact_with_fds(&self.sock, &mut buf)?;
         let kind = buf[0];
         let pid = i32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
         let value = i32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
@@ -275,12 +277,12 @@ pub(crate) fn serve(fd: RawFd) -> ! {
             if got == 0 {
                 return true;
             }
-            let _ = reply(&sock, EXITED, kid.pid().as_raw(), status, None);
+            let _ = reply(&sock, EXITED, kid.pid().as_raw(), status, &[]);
             false
         });
         if fds[0].revents != 0 {
             match read_request(&sock) {
-                Ok((job, result)) => handle(&sock, &mut kids, &job, result),
+                Ok((job, fds)) => handle(&sock, &mut kids, &job, fds),
                 Err(_) => {
                     // The client is gone: so is every daemon child's parent.
                     for (kid, daemon) in &kids {
@@ -295,9 +297,11 @@ pub(crate) fn serve(fd: RawFd) -> ! {
     }
 }
 
-fn read_request(sock: &OwnedFd) -> io::Result<(Vec<u8>, OwnedFd)> {
+/// Reads one request: the job's bytes, and its fds (the result pipe's
+/// write end first).
+fn read_request(sock: &OwnedFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut header = [0u8; 8];
-    let fd = recv_exact_with_fd(sock, &mut header)?;
+    let fds = recv_exact_with_fds(sock, &mut header)?;
     let len = u64::from_le_bytes(header);
     if len > codec::DEFAULT_MAX_FRAME as u64 {
         return Err(io::Error::new(
@@ -312,16 +316,21 @@ fn read_request(sock: &OwnedFd) -> io::Result<(Vec<u8>, OwnedFd)> {
             "the client closed mid-request",
         ));
     }
-    let fd = fd
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "request without a result fd"))?;
-    Ok((job, fd))
+    if fds.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "request without a result fd",
+        ));
+    }
+    Ok((job, fds))
 }
 
-fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], result: OwnedFd) {
+fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], mut fds: Vec<OwnedFd>) {
+    let result = fds.remove(0);
     let job: Job = match codec::decode(job) {
         Ok(job) => job,
         Err(_) => {
-            let _ = reply(sock, FAILED, 0, libc::EINVAL, None);
+            let _ = reply(sock, FAILED, 0, libc::EINVAL, &[]);
             return;
         }
     };
@@ -330,7 +339,7 @@ fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], result: Own
     // runs before main), so the child may do anything; it ends in `_exit`.
     match unsafe { os::fork() } {
         Err(e) => {
-            let _ = reply(sock, FAILED, 0, e.raw_os_error().unwrap_or(libc::EIO), None);
+            let _ = reply(sock, FAILED, 0, e.raw_os_error().unwrap_or(libc::EIO), &[]);
         }
         Ok(ForkResult::Child) => {
             sigint_mask(libc::SIG_UNBLOCK);
@@ -345,7 +354,7 @@ fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], result: Own
                 die_with_parent(server);
             }
             children::lock().enter_child(&job.spec);
-            let body = match job.into_body() {
+            let body = match job.into_body(fds) {
                 Ok(body) => body,
                 Err(msg) => Box::new(move || Err(Fail::UnknownTask(msg))),
             };
@@ -353,15 +362,16 @@ fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], result: Own
         }
         Ok(ForkResult::Parent { child }) => {
             drop(result);
+            drop(fds);
             match PidFd::open(child) {
                 Ok(pidfd) => {
-                    let _ = reply(sock, STARTED, child.as_raw(), 0, Some(pidfd.as_raw_fd()));
+                    let _ = reply(sock, STARTED, child.as_raw(), 0, &[pidfd.as_raw_fd()]);
                     kids.push((pidfd, job.spec.daemon));
                 }
                 Err(e) => {
                     let _ = os::kill(child, libc::SIGKILL);
                     let _ = os::waitpid(Some(child), os::WaitFlags::empty());
-                    let _ = reply(sock, FAILED, 0, e.raw_os_error().unwrap_or(libc::EIO), None);
+                    let _ = reply(sock, FAILED, 0, e.raw_os_error().unwrap_or(libc::EIO), &[]);
                 }
             }
         }
@@ -379,109 +389,10 @@ fn sigint_mask(how: libc::c_int) {
     }
 }
 
-fn reply(sock: &OwnedFd, kind: u8, pid: i32, value: i32, fd: Option<RawFd>) -> io::Result<()> {
+fn reply(sock: &OwnedFd, kind: u8, pid: i32, value: i32, fds: &[RawFd]) -> io::Result<()> {
     let mut buf = [0u8; REPLY_LEN];
     buf[0] = kind;
     buf[4..8].copy_from_slice(&pid.to_le_bytes());
     buf[8..12].copy_from_slice(&value.to_le_bytes());
-    send_with_fd(sock, &buf, fd)
-}
-
-/// Sends `buf` whole, with `fd` attached (SCM_RIGHTS) to its first byte.
-fn send_with_fd(sock: &OwnedFd, buf: &[u8], fd: Option<RawFd>) -> io::Result<()> {
-    let Some(fd) = fd else {
-        return send_all(sock, buf);
-    };
-    let space = cmsg_space();
-    let mut control = vec![0u8; space];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: the control buffer is CMSG_SPACE(sizeof(int)) bytes, so the
-    // first header and its data fit; `iov` and `control` outlive the call.
-    let sent = unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::copy_nonoverlapping(
-            (&fd as *const RawFd).cast::<u8>(),
-            libc::CMSG_DATA(cmsg),
-            std::mem::size_of::<RawFd>(),
-        );
-        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    send_all(sock, &buf[sent as usize..])
-}
-
-fn cmsg_space() -> usize {
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize }
-}
-
-/// Fills `buf` from a stream socket, returning an fd if one came along.
-fn recv_exact_with_fd(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<OwnedFd>> {
-    let mut got_fd = None;
-    let mut filled = 0;
-    while filled < buf.len() {
-        let space = cmsg_space();
-        let mut control = vec![0u8; space];
-        let rest = &mut buf[filled..];
-        let mut iov = libc::iovec {
-            iov_base: rest.as_mut_ptr().cast(),
-            iov_len: rest.len(),
-        };
-        // SAFETY: all-zero is a valid empty msghdr.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: `iov` and `control` are valid for writes of their lengths.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "forkserver connection closed",
-            ));
-        }
-        // SAFETY: walking the control messages recvmsg filled in; each
-        // SCM_RIGHTS payload holds fds now owned by this process.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let mut raw: RawFd = -1;
-                    std::ptr::copy_nonoverlapping(
-                        libc::CMSG_DATA(cmsg),
-                        (&mut raw as *mut RawFd).cast::<u8>(),
-                        std::mem::size_of::<RawFd>(),
-                    );
-                    if raw >= 0 {
-                        got_fd = Some(OwnedFd::from_raw_fd(raw));
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
-        filled += n as usize;
-    }
-    Ok(got_fd)
+    send_with_fds(sock, &buf, fds)
 }

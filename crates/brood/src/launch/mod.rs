@@ -15,7 +15,7 @@ pub(crate) mod forkserver;
 pub(crate) mod spawn;
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 
 use serde::{Deserialize, Serialize};
@@ -39,10 +39,19 @@ pub(crate) type Body = Box<dyn FnOnce() -> Result<Vec<u8>, Fail> + Send>;
 pub(crate) enum Work {
     /// Any closure; only a forked child can run it.
     Closure(Body),
-    /// A function that captures nothing, with its encoded arguments.
-    Function { call: Trampoline, args: Vec<u8> },
-    /// A registered task, by name, with its encoded arguments.
-    Task { name: String, args: Vec<u8> },
+    /// A function that captures nothing, with its encoded arguments and
+    /// the fds they carry (see `handle`).
+    Function {
+        call: Trampoline,
+        args: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    },
+    /// A registered task, by name, with its encoded arguments and fds.
+    Task {
+        name: String,
+        args: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    },
 }
 
 impl Work {
@@ -50,22 +59,30 @@ impl Work {
     pub(crate) fn into_body(self) -> Body {
         match self {
             Work::Closure(body) => body,
-            Work::Function { call, args } => Box::new(move || call(&args)),
-            Work::Task { name, args } => Box::new(move || match crate::task::lookup(&name) {
-                Ok(call) => call(&args),
+            Work::Function { call, args, fds } => {
+                Box::new(move || crate::handle::with_incoming(fds, || call(&args)))
+            }
+            Work::Task { name, args, fds } => Box::new(move || match crate::task::lookup(&name) {
+                Ok(call) => crate::handle::with_incoming(fds, || call(&args)),
                 Err(e) => Err(Fail::UnknownTask(e.to_string())),
             }),
         }
     }
 
-    /// The work as it crosses to a fresh process (spawn, forkserver).
-    pub(crate) fn to_wire(&self) -> Option<(WireTarget, &[u8])> {
+    /// The work as it crosses to a fresh process (spawn, forkserver): the
+    /// target, the encoded arguments, and the fds that go with them.
+    fn to_wire(&self) -> Option<(WireTarget, &[u8], Vec<RawFd>)> {
+        let raw = |fds: &[OwnedFd]| fds.iter().map(AsRawFd::as_raw_fd).collect();
         match self {
             Work::Closure(_) => None,
-            Work::Function { call, args } => {
-                Some((WireTarget::Offset(crate::task::to_offset(*call)), args))
+            Work::Function { call, args, fds } => Some((
+                WireTarget::Offset(crate::task::to_offset(*call)),
+                args,
+                raw(fds),
+            )),
+            Work::Task { name, args, fds } => {
+                Some((WireTarget::Named(name.clone()), args, raw(fds)))
             }
-            Work::Task { name, args } => Some((WireTarget::Named(name.clone()), args)),
         }
     }
 }
@@ -102,19 +119,22 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    pub(crate) fn new(spec: &Spec, work: &Work) -> Option<Job> {
-        let (target, args) = work.to_wire()?;
-        Some(Job {
+    /// The job for `work`, and the fds that must travel with it; `None`
+    /// for a closure, which cannot leave this address space.
+    pub(crate) fn new(spec: &Spec, work: &Work) -> Option<(Job, Vec<RawFd>)> {
+        let (target, args, fds) = work.to_wire()?;
+        let job = Job {
             spec: spec.clone(),
             exe: exe_identity(),
             target,
             args: args.to_vec(),
-        })
+        };
+        Some((job, fds))
     }
 
     /// Turns a received job into a body; refuses a code offset from another
     /// executable.
-    pub(crate) fn into_body(self) -> Result<Body, String> {
+    pub(crate) fn into_body(self, fds: Vec<OwnedFd>) -> Result<Body, String> {
         match self.target {
             WireTarget::Offset(offset) => {
                 if self.exe != exe_identity() || self.exe == (0, 0) {
@@ -123,17 +143,13 @@ impl Job {
                 // SAFETY: the offset came from `to_offset` in a process running
                 // this same executable file (device and inode checked above).
                 let call = unsafe { crate::task::from_offset(offset) };
-                Ok(Work::Function {
-                    call,
-                    args: self.args,
-                }
-                .into_body())
+                let args = self.args;
+                Ok(Work::Function { call, args, fds }.into_body())
             }
-            WireTarget::Named(name) => Ok(Work::Task {
-                name,
-                args: self.args,
+            WireTarget::Named(name) => {
+                let args = self.args;
+                Ok(Work::Task { name, args, fds }.into_body())
             }
-            .into_body()),
         }
     }
 }

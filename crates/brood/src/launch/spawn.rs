@@ -11,6 +11,7 @@ use super::{Job, Launched, Launcher, Popen, Spec, Work, child_main, die_with_par
 use crate::bootstrap::{CHILD_FD, ENV};
 use crate::children;
 use crate::codec;
+use crate::os::scm::{recv_exact_with_fds, send_all, send_with_fds};
 use crate::os::{self, Pid, PidFd};
 use crate::task::Fail;
 
@@ -18,7 +19,7 @@ pub(crate) struct Spawn;
 
 impl Launcher for Spawn {
     fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched> {
-        let job = Job::new(spec, &work).ok_or_else(capturing_closure)?;
+        let (job, fds) = Job::new(spec, &work).ok_or_else(capturing_closure)?;
         let bytes = codec::encode(&job).map_err(io::Error::other)?;
         let (ours, theirs) = socketpair()?;
         let pid = spawn_self("spawn", &[(theirs.as_raw_fd(), CHILD_FD)])?;
@@ -40,7 +41,7 @@ impl Launcher for Spawn {
         );
         // A child that died before reading gives EPIPE here; its exit status
         // then tells the story, so the error is not the caller's.
-        let _ = send_frame(&ours, &bytes);
+        let _ = send_frame(&ours, &bytes, &fds);
         set_nonblocking(&ours)?;
         Ok(Launched {
             popen: Popen::Direct(pidfd),
@@ -64,21 +65,22 @@ pub(crate) fn child(fd: RawFd) -> ! {
     // Programs the job execs must not inherit it.
     // SAFETY: F_SETFD on an open fd touches no memory.
     unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    let job =
-        match recv_frame(&sock).and_then(|b| codec::decode::<Job>(&b).map_err(io::Error::other)) {
-            Ok(job) => job,
-            Err(e) => {
-                let msg = format!("the spawned child could not read its job: {e}");
-                child_main(Box::new(move || Err(Fail::BadArgs(msg))), sock)
-            }
-        };
+    let received = recv_frame(&sock)
+        .and_then(|(b, fds)| Ok((codec::decode::<Job>(&b).map_err(io::Error::other)?, fds)));
+    let (job, fds) = match received {
+        Ok(got) => got,
+        Err(e) => {
+            let msg = format!("the spawned child could not read its job: {e}");
+            child_main(Box::new(move || Err(Fail::BadArgs(msg))), sock)
+        }
+    };
     if job.spec.daemon
         && let Some(parent) = Pid::from_raw(job.spec.parent_pid)
     {
         die_with_parent(parent);
     }
     children::lock().enter_child(&job.spec);
-    let body = match job.into_body() {
+    let body = match job.into_body(fds) {
         Ok(body) => body,
         Err(msg) => Box::new(move || Err(Fail::UnknownTask(msg))),
     };
@@ -206,44 +208,18 @@ pub(crate) fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes `[len: u64 LE][bytes]` on a blocking socket, without SIGPIPE.
-pub(crate) fn send_frame(fd: &impl AsRawFd, bytes: &[u8]) -> io::Result<()> {
-    send_all(fd, &(bytes.len() as u64).to_le_bytes())?;
+/// Writes `[len: u64 LE][bytes]` on a blocking socket, without SIGPIPE,
+/// with `fds` attached to the header.
+pub(crate) fn send_frame(fd: &impl AsRawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    send_with_fds(fd, &(bytes.len() as u64).to_le_bytes(), fds)?;
     send_all(fd, bytes)
 }
 
-pub(crate) fn send_all(fd: &impl AsRawFd, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: `buf` is valid for reads of its length.
-        let n = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        buf = &buf[n as usize..];
-    }
-    Ok(())
-}
-
-/// Reads one `[len: u64 LE][bytes]` frame, refusing lengths over the limit.
-pub(crate) fn recv_frame(fd: &impl AsRawFd) -> io::Result<Vec<u8>> {
+/// Reads one `[len: u64 LE][bytes]` frame and the fds that came with it,
+/// refusing lengths over the limit.
+pub(crate) fn recv_frame(fd: &impl AsRawFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut header = [0u8; 8];
-    if os::read_full(fd, &mut header)? != 8 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the peer closed before a frame",
-        ));
-    }
+    let fds = recv_exact_with_fds(fd, &mut header)?;
     let len = u64::from_le_bytes(header);
     if len > codec::DEFAULT_MAX_FRAME as u64 {
         return Err(io::Error::new(
@@ -258,5 +234,5 @@ pub(crate) fn recv_frame(fd: &impl AsRawFd) -> io::Result<Vec<u8>> {
             "the peer closed mid-frame",
         ));
     }
-    Ok(bytes)
+    Ok((bytes, fds))
 }

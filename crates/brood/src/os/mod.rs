@@ -16,6 +16,7 @@
 
 mod pidfd;
 pub mod proc;
+pub(crate) mod scm;
 
 use std::fmt;
 use std::io;

@@ -1,0 +1,171 @@
+//! Passing file descriptors over Unix sockets (`SCM_RIGHTS`).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// The most fds one message can carry (the kernel's `SCM_MAX_FD`).
+pub(crate) const MAX_FDS: usize = 253;
+
+fn space_for(n: usize) -> usize {
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    unsafe { libc::CMSG_SPACE((n * std::mem::size_of::<RawFd>()) as u32) as usize }
+}
+
+/// Sends all of `buf` on a stream socket, with `fds` attached to its first
+/// byte. Never raises SIGPIPE.
+pub(crate) fn send_with_fds(sock: &impl AsRawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if fds.is_empty() {
+        return send_all(sock, buf);
+    }
+    if fds.len() > MAX_FDS || buf.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "cannot pass {} fds in one message (at most {MAX_FDS})",
+                fds.len()
+            ),
+        ));
+    }
+    let space = space_for(fds.len());
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer holds CMSG_SPACE(len * sizeof(int)) bytes,
+    // so the header and every fd fit; `iov`, `control` and `fds` outlive
+    // the call.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+        std::ptr::copy_nonoverlapping(
+            fds.as_ptr().cast::<u8>(),
+            libc::CMSG_DATA(cmsg),
+            std::mem::size_of_val(fds),
+        );
+        loop {
+            let n = libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break n;
+            }
+        }
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    send_all(sock, &buf[sent as usize..])
+}
+
+/// Sends all of `buf` on a socket, retrying on EINTR, without SIGPIPE.
+pub(crate) fn send_all(sock: &impl AsRawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// One `recvmsg`: reads up to `buf.len()` bytes, keeping any fds that came
+/// along (close-on-exec). Returns 0 bytes at end of file.
+pub(crate) fn recv_with_fds(
+    sock: &impl AsRawFd,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    flags: i32,
+) -> io::Result<usize> {
+    let space = space_for(MAX_FDS);
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero is a valid empty msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    let n = loop {
+        // SAFETY: `iov` and `control` are valid for writes of their lengths.
+        let n =
+            unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    // SAFETY: walking the control messages recvmsg filled in; each
+    // SCM_RIGHTS payload holds fds now owned by this process.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let bytes = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                for k in 0..bytes / std::mem::size_of::<RawFd>() {
+                    let mut raw: RawFd = -1;
+                    std::ptr::copy_nonoverlapping(
+                        data.add(k * std::mem::size_of::<RawFd>()),
+                        (&mut raw as *mut RawFd).cast::<u8>(),
+                        std::mem::size_of::<RawFd>(),
+                    );
+                    if raw >= 0 {
+                        fds.push(OwnedFd::from_raw_fd(raw));
+                    }
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file descriptors were dropped (control data truncated)",
+        ));
+    }
+    Ok(n)
+}
+
+/// Fills `buf` from a stream socket, collecting the fds that come along.
+pub(crate) fn recv_exact_with_fds(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Vec<OwnedFd>> {
+    let mut fds = Vec::new();
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = recv_with_fds(sock, &mut buf[filled..], &mut fds, 0)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the connection",
+            ));
+        }
+        filled += n;
+    }
+    Ok(fds)
+}

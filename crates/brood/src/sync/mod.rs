@@ -1,0 +1,1 @@
+//! Process-shared synchronization primitives (work in progress).
