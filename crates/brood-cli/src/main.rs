@@ -1,3 +1,86 @@
 //! The `brood` command.
+//!
+//! - `brood tour [TOPIC]...` runs, live, every example of the reference
+//!   tutorial's lessons on processes (states, `fork`, pids and exit codes,
+//!   orphans and zombies, `wait`, the double fork, `SIGCHLD`, and
+//!   `brood::Process`) and explains what happened and why.
+//! - `brood ps [--tree] [PID]` prints the process table like `ps -ajx`, or as
+//!   a tree like `pstree`, with a legend for the STAT letters it shows and
+//!   zombies and orphans marked.
 
-fn main() {}
+mod ps;
+mod tour;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The command line: one subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "brood",
+    version,
+    about = "Processes, live: a tour of fork, wait, zombies and orphans, and a process table."
+)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a live tour of processes, each example explained.
+    ///
+    /// Every example of the tutorial's first lessons (states, fork, pids and
+    /// exit codes, orphans, zombies, wait, the double fork, SIGCHLD,
+    /// brood::Process) runs for real, with the Python equivalent. Exits
+    /// non-zero if any topic did not go as expected.
+    Tour {
+        /// The topics to run, in the order given (all of them, in order, when
+        /// none is given; see --list).
+        topics: Vec<String>,
+        /// Lists the topics with a one-line description, and runs nothing.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Prints the process table, like `ps -ajx` or (--tree) `pstree`.
+    ///
+    /// A legend after the table explains the STAT letters and flags shown,
+    /// and zombies and orphans are marked.
+    Ps {
+        /// Draws each process under its parent.
+        #[arg(long)]
+        tree: bool,
+        /// Shows only this process and its descendants.
+        pid: Option<i32>,
+    },
+}
+
+/// Parses the command line and runs the subcommand.
+fn main() -> ExitCode {
+    // Like other Unix commands, die quietly of SIGPIPE when the reader goes
+    // away (`brood ps | head`), instead of panicking on the failed write
+    // (Rust ignores SIGPIPE by default).
+    // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Tour { topics, list } => {
+            if list {
+                tour::list();
+                ExitCode::SUCCESS
+            } else {
+                tour::run(&topics)
+            }
+        }
+        Command::Ps { tree, pid } => match ps::run(tree, pid) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("brood ps: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

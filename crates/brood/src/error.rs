@@ -33,7 +33,8 @@ pub enum ErrorKind {
     /// The call does not fit the object's state (e.g. `start` twice, `join`
     /// before `start`, `close` of a running process).
     InvalidState,
-    /// The object was closed.
+    /// The object was closed, or its peer closed the connection (Python's
+    /// `EOFError`).
     Closed,
     /// A value could not be encoded or decoded.
     Codec,
@@ -41,6 +42,10 @@ pub enum ErrorKind {
     TooLarge,
     /// An operating-system call failed; see [`Error::io`].
     Io,
+    /// A receive buffer was too small for the message (which is kept).
+    BufferTooShort,
+    /// The peer failed (or refused) the auth-key challenge.
+    Auth,
     /// No task of that name is registered (`#[brood::task]`).
     UnknownTask,
     /// A fork was refused because other threads run (see

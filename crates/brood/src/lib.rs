@@ -21,6 +21,7 @@
 mod bootstrap;
 mod children;
 pub mod codec;
+pub mod connection;
 mod context;
 mod error;
 pub mod handle;
@@ -32,6 +33,7 @@ pub mod sync;
 pub mod task;
 
 pub use brood_macros::task;
+pub use connection::{Connection, pipe};
 pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
 pub use error::{Error, ErrorKind, PanicReport, Result};
 pub use process::{

@@ -623,6 +623,25 @@ where
         }
     }
 
+    /// An fd that turns readable when the child exits (Python's `sentinel`),
+    /// for [`connection::wait`](crate::connection::wait); `None` before
+    /// `start` and once the child was joined.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| ());
+    /// assert!(p.sentinel().is_none());
+    /// p.start().unwrap();
+    /// assert!(p.sentinel().is_some());
+    /// p.join().unwrap();
+    /// ```
+    pub fn sentinel(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match &self.state {
+            State::Running(running) => Some(running.popen.sentinel().as_fd()),
+            _ => None,
+        }
+    }
+
     /// The process's name (`Process-N` unless one was given).
     ///
     /// ```

@@ -1,0 +1,200 @@
+//! `brood tour`: the reference tutorial's lessons on processes, run live.
+//!
+//! Each topic is one file in this folder with a `run` function, and one row
+//! of [`TOPICS`]. A topic prints what it does, what happened and why, with
+//! the Python equivalent, and returns an error when something did not go as
+//! the lesson says (the tour then exits non-zero). Later topics (pipes,
+//! queues, shared memory, pools) are added the same way: a file and a row.
+//!
+//! After each topic the runner checks that it left no zombie child and
+//! restores the process-wide settings a topic may change (the subreaper
+//! flag, the `SIGCHLD` action).
+
+mod double_fork;
+mod exit;
+mod fork;
+pub(crate) mod kit;
+mod orphan;
+mod pids;
+mod process;
+mod sigchld;
+mod states;
+mod wait;
+mod zombie;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use brood::os::{self, ProcState, WaitFlags};
+
+/// One lesson of the tour.
+pub(crate) struct Topic {
+    /// What `brood tour NAME` runs.
+    pub(crate) name: &'static str,
+    /// The heading printed before it runs.
+    pub(crate) title: &'static str,
+    /// One line for `brood tour --list`.
+    pub(crate) summary: &'static str,
+    /// Runs it: prints the lesson, and fails if what happened is not what the
+    /// lesson says.
+    pub(crate) run: fn() -> Result<()>,
+}
+
+/// Every topic, in the tutorial's order.
+pub(crate) const TOPICS: &[Topic] = &[
+    Topic {
+        name: "states",
+        title: "multitasking and process states",
+        summary: "the STAT letters of ps: this process (R), a sleeping child (S), a stopped one (T)",
+        run: states::run,
+    },
+    Topic {
+        name: "fork",
+        title: "fork() and its two return values",
+        summary: "one call, two returns; each side has its own copy of every variable",
+        run: fork::run,
+    },
+    Topic {
+        name: "pids",
+        title: "process ids: getpid() and getppid()",
+        summary: "who am I, who is my parent, seen from both sides of a fork",
+        run: pids::run,
+    },
+    Topic {
+        name: "exit",
+        title: "exit codes: exit_now, a normal end, and what the parent reads",
+        summary: "os._exit vs a normal end, exit codes decoded by waitpid, output lost without flush",
+        run: exit::run,
+    },
+    Topic {
+        name: "orphan",
+        title: "orphans: a parent that leaves first",
+        summary: "a grandchild whose parent exits is adopted: by init, or by a subreaper (this tour)",
+        run: orphan::run,
+    },
+    Topic {
+        name: "zombie",
+        title: "zombies: a child nobody has waited for",
+        summary: "a child that exited shows as Z until its parent reaps it with waitpid",
+        run: zombie::run,
+    },
+    Topic {
+        name: "wait",
+        title: "wait(): collecting a child's exit status",
+        summary: "os.wait/os.waitpid decoded: exit codes, signal deaths, WNOHANG, ECHILD",
+        run: wait::run,
+    },
+    Topic {
+        name: "double-fork",
+        title: "the double fork: a grandchild nobody has to wait for",
+        summary: "daemonize(): the middle process exits at once, init adopts and reaps the grandchild",
+        run: double_fork::run,
+    },
+    Topic {
+        name: "sigchld",
+        title: "ignoring SIGCHLD: the kernel reaps the children",
+        summary: "ignore_children(): no zombies, but wait() fails with ECHILD; then default_children()",
+        run: sigchld::run,
+    },
+    Topic {
+        name: "process",
+        title: "brood::Process, Python's multiprocessing.Process",
+        summary: "start, join (with the value returned), name, pid, is_alive, daemon, exitcode, terminate, panics, join_timeout",
+        run: process::run,
+    },
+];
+
+/// Prints each topic's name and summary (`brood tour --list`).
+pub(crate) fn list() {
+    let width = TOPICS.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    for topic in TOPICS {
+        println!("{:<width$}  {}", topic.name, topic.summary);
+    }
+}
+
+/// Runs the topics named (all of them, in order, when `names` is empty) and
+/// says which failed. Exit status 0 when every topic went as expected, 1
+/// when one did not, 2 for an unknown topic (then nothing runs).
+pub(crate) fn run(names: &[String]) -> ExitCode {
+    let mut chosen: Vec<&Topic> = Vec::new();
+    for name in names {
+        match TOPICS.iter().find(|t| t.name == name) {
+            Some(topic) => chosen.push(topic),
+            None => {
+                let known: Vec<&str> = TOPICS.iter().map(|t| t.name).collect();
+                eprintln!(
+                    "brood tour: unknown topic `{name}`; the topics are: {} \
+                     (see `brood tour --list`)",
+                    known.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = TOPICS.iter().collect();
+    }
+    let started = Instant::now();
+    let mut failed: Vec<&str> = Vec::new();
+    let count = chosen.len();
+    for (i, topic) in chosen.iter().enumerate() {
+        println!(
+            "=== {}: {} [{}/{count}] ===",
+            topic.name,
+            topic.title,
+            i + 1
+        );
+        println!();
+        let t0 = Instant::now();
+        let outcome = (topic.run)().and_then(|()| check_clean());
+        restore();
+        match outcome {
+            Ok(()) => println!(
+                "  ok: {} went as expected ({} ms)\n",
+                topic.name,
+                t0.elapsed().as_millis()
+            ),
+            Err(e) => {
+                println!("  FAILED: {}: {e:#}\n", topic.name);
+                failed.push(topic.name);
+            }
+        }
+        kit::flush();
+    }
+    let ms = started.elapsed().as_millis();
+    if failed.is_empty() {
+        println!("All {count} topics went as expected, in {ms} ms; no zombie left behind.");
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "{} of {count} topics did not go as expected: {} ({ms} ms).",
+            failed.len(),
+            failed.join(", ")
+        );
+        eprintln!("brood tour: failed: {}", failed.join(", "));
+        ExitCode::FAILURE
+    }
+}
+
+/// Fails if the tour has a zombie child (a topic forgot to reap one); reaps
+/// it on the way, so one topic's mistake does not fail the next.
+fn check_clean() -> Result<()> {
+    let mut zombies = Vec::new();
+    for kid in os::proc::children(os::getpid())? {
+        if kid.state == ProcState::Zombie {
+            let _ = os::waitpid(Some(kid.pid), WaitFlags::NOHANG);
+            zombies.push(kid.pid.to_string());
+        }
+    }
+    if !zombies.is_empty() {
+        bail!("left zombie children behind: {}", zombies.join(", "));
+    }
+    Ok(())
+}
+
+/// Puts back the process-wide settings a topic may have changed.
+fn restore() {
+    let _ = os::set_child_subreaper(false);
+    let _ = os::default_children();
+}

@@ -1,0 +1,297 @@
+//! `brood::Process`, Python's `multiprocessing.Process`: the same verbs, and
+//! `join` hands back what the function returned.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use brood::{Process, os};
+
+use super::kit::{BOUND, explain, line, name_of, python};
+
+/// The tutorial's global `a`: 1 in the parent; a child sets its own copy.
+static A: AtomicI32 = AtomicI32::new(1);
+
+/// What the worker reports: its pid, its getppid(), its `a`, its name, and
+/// the pid of the process brood says started it.
+type Report = (i32, i32, i32, String, Option<i32>);
+
+/// The tutorial's `Process(target=fun)` example, then daemon and terminate,
+/// a panicking child, and `join_timeout`.
+pub(crate) fn run() -> Result<()> {
+    explain(
+        "multiprocessing.Process wraps the fork/wait dance: put the work in a function, \
+         create a Process with it, start() it, join() it. brood::Process has the same \
+         verbs -- start, join, join_timeout, is_alive, pid, name, daemon, exitcode, \
+         terminate, kill, close -- and join() returns the function's value (Python's \
+         returns None). A function that captures nothing (Process::new, \
+         Process::builder().target) runs under any start method; a capturing closure \
+         (Process::fork) needs a fork.",
+    );
+    python(
+        "a = 1\n\
+         def fun():\n\
+         \x20   global a; a = 10000; print(\"a =\", a)\n\
+         p = mp.Process(target=fun, name=\"worker\")\n\
+         p.start(); p.join()\n\
+         print(\"parent a:\", a)      # 1",
+    );
+    let tour = os::getpid();
+    let mut p = Process::builder().name("worker").target(|| -> Report {
+        A.store(10_000, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        (
+            os::getpid().as_raw(),
+            os::getppid().as_raw(),
+            A.load(Ordering::SeqCst),
+            brood::current_process().name,
+            brood::parent_process().map(|p| p.pid.as_raw()),
+        )
+    });
+    line(
+        "parent",
+        format!(
+            "before start: name() = {:?}, pid() = {:?}, is_alive() = {}, exitcode() = {:?}",
+            p.name(),
+            p.pid(),
+            p.is_alive(),
+            p.exitcode()
+        ),
+    );
+    p.start()?;
+    let pid = p.pid().context("a started process has a pid")?;
+    line(
+        "parent",
+        format!(
+            "after start: pid() = {pid}, is_alive() = {}, start method {} (Python 3.14's \
+             default on Linux too)",
+            p.is_alive(),
+            p.start_method()
+                .map_or_else(|| "?".into(), |m| m.to_string())
+        ),
+    );
+    let (cpid, cppid, ca, cname, cparent) = p.join_timeout(BOUND)?;
+    line(
+        "parent",
+        format!("join_timeout({BOUND:?}) returned the worker's value:"),
+    );
+    line(
+        "parent",
+        format!("  its pid {cpid}, its a = {ca}, current_process().name = {cname:?}"),
+    );
+    let a = A.load(Ordering::SeqCst);
+    line(
+        "parent",
+        format!(
+            "here a = {a}: the child changed its own copy. exitcode() = {:?}, is_alive() = {}",
+            p.exitcode(),
+            p.is_alive()
+        ),
+    );
+    ensure!(a == 1 && ca == 10_000, "a: parent {a}, child {ca}");
+    ensure!(
+        cpid == pid.as_raw(),
+        "the worker's pid is {cpid}, pid() said {pid}"
+    );
+    ensure!(cname == "worker", "the worker's name is {cname:?}");
+    ensure!(
+        cparent == Some(tour.as_raw()),
+        "parent_process() in the worker should be the tour, is {cparent:?}"
+    );
+    ensure!(p.exitcode() == Some(0), "exitcode should be 0");
+    if cppid == tour.as_raw() {
+        line(
+            "parent",
+            "its getppid() is the tour: it was forked from here",
+        );
+    } else {
+        line(
+            "parent",
+            format!(
+                "its getppid() is {cppid} ({}): the forkserver, a clean helper process, \
+                 forked it; brood::parent_process() still names the tour",
+                name_of(os::Pid::from_raw(cppid).unwrap_or(tour))
+            ),
+        );
+    }
+    let greeting = String::from("a capturing closure");
+    let mut f = Process::fork(move || greeting.len());
+    f.start()?;
+    let len = f.join_timeout(BOUND)?;
+    line(
+        "parent",
+        format!(
+            "Process::fork(move || greeting.len()) ran in a forked child ({}) and returned {len}",
+            f.start_method()
+                .map_or_else(|| "?".into(), |m| m.to_string())
+        ),
+    );
+    println!();
+
+    // Daemon, terminate, exitcode.
+    explain(
+        "daemon=True: a daemon child is not waited for at exit -- it is terminated when its \
+         parent exits (brood also kills it if the parent dies abruptly), and it may not \
+         start children. terminate() sends SIGTERM (kill() sends SIGKILL); exitcode is then \
+         minus the signal number.",
+    );
+    python(
+        "d = mp.Process(target=sleep, args=(10,), daemon=True)\n\
+         d.start(); d.terminate(); d.join()\n\
+         print(d.exitcode)   # -15",
+    );
+    let mut d = Process::builder()
+        .name("sleeper")
+        .daemon(true)
+        .target(|| std::thread::sleep(BOUND));
+    d.start()?;
+    let listed: Vec<String> = brood::active_children()
+        .into_iter()
+        .map(|c| {
+            format!(
+                "{} ({}{})",
+                c.name,
+                c.pid,
+                if c.daemon { ", daemon" } else { "" }
+            )
+        })
+        .collect();
+    line(
+        "parent",
+        format!(
+            "started {:?}: is_daemon() = {}, is_alive() = {}; active_children() = [{}]",
+            d.name(),
+            d.is_daemon(),
+            d.is_alive(),
+            listed.join(", ")
+        ),
+    );
+    d.terminate()?;
+    match d.join_timeout(BOUND) {
+        Ok(()) => bail!("the terminated daemon returned normally"),
+        Err(e) if e.is_timeout() => {
+            let _ = d.kill();
+            bail!("the daemon outlived SIGTERM: {e}");
+        }
+        Err(e) => {
+            line("parent", format!("terminate(); join_timeout() -> Err: {e}"));
+            ensure!(
+                e.signal() == Some(libc::SIGTERM),
+                "expected death by SIGTERM: {e}"
+            );
+        }
+    }
+    line(
+        "parent",
+        format!(
+            "exitcode() = {:?}, is_alive() = {}",
+            d.exitcode(),
+            d.is_alive()
+        ),
+    );
+    ensure!(
+        d.exitcode() == Some(-libc::SIGTERM),
+        "exitcode should be -15"
+    );
+    println!();
+
+    // A panicking child.
+    explain(
+        "When the function fails, Python's child prints a traceback and join() returns None \
+         with exitcode 1: the parent has to guess. brood's join() returns an error that \
+         carries the panic's message and where it happened.",
+    );
+    let mut bad = Process::builder()
+        .name("unlucky")
+        .target(|| -> u32 { panic!("no luck today") });
+    bad.start()?;
+    let err = match bad.join_timeout(BOUND) {
+        Ok(v) => bail!("the panicking child returned {v}"),
+        Err(e) => e,
+    };
+    super::kit::flush();
+    // The first line: the child's backtrace follows when RUST_BACKTRACE is set.
+    let first = err.to_string();
+    let first = first.lines().next().unwrap_or_default();
+    line("parent", format!("join_timeout() -> Err: {first}"));
+    let report = err.panic().context("the error should carry the panic")?;
+    line(
+        "parent",
+        format!(
+            "  error.panic(): message {:?}, location {:?}; exitcode() = {:?}",
+            report.message,
+            report.location,
+            bad.exitcode()
+        ),
+    );
+    ensure!(
+        report.message == "no luck today",
+        "wrong panic message {:?}",
+        report.message
+    );
+    println!();
+
+    // join with a timeout.
+    explain(
+        "join(timeout) in Python returns None after the timeout whether or not the child \
+         ended, and you check is_alive(). brood's join_timeout() returns a Timeout error \
+         while the child runs, and leaves it running: join again later, or kill it.",
+    );
+    python(
+        "p.join(0.1)\n\
+         if p.is_alive(): p.kill(); p.join()",
+    );
+    let mut slow = Process::builder().name("slow").target(|| {
+        std::thread::sleep(BOUND);
+        7
+    });
+    slow.start()?;
+    let early = slow.join_timeout(Duration::from_millis(100));
+    match &early {
+        Err(e) if e.is_timeout() => line(
+            "parent",
+            format!(
+                "join_timeout(100ms) -> Err: {e}; is_alive() = {}",
+                slow.is_alive()
+            ),
+        ),
+        other => {
+            let _ = slow.kill();
+            bail!("expected a timeout, got {other:?}");
+        }
+    }
+    slow.kill()?;
+    let err = match slow.join_timeout(BOUND) {
+        Ok(v) => bail!("the killed child returned {v}"),
+        Err(e) => e,
+    };
+    line(
+        "parent",
+        format!(
+            "kill(); join_timeout() -> Err: {err}; exitcode() = {:?}",
+            slow.exitcode()
+        ),
+    );
+    ensure!(
+        err.signal() == Some(libc::SIGKILL),
+        "expected death by SIGKILL: {err}"
+    );
+    slow.close()?;
+    let closed = slow.join_timeout(BOUND).unwrap_err();
+    line(
+        "parent",
+        format!("close(); using it afterwards is an error: {closed}"),
+    );
+    ensure!(
+        brood::active_children().is_empty(),
+        "every child should be joined"
+    );
+    line(
+        "parent",
+        format!(
+            "active_children() = [] at the end; cpu_count() = {}",
+            brood::cpu_count()
+        ),
+    );
+    Ok(())
+}

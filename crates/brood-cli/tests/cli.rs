@@ -1,0 +1,243 @@
+//! The `brood` binary, driven as a user would: the tour and its topic list,
+//! an unknown topic, and `ps` showing processes this test made on purpose (a
+//! zombie among them).
+//!
+//! Every wait is bounded: the binary runs under a deadline and is killed if
+//! it overstays, and the zombie child is waited for through its pidfd.
+
+use std::fs::{self, File};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use brood::os::{self, ExitStatus, ForkResult, PidFd};
+
+/// What one run of the binary left behind.
+struct Run {
+    /// Whether it exited with status 0.
+    success: bool,
+    /// Its exit code, if it exited.
+    code: Option<i32>,
+    /// Everything it printed on stdout.
+    stdout: String,
+    /// Everything it printed on stderr.
+    stderr: String,
+}
+
+/// A file name no other run of this test binary uses.
+fn scratch(what: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "brood-cli-test-{}-{}-{what}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ))
+}
+
+/// Runs `brood ARGS`, killing it if it runs past `limit`. Output goes to
+/// files, not pipes, so a full pipe can never stall it.
+fn brood(args: &[&str], limit: Duration) -> Run {
+    let (out_path, err_path) = (scratch("out"), scratch("err"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brood"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).unwrap())
+        .stderr(File::create(&err_path).unwrap())
+        .spawn()
+        .expect("cannot start brood");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("brood {args:?} still ran after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let run = Run {
+        success: status.success(),
+        code: status.code(),
+        stdout: fs::read_to_string(&out_path).unwrap(),
+        stderr: fs::read_to_string(&err_path).unwrap(),
+    };
+    let _ = fs::remove_file(out_path);
+    let _ = fs::remove_file(err_path);
+    run
+}
+
+/// The topic names `brood tour --list` prints, in order.
+fn topic_names() -> Vec<String> {
+    let run = brood(&["tour", "--list"], Duration::from_secs(30));
+    assert!(run.success, "tour --list failed: {}", run.stderr);
+    run.stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The row of `ps` output whose PID column (the second) is `pid`.
+fn row_of(ps_output: &str, pid: i32) -> Option<Vec<String>> {
+    ps_output
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .find(|cols| cols.get(1).is_some_and(|c| *c == pid.to_string()))
+}
+
+#[test]
+fn tour_list_lists_every_topic() {
+    let names = topic_names();
+    let expected = [
+        "states",
+        "fork",
+        "pids",
+        "exit",
+        "orphan",
+        "zombie",
+        "wait",
+        "double-fork",
+        "sigchld",
+        "process",
+    ];
+    assert_eq!(names, expected);
+    let run = brood(&["tour", "--list"], Duration::from_secs(30));
+    for line in run.stdout.lines() {
+        assert!(
+            line.split_whitespace().count() > 2,
+            "each topic has a description: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn tour_runs_every_topic_and_succeeds() {
+    let names = topic_names();
+    let run = brood(&["tour"], Duration::from_secs(120));
+    assert!(
+        run.success,
+        "brood tour failed ({:?}):\n{}\n{}",
+        run.code, run.stdout, run.stderr
+    );
+    for name in &names {
+        assert!(
+            run.stdout.contains(&format!("=== {name}: ")),
+            "no header for topic {name} in:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains(&format!("ok: {name} went as expected")),
+            "topic {name} did not report success"
+        );
+    }
+    assert!(!run.stdout.contains("FAILED"));
+    assert!(run.stdout.contains("no zombie left behind"));
+}
+
+#[test]
+fn tour_runs_one_topic() {
+    let run = brood(&["tour", "zombie"], Duration::from_secs(60));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("=== zombie: "));
+    assert!(!run.stdout.contains("=== fork: "));
+    assert!(
+        run.stdout
+            .contains("<zombie: exited, not yet reaped by PPID")
+    );
+}
+
+#[test]
+fn tour_rejects_an_unknown_topic() {
+    let run = brood(&["tour", "nosuch"], Duration::from_secs(30));
+    assert!(!run.success);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("unknown topic `nosuch`"),
+        "unclear message: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("zombie"),
+        "the message lists the topics: {}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("==="), "nothing runs: {}", run.stdout);
+}
+
+/// Kills (if needed) and reaps a forked child when dropped, so a failed
+/// assertion leaves no zombie behind.
+struct Reap(PidFd);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.send_signal(libc::SIGKILL);
+        let _ = self.0.wait_timeout(Some(Duration::from_secs(10)));
+        let _ = self.0.try_reap();
+    }
+}
+
+#[test]
+fn ps_tree_shows_a_zombie_made_on_purpose() {
+    // SAFETY: the test harness runs other threads, so the child may only
+    // call async-signal-safe functions: it calls _exit at once.
+    let child = match unsafe { os::fork() }.expect("fork") {
+        ForkResult::Child => os::exit_now(0),
+        ForkResult::Parent { child } => child,
+    };
+    let fd = PidFd::open(child).expect("pidfd_open");
+    let guard = Reap(fd);
+    assert!(
+        guard.0.wait_timeout(Some(Duration::from_secs(10))).unwrap(),
+        "the child did not exit within 10 s"
+    );
+    // Exited, not reaped: a zombie, under this test process.
+    let me = os::getpid().as_raw();
+    let run = brood(&["ps", "--tree", &me.to_string()], Duration::from_secs(30));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    let mine = row_of(&run.stdout, me).expect("the tree starts at the test process");
+    assert_eq!(mine[1], me.to_string());
+    let zombie = row_of(&run.stdout, child.as_raw())
+        .unwrap_or_else(|| panic!("no row for the zombie {child} in:\n{}", run.stdout));
+    assert_eq!(zombie[0], me.to_string(), "PPID column: {zombie:?}");
+    assert!(zombie[5].starts_with('Z'), "STAT column: {zombie:?}");
+    assert!(
+        run.stdout
+            .contains(&format!("<zombie: exited, not yet reaped by PPID {me}")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Z  zombie"), "legend: {}", run.stdout);
+    // Reap it now, and see that it was what we made.
+    assert_eq!(guard.0.try_reap().unwrap(), Some(ExitStatus::Exited(0)));
+}
+
+#[test]
+fn ps_lists_the_test_process() {
+    let me = os::getpid().as_raw();
+    let run = brood(&["ps"], Duration::from_secs(30));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.starts_with(" PPID    PID"), "{}", run.stdout);
+    let row = row_of(&run.stdout, me)
+        .unwrap_or_else(|| panic!("no row for the test process {me} in:\n{}", run.stdout));
+    assert_eq!(row[0], os::getppid().as_raw().to_string());
+    assert!(run.stdout.contains("STAT: the first letter"));
+    assert!(
+        run.stdout.contains("<orphan>: "),
+        "the orphan rule is stated"
+    );
+}
+
+#[test]
+fn ps_rejects_a_missing_pid() {
+    // Pids never exceed 2^22 on Linux.
+    let run = brood(&["ps", "--tree", "99999999"], Duration::from_secs(30));
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("no process with pid 99999999"),
+        "{}",
+        run.stderr
+    );
+}
