@@ -80,10 +80,12 @@ pub(crate) fn lock() -> MutexGuard<'static, Table> {
 impl Table {
     fn reset(&mut self, owner: i32) {
         self.owner = owner;
-        self.live.clear();
-        // Forget the parent's orphans and eventfd without closing them: the
-        // fds are inherited copies, and closing a copy is harmless but the
-        // PidFd values would try to reap the parent's children.
+        // The parent's entries are not ours. They are forgotten, not freed:
+        // freeing would write to heap pages the child shares copy-on-write
+        // with its parent, a page fault each, for memory the child's short
+        // life does not need back. The orphans' pidfds and the eventfd are
+        // closed (they would keep the parent's children's fds open here).
+        std::mem::forget(std::mem::take(&mut self.live));
         for orphan in self.orphans.drain(..) {
             drop(orphan);
         }
@@ -94,13 +96,15 @@ impl Table {
     /// has no children yet, and becomes the process `spec` describes.
     pub(crate) fn enter_child(&mut self, spec: &crate::launch::Spec) {
         self.reset(os::getpid().as_raw());
-        self.me = Me {
+        let me = Me {
             name: Some(spec.name.clone()),
             identity: spec.identity.clone(),
             counter: 0,
             daemon: spec.daemon,
             parent: Pid::from_raw(spec.parent_pid).map(|pid| (pid, spec.parent_name.clone())),
         };
+        // Forgotten, not freed, as in `reset`.
+        std::mem::forget(std::mem::replace(&mut self.me, me));
     }
 
     /// This process's name, as its children know their parent.

@@ -300,7 +300,7 @@ fn fork_is_hazardous() -> bool {
         return false;
     }
     let ours = usize::from(children::reaper_running());
-    os::thread_count().map_or(true, |n| n > 1 + ours)
+    os::thread_count_fast().map_or(true, |n| n > 1 + ours)
 }
 
 impl<R> Process<R>
@@ -808,27 +808,32 @@ impl Running {
 
     /// Reads what the pipe holds now, without blocking.
     fn drain(&mut self) -> Result<()> {
-        let mut chunk = [0u8; 64 * 1024];
         while !self.eof {
-            // SAFETY: `chunk` is valid for writes of its length.
-            let n = unsafe {
-                libc::read(
-                    self.result.as_raw_fd(),
-                    chunk.as_mut_ptr().cast(),
-                    chunk.len(),
-                )
-            };
+            // Read straight into the buffer's spare room: no zeroed scratch
+            // buffer, whose pages would be copy-on-write faults after a fork.
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(self.buf.len().clamp(4096, 1 << 20));
+            }
+            let spare = self.buf.spare_capacity_mut();
+            // SAFETY: `spare` is valid for writes of its length; read(2)
+            // initialises the first `n` bytes it reports.
+            let n = unsafe { libc::read(self.result.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
             match n {
                 0 => self.eof = true,
                 n if n > 0 => {
                     let n = n as usize;
-                    if self.buf.len() + n > codec::DEFAULT_MAX_FRAME + HEADER_LEN {
+                    // SAFETY: read(2) initialised these `n` bytes.
+                    unsafe { self.buf.set_len(self.buf.len() + n) };
+                    if self.buf.len() > codec::DEFAULT_MAX_FRAME + HEADER_LEN {
                         return Err(Error::simple(
                             ErrorKind::TooLarge,
                             "the child's result is larger than the frame limit",
                         ));
                     }
-                    self.buf.extend_from_slice(&chunk[..n]);
+                    if self.frame_complete() {
+                        // Nothing more is coming: stop watching the pipe.
+                        self.eof = true;
+                    }
                 }
                 _ => {
                     let err = std::io::Error::last_os_error();
@@ -844,6 +849,13 @@ impl Running {
             }
         }
         Ok(())
+    }
+
+    /// Whether the buffer holds a whole result frame.
+    fn frame_complete(&self) -> bool {
+        self.buf.len() >= HEADER_LEN
+            && u64::from_le_bytes(self.buf[1..HEADER_LEN].try_into().expect("8 bytes"))
+                == (self.buf.len() - HEADER_LEN) as u64
     }
 
     /// Decodes the result frame, or explains its absence from the status.

@@ -16,6 +16,10 @@ impl Launcher for Fork {
         super::spawn::set_nonblocking(&read)?;
         flush_std_streams();
         let parent = os::getpid();
+        // With SIGCHLD ignored the kernel reaps a child the moment it exits,
+        // so a quick child could be gone (and its pid reused) before the
+        // parent opens its pidfd: the child then waits for a go first.
+        let gate = if os::children_ignored() { Some(os::pipe_cloexec()?) } else { None };
         // Hold the children table across the fork so the child never
         // inherits it locked by another thread.
         let mut table = children::lock();
@@ -33,6 +37,12 @@ impl Launcher for Fork {
                     // Die with the parent, even when it is SIGKILLed.
                     super::die_with_parent(parent);
                 }
+                if let Some((go, hold)) = gate {
+                    drop(hold);
+                    let mut byte = [0u8; 1];
+                    // EOF (the parent closed its end) is the go.
+                    let _ = os::read_full(&go, &mut byte);
+                }
                 child_main(body, write)
             }
             ForkResult::Parent { child } => {
@@ -40,7 +50,9 @@ impl Launcher for Fork {
                 drop(body);
                 // The child is ours and unreaped, so its pid cannot be reused
                 // before this pidfd is open.
-                let pidfd = match PidFd::open(child) {
+                let pidfd = PidFd::open(child);
+                drop(gate);
+                let pidfd = match pidfd {
                     Ok(fd) => fd,
                     Err(e) => {
                         let _ = os::kill(child, libc::SIGKILL);

@@ -263,6 +263,38 @@ fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Writes header and payload with as few writes as the pipe allows (one,
+/// usually), so the parent wakes once.
+fn write_frame(fd: &OwnedFd, header: &[u8], payload: &[u8]) {
+    use std::os::fd::AsRawFd;
+    let iov = [
+        libc::iovec {
+            iov_base: header.as_ptr() as *mut libc::c_void,
+            iov_len: header.len(),
+        },
+        libc::iovec {
+            iov_base: payload.as_ptr() as *mut libc::c_void,
+            iov_len: payload.len(),
+        },
+    ];
+    let n = loop {
+        // SAFETY: both iovecs point into live slices for the call.
+        let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
+        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break n;
+        }
+    };
+    if n < 0 {
+        return;
+    }
+    let n = n as usize;
+    if n < header.len() {
+        let _ = os::write_all_raw(fd, &header[n..]) && os::write_all_raw(fd, payload);
+    } else {
+        os::write_all_raw(fd, &payload[n - header.len()..]);
+    }
+}
+
 /// The child's side of every start method: run the body under
 /// `catch_unwind`, write the result frame, clean up its own children, flush
 /// stdout, and `_exit` — a panic never unwinds into the parent's code.
@@ -291,7 +323,7 @@ pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
     let mut header = [0u8; HEADER_LEN];
     header[0] = tag;
     header[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    let _ = os::write_all_raw(&result, &header) && os::write_all_raw(&result, &payload);
+    write_frame(&result, &header, &payload);
     drop(result);
     let _ = panic::catch_unwind(crate::children::exit_cleanup);
     let _ = panic::catch_unwind(|| {

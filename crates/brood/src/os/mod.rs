@@ -462,6 +462,18 @@ pub fn default_children() -> io::Result<()> {
     set_sigchld(libc::SIG_DFL)
 }
 
+/// Whether the kernel reaps children by itself (SIGCHLD ignored, or
+/// `SA_NOCLDWAIT`): then no exit status can be read back.
+pub(crate) fn children_ignored() -> bool {
+    // SAFETY: an all-zero sigaction is a valid value to be overwritten, and a
+    // null new action only queries the current one.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) == 0
+            && (old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0)
+    }
+}
+
 fn set_sigchld(action: libc::sighandler_t) -> io::Result<()> {
     // SAFETY: installing SIG_IGN or SIG_DFL runs no code of ours in signal
     // context; the previous handler is discarded.
@@ -691,6 +703,14 @@ pub fn cpu_count() -> usize {
 /// ```
 pub fn thread_count() -> io::Result<usize> {
     proc::ProcInfo::read(getpid()).map(|info| info.threads)
+}
+
+/// The number of threads, from the link count of `/proc/self/task` (one
+/// `stat`, no parsing): each thread is a subdirectory there.
+pub(crate) fn thread_count_fast() -> io::Result<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let nlink = std::fs::metadata("/proc/self/task")?.nlink();
+    Ok((nlink as usize).saturating_sub(2).max(1))
 }
 
 pub(crate) fn duration_to_poll_ms(timeout: Option<Duration>) -> i32 {
