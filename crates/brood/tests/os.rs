@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use brood::Process;
@@ -105,8 +106,24 @@ fn wait_without_children_is_echild() {
 fn ignored_sigchld_lets_the_kernel_reap() {
     let mut p = Process::new(|| {
         os::ignore_children().unwrap();
-        let kid = fork_with(|| 0);
+        // The kid waits for a go: the kernel reaps it the moment it exits,
+        // so its pidfd must be open before.
+        let (go, hold) = common::pipe();
+        let (go_raw, hold_raw) = (go.as_raw_fd(), hold.as_raw_fd());
+        let kid = fork_with(move || {
+            let mut b = [0u8; 1];
+            // SAFETY: closing the child's copy of the write end, then a
+            // read(2) into a 1-byte buffer; EOF (the parent closed its copy)
+            // is the go.
+            unsafe {
+                libc::close(hold_raw);
+                libc::read(go_raw, b.as_mut_ptr().cast(), 1);
+            }
+            0
+        });
         let fd = PidFd::open(kid).unwrap();
+        drop(hold);
+        drop(go);
         fd.wait_timeout(Some(Duration::from_secs(10))).unwrap();
         // Give the kernel's auto-reap a moment, then look.
         let deadline = Instant::now() + Duration::from_secs(5);

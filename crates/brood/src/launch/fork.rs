@@ -15,6 +15,7 @@ impl Launcher for Fork {
         let (read, write) = os::pipe_cloexec()?;
         super::spawn::set_nonblocking(&read)?;
         flush_std_streams();
+        super::install_panic_hook();
         let parent = os::getpid();
         // With SIGCHLD ignored the kernel reaps a child the moment it exits,
         // so a quick child could be gone (and its pid reused) before the

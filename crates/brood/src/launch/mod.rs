@@ -234,23 +234,35 @@ thread_local! {
     static LAST_PANIC: std::cell::RefCell<Option<PanicReport>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Installs, in the child, a panic hook that records where the panic
-/// happened (and a backtrace when `RUST_BACKTRACE` asks for one), then lets
-/// the previous hook print as usual.
-fn install_panic_hook() {
-    let previous = panic::take_hook();
-    panic::set_hook(Box::new(move |info| {
-        let want_bt = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
-        let report = PanicReport {
-            message: payload_message(info.payload()),
-            location: info
-                .location()
-                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
-            backtrace: want_bt.then(|| std::backtrace::Backtrace::force_capture().to_string()),
-        };
-        LAST_PANIC.with(|slot| *slot.borrow_mut() = Some(report));
-        previous(info);
-    }));
+static IN_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Installs, once per process, a panic hook that — in a brood child only —
+/// records where the panic happened (and a backtrace when `RUST_BACKTRACE`
+/// asks for one), then lets the previous hook print as usual. It is
+/// installed in the parent before the first fork, so a forked child
+/// inherits it instead of allocating a new one (its pages are shared
+/// copy-on-write with the parent; every write there costs a fault). A hook
+/// the program sets later replaces it: children then report the panic's
+/// message without its location.
+pub(crate) fn install_panic_hook() {
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if IN_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
+                let want_bt = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+                let report = PanicReport {
+                    message: payload_message(info.payload()),
+                    location: info
+                        .location()
+                        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
+                    backtrace: want_bt.then(|| std::backtrace::Backtrace::force_capture().to_string()),
+                };
+                LAST_PANIC.with(|slot| *slot.borrow_mut() = Some(report));
+            }
+            previous(info);
+        }));
+    });
 }
 
 fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -300,6 +312,7 @@ fn write_frame(fd: &OwnedFd, header: &[u8], payload: &[u8]) {
 /// stdout, and `_exit` — a panic never unwinds into the parent's code.
 pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
     install_panic_hook();
+    IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = panic::catch_unwind(AssertUnwindSafe(body));
     let (tag, payload, code) = match outcome {
         Ok(Ok(bytes)) => (TAG_RETURNED, bytes, 0),
