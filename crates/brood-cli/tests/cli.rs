@@ -102,6 +102,8 @@ fn tour_list_lists_every_topic() {
         "double-fork",
         "sigchld",
         "process",
+        "start-methods",
+        "pipe",
     ];
     assert_eq!(names, expected);
     let run = brood(&["tour", "--list"], Duration::from_secs(30));
@@ -146,6 +148,105 @@ fn tour_runs_one_topic() {
     assert!(
         run.stdout
             .contains("<zombie: exited, not yet reaped by PPID")
+    );
+}
+
+/// The lines the tour prints for what a process did, `  WHO PID | TEXT`,
+/// as `(who, pid, text)`.
+fn said(stdout: &str) -> Vec<(String, i32, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let (left, text) = l.split_once(" | ")?;
+            let mut cols = left.split_whitespace();
+            let who = cols.next()?.to_string();
+            let pid = cols.next()?.parse().ok()?;
+            cols.next().is_none().then(|| (who, pid, text.to_string()))
+        })
+        .collect()
+}
+
+/// The number after `from pid ` in `text`.
+fn pid_named_in(text: &str) -> Option<i32> {
+    let rest = &text[text.find("from pid ")? + "from pid ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn tour_pipe_carries_messages_between_processes() {
+    let run = brood(&["tour", "pipe"], Duration::from_secs(60));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("ok: pipe went as expected"));
+    let lines = said(&run.stdout);
+    let find = |who: &str, prefix: &str| {
+        lines
+            .iter()
+            .find(|(w, _, t)| w == who && t.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{who}` line starting {prefix:?} in:\n{}", run.stdout))
+            .clone()
+    };
+    // fun1 printed a message that names the pid of the process that wrote
+    // it: fun2, another process, as fun2's own line shows.
+    let (_, fun1, got1) = find("fun1", "recv() -> ");
+    let (_, fun2, sent2) = find("fun2", "send(");
+    let (_, fun2_again, got2) = find("fun2", "recv() -> ");
+    assert_ne!(fun1, fun2, "two processes");
+    assert_eq!(fun2, fun2_again);
+    assert_eq!(pid_named_in(&got1), Some(fun2), "{got1}");
+    assert_eq!(pid_named_in(&sent2), Some(fun2), "{sent2}");
+    assert_eq!(pid_named_in(&got2), Some(fun1), "{got2}");
+    // The file the tour reads back was written by the child that got the fd.
+    let (_, writer, _) = find("fd-writer", "recv_fd() -> my fd ");
+    let (_, _, holds) = find("parent", "the writer said \"done\"; the file now holds ");
+    assert!(
+        holds.contains(&format!(
+            "\"written by pid {writer} through the fd it received\""
+        )),
+        "{holds}"
+    );
+    // End of file: a forked reader waits, a spawned one sees it.
+    assert!(
+        run.stdout.contains(
+            "fork: sent one, two, close: the reader got [\"one\", \"two\"], then nothing"
+        )
+    );
+    assert!(run.stdout.contains(
+        "spawn: sent one, two, close: the reader got [\"one\", \"two\"], then end of file"
+    ));
+    assert!(
+        run.stdout
+            .contains("a client with a wrong key: accept() -> Err(Auth):")
+    );
+}
+
+#[test]
+fn tour_start_methods_shows_each_method() {
+    let run = brood(&["tour", "start-methods"], Duration::from_secs(60));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("ok: start-methods went as expected"));
+    for method in ["fork", "spawn", "forkserver", "forkserver, again"] {
+        assert!(
+            run.stdout.contains(&format!("| {method}: ")),
+            "no timing for {method} in:\n{}",
+            run.stdout
+        );
+    }
+    // Alone, the topic is the first to use the forkserver, and starts it.
+    assert!(run.stdout.contains("this call started the forkserver"));
+    assert!(
+        run.stdout
+            .contains("brood::get_start_method() = forkserver")
+    );
+    assert!(run.stdout.contains(".start() -> Err(ForkWithThreads):"));
+    assert!(run.stdout.contains("started with forkserver, found a = 1"));
+    assert!(
+        run.stdout
+            .contains("::greet\" returned \"hello tour, hello tour (from pid")
+    );
+    assert!(
+        run.stdout
+            .contains("an unknown name: start() -> Err(UnknownTask):")
     );
 }
 

@@ -12,12 +12,15 @@
 
 use std::fmt::Display;
 use std::io::{self, Write};
+use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use brood::Process;
 use brood::os::{self, ExitStatus, ForkResult, Pid, PidFd, ProcInfo, ProcState, WaitFlags};
+use serde::de::DeserializeOwned;
 
 /// The longest any one wait in the tour may last before it gives up.
 pub(crate) const BOUND: Duration = Duration::from_secs(10);
@@ -62,6 +65,24 @@ pub(crate) fn python(text: &str) {
 /// it (`parent`, `child`, ...) and the pid of the process printing it.
 pub(crate) fn line(who: &str, text: impl Display) {
     println!("  {who:>10} {:>7} | {text}", os::getpid());
+}
+
+/// Prints a long `text` (an error message) as several [`line`]s, the first
+/// after `head`, the others indented under it.
+pub(crate) fn line_wrapped(who: &str, head: &str, text: &str) {
+    let mut current = head.to_string();
+    for word in text.split_whitespace() {
+        if !current.trim().is_empty() && current.len() + 1 + word.len() > 66 {
+            line(who, &current);
+            current = String::from("  ");
+        } else if !current.is_empty() && !current.ends_with(' ') {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    if !current.trim().is_empty() {
+        line(who, current);
+    }
 }
 
 /// Prints a process as a row of `brood ps`, under its header.
@@ -204,6 +225,35 @@ impl Drop for Kid {
         let _ = self.fd.wait_timeout(Some(BOUND));
         if self.ours {
             let _ = self.fd.try_reap();
+        }
+    }
+}
+
+/// A [`brood::Process`] that is killed (if still running) and joined when
+/// dropped, so that a topic's early error leaves no stray child behind.
+/// Use it as the process itself: it derefs to it.
+pub(crate) struct Guarded<R: DeserializeOwned>(pub(crate) Process<R>);
+
+impl<R: DeserializeOwned> Deref for Guarded<R> {
+    type Target = Process<R>;
+    fn deref(&self) -> &Process<R> {
+        &self.0
+    }
+}
+
+impl<R: DeserializeOwned> DerefMut for Guarded<R> {
+    fn deref_mut(&mut self) -> &mut Process<R> {
+        &mut self.0
+    }
+}
+
+impl<R: DeserializeOwned> Drop for Guarded<R> {
+    fn drop(&mut self) {
+        if self.0.is_alive() {
+            let _ = self.0.kill();
+            // Joined (bounded) only when it was running: a joined or
+            // never-started process has nothing to reap.
+            let _ = self.0.join_timeout(BOUND);
         }
     }
 }

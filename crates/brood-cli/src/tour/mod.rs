@@ -3,8 +3,8 @@
 //! Each topic is one file in this folder with a `run` function, and one row
 //! of [`TOPICS`]. A topic prints what it does, what happened and why, with
 //! the Python equivalent, and returns an error when something did not go as
-//! the lesson says (the tour then exits non-zero). Later topics (pipes,
-//! queues, shared memory, pools) are added the same way: a file and a row.
+//! the lesson says (the tour then exits non-zero). Later topics (queues,
+//! shared memory, pools) are added the same way: a file and a row.
 //!
 //! After each topic the runner checks that it left no zombie child and
 //! restores the process-wide settings a topic may change (the subreaper
@@ -16,8 +16,10 @@ mod fork;
 pub(crate) mod kit;
 mod orphan;
 mod pids;
+mod pipe;
 mod process;
 mod sigchld;
+mod start_methods;
 mod states;
 mod wait;
 mod zombie;
@@ -102,6 +104,18 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "brood::Process, Python's multiprocessing.Process",
         summary: "start, join (with the value returned), name, pid, is_alive, daemon, exitcode, terminate, panics, join_timeout",
         run: process::run,
+    },
+    Topic {
+        name: "start-methods",
+        title: "start methods: fork, spawn and forkserver",
+        summary: "the Process example under each method, timed; what threads forbid; tasks called by name",
+        run: start_methods::run,
+    },
+    Topic {
+        name: "pipe",
+        title: "Pipe(): messages between processes",
+        summary: "duplex and one-way pipes, poll, end of file (and fork's extra copy), wait, fd passing, Listener",
+        run: pipe::run,
     },
 ];
 
