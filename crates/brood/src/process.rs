@@ -817,7 +817,13 @@ impl Running {
             let spare = self.buf.spare_capacity_mut();
             // SAFETY: `spare` is valid for writes of its length; read(2)
             // initialises the first `n` bytes it reports.
-            let n = unsafe { libc::read(self.result.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            let n = unsafe {
+                libc::read(
+                    self.result.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                )
+            };
             match n {
                 0 => self.eof = true,
                 n if n > 0 => {

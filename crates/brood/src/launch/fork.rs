@@ -20,7 +20,11 @@ impl Launcher for Fork {
         // With SIGCHLD ignored the kernel reaps a child the moment it exits,
         // so a quick child could be gone (and its pid reused) before the
         // parent opens its pidfd: the child then waits for a go first.
-        let gate = if os::children_ignored() { Some(os::pipe_cloexec()?) } else { None };
+        let gate = if os::children_ignored() {
+            Some(os::pipe_cloexec()?)
+        } else {
+            None
+        };
         // Hold the children table across the fork so the child never
         // inherits it locked by another thread.
         let mut table = children::lock();

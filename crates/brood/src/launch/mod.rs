@@ -256,7 +256,8 @@ pub(crate) fn install_panic_hook() {
                     location: info
                         .location()
                         .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
-                    backtrace: want_bt.then(|| std::backtrace::Backtrace::force_capture().to_string()),
+                    backtrace: want_bt
+                        .then(|| std::backtrace::Backtrace::force_capture().to_string()),
                 };
                 LAST_PANIC.with(|slot| *slot.borrow_mut() = Some(report));
             }
