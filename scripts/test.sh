@@ -11,16 +11,17 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# Every step has a hard bound, so a hang fails the run instead of stalling CI.
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+timeout 1200 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo nextest run"
-cargo nextest run --workspace --profile ci
+timeout 1200 cargo nextest run --workspace --profile ci
 echo "== cargo test --doc"
-cargo test --workspace --doc
+timeout 900 cargo test --workspace --doc
 echo "== cargo test (plain libtest harness)"
-cargo test --workspace --tests
+timeout 900 cargo test --workspace --tests
 echo "== leftovers"
 # No test may leave a zombie behind in this shell's process tree.
 zombies=$(ps -eo stat=,ppid= | awk -v me=$$ '$1 ~ /^Z/ && $2 == me' | wc -l)

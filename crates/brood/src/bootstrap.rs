@@ -46,8 +46,14 @@ extern "C" fn bootstrap() {
     // SAFETY: setting SIG_IGN runs no code of ours in signal context.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     match mode.as_slice() {
-        b"spawn" => crate::launch::spawn::child(CHILD_FD),
-        b"forkserver" => crate::launch::forkserver::serve(CHILD_FD),
+        b"spawn" => {
+            set_name(&program_name());
+            crate::launch::spawn::child(CHILD_FD)
+        }
+        b"forkserver" => {
+            set_name(b"brood-forksrv");
+            crate::launch::forkserver::serve(CHILD_FD)
+        }
         b"tracker" => crate::shm::serve_tracker(CHILD_FD),
         // The re-exec floor the benchmarks measure: start, then leave.
         b"noop" => os::exit_now(0),
@@ -59,4 +65,26 @@ extern "C" fn bootstrap() {
             os::exit_now(70)
         }
     }
+}
+
+/// The program's name as the parent was started (`argv[0]`'s last part):
+/// executing `/proc/self/exe` would otherwise name the child `exe` in `ps`.
+pub(crate) fn program_name() -> Vec<u8> {
+    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let base = argv0.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    if base.is_empty() {
+        b"brood-child".to_vec()
+    } else {
+        base.to_vec()
+    }
+}
+
+/// Sets the name `ps` shows (`/proc/self/comm`, at most 15 bytes).
+pub(crate) fn set_name(name: &[u8]) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }

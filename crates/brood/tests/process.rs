@@ -373,6 +373,25 @@ fn fds_in_arguments_reach_the_child(m: StartMethod) {
     assert_eq!(text, "written by the child");
 }
 
+fn the_child_is_named_like_the_program(m: StartMethod) {
+    // A forked child is a copy of the calling thread, name included; a
+    // spawned one takes the program's name (not `exe`).
+    let source = if m == StartMethod::Fork {
+        "/proc/thread-self/comm"
+    } else {
+        "/proc/self/comm"
+    };
+    let comm = || std::fs::read_to_string(source).unwrap().trim().to_string();
+    let mut p = builder(m).target(move || {
+        std::fs::read_to_string("/proc/self/comm")
+            .unwrap()
+            .trim()
+            .to_string()
+    });
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), comm());
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod fork {
@@ -409,6 +428,7 @@ suite!(
     non_daemon_children_are_waited_for_at_the_end_of_their_parent,
     stdout_and_stderr_go_where_the_parents_go,
     fds_in_arguments_reach_the_child,
+    the_child_is_named_like_the_program,
 );
 
 // Fork only: capturing closures.

@@ -86,3 +86,33 @@ fn a_wrong_return_type_is_a_codec_error_in_the_parent() {
     assert_eq!(err.kind(), ErrorKind::Codec);
     assert_ne!(err.kind(), ErrorKind::UnknownTask);
 }
+
+#[test]
+fn a_panic_carries_a_backtrace_when_rust_backtrace_is_set() {
+    common::allow_fork();
+    for m in StartMethod::ALL {
+        let mut p = Process::builder().start_method(m).target(|| -> () {
+            // The child's own environment: the parent's is left alone.
+            // SAFETY: the child runs this function on its only thread.
+            unsafe { std::env::set_var("RUST_BACKTRACE", "1") };
+            panic!("with a trace")
+        });
+        p.start().unwrap();
+        let err = p.join().unwrap_err();
+        let report = err.panic().unwrap();
+        assert_eq!(report.message, "with a trace");
+        let bt = report.backtrace.as_deref().unwrap_or_default();
+        assert!(
+            bt.contains("tasks.rs") || bt.contains("a_panic_carries"),
+            "{m}: {bt}"
+        );
+        // Without it, no backtrace.
+        let mut p = Process::builder().start_method(m).target(|| -> () {
+            // SAFETY: as above.
+            unsafe { std::env::remove_var("RUST_BACKTRACE") };
+            panic!("bare")
+        });
+        p.start().unwrap();
+        assert!(p.join().unwrap_err().panic().unwrap().backtrace.is_none());
+    }
+}

@@ -273,7 +273,8 @@ impl Connection {
     /// let mut writer = a.try_clone().unwrap();
     /// writer.send(&1u8).unwrap();
     /// assert_eq!(b.recv::<u8>().unwrap(), 1);
-    /// # let _ = a.poll(None);
+    /// b.send(&2u8).unwrap();
+    /// assert_eq!(a.recv::<u8>().unwrap(), 2);
     /// ```
     pub fn try_clone(&self) -> Result<Connection> {
         let fd = self.open_fd()?;

@@ -343,6 +343,7 @@ fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], mut fds: Ve
         }
         Ok(ForkResult::Child) => {
             sigint_mask(libc::SIG_UNBLOCK);
+            crate::bootstrap::set_name(&crate::bootstrap::program_name());
             // The child keeps only its result pipe.
             // SAFETY: closing this process's copy of the server socket; the
             // OwnedFd is forgotten below so it is not closed twice.
