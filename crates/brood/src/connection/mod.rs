@@ -422,70 +422,28 @@ impl Connection {
         fds: &[RawFd],
         deadline: Option<Instant>,
     ) -> Result<usize> {
-        let mut iov = [
-            libc::iovec {
-                iov_base: parts[0].as_ptr() as *mut libc::c_void,
-                iov_len: parts[0].len(),
-            },
-            libc::iovec {
-                iov_base: parts[1].as_ptr() as *mut libc::c_void,
-                iov_len: parts[1].len(),
-            },
-        ];
-        let space = if fds.is_empty() {
-            0
-        } else {
-            // SAFETY: CMSG_SPACE is a pure size computation.
-            unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) as usize }
-        };
-        let mut control = vec![0u64; space.div_ceil(8)];
+        let flags = libc::MSG_NOSIGNAL
+            | if deadline.is_some() {
+                libc::MSG_DONTWAIT
+            } else {
+                0
+            };
         loop {
             if let Some(deadline) = deadline {
                 wait_fd(fd, libc::POLLOUT, Some(deadline))?;
             }
-            // SAFETY: all-zero is a valid empty msghdr.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = 2;
-            if !fds.is_empty() {
-                msg.msg_control = control.as_mut_ptr().cast();
-                msg.msg_controllen = space as _;
-                // SAFETY: the control buffer holds CMSG_SPACE(fds) bytes, so
-                // the header and the fds fit.
-                unsafe {
-                    let cmsg = libc::CMSG_FIRSTHDR(&msg);
-                    (*cmsg).cmsg_level = libc::SOL_SOCKET;
-                    (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-                    (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
-                    std::ptr::copy_nonoverlapping(
-                        fds.as_ptr().cast::<u8>(),
-                        libc::CMSG_DATA(cmsg),
-                        std::mem::size_of_val(fds),
-                    );
-                }
-            }
-            let flags = libc::MSG_NOSIGNAL
-                | if deadline.is_some() {
-                    libc::MSG_DONTWAIT
-                } else {
-                    0
-                };
-            // SAFETY: `iov` points into `parts`, `control` is valid; both
-            // outlive the call.
-            let n = unsafe { libc::sendmsg(fd, &msg, flags) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                    return Err(Error::simple(
-                        ErrorKind::Closed,
-                        "the peer closed the connection",
-                    ));
-                }
-                _ => return Err(Error::os_error("send", err)),
+            match scm::sendmsg_fds(fd, parts, fds, flags) {
+                Ok(n) => return Ok(n),
+                Err(err) => match err.kind() {
+                    io::ErrorKind::WouldBlock => continue,
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                        return Err(Error::simple(
+                            ErrorKind::Closed,
+                            "the peer closed the connection",
+                        ));
+                    }
+                    _ => return Err(Error::os_error("send", err)),
+                },
             }
         }
     }

@@ -26,43 +26,74 @@ pub(crate) fn send_with_fds(sock: &impl AsRawFd, buf: &[u8], fds: &[RawFd]) -> i
             ),
         ));
     }
-    let space = space_for(fds.len());
+    let sent = sendmsg_fds(sock.as_raw_fd(), &[buf], fds, libc::MSG_NOSIGNAL)?;
+    send_all(sock, &buf[sent..])
+}
+
+/// One `sendmsg` of `parts` (gathered), with `fds` attached as SCM_RIGHTS
+/// when there are any; retries on EINTR and returns the bytes sent.
+pub(crate) fn sendmsg_fds(
+    sock: RawFd,
+    parts: &[&[u8]],
+    fds: &[RawFd],
+    flags: i32,
+) -> io::Result<usize> {
+    const MAX_PARTS: usize = 4;
+    assert!(
+        parts.len() <= MAX_PARTS,
+        "sendmsg_fds takes at most {MAX_PARTS} parts"
+    );
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [empty; MAX_PARTS];
+    for (slot, p) in iov.iter_mut().zip(parts) {
+        *slot = libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        };
+    }
+    let space = if fds.is_empty() {
+        0
+    } else {
+        space_for(fds.len())
+    };
     // u64 words keep the control buffer aligned for cmsghdr.
     let mut control = vec![0u64; space.div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
     // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: the control buffer holds CMSG_SPACE(len * sizeof(int)) bytes,
-    // so the header and every fd fit; `iov`, `control` and `fds` outlive
-    // the call.
-    let sent = unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
-        std::ptr::copy_nonoverlapping(
-            fds.as_ptr().cast::<u8>(),
-            libc::CMSG_DATA(cmsg),
-            std::mem::size_of_val(fds),
-        );
-        loop {
-            let n = libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
-            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                break n;
-            }
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = parts.len() as _;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer holds CMSG_SPACE(len * sizeof(int))
+        // bytes, so the header and every fd fit.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(cmsg),
+                std::mem::size_of_val(fds),
+            );
         }
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
     }
-    send_all(sock, &buf[sent as usize..])
+    loop {
+        // SAFETY: `iov` points into `parts`, `control` is initialised; all
+        // outlive the call.
+        let n = unsafe { libc::sendmsg(sock, &msg, flags) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
 }
 
 /// Sends all of `buf` on a socket, retrying on EINTR, without SIGPIPE.
