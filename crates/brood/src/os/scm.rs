@@ -6,6 +6,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// The most fds one message can carry (the kernel's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS: usize = 253;
 
+/// u64 words of control buffer for MAX_FDS fds: CMSG_SPACE(253 * 4) is
+/// 16 + 1016 = 1032 bytes on 64-bit Linux.
+const CONTROL_WORDS: usize = 129;
+
 fn space_for(n: usize) -> usize {
     // SAFETY: CMSG_SPACE is a pure size computation.
     unsafe { libc::CMSG_SPACE((n * std::mem::size_of::<RawFd>()) as u32) as usize }
@@ -128,8 +132,9 @@ pub(crate) fn recv_with_fds(
     fds: &mut Vec<OwnedFd>,
     flags: i32,
 ) -> io::Result<usize> {
-    let space = space_for(MAX_FDS);
-    let mut control = vec![0u64; space.div_ceil(8)];
+    // On the stack: this runs for every receive on a connection.
+    let mut control = [0u64; CONTROL_WORDS];
+    let space = (CONTROL_WORDS * 8).min(space_for(MAX_FDS));
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -199,4 +204,12 @@ pub(crate) fn recv_exact_with_fds(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Re
         filled += n;
     }
     Ok(fds)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_control_buffer_fits_the_most_fds() {
+        assert!(super::CONTROL_WORDS * 8 >= super::space_for(super::MAX_FDS));
+    }
 }
