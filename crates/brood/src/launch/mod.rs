@@ -337,12 +337,15 @@ pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
     let mut header = [0u8; HEADER_LEN];
     header[0] = tag;
     header[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    write_frame(&result, &header, &payload);
-    drop(result);
+    // Clean up first and write the result last, right before `_exit`: the
+    // parent wakes for the result and finds the child gone (or nearly), one
+    // wake-up instead of two.
     let _ = panic::catch_unwind(crate::children::exit_cleanup);
     let _ = panic::catch_unwind(|| {
         use std::io::Write;
         let _ = std::io::stdout().flush();
     });
+    write_frame(&result, &header, &payload);
+    drop(result);
     os::exit_now(code)
 }
