@@ -11,6 +11,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# Shared-memory names brood (and its tests) create; none may outlive the run.
+shm_before=$(ls /dev/shm 2>/dev/null | grep '^brood' | sort || true)
+
 # Every step has a hard bound, so a hang fails the run instead of stalling CI.
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -26,4 +29,7 @@ echo "== leftovers"
 # No test may leave a zombie behind in this shell's process tree.
 zombies=$(ps -eo stat=,ppid= | awk -v me=$$ '$1 ~ /^Z/ && $2 == me' | wc -l)
 if [ "$zombies" -ne 0 ]; then echo "zombies left: $zombies"; exit 1; fi
+shm_after=$(ls /dev/shm 2>/dev/null | grep '^brood' | sort || true)
+leaked=$(comm -13 <(echo "$shm_before") <(echo "$shm_after") | grep . || true)
+if [ -n "$leaked" ]; then echo "/dev/shm entries left behind:"; echo "$leaked"; exit 1; fi
 echo "all checks passed"
