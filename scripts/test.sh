@@ -29,7 +29,12 @@ echo "== leftovers"
 # No test may leave a zombie behind in this shell's process tree.
 zombies=$(ps -eo stat=,ppid= | awk -v me=$$ '$1 ~ /^Z/ && $2 == me' | wc -l)
 if [ "$zombies" -ne 0 ]; then echo "zombies left: $zombies"; exit 1; fi
-shm_after=$(ls /dev/shm 2>/dev/null | grep '^brood' | sort || true)
-leaked=$(comm -13 <(echo "$shm_before") <(echo "$shm_after") | grep . || true)
+# Trackers unlink after their last user exits: give them a few seconds.
+for _ in $(seq 20); do
+  shm_after=$(ls /dev/shm 2>/dev/null | grep '^brood' | sort || true)
+  leaked=$(comm -13 <(echo "$shm_before") <(echo "$shm_after") | grep . || true)
+  [ -z "$leaked" ] && break
+  sleep 0.5
+done
 if [ -n "$leaked" ]; then echo "/dev/shm entries left behind:"; echo "$leaked"; exit 1; fi
 echo "all checks passed"
