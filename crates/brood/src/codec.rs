@@ -35,6 +35,18 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
         .map_err(|e| Error::simple(ErrorKind::Codec, format!("cannot encode value: {e}")))
 }
 
+/// Encodes a value at the end of `buf` (reusing its allocation).
+///
+/// ```
+/// let mut buf = Vec::new();
+/// brood::codec::encode_into(&mut buf, &"hi").unwrap();
+/// assert_eq!(brood::codec::decode::<String>(&buf).unwrap(), "hi");
+/// ```
+pub fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
+    rmp_serde::encode::write_named(buf, value)
+        .map_err(|e| Error::simple(ErrorKind::Codec, format!("cannot encode value: {e}")))
+}
+
 /// Decodes a value; bad input gives a [`ErrorKind::Codec`] error, never a panic.
 ///
 /// ```

@@ -99,8 +99,13 @@ pub struct Connection {
     /// Read-ahead bytes; `rbuf[rpos..]` is unread.
     rbuf: Vec<u8>,
     rpos: usize,
-    /// A large message being read straight into its own buffer.
+    /// A large message being read straight into its own buffer (its
+    /// length so far is what arrived) and the length it will have.
     partial: Option<(Vec<u8>, usize)>,
+    /// A large buffer kept from the last large message, for the next one.
+    spare: Vec<u8>,
+    /// Encoding buffer for `send`, kept between messages.
+    wbuf: Vec<u8>,
     /// A message a too-short `recv_bytes_into` left for the next receive.
     pending: Option<Vec<u8>>,
     /// Fds that arrived with data and were not claimed yet.
@@ -166,6 +171,8 @@ impl Connection {
             rbuf: Vec::new(),
             rpos: 0,
             partial: None,
+            spare: Vec::new(),
+            wbuf: Vec::new(),
             pending: None,
             fds: VecDeque::new(),
         }
@@ -301,8 +308,25 @@ impl Connection {
     /// assert_eq!(b.recv::<Vec<i32>>().unwrap(), [1, 2, 3]);
     /// ```
     pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        let bytes = codec::encode(value)?;
-        self.send_bytes(&bytes)
+        self.send_value(value, None)
+    }
+
+    /// Encodes into the kept buffer (no allocation once it has grown) and
+    /// sends it as one frame.
+    fn send_value<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        let mut buf = std::mem::take(&mut self.wbuf);
+        buf.clear();
+        let sent = codec::encode_into(&mut buf, value)
+            .and_then(|()| self.write_frame(&buf, &[], deadline));
+        // Keep a modest buffer; let a huge one go.
+        if buf.capacity() <= 4 << 20 {
+            self.wbuf = buf;
+        }
+        sent
     }
 
     /// Sends a value, giving up after `timeout` with [`ErrorKind::Timeout`].
@@ -317,8 +341,7 @@ impl Connection {
         value: &T,
         timeout: Duration,
     ) -> Result<()> {
-        let bytes = codec::encode(value)?;
-        self.write_frame(&bytes, &[], Some(Instant::now() + timeout))
+        self.send_value(value, Some(Instant::now() + timeout))
     }
 
     /// Sends raw bytes as one message (Python's `send_bytes`).
@@ -460,8 +483,24 @@ impl Connection {
     /// assert_eq!(b.recv::<Option<f64>>().unwrap(), Some(3.5));
     /// ```
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
-        let bytes = self.read_frame(None)?;
-        codec::decode(&bytes)
+        self.recv_value(None)
+    }
+
+    /// Decodes the next frame where it lies (the read-ahead buffer, or a
+    /// large message's own buffer, kept afterwards for the next one).
+    fn recv_value<T: DeserializeOwned>(&mut self, deadline: Option<Instant>) -> Result<T> {
+        match self.next_frame(deadline)? {
+            Frame::Buffered { start, len } => {
+                let value = codec::decode(&self.rbuf[start..start + len]);
+                self.consume(start + len);
+                value
+            }
+            Frame::Owned(msg) => {
+                let value = codec::decode(&msg);
+                self.spare = msg;
+                value
+            }
+        }
     }
 
     /// Receives a value, or [`ErrorKind::Timeout`] after `timeout`; a
@@ -473,8 +512,7 @@ impl Connection {
     /// assert!(err.is_timeout());
     /// ```
     pub fn recv_timeout<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<T> {
-        let bytes = self.read_frame(Some(Instant::now() + timeout))?;
-        codec::decode(&bytes)
+        self.recv_value(Some(Instant::now() + timeout))
     }
 
     /// Receives one message's raw bytes (Python's `recv_bytes`).
@@ -581,30 +619,37 @@ impl Connection {
         self.pending.is_some() || self.rbuf.len() > self.rpos
     }
 
+    /// The next message's bytes, owned.
     fn read_frame(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
+        Ok(match self.next_frame(deadline)? {
+            Frame::Buffered { start, len } => {
+                let msg = self.rbuf[start..start + len].to_vec();
+                self.consume(start + len);
+                msg
+            }
+            Frame::Owned(msg) => msg,
+        })
+    }
+
+    /// Reads until a whole message is there and says where it lies. A
+    /// `Buffered` frame must be released with [`consume`](Self::consume).
+    fn next_frame(&mut self, deadline: Option<Instant>) -> Result<Frame> {
         let fd = self.check_readable()?;
         if let Some(msg) = self.pending.take() {
-            return Ok(msg);
+            return Ok(Frame::Owned(msg));
         }
         loop {
-            if self.partial.is_some() {
-                // A large message: read straight into its own buffer.
-                loop {
-                    let (len, filled) =
-                        self.partial.as_ref().map_or((0, 0), |(m, f)| (m.len(), *f));
-                    if filled >= len {
-                        break;
-                    }
-                    let n = self.fill(fd, Target::Partial, deadline)?;
-                    if n == 0 {
-                        self.partial = None;
-                        return Err(closed_mid_message());
-                    }
-                    if let Some((_, f)) = self.partial.as_mut() {
-                        *f += n;
-                    }
+            if let Some((msg, want)) = &self.partial {
+                if msg.len() >= *want {
+                    let (msg, _) = self.partial.take().expect("partial message");
+                    return Ok(Frame::Owned(msg));
                 }
-                return Ok(self.partial.take().map(|(m, _)| m).unwrap_or_default());
+                // A large message: read straight into its own buffer.
+                if self.fill(fd, Target::Partial, deadline)? == 0 {
+                    self.partial = None;
+                    return Err(closed_mid_message());
+                }
+                continue;
             }
             let avail = &self.rbuf[self.rpos..];
             if let Some((hlen, len)) = parse_header(avail) {
@@ -621,23 +666,24 @@ impl Connection {
                 let len = len as usize;
                 let body = &avail[hlen..];
                 if body.len() >= len {
-                    let msg = body[..len].to_vec();
-                    self.rpos += hlen + len;
-                    self.compact();
-                    return Ok(msg);
+                    return Ok(Frame::Buffered {
+                        start: self.rpos + hlen,
+                        len,
+                    });
                 }
                 if len > READ_CHUNK {
-                    let mut msg = vec![0u8; len];
-                    msg[..body.len()].copy_from_slice(body);
-                    let filled = body.len();
+                    // Reuse the last large buffer; never zero-fill it.
+                    let mut msg = std::mem::take(&mut self.spare);
+                    msg.clear();
+                    msg.reserve_exact(len);
+                    msg.extend_from_slice(body);
                     self.rbuf.clear();
                     self.rpos = 0;
-                    self.partial = Some((msg, filled));
+                    self.partial = Some((msg, len));
                     continue;
                 }
             }
-            let n = self.fill(fd, Target::ReadAhead, deadline)?;
-            if n == 0 {
+            if self.fill(fd, Target::ReadAhead, deadline)? == 0 {
                 return Err(if self.rbuf.len() > self.rpos {
                     closed_mid_message()
                 } else {
@@ -645,6 +691,12 @@ impl Connection {
                 });
             }
         }
+    }
+
+    /// Releases the read-ahead bytes up to `end`.
+    fn consume(&mut self, end: usize) {
+        self.rpos = end;
+        self.compact();
     }
 
     fn compact(&mut self) {
@@ -669,37 +721,46 @@ impl Connection {
             } else {
                 0
             };
-            let buf: &mut [u8] = match target {
+            // Read into spare capacity: nothing is zero-filled first.
+            let (ptr, room): (*mut u8, usize) = match target {
                 Target::ReadAhead => {
-                    let old = self.rbuf.len();
-                    self.rbuf.resize(old + READ_CHUNK, 0);
-                    &mut self.rbuf[old..]
+                    self.rbuf.reserve(READ_CHUNK);
+                    let room = self.rbuf.capacity() - self.rbuf.len();
+                    (self.rbuf.spare_capacity_mut().as_mut_ptr().cast(), room)
                 }
                 Target::Partial => {
-                    let (msg, filled) = self.partial.as_mut().expect("partial message");
-                    &mut msg[*filled..]
+                    let (msg, want) = self.partial.as_mut().expect("partial message");
+                    // `next_frame` reserved `want` bytes for it.
+                    let room = *want - msg.len();
+                    (msg.spare_capacity_mut().as_mut_ptr().cast(), room)
                 }
             };
             let got = if self.unix {
                 let mut fds = Vec::new();
-                let r = scm::recv_with_fds(&Fd(fd), buf, &mut fds, flags);
+                // SAFETY: `ptr` is the buffer's spare capacity, at least
+                // `room` bytes (reserved above, or the message's length).
+                let r = unsafe { scm::recv_raw_with_fds(&Fd(fd), ptr, room, &mut fds, flags) };
                 self.fds.extend(fds);
                 r
             } else {
-                // SAFETY: `buf` is valid for writes of its length.
-                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+                // SAFETY: as above.
+                let n = unsafe { libc::recv(fd, ptr.cast(), room, flags) };
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
                     Ok(n as usize)
                 }
             };
-            if let Target::ReadAhead = target {
-                let keep = self.rbuf.len() - READ_CHUNK + *got.as_ref().unwrap_or(&0);
-                self.rbuf.truncate(keep);
-            }
             match got {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    let buf: &mut Vec<u8> = match target {
+                        Target::ReadAhead => &mut self.rbuf,
+                        Target::Partial => &mut self.partial.as_mut().expect("partial message").0,
+                    };
+                    // SAFETY: the kernel wrote `n` bytes into the spare capacity.
+                    unsafe { buf.set_len(buf.len() + n) };
+                    return Ok(n);
+                }
                 Err(e) => match e.kind() {
                     io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
                     io::ErrorKind::ConnectionReset => return Ok(0),
@@ -708,6 +769,14 @@ impl Connection {
             }
         }
     }
+}
+
+/// Where [`Connection::next_frame`] found a whole message.
+enum Frame {
+    /// In the read-ahead buffer, at `start`, `len` bytes.
+    Buffered { start: usize, len: usize },
+    /// In a buffer of its own.
+    Owned(Vec<u8>),
 }
 
 #[derive(Clone, Copy)]

@@ -132,12 +132,30 @@ pub(crate) fn recv_with_fds(
     fds: &mut Vec<OwnedFd>,
     flags: i32,
 ) -> io::Result<usize> {
+    let len = buf.len();
+    // SAFETY: an initialised buffer is valid for writes of its length.
+    unsafe { recv_raw_with_fds(sock, buf.as_mut_ptr(), len, fds, flags) }
+}
+
+/// [`recv_with_fds`] into raw memory (a `Vec`'s spare capacity, which need
+/// not be initialised: the kernel only writes to it).
+///
+/// # Safety
+///
+/// `ptr` must be valid for writes of `len` bytes.
+pub(crate) unsafe fn recv_raw_with_fds(
+    sock: &impl AsRawFd,
+    ptr: *mut u8,
+    len: usize,
+    fds: &mut Vec<OwnedFd>,
+    flags: i32,
+) -> io::Result<usize> {
     // On the stack: this runs for every receive on a connection.
     let mut control = [0u64; CONTROL_WORDS];
     let space = (CONTROL_WORDS * 8).min(space_for(MAX_FDS));
     let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+        iov_base: ptr.cast(),
+        iov_len: len,
     };
     // SAFETY: all-zero is a valid empty msghdr.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
