@@ -2,7 +2,7 @@
 once, under the fork, spawn and forkserver start methods.
 
 Prints one TSV line per start method, the same format as the Rust harness:
-name<TAB>median_us<TAB>p10_us<TAB>p90_us<TAB>n
+start<TAB>name<TAB>median_us<TAB>p10_us<TAB>p90_us<TAB>n
 
 Usage: python3 start_join.py [--iters N] [--only SUBSTRING]
 """
@@ -39,12 +39,12 @@ def once(ctx):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, help="override every row's iteration count")
-    ap.add_argument("--only", help="run only the rows whose name contains this")
+    ap.add_argument("--only", help="run only the rows whose name (or 'start') contains this")
     args = ap.parse_args()
     rows = [
         (name, multiprocessing.get_context(method), args.iters or default_n)
         for name, method, default_n in WORKLOADS
-        if not args.only or args.only in name
+        if not args.only or args.only in name or args.only in "start"
     ]
     # Warm-up; for forkserver this also starts the server.
     for _, ctx, n in rows:
@@ -62,7 +62,7 @@ def main():
     for (name, _, n), t in zip(rows, times):
         t.sort()
         print(
-            f"{name}\t{percentile(t, 0.5):.1f}\t{percentile(t, 0.1):.1f}\t"
+            f"start\t{name}\t{percentile(t, 0.5):.1f}\t{percentile(t, 0.1):.1f}\t"
             f"{percentile(t, 0.9):.1f}\t{n}",
             flush=True,
         )

@@ -1,16 +1,35 @@
-//! Times "start + join of a child that returns at once" for each workload in
-//! [`WORKLOADS`] and prints one TSV line per workload:
+//! The Rust side of the side-by-side benchmarks. Two tables:
 //!
-//! `name<TAB>median_us<TAB>p10_us<TAB>p90_us<TAB>n`
+//! - `start`: "start + join of a child that returns at once", one
+//!   [`Workload`] per row;
+//! - `pipes`: round trip of an 8-byte message and throughput of 1 MiB
+//!   messages between two processes, one transport per row (see
+//!   [`pipes`]).
 //!
-//! Usage: `brood-bench [--iters N] [--only SUBSTRING]`. `--iters` overrides
-//! every row's default count; `--only` keeps the rows whose name contains it.
-//! Run through `bench/run`, which also runs the Python side and writes the
-//! report.
+//! Prints one TSV line per measurement, the table's name first:
+//!
+//! - `start<TAB>name<TAB>median_us<TAB>p10_us<TAB>p90_us<TAB>n`
+//! - `rtt<TAB>cpus<TAB>name<TAB>median_us<TAB>p10_us<TAB>p90_us<TAB>n`
+//! - `bw<TAB>cpus<TAB>name<TAB>GBps<TAB>slowest_run_GBps<TAB>fastest_run_GBps<TAB>runs<TAB>MiB_per_run`
+//!
+//! where `cpus` is how many CPUs the harness (and so its children) may run
+//! on: `bench/run` runs the pipes table twice, as the scheduler places it
+//! and pinned to one CPU.
+//!
+//! Usage: `brood-bench [--table start|pipes] [--iters N] [--only SUBSTRING]`.
+//! `--table` runs one table (both by default); `--iters` overrides every
+//! start row's iteration count; `--only` keeps the rows whose name, or whose
+//! table's name (`start`, `pipes`), contains it. Run through `bench/run`,
+//! which also runs the Python and C sides and writes the report.
 
+mod pipes;
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
 use std::time::Instant;
 
-/// One row of the report: a name and one start+join to time.
+/// One row of the start table: a name and one start+join to time.
 struct Workload {
     name: &'static str,
     /// Timed iterations by default (`--iters` overrides).
@@ -19,13 +38,17 @@ struct Workload {
     run: fn(),
 }
 
-/// The rows. Add a row here to add a workload. Rows run interleaved, so no
-/// row may leave a thread behind: brood refuses to fork a threaded program
-/// (procspawn's `spawn` starts none; its pools do).
+/// The start table's rows. Add a row here to add a workload. Rows run
+/// interleaved, so no row may leave a thread behind: brood refuses to fork
+/// a threaded program (procspawn's `spawn` starts none; its pools do; the
+/// forkserver is a process, not a thread).
 #[rustfmt::skip]
 const WORKLOADS: &[Workload] = &[
     Workload { name: "raw fork+_exit+waitpid", iters: 2000, run: raw_fork },
     Workload { name: "brood fork", iters: 2000, run: brood_fork },
+    Workload { name: "brood forkserver", iters: 1000, run: brood_forkserver },
+    Workload { name: "re-exec floor (same binary, does nothing)", iters: 300, run: reexec_floor },
+    Workload { name: "brood spawn", iters: 300, run: brood_spawn },
     Workload { name: "procspawn (re-exec)", iters: 300, run: procspawn_reexec },
 ];
 
@@ -38,6 +61,10 @@ fn raw_fork() {
         unsafe { libc::_exit(0) };
     }
     assert!(pid > 0, "fork failed: {}", std::io::Error::last_os_error());
+    reap(pid);
+}
+
+fn reap(pid: libc::pid_t) {
     let mut status = 0;
     // SAFETY: `status` is a valid out-pointer; `pid` is our unreaped child.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -47,6 +74,7 @@ fn raw_fork() {
         "waitpid failed: {}",
         std::io::Error::last_os_error()
     );
+    assert_eq!(status, 0, "child exited with wait status {status:#x}");
 }
 
 /// `Process::fork` pins the fork start method (`Process::new` follows
@@ -57,6 +85,85 @@ fn brood_fork() {
     p.join().unwrap();
 }
 
+/// The first call starts the server (a re-exec); the warm-up pays for it.
+fn brood_forkserver() {
+    let mut p = brood::Process::builder()
+        .start_method(brood::StartMethod::ForkServer)
+        .target(|| ());
+    p.start().unwrap();
+    p.join().unwrap();
+}
+
+fn brood_spawn() {
+    let mut p = brood::Process::builder()
+        .start_method(brood::StartMethod::Spawn)
+        .target(|| ());
+    p.start().unwrap();
+    p.join().unwrap();
+}
+
+/// The environment and argv[0] a spawned brood child gets, built once: the
+/// floor charges only the kernel and the dynamic loader.
+struct Exec {
+    argv0: CString,
+    env: Vec<CString>,
+}
+
+fn exec_args() -> &'static Exec {
+    static EXEC: OnceLock<Exec> = OnceLock::new();
+    EXEC.get_or_init(|| {
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| k.as_bytes() != b"__BROOD_BOOTSTRAP")
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).ok()
+            })
+            .collect();
+        env.push(c"__BROOD_BOOTSTRAP=noop".to_owned());
+        let argv0 = std::env::args_os()
+            .next()
+            .and_then(|a| CString::new(a.as_bytes()).ok())
+            .unwrap_or_else(|| c"brood-bench".to_owned());
+        Exec { argv0, env }
+    })
+}
+
+/// The spawn floor: `posix_spawn` of this same binary, whose brood
+/// bootstrap (before `main`) sees `__BROOD_BOOTSTRAP=noop` and exits 0 at
+/// once; then `waitpid`. What every re-exec pays: vfork-style clone, exec,
+/// loading and relocating the binary, exit, reap.
+fn reexec_floor() {
+    let exec = exec_args();
+    let mut envp: Vec<*mut libc::c_char> = exec.env.iter().map(|s| s.as_ptr() as *mut _).collect();
+    envp.push(std::ptr::null_mut());
+    let argv = [
+        exec.argv0.as_ptr() as *mut libc::c_char,
+        std::ptr::null_mut(),
+    ];
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: path, argv and envp are NUL-terminated and outlive the call;
+    // null file actions and attributes mean "none".
+    let rc = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            c"/proc/self/exe".as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "posix_spawn failed: {}",
+        std::io::Error::from_raw_os_error(rc)
+    );
+    reap(pid);
+}
+
 fn procspawn_reexec() {
     procspawn::spawn((), |()| ()).join().unwrap();
 }
@@ -64,9 +171,14 @@ fn procspawn_reexec() {
 /// Each row's iterations are split into this many rounds, run in turn.
 const ROUNDS: usize = 10;
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i]
+}
+
+/// Whether a row is kept by `--only`: its name or its table's contains it.
+pub(crate) fn selected(only: Option<&str>, table: &str, name: &str) -> bool {
+    only.is_none_or(|s| name.contains(s) || table.contains(s))
 }
 
 fn main() {
@@ -74,6 +186,7 @@ fn main() {
 
     let mut iters: Option<usize> = None;
     let mut only: Option<String> = None;
+    let mut table: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -86,24 +199,47 @@ fn main() {
                 )
             }
             "--only" => only = Some(args.next().expect("--only needs a substring")),
+            "--table" => {
+                let t = args.next().expect("--table needs start or pipes");
+                assert!(
+                    t == "start" || t == "pipes",
+                    "--table is start or pipes, not {t:?}"
+                );
+                table = Some(t);
+            }
             "-h" | "--help" => {
-                eprintln!("usage: brood-bench [--iters N] [--only SUBSTRING]");
+                eprintln!(
+                    "usage: brood-bench [--table start|pipes] [--iters N] [--only SUBSTRING]"
+                );
+                eprintln!("start table (--iters overrides the counts):");
                 for w in WORKLOADS {
                     eprintln!("  {} (default {} iterations)", w.name, w.iters);
+                }
+                eprintln!("pipes table:");
+                for name in pipes::ROW_NAMES {
+                    eprintln!("  {name}");
                 }
                 return;
             }
             other => panic!("unknown argument {other:?} (try --help)"),
         }
     }
+    if table.as_deref().is_none_or(|t| t == "start") {
+        start_table(iters, only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "pipes") {
+        pipes::run(only.as_deref());
+    }
+}
 
+fn start_table(iters: Option<usize>, only: Option<&str>) {
     let rows: Vec<(&Workload, usize)> = WORKLOADS
         .iter()
-        .filter(|w| only.as_deref().is_none_or(|s| w.name.contains(s)))
+        .filter(|w| selected(only, "start", w.name))
         .map(|w| (w, iters.unwrap_or(w.iters)))
         .collect();
     // Warm-up: page in code, fill allocator caches, let the first re-exec
-    // load the binary into the page cache.
+    // load the binary into the page cache, start the forkserver.
     for &(w, n) in &rows {
         for _ in 0..(n / 10).clamp(5, 200) {
             (w.run)();
@@ -125,7 +261,7 @@ fn main() {
     for (&(w, n), mut times) in rows.iter().zip(times) {
         times.sort_by(f64::total_cmp);
         println!(
-            "{}\t{:.1}\t{:.1}\t{:.1}\t{}",
+            "start\t{}\t{:.1}\t{:.1}\t{:.1}\t{}",
             w.name,
             percentile(&times, 0.5),
             percentile(&times, 0.1),
