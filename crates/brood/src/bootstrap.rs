@@ -20,7 +20,11 @@ pub(crate) const CHILD_FD: i32 = 3;
 
 #[used]
 #[unsafe(link_section = ".init_array")]
-static BOOTSTRAP: extern "C" fn() = bootstrap;
+static BOOTSTRAP: extern "C" fn(
+    libc::c_int,
+    *const *const libc::c_char,
+    *const *const libc::c_char,
+) = bootstrap;
 
 /// Keeps the constructor's object file in the link: `Process::start` calls
 /// this, so any program that can start a child also has the constructor.
@@ -29,7 +33,12 @@ pub(crate) fn ensure_linked() {
     std::hint::black_box(&BOOTSTRAP);
 }
 
-extern "C" fn bootstrap() {
+/// glibc calls `.init_array` entries with `(argc, argv, envp)`.
+extern "C" fn bootstrap(
+    argc: libc::c_int,
+    argv: *const *const libc::c_char,
+    _envp: *const *const libc::c_char,
+) {
     // SAFETY: getenv before main is single-threaded; the pointer is read at
     // once, before anything can change the environment.
     let raw = unsafe { libc::getenv(ENV.as_ptr()) };
@@ -47,7 +56,15 @@ extern "C" fn bootstrap() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     match mode.as_slice() {
         b"spawn" => {
-            set_name(&program_name());
+            // SAFETY: glibc hands a constructor the process's own argv, with
+            // `argc` valid, NUL-terminated entries.
+            let argv0 = (argc > 0 && !argv.is_null())
+                .then(|| unsafe { *argv })
+                .filter(|p| !p.is_null())
+                // SAFETY: as above.
+                .map(|p| unsafe { CStr::from_ptr(p) }.to_bytes().to_vec())
+                .unwrap_or_default();
+            set_name(&base_name(&argv0));
             crate::launch::spawn::child(CHILD_FD)
         }
         b"forkserver" => {
@@ -71,8 +88,12 @@ extern "C" fn bootstrap() {
 /// executing `/proc/self/exe` would otherwise name the child `exe` in `ps`.
 pub(crate) fn program_name() -> Vec<u8> {
     let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let base = argv0.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    base_name(cmdline.split(|b| *b == 0).next().unwrap_or_default())
+}
+
+/// The last part of a path, or `brood-child` for an empty one.
+fn base_name(path: &[u8]) -> Vec<u8> {
+    let base = path.rsplit(|b| *b == b'/').next().unwrap_or_default();
     if base.is_empty() {
         b"brood-child".to_vec()
     } else {

@@ -11,7 +11,7 @@ use super::{Job, Launched, Launcher, Popen, Spec, Work, child_main, die_with_par
 use crate::bootstrap::{CHILD_FD, ENV};
 use crate::children;
 use crate::codec;
-use crate::os::scm::{recv_exact_with_fds, send_all, send_with_fds};
+use crate::os::scm::{recv_exact_with_fds, send_all};
 use crate::os::{self, Pid, PidFd};
 use crate::task::Fail;
 
@@ -211,8 +211,16 @@ pub(crate) fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
 /// Writes `[len: u64 LE][bytes]` on a blocking socket, without SIGPIPE,
 /// with `fds` attached to the header.
 pub(crate) fn send_frame(fd: &impl AsRawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    send_with_fds(fd, &(bytes.len() as u64).to_le_bytes(), fds)?;
-    send_all(fd, bytes)
+    // Header and body in one sendmsg when the socket takes them at once.
+    let header = (bytes.len() as u64).to_le_bytes();
+    let sent =
+        crate::os::scm::sendmsg_fds(fd.as_raw_fd(), &[&header, bytes], fds, libc::MSG_NOSIGNAL)?;
+    if sent < header.len() {
+        send_all(fd, &header[sent..])?;
+        send_all(fd, bytes)
+    } else {
+        send_all(fd, &bytes[sent - header.len()..])
+    }
 }
 
 /// Reads one `[len: u64 LE][bytes]` frame and the fds that came with it,
