@@ -46,6 +46,12 @@ pub enum ErrorKind {
     BufferTooShort,
     /// The peer failed (or refused) the auth-key challenge.
     Auth,
+    /// A lock's holder died while holding it (the lock is poisoned until
+    /// cleared; see `brood::sync`).
+    OwnerDied,
+    /// A barrier was aborted, reset, or timed out (Python's
+    /// `BrokenBarrierError`).
+    BrokenBarrier,
     /// No task of that name is registered (`#[brood::task]`).
     UnknownTask,
     /// A fork was refused because other threads run (see

@@ -40,6 +40,7 @@ pub use process::{
     Builder, Process, ProcessInfo, active_children, allow_fork_with_threads, cpu_count,
     current_process, parent_process,
 };
+pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
 
 #[doc(hidden)]
 pub mod __private {
