@@ -27,6 +27,10 @@ use crate::os::{self, Pid, PidFd};
 pub(crate) struct Entry {
     pub(crate) name: String,
     pub(crate) daemon: bool,
+    /// For a forkserver child (not ours to reap, so its pid may be reused
+    /// once the server reaps it): a copy of its pidfd, so that exit never
+    /// waits for a stranger that got the pid.
+    pub(crate) served: Option<std::sync::Arc<OwnedFd>>,
 }
 
 /// Who the current process is (Python's `current_process()`).
@@ -249,9 +253,14 @@ pub(crate) fn exit_cleanup() {
     drop(table);
     let mut waits = Vec::new();
     for (pid, entry) in live {
-        // The pid is still our unreaped child (see the module invariants),
-        // so it cannot name another process.
-        let Ok(pidfd) = PidFd::open(pid) else {
+        // A direct child's pid is still our unreaped child (see the module
+        // invariants), so it cannot name another process; a forkserver
+        // child is held by its own pidfd.
+        let pidfd = match &entry.served {
+            Some(fd) => fd.try_clone().map(|fd| PidFd::from_parts(fd, pid)),
+            None => PidFd::open(pid),
+        };
+        let Ok(pidfd) = pidfd else {
             continue;
         };
         if entry.daemon {

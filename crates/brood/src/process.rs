@@ -1028,7 +1028,18 @@ pub fn active_children() -> Vec<ProcessInfo> {
     table.reap_orphans();
     // Forget entries whose process is gone (forkserver children whose
     // handles were dropped are reaped by the server, not by us).
-    table.live.retain(|pid, _| os::ProcInfo::read(*pid).is_ok());
+    table.live.retain(|pid, entry| match &entry.served {
+        Some(fd) => {
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; a zero timeout only checks.
+            unsafe { libc::poll(&mut pfd, 1, 0) == 0 }
+        }
+        None => os::ProcInfo::read(*pid).is_ok(),
+    });
     table
         .live
         .iter()

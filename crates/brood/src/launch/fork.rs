@@ -70,6 +70,7 @@ impl Launcher for Fork {
                     children::Entry {
                         name: spec.name.clone(),
                         daemon: spec.daemon,
+                        served: None,
                     },
                 );
                 Ok(Launched {

@@ -102,11 +102,13 @@ impl Launcher for ForkServer {
             let c = guard.as_mut().expect("just started");
             match c.request(&bytes, &fds) {
                 Ok(pidfd) => {
+                    let held = std::os::fd::AsFd::as_fd(&pidfd).try_clone_to_owned().ok();
                     children::lock().register(
                         pidfd.pid(),
                         children::Entry {
                             name: spec.name.clone(),
                             daemon: spec.daemon,
+                            served: held.map(std::sync::Arc::new),
                         },
                     );
                     return Ok(Launched {

@@ -37,6 +37,7 @@ impl Launcher for Spawn {
             children::Entry {
                 name: spec.name.clone(),
                 daemon: spec.daemon,
+                served: None,
             },
         );
         // A child that died before reading gives EPIPE here; its exit status
