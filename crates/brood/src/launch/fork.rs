@@ -27,6 +27,7 @@ impl Launcher for Fork {
         };
         // Hold the children table across the fork so the child never
         // inherits it locked by another thread.
+        let child_me = children::Me::of(spec);
         let mut table = children::lock();
         table.reap_orphans();
         // SAFETY: the child runs `child_main`, which ends in `_exit` and never
@@ -34,7 +35,7 @@ impl Launcher for Fork {
         // caller's hazard, documented on `Process` and `os::fork`.
         match unsafe { os::fork() }? {
             ForkResult::Child => {
-                table.enter_child(spec);
+                table.become_child(child_me);
                 drop(table);
                 drop(read);
                 super::forkserver::close_in_child();
