@@ -3,8 +3,8 @@
 //! - `brood tour [TOPIC]...` runs, live, every example of the reference
 //!   tutorial's lessons on processes (states, `fork`, pids and exit codes,
 //!   orphans and zombies, `wait`, the double fork, `SIGCHLD`,
-//!   `brood::Process`, start methods, pipes) and explains what happened and
-//!   why.
+//!   `brood::Process`, start methods, pipes, shared memory, semaphores) and
+//!   explains what happened and why.
 //! - `brood ps [--tree] [PID]` prints the process table like `ps -ajx`, or as
 //!   a tree like `pstree`, with a legend for the STAT letters it shows and
 //!   zombies and orphans marked.
@@ -36,8 +36,9 @@ enum Command {
     ///
     /// Every example of the tutorial's first lessons (states, fork, pids and
     /// exit codes, orphans, zombies, wait, the double fork, SIGCHLD,
-    /// brood::Process, start methods, pipes) runs for real, with the Python
-    /// equivalent. Exits non-zero if any topic did not go as expected.
+    /// brood::Process, start methods, pipes, shared memory, semaphores) runs
+    /// for real, with the Python equivalent. Exits non-zero if any topic did
+    /// not go as expected.
     Tour {
         /// The topics to run, in the order given (all of them, in order, when
         /// none is given; see --list).

@@ -104,6 +104,8 @@ fn tour_list_lists_every_topic() {
         "process",
         "start-methods",
         "pipe",
+        "shared-memory",
+        "semaphore",
     ];
     assert_eq!(names, expected);
     let run = brood(&["tour", "--list"], Duration::from_secs(30));
@@ -248,6 +250,143 @@ fn tour_start_methods_shows_each_method() {
         run.stdout
             .contains("an unknown name: start() -> Err(UnknownTask):")
     );
+}
+
+/// The integers in `text`, in order (a leading `-` counts).
+fn numbers_in(text: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() || (c == '-' && current.is_empty()) {
+            current.push(c);
+        } else {
+            if let Ok(n) = current.parse() {
+                out.push(n);
+            }
+            current.clear();
+            if c == '-' {
+                current.push(c);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn tour_shared_memory_keeps_the_balance_and_cleans_up() {
+    let run = brood(&["tour", "shared-memory"], Duration::from_secs(60));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("ok: shared-memory went as expected"));
+    let lines = said(&run.stdout);
+    // With the lock, the balance is exactly 5000 + deposits - withdrawals.
+    let (_, _, locked) = lines
+        .iter()
+        .find(|(w, _, t)| w == "parent" && t.starts_with("with the lock: money.value = "))
+        .unwrap_or_else(|| panic!("no balance line in:\n{}", run.stdout));
+    let n = numbers_in(locked);
+    // money.value = B (expected 5000 + D - W = E): exact, T ms
+    assert!(n.len() >= 5, "{locked}");
+    let (balance, opening, deposited, withdrawn, expected) = (n[0], n[1], n[2], n[3], n[4]);
+    assert_eq!(opening, 5000, "{locked}");
+    assert_eq!(opening + deposited - withdrawn, expected, "{locked}");
+    assert_eq!(balance, expected, "{locked}");
+    assert!(locked.contains("exact"), "{locked}");
+    // Both racy runs say honestly whether updates were lost.
+    let verdicts = run.stdout.matches("|   -> some updates were lost").count()
+        + run
+            .stdout
+            .matches("|   -> no update was lost in this run")
+            .count();
+    assert_eq!(verdicts, 2, "{}", run.stdout);
+    // The int arrays and the reference's b"hello" -> b"Hello".
+    assert!(
+        run.stdout
+            .contains("after join: numbers = [10, 20, 30], squares = [0, 1, 4, 9, 16]")
+    );
+    assert!(
+        run.stdout
+            .contains("for i in shm: b'h' b'e' b'l' b'l' b'o'")
+    );
+    assert!(run.stdout.contains("shm.value = b'Hello'"));
+    // The named segment is gone from /dev/shm.
+    let (_, _, created) = lines
+        .iter()
+        .find(|(w, _, t)| w == "parent" && t.starts_with("SharedMemory::create(None, "))
+        .unwrap_or_else(|| panic!("no segment line in:\n{}", run.stdout));
+    let name = created
+        .split('"')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no name in {created:?}"));
+    assert!(name.starts_with("brood_"), "{created}");
+    assert!(
+        !std::path::Path::new("/dev/shm").join(name).exists(),
+        "/dev/shm/{name} was left behind"
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("/dev/shm/{name} exists: false"))
+    );
+    // A holder killed with the lock: OwnerDied, the half-done data, clear_poison.
+    assert!(run.stdout.contains("-> Err(OwnerDied) after"));
+    assert!(run.stdout.contains("accounts = [600, 300], sum 900"));
+    assert!(
+        run.stdout
+            .contains("lock.clear_poison(); is_poisoned() = false")
+    );
+}
+
+#[test]
+fn tour_semaphore_lets_at_most_three_run_at_once() {
+    let run = brood(&["tour", "semaphore"], Duration::from_secs(60));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("ok: semaphore went as expected"));
+    // The timeline rows: `task I pid P |...| start S ms  end E ms  (R running)`.
+    let mut spans = Vec::new();
+    for l in run
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("task "))
+    {
+        let number_after = |key: &str| -> f64 {
+            let rest = &l[l.find(key).unwrap_or_else(|| panic!("{key:?} in {l:?}")) + key.len()..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        let (start, end) = (number_after(" start "), number_after(" end "));
+        assert!(start < end, "{l}");
+        spans.push((start, end));
+    }
+    assert_eq!(spans.len(), 6, "six tasks in:\n{}", run.stdout);
+    // At no task's start were more than 3 tasks (itself included) running.
+    // The times are rounded to 0.1 ms: an end and a start that round to
+    // the same value do not overlap.
+    for &(start, _) in &spans {
+        let at_once = spans
+            .iter()
+            .filter(|&&(s, e)| s <= start && start < e)
+            .count();
+        assert!(
+            at_once <= 3,
+            "{at_once} tasks ran at {start} ms:\n{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout
+            .contains("tasks ran at the same time (the timeline)")
+    );
+    assert!(
+        run.stdout
+            .contains("release() once more -> Err(InvalidState)")
+    );
+    assert_eq!(run.stdout.matches("e.wait(10 s) -> true").count(), 3);
+    for index in 0..4 {
+        assert!(
+            run.stdout.contains(&format!("wait() -> index {index}")),
+            "index {index} in:\n{}",
+            run.stdout
+        );
+    }
+    assert!(run.stdout.contains("-> Err(BrokenBarrier)"));
 }
 
 #[test]

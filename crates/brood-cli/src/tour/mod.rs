@@ -4,7 +4,7 @@
 //! of [`TOPICS`]. A topic prints what it does, what happened and why, with
 //! the Python equivalent, and returns an error when something did not go as
 //! the lesson says (the tour then exits non-zero). Later topics (queues,
-//! shared memory, pools) are added the same way: a file and a row.
+//! pools) are added the same way: a file and a row.
 //!
 //! After each topic the runner checks that it left no zombie child and
 //! restores the process-wide settings a topic may change (the subreaper
@@ -18,6 +18,8 @@ mod orphan;
 mod pids;
 mod pipe;
 mod process;
+mod semaphore;
+mod shared_memory;
 mod sigchld;
 mod start_methods;
 mod states;
@@ -116,6 +118,18 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "Pipe(): messages between processes",
         summary: "duplex and one-way pipes, poll, end of file (and fork's extra copy), wait, fd passing, Listener",
         run: pipe::run,
+    },
+    Topic {
+        name: "shared-memory",
+        title: "shared memory: Value, Array, SharedMemory",
+        summary: "the monthly balance with and without the lock, arrays a child fills, a segment Python reads, a killed holder",
+        run: shared_memory::run,
+    },
+    Topic {
+        name: "semaphore",
+        title: "Semaphore, BoundedSemaphore, Event, Barrier",
+        summary: "at most 3 of 6 tasks at a time (timeline), over-release refused, set/wait, barrier indices",
+        run: semaphore::run,
     },
 ];
 
