@@ -6,6 +6,7 @@
 //! goes in as arguments. Fork-only behaviour (capturing closures) is at the
 //! end of the file.
 
+#[macro_use]
 mod common;
 
 use std::path::PathBuf;
@@ -390,20 +391,6 @@ fn the_child_is_named_like_the_program(m: StartMethod) {
     });
     p.start().unwrap();
     assert_eq!(p.join().unwrap(), comm());
-}
-
-macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod fork {
-            $(#[test] fn $test() { super::$test(brood::StartMethod::Fork) })*
-        }
-        mod spawn {
-            $(#[test] fn $test() { super::$test(brood::StartMethod::Spawn) })*
-        }
-        mod forkserver {
-            $(#[test] fn $test() { super::$test(brood::StartMethod::ForkServer) })*
-        }
-    };
 }
 
 suite!(

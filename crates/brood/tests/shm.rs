@@ -8,6 +8,7 @@
 //! removes what it expects to outlive it, so the suite leaves nothing in
 //! /dev/shm.
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -500,20 +501,6 @@ fn program_child_creates_segments() {
     }
     // Leaves with the segments mapped and named.
     std::mem::forget(keep);
-}
-
-macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod fork {
-            $(#[test] fn $test() { super::$test(brood::StartMethod::Fork) })*
-        }
-        mod spawn {
-            $(#[test] fn $test() { super::$test(brood::StartMethod::Spawn) })*
-        }
-        mod forkserver {
-            $(#[test] fn $test() { super::$test(brood::StartMethod::ForkServer) })*
-        }
-    };
 }
 
 suite!(

@@ -7,6 +7,7 @@
 //! Every wait is bounded; timings are only checked as generous "returns in
 //! time / does not hang" bounds.
 
+#[macro_use]
 mod common;
 
 use std::thread;
@@ -762,20 +763,6 @@ fn barrier_breaks_when_a_party_dies(m: StartMethod) {
         waiter.join_timeout(LONG).unwrap(),
         "the other party sees it broken"
     );
-}
-
-macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod fork {
-            $(#[test] fn $test() { super::$test(brood::StartMethod::Fork) })*
-        }
-        mod spawn {
-            $(#[test] fn $test() { super::$test(brood::StartMethod::Spawn) })*
-        }
-        mod forkserver {
-            $(#[test] fn $test() { super::$test(brood::StartMethod::ForkServer) })*
-        }
-    };
 }
 
 suite!(

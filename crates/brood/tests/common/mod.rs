@@ -1,5 +1,22 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
+
+/// Instantiates each `fn name(m: StartMethod)` as one test per start
+/// method, in modules `fork`, `spawn` and `forkserver`. Bring it in with
+/// `#[macro_use] mod common;`.
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        mod fork {
+            $(#[test] fn $test() { super::$test(brood::StartMethod::Fork) })*
+        }
+        mod spawn {
+            $(#[test] fn $test() { super::$test(brood::StartMethod::Spawn) })*
+        }
+        mod forkserver {
+            $(#[test] fn $test() { super::$test(brood::StartMethod::ForkServer) })*
+        }
+    };
+}
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
