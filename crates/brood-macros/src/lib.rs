@@ -4,11 +4,13 @@
 //!
 //! Use it through the `brood` crate:
 //!
-//! ```ignore
+//! ```
 //! #[brood::task]
 //! fn add(a: u32, b: u32) -> u32 { a + b }
 //! // Called by name with its arguments as a tuple:
 //! let mut p = brood::Process::<u32>::task(concat!(module_path!(), "::add"), (1u32, 2u32));
+//! p.start().unwrap();
+//! assert_eq!(p.join().unwrap(), 3);
 //! ```
 
 use proc_macro::TokenStream;
@@ -19,6 +21,18 @@ use syn::{FnArg, ItemFn, ReturnType, parse_macro_input};
 /// `module_path!()::name`. The function must not be generic, async or take
 /// `self`; its arguments travel as a tuple and its return value through
 /// brood's codec, so all must be serde types.
+///
+/// ```
+/// #[brood::task]
+/// fn scale(x: f64, by: f64) -> f64 {
+///     x * by
+/// }
+///
+/// let name = concat!(module_path!(), "::scale");
+/// let mut p = brood::Process::<f64>::task(name, (2.0f64, 21.0f64));
+/// p.start().unwrap();
+/// assert_eq!(p.join().unwrap(), 42.0);
+/// ```
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {

@@ -23,6 +23,10 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The largest frame brood accepts by default: 1 GiB.
+///
+/// ```
+/// assert_eq!(brood::codec::DEFAULT_MAX_FRAME, 1 << 30);
+/// ```
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
 
 /// Encodes a value.

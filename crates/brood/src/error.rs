@@ -8,6 +8,15 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 /// A `Result` whose error is brood's [`Error`].
+///
+/// ```
+/// fn run() -> brood::Result<u8> {
+///     let mut p = brood::Process::new(|| 7u8);
+///     p.start()?;
+///     p.join()
+/// }
+/// assert_eq!(run().unwrap(), 7);
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, as a plain tag to match on.

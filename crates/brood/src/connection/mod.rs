@@ -56,6 +56,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::os::{self, scm};
 
 /// The default limit on one message: 128 MiB.
+///
+/// ```
+/// let (a, _b) = brood::pipe(true).unwrap();
+/// assert_eq!(a.max_message(), brood::connection::DEFAULT_MAX_MESSAGE);
+/// ```
 pub const DEFAULT_MAX_MESSAGE: usize = 128 << 20;
 
 /// Bytes read ahead at once; small messages cost one `recvmsg` each.
@@ -908,6 +913,14 @@ impl<'de> Deserialize<'de> for Connection {
 
 /// Something [`wait`] can wait for: a connection (a message or end of
 /// file), a listener (a client), a process (its exit), a pidfd.
+///
+/// ```
+/// use brood::connection::Waitable;
+/// let (mut a, b) = brood::pipe(true).unwrap();
+/// assert!(!Waitable::ready_now(&b));
+/// a.send(&1).unwrap();
+/// assert!(Waitable::wait_fd(&b).is_some());
+/// ```
 pub trait Waitable {
     /// The fd that turns readable when the object is ready; `None` if it is
     /// ready (or finished) already.

@@ -100,6 +100,18 @@ pub enum ForkResult {
 
 /// Creates a child process that is a copy of the caller (`fork(2)`).
 ///
+/// ```
+/// use brood::os::{self, ForkResult, WaitFlags};
+/// // SAFETY: the child only calls `_exit`, which is async-signal-safe.
+/// match unsafe { os::fork() }.unwrap() {
+///     ForkResult::Child => os::exit_now(0),
+///     ForkResult::Parent { child } => {
+///         let (pid, status) = os::waitpid(Some(child), WaitFlags::empty()).unwrap().unwrap();
+///         assert_eq!((pid, status.success()), (child, true));
+///     }
+/// }
+/// ```
+///
 /// Returns twice: once in the parent with the child's pid, once in the child.
 /// Each side then has its own copy of every variable: a write on one side is
 /// not seen by the other.
@@ -349,10 +361,22 @@ pub struct WaitFlags(i32);
 
 impl WaitFlags {
     /// Return at once if no child has changed state (`WNOHANG`).
+    ///
+    /// ```
+    /// assert!(brood::os::WaitFlags::NOHANG.contains(brood::os::WaitFlags::NOHANG));
+    /// ```
     pub const NOHANG: WaitFlags = WaitFlags(libc::WNOHANG);
     /// Also report stopped children (`WUNTRACED`).
+    ///
+    /// ```
+    /// assert_ne!(brood::os::WaitFlags::UNTRACED, brood::os::WaitFlags::empty());
+    /// ```
     pub const UNTRACED: WaitFlags = WaitFlags(libc::WUNTRACED);
     /// Also report children resumed by `SIGCONT` (`WCONTINUED`).
+    ///
+    /// ```
+    /// assert_ne!(brood::os::WaitFlags::CONTINUED, brood::os::WaitFlags::NOHANG);
+    /// ```
     pub const CONTINUED: WaitFlags = WaitFlags(libc::WCONTINUED);
 
     /// No flags: block until a child exits.
@@ -548,6 +572,12 @@ pub fn kill(pid: Pid, signal: i32) -> io::Result<()> {
 }
 
 /// What [`daemonize`] returns on each side.
+///
+/// ```
+/// use brood::os::{Daemonized, Pid};
+/// let parent_side = Daemonized::Parent { daemon: Pid::from_raw(42).unwrap() };
+/// assert_ne!(parent_side, Daemonized::Daemon);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Daemonized {
     /// The original caller: the middle process has already exited and been
