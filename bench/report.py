@@ -5,6 +5,7 @@ Reads lines from the files given (or stdin), the table's name first:
     start<TAB>name<TAB>median_us<TAB>p10_us<TAB>p90_us<TAB>n
     rtt<TAB>cpus<TAB>name<TAB>median_us<TAB>p10_us<TAB>p90_us<TAB>n
     bw<TAB>cpus<TAB>name<TAB>GBps<TAB>slowest_run_GBps<TAB>fastest_run_GBps<TAB>runs<TAB>MiB_per_run
+    sync<TAB>test<TAB>name<TAB>median<TAB>lo<TAB>hi<TAB>n
 
 and prints, for each topic that has rows, a table and the ratios that the
 issues ask for, each with its target and whether this run met it:
@@ -13,7 +14,10 @@ issues ask for, each with its target and whether this run met it:
   `brood X` row the `python X` median over it (above 1: brood is faster);
 - pipes: round trip (`rtt`) and throughput (`bw`) side by side per
   transport and per CPU placement (`cpus`: how many CPUs the harness and
-  its children were allowed), each against the raw socketpair in C.
+  its children were allowed), each against the raw socketpair in C;
+- shared memory and locks (`sync`): per test (lock pairs, locked counter,
+  array fill, 100 MiB shared memory write, semaphore ping-pong), each row
+  against the test's C floor, and each brood row against the best Python row.
 
 Usage: python3 report.py [--command CMD] FILE...
 """
@@ -59,6 +63,74 @@ PIPE_RATIOS = [
     ("throughput: brood send / python send", "bw", BROOD_VALUE, PY_VALUE, None),
     ("throughput: brood send / ipc-channel IpcSender", "bw", BROOD_VALUE, IPC_VALUE, None),
     ("throughput: raw socketpair / python send_bytes", "bw", PIPE_FLOOR, PY_BYTES, None),
+]
+
+# The sync table. Per test: its title, its unit (the harnesses' median, lo
+# and hi are in it), whether more is better, and its C floor.
+C_FUTEX = "C futex mutex (3-state, shared)"
+C_ROBUST = "C pthread mutex (pshared, robust, errorcheck)"
+C_FILL = "C futex mutex + fill loop"
+C_MEMCPY = "C memcpy"
+C_MEMSET = "C memset"
+C_SEM = "C sem_t (pshared)"
+BROOD_GUARD = "brood Lock lock() guard"
+BROOD_ACQUIRE = "brood Lock acquire/release"
+BROOD_COUNTER = "brood Value<i64> lock() += 1"
+BROOD_FILL = "brood Array<f64> lock() + fill"
+BROOD_WRITE_AT = "brood SharedMemory write_at (memcpy)"
+BROOD_MEMSET = "brood SharedMemory as_mut_slice().fill (memset)"
+BROOD_SEM = "brood Semaphore"
+PY_LOCK = "python Lock acquire/release"
+PY_COUNTER = "python Value('q') with get_lock(): .value += 1"
+PY_SHM = "python SharedMemory buf[:] = bytes"
+PY_SEM = "python Semaphore"
+BEST_PY = "best python row"  # stands for the test's fastest python row
+
+SYNC_TESTS = {
+    "lock": ("Uncontended lock acquire + release, one process", "Mps", True, C_FUTEX),
+    "counter": ("Locked counter: 2 processes × 100k increments", "ms", False, C_FUTEX),
+    "counter-pinned": ("Locked counter, all on one CPU", "ms", False, C_FUTEX),
+    "fill": ("Array of 1M f64 filled by a child (the child's fill only)", "us", False, C_FILL),
+    "shm": ("SharedMemory 100 MiB warm write", "GBps", True, C_MEMCPY),
+    "sem": ("Semaphore ping-pong round trip, as the scheduler places them", "us", False, C_SEM),
+    "sem-pinned": ("Semaphore ping-pong round trip, both on one CPU", "us", False, C_SEM),
+}
+# Tests whose brood rows are not compared with Python's: where the scheduler
+# puts each pair of processes (one CPU or two) outweighs the rest, and the
+# Python harness runs apart.
+SYNC_NO_PY = {"sem"}
+# Rows measured against another floor than their test's.
+SYNC_FLOOR = {BROOD_MEMSET: C_MEMSET, C_MEMSET: C_MEMSET}
+
+# (what, test, numerator row, denominator row or None for the numerator's
+# own value, target as (op, value) or None). Denominator BEST_PY: the test's
+# fastest python row.
+SYNC_RATIOS = [
+    ("lock: brood lock() guard, M pairs/s", "lock", BROOD_GUARD, None, (">=", 150.0)),
+    ("lock: brood acquire/release, M pairs/s", "lock", BROOD_ACQUIRE, None, None),
+    # The 150 M/s target over the reference machine's futex mutex (239 M/s):
+    # the same target on a machine whose atomics are slower or faster.
+    ("lock: brood lock() guard / C futex mutex (150/239)", "lock", BROOD_GUARD, C_FUTEX,
+     (">=", 150 / 239)),
+    ("lock: brood lock() guard / C robust pthread mutex", "lock", BROOD_GUARD, C_ROBUST, None),
+    ("lock: brood lock() guard / python Lock", "lock", BROOD_GUARD, PY_LOCK, None),
+    ("counter: brood / C futex mutex", "counter", BROOD_COUNTER, C_FUTEX, ("<=", 2.0)),
+    ("counter: python / brood", "counter", PY_COUNTER, BROOD_COUNTER, (">=", 20.0)),
+    ("counter: brood / C robust pthread mutex", "counter", BROOD_COUNTER, C_ROBUST, None),
+    ("counter, one CPU: brood / C futex mutex", "counter-pinned", BROOD_COUNTER, C_FUTEX,
+     ("<=", 2.0)),
+    ("counter, one CPU: python / brood", "counter-pinned", PY_COUNTER, BROOD_COUNTER,
+     (">=", 20.0)),
+    ("counter, one CPU: brood / C robust pthread mutex", "counter-pinned", BROOD_COUNTER,
+     C_ROBUST, None),
+    ("fill: brood / C", "fill", BROOD_FILL, C_FILL, ("<=", 1.2)),
+    ("fill: best python / brood", "fill", BEST_PY, BROOD_FILL, None),
+    ("shm: brood write_at / C memcpy", "shm", BROOD_WRITE_AT, C_MEMCPY, (">=", 0.90)),
+    ("shm: brood as_mut_slice().fill / C memset", "shm", BROOD_MEMSET, C_MEMSET, (">=", 0.90)),
+    ("shm: python buf[:] / C memcpy", "shm", PY_SHM, C_MEMCPY, None),
+    ("sem: brood / C sem_t", "sem", BROOD_SEM, C_SEM, None),
+    ("sem, one CPU: brood / C sem_t", "sem-pinned", BROOD_SEM, C_SEM, None),
+    ("sem, one CPU: python / brood", "sem-pinned", PY_SEM, BROOD_SEM, None),
 ]
 
 
@@ -171,6 +243,92 @@ def pipes_table(data):
     return out
 
 
+def fmt_sync(value, unit):
+    if unit == "Mps":
+        return f"{value:.1f} M/s"
+    if unit == "GBps":
+        return f"{value:.2f} GB/s"
+    return fmt_us(value * 1000 if unit == "ms" else value)
+
+
+def best_python(rows, more_is_better):
+    py = [(v[0], n) for n, v in rows.items() if n.startswith("python ")]
+    if not py:
+        return None
+    return (max if more_is_better else min)(py)[1]
+
+
+def sync_table(data):
+    tests = data.get("sync", {})
+    if not tests:
+        return []
+    out = [
+        "| test | row | median | range | n | vs C floor | brood's speed-up over Python |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for test, (title, unit, more, floor_name) in SYNC_TESTS.items():
+        rows = tests.get(test)
+        if not rows:
+            continue
+        best_py = None if test in SYNC_NO_PY else best_python(rows, more)
+        for name, (med, lo, hi, n) in rows.items():
+            floor = rows.get(SYNC_FLOOR.get(name, floor_name))
+            vs = ""
+            if floor:
+                r = med / floor[0]
+                vs = f"{r * 100:.0f}%" if more else f"{r:.2f}x"
+            speedup = ""
+            # (memset has no Python twin)
+            if name.startswith("brood ") and best_py and name not in SYNC_FLOOR:
+                py = rows[best_py][0]
+                speedup = f"{(med / py if more else py / med):.1f}x"
+            out.append(
+                f"| {test} | {name} | {fmt_sync(med, unit)} | "
+                f"{fmt_sync(lo, unit)} – {fmt_sync(hi, unit)} | {n:.0f} | {vs} | {speedup} |"
+            )
+    return out
+
+
+def sync_ratios(data):
+    tests = data.get("sync", {})
+    lines = []
+    for what, test, num, den, target in SYNC_RATIOS:
+        rows = tests.get(test, {})
+        _, unit, more, _ = SYNC_TESTS[test]
+        if den == BEST_PY:
+            den = best_python(rows, more)
+        if num == BEST_PY:
+            num = best_python(rows, more)
+        a = rows.get(num)
+        b = rows.get(den) if den else (1.0,)
+        if not a or not b:
+            continue
+        r = a[0] / b[0]
+        # A rate over a C floor reads best as a percentage; an absolute
+        # value in its unit.
+        as_share = more and den is not None and den.startswith("C ")
+
+        def show(x, digits=2):
+            if den is None:
+                return fmt_sync(x, unit)
+            return fmt_ratio(x, as_share, digits)
+
+        shown = show(r)
+        if target:
+            op, value = target
+            met = r <= value if op == "<=" else r >= value
+            want = f"{'≤' if op == '<=' else '≥'} {show(value)}"
+            verdict = "met" if met else "**missed**"
+            if den is not None:
+                shown = show(r, 3)
+        else:
+            want, verdict = "", ""
+        lines.append(f"| {what} | {shown} | {want} | {verdict} |")
+    if not lines:
+        return []
+    return ["| ratio | this run | target | |", "|---|---:|---:|---|", *lines]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--command", default="bench/run", help="the command that made the lines")
@@ -181,6 +339,9 @@ def main():
         parts = line.rstrip("\n").split("\t")
         if len(parts) >= 6 and parts[0] == "start":
             data.setdefault("start", {})[parts[1]] = tuple(float(x) for x in parts[2:])
+        elif len(parts) >= 7 and parts[0] == "sync":
+            tests = data.setdefault("sync", {})
+            tests.setdefault(parts[1], {})[parts[2]] = tuple(float(x) for x in parts[3:])
         elif len(parts) >= 7 and parts[0] in ("rtt", "bw"):
             key = (parts[0], int(parts[1]))
             data.setdefault(key, {})[parts[2]] = tuple(float(x) for x in parts[3:])
@@ -213,6 +374,47 @@ def main():
             "switches).",
             pipes_table(data),
             ratios_table(PIPE_RATIOS, data, placements(data)),
+        ),
+        (
+            "Shared memory and locks",
+            "sync",
+            "brood's `sync` and `shm` against C floors (`bench/c/sync.c`) and Python's "
+            "`multiprocessing`. Each test's rows run interleaved in rounds after one "
+            "untimed run each; the Rust and C rows in one harness, the Python rows "
+            "after. Median and range (slowest–fastest run; p10–p90 of the round trips "
+            "for `sem`). "
+            "**lock**: acquire + release pairs of an uncontended lock in one process, "
+            "7 runs of 5M pairs (Python: 1M). "
+            "**counter**: two forked children each add 1 to a shared int64 100k times, "
+            "each increment under the lock; they spin on a go flag, and the time runs "
+            "from the parent raising it to the later child's last increment; 15 runs; "
+            "as the scheduler places them (on two CPUs they contend: a waiter sleeps "
+            "in the kernel and is woken, and the time swings with who barges in), then "
+            "all pinned to one CPU (`counter-pinned`: the children take turns, and only "
+            "a preemption inside the critical section makes the other wait; mostly "
+            "the uncontended path). "
+            "**fill**: a fresh forked child takes the array's lock, writes all 1M "
+            "f64 (8 MB, faulted in by the parent already: the child still takes a "
+            "minor fault per page) and lets go; the child times that alone; 15 "
+            "children. "
+            "**shm**: one write of all of a warm 100 MiB `shm_open` segment (memcpy "
+            "from a warm buffer, or memset); GB/s = 10^9 bytes written per second; "
+            "10 runs. "
+            "**sem**: round trips over two semaphores between the parent and one "
+            "child, 20000 after 2000 warm-up; as the scheduler places the two "
+            "processes, then both pinned to one CPU (a round trip is then two "
+            "context switches and the semaphore calls). As placed, a pair that "
+            "shares a CPU takes about 3 µs a round trip and one on two CPUs 10 µs "
+            "or more (a wake-up on an idle vCPU), and each pair lands as it may: "
+            "compare Python with brood in the pinned pass only. "
+            "C floors: a 3-state futex mutex (Drepper's mutex2, shared futex calls); "
+            "a `sem_t` (pshared); a `pthread_mutex_t` with `PTHREAD_PROCESS_SHARED`, "
+            "`PTHREAD_MUTEX_ROBUST` and `ERRORCHECK`, which is what brood's `Lock` "
+            "wraps. `vs C floor`: the futex mutex for lock and counter, the same "
+            "operation otherwise; as a share of the floor's rate, or a multiple of "
+            "its time.",
+            sync_table(data),
+            sync_ratios(data),
         ),
     ]
     first = True

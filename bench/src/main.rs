@@ -1,28 +1,34 @@
-//! The Rust side of the side-by-side benchmarks. Two tables:
+//! The Rust side of the side-by-side benchmarks. Three tables:
 //!
 //! - `start`: "start + join of a child that returns at once", one
 //!   [`Workload`] per row;
 //! - `pipes`: round trip of an 8-byte message and throughput of 1 MiB
 //!   messages between two processes, one transport per row (see
-//!   [`pipes`]).
+//!   [`pipes`]);
+//! - `sync`: shared memory and locks: uncontended lock pairs, a locked
+//!   counter in two processes, an array filled by a child, 100 MiB writes
+//!   to a shared memory segment, semaphore ping-pong (see [`sync`]).
 //!
 //! Prints one TSV line per measurement, the table's name first:
 //!
 //! - `start<TAB>name<TAB>median_us<TAB>p10_us<TAB>p90_us<TAB>n`
 //! - `rtt<TAB>cpus<TAB>name<TAB>median_us<TAB>p10_us<TAB>p90_us<TAB>n`
 //! - `bw<TAB>cpus<TAB>name<TAB>GBps<TAB>slowest_run_GBps<TAB>fastest_run_GBps<TAB>runs<TAB>MiB_per_run`
+//! - `sync<TAB>test<TAB>name<TAB>median<TAB>lo<TAB>hi<TAB>n`
 //!
 //! where `cpus` is how many CPUs the harness (and so its children) may run
 //! on: `bench/run` runs the pipes table twice, as the scheduler places it
 //! and pinned to one CPU.
 //!
-//! Usage: `brood-bench [--table start|pipes] [--iters N] [--only SUBSTRING]`.
-//! `--table` runs one table (both by default); `--iters` overrides every
+//! Usage: `brood-bench [--table start|pipes|sync] [--iters N] [--only SUBSTRING]`.
+//! `--table` runs one table (all three by default); `--iters` overrides every
 //! start row's iteration count; `--only` keeps the rows whose name, or whose
-//! table's name (`start`, `pipes`), contains it. Run through `bench/run`,
+//! table's name (`start`, `pipes`, or `sync` and the test's: `sync lock`,
+//! `sync counter`, `sync fill`, `sync shm`, `sync sem`), contains it. Run through `bench/run`,
 //! which also runs the Python and C sides and writes the report.
 
 mod pipes;
+mod sync;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -200,16 +206,16 @@ fn main() {
             }
             "--only" => only = Some(args.next().expect("--only needs a substring")),
             "--table" => {
-                let t = args.next().expect("--table needs start or pipes");
+                let t = args.next().expect("--table needs start, pipes or sync");
                 assert!(
-                    t == "start" || t == "pipes",
-                    "--table is start or pipes, not {t:?}"
+                    ["start", "pipes", "sync"].contains(&t.as_str()),
+                    "--table is start, pipes or sync, not {t:?}"
                 );
                 table = Some(t);
             }
             "-h" | "--help" => {
                 eprintln!(
-                    "usage: brood-bench [--table start|pipes] [--iters N] [--only SUBSTRING]"
+                    "usage: brood-bench [--table start|pipes|sync] [--iters N] [--only SUBSTRING]"
                 );
                 eprintln!("start table (--iters overrides the counts):");
                 for w in WORKLOADS {
@@ -217,6 +223,12 @@ fn main() {
                 }
                 eprintln!("pipes table:");
                 for name in pipes::ROW_NAMES {
+                    eprintln!("  {name}");
+                }
+                eprintln!(
+                    "sync table (test: row; counter and sem run again pinned to one CPU, as counter-pinned and sem-pinned):"
+                );
+                for name in sync::row_names() {
                     eprintln!("  {name}");
                 }
                 return;
@@ -229,6 +241,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "pipes") {
         pipes::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "sync") {
+        sync::run(only.as_deref());
     }
 }
 

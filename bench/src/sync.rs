@@ -1,0 +1,611 @@
+//! The "Shared memory and locks" table: brood's `sync` and `shm` against
+//! the C floors (`bench/c/sync.c`, driven over its stdin like the pipes
+//! table's socketpair) and, in `bench/python/sync.py`, Python's
+//! `multiprocessing`. Five tests, each with its rows interleaved in rounds:
+//!
+//! - `lock`: uncontended acquire+release pairs in one process, [`LOCK_PAIRS`]
+//!   per run, [`LOCK_RUNS`] runs; million pairs per second.
+//! - `counter`: two forked children each add 1 to a shared `i64`
+//!   [`COUNTER_N`] times, each increment under the lock. The children say
+//!   they are ready and spin (with `sched_yield`) on a go flag; the time is
+//!   from the parent raising the flag to the later child's last increment
+//!   (`CLOCK_MONOTONIC`, read in each child); [`COUNTER_RUNS`] runs; ms.
+//!   Run twice: as the scheduler places the processes (`counter`: on two
+//!   CPUs they contend, and a contended lock sleeps and wakes in the
+//!   kernel), then with the harness, its children and the C floor pinned
+//!   to the last CPU (`counter-pinned`: the children take turns, and only a
+//!   preemption inside the critical section makes the other one wait).
+//! - `fill`: a fresh forked child takes an `Array<f64>`'s lock, fills its
+//!   [`FILL_N`] elements (8 MB, already faulted in by the parent) and lets
+//!   go; the child times that and nothing else (the start and the join are
+//!   not counted); [`FILL_RUNS`] children; µs.
+//! - `shm`: one write of the whole of a warm [`SHM_BYTES`] named segment
+//!   (`shm_open`; the name is unlinked at once, the mapping stays), by
+//!   memcpy from a warm private buffer or by memset; [`SHM_RUNS`] runs;
+//!   GB/s (10^9 bytes written per second).
+//! - `sem`: round trips between the parent and one child (started once)
+//!   over two semaphores; each round trip timed, [`SEM_ITERS`] in
+//!   [`SEM_ROUNDS`] rounds after [`SEM_WARMUP`]; µs. Run twice, as the
+//!   counter: `sem` and `sem-pinned` (where the two take turns, and a round
+//!   trip is the software path alone).
+//!
+//! Every run is preceded, per row, by one untimed run (the warm-up). Prints
+//! `sync<TAB>test<TAB>name<TAB>median<TAB>lo<TAB>hi<TAB>n` per row: `lo`
+//! and `hi` are the slowest and fastest run (the minimum and maximum), and
+//! for `sem` the p10 and p90 of the round trips.
+
+use std::cell::RefCell;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use brood::shm::{Array, SharedMemory, Value};
+use brood::sync::{Lock, Semaphore};
+
+use crate::{percentile, selected};
+
+pub(crate) const LOCK_PAIRS: usize = 5_000_000;
+pub(crate) const LOCK_RUNS: usize = 7;
+pub(crate) const COUNTER_N: usize = 100_000;
+pub(crate) const COUNTER_RUNS: usize = 15;
+pub(crate) const FILL_N: usize = 1_000_000;
+pub(crate) const FILL_RUNS: usize = 15;
+pub(crate) const SHM_BYTES: usize = 100 << 20;
+pub(crate) const SHM_RUNS: usize = 10;
+pub(crate) const SEM_WARMUP: usize = 2_000;
+pub(crate) const SEM_ITERS: usize = 20_000;
+pub(crate) const SEM_ROUNDS: usize = 10;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Test {
+    Lock,
+    Counter,
+    /// The `Counter` rows again, everything pinned to one CPU.
+    CounterPinned,
+    Fill,
+    Shm,
+    Sem,
+    /// The `Sem` rows again, everything pinned to one CPU.
+    SemPinned,
+}
+
+impl Test {
+    const ALL: [Test; 7] = [
+        Test::Lock,
+        Test::Counter,
+        Test::CounterPinned,
+        Test::Fill,
+        Test::Shm,
+        Test::Sem,
+        Test::SemPinned,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Test::Lock => "lock",
+            Test::Counter => "counter",
+            Test::CounterPinned => "counter-pinned",
+            Test::Fill => "fill",
+            Test::Shm => "shm",
+            Test::Sem => "sem",
+            Test::SemPinned => "sem-pinned",
+        }
+    }
+
+    /// The test whose rows this one runs.
+    fn rows(self) -> Test {
+        match self {
+            Test::CounterPinned => Test::Counter,
+            Test::SemPinned => Test::Sem,
+            t => t,
+        }
+    }
+
+    fn pinned(self) -> bool {
+        self != self.rows()
+    }
+
+    /// (warm-up count, count per run, runs): the count is pairs,
+    /// increments per child, elements, bytes or round trips.
+    fn schedule(self) -> (usize, usize, usize) {
+        match self.rows() {
+            Test::Lock => (LOCK_PAIRS / 5, LOCK_PAIRS, LOCK_RUNS),
+            Test::Fill => (FILL_N, FILL_N, FILL_RUNS),
+            Test::Shm => (SHM_BYTES, SHM_BYTES, SHM_RUNS),
+            Test::Sem => (SEM_WARMUP, SEM_ITERS / SEM_ROUNDS, SEM_ROUNDS),
+            _ => (COUNTER_N, COUNTER_N, COUNTER_RUNS),
+        }
+    }
+}
+
+/// One row's measurement, set up and ready.
+trait Runner {
+    /// One run over `n` (see [`Test::schedule`]); its samples.
+    fn run(&mut self, n: usize) -> Vec<f64>;
+    /// Stops what the row started.
+    fn finish(self: Box<Self>) {}
+}
+
+struct FnRunner<F>(F);
+
+impl<F: FnMut(usize) -> Vec<f64>> Runner for FnRunner<F> {
+    fn run(&mut self, n: usize) -> Vec<f64> {
+        (self.0)(n)
+    }
+}
+
+fn runner(f: impl FnMut(usize) -> Vec<f64> + 'static) -> Option<Box<dyn Runner>> {
+    Some(Box::new(FnRunner(f)))
+}
+
+struct Row {
+    test: Test,
+    name: &'static str,
+    start: fn(&mut Ctx) -> Option<Box<dyn Runner>>,
+}
+
+#[rustfmt::skip]
+const ROWS: &[Row] = &[
+    Row { test: Test::Lock, name: "brood Lock lock() guard", start: brood_lock_guard },
+    Row { test: Test::Lock, name: "brood Lock acquire/release", start: brood_lock_acquire },
+    Row { test: Test::Lock, name: C_FUTEX, start: |c| c.c_row("lock futex") },
+    Row { test: Test::Lock, name: "C sem_t (pshared) sem_wait/sem_post", start: |c| c.c_row("lock sem") },
+    Row { test: Test::Lock, name: C_ROBUST, start: |c| c.c_row("lock robust") },
+    Row { test: Test::Counter, name: "brood Value<i64> lock() += 1", start: brood_counter },
+    Row { test: Test::Counter, name: C_FUTEX, start: |c| c.c_row("counter futex") },
+    Row { test: Test::Counter, name: C_ROBUST, start: |c| c.c_row("counter robust") },
+    Row { test: Test::Fill, name: "brood Array<f64> lock() + fill", start: brood_fill },
+    Row { test: Test::Fill, name: "C futex mutex + fill loop", start: |c| c.c_row("fill") },
+    Row { test: Test::Shm, name: "brood SharedMemory write_at (memcpy)", start: |c| c.brood_shm(false) },
+    Row { test: Test::Shm, name: "brood SharedMemory as_mut_slice().fill (memset)", start: |c| c.brood_shm(true) },
+    Row { test: Test::Shm, name: "C memcpy", start: |c| c.c_row("shm memcpy") },
+    Row { test: Test::Shm, name: "C memset", start: |c| c.c_row("shm memset") },
+    Row { test: Test::Sem, name: "brood Semaphore", start: brood_sem },
+    Row { test: Test::Sem, name: "C sem_t (pshared)", start: |c| c.c_row("sem") },
+];
+
+const C_FUTEX: &str = "C futex mutex (3-state, shared)";
+const C_ROBUST: &str = "C pthread mutex (pshared, robust, errorcheck)";
+
+pub(crate) fn row_names() -> impl Iterator<Item = String> {
+    ROWS.iter().map(|r| format!("{}: {}", r.test.key(), r.name))
+}
+
+// ----- helpers -----
+
+/// `CLOCK_MONOTONIC` in ns: one clock for every process of the machine
+/// (what Rust's `Instant`, C's and Python's monotonic clocks read).
+fn mono_ns() -> i64 {
+    // SAFETY: an all-zero timespec is valid; clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is valid for writes.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+}
+
+/// Flags the harness shares with its children: a page of anonymous shared
+/// memory, mapped once (forked children inherit it), never unmapped.
+struct Flags {
+    ready: AtomicU32,
+    go: AtomicU32,
+    stop: AtomicU32,
+}
+
+fn flags() -> &'static Flags {
+    static FLAGS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let addr = *FLAGS.get_or_init(|| {
+        // SAFETY: a fresh anonymous shared mapping; the kernel picks the
+        // address and zero-fills it (all-zero atomics are valid).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        p as usize
+    });
+    // SAFETY: the page is mapped for the life of the process (and of its
+    // forked children), aligned, and holds only atomics.
+    unsafe { &*(addr as *const Flags) }
+}
+
+fn wait_until(cond: impl Fn() -> bool) {
+    while !cond() {
+        // SAFETY: sched_yield takes no arguments and cannot fail.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+// ----- brood rows -----
+
+fn brood_lock_guard(_: &mut Ctx) -> Option<Box<dyn Runner>> {
+    let lock = Lock::new().unwrap();
+    runner(move |n| {
+        let lock = black_box(&lock);
+        let t = Instant::now();
+        for _ in 0..n {
+            drop(lock.lock().unwrap());
+        }
+        vec![n as f64 / t.elapsed().as_secs_f64() / 1e6]
+    })
+}
+
+fn brood_lock_acquire(_: &mut Ctx) -> Option<Box<dyn Runner>> {
+    let lock = Lock::new().unwrap();
+    runner(move |n| {
+        let lock = black_box(&lock);
+        let t = Instant::now();
+        for _ in 0..n {
+            lock.acquire(true, None).unwrap();
+            lock.release().unwrap();
+        }
+        vec![n as f64 / t.elapsed().as_secs_f64() / 1e6]
+    })
+}
+
+fn brood_counter(_: &mut Ctx) -> Option<Box<dyn Runner>> {
+    let value = Value::new(0i64).unwrap();
+    runner(move |n| {
+        let f = flags();
+        value.set(0).unwrap();
+        f.ready.store(0, Ordering::SeqCst);
+        f.go.store(0, Ordering::SeqCst);
+        let mut kids: Vec<brood::Process<i64>> = (0..2)
+            .map(|_| {
+                let value = value.clone();
+                brood::Process::fork(move || {
+                    let f = flags();
+                    f.ready.fetch_add(1, Ordering::SeqCst);
+                    wait_until(|| f.go.load(Ordering::Acquire) != 0);
+                    for _ in 0..n {
+                        *value.lock().unwrap() += 1;
+                    }
+                    mono_ns()
+                })
+            })
+            .collect();
+        for k in &mut kids {
+            k.start().unwrap();
+        }
+        wait_until(|| f.ready.load(Ordering::SeqCst) == 2);
+        let t0 = mono_ns();
+        f.go.store(1, Ordering::Release);
+        let end = kids.iter_mut().map(|k| k.join().unwrap()).max().unwrap();
+        assert_eq!(value.get().unwrap(), 2 * n as i64, "lost increments");
+        vec![(end - t0) as f64 / 1e6]
+    })
+}
+
+fn brood_fill(_: &mut Ctx) -> Option<Box<dyn Runner>> {
+    let mut array: Option<Array<f64>> = None;
+    let mut runs = 0;
+    runner(move |n| {
+        let array = array.get_or_insert_with(|| {
+            let a = Array::<f64>::zeroed(n).unwrap();
+            a.lock().unwrap().fill(0.0); // fault the pages in
+            a
+        });
+        assert_eq!(array.len(), n);
+        runs += 1;
+        let x = runs as f64;
+        let child_array = array.clone();
+        let mut child = brood::Process::fork(move || {
+            let t = Instant::now();
+            {
+                let mut g = child_array.lock().unwrap();
+                g.fill(x);
+            }
+            t.elapsed().as_secs_f64() * 1e6
+        });
+        child.start().unwrap();
+        let us = child.join().unwrap();
+        assert_eq!(
+            array.get(n - 1).unwrap(),
+            x,
+            "the child did not fill the array"
+        );
+        vec![us]
+    })
+}
+
+struct BroodSem {
+    ping: Semaphore,
+    pong: Semaphore,
+    child: brood::Process<()>,
+}
+
+impl Runner for BroodSem {
+    fn run(&mut self, n: usize) -> Vec<f64> {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            self.ping.release().unwrap();
+            assert!(self.pong.acquire(true, None));
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        times
+    }
+    fn finish(mut self: Box<Self>) {
+        flags().stop.store(1, Ordering::SeqCst);
+        self.ping.release().unwrap();
+        self.child.join().unwrap();
+    }
+}
+
+fn brood_sem(_: &mut Ctx) -> Option<Box<dyn Runner>> {
+    let ping = Semaphore::new(0).unwrap();
+    let pong = Semaphore::new(0).unwrap();
+    flags().stop.store(0, Ordering::SeqCst);
+    let (p, q) = (ping.clone(), pong.clone());
+    let mut child = brood::Process::fork(move || {
+        loop {
+            assert!(p.acquire(true, None));
+            if flags().stop.load(Ordering::SeqCst) != 0 {
+                return;
+            }
+            q.release().unwrap();
+        }
+    });
+    child.start().unwrap();
+    Some(Box::new(BroodSem { ping, pong, child }))
+}
+
+/// The 100 MiB segment and the warm source buffer of the two brood shm
+/// rows, made by whichever starts first.
+struct ShmBufs {
+    shm: SharedMemory,
+    src: Vec<u8>,
+    runs: u8,
+}
+
+// ----- the C floors -----
+
+struct CDriver {
+    child: Child,
+    cmd: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+impl CDriver {
+    /// `$BROOD_BENCH_SYNC`, else `sync` in the directory above this
+    /// executable's (where `bench/run` builds it: `bench/target/`).
+    fn start() -> Option<CDriver> {
+        let path = std::env::var_os("BROOD_BENCH_SYNC")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let exe = std::env::current_exe().ok()?;
+                Some(exe.parent()?.parent()?.join("sync"))
+            })?;
+        let spawned = Command::new(&path)
+            .arg("--driven")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!(
+                    "brood-bench: no C floors ({}: {e}); build them with bench/run",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        let cmd = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Some(CDriver { child, cmd, out })
+    }
+
+    fn ask(&mut self, command: &str) -> Vec<f64> {
+        self.say(command)
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect()
+    }
+
+    fn say(&mut self, command: &str) -> String {
+        writeln!(self.cmd, "{command}").unwrap();
+        self.cmd.flush().unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert!(
+            !line.is_empty(),
+            "bench/c/sync stopped answering ({command})"
+        );
+        line
+    }
+
+    fn finish(mut self) {
+        writeln!(self.cmd, "exit").unwrap();
+        drop(self.cmd);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "bench/c/sync: {status}");
+    }
+}
+
+struct CRow {
+    driver: Rc<RefCell<CDriver>>,
+    command: &'static str,
+}
+
+impl Runner for CRow {
+    fn run(&mut self, n: usize) -> Vec<f64> {
+        self.driver
+            .borrow_mut()
+            .ask(&format!("{} {n}", self.command))
+    }
+}
+
+/// What the rows of one table run share: the C driver (one process for
+/// every C row) and the brood shm rows' buffers.
+#[derive(Default)]
+struct Ctx {
+    driver: Option<Option<Rc<RefCell<CDriver>>>>,
+    shm: Option<Rc<RefCell<ShmBufs>>>,
+}
+
+impl Ctx {
+    /// The C driver, started on first use.
+    fn driver(&mut self) -> Option<Rc<RefCell<CDriver>>> {
+        self.driver
+            .get_or_insert_with(|| CDriver::start().map(|d| Rc::new(RefCell::new(d))))
+            .clone()
+    }
+
+    fn c_row(&mut self, command: &'static str) -> Option<Box<dyn Runner>> {
+        let driver = self.driver()?;
+        Some(Box::new(CRow { driver, command }))
+    }
+
+    fn brood_shm(&mut self, memset: bool) -> Option<Box<dyn Runner>> {
+        let bufs = self
+            .shm
+            .get_or_insert_with(|| {
+                // Named like Python's (shm_open), untracked, and unlinked at
+                // once: the mapping stays, /dev/shm keeps nothing.
+                let shm = SharedMemory::options()
+                    .named()
+                    .size(SHM_BYTES)
+                    .track(false)
+                    .create()
+                    .unwrap();
+                shm.unlink().unwrap();
+                let src: Vec<u8> = (0..SHM_BYTES).map(|i| (i * 31 + 7) as u8).collect();
+                shm.write_at(0, &src).unwrap(); // warm
+                Rc::new(RefCell::new(ShmBufs { shm, src, runs: 0 }))
+            })
+            .clone();
+        runner(move |n| {
+            let mut b = bufs.borrow_mut();
+            assert_eq!(n, b.shm.len());
+            b.runs = b.runs.wrapping_add(1);
+            let byte = b.runs;
+            let t = Instant::now();
+            if memset {
+                // SAFETY: no other process or thread knows this segment.
+                unsafe { b.shm.as_mut_slice() }.fill(byte);
+            } else {
+                b.shm.write_at(0, &b.src).unwrap();
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let mut last = [0u8];
+            b.shm.read_at(n - 1, &mut last).unwrap();
+            assert_eq!(last[0], if memset { byte } else { b.src[n - 1] });
+            vec![n as f64 / secs / 1e9]
+        })
+    }
+}
+
+// ----- the schedule -----
+
+/// Allows this process (and the children it forks from now on) only
+/// `cpus`; returns the CPUs it was allowed before.
+fn set_cpus(cpus: &[usize]) -> Vec<usize> {
+    // SAFETY: all-zero cpu_set_t values are valid empty sets; the calls
+    // read and write at most their size.
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old);
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &old))
+            .collect()
+    }
+}
+
+pub(crate) fn run(only: Option<&str>) {
+    let mut ctx = Ctx::default();
+    // SAFETY: sysconf only reads a system value.
+    let last_cpu = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } - 1;
+    for test in Test::ALL {
+        let table = format!("sync {}", test.key());
+        let rows: Vec<&Row> = ROWS
+            .iter()
+            .filter(|r| r.test == test.rows() && selected(only, &table, r.name))
+            .collect();
+        if rows.is_empty() || (test.pinned() && last_cpu < 1) {
+            continue;
+        }
+        let mut unpin = None;
+        if test.pinned() {
+            // The C floor first (started now, it would take the pinned set
+            // for all its CPUs), then this process; children inherit it.
+            if rows.iter().any(|r| r.name.starts_with("C "))
+                && let Some(d) = ctx.driver()
+            {
+                d.borrow_mut().say(&format!("pin {last_cpu}"));
+            }
+            unpin = Some(set_cpus(&[last_cpu as usize]));
+        }
+        let (rows, mut runners): (Vec<&Row>, Vec<Box<dyn Runner>>) = rows
+            .into_iter()
+            .filter_map(|r| Some((r, (r.start)(&mut ctx)?)))
+            .unzip();
+        let (warmup, n, runs) = test.schedule();
+        for r in &mut runners {
+            r.run(warmup);
+        }
+        let mut samples: Vec<Vec<f64>> = rows.iter().map(|_| Vec::new()).collect();
+        for _ in 0..runs {
+            for (r, s) in runners.iter_mut().zip(&mut samples) {
+                s.extend(r.run(n));
+            }
+        }
+        for r in runners {
+            r.finish();
+        }
+        if let Some(all) = unpin {
+            set_cpus(&all);
+            if let Some(Some(d)) = &ctx.driver {
+                d.borrow_mut().say("pin -1");
+            }
+        }
+        for (row, mut s) in rows.iter().zip(samples) {
+            s.sort_by(f64::total_cmp);
+            let (lo, hi) = if test.rows() == Test::Sem {
+                (percentile(&s, 0.1), percentile(&s, 0.9))
+            } else {
+                (s[0], s[s.len() - 1])
+            };
+            println!(
+                "sync\t{}\t{}\t{:.4}\t{:.4}\t{:.4}\t{}",
+                test.key(),
+                row.name,
+                percentile(&s, 0.5),
+                lo,
+                hi,
+                s.len()
+            );
+        }
+    }
+    if let Some(Some(driver)) = ctx.driver.take() {
+        match Rc::try_unwrap(driver) {
+            Ok(d) => d.into_inner().finish(),
+            Err(_) => unreachable!("every C row is finished"),
+        }
+    }
+}
