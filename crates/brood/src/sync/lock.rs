@@ -59,6 +59,7 @@ pub struct LockGuard<'a> {
 }
 
 impl<'a> LockGuard<'a> {
+    #[inline]
     pub(crate) fn new(mutex: &'a RobustMutex) -> LockGuard<'a> {
         LockGuard {
             mutex,
@@ -69,6 +70,7 @@ impl<'a> LockGuard<'a> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.panicking && std::thread::panicking() {
             self.mutex.poison();
@@ -134,6 +136,7 @@ macro_rules! lock_methods {
             /// drop(guard);
             /// # Ok::<(), brood::Error>(())
             /// ```
+            #[inline]
             pub fn lock(&self) -> LockResult<LockGuard<'_>> {
                 let mutex = self.mutex();
                 super::lock::blocking(guard_result(mutex, mutex.acquire(How::Block)))

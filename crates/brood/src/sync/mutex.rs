@@ -86,6 +86,7 @@ thread_local! {
 
 /// The caller's (pid, tid), without a syscall after the first call of each
 /// thread (they cost most of an uncontended acquire otherwise).
+#[inline]
 fn ids() -> (i32, i32) {
     ATFORK.call_once(|| {
         // SAFETY: `forked` is a plain function that only bumps an atomic,
@@ -147,6 +148,7 @@ impl RobustMutex {
     /// Acquires the mutex. Relocking a non-recursive mutex the calling
     /// thread holds panics when blocking (it would deadlock) and is `Busy`
     /// otherwise.
+    #[inline]
     pub(crate) fn acquire(&self, how: How) -> Outcome {
         let m = self.mutex.get();
         // SAFETY: `m` points to a mutex initialised by `init` (checked by the
@@ -194,12 +196,14 @@ impl RobustMutex {
             self.owner_tid.store(tid, Ordering::Relaxed);
         }
         self.depth.store(depth + 1, Ordering::Relaxed);
+        // Read under the lock, which orders it after the holder's store.
         Outcome::Acquired {
-            poisoned: self.poisoned.load(Ordering::SeqCst) != 0,
+            poisoned: self.poisoned.load(Ordering::Relaxed) != 0,
         }
     }
 
     /// Releases one level; `EPERM` when the calling thread does not hold it.
+    #[inline]
     pub(crate) fn release(&self) -> io::Result<()> {
         if !self.is_mine() {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
@@ -226,6 +230,7 @@ impl RobustMutex {
     }
 
     /// Whether the calling thread holds the mutex.
+    #[inline]
     pub(crate) fn is_mine(&self) -> bool {
         let (pid, tid) = ids();
         self.depth.load(Ordering::Relaxed) > 0
