@@ -24,7 +24,12 @@ timeout 1200 cargo nextest run --workspace --profile ci
 echo "== cargo test --doc"
 timeout 900 cargo test --workspace --doc
 echo "== cargo test (plain libtest harness)"
-timeout 900 cargo test --workspace --tests
+# One test at a time: libtest's main thread prints each result to stdout,
+# and a test that forks with allow_fork_with_threads() while it holds
+# stdout's lock would hand the child a lock nobody releases (the hazard
+# that option's contract names). nextest above runs each test in its own
+# process, where the main thread only waits.
+timeout 900 cargo test --workspace --tests -- --test-threads=1
 echo "== leftovers"
 # No test may leave a zombie behind in this shell's process tree.
 zombies=$(ps -eo stat=,ppid= | awk -v me=$$ '$1 ~ /^Z/ && $2 == me' | wc -l)

@@ -101,6 +101,12 @@ impl FromStr for StartMethod {
 
 static DEFAULT: Mutex<Option<StartMethod>> = Mutex::new(None);
 
+/// Takes the default's lock around a fork (first of brood's locks), so a
+/// forked child never inherits it held by another thread.
+pub(crate) fn hold_for_fork() -> std::sync::MutexGuard<'static, Option<StartMethod>> {
+    DEFAULT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Sets the process-wide default start method, once (Python's
 /// `set_start_method`). A second call is an [`ErrorKind::InvalidState`]
 /// error ("context has already been set") unless `force` is true.

@@ -28,6 +28,11 @@ impl Launcher for Fork {
         // Hold the children table across the fork so the child never
         // inherits it locked by another thread.
         let child_me = children::Me::of(spec);
+        // The forkserver client's lock first, then the table's (the order
+        // used everywhere): the child inherits neither held by another
+        // thread.
+        let default_method = crate::context::hold_for_fork();
+        let client = super::forkserver::hold_for_fork();
         let mut table = children::lock();
         table.reap_orphans();
         // SAFETY: the child runs `child_main`, which ends in `_exit` and never
@@ -37,8 +42,9 @@ impl Launcher for Fork {
             ForkResult::Child => {
                 table.become_child(child_me);
                 drop(table);
+                super::forkserver::release_in_child(client);
+                drop(default_method);
                 drop(read);
-                super::forkserver::close_in_child();
                 if spec.daemon {
                     // Die with the parent, even when it is SIGKILLed.
                     super::die_with_parent(parent);
@@ -52,6 +58,8 @@ impl Launcher for Fork {
                 child_main(body, write)
             }
             ForkResult::Parent { child } => {
+                drop(client);
+                drop(default_method);
                 drop(write);
                 drop(body);
                 // The child is ours and unreaped, so its pid cannot be reused

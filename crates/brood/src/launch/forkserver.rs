@@ -44,7 +44,7 @@ const REPLY_LEN: usize = 12;
 /// server that died).
 const STATUS_WAIT: Duration = Duration::from_secs(10);
 
-struct Client {
+pub(crate) struct Client {
     owner: i32,
     server: Pid,
     sock: OwnedFd,
@@ -71,14 +71,27 @@ fn client() -> MutexGuard<'static, Option<Client>> {
     guard
 }
 
-/// In a freshly forked child: drop the parent's connection so the server
-/// sees end of file when the parent exits, not when its last child does.
-pub(crate) fn close_in_child() {
+/// Takes the client's lock for a fork (before the children table's lock,
+/// the order `ForkServer::launch` uses too), so the child never inherits it
+/// held by another thread.
+pub(crate) fn hold_for_fork() -> MutexGuard<'static, Option<Client>> {
+    CLIENT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// In a freshly forked child, with the guard from [`hold_for_fork`]: drop
+/// the parent's connection, so the server sees end of file when the parent
+/// exits, not when its last child does.
+pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
     let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
+    if let Some(old) = guard.take() {
+        // Closed below, through its raw number: forget the owner.
+        std::mem::forget(old.sock);
+    }
+    drop(guard);
     if fd >= 0 {
         // SAFETY: the fd is this process's inherited copy of the parent's
-        // client socket; the `Client` that owns it is forgotten, not
-        // dropped, in this process (see `client()`), so it is closed once.
+        // client socket, whose owner was just forgotten, so it is closed
+        // once.
         unsafe { libc::close(fd) };
     }
 }

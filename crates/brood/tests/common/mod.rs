@@ -74,6 +74,12 @@ pub fn read_i32(fd: &OwnedFd) -> i32 {
 }
 
 /// Lets `Process::fork` and `StartMethod::Fork` fork this test binary.
+///
+/// Sound under cargo-nextest (one test per process; the main thread only
+/// waits) and under `cargo test -- --test-threads=1`. With several test
+/// threads, libtest's main thread may hold stdout's lock while it prints a
+/// result at the moment another test forks: a child that then prints would
+/// wait forever (the hazard `allow_fork_with_threads` names).
 pub fn allow_fork() {
     // SAFETY: the test harness's other thread only waits for tests to end
     // and holds no lock a child needs; no test holds one across a start.
