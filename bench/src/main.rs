@@ -30,6 +30,43 @@
 mod pipes;
 mod sync;
 
+/// Starts a C floor program in `--driven` mode, found through `$env`, else
+/// as `name` in the directory above this executable's (where `bench/run`
+/// builds it: `bench/target/`). `None`, with a note, when it is missing.
+pub(crate) fn start_c_driver(
+    env: &str,
+    name: &str,
+) -> Option<(
+    std::process::Child,
+    std::process::ChildStdin,
+    std::io::BufReader<std::process::ChildStdout>,
+)> {
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    let path = std::env::var_os(env).map(PathBuf::from).or_else(|| {
+        let exe = std::env::current_exe().ok()?;
+        Some(exe.parent()?.parent()?.join(name))
+    })?;
+    let spawned = Command::new(&path)
+        .arg("--driven")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!(
+                "brood-bench: no C floor ({}: {e}); build it with bench/run",
+                path.display()
+            );
+            return None;
+        }
+    };
+    let cmd = child.stdin.take()?;
+    let out = std::io::BufReader::new(child.stdout.take()?);
+    Some((child, cmd, out))
+}
+
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;

@@ -23,8 +23,8 @@
 //! run); [`EXIT_LEN`], leave; anything else (1 MiB), drop it.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use std::process::{Child, ChildStdin, ChildStdout};
 use std::time::Instant;
 
 use ipc_channel::ipc;
@@ -336,29 +336,7 @@ impl Transport for CFloor {
 /// `$BROOD_BENCH_SOCKETPAIR`, else `socketpair` in the directory above
 /// this executable's (where `bench/run` builds it: `bench/target/`).
 fn c_floor() -> Option<Box<dyn Transport>> {
-    let path = std::env::var_os("BROOD_BENCH_SOCKETPAIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let exe = std::env::current_exe().ok()?;
-            Some(exe.parent()?.parent()?.join("socketpair"))
-        })?;
-    let spawned = Command::new(&path)
-        .arg("--driven")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            eprintln!(
-                "brood-bench: no C floor ({}: {e}); build it with bench/run",
-                path.display()
-            );
-            return None;
-        }
-    };
-    let cmd = child.stdin.take().unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
+    let (child, cmd, out) = crate::start_c_driver("BROOD_BENCH_SOCKETPAIR", "socketpair")?;
     Some(Box::new(CFloor { child, cmd, out }))
 }
 

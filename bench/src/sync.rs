@@ -37,8 +37,8 @@
 use std::cell::RefCell;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use std::process::{Child, ChildStdin, ChildStdout};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -384,29 +384,7 @@ impl CDriver {
     /// `$BROOD_BENCH_SYNC`, else `sync` in the directory above this
     /// executable's (where `bench/run` builds it: `bench/target/`).
     fn start() -> Option<CDriver> {
-        let path = std::env::var_os("BROOD_BENCH_SYNC")
-            .map(PathBuf::from)
-            .or_else(|| {
-                let exe = std::env::current_exe().ok()?;
-                Some(exe.parent()?.parent()?.join("sync"))
-            })?;
-        let spawned = Command::new(&path)
-            .arg("--driven")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                eprintln!(
-                    "brood-bench: no C floors ({}: {e}); build them with bench/run",
-                    path.display()
-                );
-                return None;
-            }
-        };
-        let cmd = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
+        let (child, cmd, out) = crate::start_c_driver("BROOD_BENCH_SYNC", "sync")?;
         Some(CDriver { child, cmd, out })
     }
 
