@@ -30,6 +30,10 @@ echo "== cargo test (plain libtest harness)"
 # that option's contract names). nextest above runs each test in its own
 # process, where the main thread only waits.
 timeout 900 cargo test --workspace --tests -- --test-threads=1
+echo "== examples"
+for example in hello smoke; do
+  timeout 300 cargo run -q -p brood --example "$example"
+done
 echo "== leftovers"
 # No test may leave a zombie behind in this shell's process tree.
 zombies=$(ps -eo stat=,ppid= | awk -v me=$$ '$1 ~ /^Z/ && $2 == me' | wc -l)
