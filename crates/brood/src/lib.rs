@@ -1,9 +1,9 @@
 //! brood: Python's `multiprocessing`, rebuilt for Rust.
 //!
-//! Run work in child processes and get the results back; later releases add
-//! pools, pipes, queues, shared memory and process-shared locks. Linux first:
-//! brood waits on pidfds, never on a global SIGCHLD handler, and leaves no
-//! zombie behind.
+//! Run work in child processes and get the results back, let processes talk
+//! through pipes and socket connections, and share memory and process-shared
+//! locks between them. Linux first: brood waits on pidfds, never on a global
+//! SIGCHLD handler, and leaves no zombie, fd or `/dev/shm` name behind.
 //!
 //! ```
 //! use brood::Process;
@@ -15,8 +15,47 @@
 //! # Ok::<(), brood::Error>(())
 //! ```
 //!
-//! The syscall layer is public too, for the lessons of the tutorial this
-//! crate follows (`fork`, `wait`, zombies, orphans): see [`os`].
+//! # Map
+//!
+//! - [`Process`], [`Builder`], [`current_process`], [`active_children`]:
+//!   children whose `join` returns the function's value. How they start:
+//!   [`StartMethod`] (fork, spawn, forkserver — the default) and [`Context`];
+//!   functions reach other processes as described in [`task`](mod@task).
+//! - [`connection`]: [`pipe`], [`Connection`], `Listener`/`Client` with an
+//!   auth key, `wait`; file descriptors travel inside values ([`handle`]).
+//! - [`shm`]: [`SharedMemory`] (Python's namespace), [`Value`], [`Array`];
+//!   [`sync`]: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
+//!   `Condition`, `Event`, `Barrier`, all process-shared, with a dead holder
+//!   reported rather than deadlocking.
+//! - [`os`]: the syscall layer, public for the lessons of the tutorial this
+//!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
+//! - [`codec`]: the one serialization format (MessagePack).
+//!
+//! Values cross between processes and back as pieces of a program's data:
+//!
+//! ```
+//! use brood::{Process, Value};
+//!
+//! let total = Value::new(0i64)?;
+//! let mut workers = Vec::new();
+//! for _ in 0..2 {
+//!     let mut p = Process::with_args(
+//!         |v: Value<i64>| {
+//!             for _ in 0..1000 {
+//!                 *v.lock().unwrap() += 1;
+//!             }
+//!         },
+//!         total.clone(),
+//!     );
+//!     p.start()?;
+//!     workers.push(p);
+//! }
+//! for mut p in workers {
+//!     p.join()?;
+//! }
+//! assert_eq!(total.get()?, 2000);
+//! # Ok::<(), brood::Error>(())
+//! ```
 
 mod bootstrap;
 mod children;
