@@ -19,6 +19,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 timeout 1200 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo doc (broken links are errors)"
+RUSTDOCFLAGS="-D warnings" timeout 900 cargo doc -p brood -p brood-macros --no-deps
 echo "== cargo nextest run"
 timeout 1200 cargo nextest run --workspace --profile ci
 echo "== cargo test --doc"

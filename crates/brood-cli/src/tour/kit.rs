@@ -67,7 +67,7 @@ pub(crate) fn line(who: &str, text: impl Display) {
     println!("  {who:>10} {:>7} | {text}", os::getpid());
 }
 
-/// Prints a long `text` (an error message) as several [`line`]s, the first
+/// Prints a long `text` (an error message) as several [`line()`]s, the first
 /// after `head`, the others indented under it.
 pub(crate) fn line_wrapped(who: &str, head: &str, text: &str) {
     let mut current = head.to_string();
