@@ -312,22 +312,33 @@ fn killed_lock_holder_is_reported_to_a_blocked_acquirer(m: StartMethod) {
     assert_eq!(data.get().unwrap(), 42);
 }
 
+/// Runs `hold((primitive, held))` in a child, waits until it sets `held`
+/// (it then holds the primitive's lock), and SIGKILLs it there.
+fn kill_once_held<F, P>(m: StartMethod, hold: F, primitive: P)
+where
+    F: FnOnce((P, Event)) + Send + 'static,
+    P: serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    let held = Event::new().unwrap();
+    let mut child = builder(m).target_with(hold, (primitive, held.clone()));
+    child.start().unwrap();
+    assert!(held.wait(Some(LONG)));
+    child.kill().unwrap();
+    let _ = child.join_timeout(LONG);
+}
+
 fn killed_rlock_holder_is_reported_to_the_next_acquirer(m: StartMethod) {
     let lock = RLock::new().unwrap();
-    let held = Event::new().unwrap();
-    let mut child = builder(m).target_with(
+    kill_once_held(
+        m,
         |(lock, held): (RLock, Event)| {
             let _a = lock.lock().unwrap();
             let _b = lock.lock().unwrap();
             held.set();
             thread::sleep(LONG);
         },
-        (lock.clone(), held.clone()),
+        lock.clone(),
     );
-    child.start().unwrap();
-    assert!(held.wait(Some(LONG)));
-    child.kill().unwrap();
-    let _ = child.join_timeout(LONG);
     let died = lock.lock_timeout(LONG).unwrap_err();
     let TryLockError::OwnerDied(died) = died else {
         panic!("expected OwnerDied, got {died:?}")
@@ -342,19 +353,15 @@ fn killed_rlock_holder_is_reported_to_the_next_acquirer(m: StartMethod) {
 
 fn killed_condition_holder_is_reported_to_the_next_acquirer(m: StartMethod) {
     let cond = Condition::new().unwrap();
-    let held = Event::new().unwrap();
-    let mut child = builder(m).target_with(
+    kill_once_held(
+        m,
         |(cond, held): (Condition, Event)| {
             let _g = cond.lock().unwrap();
             held.set();
             thread::sleep(LONG);
         },
-        (cond.clone(), held.clone()),
+        cond.clone(),
     );
-    child.start().unwrap();
-    assert!(held.wait(Some(LONG)));
-    child.kill().unwrap();
-    let _ = child.join_timeout(LONG);
     let g = cond.lock().unwrap_err().into_inner();
     assert!(cond.is_poisoned());
     // Waiting with a poisoned lock reports it again (and keeps the lock).
