@@ -36,7 +36,7 @@
 use std::cell::RefCell;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
-use serde::de::{self, DeserializeOwned};
+use serde::de;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
@@ -68,7 +68,10 @@ pub(crate) fn with_incoming<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
 /// Decodes a value received with its fds (what a child does; unit tests
 /// use it to round-trip values without starting one).
 #[cfg(test)]
-pub(crate) fn decode_with_fds<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+pub(crate) fn decode_with_fds<T: de::DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<T> {
     with_incoming(fds, || codec::decode(bytes))
 }
 
