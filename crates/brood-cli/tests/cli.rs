@@ -465,7 +465,7 @@ fn ps_lists_the_test_process() {
     assert_eq!(row[0], os::getppid().as_raw().to_string());
     assert!(run.stdout.contains("STAT: the first letter"));
     assert!(
-        run.stdout.contains("<orphan>: "),
+        run.stdout.contains("<orphan?>: "),
         "the orphan rule is stated"
     );
 }
@@ -480,4 +480,127 @@ fn ps_rejects_a_missing_pid() {
         "{}",
         run.stderr
     );
+}
+
+/// Waits (at most 10 s) until `/proc/PID/cmdline` contains `needle`: the
+/// child has exec'd.
+fn wait_cmdline(pid: u32, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&raw).contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pid} never ran {needle:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn ps_prints_a_command_line_with_newlines_on_one_row() {
+    // `read x` blocks on the pipe until the test closes it: the shell stays.
+    let mut child = Command::new("sh")
+        .args(["-c", "read x", "sh", "line one\nline two\tand a tab"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("cannot start sh");
+    let pid = child.id();
+    wait_cmdline(pid, "line one");
+    let run = brood(&["ps", &pid.to_string()], Duration::from_secs(30));
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    let rows: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("line one") || l.contains("line two"))
+        .collect();
+    assert_eq!(rows.len(), 1, "one row for the shell:\n{}", run.stdout);
+    assert!(
+        rows[0].ends_with("sh -c read x sh line one line two and a tab"),
+        "control characters print as spaces: {:?}",
+        rows[0]
+    );
+    assert_eq!(row_of(&run.stdout, pid as i32).unwrap()[1], pid.to_string());
+}
+
+#[test]
+fn ps_shows_the_l_flag_for_locked_pages() {
+    let (mut fds, page) = ([0; 2], 4096usize);
+    // SAFETY: `fds` is valid for pipe2 to fill.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: the test harness runs other threads, so the child only makes
+    // async-signal-safe calls (mlock, write, pause, _exit).
+    let child = match unsafe { os::fork() }.expect("fork") {
+        ForkResult::Child => {
+            let buf = [1u8; 8192];
+            // One page, well within the usual RLIMIT_MEMLOCK (64 KiB or more).
+            // SAFETY: `buf` is valid for `page` bytes; mlock reads nothing.
+            let rc = unsafe { libc::mlock(buf.as_ptr().cast(), page) };
+            let err: i32 = if rc == 0 {
+                0
+            } else {
+                // SAFETY: errno is this thread's, readable at any time.
+                unsafe { *libc::__errno_location() }
+            };
+            // SAFETY: `err` is valid for 4 bytes of reads; pause and _exit
+            // are async-signal-safe.
+            unsafe {
+                libc::write(fds[1], (&raw const err).cast(), 4);
+                libc::pause();
+                libc::_exit(std::hint::black_box(buf[0]) as i32 - 1);
+            }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    let _guard = Reap(PidFd::open(child).expect("pidfd_open"));
+    // SAFETY: closes the parent's write end, which nothing else uses.
+    unsafe { libc::close(fds[1]) };
+    let mut err = 0i32;
+    // SAFETY: `err` is valid for 4 bytes of writes; the read end is open.
+    let n = unsafe { libc::read(fds[0], (&raw mut err).cast(), 4) };
+    // SAFETY: closes the read end, which nothing else uses.
+    unsafe { libc::close(fds[0]) };
+    assert_eq!(n, 4, "the child did not report");
+    let me = os::getpid().as_raw();
+    let run = brood(&["ps", "--tree", &me.to_string()], Duration::from_secs(30));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    let locked = row_of(&run.stdout, child.as_raw()).expect("a row for the child");
+    let mine = row_of(&run.stdout, me).expect("a row for the test");
+    assert!(!mine[5].contains('L'), "the test locked nothing: {mine:?}");
+    let status = fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+    let vm_lck = status
+        .lines()
+        .find(|l| l.starts_with("VmLck:"))
+        .unwrap_or("");
+    if err == 0 {
+        assert!(
+            locked[5].contains('L'),
+            "STAT of a child that mlock()ed: {locked:?}"
+        );
+        assert!(!vm_lck.ends_with(" 0 kB"), "{vm_lck}");
+        assert!(
+            run.stdout.contains("L  has pages locked into memory"),
+            "the legend explains L:\n{}",
+            run.stdout
+        );
+    } else {
+        // mlock refused (RLIMIT_MEMLOCK below one page, and no
+        // CAP_IPC_LOCK): then nothing is locked, and no L may show.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is valid for getrlimit to fill.
+        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+        assert!(
+            (err == libc::EPERM || err == libc::ENOMEM) && (limit.rlim_cur as usize) < page,
+            "mlock of one page failed with errno {err} though the limit is {}",
+            limit.rlim_cur
+        );
+        assert!(!locked[5].contains('L'), "nothing was locked: {locked:?}");
+        assert!(vm_lck.ends_with(" 0 kB"), "{vm_lck}");
+    }
 }

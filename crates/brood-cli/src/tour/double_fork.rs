@@ -6,7 +6,7 @@ use std::panic::{self, AssertUnwindSafe};
 use anyhow::{Context, Result, ensure};
 use brood::os::{self, Daemonized, Pid, ProcInfo};
 
-use super::kit::{self, Kid, explain, line, name_of, python, show};
+use super::kit::{self, Kid, explain, line, name_of, python, show_adopted};
 
 /// Daemonizes a grandchild, shows it adopted and in its own session, lets
 /// it do its work while the tour does its own, and sees it reaped by its
@@ -72,7 +72,7 @@ pub(crate) fn run() -> Result<()> {
         ),
     );
     let info = ProcInfo::read(daemon)?;
-    show(&[&info]);
+    show_adopted(&info);
     let tour_session = ProcInfo::read(tour)?.session;
     line(
         "parent",

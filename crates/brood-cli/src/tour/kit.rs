@@ -89,8 +89,15 @@ pub(crate) fn line_wrapped(who: &str, head: &str, text: &str) {
 pub(crate) fn show(infos: &[&ProcInfo]) {
     println!("    {}", crate::ps::HEADER);
     for info in infos {
-        println!("    {}", crate::ps::tour_row(info));
+        println!("    {}", crate::ps::tour_row(info, false));
     }
+}
+
+/// [`show`] for a process the tour saw orphaned (its parent changed under
+/// its eyes): a parent of PID 1 is then known to be an adoption.
+pub(crate) fn show_adopted(info: &ProcInfo) {
+    println!("    {}", crate::ps::HEADER);
+    println!("    {}", crate::ps::tour_row(info, true));
 }
 
 /// Flushes stdout and stderr.

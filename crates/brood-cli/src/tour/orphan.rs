@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use brood::os::{self, Pid, ProcInfo};
 
-use super::kit::{self, BOUND, Kid, SubreaperOff, explain, line, name_of, python, show};
+use super::kit::{
+    self, BOUND, Kid, SubreaperOff, explain, line, name_of, python, show, show_adopted,
+};
 
 /// A grandchild orphaned on purpose, still alive and waiting for `go`.
 struct Orphan {
@@ -51,7 +53,7 @@ pub(crate) fn run() -> Result<()> {
         ),
     );
     let info = ProcInfo::read(g)?;
-    show(&[&info]);
+    show_adopted(&info);
     let name = name_of(orphan.adopter);
     line(
         "parent",
