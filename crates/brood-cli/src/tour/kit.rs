@@ -67,6 +67,12 @@ pub(crate) fn line(who: &str, text: impl Display) {
     println!("  {who:>10} {:>7} | {text}", os::getpid());
 }
 
+/// [`line()`] for another process: `pid` is the process that printed or
+/// did it (its stderr, read by the tour through a pipe).
+pub(crate) fn line_from(who: &str, pid: impl Display, text: impl Display) {
+    println!("  {who:>10} {pid:>7} | {text}");
+}
+
 /// Prints a long `text` (an error message) as several [`line()`]s, the first
 /// after `head`, the others indented under it.
 pub(crate) fn line_wrapped(who: &str, head: &str, text: &str) {
