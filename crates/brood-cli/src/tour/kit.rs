@@ -61,6 +61,42 @@ pub(crate) fn python(text: &str) {
     code("Python", text);
 }
 
+/// Prints the reference's code for `section` (`§3`), verbatim: its Chinese
+/// strings, and the output it states in its comments (see
+/// [`super::reference`]).
+pub(crate) fn reference(section: &str, text: &str) {
+    println!("  The reference, {section}, verbatim (the output it states is in its comments):");
+    println!();
+    code("Python", text);
+}
+
+/// Prints what the reference says in `section` where it shows no code,
+/// verbatim, then the Python the tour runs in its place.
+pub(crate) fn reference_says(section: &str, words: &str, python_text: &str) {
+    println!("  The reference, {section}, shows no code here; it says, verbatim:");
+    println!();
+    for l in words.lines() {
+        println!("    {:<6} | {l}", "§");
+    }
+    println!();
+    println!("  In Python, what this topic does:");
+    println!();
+    code("Python", python_text);
+}
+
+/// Prints the Rust that does what the reference's code does, as this topic
+/// runs it (shortened: no error handling, bounded waits left out).
+pub(crate) fn rust(text: &str) {
+    println!("  The same in Rust, as this topic runs it:");
+    println!();
+    code("Rust", text);
+}
+
+/// Says where the reference is wrong, and what is true.
+pub(crate) fn correction(text: &str) {
+    explain(&format!("Correction to the reference: {text}"));
+}
+
 /// Prints one line of what a process saw or did, labelled with who printed
 /// it (`parent`, `child`, ...) and the pid of the process printing it.
 pub(crate) fn line(who: &str, text: impl Display) {
