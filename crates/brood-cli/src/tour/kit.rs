@@ -70,10 +70,10 @@ pub(crate) fn reference(section: &str, text: &str) {
     code("Python", text);
 }
 
-/// Prints what the reference says in `section` where it shows no code,
-/// verbatim, then the Python the tour runs in its place.
+/// Prints what the reference says in `section`, verbatim, where it shows
+/// no code for what the topic does; then the Python the tour runs.
 pub(crate) fn reference_says(section: &str, words: &str, python_text: &str) {
-    println!("  The reference, {section}, shows no code here; it says, verbatim:");
+    println!("  The reference, {section}, in its own words (verbatim):");
     println!();
     for l in words.lines() {
         println!("    {:<6} | {l}", "§");

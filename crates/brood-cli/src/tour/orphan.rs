@@ -54,7 +54,7 @@ pub(crate) fn run() -> Result<()> {
          stays a zombie for long. Here the tour forks a middle process, which forks a \
          grandchild and exits at once; the grandchild watches its getppid() change.",
     );
-    kit::reference_says("§4.1", reference::ORPHAN, PYTHON);
+    kit::reference_says("§4.1, which shows no code", reference::ORPHAN, PYTHON);
     kit::rust(RUST);
     let tour = os::getpid();
     let orphan = make_orphan()?;

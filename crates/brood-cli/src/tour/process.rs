@@ -9,6 +9,20 @@ use anyhow::{Context, Result, bail, ensure};
 use brood::{Process, os};
 
 use super::kit::{self, BOUND, Guarded, code, explain, line, line_from, name_of, python};
+use super::reference;
+
+/// The reference's example, as this topic runs it.
+const RUST: &str = "static A: AtomicI32 = AtomicI32::new(1);          // a = 1\n\
+let mut p = Process::builder().name(\"worker\").target(|| {   // mp.Process(target = fun)\n\
+\x20   sleep(50 ms);\n\
+\x20   println!(\"子进程事件 {}\", brood::os::getpid());\n\
+\x20   A.store(10000, SeqCst);                        // global a; a = 10000\n\
+\x20   println!(\"a =  {}\", A.load(SeqCst));\n\
+});\n\
+p.start()?;                                        // 启动进程\n\
+p.join()?;                                         // 回收进程\n\
+println!(\"这是父进程\");\n\
+println!(\"parent a: {}\", A.load(SeqCst));         // 1";
 
 /// The tutorial's global `a`: 1 in the parent; a child sets its own copy.
 static A: AtomicI32 = AtomicI32::new(1);
@@ -29,18 +43,14 @@ pub(crate) fn run() -> Result<()> {
          Process::builder().target) runs under any start method; a capturing closure \
          (Process::fork) needs a fork.",
     );
-    python(
-        "a = 1\n\
-         def fun():\n\
-         \x20   global a; a = 10000; print(\"a =\", a)\n\
-         p = mp.Process(target=fun, name=\"worker\")\n\
-         p.start(); p.join()\n\
-         print(\"parent a:\", a)      # 1",
-    );
+    kit::reference("§5", reference::PROCESS);
+    kit::rust(RUST);
     let tour = os::getpid();
     let mut p = Process::builder().name("worker").target(|| -> Report {
-        A.store(10_000, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(50));
+        line("child", format!("子进程事件 {}", os::getpid()));
+        A.store(10_000, Ordering::SeqCst);
+        line("child", format!("a =  {}", A.load(Ordering::SeqCst)));
         (
             os::getpid().as_raw(),
             os::getppid().as_raw(),
@@ -72,6 +82,8 @@ pub(crate) fn run() -> Result<()> {
         ),
     );
     let (cpid, cppid, ca, cname, cparent) = p.join_timeout(BOUND)?;
+    line("parent", "这是父进程");
+    line("parent", format!("parent a: {}", A.load(Ordering::SeqCst)));
     line(
         "parent",
         format!("join_timeout({BOUND:?}) returned the worker's value:"),
@@ -115,6 +127,15 @@ pub(crate) fn run() -> Result<()> {
             ),
         );
     }
+    println!();
+    kit::correction(
+        "its last note, 「multiprocessing创建的子进程无法使用ptint」 (a child made by \
+         multiprocessing cannot print), is wrong: the child above printed 子进程事件 and \
+         a =  10000 itself, to the same terminal, as Python's child does. Its first note, \
+         that the child copies all of the parent's memory, holds only for the fork start \
+         method (topic start-methods). And the reference prints 这是父进程 before join(), \
+         after sleep(3), so its order rests on the sleeps; the tour joins first.",
+    );
     let greeting = String::from("a capturing closure");
     let mut f = Process::fork(move || greeting.len());
     f.start()?;

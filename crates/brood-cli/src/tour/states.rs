@@ -44,7 +44,7 @@ pub(crate) fn run() -> Result<()> {
          /proc yourself). R is ready or running (Linux does not tell them apart), S and D \
          are waiting, T is stopped, Z is terminated but not yet collected."
     ));
-    kit::reference_says("§2", reference::STATES, PYTHON);
+    kit::reference_says("§2, which shows no code", reference::STATES, PYTHON);
     kit::rust(RUST);
     kit::correction(
         "the list leaves out states and flags a learner will meet in ps: I (an idle kernel \

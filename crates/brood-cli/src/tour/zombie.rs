@@ -34,7 +34,7 @@ pub(crate) fn run() -> Result<()> {
          holds its pid; a parent that forks in a loop and never waits fills the pid table. \
          Here the child exits at once and the tour deliberately does not wait.",
     );
-    kit::reference_says("§4.2", reference::ZOMBIE, PYTHON);
+    kit::reference_says("§4.2, which shows no code", reference::ZOMBIE, PYTHON);
     kit::rust(RUST);
     let me = os::getpid();
     let mut kid = Kid::fork(|| 0)?;
