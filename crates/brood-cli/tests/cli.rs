@@ -145,6 +145,130 @@ fn tour_runs_every_topic_and_succeeds() {
     }
     assert!(!run.stdout.contains("FAILED"));
     assert!(run.stdout.contains("no zombie left behind"));
+    assert!(
+        run.stdout
+            .contains(&format!("All {} topics went as expected", names.len()))
+    );
+    // Every topic names its section of the reference, prints the
+    // reference's own words or Python (verbatim), Python, and the Rust.
+    let text = format!("\n{}", run.stdout);
+    let blocks: Vec<&str> = text.split("\n=== ").skip(1).collect();
+    assert_eq!(blocks.len(), names.len(), "one block per topic");
+    for (name, block) in names.iter().zip(&blocks) {
+        let header = block.lines().next().unwrap();
+        assert!(
+            header.starts_with(&format!("{name}: §")),
+            "the heading names the section: {header:?}"
+        );
+        for needle in ["  The reference, §", "    Python | ", "    Rust   | "] {
+            assert!(
+                block.contains(needle),
+                "topic {name} shows no {needle:?}:\n{block}"
+            );
+        }
+    }
+    // The reference's strings, and the corrections the issue asked for.
+    for needle in [
+        "| 新进程创建成功",
+        "| 原来的进程",
+        "| 子进程事件 ",
+        "| 管道2传给管道1的数据 肥水不流外人天",
+        "| 一月余额: ",
+        "| 执行任务.....执行完成",
+        "| 第一件事情",
+        "| 第二件事情",
+        "| 退出原因: 退出",
+        "never returns a negative",
+        "prints twice",
+        "无法使用ptint",
+    ] {
+        assert!(run.stdout.contains(needle), "no {needle:?} in the tour");
+    }
+    // 程序执行完毕 comes from both processes, as the correction says.
+    let done: Vec<(String, i32, String)> = said(&run.stdout)
+        .into_iter()
+        .filter(|(_, _, t)| t == "程序执行完毕")
+        .collect();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert_ne!(done[0].1, done[1].1, "printed by two processes: {done:?}");
+    // A full tour ends by naming the sections it does not cover.
+    assert!(run.stdout.contains("Not in the tour yet"));
+}
+
+/// The sections of the reference tutorial, in order.
+const SECTIONS: &[&str] = &[
+    "§1", "§2", "§3", "§3.1", "§4.1", "§4.2", "§4.3", "§5", "§5.1", "§6", "§7.1", "§7.2", "§7.3",
+    "§7.4",
+];
+
+/// The `§N` labels in `text` (a `§` followed by digits and dots).
+fn sections_in(text: &str) -> Vec<String> {
+    text.match_indices('§')
+        .map(|(at, _)| {
+            let rest = &text[at + '§'.len_utf8()..];
+            let n: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            format!("§{}", n.trim_end_matches('.'))
+        })
+        .collect()
+}
+
+#[test]
+fn tour_help_names_the_sections_not_covered() {
+    let list = brood(&["tour", "--list"], Duration::from_secs(30));
+    let covered = sections_in(&list.stdout);
+    let help = brood(&["tour", "--help"], Duration::from_secs(30));
+    assert!(help.success, "{}", help.stderr);
+    let missing_part = help
+        .stdout
+        .split_once("Not in the tour yet")
+        .map(|(_, after)| after)
+        .unwrap_or("");
+    let missing = sections_in(missing_part);
+    for section in SECTIONS {
+        let is_covered = covered.iter().any(|c| c == section);
+        let is_missing = missing.iter().any(|m| m == section);
+        assert!(
+            is_covered != is_missing,
+            "{section} must be either a topic's section (--list) or named missing in --help \
+             (covered: {is_covered}, named missing: {is_missing}):\n{}\n{}",
+            list.stdout,
+            help.stdout
+        );
+    }
+    // README says the same.
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let tour_part = readme
+        .split_once("Run the tour")
+        .map(|(_, after)| after.split("\n\n").take(3).collect::<Vec<_>>().join("\n\n"))
+        .unwrap_or_default();
+    for section in &missing {
+        assert!(
+            sections_in(&tour_part).contains(section),
+            "README's tour paragraph should name {section} as missing:\n{tour_part}"
+        );
+    }
+}
+
+#[test]
+fn tour_of_one_topic_says_topic() {
+    let run = brood(&["tour", "pids"], Duration::from_secs(60));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("\n1 topic went as expected"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("topics went"), "{}", run.stdout);
+    let two = brood(&["tour", "pids", "zombie"], Duration::from_secs(60));
+    assert!(
+        two.stdout.contains("All 2 topics went as expected"),
+        "{}",
+        two.stdout
+    );
 }
 
 #[test]
@@ -367,7 +491,7 @@ fn tour_semaphore_lets_at_most_three_run_at_once() {
     for l in run
         .stdout
         .lines()
-        .filter(|l| l.trim_start().starts_with("task "))
+        .filter(|l| l.trim_start().starts_with("task ") && l.contains(" start "))
     {
         let number_after = |key: &str| -> f64 {
             let rest = &l[l.find(key).unwrap_or_else(|| panic!("{key:?} in {l:?}")) + key.len()..];

@@ -65,7 +65,9 @@ pub(crate) fn python(text: &str) {
 /// strings, and the output it states in its comments (see
 /// [`super::reference`]).
 pub(crate) fn reference(section: &str, text: &str) {
-    println!("  The reference, {section}, verbatim (the output it states is in its comments):");
+    println!(
+        "  The reference, {section}, verbatim (the output it states, if any, is in its comments):"
+    );
     println!();
     code("Python", text);
 }

@@ -205,10 +205,6 @@ print("parent a:",a)
 # 这是父进程
 # parent a: 1"##;
 
-/// §7.1: its notes on pipes (text).
-pub(crate) const PIPE_NOTES: &str = r##"  • multiprocessing中管道通信只能用于父子关系进程中
-  • 管道对象在父进程中创建,子进程通过父进程获取"##;
-
 /// §7.1: Pipe.
 pub(crate) const PIPE: &str = r##"from multiprocessing import Pipe, Process
 

@@ -17,6 +17,7 @@ use brood::{Process, os};
 use serde::{Deserialize, Serialize};
 
 use super::kit::{self, BOUND, Guarded, code, explain, line, python};
+use super::reference;
 
 /// What a child hands back: its value, or the text of the error that
 /// stopped it.
@@ -191,10 +192,21 @@ fn balance() -> Result<()> {
         "Value('i', 5000) puts one C int in shared memory: every process that has it \
          reads and writes the same four bytes, where a plain variable would be copied \
          into each child. In the reference, a man deposits 30 times, 0.2 s apart, and a \
-         girl withdraws 30 times, 0.15 s apart, each in its own process. Here each does it 20000 times back to \
-         back, both starting at the same moment, with the reference's amounts (randint) \
-         drawn from a fixed seed, so the exact balance to expect is known: 5000 + all \
-         deposits - all withdrawals.",
+         girl withdraws 30 times, 0.15 s apart, each in its own process.",
+    );
+    kit::reference("§7.3", reference::VALUE);
+    kit::correction(
+        "money.value += randint(1, 1000) is not one step: it reads the value, then writes \
+         the sum, taking the value's lock for each step but not across both. When the other \
+         process updates the balance in between, that update is overwritten: lost (shown \
+         below). The fix is `with money.get_lock(): money.value += ...`. And the balance \
+         it states, 4264, is one outcome among many: randint draws other amounts each run.",
+    );
+    explain(
+        "Here each clerk moves 20000 amounts back to back, both starting at the same \
+         moment, with the reference's amounts (randint) drawn from a fixed seed, so the \
+         exact balance to expect is known: 5000 + all deposits - all withdrawals. First \
+         with the lock held across each update:",
     );
     python(
         "money = Value('i', 5000)\n\
@@ -208,15 +220,20 @@ fn balance() -> Result<()> {
          \x20           money.value -= randint(100, 800)\n\
          m = Process(target=man); g = Process(target=girl)\n\
          m.start(); g.start(); m.join(); g.join()\n\
-         print(\"monthly balance:\", money.value)",
+         print(\"一月余额:\", money.value)",
     );
-    code(
-        "Rust",
-        "let money = Value::with_typecode('i', 5000)?;       // Value<i32>\n\
-         fn clerk((money, ..): (Value<i32>, ..)) {\n\
-         \x20   for amount in amounts { *money.lock().unwrap() += amount; }   // the guard holds the lock\n\
+    kit::rust(
+        "let money = Value::with_typecode('i', 5000)?;      // Value('i', 5000): a Value<i32>\n\
+         fn clerk((money, clerk, ..): (Value<i32>, Clerk, ..)) {\n\
+         \x20   for amount in clerk.amounts() {\n\
+         \x20       *money.lock()? += clerk.sign() * amount;   // the guard holds the lock\n\
+         \x20       // the reference's unlocked +=: money.set(money.get()? + amount)?\n\
+         \x20   }\n\
          }\n\
-         Process::builder().name(\"man\").target_with(clerk, (money.clone(), ..))",
+         let mut m = Process::builder().name(\"man\").target_with(clerk, (money.clone(), Clerk::Man, ..));\n\
+         let mut g = Process::builder().name(\"girl\").target_with(clerk, (money.clone(), Clerk::Girl, ..));\n\
+         m.start()?; g.start()?; m.join()?; g.join()?;\n\
+         println!(\"一月余额: {}\", money.get()?);",
     );
     let deposited = Clerk::Man.total(TIMES);
     let withdrawn = Clerk::Girl.total(TIMES);
@@ -234,6 +251,7 @@ fn balance() -> Result<()> {
             ms(locked.took)
         ),
     );
+    line("parent", format!("一月余额: {}", locked.balance));
     ensure!(
         locked.balance == expected,
         "with the lock the balance should be exactly {expected}, is {}",
@@ -412,14 +430,16 @@ fn byte_array() -> Result<()> {
          the Array, and Process::fork runs it in a forked child, which shares the array's \
          memory with the tour.",
     );
-    python(
-        "shm = Array('c', b\"hello\")\n\
-         def fun():\n\
-         \x20   for i in shm: print(i)           # b'h' b'e' b'l' b'l' b'o'\n\
-         \x20   shm[0] = b'H'\n\
-         p = Process(target=fun); p.start(); p.join()\n\
-         for i in shm: print(i)\n\
-         print(shm.value)                     # b'Hello'",
+    kit::reference("§7.3", reference::ARRAY);
+    kit::rust(
+        "let shm = Array::with_typecode('c', &b\"hello\"[..])?;   // Array('c', b\"hello\")\n\
+         let theirs = shm.clone();\n\
+         let mut p = Process::builder().name(\"fun\").fork(move || {\n\
+         \x20   for i in theirs.to_vec()? { println!(\"{}\", py_bytes(&[i])); }   // b'h' ...\n\
+         \x20   theirs.set(0, b'H')?;                           // shm[0] = b'H'\n\
+         });\n\
+         p.start()?; p.join()?;\n\
+         println!(\"{}\", py_bytes(&shm.to_vec()?));            // b'Hello'",
     );
     let shm = Array::with_typecode('c', &b"hello"[..])?;
     let theirs = shm.clone();
