@@ -89,7 +89,7 @@ pub(crate) fn reference_says(section: &str, words: &str, python_text: &str) {
 /// Prints the Rust that does what the reference's code does, as this topic
 /// runs it (shortened: no error handling, bounded waits left out).
 pub(crate) fn rust(text: &str) {
-    println!("  The same in Rust, as this topic runs it:");
+    println!("  The same in Rust, as this topic runs it (shortened):");
     println!();
     code("Rust", text);
 }
