@@ -36,6 +36,10 @@ const OPENING: i32 = 5000;
 /// tour does many, back to back, so that the two processes really collide.
 const TIMES: u32 = 20_000;
 
+/// A clerk gives the CPU away (`sched_yield`) between reading and writing
+/// the balance once every this many updates.
+const YIELD_EVERY: usize = 1000;
+
 /// How many months the unlocked balance is tried, each twice as long as
 /// the one before, until an update is lost.
 const RACE_ATTEMPTS: u32 = 6;
@@ -122,18 +126,33 @@ fn clerk((account, clerk, go, times): (Account, Clerk, Event, u32)) -> Answer<i6
     }
     let sign = clerk.sign();
     let mut moved = 0i64;
-    for amount in clerk.amounts(times) {
+    for (i, amount) in clerk.amounts(times).enumerate() {
         let delta = sign * amount;
+        // Now and then, give the CPU away between the read and the write,
+        // as a busy machine would at any moment: then the other clerk runs
+        // in the gap even when the two share one core.
+        let gap = || {
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                std::thread::yield_now();
+            }
+        };
         match &account {
             Account::Locked(money) => {
                 let mut balance = money.lock().map_err(text)?;
-                *balance += delta;
+                let now = *balance;
+                gap();
+                *balance = now + delta;
             }
             Account::GetSet(money) => {
                 let now = money.get().map_err(text)?;
+                gap();
                 money.set(now + delta).map_err(text)?;
             }
-            Account::Raw(money) => money.set(money.get() + delta),
+            Account::Raw(money) => {
+                let now = money.get();
+                gap();
+                money.set(now + delta);
+            }
         }
         moved += i64::from(amount);
     }
@@ -205,8 +224,11 @@ fn balance() -> Result<()> {
     explain(
         "Here each clerk moves 20000 amounts back to back, both starting at the same \
          moment, with the reference's amounts (randint) drawn from a fixed seed, so the \
-         exact balance to expect is known: 5000 + all deposits - all withdrawals. First \
-         with the lock held across each update:",
+         exact balance to expect is known: 5000 + all deposits - all withdrawals. Once \
+         every 1000 updates a clerk gives the CPU away between its read and its write \
+         (std::thread::yield_now), as a busy machine may make it do at any moment, so the \
+         other clerk can run in the gap even when both share one core. First with the \
+         lock held across each update:",
     );
     python(
         "money = Value('i', 5000)\n\
