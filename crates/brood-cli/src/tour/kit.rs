@@ -34,7 +34,7 @@ pub(crate) fn explain(text: &str) {
     for paragraph in text.split("\n\n") {
         let mut line = String::from(" ");
         for word in paragraph.split_whitespace() {
-            if line.len() + 1 + word.len() > WIDTH && line.len() > 1 {
+            if columns(&line) + 1 + columns(word) > WIDTH && line.len() > 1 {
                 println!("{line}");
                 line = String::from(" ");
             }
@@ -46,6 +46,23 @@ pub(crate) fn explain(text: &str) {
         }
         println!();
     }
+}
+
+/// How many terminal columns `text` takes: two for each wide (CJK)
+/// character, one for the others.
+fn columns(text: &str) -> usize {
+    text.chars()
+        .map(|c| match u32::from(c) {
+            0x1100..=0x115F
+            | 0x2E80..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6 => 2,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Prints code as a block, each line after `label` (`Python` or `Rust`).

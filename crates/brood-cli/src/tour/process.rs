@@ -157,10 +157,26 @@ pub(crate) fn run() -> Result<()> {
          start children. terminate() sends SIGTERM (kill() sends SIGKILL); exitcode is then \
          minus the signal number.",
     );
-    python(
+    kit::reference_says(
+        "§5.1",
+        reference::PROCESS_ATTRS,
         "d = mp.Process(target=sleep, args=(10,), daemon=True)\n\
          d.start(); d.terminate(); d.join()\n\
          print(d.exitcode)   # -15",
+    );
+    kit::rust(
+        "let mut d = Process::builder().name(\"sleeper\").daemon(true)   // before start()\n\
+         \x20   .target(|| std::thread::sleep(BOUND));\n\
+         d.start()?;\n\
+         (d.name(), d.pid(), d.is_alive(), d.is_daemon())   // p.name, p.pid, p.is_alive(), p.daemon\n\
+         d.terminate()?;                                  // SIGTERM\n\
+         d.join()                                         // Err: killed by SIGTERM; d.exitcode() == Some(-15)",
+    );
+    kit::correction(
+        "如果等于True则子进程会随父进程的退出而结束 (a daemon child ends when its parent \
+         exits) holds when the parent exits normally: Python terminates its daemon children \
+         in an exit hook, so a parent killed by SIGKILL leaves them running. brood's daemon \
+         children die with their parent either way.",
     );
     let mut d = Process::builder()
         .name("sleeper")

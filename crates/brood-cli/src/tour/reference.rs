@@ -179,6 +179,17 @@ pub(crate) const PROCESS_NOTES: &str = r##"  • 使用multiprocessing创建进�
   • 一般父进程功能就是创建子进程回收子进程,所有事件交给子进程完成
   • multiprocessing创建的子进程无法使用ptint"##;
 
+/// §5.1: the attributes of a Process (text).
+pub(crate) const PROCESS_ATTRS: &str = r##"p.name :进程名称
+
+p.pid :对应子进程的PID号
+
+p.is_alive():查看子进程是否在生命周期
+
+p.daemon: 设置父子进程的退出关系
+
+如果等于True则子进程会随父进程的退出而结束,就不用使用 join(),必须要求在start()前设置"##;
+
 /// §5: multiprocessing.Process.
 pub(crate) const PROCESS: &str = r##"import multiprocessing as mp
 from time import sleep
