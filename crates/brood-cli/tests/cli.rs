@@ -126,7 +126,12 @@ fn tour_list_lists_every_topic() {
 #[test]
 fn tour_runs_every_topic_and_succeeds() {
     let names = topic_names();
-    let run = brood(&["tour"], Duration::from_secs(120));
+    // With backtraces asked for, as many developers' shells do.
+    let run = brood_env(
+        &["tour"],
+        &[("RUST_BACKTRACE", "1")],
+        Duration::from_secs(120),
+    );
     assert!(
         run.success,
         "brood tour failed ({:?}):\n{}\n{}",
@@ -145,6 +150,15 @@ fn tour_runs_every_topic_and_succeeds() {
     }
     assert!(!run.stdout.contains("FAILED"));
     assert!(run.stdout.contains("no zombie left behind"));
+    // Whatever a child writes on its stderr is labelled with who wrote it
+    // (the `exit` topic's child states its reason there): no backtrace.
+    for l in run.stderr.lines() {
+        assert!(
+            said(l).len() == 1 && !l.contains("panicked"),
+            "an unlabelled line on stderr: {l:?}\n{}",
+            run.stderr
+        );
+    }
     assert!(
         run.stdout
             .contains(&format!("All {} topics went as expected", names.len()))
