@@ -520,7 +520,7 @@ where
     /// assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), 5);
     /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.join_deadline(Some(Instant::now() + timeout))
+        self.join_deadline(crate::time::deadline(timeout))
     }
 
     fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<R> {

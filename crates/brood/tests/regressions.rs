@@ -1,0 +1,123 @@
+//! Regression tests for bugs found by users coming from Python (issues 8
+//! and 9): each fails on the code before its fix.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use brood::connection::{self, Client, Listener};
+use brood::sync::{Barrier, Condition, Event, Lock, Semaphore};
+use brood::{Process, StartMethod};
+
+/// "Wait as long as it takes", spelled the largest way.
+const FOREVER: Duration = Duration::MAX;
+
+// ---------------------------------------------------------------------
+// A timeout too large to add to `Instant::now()` waits, never panics.
+// ---------------------------------------------------------------------
+
+fn join_timeout_max_waits_for_the_child(m: StartMethod) {
+    common::allow_fork();
+    let mut p = Process::builder().start_method(m).target_with(
+        |ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            7u8
+        },
+        50,
+    );
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(FOREVER).unwrap(), 7);
+    assert_eq!(p.exitcode(), Some(0));
+}
+
+suite!(join_timeout_max_waits_for_the_child);
+
+#[test]
+fn connection_timeouts_of_duration_max_wait() {
+    let (mut a, mut b) = connection::pipe(true).unwrap();
+    a.send_timeout(&1u32, FOREVER).unwrap();
+    assert!(b.poll(Some(FOREVER)).unwrap());
+    assert_eq!(b.recv_timeout::<u32>(FOREVER).unwrap(), 1);
+    a.send_bytes_timeout(b"xy", FOREVER).unwrap();
+    assert_eq!(b.recv_bytes_timeout(FOREVER).unwrap(), b"xy");
+    a.send(&2u32).unwrap();
+    assert_eq!(connection::wait(&[&b], Some(FOREVER)).unwrap(), vec![0]);
+    // A message that arrives later is waited for.
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        a.send(&3u32).unwrap();
+        a
+    });
+    assert_eq!(b.recv::<u32>().unwrap(), 2);
+    assert!(b.poll(Some(FOREVER)).unwrap());
+    assert_eq!(b.recv_timeout::<u32>(FOREVER).unwrap(), 3);
+    t.join().unwrap();
+}
+
+#[test]
+fn listener_timeouts_of_duration_max_wait() {
+    let l = Listener::bind(&"127.0.0.1:0".parse().unwrap(), Some(b"key")).unwrap();
+    let address = l.address().clone();
+    let t = std::thread::spawn(move || {
+        let mut c = Client::connect_timeout(&address, Some(b"key"), FOREVER).unwrap();
+        c.send(&5u8).unwrap();
+    });
+    let mut conn = l.accept_timeout(FOREVER).unwrap();
+    assert_eq!(conn.recv_timeout::<u8>(FOREVER).unwrap(), 5);
+    t.join().unwrap();
+}
+
+#[test]
+fn pidfd_wait_of_duration_max_waits() {
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .target(|| ());
+    p.start().unwrap();
+    let fd = brood::os::PidFd::open(p.pid().unwrap()).unwrap();
+    assert!(fd.wait_timeout(Some(FOREVER)).unwrap());
+    p.join().unwrap();
+}
+
+#[test]
+fn sync_timeouts_of_duration_max_wait() {
+    let lock = Lock::new().unwrap();
+    assert!(lock.acquire(true, Some(FOREVER)).unwrap());
+    lock.release().unwrap();
+    drop(lock.lock_timeout(FOREVER).unwrap());
+
+    let sem = Semaphore::new(0).unwrap();
+    let s2 = sem.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        s2.release().unwrap();
+    });
+    assert!(sem.acquire(true, Some(FOREVER)));
+    t.join().unwrap();
+
+    let ev = Event::new().unwrap();
+    let e2 = ev.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        e2.set();
+    });
+    assert!(ev.wait(Some(FOREVER)));
+    t.join().unwrap();
+
+    let b = Barrier::with_timeout(2, FOREVER).unwrap();
+    let b2 = b.clone();
+    let t = std::thread::spawn(move || b2.wait(Some(FOREVER)).unwrap());
+    b.wait(None).unwrap();
+    t.join().unwrap();
+
+    let cond = Condition::new().unwrap();
+    let c2 = cond.clone();
+    let held = cond.lock().unwrap();
+    let t = std::thread::spawn(move || {
+        let _held = c2.lock().unwrap();
+        c2.notify(1).unwrap();
+    });
+    assert!(cond.wait(Some(FOREVER)).unwrap());
+    drop(held);
+    t.join().unwrap();
+}
