@@ -13,6 +13,13 @@ use brood::{Process, StartMethod};
 /// "Wait as long as it takes", spelled the largest way.
 const FOREVER: Duration = Duration::MAX;
 
+// One test per start method for each of these (modules fork, spawn,
+// forkserver).
+suite!(
+    join_timeout_max_waits_for_the_child,
+    notify_goes_to_the_waiter_that_was_waiting,
+);
+
 // ---------------------------------------------------------------------
 // A timeout too large to add to `Instant::now()` waits, never panics.
 // ---------------------------------------------------------------------
@@ -30,8 +37,6 @@ fn join_timeout_max_waits_for_the_child(m: StartMethod) {
     assert_eq!(p.join_timeout(FOREVER).unwrap(), 7);
     assert_eq!(p.exitcode(), Some(0));
 }
-
-suite!(join_timeout_max_waits_for_the_child);
 
 #[test]
 fn connection_timeouts_of_duration_max_wait() {
@@ -120,4 +125,71 @@ fn sync_timeouts_of_duration_max_wait() {
     assert!(cond.wait(Some(FOREVER)).unwrap());
     drop(held);
     t.join().unwrap();
+}
+
+// ---------------------------------------------------------------------
+// Condition::notify wakes a waiter that was waiting when it ran.
+// ---------------------------------------------------------------------
+
+/// A child waits; the parent notifies once, then waits itself, and a thread
+/// that arrives after the notify waits too. The wake-up is the child's:
+/// neither later wait may take it (both time out), and the child returns
+/// at once, notified.
+fn notify_goes_to_the_waiter_that_was_waiting(m: StartMethod) {
+    common::allow_fork();
+    let cond = Condition::new().unwrap();
+    let waiting = Event::new().unwrap();
+    let mut child = Process::builder().start_method(m).target_with(
+        |(cond, waiting): (Condition, Event)| {
+            let _held = cond.lock().unwrap();
+            waiting.set();
+            let t0 = std::time::Instant::now();
+            let notified = cond.wait(Some(Duration::from_secs(20))).unwrap();
+            (notified, t0.elapsed().as_millis() as u64)
+        },
+        (cond.clone(), waiting.clone()),
+    );
+    child.start().unwrap();
+    assert!(waiting.wait(Some(Duration::from_secs(20))));
+    // The child released the lock inside `wait`: it is registered.
+    let held = cond.lock().unwrap();
+    let late = {
+        let cond = cond.clone();
+        std::thread::spawn(move || {
+            let _held = cond.lock().unwrap();
+            cond.wait(Some(Duration::from_millis(300))).unwrap()
+        })
+    };
+    cond.notify(1).unwrap();
+    let mine = cond.wait(Some(Duration::from_millis(300))).unwrap();
+    drop(held);
+    let late = late.join().unwrap();
+    let (notified, waited_ms) = child.join().unwrap();
+    assert!(!mine, "the notifier's own later wait took the wake-up");
+    assert!(!late, "a wait that began after the notify took the wake-up");
+    assert!(notified, "the waiting child was not notified");
+    assert!(
+        waited_ms < 10_000,
+        "the waiting child slept {waited_ms} ms: it was not woken"
+    );
+}
+
+/// notify(2) with two waiters wakes both, and a notify_all after a timed-out
+/// waiter left wakes the rest: no wake-up is lost or kept for later.
+#[test]
+fn timed_out_waiters_leave_no_token_behind() {
+    let cond = Condition::new().unwrap();
+    let held = cond.lock().unwrap();
+    // A wait that times out with nobody notifying returns false and leaves
+    // nothing behind for a later waiter.
+    assert!(!cond.wait(Some(Duration::from_millis(20))).unwrap());
+    let t = {
+        let cond = cond.clone();
+        std::thread::spawn(move || {
+            let _held = cond.lock().unwrap();
+            cond.wait(Some(Duration::from_millis(200))).unwrap()
+        })
+    };
+    drop(held);
+    assert!(!t.join().unwrap(), "a waiter woke without a notify");
 }
