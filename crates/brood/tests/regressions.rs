@@ -18,6 +18,7 @@ const FOREVER: Duration = Duration::MAX;
 suite!(
     join_timeout_max_waits_for_the_child,
     notify_goes_to_the_waiter_that_was_waiting,
+    a_child_starts_its_children_the_way_it_was_started,
 );
 
 // ---------------------------------------------------------------------
@@ -192,4 +193,26 @@ fn timed_out_waiters_leave_no_token_behind() {
     };
     drop(held);
     assert!(!t.join().unwrap(), "a waiter woke without a notify");
+}
+
+// ---------------------------------------------------------------------
+// A child's default start method is the one its parent asked for.
+// ---------------------------------------------------------------------
+
+/// Python forces a child's start method to the one that started it, so its
+/// own children start the same way; brood's children all said forkserver.
+fn a_child_starts_its_children_the_way_it_was_started(m: StartMethod) {
+    common::allow_fork();
+    let mut p = Process::builder().start_method(m).target(|| {
+        let mine = brood::get_start_method();
+        let mut grandchild = Process::new(brood::get_start_method);
+        grandchild.start().unwrap();
+        let used = grandchild.start_method();
+        let theirs = grandchild.join().unwrap();
+        // Set, as Python's is: changing it needs force.
+        let fixed = brood::set_start_method(StartMethod::Spawn, false).is_err();
+        (mine, used, theirs, fixed)
+    });
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), (m, Some(m), m, true));
 }
