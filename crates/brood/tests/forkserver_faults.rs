@@ -225,3 +225,68 @@ fn a_malformed_forkserver_request_leaves_other_children_alive() {
     assert_eq!(daemon.join().unwrap_err().signal(), Some(libc::SIGKILL));
     assert_eq!(plain.join().unwrap_err().signal(), Some(libc::SIGKILL));
 }
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// A signal while the client waits for a status used to drop it into a
+/// blocking receive that ignored the wait's bound (holding the client's
+/// lock): with the server stopped, `is_alive` hung until it ran again. Now
+/// the wait keeps its bound (10 s) however often it is interrupted.
+#[test]
+fn a_signal_does_not_unbound_the_wait_for_a_status() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: a handler that does nothing is async-signal-safe; no
+    // SA_RESTART, so every interrupted call returns EINTR.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_signal as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let mut p = sleeper(300);
+    p.start().unwrap();
+    let server = forkserver_pid().expect("no forkserver");
+    brood::os::kill(server, libc::SIGSTOP).unwrap();
+    // The child ends; the stopped server cannot reap it or say so.
+    let mut pfd = libc::pollfd {
+        fd: p.sentinel().unwrap().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 10_000) }, 1);
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pester = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                // SAFETY: tgkill to a thread of this process.
+                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), me, libc::SIGUSR1) };
+                std::thread::sleep(Duration::from_millis(20));
+                if t0.elapsed() > Duration::from_secs(25) {
+                    // Let a hung receive return, so the test fails, not hangs.
+                    let _ = brood::os::kill(server, libc::SIGCONT);
+                }
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let alive = p.is_alive();
+    let waited = t0.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    pester.join().unwrap();
+    brood::os::kill(server, libc::SIGCONT).unwrap();
+    assert!(!alive);
+    assert!(
+        waited < Duration::from_secs(20),
+        "is_alive waited {waited:?} for a stopped server"
+    );
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}
