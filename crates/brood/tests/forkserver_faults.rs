@@ -239,7 +239,7 @@ fn a_signal_does_not_unbound_the_wait_for_a_status() {
     // SA_RESTART, so every interrupted call returns EINTR.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = ignore_signal as usize;
+        action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
         libc::sigemptyset(&mut action.sa_mask);
         assert_eq!(
             libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
