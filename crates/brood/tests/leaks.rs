@@ -60,10 +60,18 @@ fn drop_cycles(m: StartMethod, n: u32) {
         p
     };
     // Warm up: a handle dropped while its child runs starts the reaper
-    // thread (and its eventfd) once per process.
+    // thread (and its eventfd) once per process. Wait until that child is
+    // gone (and its fds with it) before counting.
     let mut first = start(0);
     first.join().unwrap();
-    drop(start(50));
+    let warm = start(50);
+    let warm_pid = warm.pid().unwrap();
+    drop(warm);
+    let bound = Instant::now() + Duration::from_secs(30);
+    while brood::os::ProcInfo::read(warm_pid).is_ok() && Instant::now() < bound {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     let settled = |before: usize, zombies: usize| {
         let bound = Instant::now() + Duration::from_secs(60);
         loop {
@@ -76,9 +84,6 @@ fn drop_cycles(m: StartMethod, n: u32) {
     };
     let before = open_fds();
     let zombies = zombie_children();
-    // The warm-up orphan may still hold its fds: wait for it.
-    std::thread::sleep(Duration::from_millis(100));
-    let (before, zombies) = (before.min(open_fds()), zombies.min(zombie_children()));
     for _ in 0..n {
         drop(start(0));
     }
