@@ -216,3 +216,56 @@ fn a_child_starts_its_children_the_way_it_was_started(m: StartMethod) {
     p.start().unwrap();
     assert_eq!(p.join().unwrap(), (m, Some(m), m, true));
 }
+
+/// A timeout that does fit in an `Instant` but lies centuries away: every
+/// conversion on the way to the kernel (poll's milliseconds, the futex's
+/// timespec, the robust mutex's absolute CLOCK_REALTIME deadline) saturates
+/// instead of wrapping into a negative or tiny wait.
+#[test]
+fn centuries_long_timeouts_wait_for_the_event() {
+    const CENTURIES: Duration = Duration::from_secs(1 << 40);
+    let later = |f: Box<dyn FnOnce() + Send>| {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            f()
+        })
+    };
+    let (mut a, mut b) = connection::pipe(true).unwrap();
+    let t = later(Box::new(move || a.send(&9u8).unwrap()));
+    assert!(b.poll(Some(CENTURIES)).unwrap());
+    assert_eq!(b.recv_timeout::<u8>(CENTURIES).unwrap(), 9);
+    t.join().unwrap();
+
+    let ev = Event::new().unwrap();
+    let e2 = ev.clone();
+    let t = later(Box::new(move || e2.set()));
+    assert!(ev.wait(Some(CENTURIES)));
+    t.join().unwrap();
+
+    let sem = Semaphore::new(0).unwrap();
+    let s2 = sem.clone();
+    let t = later(Box::new(move || s2.release().unwrap()));
+    assert!(sem.acquire(true, Some(CENTURIES)));
+    t.join().unwrap();
+
+    // A lock held by another thread for a moment: a timed acquire waits.
+    let lock = Lock::new().unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let l2 = lock.clone();
+    let t = std::thread::spawn(move || {
+        let guard = l2.lock().unwrap();
+        held_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        drop(guard);
+    });
+    held_rx.recv().unwrap();
+    assert!(lock.acquire(true, Some(CENTURIES)).unwrap());
+    lock.release().unwrap();
+    t.join().unwrap();
+
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .target_with(|x: u8| x, 3);
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(CENTURIES).unwrap(), 3);
+}
