@@ -20,7 +20,7 @@
 //!   waited for, and non-daemon children are waited for, as Python does.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use crate::os::{self, Pid, PidFd};
@@ -114,15 +114,7 @@ impl Orphan {
         match self {
             // Exited and reaped, or no longer ours to reap (ECHILD).
             Orphan::Direct(fd) => !matches!(fd.try_reap(), Ok(None)),
-            Orphan::Served(_, fd) => {
-                let mut pfd = libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd; a zero timeout only checks.
-                unsafe { libc::poll(&mut pfd, 1, 0) != 0 }
-            }
+            Orphan::Served(_, fd) => os::fd::ready_now(fd.as_fd()),
         }
     }
 }
@@ -189,9 +181,9 @@ impl Table {
 
     pub(crate) fn register(&mut self, pid: Pid, entry: Entry) {
         ATEXIT.call_once(|| {
-            // SAFETY: `at_exit` is an `extern "C" fn()` that never unwinds
-            // (it catches panics) and stays valid for the program's life.
-            unsafe { libc::atexit(at_exit) };
+            // `at_exit` never unwinds (it catches panics). Without room for
+            // it, children are still waited for by `join` and `Drop`.
+            let _ = os::sys::at_exit(at_exit);
         });
         self.live.insert(pid, entry);
     }
@@ -263,13 +255,7 @@ fn add_orphan(mut table: MutexGuard<'static, Table>, orphan: Orphan) {
 }
 
 fn start_reaper() -> std::io::Result<OwnedFd> {
-    // SAFETY: eventfd takes an initial value and flags and returns a new fd.
-    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: eventfd returned a fresh fd nothing else owns.
-    let wake = unsafe { OwnedFd::from_raw_fd(raw) };
+    let wake = os::fd::eventfd()?;
     let wake_raw = wake.as_raw_fd();
     std::thread::Builder::new()
         .name("brood-reaper".into())
@@ -283,35 +269,27 @@ fn start_reaper() -> std::io::Result<OwnedFd> {
 fn reaper_loop(wake: i32) {
     let owner = os::getpid();
     loop {
-        let mut fds = vec![libc::pollfd {
-            fd: wake,
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = vec![os::fd::pollin(wake)];
         {
             let table = lock();
             if os::getpid() != owner {
                 return;
             }
-            fds.extend(table.orphans.iter().map(|o| libc::pollfd {
-                fd: o.raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }));
+            fds.extend(table.orphans.iter().map(|o| os::fd::pollin(o.raw_fd())));
         }
-        // SAFETY: `fds` is a valid array of pollfds for the call. The orphan
-        // fds stay open while we sleep: only this thread removes orphans once
-        // it runs (see `Table::reap_orphans`).
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n <= 0 {
+        // The orphan fds stay open while we sleep: only this thread removes
+        // orphans once it runs (see `Table::reap_orphans`), and the wake fd
+        // lives as long as the table holds it, which is as long as we run.
+        if !matches!(os::fd::poll(&mut fds, None), Ok(n) if n > 0) {
             continue;
         }
-        if fds[0].revents != 0 {
-            let mut buf = [0u8; 8];
-            // SAFETY: `buf` is 8 writable bytes, the size an eventfd read needs.
-            unsafe { libc::read(wake, buf.as_mut_ptr().cast(), buf.len()) };
+        let mut table = lock();
+        if fds[0].revents != 0
+            && let Some(wake) = &table.reaper_wake
+        {
+            os::fd::drain_eventfd(wake);
         }
-        lock().reap_exited_orphans();
+        table.reap_exited_orphans();
     }
 }
 

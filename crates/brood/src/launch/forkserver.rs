@@ -31,7 +31,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -106,18 +106,10 @@ pub(crate) fn hold_for_fork() -> MutexGuard<'static, Option<Client>> {
 /// the parent's connection, so the server sees end of file when the parent
 /// exits, not when its last child does.
 pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
-    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
-    if let Some(old) = guard.take() {
-        // Closed below, through its raw number: forget the owner.
-        std::mem::forget(old.sock);
-    }
-    drop(guard);
-    if fd >= 0 {
-        // SAFETY: the fd is this process's inherited copy of the parent's
-        // client socket, whose owner was just forgotten, so it is closed
-        // once.
-        unsafe { libc::close(fd) };
-    }
+    CLIENT_FD.store(-1, Ordering::SeqCst);
+    // Dropping the inherited client closes this process's copy of the
+    // parent's socket (and of the server's pidfd).
+    drop(guard.take());
 }
 
 pub(crate) struct ForkServer;
@@ -263,19 +255,12 @@ impl Client {
         let server = self.server_fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let mut fds = [self.sock.as_raw_fd(), server].map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            // SAFETY: two valid pollfds for the call (a negative fd is skipped).
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, os::duration_to_poll_ms(left)) };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
+            // A negative fd (no server pidfd) is skipped by the kernel.
+            let mut fds = [self.sock.as_raw_fd(), server].map(os::fd::pollin);
+            match os::fd::poll(&mut fds, left) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
             // Replies the server sent before it died are read first.
             if fds[0].revents != 0 {
@@ -348,26 +333,23 @@ pub(crate) fn forget(pid: Pid) {
 
 /// The server's loop, called by the bootstrap before `main`.
 pub(crate) fn serve(fd: RawFd) -> ! {
-    // SAFETY: the client put our end of the socket pair on `fd` for us alone.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: F_SETFD on an open fd touches no memory.
-    unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    let sock = match os::fd::claim_inherited(fd) {
+        Ok(sock) => sock,
+        Err(e) => {
+            eprintln!("brood forkserver: no socket from the client: {e}");
+            os::exit_now(70)
+        }
+    };
     // Block (not ignore) SIGINT: a Ctrl-C stays pending here forever, while
     // a SIGINT sent to a child before it unblocks is delivered, not lost.
-    sigint_mask(libc::SIG_BLOCK);
+    os::sys::block_sigint(true);
     let mut kids: Vec<(PidFd, bool)> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
             .chain(kids.iter().map(|(k, _)| k.as_raw_fd()))
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(os::fd::pollin)
             .collect();
-        // SAFETY: `fds` is a valid array of pollfds for the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
+        if os::fd::poll(&mut fds, None).is_err() {
             continue;
         }
         // Reap first, so EXITED replies precede anything that depends on them.
@@ -378,26 +360,33 @@ pub(crate) fn serve(fd: RawFd) -> ! {
                 return true;
             }
             let pid = kid.pid().as_raw();
-            let mut status = 0;
-            // SAFETY: `status` is a valid c_int; the pid is our own child.
-            let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            if got == 0 {
-                return true;
+            match os::sys::waitpid_raw(kid.pid(), true) {
+                Ok(None) => true,
+                Ok(Some(status)) => {
+                    let _ = reply(&sock, EXITED, pid, status, &[]);
+                    false
+                }
+                Err(err) => {
+                    // Its status is unknown: say so, never "exited 0".
+                    eprintln!("brood forkserver: cannot reap child {pid}: {err}");
+                    let errno = err.raw_os_error().unwrap_or(libc::EIO);
+                    let _ = reply(&sock, LOST, pid, errno, &[]);
+                    false
+                }
             }
-            if got < 0 {
-                // Its status is unknown: say so, never "exited 0".
-                let err = io::Error::last_os_error();
-                eprintln!("brood forkserver: cannot reap child {pid}: {err}");
-                let errno = err.raw_os_error().unwrap_or(libc::EIO);
-                let _ = reply(&sock, LOST, pid, errno, &[]);
-                return false;
-            }
-            let _ = reply(&sock, EXITED, pid, status, &[]);
-            false
         });
         if fds[0].revents != 0 {
             match read_request(&sock) {
-                Request::Job(job, fds) => handle(&sock, &mut kids, &job, fds),
+                Request::Job(job, fds) => {
+                    if let Some(child) = handle(&sock, &mut kids, &job, fds) {
+                        // In the new child: it keeps only its result pipe.
+                        drop(sock);
+                        for (kid, _) in kids.drain(..) {
+                            drop(kid);
+                        }
+                        child.run()
+                    }
+                }
                 Request::Malformed(e) => {
                     // Answered, logged, and nothing else: only the client's
                     // exit ends the server and its daemon children.
@@ -484,42 +473,70 @@ fn read_request(sock: &OwnedFd) -> Request {
     Request::Job(job, fds)
 }
 
-fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], mut fds: Vec<OwnedFd>) {
+/// What a freshly forked child takes from the server to run its job.
+struct ForkedChild {
+    server: Pid,
+    job: Job,
+    fds: Vec<OwnedFd>,
+    result: OwnedFd,
+}
+
+impl ForkedChild {
+    /// The child's side, once it has closed the server's fds.
+    fn run(self) -> ! {
+        let ForkedChild {
+            server,
+            job,
+            fds,
+            result,
+        } = self;
+        if job.spec.daemon {
+            die_with_parent(server);
+        }
+        children::lock().enter_child(&job.spec);
+        let body = match job.into_body(fds) {
+            Ok(body) => body,
+            Err(msg) => Box::new(move || Err(Fail::UnknownTask(msg))),
+        };
+        child_main(body, result)
+    }
+}
+
+/// Forks a child for one request. Returns in the new child only (with what
+/// it needs to run); the server answers the client and keeps serving.
+fn handle(
+    sock: &OwnedFd,
+    kids: &mut Vec<(PidFd, bool)>,
+    job: &[u8],
+    mut fds: Vec<OwnedFd>,
+) -> Option<ForkedChild> {
     let result = fds.remove(0);
     let job: Job = match codec::decode(job) {
         Ok(job) => job,
         Err(e) => {
             eprintln!("brood forkserver: refusing a malformed request: {e}");
             let _ = reply(sock, FAILED, 0, libc::EINVAL, &[]);
-            return;
+            return None;
         }
     };
     let server = os::getpid();
-    // SAFETY: the server is single-threaded (it never starts a thread and
-    // runs before main), so the child may do anything; it ends in `_exit`.
-    match unsafe { os::fork() } {
+    // The server is single-threaded (it never starts a thread and runs
+    // before main), so the checked fork succeeds and the child may do
+    // anything; it ends in `_exit`.
+    match os::sys::fork_single_threaded() {
         Err(e) => {
             let _ = reply(sock, FAILED, 0, e.raw_os_error().unwrap_or(libc::EIO), &[]);
+            None
         }
         Ok(ForkResult::Child) => {
-            sigint_mask(libc::SIG_UNBLOCK);
+            os::sys::block_sigint(false);
             crate::bootstrap::set_name(&crate::bootstrap::program_name());
-            // The child keeps only its result pipe.
-            // SAFETY: closing this process's copy of the server socket; the
-            // OwnedFd is forgotten below so it is not closed twice.
-            unsafe { libc::close(sock.as_raw_fd()) };
-            for (kid, _) in kids.drain(..) {
-                drop(kid);
-            }
-            if job.spec.daemon {
-                die_with_parent(server);
-            }
-            children::lock().enter_child(&job.spec);
-            let body = match job.into_body(fds) {
-                Ok(body) => body,
-                Err(msg) => Box::new(move || Err(Fail::UnknownTask(msg))),
-            };
-            child_main(body, result)
+            Some(ForkedChild {
+                server,
+                job,
+                fds,
+                result,
+            })
         }
         Ok(ForkResult::Parent { child }) => {
             drop(result);
@@ -535,18 +552,8 @@ fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], mut fds: Ve
                     let _ = reply(sock, FAILED, 0, e.raw_os_error().unwrap_or(libc::EIO), &[]);
                 }
             }
+            None
         }
-    }
-}
-
-fn sigint_mask(how: libc::c_int) {
-    // SAFETY: the sigset is initialised by sigemptyset before use, and
-    // sigprocmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigprocmask(how, &set, std::ptr::null_mut());
     }
 }
 

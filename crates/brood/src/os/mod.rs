@@ -14,9 +14,11 @@
 //! assert_ne!(os::getppid(), me);
 //! ```
 
+pub(crate) mod fd;
 mod pidfd;
 pub mod proc;
 pub(crate) mod scm;
+pub(crate) mod sys;
 
 use std::fmt;
 use std::io;

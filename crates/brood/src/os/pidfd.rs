@@ -2,10 +2,12 @@
 //! SIGCHLD handler and without the pid-reuse race.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::{ExitStatus, Pid, duration_to_poll_ms};
+use rustix::process::{WaitId, WaitIdOptions};
+
+use super::{ExitStatus, Pid};
 
 /// A file descriptor that refers to one process (`pidfd_open(2)`).
 ///
@@ -33,13 +35,9 @@ impl PidFd {
     /// ```
     #[doc(alias = "pidfd_open")]
     pub fn open(pid: Pid) -> io::Result<PidFd> {
-        // SAFETY: pidfd_open takes a pid and a flags word and returns a new fd.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the syscall returned a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        let raw = rustix::process::Pid::from_raw(pid.as_raw())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let fd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())?;
         Ok(PidFd { fd, pid })
     }
 
@@ -70,25 +68,16 @@ impl PidFd {
         let deadline = timeout.and_then(crate::time::deadline);
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-            let n = unsafe { libc::poll(&mut pfd, 1, duration_to_poll_ms(left)) };
-            if n > 0 {
-                return Ok(true);
-            }
-            if n == 0 {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Ok(false);
+            let mut pfd = [super::fd::pollin(self.fd.as_raw_fd())];
+            match super::fd::poll(&mut pfd, left) {
+                Ok(0) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(false);
+                    }
                 }
-                continue;
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+                Ok(_) => return Ok(true),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
             }
         }
     }
@@ -131,7 +120,7 @@ impl PidFd {
     /// }
     /// ```
     pub fn try_reap(&self) -> io::Result<Option<ExitStatus>> {
-        self.waitid(libc::WEXITED | libc::WNOHANG)
+        self.waitid(WaitIdOptions::EXITED | WaitIdOptions::NOHANG)
     }
 
     /// Blocks until the child exits and reaps it (`waitid(P_PIDFD, WEXITED)`).
@@ -142,51 +131,32 @@ impl PidFd {
     /// ```
     pub fn reap(&self) -> io::Result<ExitStatus> {
         loop {
-            if let Some(status) = self.waitid(libc::WEXITED)? {
+            if let Some(status) = self.waitid(WaitIdOptions::EXITED)? {
                 return Ok(status);
             }
         }
     }
 
-    fn waitid(&self, options: i32) -> io::Result<Option<ExitStatus>> {
+    fn waitid(&self, options: WaitIdOptions) -> io::Result<Option<ExitStatus>> {
         loop {
-            // SAFETY: an all-zero siginfo_t is a valid value of the C struct.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: `info` is valid for writes; the fd is open.
-            let rc = unsafe {
-                libc::waitid(
-                    libc::P_PIDFD,
-                    self.fd.as_raw_fd() as libc::id_t,
-                    &mut info,
-                    options,
-                )
+            let info = match rustix::process::waitid(WaitId::PidFd(self.fd.as_fd()), options) {
+                Ok(Some(info)) => info,
+                // Nothing changed yet (under NOHANG).
+                Ok(None) => return Ok(None),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
             };
-            if rc == -1 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            let decoded = if let Some(code) = info.exit_status() {
+                ExitStatus::Exited(code)
+            } else if let Some(signal) = info.terminating_signal() {
+                ExitStatus::Signaled {
+                    signal,
+                    core_dumped: info.dumped(),
                 }
-                return Err(err);
-            }
-            // SAFETY: waitid filled `info` for a SIGCHLD; si_pid/si_status are
-            // the fields the kernel sets for it (both zero under WNOHANG when
-            // nothing changed).
-            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-            if pid == 0 {
-                return Ok(None);
-            }
-            let decoded = match info.si_code {
-                libc::CLD_EXITED => ExitStatus::Exited(status),
-                libc::CLD_KILLED => ExitStatus::Signaled {
-                    signal: status,
-                    core_dumped: false,
-                },
-                libc::CLD_DUMPED => ExitStatus::Signaled {
-                    signal: status,
-                    core_dumped: true,
-                },
-                libc::CLD_STOPPED | libc::CLD_TRAPPED => ExitStatus::Stopped(status),
-                _ => ExitStatus::Continued,
+            } else if let Some(signal) = info.stopping_signal().or(info.trapping_signal()) {
+                ExitStatus::Stopped(signal)
+            } else {
+                ExitStatus::Continued
             };
             return Ok(Some(decoded));
         }

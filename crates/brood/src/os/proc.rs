@@ -261,9 +261,9 @@ impl ProcInfo {
 }
 
 fn clock_ticks() -> u64 {
-    // SAFETY: sysconf takes an integer name and touches no memory.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as u64 } else { 100 }
+    // The kernel's USER_HZ, from the auxiliary vector (what sysconf reads).
+    let ticks = rustix::param::clock_ticks_per_second();
+    if ticks > 0 { ticks } else { 100 }
 }
 
 /// Parses the text of `/proc/PID/stat`. The name sits in parentheses and may

@@ -1,0 +1,133 @@
+#![allow(dead_code)] // some wrappers are used once the phase-2 files are converted
+//! Safe wrappers over the fd syscalls the rest of the crate needs: `poll`,
+//! eventfds, `fcntl` (duplicate, close-on-exec, non-blocking), socket pairs,
+//! and taking the one fd a re-executed child inherits from its parent.
+//!
+//! Where `rustix` has a safe call it is used; `poll` is written here over
+//! `libc::pollfd`, because the reaper thread polls fds it does not own while
+//! the children table's lock is released (see `children.rs`), which a
+//! borrowed-fd API cannot express, and because the millisecond rounding of
+//! [`duration_to_poll_ms`] is part of brood's timeout behaviour.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::duration_to_poll_ms;
+
+/// A `pollfd` waiting for `fd` to turn readable (`POLLIN`). A negative `fd`
+/// is skipped by the kernel (its `revents` stay 0).
+pub(crate) fn pollin(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Waits until one of `fds` is ready or `timeout` passes (`None`: no limit);
+/// returns how many entries have `revents` set (`poll(2)`). An interrupted
+/// call is returned as an error of kind `Interrupted`, for the caller to
+/// retry with the time it has left.
+///
+/// Polling a number that is not an open fd is not a memory error: the
+/// kernel reports `POLLNVAL` for it.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    // SAFETY: `fds` is a valid, writable array of `fds.len()` pollfds for the
+    // whole call; poll(2) writes only their `revents`.
+    let n = unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            duration_to_poll_ms(timeout),
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Whether `fd` is readable (or hung up) right now: a poll with a zero
+/// timeout. An error counts as ready, so a caller never waits on a broken fd.
+pub(crate) fn ready_now(fd: impl AsFd) -> bool {
+    let mut pfd = [pollin(fd.as_fd().as_raw_fd())];
+    !matches!(poll(&mut pfd, Some(Duration::ZERO)), Ok(0))
+}
+
+/// A close-on-exec, non-blocking eventfd with counter 0 (`eventfd(2)`).
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    use rustix::event::EventfdFlags;
+    Ok(rustix::event::eventfd(
+        0,
+        EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
+    )?)
+}
+
+/// Resets an eventfd's counter (one 8-byte read); nothing to read is fine.
+pub(crate) fn drain_eventfd(fd: impl AsFd) {
+    let mut buf = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut buf);
+}
+
+/// A close-on-exec duplicate of `fd` numbered `min` or above
+/// (`fcntl(F_DUPFD_CLOEXEC)`).
+pub(crate) fn dup_cloexec(fd: impl AsFd, min: RawFd) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, min)?)
+}
+
+/// Sets close-on-exec on `fd` (`fcntl(F_SETFD, FD_CLOEXEC)`).
+pub(crate) fn set_cloexec(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?)
+}
+
+/// Sets `O_NONBLOCK` on `fd`, keeping its other status flags.
+pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+    use rustix::fs::OFlags;
+    let fd = fd.as_fd();
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    Ok(rustix::fs::fcntl_setfl(fd, flags | OFlags::NONBLOCK)?)
+}
+
+/// A connected pair of Unix stream sockets, close-on-exec.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Set once the inherited fd has been claimed: there is one owner per process.
+static CLAIMED: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of the fd a re-executed child finds at number `fd` (the
+/// launch protocol's `CHILD_FD`: the parent put its end of a socket pair
+/// there before `exec`), and makes it close-on-exec so programs the child
+/// execs do not inherit it.
+///
+/// Fails if it was claimed already in this process or `fd` is not open.
+pub(crate) fn claim_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if CLAIMED.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the inherited fd was claimed already",
+        ));
+    }
+    // SAFETY: F_GETFD reads the flags of an fd number and touches no memory;
+    // it only checks that the number is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the launch protocol reserves this number for the child: its
+    // parent placed the socket there for it alone, the bootstrap claims it
+    // before `main` (so before any code of the program could have taken it),
+    // and `CLAIMED` makes this the one owner in the process.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_cloexec(&owned)?;
+    Ok(owned)
+}

@@ -1,0 +1,115 @@
+#![allow(dead_code)] // some wrappers are used once the phase-2 files are converted
+//! Safe wrappers over the process-wide calls the launchers and the
+//! bootstrap need: signal dispositions and masks, exit handlers, the
+//! environment before `main`, the name `ps` shows, a raw `waitpid`, and a
+//! `fork` that is safe because it checks that no other thread exists.
+//!
+//! `rustix` has no safe `sigaction`, `sigprocmask`, `atexit` or `unsetenv`
+//! (they are process-wide state with thread-safety contracts), so those are
+//! written here, each with the check that makes it sound.
+
+use std::ffi::CStr;
+use std::io;
+
+use super::{ForkResult, Pid};
+
+/// Registers `f` to run at normal process exit (`atexit(3)`).
+///
+/// `f` is a safe `extern "C"` function, so calling it is always sound; a
+/// panic in it aborts the process instead of unwinding into libc.
+pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `f` is a valid function pointer for the program's whole life
+    // (a fn item), takes no arguments, and is safe to call.
+    if unsafe { libc::atexit(f) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::other("atexit: no room for another handler"))
+    }
+}
+
+/// Ignores SIGPIPE (as Rust's runtime does before `main`): a write to a
+/// closed pipe or socket is then an `EPIPE` error, not death.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Blocks (`true`) or unblocks (`false`) SIGINT for the calling thread
+/// (`sigprocmask`). A blocked SIGINT stays pending, it is not lost.
+pub(crate) fn block_sigint(block: bool) {
+    let how = if block {
+        libc::SIG_BLOCK
+    } else {
+        libc::SIG_UNBLOCK
+    };
+    // SAFETY: the sigset is initialised by sigemptyset before use, and
+    // sigprocmask only reads it (the old mask is not asked for).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigprocmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Whether the calling thread is the only thread of the process.
+fn single_threaded() -> bool {
+    matches!(super::thread_count_fast(), Ok(1))
+}
+
+/// Reads and removes the environment variable `name`, if this process has
+/// one thread (as it does before `main`): the environment is then nobody
+/// else's to read at the same time. With more threads it is only read.
+pub(crate) fn take_env(name: &CStr) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let key = std::ffi::OsStr::from_bytes(name.to_bytes());
+    let value = std::env::var_os(key)?;
+    if single_threaded() {
+        // SAFETY: no other thread exists (checked just above, and only this
+        // thread could start one), so none reads or writes the environment
+        // while it changes.
+        unsafe { std::env::remove_var(key) };
+    }
+    Some(value.as_bytes().to_vec())
+}
+
+/// Sets the name `ps` shows for the calling thread (`/proc/self/comm`,
+/// `PR_SET_NAME`): the first 15 bytes of `name`, up to any NUL.
+pub(crate) fn set_name(name: &[u8]) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name[..n]);
+    if let Ok(name) = CStr::from_bytes_until_nul(&buf) {
+        let _ = rustix::thread::set_name(name);
+    }
+}
+
+/// Waits for the child `pid` (`waitpid(2)`), returning the raw status word
+/// (for passing on unchanged); `Ok(None)` when `nohang` and it still runs.
+pub(crate) fn waitpid_raw(pid: Pid, nohang: bool) -> io::Result<Option<i32>> {
+    use rustix::process::WaitOptions;
+    let target = rustix::process::Pid::from_raw(pid.as_raw());
+    let options = if nohang {
+        WaitOptions::NOHANG
+    } else {
+        WaitOptions::empty()
+    };
+    Ok(rustix::process::waitpid(target, options)?.map(|(_, status)| status.as_raw()))
+}
+
+/// [`fork`](super::fork), made safe by checking first that the caller is the
+/// process's only thread (then the child may do anything the parent could).
+/// Fails (and forks nothing) when another thread exists.
+///
+/// The child must still end with [`exit_now`](super::exit_now) (or `exec`),
+/// not return into code that expects to run once.
+pub(crate) fn fork_single_threaded() -> io::Result<ForkResult> {
+    if !single_threaded() {
+        return Err(io::Error::other(
+            "fork refused: this process has more than one thread",
+        ));
+    }
+    // SAFETY: the process has one thread (checked above; only this thread
+    // could start another), so the child inherits no lock held elsewhere.
+    unsafe { super::fork() }
+}
