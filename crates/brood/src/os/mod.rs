@@ -150,8 +150,7 @@ pub unsafe fn fork() -> io::Result<ForkResult> {
 /// assert_eq!(brood::os::getpid().as_raw() as u32, std::process::id());
 /// ```
 pub fn getpid() -> Pid {
-    // SAFETY: getpid(2) cannot fail and touches no memory.
-    Pid(unsafe { libc::getpid() })
+    Pid(rustix::process::getpid().as_raw_nonzero().get())
 }
 
 /// The parent's process id (`getppid(2)`, Python's `os.getppid()`).
@@ -164,11 +163,9 @@ pub fn getpid() -> Pid {
 /// assert!(parent.as_raw() >= 1);
 /// ```
 pub fn getppid() -> Pid {
-    // SAFETY: getppid(2) cannot fail and touches no memory.
-    let raw = unsafe { libc::getppid() };
     // Inside a pid namespace whose parent lies outside it, getppid returns 0;
     // report init then, as the kernel does for adopted processes.
-    Pid(raw.max(1))
+    Pid(rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get()))
 }
 
 /// Ends the calling process at once with `code` (`_exit(2)`, Python's
@@ -417,15 +414,8 @@ impl std::ops::BitOr for WaitFlags {
 /// ```
 pub fn wait() -> io::Result<(Pid, ExitStatus)> {
     loop {
-        let mut status = 0;
-        // SAFETY: `status` is a valid, writable c_int for the call.
-        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if pid > 0 {
-            return Ok((Pid(pid), ExitStatus::from_raw(status)));
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        if let Some(got) = waitpid(None, WaitFlags::empty())? {
+            return Ok(got);
         }
     }
 }
@@ -445,20 +435,17 @@ pub fn wait() -> io::Result<(Pid, ExitStatus)> {
 /// }
 /// ```
 pub fn waitpid(pid: Option<Pid>, flags: WaitFlags) -> io::Result<Option<(Pid, ExitStatus)>> {
-    let target = pid.map_or(-1, Pid::as_raw);
+    let target = pid.and_then(|p| rustix::process::Pid::from_raw(p.as_raw()));
+    let options = rustix::process::WaitOptions::from_bits_retain(flags.0 as u32);
     loop {
-        let mut status = 0;
-        // SAFETY: `status` is a valid, writable c_int for the call.
-        let got = unsafe { libc::waitpid(target, &mut status, flags.0) };
-        if got > 0 {
-            return Ok(Some((Pid(got), ExitStatus::from_raw(status))));
-        }
-        if got == 0 {
-            return Ok(None);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match rustix::process::waitpid(target, options) {
+            Ok(Some((got, status))) => {
+                let got = Pid(got.as_raw_nonzero().get());
+                return Ok(Some((got, ExitStatus::from_raw(status.as_raw()))));
+            }
+            Ok(None) => return Ok(None),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -520,21 +507,9 @@ fn set_sigchld(action: libc::sighandler_t) -> io::Result<()> {
 /// ```
 #[doc(alias = "PR_SET_CHILD_SUBREAPER")]
 pub fn set_child_subreaper(on: bool) -> io::Result<()> {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_SET_CHILD_SUBREAPER,
-            libc::c_ulong::from(on),
-            0,
-            0,
-            0,
-        )
-    };
-    if rc == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    // rustix passes the pid as the flag: any pid (non-zero) turns it on.
+    let flag = on.then(rustix::process::getpid);
+    Ok(rustix::process::set_child_subreaper(flag)?)
 }
 
 /// Asks the kernel to send `signal` to the caller when its parent thread
@@ -628,8 +603,8 @@ pub unsafe fn daemonize() -> io::Result<Daemonized> {
     match unsafe { fork() }? {
         ForkResult::Child => {
             drop(read);
-            // SAFETY: setsid(2) takes no arguments.
-            unsafe { libc::setsid() };
+            // Fails only for a process-group leader, which a fresh child is not.
+            let _ = rustix::process::setsid();
             // SAFETY: as above; the grandchild returns to the caller.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
@@ -665,35 +640,19 @@ pub unsafe fn daemonize() -> io::Result<Daemonized> {
 
 /// A pipe whose two ends close on `exec`.
 pub(crate) fn pipe_cloexec() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// Writes all of `buf`, retrying on EINTR; async-signal-safe (no allocation),
 /// errors are dropped (for use in a child right before `_exit`).
-pub(crate) fn write_all_raw(fd: &impl std::os::fd::AsRawFd, mut buf: &[u8]) -> bool {
+pub(crate) fn write_all_raw(fd: &impl std::os::fd::AsFd, mut buf: &[u8]) -> bool {
+    // rustix makes the raw syscall: no allocation, no lock.
     while !buf.is_empty() {
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            // SAFETY: reading errno is async-signal-safe.
-            if unsafe { *libc::__errno_location() } == libc::EINTR {
-                continue;
-            }
-            return false;
+        match rustix::io::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
         }
-        buf = &buf[n as usize..];
     }
     true
 }
