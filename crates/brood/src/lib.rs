@@ -67,6 +67,7 @@ pub mod handle;
 mod launch;
 pub mod os;
 mod process;
+mod reexec;
 pub mod shm;
 pub mod sync;
 pub mod task;

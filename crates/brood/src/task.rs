@@ -79,6 +79,31 @@ pub(crate) unsafe fn from_offset(offset: i64) -> Trampoline {
     unsafe { std::mem::transmute::<usize, Trampoline>(addr) }
 }
 
+/// Device and inode of `/proc/self/exe` ((0, 0) if unreadable): what a code
+/// offset is valid for.
+#[allow(dead_code)] // used by launch/ once it is converted (phase 2)
+pub(crate) fn exe_identity() -> (u64, u64) {
+    use std::os::linux::fs::MetadataExt;
+    static EXE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    *EXE.get_or_init(|| {
+        std::fs::metadata("/proc/self/exe").map_or((0, 0), |m| (m.st_dev(), m.st_ino()))
+    })
+}
+
+/// The trampoline at `offset`, if `exe` (the sender's [`exe_identity`]) is
+/// this very executable file; `None` otherwise (an offset from another
+/// program names no code here).
+#[allow(dead_code)] // used by launch/ once it is converted (phase 2)
+pub(crate) fn resolve(offset: i64, exe: (u64, u64)) -> Option<Trampoline> {
+    if exe != exe_identity() || exe == (0, 0) {
+        return None;
+    }
+    // SAFETY: the offset came from `to_offset` in a process running this
+    // same executable file (device and inode checked just above), so it
+    // names a `Trampoline` here too.
+    Some(unsafe { from_offset(offset) })
+}
+
 /// Proves at compile time that `F` captures nothing.
 pub(crate) const fn assert_captures_nothing<F>() {
     assert!(

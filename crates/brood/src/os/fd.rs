@@ -131,3 +131,72 @@ pub(crate) fn claim_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     set_cloexec(&owned)?;
     Ok(owned)
 }
+
+/// A whole-file lock on an open file description (`F_OFD_SETLK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OfdLock {
+    /// A read lock: many holders.
+    Shared,
+    /// A write lock: one holder, and no shared ones.
+    Exclusive,
+    /// Lets go of either.
+    Unlock,
+}
+
+/// Takes or releases an open-file-description lock on the whole of `fd`
+/// (`fcntl(F_OFD_SETLK[W])`): it belongs to the open file, not to the
+/// process, so it is shared by dups and fds passed over sockets, and goes
+/// when the last of them closes. With `wait`, blocks while a conflicting
+/// lock is held; without, returns `Ok(false)` then.
+///
+/// `rustix::fs::fcntl_lock` takes process-associated locks (`F_SETLK`),
+/// which a process's every close of the file drops; hence this wrapper.
+pub(crate) fn ofd_lock(fd: impl AsFd, kind: OfdLock, wait: bool) -> io::Result<bool> {
+    // SAFETY: an all-zero flock is a valid value of the C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = match kind {
+        OfdLock::Shared => libc::F_RDLCK,
+        OfdLock::Exclusive => libc::F_WRLCK,
+        OfdLock::Unlock => libc::F_UNLCK,
+    } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // l_start = l_len = 0: the whole file; l_pid must be 0 for OFD locks.
+    let cmd = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    let fd = fd.as_fd();
+    loop {
+        // SAFETY: `fl` is a valid flock for the call; the fd is borrowed, so
+        // open.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl) } == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Receives at most `max` bytes onto the end of `buf` (`recv(2)` with
+/// `flags`), straight into its spare capacity: nothing is zero-filled first,
+/// which after a fork would be copy-on-write faults for nothing.
+pub(crate) fn recv_into(
+    fd: impl AsFd,
+    buf: &mut Vec<u8>,
+    max: usize,
+    flags: rustix::net::RecvFlags,
+) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = &mut buf.spare_capacity_mut()[..max];
+    let ((filled, _), _) = rustix::net::recv(fd, spare, flags)?;
+    let n = filled.len();
+    // SAFETY: recv initialised the first `n` bytes of the spare capacity
+    // (rustix hands back exactly the part it wrote), and `n <= max` fits.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}

@@ -18,6 +18,7 @@ pub(crate) mod fd;
 mod pidfd;
 pub mod proc;
 pub(crate) mod scm;
+pub(crate) mod spawn;
 pub(crate) mod sys;
 
 use std::fmt;

@@ -10,6 +10,7 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd};
 
 use super::{ForkResult, Pid};
 
@@ -112,4 +113,40 @@ pub(crate) fn fork_single_threaded() -> io::Result<ForkResult> {
     // SAFETY: the process has one thread (checked above; only this thread
     // could start another), so the child inherits no lock held elsewhere.
     unsafe { super::fork() }
+}
+
+/// Makes the caller a detached helper: it ignores SIGINT, SIGTERM and
+/// SIGHUP (a Ctrl-C or a closed terminal does not end it), its standard
+/// streams become `/dev/null` (a reader waiting for their end of file does
+/// not wait for it), its working directory `/`, and it forks once: the
+/// original process exits at once and the copy, in a new session, returns
+/// (adopted by init or the nearest subreaper). When the process has other
+/// threads or the fork fails, it returns undetached, as the same process.
+pub(crate) fn detach() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = rustix::stdio::dup2_stdin(&null);
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
+        if null.as_raw_fd() <= 2 {
+            // It landed on a closed standard stream: it is that stream now.
+            let _ = null.into_raw_fd();
+        }
+    }
+    let _ = std::env::set_current_dir("/");
+    match fork_single_threaded() {
+        Ok(ForkResult::Child) => {
+            let _ = rustix::process::setsid();
+        }
+        Ok(ForkResult::Parent { .. }) => super::exit_now(0),
+        // Cannot detach: serve as the caller's child instead.
+        Err(_) => {}
+    }
 }
