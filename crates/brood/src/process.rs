@@ -456,6 +456,8 @@ where
             parent_pid: os::getpid().as_raw(),
             parent_name,
         };
+        // One resource tracker per process tree: the child shares ours.
+        let _ = crate::shm::tracker_for_child();
         let launched = match method {
             StartMethod::Fork => launch::fork::Fork.launch(&spec, work),
             StartMethod::Spawn => launch::spawn::Spawn.launch(&spec, work),

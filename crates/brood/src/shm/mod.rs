@@ -30,6 +30,19 @@ pub(crate) use memory::{Block, SharedState};
 pub use memory::{Options, SharedMemory};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Typecode, Value, ValueGuard};
 
+/// Before a child starts: makes sure this process tree's resource tracker
+/// runs (so the child shares it) and returns the connection to hand to a
+/// spawn or forkserver child, if there is one.
+pub(crate) fn tracker_for_child() -> Option<std::os::fd::RawFd> {
+    tracker::for_child()
+}
+
+/// In a spawn or forkserver child: the tracker connection the parent handed
+/// down (see [`tracker_for_child`]).
+pub(crate) fn adopt_tracker(fd: std::os::fd::OwnedFd) {
+    tracker::adopt(fd)
+}
+
 /// The resource tracker's loop (bootstrap mode `tracker`), run before `main`
 /// in a process started with `launch::spawn::spawn_self("tracker", ...)`.
 pub(crate) fn serve_tracker(fd: i32) -> ! {
