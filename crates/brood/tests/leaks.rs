@@ -21,8 +21,8 @@ fn cycles(m: StartMethod, n: u32) {
         p.start().unwrap();
         assert_eq!(p.join().unwrap(), i);
     };
-    // Warm up once so lazily opened fds (the forkserver's socket) exist
-    // before counting.
+    // Warm up once so lazily opened fds (the forkserver's socket, the
+    // resource tracker's connection) exist before counting.
     run(0);
     let before = open_fds();
     for i in 0..n {
@@ -51,6 +51,11 @@ fn a_thousand_forkserver_cycles_leak_no_zombie_and_no_fd() {
 fn capturing_fork_cycles_leak_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     common::allow_fork();
+    // Warm up once: the first child starts the tree's resource tracker,
+    // whose connection stays open.
+    let mut p = Process::fork(|| 0usize);
+    p.start().unwrap();
+    p.join().unwrap();
     let before = open_fds();
     for i in 0..1_000u32 {
         let label = format!("cycle {i}");
