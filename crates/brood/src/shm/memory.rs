@@ -35,7 +35,10 @@ const UNTRACKED_MODE: libc::mode_t = 0o600;
 ///
 /// A `SharedMemory` crosses to a child process as an argument
 /// (`Process::with_args`): an anonymous one carries its fd, a named one its
-/// name. Clones share one mapping.
+/// name. A named one also travels back, as a `join` value or over a
+/// [`Connection`](crate::Connection): a tracked segment is kept while its
+/// handle is in flight, even if every process that used it has exited by
+/// the time the receiver attaches. Clones share one mapping.
 ///
 /// ```
 /// use brood::shm::SharedMemory;
