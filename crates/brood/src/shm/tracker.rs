@@ -399,7 +399,6 @@ fn worker(sock: OwnedFd, state: Option<StateFiles>) -> ! {
         pids: HashMap::new(),
         tokens: HashMap::new(),
         state,
-        dirty: false,
     };
     server.restore();
     server.run();
@@ -478,14 +477,12 @@ struct Server {
     /// Token of each pin, and the segment it pins.
     tokens: HashMap<u64, Identity>,
     state: Option<StateFiles>,
-    /// Changed since the state was last saved.
-    dirty: bool,
 }
 
 impl Server {
     fn run(&mut self) {
         loop {
-            self.save();
+            self.compact();
             let watched: Vec<i32> = self.pids.keys().copied().collect();
             let mut pfds = vec![libc::pollfd {
                 fd: self.sock.as_raw_fd(),
@@ -520,24 +517,48 @@ impl Server {
                 self.died(pid);
             }
             if eof {
-                self.save();
                 return;
             }
         }
     }
 
     /// Handles every queued message; true at end of file.
+    ///
+    /// Each message is peeked, written to the state log, and only then
+    /// taken off the socket and handled: a worker killed at any point
+    /// leaves every message either in the socket or in the log (or both:
+    /// handling is idempotent), never lost.
     fn drain(&mut self) -> bool {
         let mut buf = [0u8; MAX_MESSAGE];
         loop {
             let mut fds = Vec::new();
-            match recv_with_fds(&self.sock, &mut buf, &mut fds, libc::MSG_DONTWAIT) {
+            let flags = libc::MSG_DONTWAIT | libc::MSG_PEEK;
+            let n = match recv_with_fds(&self.sock, &mut buf, &mut fds, flags) {
                 Ok(0) => return true,
-                Ok(n) => self.message(&buf[..n.min(MAX_MESSAGE)], fds.into_iter().next()),
+                Ok(n) => n.min(MAX_MESSAGE),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                // A message with more fds than it should have: dropped.
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => 0,
+                Err(_) => return true,
+            };
+            let fd = fds.into_iter().next();
+            if n > 0
+                && let Some(state) = self.state.as_mut()
+            {
+                let id = fd.as_ref().and_then(|f| identity(f).ok());
+                state.log(id, &buf[..n]);
+            }
+            // Now take it (the fds come again: ours are from the peek).
+            let mut again = [0u8; MAX_MESSAGE];
+            let mut extra = Vec::new();
+            match recv_with_fds(&self.sock, &mut again, &mut extra, libc::MSG_DONTWAIT) {
+                Ok(0) => return true,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
                 Err(_) => return true,
+            }
+            drop(extra);
+            if n > 0 {
+                self.message(&buf[..n], fd);
             }
         }
     }
@@ -592,7 +613,6 @@ impl Server {
         if !seg.pids.contains(&pid) {
             seg.pids.push(pid);
         }
-        self.dirty = true;
         if let Some(token) = token {
             self.pin(i, token);
         }
@@ -624,14 +644,12 @@ impl Server {
             self.tokens.insert(token, seg.id);
         }
         seg.sync_pin_lock();
-        self.dirty = true;
     }
 
     fn unpin(&mut self, token: u64) {
         let Some(id) = self.tokens.remove(&token) else {
             return;
         };
-        self.dirty = true;
         let Some(i) = self.segments.iter().position(|s| s.id == id) else {
             return;
         };
@@ -649,7 +667,6 @@ impl Server {
         for token in &seg.pins {
             self.tokens.remove(token);
         }
-        self.dirty = true;
     }
 
     /// A registered process has exited: its locks are gone.
@@ -659,7 +676,6 @@ impl Server {
             let seg = &mut self.segments[i];
             if let Some(k) = seg.pids.iter().position(|&p| p == pid) {
                 seg.pids.swap_remove(k);
-                self.dirty = true;
                 if matches!(seg.check(), Check::Done) {
                     self.forget(i);
                     continue;
@@ -686,8 +702,7 @@ impl Server {
         loop {
             self.segments
                 .retain(|seg| matches!(seg.check(), Check::Held));
-            self.dirty = true;
-            self.save();
+            self.snapshot();
             if self.segments.is_empty() || Instant::now() >= deadline {
                 return;
             }
@@ -696,12 +711,20 @@ impl Server {
         }
     }
 
-    /// Writes what this worker tracks to the state file, if it changed.
-    fn save(&mut self) {
-        if !self.dirty {
-            return;
+    /// Folds the log into a snapshot once it outgrows the last snapshot
+    /// (so both stay proportional to what is tracked).
+    fn compact(&mut self) {
+        if self
+            .state
+            .as_ref()
+            .is_some_and(|state| state.log_len > (64 << 10).max(state.snapshot_len))
+        {
+            self.snapshot();
         }
-        self.dirty = false;
+    }
+
+    /// Writes what this worker tracks as a snapshot and empties the log.
+    fn snapshot(&mut self) {
         let Some(state) = self.state.as_mut() else {
             return;
         };
@@ -719,24 +742,23 @@ impl Server {
                 })
                 .collect(),
         };
-        state.save(&saved);
+        state.snapshot(&saved);
     }
 
-    /// A worker replacing a killed one: takes over what it tracked.
+    /// Takes over what a killed worker tracked (the snapshot, then the
+    /// messages logged after it, handled again), and starts a snapshot and
+    /// log of its own. (The first worker finds both empty.)
     fn restore(&mut self) {
-        let Some(saved) = self.state.as_mut().and_then(StateFiles::load) else {
+        let Some((saved, logged)) = self.state.as_mut().map(StateFiles::load) else {
             return;
         };
         let mut gone = Vec::new();
         for s in saved.segments {
             // Still under its name? (A segment unlinked meanwhile is done.)
-            let Ok(Some(fd)) = open_name(&s.posix, libc::O_RDWR) else {
+            let Some(fd) = open_same(&s.posix, s.dev, s.ino) else {
                 continue;
             };
             let Ok(id) = identity(&fd) else { continue };
-            if id.dev != s.dev || id.ino != s.ino {
-                continue;
-            }
             for &pid in &s.pids {
                 if !self.watch(pid) {
                     gone.push(pid);
@@ -757,14 +779,25 @@ impl Server {
             seg.sync_pin_lock();
             self.segments.push(seg);
         }
-        self.dirty = true;
-        // Users that died while no worker watched: decide for them now;
-        // and segments no known user holds any more.
+        // Users that died while no worker watched: decide for them now.
         gone.sort_unstable();
         gone.dedup();
         for pid in gone {
             self.died(pid);
         }
+        for (id, msg) in logged {
+            // The fd that came with a message: the segment, opened again by
+            // its name if that still names the same one.
+            let fd = match (id, message_name(&msg)) {
+                (Some((dev, ino)), Some(posix)) => match open_same(posix, dev, ino) {
+                    Some(fd) => Some(fd),
+                    None => continue,
+                },
+                _ => None,
+            };
+            self.message(&msg, fd);
+        }
+        // Segments no known user holds any more.
         let mut i = 0;
         while i < self.segments.len() {
             let seg = &self.segments[i];
@@ -774,7 +807,26 @@ impl Server {
                 i += 1;
             }
         }
+        self.snapshot();
     }
+}
+
+/// The segment named `posix`, opened again, if the name still names the
+/// inode (`dev`, `ino`).
+fn open_same(posix: &str, dev: u64, ino: u64) -> Option<OwnedFd> {
+    let fd = open_name(posix, libc::O_RDWR).ok()??;
+    let id = identity(&fd).ok()?;
+    (id.dev == dev && id.ino == ino).then_some(fd)
+}
+
+/// The name a REGISTER or PIN message carries.
+fn message_name(msg: &[u8]) -> Option<&str> {
+    let start = match *msg.first()? {
+        REGISTER => 5,
+        PIN => 13,
+        _ => return None,
+    };
+    std::str::from_utf8(msg.get(start..)?).ok()
 }
 
 // ---------------------------------------------------------------------------
@@ -796,17 +848,31 @@ struct SavedSegment {
 }
 
 const STATE_MAGIC: u64 = 0x6272_6f6f_6474_726b; // "broodtrk"
+const LOG_MAGIC: u64 = 0x6272_6f6f_646c_6f67; // "broodlog"
 const STATE_HEADER: usize = 32;
+const LOG_HEADER: usize = 16;
 
-/// Two unnamed files (tmpfs, `O_TMPFILE`) the guard opens and every worker
-/// inherits; saves alternate between them, so a worker killed in the middle
-/// of a write leaves the other one whole. Each holds
-/// `[magic][generation][length][checksum]` (u64 LE each), then the encoded
-/// state.
+/// Unnamed files (tmpfs, `O_TMPFILE`) the guard opens and every worker
+/// inherits: two snapshot slots and a log.
+///
+/// - A snapshot slot holds `[magic][generation][length][checksum]` (u64 LE
+///   each), then the encoded state. Snapshots alternate between the slots,
+///   so a worker killed in the middle of one leaves the other whole.
+/// - The log holds `[magic][generation]`, then one record per message the
+///   worker took since the snapshot of that generation:
+///   `[length: u32][checksum: u32][dev: u64][ino: u64][message]` (`dev` and
+///   `ino` of the fd that came with it, 0 without one). A record cut short
+///   ends the log.
 struct StateFiles {
     slots: [File; 2],
+    log: File,
     generation: u64,
+    log_len: u64,
+    snapshot_len: u64,
 }
+
+/// A logged message: the identity of its fd, and its bytes.
+type Logged = (Option<(u64, u64)>, Vec<u8>);
 
 impl StateFiles {
     fn create() -> io::Result<StateFiles> {
@@ -821,13 +887,44 @@ impl StateFiles {
             };
             try_in(std::path::Path::new("/dev/shm")).or_else(|_| try_in(&std::env::temp_dir()))
         };
-        Ok(StateFiles {
+        let mut files = StateFiles {
             slots: [open()?, open()?],
+            log: open()?,
             generation: 0,
-        })
+            log_len: 0,
+            snapshot_len: 0,
+        };
+        files.reset_log()?;
+        Ok(files)
     }
 
-    fn save(&mut self, saved: &Saved) {
+    fn reset_log(&mut self) -> io::Result<()> {
+        self.log.set_len(0)?;
+        let mut header = [0u8; LOG_HEADER];
+        header[..8].copy_from_slice(&LOG_MAGIC.to_le_bytes());
+        header[8..].copy_from_slice(&self.generation.to_le_bytes());
+        self.log.write_all_at(&header, 0)?;
+        self.log_len = LOG_HEADER as u64;
+        Ok(())
+    }
+
+    /// Appends a message (before it is taken off the socket).
+    fn log(&mut self, id: Option<Identity>, msg: &[u8]) {
+        let (dev, ino) = id.map_or((0, 0), |i| (i.dev, i.ino));
+        let mut payload = Vec::with_capacity(16 + msg.len());
+        payload.extend_from_slice(&dev.to_le_bytes());
+        payload.extend_from_slice(&ino.to_le_bytes());
+        payload.extend_from_slice(msg);
+        let mut record = Vec::with_capacity(8 + payload.len());
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&(checksum(&payload) as u32).to_le_bytes());
+        record.extend_from_slice(&payload);
+        if self.log.write_all_at(&record, self.log_len).is_ok() {
+            self.log_len += record.len() as u64;
+        }
+    }
+
+    fn snapshot(&mut self, saved: &Saved) {
         let Ok(body) = crate::codec::encode(saved) else {
             return;
         };
@@ -843,11 +940,16 @@ impl StateFiles {
             .is_ok()
         {
             self.generation = generation;
+            self.snapshot_len = bytes.len() as u64;
+            // Killed before the log is emptied: its generation is older
+            // than the snapshot's, and the next worker ignores it.
+            let _ = self.reset_log();
         }
     }
 
-    /// The newest whole state, if any; later saves go after it.
-    fn load(&mut self) -> Option<Saved> {
+    /// The newest whole snapshot (empty if none) and the messages logged
+    /// after it; later writes go after them.
+    fn load(&mut self) -> (Saved, Vec<Logged>) {
         let mut best: Option<(u64, Saved)> = None;
         for slot in &self.slots {
             let mut header = [0u8; STATE_HEADER];
@@ -871,9 +973,56 @@ impl StateFiles {
                 best = Some((generation, saved));
             }
         }
-        let (generation, saved) = best?;
+        let (generation, saved) = best.unwrap_or((
+            0,
+            Saved {
+                segments: Vec::new(),
+            },
+        ));
         self.generation = generation;
-        Some(saved)
+        let logged = self.read_log(generation);
+        (saved, logged)
+    }
+
+    /// The records of the log, if it follows the snapshot `generation`.
+    fn read_log(&mut self, generation: u64) -> Vec<Logged> {
+        let mut out = Vec::new();
+        let Ok(len) = self.log.metadata().map(|m| m.len()) else {
+            return out;
+        };
+        let mut header = [0u8; LOG_HEADER];
+        if self.log.read_exact_at(&mut header, 0).is_err()
+            || header[..8] != LOG_MAGIC.to_le_bytes()
+            || header[8..] != generation.to_le_bytes()
+        {
+            return out;
+        }
+        let mut at = LOG_HEADER as u64;
+        while at + 8 <= len {
+            let mut head = [0u8; 8];
+            if self.log.read_exact_at(&mut head, at).is_err() {
+                break;
+            }
+            let size = u32::from_le_bytes(head[..4].try_into().unwrap()) as u64;
+            let sum = u32::from_le_bytes(head[4..].try_into().unwrap());
+            if !(16..=16 + MAX_MESSAGE as u64).contains(&size) || at + 8 + size > len {
+                break;
+            }
+            let mut payload = vec![0u8; size as usize];
+            if self.log.read_exact_at(&mut payload, at + 8).is_err()
+                || checksum(&payload) as u32 != sum
+            {
+                break;
+            }
+            let dev = u64::from_le_bytes(payload[..8].try_into().unwrap());
+            let ino = u64::from_le_bytes(payload[8..16].try_into().unwrap());
+            let id = (dev != 0 || ino != 0).then_some((dev, ino));
+            out.push((id, payload[16..].to_vec()));
+            at += 8 + size;
+        }
+        // New records go after the last whole one.
+        self.log_len = at;
+        out
     }
 }
 
