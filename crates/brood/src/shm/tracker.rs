@@ -25,9 +25,10 @@
 //!   lock: it unlinks the name (if it still names the same segment).
 //!   Refused means a user is alive; the last user's tracker will unlink it.
 //! - The tracker is two processes: `brood-trkguard` forks the worker
-//!   `brood-tracker` and forks a new one if it is killed; the worker saves
-//!   what it tracks in a state file after each change, and the new one
-//!   starts from it. Messages wait in the socket meanwhile.
+//!   `brood-tracker` and forks a new one if it is killed; the worker logs
+//!   each message before taking it off the socket (and folds the log into
+//!   snapshots), and the new one starts from them. Messages wait in the
+//!   socket meanwhile.
 //!
 //! Segments created with tracking off, and those Python creates, have mode
 //! `0o600` and are never registered; tracked ones have `0o700`.
