@@ -1033,3 +1033,126 @@ fn checksum(bytes: &[u8]) -> u64 {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(names: &[&str]) -> Saved {
+        Saved {
+            segments: names
+                .iter()
+                .map(|n| SavedSegment {
+                    posix: n.to_string(),
+                    dev: 1,
+                    ino: 2,
+                    pids: vec![3],
+                    pins: vec![4],
+                    sticky: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn names(s: &Saved) -> Vec<&str> {
+        s.segments.iter().map(|s| s.posix.as_str()).collect()
+    }
+
+    fn id(dev: u64, ino: u64) -> Identity {
+        Identity {
+            dev,
+            ino,
+            mode: 0,
+            size: 0,
+        }
+    }
+
+    #[test]
+    fn the_log_replays_after_the_snapshot_it_follows() {
+        let mut files = StateFiles::create().unwrap();
+        let (empty, logged) = files.load();
+        assert!(empty.segments.is_empty() && logged.is_empty());
+        files.log(Some(id(7, 8)), b"R\x01\x00\x00\x00/a");
+        files.log(None, b"U12345678");
+        let (_, logged) = files.load();
+        assert_eq!(
+            logged,
+            vec![
+                (Some((7, 8)), b"R\x01\x00\x00\x00/a".to_vec()),
+                (None, b"U12345678".to_vec())
+            ]
+        );
+        // A snapshot takes the log's place.
+        files.snapshot(&saved(&["/a"]));
+        let (snap, logged) = files.load();
+        assert_eq!(names(&snap), ["/a"]);
+        assert!(logged.is_empty());
+        files.log(None, b"U87654321");
+        assert_eq!(files.load().1.len(), 1);
+    }
+
+    #[test]
+    fn a_record_cut_short_ends_the_log_and_is_written_over() {
+        let mut files = StateFiles::create().unwrap();
+        files.log(None, b"U11111111");
+        let whole = files.log_len;
+        files.log(None, b"U22222222");
+        // Killed mid-append: the second record is cut short.
+        files.log.set_len(whole + 5).unwrap();
+        let (_, logged) = files.load();
+        assert_eq!(logged, vec![(None, b"U11111111".to_vec())]);
+        files.log(None, b"U33333333");
+        let (_, logged) = files.load();
+        assert_eq!(logged.len(), 2);
+        assert_eq!(logged[1].1, b"U33333333");
+    }
+
+    #[test]
+    fn a_torn_snapshot_falls_back_to_the_other_slot_and_its_log() {
+        let mut files = StateFiles::create().unwrap();
+        files.snapshot(&saved(&["/old"]));
+        files.log(None, b"U11111111");
+        // The next snapshot is torn (its checksum fails) before the log is
+        // emptied: the older snapshot and its log still hold.
+        let generation = files.generation + 1;
+        let slot = &files.slots[(generation % 2) as usize];
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&STATE_MAGIC.to_le_bytes());
+        bytes.extend_from_slice(&generation.to_le_bytes());
+        bytes.extend_from_slice(&4u64.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(b"torn");
+        slot.write_all_at(&bytes, 0).unwrap();
+        let (snap, logged) = files.load();
+        assert_eq!(names(&snap), ["/old"]);
+        assert_eq!(logged.len(), 1);
+    }
+
+    #[test]
+    fn a_log_older_than_the_snapshot_is_ignored() {
+        let mut files = StateFiles::create().unwrap();
+        files.log(None, b"U11111111");
+        // Killed between writing a snapshot and emptying the log.
+        let log_len = files.log_len;
+        let body = crate::codec::encode(&saved(&["/new"])).unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&STATE_MAGIC.to_le_bytes());
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&checksum(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        files.slots[1].write_all_at(&bytes, 0).unwrap();
+        assert_eq!(files.log_len, log_len);
+        let (snap, logged) = files.load();
+        assert_eq!(names(&snap), ["/new"]);
+        assert!(logged.is_empty(), "the old log is in the snapshot already");
+    }
+
+    #[test]
+    fn message_names() {
+        assert_eq!(message_name(b"R\x01\x00\x00\x00/seg"), Some("/seg"));
+        assert_eq!(message_name(b"P\x01\x00\x00\x0012345678/seg"), Some("/seg"));
+        assert_eq!(message_name(b"U12345678"), None);
+        assert_eq!(message_name(b"P\x01"), None);
+    }
+}
