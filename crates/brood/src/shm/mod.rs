@@ -18,8 +18,10 @@
 //! ```
 //!
 //! Named segments that brood creates are tracked: once no brood process that
-//! created or attached to one is alive — however it died — a tracker
-//! process unlinks it (see [`SharedMemory`]).
+//! created or attached to one is alive — however it died — and no handle to
+//! it is in flight, a tracker process (`brood-tracker` in `ps`, one per
+//! process tree, started with a process's first child) unlinks it (see
+//! [`SharedMemory`] and this folder's README.md).
 
 mod memory;
 mod tracker;
