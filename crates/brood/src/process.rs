@@ -458,6 +458,8 @@ where
             parent_name,
             start_method: requested,
         };
+        // One resource tracker per process tree: the child shares ours.
+        let _ = crate::shm::tracker_for_child();
         let launched = match method {
             StartMethod::Fork => launch::fork::Fork.launch(&spec, work),
             StartMethod::Spawn => launch::spawn::Spawn.launch(&spec, work),
