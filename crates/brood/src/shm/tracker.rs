@@ -34,17 +34,17 @@
 //! `0o600` and are never registered; tracked ones have `0o700`.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::os::fd::{OfdLock, ofd_lock};
 use crate::os::scm::{recv_with_fds, sendmsg_fds};
 use crate::os::{self, Pid, PidFd};
 
@@ -80,13 +80,8 @@ impl PartialEq for Identity {
 }
 
 /// `fstat` of an open fd.
-pub(crate) fn identity(fd: &impl AsRawFd) -> io::Result<Identity> {
-    // SAFETY: an all-zero stat is a valid value of the C struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is valid for writes; the fd is open.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
+pub(crate) fn identity(fd: impl AsFd) -> io::Result<Identity> {
+    let st = rustix::fs::fstat(fd)?;
     Ok(Identity {
         dev: st.st_dev,
         ino: st.st_ino,
@@ -96,58 +91,27 @@ pub(crate) fn identity(fd: &impl AsRawFd) -> io::Result<Identity> {
 }
 
 /// Opens the POSIX name (with its slash); `None` if nothing has it.
-fn open_name(posix: &str, flags: libc::c_int) -> io::Result<Option<OwnedFd>> {
-    let c = CString::new(posix).map_err(io::Error::other)?;
-    // SAFETY: `c` is NUL-terminated and alive for the call.
-    let raw = unsafe { libc::shm_open(c.as_ptr(), flags | libc::O_CLOEXEC, 0) };
-    if raw < 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOENT) => Ok(None),
-            _ => Err(err),
-        };
+/// (`shm_open`, close-on-exec).
+fn open_name(posix: &str, flags: rustix::shm::OFlags) -> io::Result<Option<OwnedFd>> {
+    match rustix::shm::open(posix, flags, rustix::fs::Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    // SAFETY: shm_open returned a fresh fd that nothing else owns.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(raw) }))
 }
 
 /// What the POSIX name (with its slash) names now; `None` if nothing.
 pub(crate) fn name_identity(posix: &str) -> io::Result<Option<Identity>> {
-    match open_name(posix, libc::O_RDONLY)? {
+    match open_name(posix, rustix::shm::OFlags::RDONLY)? {
         Some(fd) => identity(&fd).map(Some),
         None => Ok(None),
     }
 }
 
-fn ofd_lock(fd: &impl AsRawFd, kind: libc::c_int, wait: bool) -> io::Result<bool> {
-    // SAFETY: an all-zero flock is a valid value of the C struct.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    // l_start = l_len = 0: the whole file; l_pid must be 0 for OFD locks.
-    let cmd = if wait {
-        libc::F_OFD_SETLKW
-    } else {
-        libc::F_OFD_SETLK
-    };
-    loop {
-        // SAFETY: `fl` is a valid flock for the call; the fd is open.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl) } == 0 {
-            return Ok(true);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) | Some(libc::EACCES) => return Ok(false),
-            _ => return Err(err),
-        }
-    }
-}
-
 /// Takes the shared lock that marks this process as a user of the segment
 /// (waiting, with `wait`, while a tracker holds the exclusive one).
-pub(crate) fn hold_shared(fd: &impl AsRawFd, wait: bool) -> io::Result<()> {
-    if ofd_lock(fd, libc::F_RDLCK, wait)? {
+pub(crate) fn hold_shared(fd: impl AsFd, wait: bool) -> io::Result<()> {
+    if ofd_lock(fd, OfdLock::Shared, wait)? {
         Ok(())
     } else {
         Err(io::Error::from_raw_os_error(libc::EAGAIN))
@@ -277,21 +241,13 @@ pub(crate) fn adopt(fd: OwnedFd) {
 }
 
 fn start() -> io::Result<OwnedFd> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid array of two ints for socketpair to fill.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both fds are fresh and owned by nothing else.
-    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     let pid = crate::launch::spawn::spawn_self(
         "tracker",
         &[(theirs.as_raw_fd(), crate::bootstrap::CHILD_FD)],
@@ -316,45 +272,18 @@ fn set_name(name: &str) {
 /// that serves the socket on `fd` until every process of its tree has
 /// gone, unlinks what no one uses, and exits.
 pub(crate) fn serve(fd: RawFd) -> ! {
-    // SAFETY: the client put the socket on `fd` for us alone.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    detach();
+    let Ok(sock) = os::fd::claim_inherited(fd) else {
+        // No socket: no client to serve.
+        os::exit_now(70)
+    };
+    // Outlives a Ctrl-C or a hang-up of the terminal (like Python's
+    // tracker), lets go of the standard streams (a reader waiting for their
+    // end of file must not wait for us), and stops being the client's child.
+    os::sys::detach();
     match StateFiles::create() {
         Ok(state) => guard(sock, state),
         // No state file: a worker that cannot be replaced is still a worker.
         Err(_) => worker(sock, None),
-    }
-}
-
-/// Outlives a Ctrl-C or a hang-up of the terminal (like Python's tracker),
-/// lets go of the standard streams (a reader waiting for their end of file
-/// must not wait for us), and stops being the client's child.
-fn detach() {
-    // SAFETY: single-threaded before main. SIG_IGN runs no code of ours;
-    // the fds are plain ints; the forked child only continues this same
-    // single-threaded program, and the parent leaves with _exit.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for target in 0..3 {
-                libc::dup2(null, target);
-            }
-            if null > 2 {
-                libc::close(null);
-            }
-        }
-        libc::chdir(c"/".as_ptr());
-        match os::fork() {
-            Ok(os::ForkResult::Child) => {
-                libc::setsid();
-            }
-            Ok(os::ForkResult::Parent { .. }) => os::exit_now(0),
-            // Cannot detach: serve as the client's child instead.
-            Err(_) => {}
-        }
     }
 }
 
@@ -365,9 +294,10 @@ fn guard(sock: OwnedFd, state: StateFiles) -> ! {
     set_name(GUARD_NAME);
     let mut deaths: Vec<Instant> = Vec::new();
     loop {
-        // SAFETY: the guard is single-threaded (it runs before main and
-        // starts no thread); the child runs the worker and ends in _exit.
-        match unsafe { os::fork() } {
+        // The guard is single-threaded (it runs before main and starts no
+        // thread), so the checked fork succeeds; the child runs the worker
+        // and ends in _exit.
+        match os::sys::fork_single_threaded() {
             Ok(os::ForkResult::Child) => worker(sock, Some(state)),
             Ok(os::ForkResult::Parent { child }) => {
                 match os::waitpid(Some(child), os::WaitFlags::empty()) {
@@ -457,13 +387,10 @@ impl Segment {
         if self.pinned() {
             return Check::Held;
         }
-        match ofd_lock(&self.fd, libc::F_WRLCK, false) {
+        match ofd_lock(&self.fd, OfdLock::Exclusive, false) {
             Ok(true) => {
-                if let Ok(c) = CString::new(self.posix.as_str()) {
-                    // SAFETY: `c` is NUL-terminated and alive for the call.
-                    unsafe { libc::shm_unlink(c.as_ptr()) };
-                }
-                let _ = ofd_lock(&self.fd, libc::F_UNLCK, false);
+                let _ = rustix::shm::unlink(self.posix.as_str());
+                let _ = ofd_lock(&self.fd, OfdLock::Unlock, false);
                 Check::Done
             }
             _ => Check::Held,
@@ -485,23 +412,16 @@ impl Server {
         loop {
             self.compact();
             let watched: Vec<i32> = self.pids.keys().copied().collect();
-            let mut pfds = vec![libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            pfds.extend(watched.iter().map(|pid| libc::pollfd {
-                fd: self.pids[pid].as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }));
-            // SAFETY: `pfds` is a valid array of pollfds for the call.
-            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
-            if n < 0 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return;
+            let mut pfds = vec![os::fd::pollin(self.sock.as_raw_fd())];
+            pfds.extend(
+                watched
+                    .iter()
+                    .map(|pid| os::fd::pollin(self.pids[pid].as_raw_fd())),
+            );
+            match os::fd::poll(&mut pfds, None) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
             }
             let dead: Vec<i32> = pfds[1..]
                 .iter()
@@ -815,7 +735,7 @@ impl Server {
 /// The segment named `posix`, opened again, if the name still names the
 /// inode (`dev`, `ino`).
 fn open_same(posix: &str, dev: u64, ino: u64) -> Option<OwnedFd> {
-    let fd = open_name(posix, libc::O_RDWR).ok()??;
+    let fd = open_name(posix, rustix::shm::OFlags::RDWR).ok()??;
     let id = identity(&fd).ok()?;
     (id.dev == dev && id.ino == ino).then_some(fd)
 }
