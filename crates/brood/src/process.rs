@@ -388,6 +388,13 @@ where
     /// [`ErrorKind::InvalidState`] error, and so is starting a child from a
     /// daemon process (as in Python).
     ///
+    /// A start that fails leaves the process as it was, ready to start:
+    /// its function and arguments are kept (a child that was created but
+    /// could not be held is killed first), so `start` can be called again
+    /// once the cause is gone, and `join` says it was never started. The
+    /// one exception is arguments that could not be encoded when the
+    /// process was made: every `start` reports that error again.
+    ///
     /// ```
     /// let mut p = brood::Process::new(|| 1);
     /// p.start().unwrap();
@@ -411,7 +418,11 @@ where
         let work = match work {
             Ok(work) => work,
             Err(e) => {
-                self.state = State::Closed;
+                // The arguments could not be encoded when the process was
+                // made: every start says so again (nothing was consumed,
+                // nothing can succeed).
+                let again = Error::simple(e.kind(), e.to_string());
+                self.state = State::Ready(Err(again));
                 return Err(e.in_process(&self.name));
             }
         };
@@ -456,11 +467,19 @@ where
             parent_pid: os::getpid().as_raw(),
             parent_name,
         };
+        let mut work = Some(work);
         let launched = match method {
-            StartMethod::Fork => launch::fork::Fork.launch(&spec, work),
-            StartMethod::Spawn => launch::spawn::Spawn.launch(&spec, work),
-            StartMethod::ForkServer => launch::forkserver::ForkServer.launch(&spec, work),
+            StartMethod::Fork => launch::fork::Fork.launch(&spec, &mut work),
+            StartMethod::Spawn => launch::spawn::Spawn.launch(&spec, &mut work),
+            StartMethod::ForkServer => launch::forkserver::ForkServer.launch(&spec, &mut work),
         };
+        if launched.is_ok() {
+            // What the launcher left of the work is the parent's copy.
+            drop(work.take());
+        } else if let Some(work) = work.take() {
+            // Nothing ran it: the process can be started again.
+            self.state = State::Ready(Ok(work));
+        }
         match launched {
             Ok(launched) => {
                 self.method = Some(method);

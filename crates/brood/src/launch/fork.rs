@@ -3,15 +3,18 @@
 
 use std::io;
 
-use super::{Launched, Launcher, Popen, Spec, Work, child_main};
+use super::{Launched, Launcher, Popen, Spec, Work};
 use crate::children;
 use crate::os::{self, ForkResult, PidFd};
+use crate::task::Fail;
 
 pub(crate) struct Fork;
 
 impl Launcher for Fork {
-    fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched> {
-        let body = work.into_body();
+    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched> {
+        if work.is_none() {
+            return Err(super::spawn::no_work());
+        }
         let (read, write) = os::pipe_cloexec()?;
         super::spawn::set_nonblocking(&read)?;
         flush_std_streams();
@@ -55,13 +58,21 @@ impl Launcher for Fork {
                     // EOF (the parent closed its end) is the go.
                     let _ = os::read_full(&go, &mut byte);
                 }
-                child_main(body, write)
+                // The child's copy of the work; run in place, nothing
+                // allocated before the user's function.
+                let work = work.take();
+                super::child_main_with(
+                    move || match work {
+                        Some(work) => work.run(),
+                        None => Err(Fail::BadArgs("internal error: nothing to run".into())),
+                    },
+                    write,
+                )
             }
             ForkResult::Parent { child } => {
                 drop(client);
                 drop(default_method);
                 drop(write);
-                drop(body);
                 // The child is ours and unreaped, so its pid cannot be reused
                 // before this pidfd is open.
                 let pidfd = PidFd::open(child);
@@ -69,11 +80,16 @@ impl Launcher for Fork {
                 let pidfd = match pidfd {
                     Ok(fd) => fd,
                     Err(e) => {
+                        // The child may have begun; it is killed, and the
+                        // work stays ours for another start.
                         let _ = os::kill(child, libc::SIGKILL);
                         let _ = os::waitpid(Some(child), os::WaitFlags::empty());
                         return Err(e);
                     }
                 };
+                // Our copy of the work (the child runs its own): dropped
+                // now, closing the argument fds we held for it.
+                drop(work.take());
                 table.register(
                     child,
                     children::Entry {

@@ -55,6 +55,19 @@ pub(crate) enum Work {
 }
 
 impl Work {
+    /// Runs the work in this address space (a forked child): like
+    /// [`into_body`](Work::into_body) but allocating nothing first.
+    pub(crate) fn run(self) -> Result<Vec<u8>, Fail> {
+        match self {
+            Work::Closure(body) => body(),
+            Work::Function { call, args, fds } => crate::handle::with_incoming(fds, || call(&args)),
+            Work::Task { name, args, fds } => match crate::task::lookup(&name) {
+                Ok(call) => crate::handle::with_incoming(fds, || call(&args)),
+                Err(e) => Err(Fail::UnknownTask(e.to_string())),
+            },
+        }
+    }
+
     /// The work as a body to run in this address space.
     pub(crate) fn into_body(self) -> Body {
         match self {
@@ -163,9 +176,16 @@ pub(crate) fn exe_identity() -> (u64, u64) {
     })
 }
 
-/// A start method: makes a child that runs `work`.
+/// A start method: makes a child that runs the work in `work` (always
+/// `Some` when called).
+///
+/// On success the launcher may have taken the work (the caller drops what
+/// is left). On failure it leaves the work in place whenever no child ran
+/// it, so the process can be started again: a launcher takes the work only
+/// where a child runs it (the fork child's own copy), and kills a child it
+/// created but could not hold before it reports the error.
 pub(crate) trait Launcher {
-    fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched>;
+    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched>;
 }
 
 /// A started child, as the parent sees it.
@@ -312,6 +332,12 @@ fn write_frame(fd: &OwnedFd, header: &[u8], payload: &[u8]) {
 /// `catch_unwind`, write the result frame, clean up its own children, flush
 /// stdout, and `_exit` — a panic never unwinds into the parent's code.
 pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
+    child_main_with(body, result)
+}
+
+/// [`child_main`] for any function (a forked child runs its copy of the
+/// work in place).
+pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
     install_panic_hook();
     IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = panic::catch_unwind(AssertUnwindSafe(body));
