@@ -277,13 +277,31 @@ static FORK_WITH_THREADS: AtomicBool = AtomicBool::new(false);
 /// multi-threaded program, and functions that capture nothing under
 /// [`StartMethod::Fork`] are forked by the forkserver instead.
 ///
+/// A forked child has only the thread that forked; a lock another thread
+/// held at that moment stays held in the child for ever. What brood does
+/// about that, and what is left to you:
+///
+/// - brood's own locks (its process table, the forkserver client, the
+///   default start method) and std's stdout and stderr locks are taken
+///   before each fork and released in the child, so the child never
+///   inherits them held (the parent first waits for a thread that is
+///   printing, as a print would). The child can print, and it flushes
+///   stdout at exit.
+/// - Between the fork and your function, the child takes no other lock,
+///   reads no environment variable and allocates nothing; after it, brood
+///   only encodes the result (allocation: glibc makes its allocator safe
+///   across fork) and writes it to a pipe.
+/// - A panic in the child runs std's panic hook; brood's part of it reads
+///   no environment (the parent read `RUST_BACKTRACE` before the fork).
+///
 /// # Safety
 ///
 /// At the moment of each fork, no other thread may hold a lock that the
-/// child will take: the allocator is safe (glibc prepares it for fork), but
-/// stdout's lock, a `Mutex` of yours, or the environment's lock held by
-/// another thread would stay locked in the child forever. Test harnesses,
-/// whose other thread only waits for the test to finish, meet this.
+/// child's function (or a panic in it) will take: a `Mutex` of yours, the
+/// environment's lock (`std::env::var`, `set_var`), std's backtrace lock (a
+/// thread printing a panic), a C library's lock. Test harnesses, whose
+/// other thread only waits for tests to finish or prints results, meet
+/// this.
 ///
 /// ```
 /// // SAFETY: the only other thread of this doctest waits on a channel.

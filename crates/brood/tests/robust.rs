@@ -93,4 +93,58 @@ fn unencodable_arguments_fail_every_start_alike() {
     assert!(second.to_string().contains("refuses"), "{second}");
 }
 
-suite!(a_failed_start_can_be_retried);
+/// Where the child's atexit handler leaves its mark.
+static MARK: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+
+extern "C" fn leave_mark() {
+    if let Some(path) = MARK.lock().unwrap().as_ref() {
+        std::fs::write(path, b"atexit ran").unwrap();
+    }
+}
+
+/// How a child ends: stdout's buffer is flushed under every start method;
+/// atexit handlers registered in the child run in a spawned child (Python's
+/// spawn children end with `sys.exit`) and not in a forked or forkserver
+/// one (Python's end with `os._exit`).
+fn a_child_flushes_stdout_and_runs_atexit_only_when_spawned(m: StartMethod) {
+    common::allow_fork();
+    let dir = std::env::temp_dir();
+    let tag = format!("{}-{m}", std::process::id());
+    let out = dir.join(format!("brood-exit-stdout-{tag}"));
+    let mark = dir.join(format!("brood-exit-mark-{tag}"));
+    let _ = std::fs::remove_file(&mark);
+    let mut p = Process::builder().start_method(m).target_with(
+        |(out, mark): (std::path::PathBuf, std::path::PathBuf)| {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::create(&out).unwrap();
+            // SAFETY: dup2 onto stdout; `file` stays open for the call.
+            assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), 1) }, 1);
+            *MARK.lock().unwrap() = Some(mark);
+            // SAFETY: registers a plain extern "C" fn.
+            assert_eq!(unsafe { libc::atexit(leave_mark) }, 0);
+            // No newline, no flush: only the child's exit can write it.
+            print!("left in stdout's buffer");
+        },
+        (out.clone(), mark.clone()),
+    );
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "left in stdout's buffer",
+        "stdout was not flushed at the child's exit"
+    );
+    let ran = mark.exists();
+    assert_eq!(
+        ran,
+        m == StartMethod::Spawn,
+        "atexit handler ran: {ran}, under {m}"
+    );
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&mark);
+}
+
+suite!(
+    a_failed_start_can_be_retried,
+    a_child_flushes_stdout_and_runs_atexit_only_when_spawned,
+);

@@ -88,6 +88,9 @@ pub(crate) fn child(fd: RawFd) -> ! {
         die_with_parent(parent);
     }
     children::lock().enter_child(&job.spec);
+    // A fresh process: it ends through `exit`, running its atexit
+    // handlers, as Python's spawn children do.
+    super::run_exit_hooks_here();
     let body = match job.into_body(fds) {
         Ok(body) => body,
         Err(msg) => Box::new(move || Err(Fail::UnknownTask(msg))),
