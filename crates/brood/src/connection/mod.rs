@@ -82,9 +82,10 @@ pub const DEFAULT_MAX_MESSAGE: usize = 128 << 20;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Socket buffers asked for. 256 KiB measured faster than 4 MiB for 1 MiB
-/// messages (the data in flight stays in cache: 117% vs 78% of a raw
-/// socketpair with 4 MiB buffers, `bench/run --only pipes`), and the round
-/// trip does not depend on it.
+/// messages (the data in flight stays in cache), and the round trip does
+/// not depend on it. The C floor of `bench/run --only pipes`
+/// (`bench/c/socketpair.c`) uses the same size, so "% of raw" compares
+/// equal setups.
 const SOCKET_BUFFER: libc::c_int = 256 << 10;
 
 /// One end of a pipe or of a socket connection.
