@@ -284,7 +284,10 @@ static HOOK: std::sync::Once = std::sync::Once::new();
 
 /// Installs, once per process, a panic hook that — in a brood child only —
 /// records where the panic happened (and a backtrace when `RUST_BACKTRACE`
-/// asks for one), then lets the previous hook print as usual. It is
+/// asks for one: as a spawn or forkserver child's environment says when it
+/// panics, as the parent's said at the fork for a forked child, which must
+/// not take std's environment lock), then lets the previous hook print as
+/// usual. It is
 /// installed in the parent before the first fork, so a forked child
 /// inherits it instead of allocating a new one (its pages are shared
 /// copy-on-write with the parent; every write there costs a fault). A hook
