@@ -56,7 +56,7 @@ pub(crate) enum Work {
 
 impl Work {
     /// Runs the work in this address space (a forked child): like
-    /// [`into_body`](Work::into_body) but allocating nothing first.
+    /// [`into_body`](Work::into_body) but without boxing it first.
     pub(crate) fn run(self) -> Result<Vec<u8>, Fail> {
         match self {
             Work::Closure(body) => body(),
