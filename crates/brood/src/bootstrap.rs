@@ -8,16 +8,13 @@
 //! call no init function, and it works the same in binaries, examples and
 //! test harnesses (libtest's `main` never starts either).
 
-use std::ffi::CStr;
-
 use crate::os;
+use crate::reexec::{CHILD_FD, ENV, program_name, set_name};
 
-/// The environment variable that tells a process it is a brood child.
-pub(crate) const ENV: &CStr = c"__BROOD_BOOTSTRAP";
-
-/// The fd a spawned child or the forkserver finds its socket on.
-pub(crate) const CHILD_FD: i32 = 3;
-
+// The one `unsafe` here is the attribute that places the constructor: a
+// static in `.init_array` is run by the loader with no caller of ours, so
+// the compiler cannot check it (`unsafe(link_section)`). The function it
+// points to is safe Rust with the C signature glibc calls it with.
 #[used]
 #[unsafe(link_section = ".init_array")]
 static BOOTSTRAP: extern "C" fn(
@@ -33,38 +30,26 @@ pub(crate) fn ensure_linked() {
     std::hint::black_box(&BOOTSTRAP);
 }
 
-/// glibc calls `.init_array` entries with `(argc, argv, envp)`.
+/// glibc calls `.init_array` entries with `(argc, argv, envp)`; the
+/// arguments are not read (the name comes from `/proc/self/cmdline`, the
+/// mode from the environment), so no raw pointer is dereferenced.
 extern "C" fn bootstrap(
-    argc: libc::c_int,
-    argv: *const *const libc::c_char,
+    _argc: libc::c_int,
+    _argv: *const *const libc::c_char,
     _envp: *const *const libc::c_char,
 ) {
-    // SAFETY: getenv before main is single-threaded; the pointer is read at
-    // once, before anything can change the environment.
-    let raw = unsafe { libc::getenv(ENV.as_ptr()) };
-    if raw.is_null() {
+    // Read and removed at once, single-threaded before main: grandchildren
+    // the job starts with std::process::Command must not see it.
+    let Some(mode) = os::sys::take_env(ENV) else {
         return;
-    }
-    // SAFETY: getenv returned a NUL-terminated string in the environment.
-    let mode = unsafe { CStr::from_ptr(raw) }.to_bytes().to_vec();
-    // Grandchildren the job starts with std::process::Command must not see it.
-    // SAFETY: single-threaded before main; ENV is NUL-terminated.
-    unsafe { libc::unsetenv(ENV.as_ptr()) };
+    };
     // Rust's runtime ignores SIGPIPE before main; do the same, since main
     // never runs here: a write to a closed pipe is then an error, not death.
-    // SAFETY: setting SIG_IGN runs no code of ours in signal context.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    os::sys::ignore_sigpipe();
     match mode.as_slice() {
         b"spawn" => {
-            // SAFETY: glibc hands a constructor the process's own argv, with
-            // `argc` valid, NUL-terminated entries.
-            let argv0 = (argc > 0 && !argv.is_null())
-                .then(|| unsafe { *argv })
-                .filter(|p| !p.is_null())
-                // SAFETY: as above.
-                .map(|p| unsafe { CStr::from_ptr(p) }.to_bytes().to_vec())
-                .unwrap_or_default();
-            set_name(&base_name(&argv0));
+            // argv[0] as the parent passed it: the program's name.
+            set_name(&program_name());
             crate::launch::spawn::child(CHILD_FD)
         }
         b"forkserver" => {
@@ -82,30 +67,4 @@ extern "C" fn bootstrap(
             os::exit_now(70)
         }
     }
-}
-
-/// The program's name as the parent was started (`argv[0]`'s last part):
-/// executing `/proc/self/exe` would otherwise name the child `exe` in `ps`.
-pub(crate) fn program_name() -> Vec<u8> {
-    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-    base_name(cmdline.split(|b| *b == 0).next().unwrap_or_default())
-}
-
-/// The last part of a path, or `brood-child` for an empty one.
-fn base_name(path: &[u8]) -> Vec<u8> {
-    let base = path.rsplit(|b| *b == b'/').next().unwrap_or_default();
-    if base.is_empty() {
-        b"brood-child".to_vec()
-    } else {
-        base.to_vec()
-    }
-}
-
-/// Sets the name `ps` shows (`/proc/self/comm`, at most 15 bytes).
-pub(crate) fn set_name(name: &[u8]) {
-    let mut buf = [0u8; 16];
-    let n = name.len().min(15);
-    buf[..n].copy_from_slice(&name[..n]);
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // wired in by phase 2 (bootstrap, launch, shm/tracker move here)
 //! Re-executing this program as a brood helper: the one primitive the
 //! spawn launcher, the forkserver client and the shared-memory tracker
 //! start their processes with, and the constants the child's entry

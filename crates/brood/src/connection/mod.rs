@@ -168,8 +168,7 @@ pub struct Connection {
 /// # Ok::<(), brood::Error>(())
 /// ```
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
-    let (a, b) =
-        crate::launch::spawn::socketpair().map_err(|e| Error::os_error("socketpair", e))?;
+    let (a, b) = crate::os::fd::socketpair().map_err(|e| Error::os_error("socketpair", e))?;
     for fd in [&a, &b] {
         set_buffers(fd);
     }

@@ -31,18 +31,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::spawn::{capturing_closure, set_nonblocking, socketpair, spawn_self};
+use super::spawn::capturing_closure;
 use super::{Job, Launched, Launcher, Popen, Spec, Work, child_main, die_with_parent};
-use crate::bootstrap::CHILD_FD;
 use crate::children;
 use crate::codec;
+use crate::os::fd::{set_nonblocking, socketpair};
 use crate::os::scm::{recv_exact_with_fds, send_all, send_with_fds};
 use crate::os::{self, ExitStatus, ForkResult, Pid, PidFd};
+use crate::reexec::{CHILD_FD, program_name, set_name, spawn_self};
 use crate::task::Fail;
 
 const STARTED: u8 = 1;
@@ -176,7 +177,7 @@ fn is_broken(e: &io::Error) -> bool {
 impl Client {
     fn start() -> io::Result<Client> {
         let (ours, theirs) = socketpair()?;
-        let server = spawn_self("forkserver", &[(theirs.as_raw_fd(), CHILD_FD)])?;
+        let server = spawn_self("forkserver", &[(theirs.as_fd(), CHILD_FD)])?;
         drop(theirs);
         CLIENT_FD.store(ours.as_raw_fd(), Ordering::SeqCst);
         Ok(Client {
@@ -531,7 +532,7 @@ fn handle(
         }
         Ok(ForkResult::Child) => {
             os::sys::block_sigint(false);
-            crate::bootstrap::set_name(&crate::bootstrap::program_name());
+            set_name(&program_name());
             Some(ForkedChild {
                 server,
                 job,

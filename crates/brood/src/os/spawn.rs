@@ -1,4 +1,3 @@
-#![allow(dead_code)] // wired in by phase 2 (bootstrap, launch, shm/tracker move here)
 //! `posix_spawn`, behind a safe call: start a program with a chosen
 //! environment and some fds placed at fixed numbers.
 //!

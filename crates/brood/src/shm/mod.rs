@@ -46,7 +46,7 @@ pub(crate) fn adopt_tracker(fd: std::os::fd::OwnedFd) {
 }
 
 /// The resource tracker's loop (bootstrap mode `tracker`), run before `main`
-/// in a process started with `launch::spawn::spawn_self("tracker", ...)`.
+/// in a process started with `reexec::spawn_self("tracker", ...)`.
 pub(crate) fn serve_tracker(fd: i32) -> ! {
     tracker::serve(fd)
 }

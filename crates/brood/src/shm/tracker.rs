@@ -248,10 +248,7 @@ fn start() -> io::Result<OwnedFd> {
         SocketFlags::CLOEXEC,
         None,
     )?;
-    let pid = crate::launch::spawn::spawn_self(
-        "tracker",
-        &[(theirs.as_raw_fd(), crate::bootstrap::CHILD_FD)],
-    )?;
+    let pid = crate::reexec::spawn_self("tracker", &[(theirs.as_fd(), crate::reexec::CHILD_FD)])?;
     drop(theirs);
     // The tracker detaches at once (it forks and its first process exits),
     // so it is never a child a `wait()` of ours would block on: reap that
