@@ -46,19 +46,6 @@ pub(crate) struct Me {
     pub(crate) parent: Option<(Pid, String)>,
 }
 
-impl Me {
-    /// Who a child described by `spec` is.
-    pub(crate) fn of(spec: &crate::launch::Spec) -> Me {
-        Me {
-            name: Some(spec.name.clone()),
-            identity: spec.identity.clone(),
-            counter: 0,
-            daemon: spec.daemon,
-            parent: Pid::from_raw(spec.parent_pid).map(|pid| (pid, spec.parent_name.clone())),
-        }
-    }
-}
-
 pub(crate) struct Table {
     /// The process this table belongs to; a forked child that finds another
     /// pid here clears the inherited copy.
@@ -146,17 +133,10 @@ impl Table {
     }
 
     /// Called in a freshly started child (holding the guard, for fork): it
-    /// has no children yet, and becomes the process `spec` describes.
-    /// Its default start method becomes the one its parent asked for (a
-    /// fresh, single-threaded process: no lock order to keep yet).
-    pub(crate) fn enter_child(&mut self, spec: &crate::launch::Spec) {
-        self.become_child(Me::of(spec));
-        crate::context::inherit(spec.start_method);
-    }
-
-    /// [`enter_child`](Table::enter_child) with the child's `Me` built
-    /// beforehand: the fork launcher builds it in the parent, so the child
-    /// allocates nothing (every allocation there is a copy-on-write fault).
+    /// has no children yet, and becomes the process `me` describes (built
+    /// from the launch's `Spec` by `launch`; the fork launcher builds it in
+    /// the parent, so the child allocates nothing: every allocation there
+    /// is a copy-on-write fault).
     pub(crate) fn become_child(&mut self, me: Me) {
         self.reset(os::getpid().as_raw());
         // Forgotten, not freed, as in `reset`.

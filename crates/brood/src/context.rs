@@ -1,4 +1,7 @@
-//! Start methods and contexts (Python's `get_context`, `set_start_method`).
+//! Contexts (Python's `get_context`): a start method to build processes
+//! with. The start methods themselves and the process-wide default live one
+//! layer down, in `start_method.rs`, below `Process`; a `Context` sits on
+//! top of `Process`.
 //!
 //! ```
 //! use brood::{Context, StartMethod};
@@ -10,156 +13,11 @@
 //! # Ok::<(), brood::Error>(())
 //! ```
 
-use std::fmt;
-use std::str::FromStr;
-use std::sync::Mutex;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, ErrorKind, Result};
 use crate::process::{Builder, Process};
-
-/// How a child process is started.
-///
-/// | method | how | closures | safe with threads | cost |
-/// |---|---|---|---|---|
-/// | `Fork` | `fork()` of the caller | any (via [`Process::fork`]) | no (see below) | lowest |
-/// | `Spawn` | re-executes the program; the child runs only the function | capture nothing | yes | one `exec` |
-/// | `ForkServer` | a clean single-threaded helper, started once, forks each child | capture nothing | yes | a fork + two messages |
-///
-/// The default is `ForkServer`, as in Python 3.14 on Linux: forking a program
-/// that runs threads can deadlock the child, because a lock another thread
-/// held at the moment of the fork stays locked in it forever. When `Fork` is
-/// chosen and the program runs threads, brood forks from the forkserver
-/// instead for functions that capture nothing, and refuses capturing
-/// closures ([`ErrorKind::ForkWithThreads`]) unless the program opted in with
-/// [`allow_fork_with_threads`](crate::allow_fork_with_threads).
-///
-/// ```
-/// use brood::StartMethod;
-/// assert_eq!("spawn".parse::<StartMethod>().unwrap(), StartMethod::Spawn);
-/// assert_eq!(StartMethod::ForkServer.to_string(), "forkserver");
-/// assert!("vfork".parse::<StartMethod>().is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-pub enum StartMethod {
-    /// `fork()` the caller: the child is a copy of the parent.
-    Fork,
-    /// Re-execute the current program; the child runs the function and exits.
-    Spawn,
-    /// Ask a single-threaded helper process to fork the child.
-    ForkServer,
-}
-
-impl StartMethod {
-    /// Every start method, in Python's order.
-    ///
-    /// ```
-    /// assert_eq!(brood::StartMethod::ALL.len(), 3);
-    /// ```
-    pub const ALL: [StartMethod; 3] = [
-        StartMethod::Fork,
-        StartMethod::Spawn,
-        StartMethod::ForkServer,
-    ];
-
-    /// Python's name for it: `fork`, `spawn` or `forkserver`.
-    ///
-    /// ```
-    /// assert_eq!(brood::StartMethod::Fork.name(), "fork");
-    /// ```
-    pub fn name(self) -> &'static str {
-        match self {
-            StartMethod::Fork => "fork",
-            StartMethod::Spawn => "spawn",
-            StartMethod::ForkServer => "forkserver",
-        }
-    }
-}
-
-impl fmt::Display for StartMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for StartMethod {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<StartMethod> {
-        StartMethod::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                Error::simple(
-                    ErrorKind::InvalidState,
-                    format!("cannot find context for {s:?}"),
-                )
-            })
-    }
-}
-
-static DEFAULT: Mutex<Option<StartMethod>> = Mutex::new(None);
-
-/// Takes the default's lock around a fork (first of brood's locks), so a
-/// forked child never inherits it held by another thread.
-pub(crate) fn hold_for_fork() -> std::sync::MutexGuard<'static, Option<StartMethod>> {
-    DEFAULT.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Sets the process-wide default start method, once (Python's
-/// `set_start_method`). A second call is an [`ErrorKind::InvalidState`]
-/// error ("context has already been set") unless `force` is true.
-///
-/// ```
-/// use brood::StartMethod;
-/// brood::set_start_method(StartMethod::Spawn, false).unwrap();
-/// assert!(brood::set_start_method(StartMethod::Fork, false).is_err());
-/// brood::set_start_method(StartMethod::Fork, true).unwrap();
-/// assert_eq!(brood::get_start_method(), StartMethod::Fork);
-/// ```
-pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
-    let mut default = DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
-    if default.is_some() && !force {
-        return Err(Error::invalid("context has already been set"));
-    }
-    *default = Some(method);
-    Ok(())
-}
-
-/// The process-wide default start method: the one set with
-/// [`set_start_method`], else [`StartMethod::ForkServer`]. As in Python,
-/// asking fixes the default, so a later `set_start_method` without `force`
-/// fails.
-///
-/// In a child it is the method its parent asked for when it started it (the
-/// context's, or the parent's default), so the child starts its own
-/// children the same way (Python forces the same on its children).
-///
-/// ```
-/// use brood::StartMethod;
-/// let mut p = brood::Context::new(StartMethod::Spawn).process(brood::get_start_method);
-/// p.start()?;
-/// assert_eq!(p.join()?, StartMethod::Spawn);
-/// # Ok::<(), brood::Error>(())
-/// ```
-///
-/// ```
-/// let m = brood::get_start_method();
-/// assert!(brood::StartMethod::ALL.contains(&m));
-/// ```
-pub fn get_start_method() -> StartMethod {
-    *DEFAULT
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert(StartMethod::ForkServer)
-}
-
-/// In a freshly started child: its default becomes `method`, set (as by
-/// `set_start_method(method, true)`).
-pub(crate) fn inherit(method: StartMethod) {
-    *DEFAULT.lock().unwrap_or_else(|p| p.into_inner()) = Some(method);
-}
+use crate::start_method::{StartMethod, get_start_method};
 
 /// A start method to build processes with (Python's `get_context(method)`).
 ///

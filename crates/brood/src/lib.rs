@@ -69,19 +69,21 @@ pub mod os;
 mod process;
 mod reexec;
 pub mod shm;
+mod start_method;
 pub mod sync;
 pub mod task;
 mod time;
 
 pub use brood_macros::task;
 pub use connection::{Connection, pipe};
-pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
+pub use context::{Context, get_context};
 pub use error::{Error, ErrorKind, PanicReport, Result};
 pub use process::{
     Builder, Process, ProcessInfo, active_children, allow_fork_with_threads, cpu_count,
     current_process, parent_process,
 };
 pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
+pub use start_method::{StartMethod, get_start_method, set_start_method};
 
 #[doc(hidden)]
 pub mod __private {

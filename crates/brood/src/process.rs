@@ -28,11 +28,11 @@ use serde::de::DeserializeOwned;
 
 use crate::children;
 use crate::codec;
-use crate::context::StartMethod;
 use crate::error::{Error, ErrorKind, PanicReport, Result};
 use crate::handle;
 use crate::launch::{self, Body, HEADER_LEN, Launcher, Popen, Spec, Work};
 use crate::os::{self, ExitStatus, Pid};
+use crate::start_method::StartMethod;
 use crate::task::{self, Fail};
 
 /// A function running (or about to run) in a child process.
@@ -461,7 +461,9 @@ where
             self.state = State::Ready(Ok(work));
             return Err(e);
         }
-        let requested = self.method.unwrap_or_else(crate::get_start_method);
+        let requested = self
+            .method
+            .unwrap_or_else(crate::start_method::get_start_method);
         let method = match (&work, requested) {
             (Work::Closure(_), _) if fork_is_hazardous() => {
                 self.state = State::Ready(Ok(work));

@@ -42,11 +42,11 @@ impl Launcher for Fork {
         let std_streams = hold_std_streams();
         // Hold the children table across the fork so the child never
         // inherits it locked by another thread.
-        let child_me = children::Me::of(spec);
+        let child_me = spec.me();
         // The forkserver client's lock first, then the table's (the order
         // used everywhere): the child inherits neither held by another
         // thread.
-        let mut default_method = crate::context::hold_for_fork();
+        let mut default_method = crate::start_method::hold_for_fork();
         let client = super::forkserver::hold_for_fork();
         let mut table = children::lock();
         table.reap_orphans();

@@ -495,7 +495,7 @@ impl ForkedChild {
         if job.spec.daemon {
             die_with_parent(server);
         }
-        children::lock().enter_child(&job.spec);
+        super::enter_child(&job.spec);
         let body = match job.into_body(fds) {
             Ok(body) => body,
             Err(msg) => Box::new(move || Err(Fail::UnknownTask(msg))),

@@ -118,7 +118,30 @@ pub(crate) struct Spec {
     pub(crate) parent_pid: i32,
     pub(crate) parent_name: String,
     /// The start method the parent asked for: the child's own default.
-    pub(crate) start_method: crate::context::StartMethod,
+    pub(crate) start_method: crate::start_method::StartMethod,
+}
+
+impl Spec {
+    /// Who the child this spec describes is, as its children table knows it.
+    pub(crate) fn me(&self) -> crate::children::Me {
+        crate::children::Me {
+            name: Some(self.name.clone()),
+            identity: self.identity.clone(),
+            counter: 0,
+            daemon: self.daemon,
+            parent: Pid::from_raw(self.parent_pid).map(|pid| (pid, self.parent_name.clone())),
+        }
+    }
+}
+
+/// In a freshly started spawn or forkserver child: it has no children yet,
+/// becomes the process `spec` describes, and its default start method
+/// becomes the one its parent asked for (a fresh, single-threaded process:
+/// no lock order to keep yet). The fork launcher does the same under its
+/// held locks.
+pub(crate) fn enter_child(spec: &Spec) {
+    crate::children::lock().become_child(spec.me());
+    crate::start_method::inherit(spec.start_method);
 }
 
 /// Everything a spawned or forkserver child receives.

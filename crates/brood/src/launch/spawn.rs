@@ -88,7 +88,7 @@ pub(crate) fn child(fd: RawFd) -> ! {
     {
         die_with_parent(parent);
     }
-    children::lock().enter_child(&job.spec);
+    super::enter_child(&job.spec);
     // A fresh process: it ends through `exit`, running its atexit
     // handlers, as Python's spawn children do.
     super::run_exit_hooks_here();
