@@ -58,7 +58,7 @@ mod listener;
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -183,19 +183,11 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     Ok((first, second))
 }
 
-fn set_buffers(fd: &impl AsRawFd) {
-    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // SAFETY: the option value is a valid c_int for the call's duration.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&SOCKET_BUFFER as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
+fn set_buffers(fd: impl std::os::fd::AsFd) {
+    use rustix::net::sockopt;
+    // A size the kernel does not take leaves its default: not an error.
+    let _ = sockopt::set_socket_send_buffer_size(&fd, SOCKET_BUFFER as usize);
+    let _ = sockopt::set_socket_recv_buffer_size(&fd, SOCKET_BUFFER as usize);
 }
 
 impl Connection {
@@ -403,14 +395,13 @@ impl Connection {
     /// assert_eq!(a.recv::<u8>().unwrap(), 2);
     /// ```
     pub fn try_clone(&self) -> Result<Connection> {
-        let fd = self.open_fd()?;
-        // SAFETY: F_DUPFD_CLOEXEC on an open fd returns a new fd we own.
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        if dup < 0 {
-            return Err(Error::os_error("dup", io::Error::last_os_error()));
-        }
-        // SAFETY: `dup` is fresh and owned by nothing else.
-        let mut c = Connection::from_fd(unsafe { OwnedFd::from_raw_fd(dup) }, self.unix);
+        self.open_fd()?;
+        let fd = self
+            .fd
+            .as_ref()
+            .ok_or_else(|| Error::simple(ErrorKind::Closed, "the connection is closed"))?;
+        let dup = os::fd::dup_cloexec(fd, 3).map_err(|e| Error::os_error("dup", e))?;
+        let mut c = Connection::from_fd(dup, self.unix);
         c.readable = self.readable;
         c.writable = self.writable;
         c.max_message = self.max_message;
@@ -995,45 +986,25 @@ impl Connection {
                 0
             };
             // Read into spare capacity: nothing is zero-filled first.
-            let (ptr, room): (*mut u8, usize) = match target {
+            let (buf, room): (&mut Vec<u8>, usize) = match target {
                 Target::ReadAhead => {
                     self.rbuf.reserve(READ_CHUNK);
                     let room = self.rbuf.capacity() - self.rbuf.len();
-                    (self.rbuf.spare_capacity_mut().as_mut_ptr().cast(), room)
+                    (&mut self.rbuf, room)
                 }
                 Target::Partial => {
                     let (msg, want, _) = self.partial.as_mut().expect("partial message");
                     // `next_frame` reserved `want` bytes for it.
                     let room = *want - msg.len();
-                    (msg.spare_capacity_mut().as_mut_ptr().cast(), room)
+                    (msg, room)
                 }
             };
             let mut fds = Vec::new();
-            let got = if self.unix {
-                // SAFETY: `ptr` is the buffer's spare capacity, at least
-                // `room` bytes (reserved above, or the message's length).
-                unsafe { scm::recv_raw(&Fd(fd), ptr, room, &mut fds, flags) }
-            } else {
-                // SAFETY: as above.
-                let n = unsafe { libc::recv(fd, ptr.cast(), room, flags) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(scm::Received {
-                        bytes: n as usize,
-                        fds_dropped: false,
-                    })
-                }
-            };
+            let got =
+                scm::recv_into_spare(&Fd(fd), buf, room, self.unix.then_some(&mut fds), flags);
             match got {
                 Ok(got) => {
                     let n = got.bytes;
-                    let buf: &mut Vec<u8> = match target {
-                        Target::ReadAhead => &mut self.rbuf,
-                        Target::Partial => &mut self.partial.as_mut().expect("partial message").0,
-                    };
-                    // SAFETY: the kernel wrote `n` bytes into the spare capacity.
-                    unsafe { buf.set_len(buf.len() + n) };
                     // Bytes are kept even when fds were dropped: the
                     // message they belong to fails when it is reached,
                     // and every message before it is delivered.
@@ -1111,25 +1082,20 @@ fn parse_header(buf: &[u8]) -> Option<(usize, u64)> {
 fn wait_fd(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> Result<()> {
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let mut pfd = libc::pollfd {
+        let mut pfd = [libc::pollfd {
             fd,
             events,
             revents: 0,
-        };
-        // SAFETY: one valid pollfd for the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, os::duration_to_poll_ms(left)) };
-        if n > 0 {
-            return Ok(());
-        }
-        if n == 0 {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::timeout("timed out waiting for the connection"));
+        }];
+        match os::fd::poll(&mut pfd, left) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Error::timeout("timed out waiting for the connection"));
+                }
             }
-            continue;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(Error::os_error("poll", err));
+            Ok(_) => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Error::os_error("poll", err)),
         }
     }
 }
@@ -1303,26 +1269,16 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
     let deadline = timeout.and_then(crate::time::deadline);
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        // SAFETY: `fds` is a valid array of pollfds for the call.
-        let n = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                os::duration_to_poll_ms(left),
-            )
-        };
-        if n > 0 {
-            return Ok((0..fds.len()).filter(|&i| fds[i].revents != 0).collect());
-        }
-        if n == 0 {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(Vec::new());
+        // A negative fd (an object with nothing to wait on) is skipped.
+        match os::fd::poll(&mut fds, left) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(Vec::new());
+                }
             }
-            continue;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(Error::os_error("poll", err));
+            Ok(_) => return Ok((0..fds.len()).filter(|&i| fds[i].revents != 0).collect()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Error::os_error("poll", err)),
         }
     }
 }

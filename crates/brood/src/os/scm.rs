@@ -294,6 +294,40 @@ pub(crate) fn recv_exact_with_fds(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Re
     Ok(fds)
 }
 
+/// One receive onto the end of `buf`: at most `max` bytes, straight into
+/// its spare capacity (nothing is zero-filled first). With `fds`, through
+/// `recvmsg`, keeping the fds that came along ([`recv_raw`]); without, a
+/// plain `recv(2)` (a socket that is not a Unix socket carries no fds).
+pub(crate) fn recv_into_spare(
+    sock: &impl AsRawFd,
+    buf: &mut Vec<u8>,
+    max: usize,
+    fds: Option<&mut Vec<OwnedFd>>,
+    flags: i32,
+) -> io::Result<Received> {
+    buf.reserve(max);
+    let spare = &mut buf.spare_capacity_mut()[..max];
+    let got = match fds {
+        // SAFETY: `spare` is valid for writes of `max` bytes.
+        Some(fds) => unsafe { recv_raw(sock, spare.as_mut_ptr().cast(), max, fds, flags) }?,
+        None => {
+            // SAFETY: as above.
+            let n = unsafe { libc::recv(sock.as_raw_fd(), spare.as_mut_ptr().cast(), max, flags) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Received {
+                bytes: n as usize,
+                fds_dropped: false,
+            }
+        }
+    };
+    // SAFETY: the kernel wrote `got.bytes` (at most `max`) bytes at the
+    // start of the spare capacity.
+    unsafe { buf.set_len(buf.len() + got.bytes) };
+    Ok(got)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
