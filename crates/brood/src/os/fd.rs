@@ -1,4 +1,3 @@
-#![allow(dead_code)] // some wrappers are used once the phase-2 files are converted
 //! Safe wrappers over the fd syscalls the rest of the crate needs: `poll`,
 //! eventfds, `fcntl` (duplicate, close-on-exec, non-blocking), socket pairs,
 //! and taking the one fd a re-executed child inherits from its parent.
@@ -180,23 +179,4 @@ pub(crate) fn ofd_lock(fd: impl AsFd, kind: OfdLock, wait: bool) -> io::Result<b
             _ => return Err(err),
         }
     }
-}
-
-/// Receives at most `max` bytes onto the end of `buf` (`recv(2)` with
-/// `flags`), straight into its spare capacity: nothing is zero-filled first,
-/// which after a fork would be copy-on-write faults for nothing.
-pub(crate) fn recv_into(
-    fd: impl AsFd,
-    buf: &mut Vec<u8>,
-    max: usize,
-    flags: rustix::net::RecvFlags,
-) -> io::Result<usize> {
-    buf.reserve(max);
-    let spare = &mut buf.spare_capacity_mut()[..max];
-    let ((filled, _), _) = rustix::net::recv(fd, spare, flags)?;
-    let n = filled.len();
-    // SAFETY: recv initialised the first `n` bytes of the spare capacity
-    // (rustix hands back exactly the part it wrote), and `n <= max` fits.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
 }

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // some wrappers are used once the phase-2 files are converted
 //! Safe wrappers over the process-wide calls the launchers and the
 //! bootstrap need: signal dispositions and masks, exit handlers, the
 //! environment before `main`, the name `ps` shows, a raw `waitpid`, and a
