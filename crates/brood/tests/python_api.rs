@@ -1,0 +1,345 @@
+//! Python behaviours brood matches (or differs from on purpose), and the
+//! API Python users reach for: each test names the Python behaviour it
+//! checks, measured against CPython 3.11's `multiprocessing`.
+//!
+//! Every wait is bounded; timings are only checked as generous "returns in
+//! time / does not hang" bounds.
+
+#[macro_use]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use brood::shm::{Array, RawArray, RawValue, Typecode, Value};
+use brood::sync::{Lock, RLock};
+use brood::{Process, StartMethod};
+
+fn builder(m: StartMethod) -> brood::Builder {
+    common::allow_fork();
+    Process::builder().start_method(m)
+}
+
+/// Asserts that `f` took about `expected` (at least it, and not hanging).
+fn returns_in_time<R>(expected: Duration, f: impl FnOnce() -> R) -> R {
+    let t = Instant::now();
+    let out = f();
+    let took = t.elapsed();
+    assert!(
+        took + Duration::from_millis(2) >= expected,
+        "returned early: {took:?}"
+    );
+    assert!(took < expected + Duration::from_secs(3), "took {took:?}");
+    out
+}
+
+// ----- Value's and Array's lock: Python's `with v.get_lock(): v.value += 1` -----
+
+/// The literal port of Python's counter: take the lock, then read and
+/// write through the value's own methods. 2 children x 1000 = 2000 exactly.
+fn value_counter_literal_port(m: StartMethod) {
+    let v = Value::new(0i64).unwrap();
+    let mut kids: Vec<_> = (0..2)
+        .map(|_| {
+            builder(m).target_with(
+                |v: Value<i64>| {
+                    for _ in 0..1000 {
+                        let _held = v.get_lock().lock().unwrap();
+                        v.set(v.get().unwrap() + 1).unwrap();
+                    }
+                },
+                v.clone(),
+            )
+        })
+        .collect();
+    for k in &mut kids {
+        k.start().unwrap();
+    }
+    for k in &mut kids {
+        k.join().unwrap();
+    }
+    assert_eq!(v.get().unwrap(), 2000);
+}
+
+/// The same for an array element, with Python's `acquire`/`release`.
+fn array_counter_literal_port(m: StartMethod) {
+    let a = Array::<u32>::zeroed(2).unwrap();
+    let mut kids: Vec<_> = (0..2)
+        .map(|_| {
+            builder(m).target_with(
+                |a: Array<u32>| {
+                    for _ in 0..1000 {
+                        assert!(a.get_lock().acquire(true, None).unwrap());
+                        a.set(1, a.get(1).unwrap() + 1).unwrap();
+                        a.get_lock().release().unwrap();
+                    }
+                },
+                a.clone(),
+            )
+        })
+        .collect();
+    for k in &mut kids {
+        k.start().unwrap();
+    }
+    for k in &mut kids {
+        k.join().unwrap();
+    }
+    assert_eq!(a.to_vec().unwrap(), [0, 2000]);
+}
+
+#[test]
+fn value_methods_work_while_this_thread_holds_the_lock() {
+    let v = Value::new(1u32).unwrap();
+    let a = Array::new(&[1u8, 2, 3]).unwrap();
+    {
+        let _held = v.get_lock().lock().unwrap();
+        v.set(v.get().unwrap() + 1).unwrap();
+        assert_eq!(v.get().unwrap(), 2);
+    }
+    {
+        let _held = a.get_lock().lock().unwrap();
+        a.set(0, 9).unwrap();
+        assert_eq!(a.to_vec().unwrap(), [9, 2, 3]);
+    }
+    // Released again: another thread gets it at once.
+    let (v2, a2) = (v.clone(), a.clone());
+    std::thread::spawn(move || {
+        assert!(v2.get_lock().try_lock().is_ok());
+        assert!(a2.get_lock().try_lock().is_ok());
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn value_methods_while_a_guard_lives_fail_instead_of_aliasing() {
+    let v = Value::new(5i32).unwrap();
+    let mut guard = v.lock().unwrap();
+    let err = v.get().unwrap_err();
+    assert_eq!(err.kind(), brood::ErrorKind::InvalidState, "{err}");
+    assert!(v.set(1).is_err());
+    *guard += 1;
+    drop(guard);
+    assert_eq!(v.get().unwrap(), 6);
+
+    let a = Array::new(&[1u8]).unwrap();
+    let g = a.lock().unwrap();
+    assert!(a.get(0).is_err());
+    assert!(a.value().is_err());
+    drop(g);
+    assert_eq!(a.get(0).unwrap(), 1);
+}
+
+#[test]
+fn values_sharing_a_lock_read_each_other_under_one_guard() {
+    // Python: Value('i', 1, lock=l); Value('i', 2, lock=l); `with l: a.value + b.value`.
+    let lock = Lock::new().unwrap();
+    let a = Value::with_lock(1u32, lock.clone()).unwrap();
+    let b = Value::with_lock(2u32, lock).unwrap();
+    let mut ga = a.lock().unwrap();
+    *ga += b.get().unwrap(); // b is not lent to a guard: read directly
+    assert!(a.get().is_err()); // a is
+    drop(ga);
+    assert_eq!(a.get().unwrap(), 3);
+}
+
+#[test]
+fn a_forked_child_does_not_inherit_its_parents_guards() {
+    common::allow_fork();
+    let v = Value::new(7u64).unwrap();
+    let guard = v.lock().unwrap();
+    // The parent's guard is alive at the fork; the child's lock is free
+    // (a Lock belongs to a thread of one process) and its methods work.
+    let mut child = Process::fork({
+        let v = v.clone();
+        move || {
+            let _held = v.get_lock().lock().unwrap();
+            v.set(v.get().unwrap() + 1).map_err(|e| e.to_string())
+        }
+    });
+    drop(guard);
+    child.start().unwrap();
+    child.join().unwrap().unwrap();
+    assert_eq!(v.get().unwrap(), 8);
+}
+
+// ----- Lock: a timed acquire by the holder waits out its timeout -----
+
+#[test]
+fn lock_holder_timed_acquire_waits_out_the_timeout() {
+    // Python: l.acquire(); l.acquire(True, 0.2) -> False after 0.2 s.
+    let lock = Lock::new().unwrap();
+    assert!(lock.acquire(true, None).unwrap());
+    let got = returns_in_time(Duration::from_millis(200), || {
+        lock.acquire(true, Some(Duration::from_millis(200)))
+    });
+    assert!(!got.unwrap());
+    let guard = returns_in_time(Duration::from_millis(100), || {
+        lock.lock_timeout(Duration::from_millis(100))
+    });
+    assert!(matches!(guard, Err(brood::sync::TryLockError::WouldBlock)));
+    // Non-blocking: fails at once, as in Python.
+    let t = Instant::now();
+    assert!(!lock.acquire(false, None).unwrap());
+    assert!(t.elapsed() < Duration::from_millis(100));
+    assert!(lock.is_owned()); // still held once
+    lock.release().unwrap();
+    assert!(lock.release().is_err());
+}
+
+#[test]
+fn rlock_holder_timed_acquire_takes_another_level_at_once() {
+    let lock = RLock::new().unwrap();
+    assert!(lock.acquire(true, None).unwrap());
+    let t = Instant::now();
+    assert!(lock.acquire(true, Some(Duration::from_secs(5))).unwrap());
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(lock.recursion_count(), 2);
+    lock.release().unwrap();
+    lock.release().unwrap();
+}
+
+// ----- Lock::locked, owners in Debug -----
+
+#[test]
+fn locked_sees_a_holder_in_another_process() {
+    common::allow_fork();
+    let lock = Lock::new().unwrap();
+    assert!(!lock.locked());
+    let (r, w) = common::pipe();
+    let (r2, w2) = common::pipe();
+    let mut child = Process::fork({
+        let lock = lock.clone();
+        move || {
+            let _g = lock.lock().unwrap();
+            common::write_i32(&w, 1);
+            common::read_i32(&r2); // hold until told
+        }
+    });
+    child.start().unwrap();
+    assert_eq!(common::read_i32(&r), 1);
+    assert!(lock.locked());
+    assert!(!lock.is_owned());
+    let owner = lock.owner().unwrap();
+    assert_eq!(Some(owner.pid), child.pid());
+    assert!(!owner.is_current_thread());
+    let debug = format!("{lock:?}");
+    assert!(debug.contains(&format!("pid: {}", owner.pid)), "{debug}");
+    common::write_i32(&w2, 1);
+    child.join().unwrap();
+    assert!(!lock.locked());
+    assert!(lock.owner().is_none());
+}
+
+#[test]
+fn rlock_debug_shows_owner_and_count() {
+    // Python: repr(RLock()) is <RLock(None, 0)>, then <RLock(MainProcess, 2)>.
+    let lock = RLock::new().unwrap();
+    let free = format!("{lock:?}");
+    assert!(
+        free.contains("owner: None") && free.contains("count: 0"),
+        "{free}"
+    );
+    let _a = lock.lock().unwrap();
+    let _b = lock.lock().unwrap();
+    let held = format!("{lock:?}");
+    assert!(
+        held.contains(&format!("pid: {}", brood::os::getpid())) && held.contains("count: 2"),
+        "{held}"
+    );
+    assert_eq!(lock.owner().unwrap().count, 2);
+    assert!(lock.locked());
+}
+
+// ----- Value/Array: zero values, typecodes, char arrays -----
+
+#[test]
+fn zero_values_without_an_initial_argument() {
+    // Python: Value('i').value == 0, Value('c').value == b'\x00'.
+    assert_eq!(Value::<i64>::zeroed().unwrap().get().unwrap(), 0);
+    assert_eq!(Value::<f64>::zeroed().unwrap().get().unwrap(), 0.0);
+    let c = Value::<u8>::from_typecode('c').unwrap();
+    assert_eq!(c.get().unwrap(), 0);
+    assert_eq!(c.typecode(), Some(Typecode::Char));
+    assert_eq!(RawValue::<i32>::zeroed().unwrap().get(), 0);
+    assert!(Value::<i32>::from_typecode('d').is_err());
+    assert!(Value::<i32>::from_typecode('x').is_err());
+}
+
+#[test]
+fn typecode_is_the_one_given_not_its_alias() {
+    assert_eq!(
+        Value::with_typecode('q', 1i64).unwrap().typecode(),
+        Some(Typecode::LongLong)
+    );
+    assert_eq!(
+        Value::with_typecode('l', 1i64).unwrap().typecode(),
+        Some(Typecode::Long)
+    );
+    assert_eq!(
+        Array::with_typecode('c', b"ab").unwrap().typecode(),
+        Some(Typecode::Char)
+    );
+    assert_eq!(
+        Array::with_typecode('B', b"ab").unwrap().typecode(),
+        Some(Typecode::UByte)
+    );
+    assert_eq!(
+        RawArray::<u64>::from_typecode('Q', 2).unwrap().typecode(),
+        Some(Typecode::ULongLong)
+    );
+    // Without a code, T's own.
+    assert_eq!(Array::new(b"ab").unwrap().typecode(), Some(Typecode::UByte));
+}
+
+fn typecode_crosses_to_a_child(m: StartMethod) {
+    let a = Array::<u8>::from_typecode('c', 4).unwrap();
+    let mut p = builder(m).target_with(
+        |a: Array<u8>| {
+            a.set_value(b"hey").unwrap();
+            a.typecode().map(|c| c.as_char())
+        },
+        a.clone(),
+    );
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), Some('c'));
+    assert_eq!(a.value().unwrap(), b"hey");
+}
+
+#[test]
+fn char_arrays_value_and_raw_like_python() {
+    // Every line checked against CPython 3.11: a = Array('c', 5) ...
+    let a = Array::<u8>::from_typecode('c', 5).unwrap();
+    assert_eq!(a.value().unwrap(), b""); // a.value == b''
+    assert_eq!(a.raw().unwrap(), b"\0\0\0\0\0");
+    a.set_value(b"ab").unwrap(); // a.value = b'ab'
+    assert_eq!(a.value().unwrap(), b"ab");
+    assert_eq!(a.raw().unwrap(), b"ab\0\0\0");
+    a.set_raw(b"xy\0zw").unwrap(); // a.raw = b'xy\x00zw'
+    assert_eq!(a.value().unwrap(), b"xy");
+    assert_eq!(a.raw().unwrap(), b"xy\0zw");
+    a.set_value(b"abcde").unwrap(); // exactly full: no NUL
+    assert_eq!(a.value().unwrap(), b"abcde");
+    a.set_raw(b"q").unwrap(); // a.raw = b'q': the rest stays
+    assert_eq!(a.raw().unwrap(), b"qbcde");
+    a.set_value(b"x").unwrap(); // a.value = b'x' -> raw b'x\x00cde'
+    assert_eq!(a.raw().unwrap(), b"x\0cde");
+    a.set_value(b"a\0b").unwrap(); // raw b'a\x00b\x00e', value b'a'
+    assert_eq!(a.raw().unwrap(), b"a\0b\0e");
+    assert_eq!(a.value().unwrap(), b"a");
+    // Too long: ValueError in Python; an error here, nothing changed.
+    let err = a.set_value(b"abcdef").unwrap_err();
+    assert!(err.to_string().contains("too long"), "{err}");
+    assert!(a.set_raw(b"abcdef").is_err());
+    assert_eq!(a.raw().unwrap(), b"a\0b\0e");
+
+    let r = RawArray::<u8>::from_typecode('c', 3).unwrap();
+    r.set_value(b"hi").unwrap();
+    assert_eq!((r.value(), r.raw()), (b"hi".to_vec(), b"hi\0".to_vec()));
+    assert!(r.set_raw(b"long").is_err());
+}
+
+suite!(
+    value_counter_literal_port,
+    array_counter_literal_port,
+    typecode_crosses_to_a_child,
+);
