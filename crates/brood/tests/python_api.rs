@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use brood::shm::{Array, RawArray, RawValue, Typecode, Value};
-use brood::sync::{Lock, RLock};
+use brood::sync::{Barrier, Condition, Lock, RLock};
 use brood::{Process, StartMethod};
 
 fn builder(m: StartMethod) -> brood::Builder {
@@ -338,8 +338,127 @@ fn char_arrays_value_and_raw_like_python() {
     assert!(r.set_raw(b"long").is_err());
 }
 
+// ----- Barrier's action, Condition::wait_for's value -----
+
+/// Python: Barrier(3, action=f): f runs once per trip, in one party, before
+/// any party goes on.
+fn barrier_action_runs_once_before_anyone_goes_on(m: StartMethod) {
+    let barrier = Barrier::new(3).unwrap();
+    // [times the action ran, pid that ran it]
+    let seen = Array::<i32>::zeroed(2).unwrap();
+    fn party(b: &Barrier, seen: &Array<i32>) -> (usize, i32, i32) {
+        let me = brood::os::getpid().as_raw();
+        let index = b
+            .wait_with(Some(Duration::from_secs(10)), || {
+                let mut g = seen.lock().unwrap();
+                g[0] += 1;
+                g[1] = me;
+            })
+            .unwrap();
+        // Everyone sees the action done the moment it is released.
+        let after = seen.to_vec().unwrap();
+        (index, after[0], me)
+    }
+    let mut kids: Vec<_> = (0..2)
+        .map(|_| {
+            builder(m).target_with(
+                |(b, seen): (Barrier, Array<i32>)| party(&b, &seen),
+                (barrier.clone(), seen.clone()),
+            )
+        })
+        .collect();
+    for k in &mut kids {
+        k.start().unwrap();
+    }
+    let mut results = vec![party(&barrier, &seen)];
+    for k in &mut kids {
+        results.push(k.join().unwrap());
+    }
+    let runs = seen.to_vec().unwrap();
+    assert_eq!(runs[0], 1, "the action ran {} times", runs[0]);
+    for (_, seen_runs, _) in &results {
+        assert_eq!(*seen_runs, 1);
+    }
+    // The party that ran it is the one that tripped the barrier (index 2).
+    let tripper = results.iter().find(|r| r.0 == 2).unwrap();
+    assert_eq!(tripper.2, runs[1]);
+    let mut indices: Vec<usize> = results.iter().map(|r| r.0).collect();
+    indices.sort();
+    assert_eq!(indices, [0, 1, 2]);
+}
+
+#[test]
+fn barrier_action_that_panics_breaks_the_barrier() {
+    // Python: the action's exception is re-raised in the party that ran
+    // it, and the others get BrokenBarrierError.
+    let barrier = Barrier::new(2).unwrap();
+    let other = {
+        let b = barrier.clone();
+        std::thread::spawn(move || b.wait(Some(Duration::from_secs(10))))
+    };
+    while barrier.n_waiting() < 1 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let panicked = std::panic::catch_unwind(|| {
+        barrier.wait_with(Some(Duration::from_secs(10)), || panic!("action failed"))
+    });
+    assert!(panicked.is_err());
+    let err = other.join().unwrap().unwrap_err();
+    assert_eq!(err.kind(), brood::ErrorKind::BrokenBarrier);
+    assert!(barrier.broken());
+    // Usable again after reset, and the mutex was released.
+    barrier.reset();
+    let b = barrier.clone();
+    let t = std::thread::spawn(move || b.wait(Some(Duration::from_secs(10))).unwrap());
+    let mine = barrier.wait(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(mine + t.join().unwrap(), 1);
+}
+
+/// Python: cond.wait_for(pred, timeout) returns pred's last value: the
+/// truthy one, or the falsy one after the timeout.
+fn condition_wait_for_returns_the_predicates_value(m: StartMethod) {
+    let cond = Condition::new().unwrap();
+    let slot = Value::new(0u32).unwrap();
+    let held = cond.lock().unwrap();
+    let mut child = builder(m).target_with(
+        |(cond, slot): (Condition, Value<u32>)| {
+            std::thread::sleep(Duration::from_millis(50));
+            let _held = cond.lock().unwrap();
+            slot.set(42).unwrap();
+            cond.notify_all().unwrap();
+        },
+        (cond.clone(), slot.clone()),
+    );
+    child.start().unwrap();
+    let got = cond
+        .wait_for(
+            || Some(slot.get().unwrap()).filter(|v| *v != 0),
+            Some(Duration::from_secs(10)),
+        )
+        .unwrap();
+    assert_eq!(got, Some(42));
+    drop(held);
+    child.join().unwrap();
+
+    let _held = cond.lock().unwrap();
+    let mut calls = 0;
+    let last = returns_in_time(Duration::from_millis(100), || {
+        cond.wait_for(
+            || {
+                calls += 1;
+                0usize
+            },
+            Some(Duration::from_millis(100)),
+        )
+    });
+    assert_eq!(last.unwrap(), 0);
+    assert!(calls >= 2, "the predicate is checked again after the wait");
+}
+
 suite!(
     value_counter_literal_port,
     array_counter_literal_port,
     typecode_crosses_to_a_child,
+    barrier_action_runs_once_before_anyone_goes_on,
+    condition_wait_for_returns_the_predicates_value,
 );
