@@ -10,6 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use brood::connection::{Address, Client, Listener, wait};
 use brood::shm::{Array, RawArray, RawValue, Typecode, Value};
 use brood::sync::{Barrier, Condition, Lock, RLock};
 use brood::{Process, StartMethod};
@@ -455,10 +456,115 @@ fn condition_wait_for_returns_the_predicates_value(m: StartMethod) {
     assert!(calls >= 2, "the predicate is checked again after the wait");
 }
 
+// ----- Listener: close, last_accepted, an address of its own, wait -----
+
+/// Python: Listener() picks a Unix path in a private temp dir; a child
+/// connects to it with the key.
+fn listener_without_an_address_serves_a_child(m: StartMethod) {
+    use std::os::unix::fs::PermissionsExt;
+    let l = Listener::new(Some(b"secret")).unwrap();
+    let Address::Unix(path) = l.address().clone() else {
+        panic!("not a unix address: {}", l.address())
+    };
+    let dir = path.parent().unwrap().to_path_buf();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the directory is private");
+    let mut p = builder(m).target_with(
+        |address: String| {
+            let mut c = Client::connect(&address.parse().unwrap(), Some(b"secret")).unwrap();
+            c.send(&"hi").unwrap();
+        },
+        l.address().to_string(),
+    );
+    p.start().unwrap();
+    let mut conn = l.accept_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(conn.recv::<String>().unwrap(), "hi");
+    p.join().unwrap();
+    // Python's last_accepted for an unnamed Unix peer is ''.
+    assert_eq!(l.last_accepted(), Some(Address::Unix(Default::default())));
+    drop(l);
+    assert!(
+        !path.exists() && !dir.exists(),
+        "drop removes socket and dir"
+    );
+}
+
+#[test]
+fn listener_close_stops_accepting_and_removes_its_files() {
+    let mut l = Listener::new(None).unwrap();
+    let Address::Unix(path) = l.address().clone() else {
+        unreachable!()
+    };
+    let mut client = Client::connect(l.address(), None).unwrap();
+    let mut accepted = l.accept().unwrap();
+    l.close();
+    assert!(l.closed());
+    assert!(!path.exists() && !path.parent().unwrap().exists());
+    // Python: OSError('listener is closed'); here InvalidState, at once.
+    let t = Instant::now();
+    assert_eq!(
+        l.accept().unwrap_err().kind(),
+        brood::ErrorKind::InvalidState
+    );
+    assert_eq!(
+        l.accept_timeout(Duration::from_secs(5)).unwrap_err().kind(),
+        brood::ErrorKind::InvalidState
+    );
+    assert!(t.elapsed() < Duration::from_secs(1));
+    l.close(); // twice: nothing
+    // Connecting now fails; the accepted connection still works.
+    assert!(Client::connect(&Address::Unix(path), None).is_err());
+    client.send(&5u8).unwrap();
+    assert_eq!(accepted.recv::<u8>().unwrap(), 5);
+    // A closed listener is "ready" for wait: its accept does not block.
+    assert_eq!(wait(&[&l], Some(Duration::from_secs(5))).unwrap(), [0]);
+}
+
+#[test]
+fn listener_last_accepted_names_a_tcp_peer() {
+    // Python: ('127.0.0.1', port of the client).
+    let l = Listener::bind(&"127.0.0.1:0".parse().unwrap(), None).unwrap();
+    assert_eq!(l.last_accepted(), None);
+    let c = Client::connect(l.address(), None).unwrap();
+    let _conn = l.accept().unwrap();
+    let Some(Address::Tcp(peer)) = l.last_accepted() else {
+        panic!("{:?}", l.last_accepted())
+    };
+    assert!(peer.ip().is_loopback());
+    assert_ne!(peer.port(), 0);
+    drop(c);
+}
+
+fn wait_covers_listeners_beside_connections(m: StartMethod) {
+    let l = Listener::new(None).unwrap();
+    let (mut a, b) = brood::pipe(true).unwrap();
+    // Nothing yet: the wait times out.
+    assert!(
+        wait(&[&l, &b], Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_empty()
+    );
+    let mut p = builder(m).target_with(
+        |address: String| {
+            let _c = Client::connect(&address.parse().unwrap(), None).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+        },
+        l.address().to_string(),
+    );
+    p.start().unwrap();
+    assert_eq!(wait(&[&b, &l], Some(Duration::from_secs(10))).unwrap(), [1]);
+    let _conn = l.accept().unwrap();
+    a.send(&1u8).unwrap();
+    assert_eq!(wait(&[&l, &b], Some(Duration::from_secs(10))).unwrap(), [1]);
+    p.join().unwrap();
+}
+
 suite!(
     value_counter_literal_port,
     array_counter_literal_port,
     typecode_crosses_to_a_child,
     barrier_action_runs_once_before_anyone_goes_on,
     condition_wait_for_returns_the_predicates_value,
+    listener_without_an_address_serves_a_child,
+    wait_covers_listeners_beside_connections,
 );
