@@ -73,7 +73,10 @@ pub mod task;
 
 pub use brood_macros::task;
 pub use connection::{Connection, pipe};
-pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
+pub use context::{
+    Context, StartMethod, get_all_start_methods, get_context, get_start_method,
+    set_forkserver_preload, set_start_method,
+};
 pub use error::{Error, ErrorKind, PanicReport, Result};
 pub use process::{
     Builder, Process, ProcessInfo, active_children, allow_fork_with_threads, cpu_count,

@@ -559,6 +559,32 @@ fn wait_covers_listeners_beside_connections(m: StartMethod) {
     p.join().unwrap();
 }
 
+// ----- Start methods -----
+
+#[test]
+fn get_all_start_methods_lists_the_default_first() {
+    // Python 3.14 on Linux: ['forkserver', 'fork', 'spawn'], whatever
+    // set_start_method chose (the list names the platform default).
+    let names = |all: Vec<StartMethod>| all.iter().map(|m| m.name()).collect::<Vec<_>>();
+    assert_eq!(
+        names(brood::get_all_start_methods()),
+        ["forkserver", "fork", "spawn"]
+    );
+    brood::set_start_method(StartMethod::ForkServer, true).unwrap();
+    assert_eq!(
+        names(brood::get_all_start_methods()),
+        ["forkserver", "fork", "spawn"]
+    );
+}
+
+#[test]
+fn set_forkserver_preload_is_accepted_and_changes_nothing() {
+    brood::set_forkserver_preload(&["__main__", "no_such_module"]);
+    let mut p = builder(StartMethod::ForkServer).target(|| brood::current_process().name);
+    p.start().unwrap();
+    assert!(p.join().unwrap().starts_with("Process-"));
+}
+
 suite!(
     value_counter_literal_port,
     array_counter_literal_port,
