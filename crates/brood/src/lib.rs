@@ -79,8 +79,8 @@ pub use context::{
 };
 pub use error::{Error, ErrorKind, PanicReport, Result};
 pub use process::{
-    Builder, Process, ProcessInfo, active_children, allow_fork_with_threads, cpu_count,
-    current_process, parent_process,
+    Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
+    authkey, cpu_count, current_process, parent_process, set_authkey,
 };
 pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
 

@@ -585,6 +585,152 @@ fn set_forkserver_preload_is_accepted_and_changes_nothing() {
     assert!(p.join().unwrap().starts_with("Process-"));
 }
 
+// ----- authkey -----
+
+/// Python: a child's current_process().authkey is its parent's; p.authkey
+/// = k gives one child its own; setting the parent's changes later
+/// children's; a grandchild inherits its parent's (the child's) key.
+fn authkey_is_inherited_and_settable_per_process(m: StartMethod) {
+    let mine = brood::authkey();
+    assert_eq!(mine.len(), 32);
+    assert_eq!(brood::authkey(), mine, "stable within a process");
+    let mut p = builder(m).target(brood::authkey);
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), mine);
+
+    let mut p = builder(m).authkey(b"own key").target(|| {
+        // The child's key goes to its own children.
+        let mut g = Process::builder().target(brood::authkey);
+        g.start().unwrap();
+        (brood::authkey(), g.join().unwrap())
+    });
+    p.start().unwrap();
+    let (child, grandchild) = p.join().unwrap();
+    assert_eq!(child, b"own key");
+    assert_eq!(grandchild, b"own key");
+    assert_eq!(brood::authkey(), mine, "the parent's key is unchanged");
+
+    let mut p = builder(m).target(brood::authkey);
+    p.set_authkey(b"set on the handle").unwrap();
+    p.start().unwrap();
+    assert!(p.set_authkey(b"too late").is_err());
+    assert_eq!(p.join().unwrap(), b"set on the handle");
+}
+
+#[test]
+fn setting_this_processs_authkey_reaches_later_children() {
+    common::allow_fork();
+    // A fork child, so setting the key does not change this test process's.
+    let mut outer = Process::fork(|| {
+        brood::set_authkey(b"changed");
+        let mut p = Process::builder()
+            .start_method(StartMethod::Spawn)
+            .target(brood::authkey);
+        p.start().unwrap();
+        (brood::authkey(), p.join().unwrap())
+    });
+    outer.start().unwrap();
+    let (own, child) = outer.join().unwrap();
+    assert_eq!(own, b"changed");
+    assert_eq!(child, b"changed");
+}
+
+// ----- parent_process -----
+
+/// The grandchild's view of its parent: (parent pid it names, ms its join
+/// took, alive afterwards).
+type Watch = (i32, i64, bool);
+
+/// Starts a middle child that starts a grandchild watching its parent with
+/// `parent_process()`, then SIGKILLs itself after `middle_lives`; the
+/// grandchild sleeps `first` before it looks. Returns the middle's pid and
+/// what the grandchild saw.
+fn watch_a_dying_parent(m: StartMethod, middle_lives_ms: u64, first_ms: u64) -> (i32, Watch) {
+    let out = Array::<i64>::zeroed(4).unwrap();
+    let mut middle = builder(m).target_with(
+        |(m, out, lives, first): (StartMethod, Array<i64>, u64, u64)| {
+            let mut g = Process::builder().start_method(m).target_with(
+                |(out, first): (Array<i64>, u64)| {
+                    std::thread::sleep(Duration::from_millis(first));
+                    let parent = brood::parent_process().unwrap();
+                    let t = Instant::now();
+                    let joined = parent.join_timeout(Duration::from_secs(20));
+                    let took = t.elapsed().as_millis() as i64;
+                    let mut g = out.lock().unwrap();
+                    g[1] = i64::from(parent.pid.as_raw());
+                    g[2] = if joined.is_ok() { took } else { -1 };
+                    g[3] = i64::from(parent.is_alive());
+                    g[0] = 1;
+                },
+                (out, first),
+            );
+            g.start().unwrap();
+            std::thread::sleep(Duration::from_millis(lives));
+            let _ = brood::os::kill(brood::os::getpid(), libc::SIGKILL);
+        },
+        (m, out.clone(), middle_lives_ms, first_ms),
+    );
+    middle.start().unwrap();
+    let middle_pid = middle.pid().unwrap().as_raw();
+    assert!(middle.join().is_err(), "the middle child was killed");
+    let t = Instant::now();
+    while out.get(0).unwrap() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the grandchild never reported"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let v = out.to_vec().unwrap();
+    (middle_pid, (v[1] as i32, v[2], v[3] != 0))
+}
+
+/// Python: parent_process().join(timeout) returns when the parent dies
+/// (the forkserver's children too: their parent is the starter).
+fn parent_join_returns_when_the_parent_dies(m: StartMethod) {
+    let (middle, (named, took_ms, alive)) = watch_a_dying_parent(m, 300, 0);
+    assert_eq!(named, middle, "parent_process() names the middle child");
+    assert!(took_ms >= 0, "join timed out instead of seeing the death");
+    assert!(took_ms < 10_000, "join took {took_ms} ms");
+    assert!(!alive);
+}
+
+/// The parent died (and the grandchild was reparented) before the
+/// grandchild asked: is_alive is false and join returns at once, whatever
+/// process has the pid now.
+fn parent_that_died_before_asking_is_not_alive(m: StartMethod) {
+    let (middle, (named, took_ms, alive)) = watch_a_dying_parent(m, 0, 300);
+    assert_eq!(named, middle);
+    assert!((0..1000).contains(&took_ms), "join took {took_ms} ms");
+    assert!(!alive);
+}
+
+#[test]
+fn parent_process_is_none_in_the_main_process_and_alive_in_a_child() {
+    assert!(brood::parent_process().is_none());
+    let mut p = builder(StartMethod::ForkServer).target(|| {
+        let parent = brood::parent_process().unwrap();
+        let waited = parent.join_timeout(Duration::from_millis(50));
+        let sentinel = parent.sentinel().unwrap();
+        (
+            parent,
+            parent_alive(),
+            waited.unwrap_err().is_timeout(),
+            sentinel.is_some(),
+        )
+    });
+    fn parent_alive() -> bool {
+        brood::parent_process().unwrap().is_alive()
+    }
+    p.start().unwrap();
+    let (parent, alive, timed_out, has_sentinel) = p.join().unwrap();
+    assert_eq!(parent.pid, brood::os::getpid());
+    assert_eq!(parent.name, "MainProcess");
+    assert!(alive && timed_out && has_sentinel);
+    // The description crosses back and still names this (live) process.
+    assert!(parent.is_alive());
+}
+
 suite!(
     value_counter_literal_port,
     array_counter_literal_port,
@@ -593,4 +739,7 @@ suite!(
     condition_wait_for_returns_the_predicates_value,
     listener_without_an_address_serves_a_child,
     wait_covers_listeners_beside_connections,
+    authkey_is_inherited_and_settable_per_process,
+    parent_join_returns_when_the_parent_dies,
+    parent_that_died_before_asking_is_not_alive,
 );

@@ -567,7 +567,8 @@ fn answer_challenge(conn: &mut Connection, key: &[u8], deadline: Option<Instant>
     }
 }
 
-fn fill_random(buf: &mut [u8]) -> Result<()> {
+/// Fills `buf` with random bytes from the kernel (`getrandom(2)`).
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
         let rest = &mut buf[filled..];
