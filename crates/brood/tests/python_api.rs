@@ -131,6 +131,23 @@ fn value_methods_while_a_guard_lives_fail_instead_of_aliasing() {
 }
 
 #[test]
+fn value_lock_again_panics_instead_of_deadlocking() {
+    // Python's RLock would let `with v.get_lock(): with v.get_lock():` nest;
+    // brood's guard hands out &mut, so a second lock() from the holder
+    // panics (a Lock is not reentrant) instead of aliasing or hanging.
+    let v = Value::new(1u8).unwrap();
+    let _held = v.get_lock().lock().unwrap();
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _g = v.lock();
+    }));
+    assert!(again.is_err());
+    // The holder's own get/set still work, and the lock is still held.
+    v.set(2).unwrap();
+    assert_eq!(v.get().unwrap(), 2);
+    assert!(v.get_lock().is_owned());
+}
+
+#[test]
 fn values_sharing_a_lock_read_each_other_under_one_guard() {
     // Python: Value('i', 1, lock=l); Value('i', 2, lock=l); `with l: a.value + b.value`.
     let lock = Lock::new().unwrap();
@@ -332,6 +349,10 @@ fn char_arrays_value_and_raw_like_python() {
     assert!(err.to_string().contains("too long"), "{err}");
     assert!(a.set_raw(b"abcdef").is_err());
     assert_eq!(a.raw().unwrap(), b"a\0b\0e");
+
+    // brood: on any u8 array ('B' too), not only 'c' ones.
+    let b = Array::with_typecode('B', b"ab\0c").unwrap();
+    assert_eq!(b.value().unwrap(), b"ab");
 
     let r = RawArray::<u8>::from_typecode('c', 3).unwrap();
     r.set_value(b"hi").unwrap();
