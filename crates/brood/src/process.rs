@@ -79,7 +79,7 @@ pub struct Process<R> {
     identity: Vec<u32>,
     /// The start method asked for (`None`: the default), then the one used.
     method: Option<StartMethod>,
-    /// The child's own auth key (`None`: the parent's at `start`).
+    /// The child's auth key: its own, else its creator's when it was made.
     authkey: Option<Vec<u8>>,
     state: State<R>,
     _value: PhantomData<fn() -> R>,
@@ -165,7 +165,9 @@ impl Builder {
 
     /// The child's auth key (Python's `Process(...).authkey = key` before
     /// `start`): what [`authkey`](crate::authkey) returns in it, and what
-    /// its own children inherit. The default is this process's key.
+    /// its own children inherit. The default is this process's key when
+    /// the `Process` is made (as in Python: a later
+    /// [`set_authkey`](crate::set_authkey) does not reach it).
     ///
     /// ```
     /// let mut p = brood::Process::builder().authkey(b"for the child").target(brood::authkey);
@@ -275,13 +277,20 @@ impl Builder {
     }
 
     fn build<R>(self, work: Result<Work>, forced: Option<StartMethod>) -> Process<R> {
-        let (identity, default_name) = children::lock().next_identity();
+        let mut table = children::lock();
+        let (identity, default_name) = table.next_identity();
+        // As in Python, a process takes its creator's key when it is made
+        // (`Process.__init__` copies the config), not when it starts.
+        let authkey = self
+            .authkey
+            .unwrap_or_else(|| table.me.authkey.get_or_insert_with(random_key).clone());
+        drop(table);
         Process {
             name: self.name.unwrap_or(default_name),
             daemon: self.daemon,
             identity,
             method: forced.or(self.method),
-            authkey: self.authkey,
+            authkey: Some(authkey),
             state: State::Ready(work),
             _value: PhantomData,
         }
@@ -1232,15 +1241,16 @@ fn own_start_time() -> Option<Duration> {
 /// # Ok::<(), brood::Error>(())
 /// ```
 pub fn authkey() -> Vec<u8> {
-    let mut table = children::lock();
-    if table.me.authkey.is_none() {
-        table.me.authkey = Some(random_key());
-    }
-    table.me.authkey.clone().unwrap_or_default()
+    children::lock()
+        .me
+        .authkey
+        .get_or_insert_with(random_key)
+        .clone()
 }
 
 /// Sets this process's auth key (Python's `current_process().authkey =
-/// key`): children started from now on inherit it.
+/// key`): children made from now on inherit it (a `Process` made before
+/// keeps the key it was made with, as in Python).
 ///
 /// ```
 /// brood::set_authkey(b"shared secret");

@@ -639,21 +639,32 @@ fn authkey_is_inherited_and_settable_per_process(m: StartMethod) {
 }
 
 #[test]
-fn setting_this_processs_authkey_reaches_later_children() {
+fn setting_this_processs_authkey_reaches_children_made_later() {
     common::allow_fork();
     // A fork child, so setting the key does not change this test process's.
     let mut outer = Process::fork(|| {
+        brood::set_authkey(b"old");
+        // Python: a Process takes its creator's key when it is made.
+        let mut made_before = Process::builder()
+            .start_method(StartMethod::Spawn)
+            .target(brood::authkey);
         brood::set_authkey(b"changed");
         let mut p = Process::builder()
             .start_method(StartMethod::Spawn)
             .target(brood::authkey);
         p.start().unwrap();
-        (brood::authkey(), p.join().unwrap())
+        made_before.start().unwrap();
+        (
+            brood::authkey(),
+            p.join().unwrap(),
+            made_before.join().unwrap(),
+        )
     });
     outer.start().unwrap();
-    let (own, child) = outer.join().unwrap();
+    let (own, child, made_before) = outer.join().unwrap();
     assert_eq!(own, b"changed");
     assert_eq!(child, b"changed");
+    assert_eq!(made_before, b"old");
 }
 
 // ----- parent_process -----
