@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::memory::{Block, SharedMemory, SharedState};
 use crate::error::{Error, Result};
-use crate::sync::{Lock, LockGuard, LockResult, OwnerDied};
+use crate::sync::{Lock, LockGuard, LockResult, OwnerDied, TryLockError};
 
 /// A Python `array`/`ctypes` typecode, for code ported from Python's
 /// `Value('i', 0)` and `Array('d', 10)`.
@@ -822,27 +822,19 @@ mod lent {
 
     const SLOTS: usize = 8;
 
-    #[derive(Clone, Copy)]
-    struct Slots {
-        addrs: [usize; SLOTS],
-        overflow: u32,
-    }
-
-    const EMPTY: Slots = Slots {
-        addrs: [0; SLOTS],
-        overflow: 0,
-    };
-
     thread_local! {
-        // Copy and const-initialised: no destructor, no lazy set-up, so the
-        // fork handler below only touches this thread's static memory.
-        static LENT: Cell<Slots> = const { Cell::new(EMPTY) };
+        // Const-initialised cells without destructors: no lazy set-up, so
+        // the fork handler below only touches this thread's static memory,
+        // and a guard costs a load and a store in the first free slot.
+        static ADDRS: [Cell<usize>; SLOTS] = const { [const { Cell::new(0) }; SLOTS] };
+        static OVERFLOW: Cell<u32> = const { Cell::new(0) };
     }
 
     static ATFORK: std::sync::Once = std::sync::Once::new();
 
     extern "C" fn forked_child() {
-        LENT.with(|l| l.set(EMPTY));
+        ADDRS.with(|addrs| addrs.iter().for_each(|a| a.set(0)));
+        OVERFLOW.with(|o| o.set(0));
     }
 
     /// One element block lent to a guard, until dropped.
@@ -856,50 +848,60 @@ mod lent {
         pub(super) fn new(addr: usize) -> Lent {
             ATFORK.call_once(|| {
                 // SAFETY: registers a handler with no arguments that only
-                // stores to a const thread-local (async-signal-safe).
+                // stores to const thread-locals (async-signal-safe).
                 unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
             });
-            LENT.with(|l| {
-                let mut slots = l.get();
-                let slotted = match slots.addrs.iter().position(|a| *a == 0) {
-                    Some(i) => {
-                        slots.addrs[i] = addr;
-                        true
-                    }
-                    None => {
-                        slots.overflow += 1;
-                        false
-                    }
-                };
-                l.set(slots);
-                Lent { addr, slotted }
-            })
+            let slotted = ADDRS.with(|addrs| match addrs.iter().find(|a| a.get() == 0) {
+                Some(free) => {
+                    free.set(addr);
+                    true
+                }
+                None => false,
+            });
+            if !slotted {
+                OVERFLOW.with(|o| o.set(o.get() + 1));
+            }
+            Lent { addr, slotted }
         }
     }
 
     impl Drop for Lent {
         #[inline]
         fn drop(&mut self) {
-            let _ = LENT.try_with(|l| {
-                let mut slots = l.get();
-                if self.slotted {
-                    if let Some(i) = slots.addrs.iter().position(|a| *a == self.addr) {
-                        slots.addrs[i] = 0;
+            if self.slotted {
+                let _ = ADDRS.try_with(|addrs| {
+                    if let Some(slot) = addrs.iter().find(|a| a.get() == self.addr) {
+                        slot.set(0);
                     }
-                } else {
-                    slots.overflow = slots.overflow.saturating_sub(1);
-                }
-                l.set(slots);
-            });
+                });
+            } else {
+                let _ = OVERFLOW.try_with(|o| o.set(o.get().saturating_sub(1)));
+            }
         }
     }
 
     /// Whether `addr` may be lent to a live guard of this thread.
     pub(super) fn is_lent(addr: usize) -> bool {
-        LENT.with(|l| {
-            let slots = l.get();
-            slots.overflow > 0 || slots.addrs.contains(&addr)
-        })
+        OVERFLOW.with(Cell::get) > 0 || ADDRS.with(|addrs| addrs.iter().any(|a| a.get() == addr))
+    }
+}
+
+/// Makes sure the calling thread holds `lock` for one access to the
+/// elements at `addr`: takes it (`Some` guard), or finds it held by this
+/// thread already (`None`: Python's RLock re-entry) — an error then if a
+/// guard of this thread has those elements.
+fn held(lock: &Lock, addr: usize) -> Result<Option<LockGuard<'_>>> {
+    match lock.try_lock() {
+        Ok(guard) => Ok(Some(guard)),
+        Err(TryLockError::OwnerDied(d)) => Err(died(d)),
+        Err(TryLockError::WouldBlock) if lock.is_owned() => {
+            if lent::is_lent(addr) {
+                Err(lent_error())
+            } else {
+                Ok(None)
+            }
+        }
+        Err(TryLockError::WouldBlock) => lock.lock().map(Some).map_err(died),
     }
 }
 
@@ -1127,19 +1129,14 @@ impl<T: Pod> Value<T> {
     /// Runs `f` on the value under the lock: taking it, or — when the
     /// calling thread holds it already — directly.
     fn access<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
-        if self.lock.is_owned() {
-            let ptr = self.raw.array.ptr();
-            if lent::is_lent(ptr as usize) {
-                return Err(lent_error());
-            }
-            // SAFETY: this thread holds the lock, so no process that goes
-            // through it touches the value, and no guard of this thread has
-            // it (checked above); the reference lives only for `f`, which
-            // cannot reach another reference to it. Mapped and aligned.
-            return Ok(f(unsafe { &mut *ptr }));
-        }
-        let mut guard = self.lock().map_err(died)?;
-        Ok(f(&mut guard))
+        let ptr = self.raw.array.ptr();
+        let _held = held(&self.lock, ptr as usize)?;
+        // SAFETY: this thread holds the lock (taken just now, or before and
+        // then no guard of this thread has the value: `held` checks), so no
+        // process that goes through it touches the value; the reference
+        // lives only for `f`, which cannot reach another one to it. Mapped
+        // and aligned while `self` lives.
+        Ok(f(unsafe { &mut *ptr }))
     }
 
     /// Takes the lock; the guard reads and writes the value. `Err` when a
@@ -1356,19 +1353,13 @@ impl<T: Pod> Array<T> {
 
     /// Runs `f` on the elements under the lock (see [`Value::get`]).
     fn access<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
-        if self.lock.is_owned() {
-            let ptr = self.raw.ptr();
-            if lent::is_lent(ptr as usize) {
-                return Err(lent_error());
-            }
-            // SAFETY: as in `Value::access`: held lock, no guard of this
-            // thread, `len` mapped aligned elements, a reference only for `f`.
-            return Ok(f(unsafe {
-                std::slice::from_raw_parts_mut(ptr, self.raw.len())
-            }));
-        }
-        let mut guard = self.lock().map_err(died)?;
-        Ok(f(&mut guard))
+        let ptr = self.raw.ptr();
+        let _held = held(&self.lock, ptr as usize)?;
+        // SAFETY: as in `Value::access`: held lock, no guard of this thread,
+        // `len` mapped aligned elements, a reference only for `f`.
+        Ok(f(unsafe {
+            std::slice::from_raw_parts_mut(ptr, self.raw.len())
+        }))
     }
 
     /// The number of elements.

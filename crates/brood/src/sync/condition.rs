@@ -392,6 +392,11 @@ impl Condition {
 /// ```
 pub trait Truthy {
     /// Whether the value counts as true.
+    ///
+    /// ```
+    /// use brood::sync::Truthy;
+    /// assert!(vec![0].is_truthy());
+    /// ```
     fn is_truthy(&self) -> bool;
 }
 
