@@ -17,10 +17,12 @@
 //!
 //! # Map
 //!
-//! - [`Process`], [`Builder`], [`current_process`], [`active_children`]:
-//!   children whose `join` returns the function's value. How they start:
-//!   [`StartMethod`] (fork, spawn, forkserver — the default) and [`Context`];
-//!   functions reach other processes as described in [`task`](mod@task).
+//! - [`Process`], [`Builder`], [`current_process`], [`parent_process`],
+//!   [`active_children`], [`authkey`]: children whose `join` returns the
+//!   function's value. How they start: [`StartMethod`] (fork, spawn,
+//!   forkserver — the default, first in [`get_all_start_methods`]) and
+//!   [`Context`]; functions reach other processes as described in
+//!   [`task`](mod@task).
 //! - [`connection`]: [`pipe`], [`Connection`], `Listener`/`Client` with an
 //!   auth key, `wait`; file descriptors travel inside values ([`handle`]).
 //! - [`shm`]: [`SharedMemory`] (Python's namespace), [`Value`], [`Array`];
