@@ -198,7 +198,7 @@ fn lock_holder_timed_acquire_waits_out_the_timeout() {
     // Non-blocking: fails at once, as in Python.
     let t = Instant::now();
     assert!(!lock.acquire(false, None).unwrap());
-    assert!(t.elapsed() < Duration::from_millis(100));
+    assert!(t.elapsed() < Duration::from_secs(1));
     assert!(lock.is_owned()); // still held once
     lock.release().unwrap();
     assert!(lock.release().is_err());
@@ -418,7 +418,12 @@ fn barrier_action_that_panics_breaks_the_barrier() {
         let b = barrier.clone();
         std::thread::spawn(move || b.wait(Some(Duration::from_secs(10))))
     };
+    let t = Instant::now();
     while barrier.n_waiting() < 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the other party never waited"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let panicked = std::panic::catch_unwind(|| {
