@@ -483,7 +483,8 @@ where
             self.state = State::Ready(Ok(work));
             return Err(e);
         }
-        let method = match (&work, self.method.unwrap_or_else(crate::get_start_method)) {
+        let requested = self.method.unwrap_or_else(crate::get_start_method);
+        let method = match (&work, requested) {
             (Work::Closure(_), _) if fork_is_hazardous() => {
                 self.state = State::Ready(Ok(work));
                 return Err(Error::simple(
@@ -509,7 +510,10 @@ where
             parent_name,
             parent_start: own_start_time(),
             authkey: self.authkey.clone().unwrap_or_else(authkey),
+            start_method: requested,
         };
+        // One resource tracker per process tree: the child shares ours.
+        let _ = crate::shm::tracker_for_child();
         let launched = match method {
             StartMethod::Fork => launch::fork::Fork.launch(&spec, work),
             StartMethod::Spawn => launch::spawn::Spawn.launch(&spec, work),
@@ -574,7 +578,7 @@ where
     /// assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), 5);
     /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.join_deadline(Some(Instant::now() + timeout))
+        self.join_deadline(crate::time::deadline(timeout))
     }
 
     fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<R> {

@@ -113,6 +113,8 @@ pub(crate) struct Spec {
     /// the parent's.
     #[serde(default, with = "serde_bytes")]
     pub(crate) authkey: Vec<u8>,
+    /// The start method the parent asked for: the child's own default.
+    pub(crate) start_method: crate::context::StartMethod,
 }
 
 /// Everything a spawned or forkserver child receives.
@@ -125,25 +127,37 @@ pub(crate) struct Job {
     pub(crate) target: WireTarget,
     #[serde(with = "serde_bytes")]
     pub(crate) args: Vec<u8>,
+    /// The last fd that comes with the job is the parent's resource tracker
+    /// connection: one tracker per process tree (see `shm/README.md`).
+    #[serde(default)]
+    pub(crate) tracker: bool,
 }
 
 impl Job {
     /// The job for `work`, and the fds that must travel with it; `None`
     /// for a closure, which cannot leave this address space.
     pub(crate) fn new(spec: &Spec, work: &Work) -> Option<(Job, Vec<RawFd>)> {
-        let (target, args, fds) = work.to_wire()?;
+        let (target, args, mut fds) = work.to_wire()?;
+        let tracker = crate::shm::tracker_for_child();
+        fds.extend(tracker);
         let job = Job {
             spec: spec.clone(),
             exe: exe_identity(),
             target,
             args: args.to_vec(),
+            tracker: tracker.is_some(),
         };
         Some((job, fds))
     }
 
     /// Turns a received job into a body; refuses a code offset from another
     /// executable.
-    pub(crate) fn into_body(self, fds: Vec<OwnedFd>) -> Result<Body, String> {
+    pub(crate) fn into_body(self, mut fds: Vec<OwnedFd>) -> Result<Body, String> {
+        if self.tracker
+            && let Some(fd) = fds.pop()
+        {
+            crate::shm::adopt_tracker(fd);
+        }
         match self.target {
             WireTarget::Offset(offset) => {
                 if self.exe != exe_identity() || self.exe == (0, 0) {
