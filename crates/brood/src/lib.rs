@@ -17,10 +17,12 @@
 //!
 //! # Map
 //!
-//! - [`Process`], [`Builder`], [`current_process`], [`active_children`]:
-//!   children whose `join` returns the function's value. How they start:
-//!   [`StartMethod`] (fork, spawn, forkserver — the default) and [`Context`];
-//!   functions reach other processes as described in [`task`](mod@task).
+//! - [`Process`], [`Builder`], [`current_process`], [`parent_process`],
+//!   [`active_children`], [`authkey`]: children whose `join` returns the
+//!   function's value. How they start: [`StartMethod`] (fork, spawn,
+//!   forkserver — the default, first in [`get_all_start_methods`]) and
+//!   [`Context`]; functions reach other processes as described in
+//!   [`task`](mod@task).
 //! - [`connection`]: [`pipe`], [`Connection`], `Listener`/`Client` with an
 //!   auth key, `wait`; file descriptors travel inside values ([`handle`]).
 //! - [`shm`]: [`SharedMemory`] (Python's namespace), [`Value`], [`Array`];
@@ -79,11 +81,13 @@ pub use connection::{Connection, pipe};
 pub use context::{Context, get_context};
 pub use error::{Error, ErrorKind, PanicReport, Result};
 pub use process::{
-    Builder, Process, ProcessInfo, active_children, allow_fork_with_threads, cpu_count,
-    current_process, parent_process,
+    Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
+    authkey, cpu_count, current_process, parent_process, set_authkey,
 };
 pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
-pub use start_method::{StartMethod, get_start_method, set_start_method};
+pub use start_method::{
+    StartMethod, get_all_start_methods, get_start_method, set_forkserver_preload, set_start_method,
+};
 
 #[doc(hidden)]
 pub mod __private {

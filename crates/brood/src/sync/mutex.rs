@@ -253,6 +253,15 @@ impl RobustMutex {
         }
     }
 
+    /// Who holds the mutex now, as (pid, tid, depth); `None` when free. A
+    /// snapshot, for `locked()` and `Debug`.
+    pub(crate) fn holder(&self) -> Option<(i32, i32, u32)> {
+        let depth = self.depth.load(Ordering::Relaxed);
+        let pid = self.owner_pid.load(Ordering::Relaxed);
+        let tid = self.owner_tid.load(Ordering::Relaxed);
+        (depth > 0 && pid != 0).then_some((pid, tid, depth))
+    }
+
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::SeqCst) != 0
     }
