@@ -877,22 +877,11 @@ impl Running {
                 return Ok(None);
             }
             let mut fds = [
-                libc::pollfd {
-                    fd: self.popen.sentinel().as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.result.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                os::fd::pollin(self.popen.sentinel().as_raw_fd()),
+                os::fd::pollin(self.result.as_raw_fd()),
             ];
             let nfds = if self.eof { 1 } else { 2 };
-            // SAFETY: `fds` holds `nfds` valid pollfds for the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, os::duration_to_poll_ms(left)) };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
+            if let Err(err) = os::fd::poll(&mut fds[..nfds], left) {
                 if err.kind() != std::io::ErrorKind::Interrupted {
                     return Err(Error::os_error("waiting for a child", err));
                 }
@@ -912,22 +901,12 @@ impl Running {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(self.buf.len().clamp(4096, 1 << 20));
             }
-            let spare = self.buf.spare_capacity_mut();
-            // SAFETY: `spare` is valid for writes of its length; read(2)
-            // initialises the first `n` bytes it reports.
-            let n = unsafe {
-                libc::read(
-                    self.result.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                )
-            };
+            // rustix reads into the spare capacity and extends the length
+            // by what the kernel wrote.
+            let n = rustix::io::read(&self.result, rustix::buffer::spare_capacity(&mut self.buf));
             match n {
-                0 => self.eof = true,
-                n if n > 0 => {
-                    let n = n as usize;
-                    // SAFETY: read(2) initialised these `n` bytes.
-                    unsafe { self.buf.set_len(self.buf.len() + n) };
+                Ok(0) => self.eof = true,
+                Ok(_) => {
                     if self.buf.len() > codec::DEFAULT_MAX_FRAME + HEADER_LEN {
                         return Err(Error::simple(
                             ErrorKind::TooLarge,
@@ -939,8 +918,8 @@ impl Running {
                         self.eof = true;
                     }
                 }
-                _ => {
-                    let err = std::io::Error::last_os_error();
+                Err(errno) => {
+                    let err = std::io::Error::from(errno);
                     match err.kind() {
                         std::io::ErrorKind::Interrupted => continue,
                         std::io::ErrorKind::WouldBlock => return Ok(()),
@@ -1337,15 +1316,7 @@ pub fn active_children() -> Vec<ProcessInfo> {
     // Forget entries whose process is gone (forkserver children whose
     // handles were dropped are reaped by the server, not by us).
     table.live.retain(|pid, entry| match &entry.served {
-        Some(fd) => {
-            let mut pfd = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd; a zero timeout only checks.
-            unsafe { libc::poll(&mut pfd, 1, 0) == 0 }
-        }
+        Some(fd) => !os::fd::ready_now(&**fd),
         None => os::ProcInfo::read(*pid).is_ok(),
     });
     table

@@ -571,17 +571,11 @@ fn answer_challenge(conn: &mut Connection, key: &[u8], deadline: Option<Instant>
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: `rest` is valid for writes of its length.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::os_error("getrandom", err));
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Error::os_error("getrandom", e.into())),
         }
-        filled += n as usize;
     }
     Ok(())
 }
