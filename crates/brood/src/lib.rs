@@ -67,6 +67,7 @@ pub mod handle;
 mod launch;
 pub mod os;
 mod process;
+pub mod queue;
 pub mod shm;
 pub mod sync;
 pub mod task;
@@ -79,6 +80,7 @@ pub use process::{
     Builder, Process, ProcessInfo, active_children, allow_fork_with_threads, cpu_count,
     current_process, parent_process,
 };
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
 
 #[doc(hidden)]
