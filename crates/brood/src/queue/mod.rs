@@ -103,13 +103,12 @@ impl<T> PutError<T> {
         matches!(self, PutError::Full(_) | PutError::Timeout(_))
     }
 
-    fn from_fail(fail: Fail, value: T, python: bool) -> PutError<T> {
-        match fail {
-            Fail::WouldBlock => PutError::Full(value),
-            Fail::TimedOut if python => PutError::Full(value),
-            Fail::TimedOut => PutError::Timeout(value),
-            Fail::Closed => PutError::Closed(value),
-            Fail::Corrupt(m) => PutError::Corrupt(value, m),
+    fn from_fail(fail: Fail, value: T, api: Api) -> PutError<T> {
+        match (fail, api) {
+            (Fail::WouldBlock | Fail::TimedOut, Api::Timed) => PutError::Timeout(value),
+            (Fail::WouldBlock | Fail::TimedOut, _) => PutError::Full(value),
+            (Fail::Closed, _) => PutError::Closed(value),
+            (Fail::Corrupt(m), _) => PutError::Corrupt(value, m),
         }
     }
 }
@@ -180,13 +179,12 @@ impl GetError {
         matches!(self, GetError::Empty | GetError::Timeout)
     }
 
-    fn from_fail(fail: Fail, python: bool) -> GetError {
-        match fail {
-            Fail::WouldBlock => GetError::Empty,
-            Fail::TimedOut if python => GetError::Empty,
-            Fail::TimedOut => GetError::Timeout,
-            Fail::Closed => GetError::Closed,
-            Fail::Corrupt(m) => GetError::Corrupt(m),
+    fn from_fail(fail: Fail, api: Api) -> GetError {
+        match (fail, api) {
+            (Fail::WouldBlock | Fail::TimedOut, Api::Timed) => GetError::Timeout,
+            (Fail::WouldBlock | Fail::TimedOut, _) => GetError::Empty,
+            (Fail::Closed, _) => GetError::Closed,
+            (Fail::Corrupt(m), _) => GetError::Corrupt(m),
         }
     }
 }
@@ -281,6 +279,14 @@ impl Options {
         self.bytes = bytes as u64;
         self
     }
+}
+
+/// Which family of calls reports a wait that could not happen: `try_*`
+/// and Python's `*_with` say Full/Empty, `*_timeout` says Timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Plain,
+    Timed,
 }
 
 fn type_hash<T>() -> u64 {
@@ -395,7 +401,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    fn put_wait(&self, value: T, wait: Wait, python: bool) -> std::result::Result<(), PutError<T>> {
+    fn put_wait(&self, value: T, wait: Wait, api: Api) -> std::result::Result<(), PutError<T>> {
         let outcome = ring::with_buffer(|buf| match codec::encode_into(buf, &value) {
             Err(e) => Err(e.to_string()),
             Ok(()) => Ok(self.ring.put(buf, wait)),
@@ -403,15 +409,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         match outcome {
             Err(message) => Err(PutError::Encode(value, message)),
             Ok(Ok(())) => Ok(()),
-            Ok(Err(fail)) => Err(PutError::from_fail(fail, value, python)),
+            Ok(Err(fail)) => Err(PutError::from_fail(fail, value, api)),
         }
     }
 
-    fn get_wait(&self, wait: Wait, python: bool) -> std::result::Result<T, GetError> {
+    fn get_wait(&self, wait: Wait, api: Api) -> std::result::Result<T, GetError> {
         match self.ring.get(wait, codec::decode::<T>) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(GetError::Decode(e.to_string())),
-            Err(fail) => Err(GetError::from_fail(fail, python)),
+            Err(fail) => Err(GetError::from_fail(fail, api)),
         }
     }
 
@@ -429,7 +435,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A message larger than half the ring goes in pieces, and `put` returns
     /// once the last piece is in (consumers take the first ones meanwhile).
     pub fn put(&self, value: T) -> std::result::Result<(), PutError<T>> {
-        self.put_wait(value, Wait::forever(), false)
+        self.put_wait(value, Wait::forever(), Api::Plain)
     }
 
     /// Puts `value`, waiting at most `timeout` for room
@@ -444,7 +450,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn put_timeout(&self, value: T, timeout: Duration) -> std::result::Result<(), PutError<T>> {
-        self.put_wait(value, Wait::timeout(timeout), false)
+        self.put_wait(value, Wait::timeout(timeout), Api::Timed)
     }
 
     /// Puts `value` if there is room now ([`PutError::Full`] otherwise),
@@ -458,7 +464,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     #[doc(alias = "put_nowait")]
     pub fn try_put(&self, value: T) -> std::result::Result<(), PutError<T>> {
-        self.put_wait(value, Wait::Poll, false)
+        self.put_wait(value, Wait::Poll, Api::Plain)
     }
 
     /// Python's `put(obj, block, timeout)`: `block=false` polls once
@@ -478,7 +484,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         block: bool,
         timeout: Option<Duration>,
     ) -> std::result::Result<(), PutError<T>> {
-        self.put_wait(value, Wait::python(block, timeout), true)
+        self.put_wait(value, Wait::python(block, timeout), Api::Plain)
     }
 
     /// Takes the oldest message, waiting as long as it takes (Python's
@@ -491,7 +497,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn get(&self) -> std::result::Result<T, GetError> {
-        self.get_wait(Wait::forever(), false)
+        self.get_wait(Wait::forever(), Api::Plain)
     }
 
     /// Takes the oldest message, waiting at most `timeout`
@@ -504,7 +510,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, GetError> {
-        self.get_wait(Wait::timeout(timeout), false)
+        self.get_wait(Wait::timeout(timeout), Api::Timed)
     }
 
     /// Takes the oldest message if there is one ([`GetError::Empty`]
@@ -517,7 +523,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> std::result::Result<T, GetError> {
-        self.get_wait(Wait::Poll, false)
+        self.get_wait(Wait::Poll, Api::Plain)
     }
 
     /// Python's `get(block, timeout)`: `block=false` polls once whatever
@@ -535,7 +541,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         block: bool,
         timeout: Option<Duration>,
     ) -> std::result::Result<T, GetError> {
-        self.get_wait(Wait::python(block, timeout), true)
+        self.get_wait(Wait::python(block, timeout), Api::Plain)
     }
 }
 
@@ -962,5 +968,31 @@ impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
                 _type: PhantomData,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cross<A: Serialize, B: DeserializeOwned>(a: &A) -> Result<B> {
+        let (bytes, fds) = crate::handle::encode_with_fds(a)?;
+        crate::handle::decode_with_fds(&bytes, fds)
+    }
+
+    #[test]
+    fn a_queue_received_as_another_type_or_kind_is_refused() {
+        let q = Queue::<u32>::new().unwrap();
+        assert!(cross::<_, Queue<String>>(&q).is_err());
+        assert!(cross::<_, SimpleQueue<u32>>(&q).is_err());
+        assert!(cross::<_, JoinableQueue<u32>>(&q).is_err());
+        let same: Queue<u32> = cross(&q).unwrap();
+        same.put(5).unwrap();
+        assert_eq!(q.get(), Ok(5));
+        // A JoinableQueue is a Queue too.
+        let j = JoinableQueue::<u32>::new().unwrap();
+        let as_queue: Queue<u32> = cross(&j).unwrap();
+        as_queue.put(1).unwrap();
+        assert_eq!(j.unfinished_tasks(), 1);
     }
 }
