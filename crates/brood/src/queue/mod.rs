@@ -302,11 +302,11 @@ fn type_hash<T>() -> u64 {
 /// use std::time::Duration;
 ///
 /// let q = Queue::bounded(2)?;
-/// q.put("a")?;
-/// q.put("b")?;
+/// q.put('a')?;
+/// q.put('b')?;
 /// assert!(q.is_full());
-/// assert!(q.put_timeout("c", Duration::from_millis(10)).unwrap_err().is_full());
-/// assert_eq!(q.get()?, "a");
+/// assert!(q.put_timeout('c', Duration::from_millis(10)).unwrap_err().is_full());
+/// assert_eq!(q.get()?, 'a');
 /// assert_eq!(q.qsize(), 1);
 /// # Ok::<(), brood::Error>(())
 /// ```
@@ -729,7 +729,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     ///
     /// ```
     /// let q = brood::SimpleQueue::new()?;
-    /// q.put("x")?;
+    /// q.put(String::from("x"))?;
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn put(&self, value: T) -> std::result::Result<(), PutError<T>> {

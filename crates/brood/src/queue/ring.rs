@@ -218,11 +218,11 @@ fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
             return true;
         }
         i += 1;
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             if start.elapsed() > SPIN {
                 return false;
             }
-            if i % 1024 == 0 {
+            if i.is_multiple_of(1024) {
                 std::thread::yield_now();
             }
         }
