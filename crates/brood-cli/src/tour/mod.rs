@@ -18,6 +18,7 @@ mod orphan;
 mod pids;
 mod pipe;
 mod process;
+mod queue;
 mod semaphore;
 mod shared_memory;
 mod sigchld;
@@ -130,6 +131,12 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "Semaphore, BoundedSemaphore, Event, Barrier",
         summary: "at most 3 of 6 tasks at a time (timeline), over-release refused, set/wait, barrier indices",
         run: semaphore::run,
+    },
+    Topic {
+        name: "queue",
+        title: "Queue: messages first in, first out",
+        summary: "§7.2's Queue(3) request/handle example; a 10 MiB put joined before reading; a producer killed mid-run",
+        run: queue::run,
     },
 ];
 
