@@ -103,6 +103,17 @@ impl<T> PutError<T> {
         matches!(self, PutError::Full(_) | PutError::Timeout(_))
     }
 
+    /// The same error around another value.
+    fn with_value<U>(self, value: U) -> PutError<U> {
+        match self {
+            PutError::Full(_) => PutError::Full(value),
+            PutError::Timeout(_) => PutError::Timeout(value),
+            PutError::Closed(_) => PutError::Closed(value),
+            PutError::Encode(_, m) => PutError::Encode(value, m),
+            PutError::Corrupt(_, m) => PutError::Corrupt(value, m),
+        }
+    }
+
     fn from_fail(fail: Fail, value: T, api: Api) -> PutError<T> {
         match (fail, api) {
             (Fail::WouldBlock | Fail::TimedOut, Api::Timed) => PutError::Timeout(value),
@@ -402,7 +413,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn put_wait(&self, value: T, wait: Wait, api: Api) -> std::result::Result<(), PutError<T>> {
-        let outcome = ring::with_buffer(|buf| match codec::encode_into(buf, &value) {
+        let result = self
+            .put_wait_ref(&value, wait, api)
+            .map_err(|e| e.with_value(()));
+        result.map_err(|e| e.with_value(value))
+    }
+
+    fn put_wait_ref<'a>(
+        &self,
+        value: &'a T,
+        wait: Wait,
+        api: Api,
+    ) -> std::result::Result<(), PutError<&'a T>> {
+        let outcome = ring::with_buffer(|buf| match codec::encode_into(buf, value) {
             Err(e) => Err(e.to_string()),
             Ok(()) => Ok(self.ring.put(buf, wait)),
         });
@@ -436,6 +459,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// once the last piece is in (consumers take the first ones meanwhile).
     pub fn put(&self, value: T) -> std::result::Result<(), PutError<T>> {
         self.put_wait(value, Wait::forever(), Api::Plain)
+    }
+
+    /// Puts a copy of `*value` (waiting as [`put`](Queue::put) does),
+    /// leaving the caller its value: no clone needed to put the same
+    /// buffer again.
+    ///
+    /// ```
+    /// let q = brood::Queue::new()?;
+    /// let block = vec![7u8; 1000];
+    /// q.put_ref(&block)?;
+    /// q.put_ref(&block)?;
+    /// assert_eq!(q.qsize(), 2);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn put_ref<'a>(&self, value: &'a T) -> std::result::Result<(), PutError<&'a T>> {
+        self.put_wait_ref(value, Wait::forever(), Api::Plain)
     }
 
     /// Puts `value`, waiting at most `timeout` for room
