@@ -300,6 +300,45 @@ enum Api {
     Timed,
 }
 
+/// The encoded size of `value` (a counting pass, no copy), or `None` if
+/// it cannot be encoded (the buffered path then reports the codec's error).
+fn encoded_len<T: Serialize>(value: &T) -> Option<usize> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    rmp_serde::encode::write_named(&mut c, value).ok()?;
+    Some(c.0)
+}
+
+/// Writes into a slice of the ring; refuses to run past it.
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl std::io::Write for SliceWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let end = self.at + b.len();
+        if end > self.buf.len() {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.buf[self.at..end].copy_from_slice(b);
+        self.at = end;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn type_hash<T>() -> u64 {
     ring::type_hash(std::any::type_name::<T>())
 }
@@ -425,6 +464,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         wait: Wait,
         api: Api,
     ) -> std::result::Result<(), PutError<&'a T>> {
+        // Straight into the ring when the encoded size is known and fits
+        // one record: one copy fewer than through a buffer.
+        if let Some(len) = encoded_len(value) {
+            let fill = |dst: &mut [u8]| {
+                let mut w = SliceWriter { buf: dst, at: 0 };
+                rmp_serde::encode::write_named(&mut w, value).is_ok() && w.at == w.buf.len()
+            };
+            match self.ring.put_direct(len, wait, fill) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(fail) => return Err(PutError::from_fail(fail, value, api)),
+            }
+        }
         let outcome = ring::with_buffer(|buf| match codec::encode_into(buf, value) {
             Err(e) => Err(e.to_string()),
             Ok(()) => Ok(self.ring.put(buf, wait)),

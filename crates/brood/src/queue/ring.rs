@@ -565,32 +565,102 @@ impl Ring {
     /// Writes a record at `tail` (after a WRAP record when `wrap`); returns
     /// the new tail, not yet published.
     fn write(&self, tail: u64, wrap: bool, kind: u32, payload: &[u8]) -> u64 {
+        let filled = self.write_with(tail, wrap, kind, payload.len(), |dst| {
+            dst.copy_from_slice(payload);
+            true
+        });
+        filled.unwrap_or(tail)
+    }
+
+    /// Writes a record of `len` payload bytes at `tail` (after a WRAP record
+    /// when `wrap`), the payload by `fill`; returns the new tail, not yet
+    /// published, or `None` if `fill` failed (nothing to publish).
+    fn write_with(
+        &self,
+        tail: u64,
+        wrap: bool,
+        kind: u32,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> bool,
+    ) -> Option<u64> {
         let cap = self.s().cap;
         let mut at = tail;
+        let mut wrap_at = None;
         if wrap {
             let off = self.offset(at);
-            let to_end = cap - off;
-            // SAFETY: `off + 8 <= cap` (offsets are 8-aligned and below cap)
-            // and the bytes from `tail` on are free space owned by the
-            // put_lock holder (checked by `room`).
-            unsafe { self.write_header(off, (to_end - HDR) as u32, WRAP) };
-            at = advance(at, to_end, 0);
+            wrap_at = Some((off, cap - off));
+            at = advance(at, cap - off, 0);
         }
         let off = self.offset(at);
-        let len = payload.len() as u64;
         // SAFETY: `room` checked `off + HDR + len <= cap` and that these
         // bytes are free (not between head and tail); only the put_lock
-        // holder writes free space, and nothing reads it until the commit.
+        // holder writes free space, and nothing reads it until the commit,
+        // so this is the only reference to them.
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(self.data().add((off + HDR) as usize), len) };
+        if !fill(dst) {
+            return None;
+        }
+        // SAFETY: both headers are 8-aligned, inside the ring and in free
+        // space owned by the put_lock holder (checked by `room`).
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
-                self.data().add((off + HDR) as usize),
-                payload.len(),
-            );
+            if let Some((woff, to_end)) = wrap_at {
+                self.write_header(woff, (to_end - HDR) as u32, WRAP);
+            }
             self.write_header(off, len as u32, kind);
         }
         let counted = u64::from(kind == WHOLE || kind == LAST);
-        advance(at, (HDR + len).next_multiple_of(UNIT), counted)
+        Some(advance(
+            at,
+            (HDR + len as u64).next_multiple_of(UNIT),
+            counted,
+        ))
+    }
+
+    /// Puts one message of `len` encoded bytes, written straight into the
+    /// ring by `fill` (no intermediate buffer). `Ok(false)`: `len` is over
+    /// one record's limit, or `fill` failed; nothing was put.
+    pub(crate) fn put_direct(
+        &self,
+        len: usize,
+        wait: Wait,
+        fill: impl FnOnce(&mut [u8]) -> bool,
+    ) -> std::result::Result<bool, Fail> {
+        let s = self.s();
+        let p = &s.producer.0;
+        if len as u64 > self.piece_max() {
+            return Ok(false);
+        }
+        let need = len as u64 + HDR;
+        loop {
+            if self.is_closed() {
+                return Err(Fail::Closed);
+            }
+            let Some(held) = take(&p.put_lock, wait) else {
+                return Err(if matches!(wait, Wait::Poll) {
+                    Fail::WouldBlock
+                } else {
+                    Fail::TimedOut
+                });
+            };
+            let tail = p.tail.load(Ordering::Relaxed);
+            match self.room(tail, need, true) {
+                Room::Corrupt(e) => return Err(e),
+                Room::No => {
+                    drop(held);
+                    self.wait_for_room(wait, need, true)?;
+                }
+                Room::Yes { wrap } => {
+                    return Ok(match self.write_with(tail, wrap, WHOLE, len, fill) {
+                        Some(next) => {
+                            self.commit(next);
+                            true
+                        }
+                        None => false,
+                    });
+                }
+            }
+        }
     }
 
     /// # Safety
