@@ -1,7 +1,7 @@
 //! The "Queues" table: brood's `Queue` against ipc-channel,
 //! crossbeam-channel between two threads (the in-process ceiling), and the
 //! C floor (`bench/c/ring.c`, a raw SPSC shared-memory ring, run by
-//! `bench/run`) and, in `bench/python/queue.py`, Python's `Queue` and
+//! `bench/run`) and, in `bench/python/queues.py`, Python's `Queue` and
 //! `SimpleQueue`. Four tests:
 //!
 //! - `1to1-8B`: one producer process puts [`SMALL_N`] `u64`s, the parent
@@ -16,11 +16,16 @@
 //!   another, both sides busy in the exchange (they spin before sleeping);
 //!   the median of [`RTT_BATCHES`] batches of 1000; microseconds.
 //!
+//! brood's queues get a 4 MiB ring (`Options::max_bytes`), the C ring's
+//! size: an unbounded `Queue::new()` whose producer runs ahead spreads into
+//! fresh pages of its 1 GiB ring, and would pay their page faults.
+//!
 //! Every row runs [`RUNS`] times after one smaller untimed run; the median is
 //! printed: `queue<TAB>test<TAB>name<TAB>value<TAB>n`.
 
 use std::time::Instant;
 
+use brood::queue::Options;
 use brood::sync::Event;
 use brood::{Process, Queue};
 use ipc_channel::ipc;
@@ -34,19 +39,24 @@ pub(crate) const RTT_BATCHES: usize = 100;
 pub(crate) const RUNS: usize = 5;
 const MIB: usize = 1 << 20;
 
+/// A queue with the C ring's capacity.
+fn queue<T: serde::Serialize + serde::de::DeserializeOwned>() -> Queue<T> {
+    Queue::with_options(Options::new().max_bytes(4 * MIB)).unwrap()
+}
+
 pub(crate) const ROW_NAMES: &[(&str, &str)] = &[
-    ("1to1-8B", "brood Queue<u64>"),
+    ("1to1-8B", "brood Queue<u64> (4 MiB ring)"),
     ("1to1-8B", "ipc-channel IpcSender<u64> (fork)"),
     ("1to1-8B", "crossbeam-channel (2 threads)"),
-    ("1to1-1MiB", "brood Queue<ByteBuf>"),
+    ("1to1-1MiB", "brood Queue<ByteBuf> (4 MiB ring)"),
     ("1to1-1MiB", "ipc-channel IpcBytesSender (fork)"),
     (
         "1to1-1MiB",
         "crossbeam-channel (2 threads, a fresh Vec per message)",
     ),
-    ("4x4-8B", "brood Queue<u64>"),
+    ("4x4-8B", "brood Queue<u64> (4 MiB ring)"),
     ("4x4-8B", "crossbeam-channel (8 threads)"),
-    ("rtt", "brood Queue<u64>"),
+    ("rtt", "brood Queue<u64> (4 MiB ring)"),
     ("rtt", "ipc-channel IpcSender<u64> (fork)"),
     ("rtt", "crossbeam-channel (2 threads)"),
 ];
@@ -72,7 +82,7 @@ fn fork(f: impl FnOnce() + Send + 'static) -> libc::pid_t {
 // ----- 1 -> 1 -----
 
 fn brood_small(n: u64) -> f64 {
-    let q = Queue::<u64>::new().unwrap();
+    let q = queue::<u64>();
     let go = Event::new().unwrap();
     let (cq, cgo) = (q.clone(), go.clone());
     let mut child = Process::fork(move || {
@@ -126,7 +136,7 @@ fn crossbeam_small(n: u64) -> f64 {
 }
 
 fn brood_big(n: u64) -> f64 {
-    let q = Queue::<ByteBuf>::new().unwrap();
+    let q = queue::<ByteBuf>();
     let go = Event::new().unwrap();
     let (cq, cgo) = (q.clone(), go.clone());
     let mut child = Process::fork(move || {
@@ -185,7 +195,7 @@ fn crossbeam_big(n: u64) -> f64 {
 // ----- 4 x 4 -----
 
 fn brood_4x4(n: u64) -> f64 {
-    let q = Queue::<u64>::new().unwrap();
+    let q = queue::<u64>();
     let go = Event::new().unwrap();
     let mut kids = Vec::new();
     for p in 0..4u64 {
@@ -277,7 +287,7 @@ fn batches(mut one: impl FnMut(u64) -> u64) -> f64 {
 }
 
 fn brood_rtt() -> f64 {
-    let (req, rep) = (Queue::<u64>::new().unwrap(), Queue::<u64>::new().unwrap());
+    let (req, rep) = (queue::<u64>(), queue::<u64>());
     let (creq, crep) = (req.clone(), rep.clone());
     let mut child = Process::fork(move || {
         while let Ok(m) = creq.get() {

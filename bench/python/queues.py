@@ -1,4 +1,7 @@
-"""Times multiprocessing's Queue and SimpleQueue: the Python rows of the
+"""(Named queues.py, not queue.py: that name would shadow the standard
+library's `queue` module, which multiprocessing imports.)
+
+Times multiprocessing's Queue and SimpleQueue: the Python rows of the
 "Queues" table, and (with --report) the table itself.
 
 The tests are the Rust harness's (bench/src/queue.rs), with fewer messages
@@ -15,8 +18,8 @@ The tests are the Rust harness's (bench/src/queue.rs), with fewer messages
 
 Prints the Rust harness's TSV lines: queue<TAB>test<TAB>name<TAB>value<TAB>n
 
-Usage: python3 queue.py [--iters N] [--only SUBSTRING]   (--iters is ignored)
-       python3 queue.py --report FILE...   (the markdown table of every
+Usage: python3 queues.py [--iters N] [--only SUBSTRING]   (--iters is ignored)
+       python3 queues.py --report FILE...   (the markdown table of every
        `queue` line in the files, with the issue's ratios and targets)
 """
 
@@ -147,8 +150,8 @@ TESTS = [
     ("4x4-8B", "4 producers × 4 consumers, 8-byte messages", "M msgs/s", True),
     ("rtt", "Ping-pong round trip (request queue, reply queue), both sides busy", "µs", False),
 ]
-BROOD_SMALL = "brood Queue<u64>"
-BROOD_BIG = "brood Queue<ByteBuf>"
+BROOD_SMALL = "brood Queue<u64> (4 MiB ring)"
+BROOD_BIG = "brood Queue<ByteBuf> (4 MiB ring)"
 C_RING = "C SPSC ring (spin, then futex)"
 PY_Q = "python Queue"
 
