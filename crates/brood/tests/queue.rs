@@ -627,6 +627,34 @@ fn queues_cross_inside_a_value(m: StartMethod) {
     assert_eq!(kit.log.get().unwrap(), "did queues");
 }
 
+fn a_queue_crosses_over_a_connection(m: StartMethod) {
+    let (mut here, there) = brood::pipe(true).unwrap();
+    let mut child = builder(m).target_with(
+        |mut conn: brood::Connection| {
+            let q: Queue<String> = Queue::recv_from(&mut conn).map_err(|e| e.to_string())?;
+            let j: JoinableQueue<u8> =
+                JoinableQueue::recv_from(&mut conn).map_err(|e| e.to_string())?;
+            // Another type or kind is refused, never reinterpreted.
+            let wrong = SimpleQueue::<u8>::recv_from(&mut conn).map(|_| ());
+            q.put(format!("via a connection, wrong kind: {}", wrong.is_err()))
+                .map_err(|e| e.to_string())?;
+            j.get().map_err(|e| e.to_string())?;
+            j.task_done().map_err(|e| e.to_string())
+        },
+        there,
+    );
+    child.start().unwrap();
+    let q = Queue::<String>::new().unwrap();
+    let j = JoinableQueue::<u8>::new().unwrap();
+    j.put(1).unwrap();
+    q.send_to(&mut here).unwrap();
+    j.send_to(&mut here).unwrap();
+    Queue::<u8>::new().unwrap().send_to(&mut here).unwrap();
+    assert!(j.join_timeout(LONG));
+    child.join_timeout(LONG).unwrap().unwrap();
+    assert_eq!(q.get().unwrap(), "via a connection, wrong kind: true");
+}
+
 #[test]
 fn a_forked_closure_captures_a_queue() {
     common::allow_fork();
@@ -689,4 +717,5 @@ suite!(
     close_wakes_a_blocked_child,
     ten_mib_child_joined_before_anyone_reads,
     queues_cross_inside_a_value,
+    a_queue_crosses_over_a_connection,
 );

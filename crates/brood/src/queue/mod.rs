@@ -7,8 +7,10 @@
 //! joined before anyone reads it; a producer or consumer killed in the
 //! middle of `put` or `get` neither corrupts the queue nor blocks the
 //! others (at most the one message in its hands is lost). A queue crosses
-//! to a child like a [`Value`](crate::Value): as an argument, or captured by
-//! a forked closure; every copy is the same queue.
+//! to a child like a [`Value`](crate::Value): as an argument (alone or
+//! inside another value), or captured by a forked closure; and to any
+//! process at the end of a Unix [`Connection`] with
+//! [`Queue::send_to`]/[`Queue::recv_from`]. Every copy is the same queue.
 //!
 //! ```
 //! use brood::{Process, Queue};
@@ -44,6 +46,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
+use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::SharedMemory;
 use crate::sync::futex::Deadline;
@@ -728,6 +731,72 @@ impl<T> Queue<T> {
         self.ring.is_closed()
     }
 }
+
+/// The most fds a queue handed over a connection may come with.
+const MAX_FDS: u32 = 4;
+
+/// Sends `value` (a queue: its encoding and its memfd) over `conn`: one
+/// frame with the fd count and the encoded bytes, then each fd
+/// (`SCM_RIGHTS`).
+fn send_over<Q: Serialize>(value: &Q, conn: &mut Connection) -> Result<()> {
+    let (bytes, fds) = crate::handle::encode_with_fds(value)?;
+    conn.send(&(fds.len() as u32, serde_bytes::Bytes::new(&bytes)))?;
+    for fd in &fds {
+        conn.send_fd(fd)?;
+    }
+    Ok(())
+}
+
+/// Receives what [`send_over`] sent.
+fn recv_over<Q: DeserializeOwned>(conn: &mut Connection) -> Result<Q> {
+    let (n, bytes): (u32, serde_bytes::ByteBuf) = conn.recv()?;
+    if n > MAX_FDS {
+        return Err(Error::simple(
+            ErrorKind::Codec,
+            format!("a queue comes with at most {MAX_FDS} fds, not {n}"),
+        ));
+    }
+    let mut fds = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        fds.push(conn.recv_fd()?);
+    }
+    crate::handle::with_incoming(fds, || codec::decode::<Q>(&bytes))
+}
+
+macro_rules! over_connection {
+    ($ty:ident, $make:literal) => {
+        impl<T> $ty<T> {
+            /// Hands this queue to the process at the other end of `conn`
+            /// (a Unix connection: `pipe`, or a `Listener`/`Client` on a
+            /// Unix address), which gets it with
+            /// [`recv_from`](Self::recv_from): the same queue, not a copy.
+            ///
+            /// ```
+            #[doc = concat!("use brood::", stringify!($ty), ";")]
+            /// let (mut here, mut there) = brood::pipe(true)?;
+            #[doc = concat!("let q = ", $make, ";")]
+            /// q.send_to(&mut here)?;
+            #[doc = concat!("let same: ", stringify!($ty), "<u8> = ", stringify!($ty), "::recv_from(&mut there)?;")]
+            /// same.put(1)?;
+            /// assert_eq!(q.get()?, 1);
+            /// # Ok::<(), brood::Error>(())
+            /// ```
+            pub fn send_to(&self, conn: &mut Connection) -> Result<()> {
+                send_over(self, conn)
+            }
+
+            /// Receives a queue sent with [`send_to`](Self::send_to); one of
+            /// another type or kind is refused (see `send_to`'s example).
+            pub fn recv_from(conn: &mut Connection) -> Result<$ty<T>> {
+                recv_over(conn)
+            }
+        }
+    };
+}
+
+over_connection!(Queue, "Queue::<u8>::new()?");
+over_connection!(SimpleQueue, "SimpleQueue::<u8>::new()?");
+over_connection!(JoinableQueue, "JoinableQueue::<u8>::new()?");
 
 fn serialize_ring<S: Serializer>(ring: &Ring, s: S) -> std::result::Result<S::Ok, S::Error> {
     ring.memory().serialize(s)
