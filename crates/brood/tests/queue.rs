@@ -423,6 +423,30 @@ fn fifo_and_qsize_exact_when_quiet() {
     assert!(!q.is_empty() && !q.is_full());
 }
 
+fn a_bounded_queue_holds_at_most_maxsize(m: StartMethod) {
+    // The child puts 200 messages into Queue(3): its puts wait for the
+    // parent's gets, and the queue never holds more than 3.
+    let q = Queue::<u32>::bounded(3).unwrap();
+    let mut child = builder(m).target_with(
+        |q: Queue<u32>| {
+            for i in 0..200 {
+                q.put(i).unwrap();
+            }
+        },
+        q.clone(),
+    );
+    child.start().unwrap();
+    let mut most = 0;
+    for i in 0..200 {
+        most = most.max(q.qsize());
+        assert!(q.qsize() <= 3 && (q.qsize() < 3 || q.is_full()));
+        assert_eq!(q.get_timeout(LONG), Ok(i));
+    }
+    child.join_timeout(LONG).unwrap();
+    assert!(most <= 3, "{most}");
+    assert!(q.is_empty() && !q.is_full());
+}
+
 fn close_in_child(m: StartMethod) {
     // The child closes: the parent's puts fail, its gets drain, then Closed.
     let q = Queue::new().unwrap();
@@ -713,6 +737,7 @@ fn queues_leave_no_shm_entry_zombie_or_fd() {
 
 suite!(
     four_by_four_every_message_once_in_order,
+    a_bounded_queue_holds_at_most_maxsize,
     close_in_child,
     close_wakes_a_blocked_child,
     ten_mib_child_joined_before_anyone_reads,
