@@ -44,7 +44,9 @@ p2 = Process(target=handle)
 p1.start()
 p2.start()
 p1.join()
-p2.join()";
+p2.join()
+# 12 + 61 = 73
+# 69 + 48 = 117";
 
 const RUST_7_2: &str = "\
 let q = Queue::<(u32, u32)>::bounded(3)?;
