@@ -27,6 +27,9 @@
 //!   [`sync`]: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
 //!   `Condition`, `Event`, `Barrier`, all process-shared, with a dead holder
 //!   reported rather than deadlocking.
+//! - [`queue`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] — first in,
+//!   first out between processes, in shared memory, with no feeder thread;
+//!   a producer or consumer killed mid-operation blocks no one.
 //! - [`os`]: the syscall layer, public for the lessons of the tutorial this
 //!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
 //! - [`codec`]: the one serialization format (MessagePack).
