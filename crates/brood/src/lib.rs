@@ -29,6 +29,9 @@
 //!   [`sync`]: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
 //!   `Condition`, `Event`, `Barrier`, all process-shared, with a dead holder
 //!   reported rather than deadlocking.
+//! - [`queue`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] — first in,
+//!   first out between processes, in shared memory, with no feeder thread;
+//!   a producer or consumer killed mid-operation blocks no one.
 //! - [`os`]: the syscall layer, public for the lessons of the tutorial this
 //!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
 //! - [`codec`]: the one serialization format (MessagePack).
@@ -69,6 +72,7 @@ pub mod handle;
 mod launch;
 pub mod os;
 mod process;
+pub mod queue;
 pub mod shm;
 pub mod sync;
 pub mod task;
@@ -85,6 +89,7 @@ pub use process::{
     Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
     authkey, cpu_count, current_process, parent_process, set_authkey,
 };
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
 
 #[doc(hidden)]
