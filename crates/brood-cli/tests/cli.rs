@@ -110,9 +110,9 @@ fn tour_list_lists_every_topic() {
         "process",
         "start-methods",
         "pipe",
+        "queue",
         "shared-memory",
         "semaphore",
-        "queue",
     ];
     assert_eq!(names, expected);
     let run = brood(&["tour", "--list"], Duration::from_secs(30));
