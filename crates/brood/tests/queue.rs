@@ -679,6 +679,24 @@ fn a_queue_crosses_over_a_connection(m: StartMethod) {
     assert_eq!(q.get().unwrap(), "via a connection, wrong kind: true");
 }
 
+/// A queue inside any value sent with plain `Connection::send` (the fds a
+/// value holds travel with it), received in a child.
+fn a_queue_inside_a_value_crosses_with_send(m: StartMethod) {
+    let (mut here, there) = brood::pipe(true).unwrap();
+    let mut child = builder(m).target_with(
+        |mut conn: brood::Connection| {
+            let (q, n): (Queue<u32>, u32) = conn.recv().map_err(|e| e.to_string())?;
+            q.put(n + 1).map_err(|e| e.to_string())
+        },
+        there,
+    );
+    child.start().unwrap();
+    let q = Queue::<u32>::new().unwrap();
+    here.send(&(q.clone(), 41u32)).unwrap();
+    child.join_timeout(LONG).unwrap().unwrap();
+    assert_eq!(q.get_timeout(LONG), Ok(42));
+}
+
 #[test]
 fn a_forked_closure_captures_a_queue() {
     common::allow_fork();
@@ -743,4 +761,5 @@ suite!(
     ten_mib_child_joined_before_anyone_reads,
     queues_cross_inside_a_value,
     a_queue_crosses_over_a_connection,
+    a_queue_inside_a_value_crosses_with_send,
 );
