@@ -29,6 +29,9 @@
 //!   [`sync`]: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
 //!   `Condition`, `Event`, `Barrier`, all process-shared, with a dead holder
 //!   reported rather than deadlocking.
+//! - [`queue`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] — first in,
+//!   first out between processes, in shared memory, with no feeder thread;
+//!   a producer or consumer killed mid-operation blocks no one.
 //! - [`os`]: the syscall layer, public for the lessons of the tutorial this
 //!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
 //! - [`codec`]: the one serialization format (MessagePack).
@@ -69,6 +72,7 @@ pub mod handle;
 mod launch;
 pub mod os;
 mod process;
+pub mod queue;
 mod reexec;
 pub mod shm;
 mod start_method;
@@ -84,6 +88,7 @@ pub use process::{
     Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
     authkey, cpu_count, current_process, parent_process, set_authkey,
 };
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
 pub use start_method::{
     StartMethod, get_all_start_methods, get_start_method, set_forkserver_preload, set_start_method,
