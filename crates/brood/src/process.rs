@@ -42,11 +42,18 @@ use crate::task::{self, Fail};
 ///
 /// # Start method
 ///
-/// This release starts children with `fork`: the child is a copy of the
-/// parent, so closures may capture anything. Forking a program that runs other
-/// threads is hazardous (a lock another thread held at the moment of the fork
-/// stays locked in the child); the spawn and forkserver start methods that
-/// avoid it come next.
+/// A child starts by one of three methods ([`StartMethod`]): `ForkServer`
+/// (the default, as in Python 3.14), `Spawn` or `Fork`. Choose one per
+/// process with [`Builder::start_method`], per [`Context`](crate::Context),
+/// or for the program with [`set_start_method`](crate::set_start_method).
+/// Under spawn and forkserver the function must capture nothing (its
+/// arguments and value cross through the codec); a closure that captures
+/// runs only in a forked child ([`Process::fork`]). Forking a program that
+/// runs other threads is hazardous (a lock another thread held at the
+/// moment of the fork stays locked in the child), so then brood refuses a
+/// capturing closure ([`ErrorKind::ForkWithThreads`]) and has the
+/// forkserver fork capture-free functions, unless the program opted in
+/// with [`allow_fork_with_threads`].
 ///
 /// # Differences from Python
 ///

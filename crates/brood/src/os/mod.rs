@@ -1,10 +1,20 @@
 //! The syscall layer: safe, typed wrappers over `fork`, `wait`, pidfds,
 //! signals, `prctl` and `/proc`.
 //!
-//! This module is where brood's unsafe code lives. Each wrapper follows the
-//! same three steps: the raw call, the errno check, a typed result. The names
-//! follow Python's `os` module where one exists (`fork`, `getpid`, `getppid`,
-//! `_exit` → [`exit_now`], `wait`, `waitpid`).
+//! This module is where brood's syscalls live, behind safe wrappers, so
+//! the rest of the crate holds (almost) no `unsafe` of its own; the other
+//! places allowed `unsafe` are the raw-memory types (`shm`'s segments,
+//! values and arenas, the queue's ring) and the futex word and mutex in
+//! `sync`. Where `rustix` has a safe call it is used (pidfds, `waitid`,
+//! `waitpid`, pipes, socket pairs, `fcntl`, eventfds, `prctl`,
+//! `getrandom`); what it cannot express safely is written here once, each
+//! `unsafe` block with a `SAFETY:` comment: `fork` (its contract is the
+//! caller's, or checked: `sys::fork_single_threaded`), `poll` over raw
+//! pollfds, SCM_RIGHTS messages into raw buffers (`scm`), `posix_spawn`
+//! (`spawn`), signal dispositions and masks, `atexit`, OFD locks (`fd`).
+//! Each wrapper follows the same three steps: the call, the errno check, a
+//! typed result. The names follow Python's `os` module where one exists
+//! (`fork`, `getpid`, `getppid`, `_exit` → [`exit_now`], `wait`, `waitpid`).
 //!
 //! ```
 //! use brood::os;
