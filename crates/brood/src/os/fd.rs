@@ -180,3 +180,85 @@ pub(crate) fn ofd_lock(fd: impl AsFd, kind: OfdLock, wait: bool) -> io::Result<b
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_now_follows_the_pipe() {
+        let (read, write) = crate::os::pipe_cloexec().unwrap();
+        assert!(!ready_now(&read));
+        assert!(crate::os::write_all_raw(&write, b"x"));
+        assert!(ready_now(&read));
+    }
+
+    #[test]
+    fn poll_times_out_and_skips_negative_fds() {
+        let (read, _write) = crate::os::pipe_cloexec().unwrap();
+        let mut fds = [pollin(read.as_raw_fd()), pollin(-1)];
+        let started = std::time::Instant::now();
+        assert_eq!(poll(&mut fds, Some(Duration::from_millis(20))).unwrap(), 0);
+        assert!(started.elapsed() >= Duration::from_millis(15));
+    }
+
+    #[test]
+    fn eventfd_wakes_and_drains() {
+        let fd = eventfd().unwrap();
+        assert!(!ready_now(&fd));
+        assert!(crate::os::write_all_raw(&fd, &1u64.to_ne_bytes()));
+        assert!(ready_now(&fd));
+        drain_eventfd(&fd);
+        assert!(!ready_now(&fd));
+    }
+
+    #[test]
+    fn ofd_locks_conflict_between_open_files_not_dups() {
+        let path = std::env::temp_dir().join(format!("brood-ofd-{}", std::process::id()));
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap()
+        };
+        let (a, b) = (open(), open());
+        std::fs::remove_file(&path).unwrap();
+        assert!(ofd_lock(&a, OfdLock::Shared, false).unwrap());
+        // A dup shares the open file, and so the lock.
+        let dup = dup_cloexec(&a, 3).unwrap();
+        assert!(ofd_lock(&dup, OfdLock::Exclusive, false).unwrap());
+        // Another open file of the same file is refused, without waiting.
+        assert!(!ofd_lock(&b, OfdLock::Shared, false).unwrap());
+        assert!(ofd_lock(&a, OfdLock::Unlock, false).unwrap());
+        assert!(ofd_lock(&b, OfdLock::Exclusive, false).unwrap());
+    }
+
+    #[test]
+    fn dup_cloexec_numbers_from_min_and_sets_the_flag() {
+        let (read, _write) = crate::os::pipe_cloexec().unwrap();
+        let dup = dup_cloexec(&read, 100).unwrap();
+        assert!(dup.as_raw_fd() >= 100);
+        let flags = rustix::io::fcntl_getfd(&dup).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+
+    #[test]
+    fn claim_inherited_takes_one_owner_only() {
+        // An fd number nobody owns any more, as a re-executed child finds
+        // its socket (the only claim in this test binary).
+        let (read, write) = crate::os::pipe_cloexec().unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(read);
+        let owned = claim_inherited(raw).unwrap();
+        assert_eq!(owned.as_raw_fd(), raw);
+        let again = claim_inherited(raw).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        // It is the pipe's read end, and close-on-exec.
+        assert!(crate::os::write_all_raw(&write, b"y"));
+        assert!(ready_now(&owned));
+        let flags = rustix::io::fcntl_getfd(&owned).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+}

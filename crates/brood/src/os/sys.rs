@@ -149,3 +149,45 @@ pub(crate) fn detach() {
         Err(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_is_refused_while_another_thread_runs() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        let err = fork_single_threaded().unwrap_err();
+        assert!(err.to_string().contains("more than one thread"), "{err}");
+        drop(tx);
+        other.join().unwrap();
+    }
+
+    #[test]
+    fn take_env_only_reads_while_other_threads_run() {
+        // The test harness runs this on a thread of its own, so the
+        // variable is read and left in place.
+        let name = c"BROOD_TAKE_ENV_TEST";
+        assert_eq!(take_env(name), None);
+        // SAFETY: test-only; no other test reads or writes this variable.
+        unsafe { std::env::set_var("BROOD_TAKE_ENV_TEST", "x") };
+        assert_eq!(take_env(name), Some(b"x".to_vec()));
+        assert_eq!(std::env::var("BROOD_TAKE_ENV_TEST").as_deref(), Ok("x"));
+    }
+
+    #[test]
+    fn waitpid_raw_passes_the_status_word_on() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32).unwrap();
+        let raw = waitpid_raw(pid, false).unwrap().unwrap();
+        assert_eq!(super::super::ExitStatus::from_raw(raw).code(), Some(3));
+        // Reaped by us: std's handle finds nothing left to wait for.
+        assert!(child.try_wait().is_err());
+    }
+}
