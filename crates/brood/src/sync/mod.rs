@@ -218,6 +218,37 @@ pub(crate) fn owner_died_error_released() -> Error {
     )
 }
 
+/// Test support, not part of the API: makes the calling thread (and every
+/// thread, and forked child, that looks itself up afterwards) use the
+/// pthread fallback for brood's locks, as when glibc's robust-list layout
+/// fails the check at run time (`on`), or lifts that. Both paths interoperate
+/// on the same lock memory. `BROOD_LOCK_FALLBACK=1` in the environment
+/// forces the fallback for a whole process from the start.
+///
+/// ```
+/// brood::sync::__force_pthread_fallback(true);
+/// assert!(!brood::sync::__fast_path_active());
+/// let lock = brood::sync::Lock::new()?;
+/// drop(lock.lock().unwrap());
+/// brood::sync::__force_pthread_fallback(false);
+/// # Ok::<(), brood::Error>(())
+/// ```
+#[doc(hidden)]
+pub fn __force_pthread_fallback(on: bool) {
+    mutex::force_pthread(on)
+}
+
+/// Test support, not part of the API: whether the calling thread takes
+/// brood's own robust-list fast path (false: the pthread fallback).
+///
+/// ```
+/// let _ = brood::sync::__fast_path_active();
+/// ```
+#[doc(hidden)]
+pub fn __fast_path_active() -> bool {
+    mutex::fast_path_active()
+}
+
 /// Python's `BrokenBarrierError`.
 pub(crate) fn broken_barrier_error() -> Error {
     Error::simple(ErrorKind::BrokenBarrier, "the barrier is broken")
