@@ -218,12 +218,13 @@ pub(crate) fn owner_died_error_released() -> Error {
     )
 }
 
-/// Test support, not part of the API: makes the calling thread (and every
-/// thread, and forked child, that looks itself up afterwards) use the
+/// Test support, not part of the API: makes the calling thread use the
 /// pthread fallback for brood's locks, as when glibc's robust-list layout
-/// fails the check at run time (`on`), or lifts that. Both paths interoperate
-/// on the same lock memory. `BROOD_LOCK_FALLBACK=1` in the environment
-/// forces the fallback for a whole process from the start.
+/// fails the check at run time (`on`), or lets it use the fast path again.
+/// A child forked from this thread inherits the choice; other threads keep
+/// theirs. Both paths interoperate on the same lock memory.
+/// `BROOD_LOCK_FALLBACK=1` in the environment forces the fallback for every
+/// thread of a process from the start.
 ///
 /// ```
 /// brood::sync::__force_pthread_fallback(true);

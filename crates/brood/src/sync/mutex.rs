@@ -124,12 +124,16 @@ const UNKNOWN: Me = Me { tid: 0, head: 0 };
 
 thread_local! {
     static ME: Cell<Me> = const { Cell::new(UNKNOWN) };
+    /// This thread's choice made with `force_pthread` (kept in a forked
+    /// child, whose only thread is a copy of the forking one).
+    static FORCED_HERE: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
 static INIT: Once = Once::new();
 /// glibc's layout checked out (set once, by `init_process`).
 static LAYOUT_OK: AtomicBool = AtomicBool::new(false);
-/// The pthread path is forced (`BROOD_LOCK_FALLBACK`, or the test switch).
+/// The pthread path is forced for every thread that made no choice of its
+/// own (`BROOD_LOCK_FALLBACK` in the environment).
 static FORCED: AtomicBool = AtomicBool::new(false);
 
 /// `pthread_atfork` child handler: the forked child's only thread has a
@@ -176,7 +180,10 @@ fn me_slow() -> Me {
     init_process();
     // SAFETY: gettid takes no arguments and cannot fail.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
-    let head = if LAYOUT_OK.load(Ordering::Relaxed) && !FORCED.load(Ordering::Relaxed) {
+    let forced = FORCED_HERE
+        .get()
+        .unwrap_or_else(|| FORCED.load(Ordering::Relaxed));
+    let head = if LAYOUT_OK.load(Ordering::Relaxed) && !forced {
         thread_head().unwrap_or(0)
     } else {
         0
@@ -186,13 +193,13 @@ fn me_slow() -> Me {
     me
 }
 
-/// Forces the pthread path for every thread that looks itself up from now
-/// on, the calling one at once (`on`), or lifts that. Test support: both
+/// Forces the pthread path for the calling thread (`on`) — as when glibc's
+/// layout fails the check — or lets it take the fast path where it can; a
+/// child forked from this thread inherits the choice. Test support: both
 /// paths speak the same protocol on the same memory, so switching between
 /// operations is safe.
 pub(crate) fn force_pthread(on: bool) {
-    init_process();
-    FORCED.store(on, Ordering::Relaxed);
+    FORCED_HERE.set(Some(on));
     ME.set(UNKNOWN);
 }
 
@@ -819,5 +826,122 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { word_at(me.head) }, first);
         assert_eq!(m.word().load(Ordering::Relaxed), 0);
+    }
+
+    /// Forks a child that runs `steps` on `lock`'s mutex and exits without
+    /// unlocking (its thread ends: the kernel walks its robust list), then
+    /// returns the word the child left.
+    fn child_dies_after(lock: &crate::sync::Lock, steps: fn(&RobustMutex, Me)) -> u32 {
+        force_pthread(false);
+        assert!(fast_path_active());
+        // SAFETY: the child only runs atomics and raw syscalls (no
+        // allocation, no lock) before `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let me = me();
+            if me.head != 0 {
+                steps(lock.mutex(), me);
+            }
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(if me.head != 0 { 0 } else { 3 }) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child; `status` is valid for writes.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0, "the child took the fast path");
+        lock.mutex().word().load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_holder_that_dies_between_its_cas_and_the_list_link_is_reported() {
+        let lock = crate::sync::Lock::new().unwrap();
+        let word = child_dies_after(&lock, |m, me| {
+            // SAFETY: the child's own head and the lock's link (mapped).
+            unsafe { set_pending(me.head, m.entry()) };
+            compiler_fence(Ordering::SeqCst);
+            assert!(
+                m.word()
+                    .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            );
+            // ...and dies before `enqueue`: only list_op_pending names it.
+        });
+        assert_eq!(word, FUTEX_OWNER_DIED, "the kernel marked it");
+        let m = lock.mutex();
+        assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: true });
+        m.release().unwrap();
+        m.clear_poison();
+        assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+        m.release().unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_dies_between_unlinking_and_unlocking_is_reported() {
+        let lock = crate::sync::Lock::new().unwrap();
+        let word = child_dies_after(&lock, |m, me| {
+            assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            // SAFETY: held: the link is on the child's list.
+            unsafe {
+                set_pending(me.head, m.entry());
+                compiler_fence(Ordering::SeqCst);
+                dequeue(m.entry());
+            }
+            // ...and dies before the word is cleared.
+        });
+        assert_eq!(word, FUTEX_OWNER_DIED);
+        let m = lock.mutex();
+        assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: true });
+        m.release().unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_dies_after_unlocking_leaves_it_free() {
+        let lock = crate::sync::Lock::new().unwrap();
+        let word = child_dies_after(&lock, |m, me| {
+            assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            // SAFETY: as above.
+            unsafe {
+                set_pending(me.head, m.entry());
+                compiler_fence(Ordering::SeqCst);
+                dequeue(m.entry());
+            }
+            m.word().store(0, Ordering::Release);
+            // ...and dies before clearing list_op_pending: the word's owner
+            // is 0, so the kernel leaves it alone.
+        });
+        assert_eq!(word, 0);
+        let m = lock.mutex();
+        assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+        m.release().unwrap();
+    }
+
+    #[test]
+    fn a_holder_of_several_locks_that_dies_has_all_of_them_reported() {
+        let locks: Vec<crate::sync::Lock> =
+            (0..3).map(|_| crate::sync::Lock::new().unwrap()).collect();
+        let pair = (locks[0].clone(), locks[1].clone());
+        static PAIR: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+        PAIR.set((
+            pair.0.mutex() as *const RobustMutex as usize,
+            pair.1.mutex() as *const RobustMutex as usize,
+        ))
+        .unwrap();
+        child_dies_after(&locks[2], |third, _| {
+            let (a, b) = *PAIR.get().unwrap();
+            // SAFETY: the parent's locks stay mapped (and alive) in the
+            // child, a copy of its address space.
+            let (a, b) = unsafe { (&*(a as *const RobustMutex), &*(b as *const RobustMutex)) };
+            for m in [a, b, third] {
+                assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            }
+            // Out of order: the middle one goes first.
+            b.release().unwrap();
+        });
+        let state = |l: &crate::sync::Lock| l.mutex().word().load(Ordering::SeqCst);
+        assert_eq!(state(&locks[0]), FUTEX_OWNER_DIED);
+        assert_eq!(state(&locks[1]), 0, "released before the death");
+        assert_eq!(state(&locks[2]), FUTEX_OWNER_DIED);
+        drop(pair);
     }
 }
