@@ -91,7 +91,7 @@ SYNC_TESTS = {
     "counter": ("Locked counter: 2 processes × 100k increments", "ms", False, C_FUTEX),
     "counter-pinned": ("Locked counter, all on one CPU", "ms", False, C_FUTEX),
     "fill": ("Array of 1M f64 filled by a child (the child's fill only)", "us", False, C_FILL),
-    "shm": ("SharedMemory 100 MiB warm write", "GBps", True, C_MEMCPY),
+    "shm": ("SharedMemory 100 MiB write, a fresh segment per run", "GBps", True, C_MEMCPY),
     "sem": ("Semaphore ping-pong round trip, as the scheduler places them", "us", False, C_SEM),
     "sem-pinned": ("Semaphore ping-pong round trip, both on one CPU", "us", False, C_SEM),
 }
@@ -106,12 +106,14 @@ SYNC_FLOOR = {BROOD_MEMSET: C_MEMSET, C_MEMSET: C_MEMSET}
 # own value, target as (op, value) or None). Denominator BEST_PY: the test's
 # fastest python row.
 SYNC_RATIOS = [
-    ("lock: brood lock() guard, M pairs/s", "lock", BROOD_GUARD, None, (">=", 150.0)),
+    ("lock: brood lock() guard, M pairs/s", "lock", BROOD_GUARD, None, None),
     ("lock: brood acquire/release, M pairs/s", "lock", BROOD_ACQUIRE, None, None),
-    # The 150 M/s target over the reference machine's futex mutex (239 M/s):
-    # the same target on a machine whose atomics are slower or faster.
-    ("lock: brood lock() guard / C futex mutex (150/239)", "lock", BROOD_GUARD, C_FUTEX,
-     (">=", 150 / 239)),
+    # Issue 10: a share of the C futex mutex measured in the same run, so
+    # the target holds on a machine whose atomics are slower or faster.
+    ("lock: brood lock() guard / C futex mutex", "lock", BROOD_GUARD, C_FUTEX,
+     (">=", 0.60)),
+    ("lock: brood acquire/release / C futex mutex", "lock", BROOD_ACQUIRE, C_FUTEX,
+     (">=", 0.60)),
     ("lock: brood lock() guard / C robust pthread mutex", "lock", BROOD_GUARD, C_ROBUST, None),
     ("lock: brood lock() guard / python Lock", "lock", BROOD_GUARD, PY_LOCK, None),
     ("counter: brood / C futex mutex", "counter", BROOD_COUNTER, C_FUTEX, ("<=", 2.0)),
@@ -125,7 +127,7 @@ SYNC_RATIOS = [
      C_ROBUST, None),
     ("fill: brood / C", "fill", BROOD_FILL, C_FILL, ("<=", 1.2)),
     ("fill: best python / brood", "fill", BEST_PY, BROOD_FILL, None),
-    ("shm: brood write_at / C memcpy", "shm", BROOD_WRITE_AT, C_MEMCPY, (">=", 0.90)),
+    ("shm: brood write_at / C memcpy", "shm", BROOD_WRITE_AT, C_MEMCPY, (">=", 0.95)),
     ("shm: brood as_mut_slice().fill / C memset", "shm", BROOD_MEMSET, C_MEMSET, (">=", 0.90)),
     ("shm: python buf[:] / C memcpy", "shm", PY_SHM, C_MEMCPY, None),
     ("sem: brood / C sem_t", "sem", BROOD_SEM, C_SEM, None),
@@ -397,9 +399,12 @@ def main():
             "f64 (8 MB, faulted in by the parent already: the child still takes a "
             "minor fault per page) and lets go; the child times that alone; 15 "
             "children. "
-            "**shm**: one write of all of a warm 100 MiB `shm_open` segment (memcpy "
-            "from a warm buffer, or memset); GB/s = 10^9 bytes written per second; "
-            "10 runs. "
+            "**shm**: one write of all of a 100 MiB `shm_open` segment (memcpy "
+            "from a warm buffer, or memset); every run maps a fresh segment and "
+            "faults it all in (untimed) first, and the rows run in reverse order "
+            "every other round, so which side's pages are placed first alternates: "
+            "the rows compare the writes, not where one segment's pages landed; "
+            "GB/s = 10^9 bytes written per second; 10 runs. "
             "**sem**: round trips over two semaphores between the parent and one "
             "child, 20000 after 2000 warm-up; as the scheduler places the two "
             "processes, then both pinned to one CPU (a round trip is then two "
@@ -409,8 +414,9 @@ def main():
             "compare Python with brood in the pinned pass only. "
             "C floors: a 3-state futex mutex (Drepper's mutex2, shared futex calls); "
             "a `sem_t` (pshared); a `pthread_mutex_t` with `PTHREAD_PROCESS_SHARED`, "
-            "`PTHREAD_MUTEX_ROBUST` and `ERRORCHECK`, which is what brood's `Lock` "
-            "wraps. `vs C floor`: the futex mutex for lock and counter, the same "
+            "`PTHREAD_MUTEX_ROBUST` and `ERRORCHECK`: the memory of brood's `Lock`, "
+            "whose fast path runs glibc's robust protocol inline (its fallback calls "
+            "these functions). `vs C floor`: the futex mutex for lock and counter, the same "
             "operation otherwise; as a share of the floor's rate, or a multiple of "
             "its time.",
             sync_table(data),

@@ -19,10 +19,14 @@
 //!   [`FILL_N`] elements (8 MB, already faulted in by the parent) and lets
 //!   go; the child times that and nothing else (the start and the join are
 //!   not counted); [`FILL_RUNS`] children; µs.
-//! - `shm`: one write of the whole of a warm [`SHM_BYTES`] named segment
+//! - `shm`: one write of the whole of a [`SHM_BYTES`] named segment
 //!   (`shm_open`; the name is unlinked at once, the mapping stays), by
 //!   memcpy from a warm private buffer or by memset; [`SHM_RUNS`] runs;
-//!   GB/s (10^9 bytes written per second).
+//!   GB/s (10^9 bytes written per second). Every run maps a fresh segment
+//!   and faults all of it in (untimed) before the timed write, and the
+//!   rows run in reverse order every other round: which side's pages are
+//!   placed first alternates, so the rows compare the writes, not where
+//!   one long-lived segment's pages happened to land.
 //! - `sem`: round trips between the parent and one child (started once)
 //!   over two semaphores; each round trip timed, [`SEM_ITERS`] in
 //!   [`SEM_ROUNDS`] rounds after [`SEM_WARMUP`]; µs. Run twice, as the
@@ -364,10 +368,9 @@ fn brood_sem(_: &mut Ctx) -> Option<Box<dyn Runner>> {
     Some(Box::new(BroodSem { ping, pong, child }))
 }
 
-/// The 100 MiB segment and the warm source buffer of the two brood shm
-/// rows, made by whichever starts first.
+/// The warm source buffer of the two brood shm rows, made by whichever
+/// starts first (each row maps a fresh segment per run).
 struct ShmBufs {
-    shm: SharedMemory,
     src: Vec<u8>,
     runs: u8,
 }
@@ -453,36 +456,42 @@ impl Ctx {
         let bufs = self
             .shm
             .get_or_insert_with(|| {
-                // Named like Python's (shm_open), untracked, and unlinked at
-                // once: the mapping stays, /dev/shm keeps nothing.
-                let shm = SharedMemory::options()
-                    .named()
-                    .size(SHM_BYTES)
-                    .track(false)
-                    .create()
-                    .unwrap();
-                shm.unlink().unwrap();
                 let src: Vec<u8> = (0..SHM_BYTES).map(|i| (i * 31 + 7) as u8).collect();
-                shm.write_at(0, &src).unwrap(); // warm
-                Rc::new(RefCell::new(ShmBufs { shm, src, runs: 0 }))
+                Rc::new(RefCell::new(ShmBufs { src, runs: 0 }))
             })
             .clone();
+        let mut shm: Option<SharedMemory> = None;
         runner(move |n| {
             let mut b = bufs.borrow_mut();
-            assert_eq!(n, b.shm.len());
+            // A fresh segment every run (the last one goes first), so the
+            // row measures brood's write, not where one segment's pages
+            // happened to land.
+            drop(shm.take());
+            // Named like Python's (shm_open), untracked, and unlinked at
+            // once: the mapping stays, /dev/shm keeps nothing.
+            let seg = SharedMemory::options()
+                .named()
+                .size(n)
+                .track(false)
+                .create()
+                .unwrap();
+            seg.unlink().unwrap();
+            // SAFETY: no other process or thread knows this segment.
+            unsafe { seg.as_mut_slice() }.fill(0); // warm: every page in
             b.runs = b.runs.wrapping_add(1);
             let byte = b.runs;
             let t = Instant::now();
             if memset {
-                // SAFETY: no other process or thread knows this segment.
-                unsafe { b.shm.as_mut_slice() }.fill(byte);
+                // SAFETY: as above.
+                unsafe { seg.as_mut_slice() }.fill(byte);
             } else {
-                b.shm.write_at(0, &b.src).unwrap();
+                seg.write_at(0, &b.src[..n]).unwrap();
             }
             let secs = t.elapsed().as_secs_f64();
             let mut last = [0u8];
-            b.shm.read_at(n - 1, &mut last).unwrap();
+            seg.read_at(n - 1, &mut last).unwrap();
             assert_eq!(last[0], if memset { byte } else { b.src[n - 1] });
+            shm = Some(seg);
             vec![n as f64 / secs / 1e9]
         })
     }
@@ -548,9 +557,15 @@ pub(crate) fn run(only: Option<&str>) {
             r.run(warmup);
         }
         let mut samples: Vec<Vec<f64>> = rows.iter().map(|_| Vec::new()).collect();
-        for _ in 0..runs {
-            for (r, s) in runners.iter_mut().zip(&mut samples) {
-                s.extend(r.run(n));
+        for round in 0..runs {
+            // shm: every run maps and fills a fresh segment; which side
+            // gets its pages first alternates from round to round.
+            let mut order: Vec<usize> = (0..runners.len()).collect();
+            if test.rows() == Test::Shm && round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                samples[i].extend(runners[i].run(n));
             }
         }
         for r in runners {
