@@ -73,6 +73,8 @@ C_FILL = "C futex mutex + fill loop"
 C_MEMCPY = "C memcpy"
 C_MEMSET = "C memset"
 C_SEM = "C sem_t (pshared)"
+C_ROBUST_INLINE = "C robust-list protocol inline (brood's fast path in C)"
+C_TID = "C futex word holding the owner's TID"
 BROOD_GUARD = "brood Lock lock() guard"
 BROOD_ACQUIRE = "brood Lock acquire/release"
 BROOD_COUNTER = "brood Value<i64> lock() += 1"
@@ -115,6 +117,12 @@ SYNC_RATIOS = [
     ("lock: brood acquire/release / C futex mutex", "lock", BROOD_ACQUIRE, C_FUTEX,
      (">=", 0.60)),
     ("lock: brood lock() guard / C robust pthread mutex", "lock", BROOD_GUARD, C_ROBUST, None),
+    ("lock: brood lock() guard / its protocol inline in C", "lock", BROOD_GUARD, C_ROBUST_INLINE,
+     None),
+    ("lock: robust-list protocol inline in C / C futex mutex", "lock", C_ROBUST_INLINE, C_FUTEX,
+     None),
+    ("lock: TID futex word (liveness-polling design) / C futex mutex", "lock", C_TID, C_FUTEX,
+     None),
     ("lock: brood lock() guard / python Lock", "lock", BROOD_GUARD, PY_LOCK, None),
     ("counter: brood / C futex mutex", "counter", BROOD_COUNTER, C_FUTEX, ("<=", 2.0)),
     ("counter: python / brood", "counter", PY_COUNTER, BROOD_COUNTER, (">=", 20.0)),
@@ -416,7 +424,10 @@ def main():
             "a `sem_t` (pshared); a `pthread_mutex_t` with `PTHREAD_PROCESS_SHARED`, "
             "`PTHREAD_MUTEX_ROBUST` and `ERRORCHECK`: the memory of brood's `Lock`, "
             "whose fast path runs glibc's robust protocol inline (its fallback calls "
-            "these functions). `vs C floor`: the futex mutex for lock and counter, the same "
+            "these functions); that protocol inline in C (brood's own floor: "
+            "`list_op_pending`, one CAS, the robust-list link and unlink); and a futex "
+            "word holding the owner's TID (the fast path of the design whose waiters "
+            "would poll the owner's liveness instead). `vs C floor`: the futex mutex for lock and counter, the same "
             "operation otherwise; as a share of the floor's rate, or a multiple of "
             "its time.",
             sync_table(data),

@@ -3,7 +3,7 @@
 //!
 //! The memory is a glibc `pthread_mutex_t` (`PTHREAD_PROCESS_SHARED`,
 //! `PTHREAD_MUTEX_ROBUST`, `ERRORCHECK`), followed by a poison flag, the
-//! holder's recursion depth and whether it is an `RLock`, all in shared
+//! holder's extra recursion levels and whether it is an `RLock`, all in shared
 //! memory. Its first word is the kernel's robust-futex word: 0 when free,
 //! else the holder's TID, plus `FUTEX_WAITERS` (someone may sleep on it)
 //! and `FUTEX_OWNER_DIED` (the kernel's mark for a holder that died).
@@ -97,8 +97,11 @@ pub(crate) struct RobustMutex {
     /// (see `take_over`) and its list links are touched, as glibc would.
     mutex: UnsafeCell<libc::pthread_mutex_t>,
     poisoned: AtomicU32,
-    /// Recursion depth; meaningful (and written) only for the holder.
-    depth: AtomicU32,
+    /// Recursion levels beyond the first (an `RLock` taken again by its
+    /// holder); 0 whenever the mutex is free, so taking it leaves it alone.
+    /// Written only by the holder (and by whoever takes over from a dead
+    /// one).
+    extra: AtomicU32,
     /// 1 for an `RLock`; set before the mutex is shared, never after.
     recursive: AtomicU32,
 }
@@ -420,7 +423,11 @@ unsafe fn enqueue(head: usize, entry: usize) {
     }
 }
 
-/// glibc's `DEQUEUE_MUTEX`: unlinks `entry` from the calling thread's list.
+/// glibc's `DEQUEUE_MUTEX`, less its last two stores: unlinks `entry` from
+/// the calling thread's list. glibc then also zeroes the entry's own links;
+/// no one reads them (the kernel only walks from the head, and the next
+/// holder's enqueue writes both before it links the entry), so we save the
+/// stores.
 ///
 /// # Safety
 ///
@@ -434,10 +441,6 @@ unsafe fn dequeue(entry: usize) {
         let prev = link(entry - 8).load(Ordering::Relaxed);
         link((next & !1) - 8).store(prev, Ordering::Relaxed);
         link(prev & !1).store(next, Ordering::Relaxed);
-        // Off the list before its links are cleared.
-        compiler_fence(Ordering::SeqCst);
-        link(entry - 8).store(0, Ordering::Relaxed);
-        link(entry).store(0, Ordering::Relaxed);
     }
 }
 
@@ -606,9 +609,10 @@ impl RobustMutex {
     #[inline(always)]
     fn acquired(&self, died: bool) -> Outcome {
         if died {
+            // The dead holder's levels died with it.
+            self.extra.store(0, Ordering::Relaxed);
             self.poisoned.store(1, Ordering::SeqCst);
         }
-        self.depth.store(1, Ordering::Relaxed);
         // Read under the lock, which orders it after the holder's store.
         Outcome::Acquired {
             poisoned: self.poisoned.load(Ordering::Relaxed) != 0,
@@ -618,8 +622,8 @@ impl RobustMutex {
     /// An acquire by the thread that holds it already.
     fn relock(&self, how: How) -> Outcome {
         if self.recursive.load(Ordering::Relaxed) != 0 {
-            let depth = self.depth.load(Ordering::Relaxed);
-            self.depth.store(depth.saturating_add(1), Ordering::Relaxed);
+            let extra = self.extra.load(Ordering::Relaxed);
+            self.extra.store(extra.saturating_add(1), Ordering::Relaxed);
             return Outcome::Acquired {
                 poisoned: self.poisoned.load(Ordering::Relaxed) != 0,
             };
@@ -678,17 +682,15 @@ impl RobustMutex {
         if word.load(Ordering::Relaxed) & FUTEX_TID_MASK != me.tid {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        let depth = self.depth.load(Ordering::Relaxed);
-        if depth > 1 {
-            self.depth.store(depth - 1, Ordering::Relaxed);
+        let extra = self.extra.load(Ordering::Relaxed);
+        if extra > 0 {
+            self.extra.store(extra - 1, Ordering::Relaxed);
             return Ok(());
         }
-        self.depth.store(0, Ordering::Relaxed);
         if me.head == 0 {
             // SAFETY: initialised mutex in mapped memory (see `acquire`).
             let rc = unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
             if rc != 0 {
-                self.depth.store(depth, Ordering::Relaxed);
                 return Err(io::Error::from_raw_os_error(rc));
             }
             return Ok(());
@@ -738,7 +740,7 @@ impl RobustMutex {
     /// The calling thread's recursion depth (0 when it does not hold it).
     pub(crate) fn depth_if_mine(&self) -> u32 {
         if self.is_mine() {
-            self.depth.load(Ordering::Relaxed).max(1)
+            self.extra.load(Ordering::Relaxed).saturating_add(1)
         } else {
             0
         }
@@ -821,7 +823,6 @@ mod tests {
         // And brood unlocks what glibc locked.
         // SAFETY: initialised.
         assert_eq!(unsafe { libc::pthread_mutex_lock(m.mutex.get()) }, 0);
-        m.depth.store(1, Ordering::Relaxed);
         m.release().unwrap();
         // SAFETY: as above.
         assert_eq!(unsafe { word_at(me.head) }, first);
