@@ -132,6 +132,18 @@ pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
 /// asking fixes the default, so a later `set_start_method` without `force`
 /// fails.
 ///
+/// In a child it is the method its parent asked for when it started it (the
+/// context's, or the parent's default), so the child starts its own
+/// children the same way (Python forces the same on its children).
+///
+/// ```
+/// use brood::StartMethod;
+/// let mut p = brood::Context::new(StartMethod::Spawn).process(brood::get_start_method);
+/// p.start()?;
+/// assert_eq!(p.join()?, StartMethod::Spawn);
+/// # Ok::<(), brood::Error>(())
+/// ```
+///
 /// ```
 /// let m = brood::get_start_method();
 /// assert!(brood::StartMethod::ALL.contains(&m));
@@ -141,6 +153,12 @@ pub fn get_start_method() -> StartMethod {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get_or_insert(StartMethod::ForkServer)
+}
+
+/// In a freshly started child: its default becomes `method`, set (as by
+/// `set_start_method(method, true)`).
+pub(crate) fn inherit(method: StartMethod) {
+    *DEFAULT.lock().unwrap_or_else(|p| p.into_inner()) = Some(method);
 }
 
 /// A start method to build processes with (Python's `get_context(method)`).

@@ -70,6 +70,7 @@ mod process;
 pub mod shm;
 pub mod sync;
 pub mod task;
+mod time;
 
 pub use brood_macros::task;
 pub use connection::{Connection, pipe};

@@ -431,7 +431,8 @@ where
             self.state = State::Ready(Ok(work));
             return Err(e);
         }
-        let method = match (&work, self.method.unwrap_or_else(crate::get_start_method)) {
+        let requested = self.method.unwrap_or_else(crate::get_start_method);
+        let method = match (&work, requested) {
             (Work::Closure(_), _) if fork_is_hazardous() => {
                 self.state = State::Ready(Ok(work));
                 return Err(Error::simple(
@@ -455,6 +456,7 @@ where
             identity: self.identity.clone(),
             parent_pid: os::getpid().as_raw(),
             parent_name,
+            start_method: requested,
         };
         let launched = match method {
             StartMethod::Fork => launch::fork::Fork.launch(&spec, work),
@@ -520,7 +522,7 @@ where
     /// assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), 5);
     /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.join_deadline(Some(Instant::now() + timeout))
+        self.join_deadline(crate::time::deadline(timeout))
     }
 
     fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<R> {

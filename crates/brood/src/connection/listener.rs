@@ -192,7 +192,7 @@ impl Listener {
     /// assert!(err.is_timeout());
     /// ```
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_until(Some(Instant::now() + timeout))
+        self.accept_until(crate::time::deadline(timeout))
     }
 
     fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection> {
@@ -268,7 +268,7 @@ impl Client {
         authkey: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Connection> {
-        Client::connect_until(address, authkey, Some(Instant::now() + timeout))
+        Client::connect_until(address, authkey, crate::time::deadline(timeout))
     }
 
     fn connect_until(

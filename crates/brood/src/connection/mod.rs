@@ -348,7 +348,7 @@ impl Connection {
         value: &T,
         timeout: Duration,
     ) -> Result<()> {
-        self.send_value(value, Some(Instant::now() + timeout))
+        self.send_value(value, crate::time::deadline(timeout))
     }
 
     /// Sends raw bytes as one message (Python's `send_bytes`).
@@ -370,7 +370,7 @@ impl Connection {
     /// a.send_bytes_timeout(b"x", std::time::Duration::from_secs(1)).unwrap();
     /// ```
     pub fn send_bytes_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.write_frame(bytes, &[], Some(Instant::now() + timeout))
+        self.write_frame(bytes, &[], crate::time::deadline(timeout))
     }
 
     /// Sends an open file descriptor (a file, a socket, a memfd) to the
@@ -519,7 +519,7 @@ impl Connection {
     /// assert!(err.is_timeout());
     /// ```
     pub fn recv_timeout<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<T> {
-        self.recv_value(Some(Instant::now() + timeout))
+        self.recv_value(crate::time::deadline(timeout))
     }
 
     /// Receives one message's raw bytes (Python's `recv_bytes`).
@@ -541,7 +541,7 @@ impl Connection {
     /// assert_eq!(b.recv_bytes_timeout(std::time::Duration::from_secs(1)).unwrap(), b"x");
     /// ```
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        self.read_frame(Some(Instant::now() + timeout))
+        self.read_frame(crate::time::deadline(timeout))
     }
 
     /// Receives one message into `buf` and returns its length (Python's
@@ -613,7 +613,7 @@ impl Connection {
         if self.ready_now() {
             return Ok(true);
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(crate::time::deadline);
         match wait_fd(fd, libc::POLLIN, deadline) {
             Ok(()) => Ok(true),
             Err(e) if e.is_timeout() => Ok(false),
@@ -986,7 +986,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
             revents: 0,
         })
         .collect();
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(crate::time::deadline);
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         // SAFETY: `fds` is a valid array of pollfds for the call.

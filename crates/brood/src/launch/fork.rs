@@ -31,7 +31,7 @@ impl Launcher for Fork {
         // The forkserver client's lock first, then the table's (the order
         // used everywhere): the child inherits neither held by another
         // thread.
-        let default_method = crate::context::hold_for_fork();
+        let mut default_method = crate::context::hold_for_fork();
         let client = super::forkserver::hold_for_fork();
         let mut table = children::lock();
         table.reap_orphans();
@@ -43,6 +43,7 @@ impl Launcher for Fork {
                 table.become_child(child_me);
                 drop(table);
                 super::forkserver::release_in_child(client);
+                *default_method = Some(spec.start_method);
                 drop(default_method);
                 drop(read);
                 if spec.daemon {

@@ -104,6 +104,8 @@ pub(crate) struct Spec {
     pub(crate) identity: Vec<u32>,
     pub(crate) parent_pid: i32,
     pub(crate) parent_name: String,
+    /// The start method the parent asked for: the child's own default.
+    pub(crate) start_method: crate::context::StartMethod,
 }
 
 /// Everything a spawned or forkserver child receives.

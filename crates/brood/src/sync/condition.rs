@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::shm::{Block, SharedMemory, SharedState};
 
 /// All three change under the condition's lock, except that a woken waiter
-/// takes a token without it (see `sync/README.md`).
+/// takes a token without it (see `sync/README.md`). A waiter may take a
+/// token only once `seq` differs from its value when the waiter registered,
+/// so a wake-up never goes to a wait that began after the notify.
 #[repr(C)]
 pub(crate) struct CondState {
     /// Bumped by every notify that hands out tokens; waiters sleep on it.
@@ -88,8 +90,9 @@ impl From<RLock> for ConditionLock {
 /// `multiprocessing.Condition`): hold its lock, then `wait` until another
 /// process changes the state and calls `notify`.
 ///
-/// `notify(n)` wakes at most `n` waiters, and a waiter that started waiting
-/// before the notify is never missed. A waiter that dies while waiting may
+/// `notify(n)` wakes at most `n` of the waiters that were waiting when it
+/// ran — never a wait that starts later, the notifier's own next `wait`
+/// included — and a notify is never lost while someone was waiting. A waiter that dies while waiting may
 /// cost one later waiter a spurious wake-up, which is why the state is
 /// re-checked in a loop ([`wait_for`](Condition::wait_for) does it).
 ///
@@ -266,6 +269,10 @@ impl Condition {
         if depth == 0 {
             return Err(Error::invalid("cannot wait on an un-acquired lock"));
         }
+        // A wake-up is ours only if handed out after we registered: a
+        // notify bumps `seq`, so a waiter that still reads the `seq` of its
+        // registration (made under the lock) takes no token.
+        let registered = s.seq.load(Ordering::SeqCst);
         s.sleepers.fetch_add(1, Ordering::SeqCst);
         for _ in 0..depth {
             // Held by this thread (checked above): cannot fail.
@@ -275,7 +282,7 @@ impl Condition {
         let mut notified = false;
         loop {
             let seq = s.seq.load(Ordering::SeqCst);
-            if s.take_token() {
+            if seq != registered && s.take_token() {
                 notified = true;
                 break;
             }
@@ -291,13 +298,14 @@ impl Condition {
             }
         }
         if !notified {
-            // Leave the count of sleepers, or — when every remaining waiter
-            // already has its token — take ours, handed out meanwhile.
-            let left = s.sleepers.load(Ordering::SeqCst);
-            if left > 0 {
-                s.sleepers.store(left - 1, Ordering::SeqCst);
+            // Under the lock again: a token left by a notify made since we
+            // registered is ours (notified just before the timeout, as in
+            // Python); otherwise leave the count of sleepers.
+            if s.seq.load(Ordering::SeqCst) != registered && s.take_token() {
+                notified = true;
             } else {
-                notified = s.take_token();
+                let left = s.sleepers.load(Ordering::SeqCst);
+                s.sleepers.store(left.saturating_sub(1), Ordering::SeqCst);
             }
         }
         if poisoned {
