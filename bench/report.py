@@ -86,6 +86,8 @@ PY_LOCK = "python Lock acquire/release"
 PY_COUNTER = "python Value('q') with get_lock(): .value += 1"
 PY_SHM = "python SharedMemory buf[:] = bytes"
 PY_SEM = "python Semaphore"
+BROOD_CREATE = "brood Value<i64>::new + Lock::new"
+PY_CREATE = "python Value('q') + Lock()"
 BEST_PY = "best python row"  # stands for the test's fastest python row
 
 SYNC_TESTS = {
@@ -96,6 +98,7 @@ SYNC_TESTS = {
     "shm": ("SharedMemory 100 MiB write, a fresh segment per run", "GBps", True, C_MEMCPY),
     "sem": ("Semaphore ping-pong round trip, as the scheduler places them", "us", False, C_SEM),
     "sem-pinned": ("Semaphore ping-pong round trip, both on one CPU", "us", False, C_SEM),
+    "create": ("10,000 Values and 10,000 Locks made", "ms", False, None),
 }
 # Tests whose brood rows are not compared with Python's: where the scheduler
 # puts each pair of processes (one CPU or two) outweighs the rest, and the
@@ -141,6 +144,7 @@ SYNC_RATIOS = [
     ("sem: brood / C sem_t", "sem", BROOD_SEM, C_SEM, None),
     ("sem, one CPU: brood / C sem_t", "sem-pinned", BROOD_SEM, C_SEM, None),
     ("sem, one CPU: python / brood", "sem-pinned", PY_SEM, BROOD_SEM, None),
+    ("create: python / brood", "create", PY_CREATE, BROOD_CREATE, (">=", 1.0)),
 ]
 
 

@@ -33,6 +33,10 @@
 //!   counter: `sem` and `sem-pinned` (where the two take turns, and a round
 //!   trip is the software path alone).
 //!
+//! - `create`: [`CREATE_N`] `Value<i64>`s and as many `Lock`s made and kept
+//!   (the time of the making only; they are dropped after), [`CREATE_RUNS`]
+//!   runs; ms.
+//!
 //! Every run is preceded, per row, by one untimed run (the warm-up). Prints
 //! `sync<TAB>test<TAB>name<TAB>median<TAB>lo<TAB>hi<TAB>n` per row: `lo`
 //! and `hi` are the slowest and fastest run (the minimum and maximum), and
@@ -63,6 +67,8 @@ pub(crate) const SHM_RUNS: usize = 10;
 pub(crate) const SEM_WARMUP: usize = 2_000;
 pub(crate) const SEM_ITERS: usize = 20_000;
 pub(crate) const SEM_ROUNDS: usize = 10;
+pub(crate) const CREATE_N: usize = 10_000;
+pub(crate) const CREATE_RUNS: usize = 7;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Test {
@@ -75,10 +81,11 @@ enum Test {
     Sem,
     /// The `Sem` rows again, everything pinned to one CPU.
     SemPinned,
+    Create,
 }
 
 impl Test {
-    const ALL: [Test; 7] = [
+    const ALL: [Test; 8] = [
         Test::Lock,
         Test::Counter,
         Test::CounterPinned,
@@ -86,6 +93,7 @@ impl Test {
         Test::Shm,
         Test::Sem,
         Test::SemPinned,
+        Test::Create,
     ];
 
     fn key(self) -> &'static str {
@@ -97,6 +105,7 @@ impl Test {
             Test::Shm => "shm",
             Test::Sem => "sem",
             Test::SemPinned => "sem-pinned",
+            Test::Create => "create",
         }
     }
 
@@ -121,6 +130,7 @@ impl Test {
             Test::Fill => (FILL_N, FILL_N, FILL_RUNS),
             Test::Shm => (SHM_BYTES, SHM_BYTES, SHM_RUNS),
             Test::Sem => (SEM_WARMUP, SEM_ITERS / SEM_ROUNDS, SEM_ROUNDS),
+            Test::Create => (CREATE_N, CREATE_N, CREATE_RUNS),
             _ => (COUNTER_N, COUNTER_N, COUNTER_RUNS),
         }
     }
@@ -172,6 +182,7 @@ const ROWS: &[Row] = &[
     Row { test: Test::Shm, name: "C memset", start: |c| c.c_row("shm memset") },
     Row { test: Test::Sem, name: "brood Semaphore", start: brood_sem },
     Row { test: Test::Sem, name: "C sem_t (pshared)", start: |c| c.c_row("sem") },
+    Row { test: Test::Create, name: "brood Value<i64>::new + Lock::new", start: brood_create },
 ];
 
 const C_FUTEX: &str = "C futex mutex (3-state, shared)";
@@ -325,6 +336,19 @@ fn brood_fill(_: &mut Ctx) -> Option<Box<dyn Runner>> {
             "the child did not fill the array"
         );
         vec![us]
+    })
+}
+
+fn brood_create(_: &mut Ctx) -> Option<Box<dyn Runner>> {
+    runner(move |n| {
+        let t = Instant::now();
+        let values: Vec<Value<i64>> = (0..n).map(|i| Value::new(i as i64).unwrap()).collect();
+        let locks: Vec<Lock> = (0..n).map(|_| Lock::new().unwrap()).collect();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(values[n - 1].get().unwrap(), n as i64 - 1);
+        assert!(locks[n - 1].try_lock().is_ok());
+        drop((values, locks));
+        vec![ms]
     })
 }
 
