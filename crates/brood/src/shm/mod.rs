@@ -21,12 +21,13 @@
 //! created or attached to one is alive — however it died — a tracker
 //! process unlinks it (see [`SharedMemory`]).
 
+mod arena;
 mod memory;
 mod tracker;
 mod value;
 
 pub use bytemuck::{Pod, Zeroable};
-pub(crate) use memory::{Block, SharedState};
+pub(crate) use memory::{Block, BlockWire, SharedState};
 pub use memory::{Options, SharedMemory};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Typecode, Value, ValueGuard};
 

@@ -264,7 +264,7 @@ macro_rules! shared_serde {
                 &self,
                 serializer: S,
             ) -> std::result::Result<S::Ok, S::Error> {
-                self.block.memory().serialize(serializer)
+                self.block.serialize(serializer)
             }
         }
 
@@ -272,10 +272,8 @@ macro_rules! shared_serde {
             fn deserialize<D: serde::Deserializer<'de>>(
                 deserializer: D,
             ) -> std::result::Result<Self, D::Error> {
-                let mem = crate::shm::SharedMemory::deserialize(deserializer)?;
-                crate::shm::Block::<$state>::from_memory(mem, 0, 1)
+                crate::shm::Block::<$state>::deserialize_checked(deserializer, 0, 1)
                     .map(|block| Self { block })
-                    .map_err(serde::de::Error::custom)
             }
         }
     };
