@@ -3,9 +3,9 @@
 //! `multiprocessing` primitives, with Python's semantics, usable by children
 //! of every start method.
 //!
-//! Each lives in its own small anonymous shared memory segment and crosses
-//! to a child as an argument (`Process::with_args`) or by inheritance
-//! (`Process::fork`); every copy is the same primitive.
+//! Each lives in a small block of a shared arena (many primitives share
+//! one `memfd`) and crosses to a child as an argument (`Process::with_args`)
+//! or by inheritance (`Process::fork`); every copy is the same primitive.
 //!
 //! Unlike Python's, a lock whose holder died is never silently locked
 //! forever: the next acquirer gets the lock together with an [`OwnerDied`]
