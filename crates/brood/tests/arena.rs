@@ -104,8 +104,6 @@ fn hundred_thousand_values_and_locks_under_ulimit_1024(m: StartMethod) {
     assert!(common::open_fds() < 64);
 }
 
-suite!(hundred_thousand_values_and_locks_under_ulimit_1024);
-
 #[test]
 fn creating_and_dropping_a_million_values_keeps_the_mapping_bounded() {
     let keep = Value::new(0u64).unwrap();
@@ -172,3 +170,44 @@ fn small_arrays_share_arenas_and_large_ones_get_their_own_segment() {
     assert_eq!(large.get((1 << 20) - 1).unwrap(), 7);
     assert_eq!(small[999].get(999).unwrap(), 8);
 }
+
+/// Values sent over a connection in two messages: each message carries the
+/// arena's fd once, and the receiver maps the arena once (the second fd is
+/// closed unused).
+fn values_over_a_connection_map_their_arena_once(m: StartMethod) {
+    common::allow_fork();
+    let (mut ours, theirs) = brood::pipe(true).unwrap();
+    let mut child = Process::builder().start_method(m).target_with(
+        |mut conn: brood::Connection| {
+            let first: Vec<Value<u32>> = conn.recv().unwrap();
+            let (maps, fds) = (arena_maps(), common::open_fds());
+            let second: Vec<Value<u32>> = conn.recv().unwrap();
+            let sum: u32 = first.iter().chain(&second).map(|v| v.get().unwrap()).sum();
+            (sum, maps, arena_maps(), fds, common::open_fds())
+        },
+        theirs,
+    );
+    child.start().unwrap();
+    let values: Vec<Value<u32>> = (0..2000).map(|i| Value::new(i).unwrap()).collect();
+    ours.send(&values[..1000]).unwrap();
+    ours.send(&values[1000..]).unwrap();
+    let (sum, maps_before, maps_after, fds_before, fds_after) = child.join_timeout(LONG).unwrap();
+    assert_eq!(sum, (0..2000).sum::<u32>());
+    assert!(maps_before >= 1);
+    assert_eq!(maps_after, maps_before, "the arena is mapped once");
+    assert_eq!(fds_after, fds_before, "the second fd was closed unused");
+}
+
+/// Mappings of brood arenas in this process.
+fn arena_maps() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:brood-arena"))
+        .count()
+}
+
+suite!(
+    hundred_thousand_values_and_locks_under_ulimit_1024,
+    values_over_a_connection_map_their_arena_once,
+);

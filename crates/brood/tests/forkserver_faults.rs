@@ -115,6 +115,14 @@ fn fresh_server_socket() -> RawFd {
         let fd = brood::os::PidFd::open(old).unwrap();
         assert!(fd.wait_timeout(Some(Duration::from_secs(10))).unwrap());
     }
+    // A tree's first child also starts the shared-memory tracker, whose
+    // connection is one more socket: start it first (spawn, which needs no
+    // forkserver), so the server's socket is the only new one.
+    let mut warm = brood::Process::builder()
+        .start_method(brood::StartMethod::Spawn)
+        .target(|| ());
+    warm.start().unwrap();
+    warm.join().unwrap();
     let before = socket_inodes();
     run_one();
     let new: Vec<RawFd> = socket_inodes()

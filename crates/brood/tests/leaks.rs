@@ -31,8 +31,8 @@ fn cycles(m: StartMethod, n: u32) {
         p.start().unwrap();
         assert_eq!(p.join().unwrap(), i);
     };
-    // Warm up once so lazily opened fds (the forkserver's socket) exist
-    // before counting.
+    // Warm up once so lazily opened fds (the forkserver's socket, the
+    // resource tracker's connection) exist before counting.
     run(0);
     let before = open_fds();
     let zombies = zombie_children();
@@ -139,6 +139,11 @@ fn two_thousand_dropped_forkserver_children_leak_nothing() {
 fn capturing_fork_cycles_leak_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     common::allow_fork();
+    // Warm up once: the first child starts the tree's resource tracker,
+    // whose connection stays open.
+    let mut p = Process::fork(|| 0usize);
+    p.start().unwrap();
+    p.join().unwrap();
     let before = open_fds();
     for i in 0..1_000u32 {
         let label = format!("cycle {i}");

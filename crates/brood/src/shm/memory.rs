@@ -36,7 +36,10 @@ const UNTRACKED_MODE: libc::mode_t = 0o600;
 ///
 /// A `SharedMemory` crosses to a child process as an argument
 /// (`Process::with_args`): an anonymous one carries its fd, a named one its
-/// name. Clones share one mapping.
+/// name. A named one also travels back, as a `join` value or over a
+/// [`Connection`](crate::Connection): a tracked segment is kept while its
+/// handle is in flight, even if every process that used it has exited by
+/// the time the receiver attaches. Clones share one mapping.
 ///
 /// ```
 /// use brood::shm::SharedMemory;
@@ -482,18 +485,38 @@ impl fmt::Debug for SharedMemory {
 #[derive(Serialize)]
 enum WireRef<'a> {
     Fd(#[serde(serialize_with = "crate::handle::serialize_fd")] BorrowedFd<'a>),
+    /// An untracked segment: its name is all a receiver needs.
     Named(&'a str),
+    /// A tracked segment, pinned by this tree's tracker until the receiver
+    /// has attached and sends the token back.
+    Pinned(&'a str, u64),
 }
 
 #[derive(Deserialize)]
 enum WireOwned {
     Fd(#[serde(deserialize_with = "crate::handle::deserialize_fd")] OwnedFd),
     Named(String),
+    Pinned(String, u64),
 }
 
+/// A handle crosses to another process as its fd (anonymous) or its name
+/// (named). A tracked named segment is *pinned* first: the tracker keeps it
+/// while the handle is in flight, even if every process that used it exits
+/// before the receiver attaches (a child returning it from `join`, or
+/// sending it and leaving). The receiver attaches, then releases the pin.
+/// A handle that is never received keeps its segment until its tree's last
+/// process has exited.
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         match &self.inner.name {
+            Some(name) if self.inner.tracked => {
+                let token = tracker::pin(&self.inner.fd, &format!("/{name}")).map_err(|e| {
+                    serde::ser::Error::custom(format!(
+                        "cannot pin shared memory {name:?} with the resource tracker: {e}"
+                    ))
+                })?;
+                WireRef::Pinned(name, token)
+            }
             Some(name) => WireRef::Named(name),
             None => WireRef::Fd(self.inner.fd.as_fd()),
         }
@@ -506,6 +529,13 @@ impl<'de> Deserialize<'de> for SharedMemory {
         let shm = match WireOwned::deserialize(deserializer)? {
             WireOwned::Fd(fd) => map_fd(fd, None, false),
             WireOwned::Named(name) => posix_name(&name).and_then(|n| open_named(&n)),
+            WireOwned::Pinned(name, token) => {
+                let shm = posix_name(&name).and_then(|n| open_named(&n));
+                // Attached (our own lock and registration come first), or
+                // never will be: either way the pin has done its work.
+                let _ = tracker::unpin(token);
+                shm
+            }
         };
         shm.map_err(serde::de::Error::custom)
     }
@@ -578,12 +608,15 @@ fn create_named(posix: &str, size: usize, track: bool) -> Result<SharedMemory> {
         }
         Ok(())
     })();
-    if let Err(e) = setup {
+    // Every failure after shm_open (the mode, the lock, the size, the
+    // tracker, the mapping: `1 << 48` bytes pass ftruncate on tmpfs and fail
+    // in mmap) removes the name again: a failed create leaves nothing.
+    let made = setup.and_then(|()| map_fd(fd, Some(posix[1..].to_string()), track));
+    if made.is_err() {
         // SAFETY: `c` is NUL-terminated; we created this name just now.
         unsafe { libc::shm_unlink(c.as_ptr()) };
-        return Err(e);
     }
-    map_fd(fd, Some(posix[1..].to_string()), track)
+    made
 }
 
 fn open_named(posix: &str) -> Result<SharedMemory> {
