@@ -146,14 +146,6 @@ extern "C" fn forked_child() {
     ME.set(UNKNOWN);
 }
 
-/// Forgets the calling thread's cached TID and list head. Called in the
-/// child of every libc `fork` (a `pthread_atfork` handler); a fork that
-/// bypasses libc's (raw `clone`) must call it in the child first thing.
-#[allow(dead_code)]
-pub(crate) fn after_fork_in_child() {
-    forked_child();
-}
-
 fn init_process() {
     INIT.call_once(|| {
         // SAFETY: `forked_child` only writes a const-initialised thread
