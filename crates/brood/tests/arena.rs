@@ -210,4 +210,39 @@ fn arena_maps() -> usize {
 suite!(
     hundred_thousand_values_and_locks_under_ulimit_1024,
     values_over_a_connection_map_their_arena_once,
+    a_crossed_object_is_never_reused_under_its_holder,
 );
+
+/// A child holds the lock of an object its parent created, and the parent
+/// drops its last handle and makes new objects: the space is not reused
+/// under the child (whose robust list links into it), so the child
+/// releases the lock it holds and finds its object as it left it.
+fn a_crossed_object_is_never_reused_under_its_holder(m: StartMethod) {
+    common::allow_fork();
+    let held = brood::sync::Event::new().unwrap();
+    let go = brood::sync::Event::new().unwrap();
+    let lock = Value::new(41u64).unwrap();
+    let mut child = Process::builder().start_method(m).target_with(
+        |(value, held, go): (Value<u64>, brood::sync::Event, brood::sync::Event)| {
+            let mut g = value.lock().unwrap();
+            *g += 1;
+            held.set();
+            assert!(go.wait(Some(LONG)));
+            let seen = *g;
+            drop(g); // unlinks it from this thread's robust list
+            (seen, value.get().unwrap())
+        },
+        (lock.clone(), held.clone(), go.clone()),
+    );
+    child.start().unwrap();
+    assert!(held.wait(Some(LONG)));
+    drop(lock);
+    let fresh: Vec<Value<u64>> = (0..1000).map(|_| Value::new(7).unwrap()).collect();
+    let locks: Vec<Lock> = (0..1000).map(|_| Lock::new().unwrap()).collect();
+    for l in &locks {
+        drop(l.lock().unwrap());
+    }
+    go.set();
+    assert_eq!(child.join_timeout(LONG).unwrap(), (42, 42));
+    assert!(fresh.iter().all(|v| v.get().unwrap() == 7));
+}

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
 use crate::error::{Error, Result};
@@ -108,15 +108,21 @@ fn random_key() -> Result<u64> {
 }
 
 /// One object's bytes in an arena: `len` (a multiple of `GRAIN`) at
-/// `offset`. Dropped in the process that allocated it (and not in a forked
-/// copy of that process), its bytes go back to the free list.
+/// `offset`. Dropped in the process that allocated it, its bytes go back to
+/// the free list — unless another process may hold it: it crossed to one
+/// (serialized) or this process forked since it was allocated. Another
+/// process may hold its lock then, with the lock on that thread's robust
+/// list: reused, the space would be zeroed under that list.
 pub(crate) struct Allocation {
     arena: Arc<Arena>,
     offset: usize,
     len: usize,
-    /// (allocator generation, arena index) where this process allocated
-    /// it; `None` when it came from another process (never freed here).
-    home: Option<(u64, u32)>,
+    /// (allocator generation, arena index, forks of this process so far)
+    /// where this process allocated it; `None` when it came from another
+    /// process (never freed here).
+    home: Option<(u64, u32, u64)>,
+    /// Serialized at least once: another process may hold it.
+    crossed: AtomicBool,
 }
 
 impl Allocation {
@@ -133,15 +139,20 @@ impl Allocation {
     /// arena it carries — the offset and the length.
     pub(crate) fn wire(&self) -> std::result::Result<(u64, u32, u64, u64), String> {
         let fd = crate::handle::outgoing_fd_once(self.arena.key, self.arena.fd.as_fd())?;
+        self.crossed.store(true, Ordering::Relaxed);
         Ok((self.arena.key, fd, self.offset as u64, self.len as u64))
     }
 }
 
 impl Drop for Allocation {
     fn drop(&mut self) {
-        let Some((generation, index)) = self.home else {
+        let Some((generation, index, forks)) = self.home else {
             return;
         };
+        if self.crossed.load(Ordering::Relaxed) || FORKS.load(Ordering::Acquire) != forks {
+            // Another process may use it (and hold its lock): never reused.
+            return;
+        }
         let state = state();
         if state.generation != generation {
             // Allocated by the process this one was forked from: its free
@@ -175,11 +186,17 @@ struct Inner {
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
+/// Forks this process made (a `pthread_atfork` parent handler counts them).
+static FORKS: AtomicU64 = AtomicU64::new(0);
 static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
 static ATFORK: Once = Once::new();
 
 extern "C" fn forked_child() {
     GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+extern "C" fn forked_parent() {
+    FORKS.fetch_add(1, Ordering::AcqRel);
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -189,9 +206,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// This generation's allocator, made on first use.
 fn state() -> &'static State {
     ATFORK.call_once(|| {
-        // SAFETY: `forked_child` only bumps an atomic, fit to run in a
-        // child right after fork.
-        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+        // SAFETY: both handlers only bump an atomic, fit to run right after
+        // fork (in the parent, in the child).
+        unsafe { libc::pthread_atfork(None, Some(forked_parent), Some(forked_child)) };
     });
     loop {
         let generation = GENERATION.load(Ordering::Acquire);
@@ -248,7 +265,8 @@ pub(crate) fn alloc(size: usize) -> Result<Allocation> {
             arena,
             offset,
             len,
-            home: Some((state.generation, index)),
+            home: Some((state.generation, index, FORKS.load(Ordering::Acquire))),
+            crossed: AtomicBool::new(false),
         });
     }
     let full = inner.arenas.last().is_none_or(|a| inner.bump + len > a.len);
@@ -267,7 +285,12 @@ pub(crate) fn alloc(size: usize) -> Result<Allocation> {
         arena: inner.arenas[index].clone(),
         offset,
         len,
-        home: Some((state.generation, index as u32)),
+        home: Some((
+            state.generation,
+            index as u32,
+            FORKS.load(Ordering::Acquire),
+        )),
+        crossed: AtomicBool::new(false),
     })
 }
 
@@ -297,5 +320,12 @@ pub(crate) fn receive(key: u64, fd: u32, offset: u64, len: u64) -> Result<Alloca
         offset,
         len,
         home: None,
+        crossed: AtomicBool::new(true),
     })
+}
+
+/// Forks this process has made since its allocator started (test support).
+#[cfg(test)]
+pub(crate) fn forks() -> u64 {
+    FORKS.load(Ordering::Acquire)
 }

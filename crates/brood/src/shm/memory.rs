@@ -975,23 +975,28 @@ mod tests {
 
     #[test]
     fn freed_arena_space_is_reused_and_zeroed() {
-        let first = Block::<crate::sync::lock::LockState>::new(0, 1, |_| Ok(())).unwrap();
-        let at = first.base;
-        // SAFETY: fresh block of this test; nothing else uses it.
-        unsafe {
-            std::ptr::write_bytes(
-                first.tail(1),
-                0xAB,
-                first.len() - Block::<crate::sync::lock::LockState>::tail_offset(1),
-            )
-        };
-        drop(first);
-        let again = Block::<crate::sync::lock::LockState>::new(0, 1, |_| Ok(())).unwrap();
-        assert_eq!(again.base, at, "the freed slot is the next one handed out");
-        let tail = again.len() - Block::<crate::sync::lock::LockState>::tail_offset(1);
-        // SAFETY: as above.
-        let bytes = unsafe { std::slice::from_raw_parts(again.tail(1), tail) };
-        assert!(bytes.iter().all(|&b| b == 0), "reused space is zeroed");
+        type LockBlock = Block<crate::sync::lock::LockState>;
+        // A fork by another test thread in between keeps the space (a child
+        // may hold it): try again then.
+        for _ in 0..100 {
+            let forks = arena::forks();
+            let first = LockBlock::new(0, 1, |_| Ok(())).unwrap();
+            let at = first.base;
+            let tail = first.len() - LockBlock::tail_offset(1);
+            // SAFETY: fresh block of this test; nothing else uses it.
+            unsafe { std::ptr::write_bytes(first.tail(1), 0xAB, tail) };
+            drop(first);
+            let again = LockBlock::new(0, 1, |_| Ok(())).unwrap();
+            if arena::forks() != forks {
+                continue;
+            }
+            assert_eq!(again.base, at, "the freed slot is the next one handed out");
+            // SAFETY: as above.
+            let bytes = unsafe { std::slice::from_raw_parts(again.tail(1), tail) };
+            assert!(bytes.iter().all(|&b| b == 0), "reused space is zeroed");
+            return;
+        }
+        panic!("forks all the time");
     }
 
     #[test]
