@@ -44,6 +44,11 @@ pub(crate) struct Me {
     pub(crate) counter: u32,
     pub(crate) daemon: bool,
     pub(crate) parent: Option<(Pid, String)>,
+    /// The parent's start time (see `Spec::parent_start`).
+    pub(crate) parent_start: Option<std::time::Duration>,
+    /// This process's auth key; `None` in the main process until first
+    /// asked for (then random, as Python's `os.urandom(32)`).
+    pub(crate) authkey: Option<Vec<u8>>,
 }
 
 impl Me {
@@ -55,6 +60,8 @@ impl Me {
             counter: 0,
             daemon: spec.daemon,
             parent: Pid::from_raw(spec.parent_pid).map(|pid| (pid, spec.parent_name.clone())),
+            parent_start: spec.parent_start,
+            authkey: Some(spec.authkey.clone()),
         }
     }
 }
@@ -78,6 +85,8 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
         counter: 0,
         daemon: false,
         parent: None,
+        parent_start: None,
+        authkey: None,
     },
     live: BTreeMap::new(),
     orphans: Vec::new(),

@@ -252,3 +252,46 @@ impl Context {
         self.builder().target_with(f, args)
     }
 }
+
+/// Every start method, the default first (Python 3.14's
+/// `get_all_start_methods()`: `['forkserver', 'fork', 'spawn']` on Linux).
+/// The default here is the built-in one, [`StartMethod::ForkServer`], as
+/// in Python: [`set_start_method`] does not reorder the list, and asking
+/// does not fix the default.
+///
+/// ```
+/// use brood::StartMethod;
+/// let all = brood::get_all_start_methods();
+/// assert_eq!(all, [StartMethod::ForkServer, StartMethod::Fork, StartMethod::Spawn]);
+/// ```
+pub fn get_all_start_methods() -> Vec<StartMethod> {
+    let default = StartMethod::ForkServer;
+    std::iter::once(default)
+        .chain(StartMethod::ALL.into_iter().filter(|m| *m != default))
+        .collect()
+}
+
+/// Python's `set_forkserver_preload(module_names)`, accepted so ported code
+/// keeps its shape; in Rust it does nothing, on purpose.
+///
+/// Python's forkserver is a fresh interpreter: preloading imports modules
+/// into it once, so that the children it forks start with them loaded.
+/// brood's forkserver is this same executable, with every function and
+/// every `#[brood::task]` already linked in, and a Rust program has no
+/// import step to pay for in each child — there is nothing to preload. Work
+/// a child should find done (a table computed once, a file read once) is
+/// better passed to it as an argument or kept in shared memory
+/// ([`SharedMemory`](crate::SharedMemory), [`Value`](crate::Value)), which
+/// every start method honours. The names are ignored (Python too ignores
+/// modules that fail to import).
+///
+/// ```
+/// brood::set_forkserver_preload(&["__main__", "numpy"]);
+/// let mut p = brood::Process::new(|| 1);
+/// p.start()?;
+/// assert_eq!(p.join()?, 1);
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub fn set_forkserver_preload(module_names: &[&str]) {
+    let _ = module_names;
+}

@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -32,7 +32,7 @@ use crate::context::StartMethod;
 use crate::error::{Error, ErrorKind, PanicReport, Result};
 use crate::handle;
 use crate::launch::{self, Body, HEADER_LEN, Launcher, Popen, Spec, Work};
-use crate::os::{self, ExitStatus, Pid};
+use crate::os::{self, ExitStatus, Pid, PidFd};
 use crate::task::{self, Fail};
 
 /// A function running (or about to run) in a child process.
@@ -79,6 +79,8 @@ pub struct Process<R> {
     identity: Vec<u32>,
     /// The start method asked for (`None`: the default), then the one used.
     method: Option<StartMethod>,
+    /// The child's auth key: its own, else its creator's when it was made.
+    authkey: Option<Vec<u8>>,
     state: State<R>,
     _value: PhantomData<fn() -> R>,
 }
@@ -120,6 +122,7 @@ pub struct Builder {
     name: Option<String>,
     daemon: bool,
     method: Option<StartMethod>,
+    authkey: Option<Vec<u8>>,
 }
 
 impl Builder {
@@ -157,6 +160,23 @@ impl Builder {
     /// ```
     pub fn start_method(mut self, method: StartMethod) -> Builder {
         self.method = Some(method);
+        self
+    }
+
+    /// The child's auth key (Python's `Process(...).authkey = key` before
+    /// `start`): what [`authkey`](crate::authkey) returns in it, and what
+    /// its own children inherit. The default is this process's key when
+    /// the `Process` is made (as in Python: a later
+    /// [`set_authkey`](crate::set_authkey) does not reach it).
+    ///
+    /// ```
+    /// let mut p = brood::Process::builder().authkey(b"for the child").target(brood::authkey);
+    /// p.start()?;
+    /// assert_eq!(p.join()?, b"for the child");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn authkey(mut self, key: impl Into<Vec<u8>>) -> Builder {
+        self.authkey = Some(key.into());
         self
     }
 
@@ -257,12 +277,20 @@ impl Builder {
     }
 
     fn build<R>(self, work: Result<Work>, forced: Option<StartMethod>) -> Process<R> {
-        let (identity, default_name) = children::lock().next_identity();
+        let mut table = children::lock();
+        let (identity, default_name) = table.next_identity();
+        // As in Python, a process takes its creator's key when it is made
+        // (`Process.__init__` copies the config), not when it starts.
+        let authkey = self
+            .authkey
+            .unwrap_or_else(|| table.me.authkey.get_or_insert_with(random_key).clone());
+        drop(table);
         Process {
             name: self.name.unwrap_or(default_name),
             daemon: self.daemon,
             identity,
             method: forced.or(self.method),
+            authkey: Some(authkey),
             state: State::Ready(work),
             _value: PhantomData,
         }
@@ -386,6 +414,30 @@ where
     }
 }
 
+impl<R> Process<R> {
+    /// Sets the child's auth key before [`start`](Process::start) (Python's
+    /// `p.authkey = key`; see [`Builder::authkey`]). After `start` it is an
+    /// [`ErrorKind::InvalidState`] error: the child has its key.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(brood::authkey);
+    /// p.set_authkey(b"k2")?;
+    /// p.start()?;
+    /// assert!(p.set_authkey(b"late").is_err());
+    /// assert_eq!(p.join()?, b"k2");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn set_authkey(&mut self, key: impl Into<Vec<u8>>) -> Result<()> {
+        if !matches!(self.state, State::Ready(_)) {
+            return Err(Error::invalid(
+                "the auth key of a started process cannot change",
+            ));
+        }
+        self.authkey = Some(key.into());
+        Ok(())
+    }
+}
+
 impl Process<()> {
     /// Starts setting up a process (name, daemon, start method) before
     /// giving its function.
@@ -486,6 +538,8 @@ where
             identity: self.identity.clone(),
             parent_pid: os::getpid().as_raw(),
             parent_name,
+            parent_start: own_start_time(),
+            authkey: self.authkey.clone().unwrap_or_else(authkey),
             start_method: requested,
         };
         // One resource tracker per process tree: the child shares ours.
@@ -1036,21 +1090,231 @@ pub fn current_process() -> ProcessInfo {
 }
 
 /// The process that started this one, or `None` in the main process (Python's
-/// `parent_process()`).
+/// `parent_process()`): its name and pid, whether it still runs, and a way
+/// to wait for its end.
+///
+/// For a forkserver child too this is the process that called `start` (as
+/// in Python), not the server that forked it.
 ///
 /// ```
 /// assert!(brood::parent_process().is_none());
-/// let mut p = brood::Process::new(|| brood::parent_process().map(|p| p.pid.as_raw()));
+/// let mut p = brood::Process::new(|| brood::parent_process().map(|p| (p.pid.as_raw(), p.is_alive())));
 /// p.start().unwrap();
-/// assert_eq!(p.join().unwrap(), Some(brood::os::getpid().as_raw()));
+/// assert_eq!(p.join().unwrap(), Some((brood::os::getpid().as_raw(), true)));
 /// ```
-pub fn parent_process() -> Option<ProcessInfo> {
+pub fn parent_process() -> Option<ParentProcess> {
     let table = children::lock();
-    table.me.parent.as_ref().map(|(pid, name)| ProcessInfo {
+    table.me.parent.as_ref().map(|(pid, name)| ParentProcess {
         name: name.clone(),
         pid: *pid,
-        daemon: false,
+        start: table.me.parent_start,
     })
+}
+
+/// What [`parent_process`] returns (Python's `_ParentProcess`): the parent's
+/// name and pid, [`is_alive`](ParentProcess::is_alive) and
+/// [`join`](ParentProcess::join).
+///
+/// A pid alone could name a stranger once the parent has died and its pid
+/// been reused, so the parent is known by its pid *and* its start time.
+/// Each check opens a pidfd of the pid, reads that pid's start time from
+/// `/proc`, then polls the pidfd: if the pidfd's process has not exited by
+/// the poll, it held the pid all along, so the start time read was its own
+/// — the parent's exactly when it matches. No fd is kept between calls.
+///
+/// ```
+/// let mut p = brood::Process::new(|| {
+///     let parent = brood::parent_process().unwrap();
+///     // The parent is waiting in join: it is alive, and outlives 10 ms.
+///     (parent.is_alive(), parent.join_timeout(std::time::Duration::from_millis(10)).is_err())
+/// });
+/// p.start()?;
+/// assert_eq!(p.join()?, (true, true));
+/// # Ok::<(), brood::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ParentProcess {
+    /// The parent's name (`MainProcess` for the program itself).
+    pub name: String,
+    /// Its pid.
+    pub pid: Pid,
+    /// Its start time since boot, when known.
+    start: Option<Duration>,
+}
+
+impl ParentProcess {
+    /// A pidfd of the parent, or `None` once it has ended (exited, or gone
+    /// and its pid reused).
+    fn pidfd(&self) -> Result<Option<PidFd>> {
+        let fd = match PidFd::open(self.pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+            Err(e) => return Err(Error::os_error("cannot open a pidfd of the parent", e)),
+        };
+        match self.start {
+            Some(start) => match os::ProcInfo::read(self.pid) {
+                Ok(info) if info.start_time == start => {}
+                Ok(_) => return Ok(None), // another process has the pid now
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::os_error("cannot read the parent's /proc entry", e)),
+            },
+            // No start time: the parent is ours while it is our parent.
+            None if os::getppid() != self.pid => return Ok(None),
+            None => {}
+        }
+        // Exited (a zombie not yet reaped counts): the parent has ended, or
+        // the pid's holder the start time came from is not the pidfd's.
+        let ended = fd
+            .wait_timeout(Some(Duration::ZERO))
+            .map_err(|e| Error::os_error("poll", e))?;
+        Ok((!ended).then_some(fd))
+    }
+
+    /// Whether the parent still runs (Python's `is_alive()`).
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| brood::parent_process().unwrap().is_alive());
+    /// p.start()?;
+    /// assert!(p.join()?);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn is_alive(&self) -> bool {
+        matches!(self.pidfd(), Ok(Some(_)))
+    }
+
+    /// Waits until the parent has ended (Python's `join()`); at once if it
+    /// already has.
+    ///
+    /// ```no_run
+    /// // A child that outlives its parent, then goes on alone:
+    /// brood::parent_process().unwrap().join()?;
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn join(&self) -> Result<()> {
+        match self.pidfd()? {
+            Some(fd) => fd
+                .wait_timeout(None)
+                .map(|_| ())
+                .map_err(|e| Error::os_error("poll", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits at most `timeout` for the parent to end (Python's
+    /// `join(timeout)`): `Ok` once it has, an [`ErrorKind::Timeout`] error
+    /// if it still runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut p = brood::Process::new(|| {
+    ///     brood::parent_process().unwrap().join_timeout(Duration::from_millis(20)).unwrap_err().is_timeout()
+    /// });
+    /// p.start()?;
+    /// assert!(p.join()?);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        match self.pidfd()? {
+            Some(fd) => match fd.wait_timeout(Some(timeout)) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::timeout(format!(
+                    "the parent {} ({}) still runs",
+                    self.name, self.pid
+                ))),
+                Err(e) => Err(Error::os_error("poll", e)),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// A pidfd of the parent, readable once it ends, for
+    /// [`connection::wait`](crate::connection::wait) beside connections
+    /// (Python's `sentinel`); `None` if it has ended already.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| {
+    ///     let fd = brood::parent_process().unwrap().sentinel().unwrap().unwrap();
+    ///     brood::connection::wait(&[&fd], Some(std::time::Duration::from_millis(10))).unwrap().is_empty()
+    /// });
+    /// p.start()?;
+    /// assert!(p.join()?);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn sentinel(&self) -> Result<Option<PidFd>> {
+        self.pidfd()
+    }
+}
+
+/// This process's start time since boot, read once per process.
+fn own_start_time() -> Option<Duration> {
+    static PID: AtomicI32 = AtomicI32::new(0);
+    static NANOS: AtomicU64 = AtomicU64::new(0);
+    let me = os::getpid();
+    if PID.load(Ordering::Acquire) == me.as_raw() {
+        return Some(Duration::from_nanos(NANOS.load(Ordering::Relaxed)));
+    }
+    let start = os::ProcInfo::read(me).ok()?.start_time;
+    NANOS.store(start.as_nanos() as u64, Ordering::Relaxed);
+    PID.store(me.as_raw(), Ordering::Release);
+    Some(start)
+}
+
+/// This process's auth key (Python's `current_process().authkey`): random
+/// (32 bytes from the kernel) in the main process, inherited by every child
+/// — or the child's own, given with [`Builder::authkey`]. Listeners and
+/// clients do not use it unless given it: as in Python 3.11, a `None` key
+/// there means no handshake.
+///
+/// ```
+/// use brood::connection::{Client, Listener};
+/// let key = brood::authkey();
+/// assert_eq!(key.len(), 32);
+/// let l = Listener::new(Some(&key))?;
+/// let mut p = brood::Process::with_args(
+///     |address: String| {
+///         // The child's key is its parent's.
+///         Client::connect(&address.parse().unwrap(), Some(&brood::authkey())).unwrap().send(&1u8).unwrap();
+///     },
+///     l.address().to_string(),
+/// );
+/// p.start()?;
+/// assert_eq!(l.accept()?.recv::<u8>()?, 1);
+/// p.join()?;
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub fn authkey() -> Vec<u8> {
+    children::lock()
+        .me
+        .authkey
+        .get_or_insert_with(random_key)
+        .clone()
+}
+
+/// Sets this process's auth key (Python's `current_process().authkey =
+/// key`): children made from now on inherit it (a `Process` made before
+/// keeps the key it was made with, as in Python).
+///
+/// ```
+/// brood::set_authkey(b"shared secret");
+/// assert_eq!(brood::authkey(), b"shared secret");
+/// let mut p = brood::Process::new(brood::authkey);
+/// p.start()?;
+/// assert_eq!(p.join()?, b"shared secret");
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub fn set_authkey(key: impl Into<Vec<u8>>) {
+    children::lock().me.authkey = Some(key.into());
+}
+
+/// 32 random bytes, as Python's `os.urandom(32)`.
+fn random_key() -> Vec<u8> {
+    let mut key = vec![0u8; 32];
+    if let Err(e) = crate::connection::fill_random(&mut key) {
+        // getrandom(2) fails only on kernels older than 3.17, which brood
+        // does not run on (it needs pidfds); there is no key to make up.
+        panic!("brood: no random bytes for an auth key: {e}");
+    }
+    key
 }
 
 /// The children of this process that are still running, including those

@@ -64,6 +64,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub(crate) use listener::fill_random;
 pub use listener::{Address, Client, Listener};
 
 use crate::error::{Error, ErrorKind, Result};

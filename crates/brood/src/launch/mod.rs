@@ -117,6 +117,15 @@ pub(crate) struct Spec {
     pub(crate) identity: Vec<u32>,
     pub(crate) parent_pid: i32,
     pub(crate) parent_name: String,
+    /// The parent's start time (since boot, `/proc/PID/stat`): with
+    /// `parent_pid`, names the parent for `parent_process()` even after its
+    /// pid is reused.
+    #[serde(default)]
+    pub(crate) parent_start: Option<std::time::Duration>,
+    /// The child's auth key (Python's `authkey`): its `Process`'s own, else
+    /// the parent's.
+    #[serde(default, with = "serde_bytes")]
+    pub(crate) authkey: Vec<u8>,
     /// The start method the parent asked for: the child's own default.
     pub(crate) start_method: crate::context::StartMethod,
 }

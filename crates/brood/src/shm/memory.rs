@@ -780,7 +780,7 @@ impl<T: SharedState> Clone for Block<T> {
 }
 
 /// How a block crosses to another process (see [`Block::from_wire`]).
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 pub(crate) enum BlockWire {
     Own(SharedMemory),
     Arena {

@@ -314,9 +314,12 @@ impl Condition {
         Ok(notified)
     }
 
-    /// Waits until `predicate` returns true, at most `timeout` in all;
-    /// returns the predicate's last value (Python's `wait_for`). The lock
-    /// must be held; the predicate runs with it held.
+    /// Waits until `predicate` returns a truthy value ([`Truthy`]: `true`,
+    /// `Some`, a non-zero number, a non-empty `Vec`), at most `timeout` in
+    /// all, and returns the predicate's last value — the truthy one, or the
+    /// falsy one it gave when the timeout ran out (Python's `wait_for`).
+    /// The lock must be held; the predicate runs with it held, first before
+    /// any wait (so a `timeout` of zero only checks).
     ///
     /// ```
     /// use std::time::Duration;
@@ -324,24 +327,27 @@ impl Condition {
     /// let _held = cond.lock().unwrap();
     /// assert!(cond.wait_for(|| true, None)?);
     /// assert!(!cond.wait_for(|| false, Some(Duration::from_millis(20)))?);
+    /// // Any truthy value comes back, as in Python.
+    /// assert_eq!(cond.wait_for(|| Some(7), None)?, Some(7));
+    /// assert_eq!(cond.wait_for(|| 0usize, Some(Duration::ZERO))?, 0);
     /// # Ok::<(), brood::Error>(())
     /// ```
-    pub fn wait_for(
+    pub fn wait_for<R: Truthy>(
         &self,
-        mut predicate: impl FnMut() -> bool,
+        mut predicate: impl FnMut() -> R,
         timeout: Option<Duration>,
-    ) -> Result<bool> {
+    ) -> Result<R> {
         let deadline = Deadline::after(timeout);
-        loop {
-            if predicate() {
-                return Ok(true);
-            }
+        let mut result = predicate();
+        while !result.is_truthy() {
             let left = deadline.remaining();
             if left.is_some_and(|l| l.is_zero()) {
-                return Ok(false);
+                break;
             }
             self.wait(left)?;
+            result = predicate();
         }
+        Ok(result)
     }
 
     /// Wakes at most `n` of the waiters. The calling thread must hold the
@@ -383,6 +389,53 @@ impl Condition {
         self.notify(u32::MAX)
     }
 }
+
+/// What [`Condition::wait_for`] waits for: a value that counts as true, as
+/// Python's truth testing has it.
+///
+/// ```
+/// use brood::sync::Truthy;
+/// assert!(true.is_truthy() && Some(0).is_truthy() && 3u32.is_truthy());
+/// assert!(!None::<u8>.is_truthy() && !0i64.is_truthy() && !Vec::<u8>::new().is_truthy());
+/// ```
+pub trait Truthy {
+    /// Whether the value counts as true.
+    ///
+    /// ```
+    /// use brood::sync::Truthy;
+    /// assert!(vec![0].is_truthy());
+    /// ```
+    fn is_truthy(&self) -> bool;
+}
+
+impl Truthy for bool {
+    fn is_truthy(&self) -> bool {
+        *self
+    }
+}
+
+impl<T> Truthy for Option<T> {
+    fn is_truthy(&self) -> bool {
+        self.is_some()
+    }
+}
+
+impl<T> Truthy for Vec<T> {
+    fn is_truthy(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+macro_rules! truthy_numbers {
+    ($($t:ty),*) => {
+        $(impl Truthy for $t {
+            fn is_truthy(&self) -> bool {
+                *self != 0
+            }
+        })*
+    };
+}
+truthy_numbers!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
 
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -43,9 +43,9 @@ mod semaphore;
 use std::fmt;
 
 pub use barrier::Barrier;
-pub use condition::{Condition, ConditionLock};
+pub use condition::{Condition, ConditionLock, Truthy};
 pub use event::Event;
-pub use lock::{Lock, LockGuard, RLock};
+pub use lock::{Lock, LockGuard, Owner, RLock};
 pub use semaphore::{BoundedSemaphore, Semaphore};
 
 use crate::error::{Error, ErrorKind};

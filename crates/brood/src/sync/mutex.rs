@@ -738,6 +738,25 @@ impl RobustMutex {
         }
     }
 
+    /// Who holds the mutex now, as (pid, tid, depth); `None` when free. A
+    /// snapshot, for `locked()` and `Debug`: the word names the holder's
+    /// thread; its process comes from `/proc/<tid>/status` (0 when that is
+    /// unreadable: the holder just went, or lives in another pid
+    /// namespace); `depth` is exact for the calling thread's own hold.
+    pub(crate) fn holder(&self) -> Option<(i32, i32, u32)> {
+        let tid = self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK;
+        if tid == 0 {
+            return None;
+        }
+        let depth = self.extra.load(Ordering::Relaxed).saturating_add(1);
+        let pid = if tid == me().tid {
+            crate::os::getpid().as_raw()
+        } else {
+            process_of(tid).unwrap_or(0)
+        };
+        Some((pid, tid as i32, depth))
+    }
+
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::SeqCst) != 0
     }
@@ -749,6 +768,15 @@ impl RobustMutex {
     pub(crate) fn clear_poison(&self) {
         self.poisoned.store(0, Ordering::SeqCst);
     }
+}
+
+/// The process (thread group) of thread `tid`, from `/proc/<tid>/status`.
+fn process_of(tid: u32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
