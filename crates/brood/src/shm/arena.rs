@@ -153,10 +153,13 @@ impl Drop for Allocation {
             // Another process may use it (and hold its lock): never reused.
             return;
         }
-        let state = state();
-        if state.generation != generation {
+        if GENERATION.load(Ordering::Acquire) != generation {
             // Allocated by the process this one was forked from: its free
             // list is not ours (Python's heap behaves the same).
+            return;
+        }
+        let state = state();
+        if state.generation != generation {
             return;
         }
         let mut inner = lock(&state.inner);
