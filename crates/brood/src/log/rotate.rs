@@ -1,0 +1,87 @@
+//! The file moves of a rotation, run under the exclusive lock. Each step is
+//! a `rename` (atomic) and the whole is idempotent: a rotation cut short by
+//! a killed process is finished by the next one (see README.md).
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use super::{LogConfig, os_err, with_suffix};
+
+/// The existing file for backup `n`: the `.gz` one when both exist (it is
+/// renamed into place only once complete).
+fn existing(config: &LogConfig, n: u32) -> Option<PathBuf> {
+    [true, false]
+        .into_iter()
+        .map(|gz| config.backup_path(n, gz))
+        .find(|p| fs::symlink_metadata(p).is_ok())
+}
+
+fn remove_if_present(path: &PathBuf) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(os_err("removing old log backup", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Clears what an interrupted compression left, then makes number 1 free:
+/// shifts the backups below the first free number up by one (deleting the
+/// oldest when none is free).
+pub(super) fn shift_backups(config: &LogConfig) -> io::Result<()> {
+    let n = config.backups;
+    for k in 1..=n {
+        let plain = config.backup_path(k, false);
+        let gz = config.backup_path(k, true);
+        remove_if_present(&with_suffix(&gz, ".tmp"))?;
+        if fs::symlink_metadata(&gz).is_ok() && fs::symlink_metadata(&plain).is_ok() {
+            remove_if_present(&plain)?;
+        }
+    }
+    if config.gzip && existing(config, 1).is_some_and(|p| p == config.backup_path(1, false)) {
+        // The last rotation died before compressing.
+        compress_backup(config, 1)?;
+    }
+    let free = match (1..=n).find(|&k| existing(config, k).is_none()) {
+        Some(k) => k,
+        None => {
+            remove_if_present(&config.backup_path(n, true))?;
+            remove_if_present(&config.backup_path(n, false))?;
+            n
+        }
+    };
+    for k in (1..free).rev() {
+        let Some(from) = existing(config, k) else {
+            continue;
+        };
+        let gz = from == config.backup_path(k, true);
+        let to = config.backup_path(k + 1, gz);
+        fs::rename(&from, &to).map_err(|e| os_err("renaming log backup", &from, e))?;
+    }
+    Ok(())
+}
+
+/// Compresses backup `n` into `<n>.gz`: written to `.gz.tmp`, renamed into
+/// place when complete, then the plain file is removed.
+#[cfg(feature = "gzip")]
+pub(super) fn compress_backup(config: &LogConfig, n: u32) -> io::Result<()> {
+    use std::io::Write;
+
+    let plain = config.backup_path(n, false);
+    let gz = config.backup_path(n, true);
+    let tmp = with_suffix(&gz, ".tmp");
+    let data = fs::read(&plain).map_err(|e| os_err("reading log backup", &plain, e))?;
+    let out = fs::File::create(&tmp).map_err(|e| os_err("creating", &tmp, e))?;
+    let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    enc.write_all(&data)
+        .and_then(|()| enc.finish())
+        .map_err(|e| os_err("compressing log backup into", &tmp, e))?;
+    fs::rename(&tmp, &gz).map_err(|e| os_err("renaming", &tmp, e))?;
+    remove_if_present(&plain)
+}
+
+#[cfg(not(feature = "gzip"))]
+pub(super) fn compress_backup(_config: &LogConfig, _n: u32) -> io::Result<()> {
+    Ok(())
+}
