@@ -683,7 +683,10 @@ impl Core {
         if meta.ino() != self.ino || meta.dev() != self.dev {
             return Ok(Step::Reopen);
         }
-        if self.due(meta.len(), record.len()) && self.may_rotate() {
+        // An empty file whose period is over is not rotated (no empty
+        // backups) but moved to the new period, under the exclusive lock.
+        let empty_and_stale = meta.len() == 0 && self.period_over();
+        if (self.due(meta.len(), record.len()) || empty_and_stale) && self.may_rotate() {
             return Ok(Step::Rotate);
         }
         self.write_once(record)?;
@@ -706,6 +709,8 @@ impl Core {
         Ok(())
     }
 
+    /// Rotation is due: the file is not empty, and the record would take it
+    /// past `max_bytes`, or its time period is over.
     fn due(&self, size: u64, incoming: usize) -> bool {
         if size == 0 {
             return false;
@@ -715,6 +720,10 @@ impl Core {
         {
             return true;
         }
+        self.period_over()
+    }
+
+    fn period_over(&self) -> bool {
         self.config.interval_secs.is_some() && self.config.bucket(self.config.now()) > self.period
     }
 
@@ -798,6 +807,15 @@ impl Core {
         if meta.ino() != self.ino || meta.dev() != self.dev {
             // Someone else rotated while we waited for the lock.
             return self.reopen_locked();
+        }
+        if meta.len() == 0 && self.period_over() {
+            let period = self.config.bucket(self.config.now());
+            self.write_state(&State {
+                ino: self.ino,
+                period,
+            })?;
+            self.period = period;
+            return Ok(());
         }
         if !self.due(meta.len(), incoming) {
             return Ok(());

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{LogConfig, os_err, with_suffix};
 
@@ -14,10 +14,10 @@ fn existing(config: &LogConfig, n: u32) -> Option<PathBuf> {
     [true, false]
         .into_iter()
         .map(|gz| config.backup_path(n, gz))
-        .find(|p| fs::symlink_metadata(p).is_ok())
+        .find(|p| exists(p))
 }
 
-fn remove_if_present(path: &PathBuf) -> io::Result<()> {
+fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             Err(os_err("removing old log backup", path, e))
@@ -31,19 +31,26 @@ fn remove_if_present(path: &PathBuf) -> io::Result<()> {
 /// oldest when none is free).
 pub(super) fn shift_backups(config: &LogConfig) -> io::Result<()> {
     let n = config.backups;
+    // Only the backups below the first free number move; clean those.
+    let mut free = None;
     for k in 1..=n {
         let plain = config.backup_path(k, false);
         let gz = config.backup_path(k, true);
         remove_if_present(&with_suffix(&gz, ".tmp"))?;
-        if fs::symlink_metadata(&gz).is_ok() && fs::symlink_metadata(&plain).is_ok() {
+        let (has_plain, has_gz) = (exists(&plain), exists(&gz));
+        if has_plain && has_gz {
             remove_if_present(&plain)?;
         }
+        if !has_plain && !has_gz {
+            free = Some(k);
+            break;
+        }
     }
-    if config.gzip && existing(config, 1).is_some_and(|p| p == config.backup_path(1, false)) {
+    if config.gzip && exists(&config.backup_path(1, false)) {
         // The last rotation died before compressing.
         compress_backup(config, 1)?;
     }
-    let free = match (1..=n).find(|&k| existing(config, k).is_none()) {
+    let free = match free {
         Some(k) => k,
         None => {
             remove_if_present(&config.backup_path(n, true))?;
@@ -60,6 +67,10 @@ pub(super) fn shift_backups(config: &LogConfig) -> io::Result<()> {
         fs::rename(&from, &to).map_err(|e| os_err("renaming log backup", &from, e))?;
     }
     Ok(())
+}
+
+fn exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
 }
 
 /// Compresses backup `n` into `<n>.gz`: written to `.gz.tmp`, renamed into
