@@ -41,7 +41,7 @@ impl Logger {
     /// assert!(log::Log::enabled(&logger, &log::Metadata::builder().level(log::Level::Debug).build()));
     /// # std::fs::remove_file(&path)?;
     /// # std::fs::remove_file(format!("{}.lock", path.display()))?;
-    /// # Ok::<(), brood::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(file: LogFile, level: ::log::LevelFilter) -> Logger {
         Logger { file, level }
@@ -55,7 +55,7 @@ impl Logger {
     /// let file = brood::log::LogConfig::new("app.log").max_bytes(10 << 20).open()?;
     /// brood::log::Logger::new(file, log::LevelFilter::Info).install()?;
     /// log::info!("lands in app.log, from any process that does the same");
-    /// # Ok::<(), brood::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn install(self) -> Result<()> {
         let level = self.level;

@@ -399,7 +399,7 @@ impl LogFile {
     /// assert_eq!(log.config().path(), path.as_path());
     /// # std::fs::remove_file(&path)?;
     /// # std::fs::remove_file(format!("{}.lock", path.display()))?;
-    /// # Ok::<(), brood::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn config(&self) -> LogConfig {
         self.core().config.clone()
@@ -416,7 +416,7 @@ impl LogFile {
     /// assert_eq!(std::fs::read_to_string(&path)?, "one record\n");
     /// # std::fs::remove_file(&path)?;
     /// # std::fs::remove_file(format!("{}.lock", path.display()))?;
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_record(&self, record: &[u8]) -> io::Result<()> {
         if record.ends_with(b"\n") {
@@ -439,7 +439,7 @@ impl LogFile {
     /// assert_eq!(log.write_errors(), 0);
     /// # std::fs::remove_file(&path)?;
     /// # std::fs::remove_file(format!("{}.lock", path.display()))?;
-    /// # Ok::<(), brood::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_errors(&self) -> u64 {
         self.core().write_errors
@@ -455,7 +455,7 @@ impl LogFile {
     /// assert!(log.rotation_error().is_none());
     /// # std::fs::remove_file(&path)?;
     /// # std::fs::remove_file(format!("{}.lock", path.display()))?;
-    /// # Ok::<(), brood::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn rotation_error(&self) -> Option<String> {
         self.core().rotation_error.clone()
