@@ -82,11 +82,13 @@ pub(super) fn compress_backup(config: &LogConfig, n: u32) -> io::Result<()> {
     let plain = config.backup_path(n, false);
     let gz = config.backup_path(n, true);
     let tmp = with_suffix(&gz, ".tmp");
-    let data = fs::read(&plain).map_err(|e| os_err("reading log backup", &plain, e))?;
+    let mut input = fs::File::open(&plain).map_err(|e| os_err("reading log backup", &plain, e))?;
     let out = fs::File::create(&tmp).map_err(|e| os_err("creating", &tmp, e))?;
+    // Streamed: memory stays bounded whatever the file's size.
     let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-    enc.write_all(&data)
-        .and_then(|()| enc.finish())
+    io::copy(&mut input, &mut enc)
+        .and_then(|_| enc.finish())
+        .and_then(|mut out| out.flush())
         .map_err(|e| os_err("compressing log backup into", &tmp, e))?;
     fs::rename(&tmp, &gz).map_err(|e| os_err("renaming", &tmp, e))?;
     remove_if_present(&plain)
