@@ -126,8 +126,10 @@ impl LogConfig {
     }
 
     /// Rotates before a record would make the file larger than `bytes`
-    /// (Python's `maxBytes`). A record larger than `bytes` still goes, alone,
-    /// into a fresh file. `0` is an error from [`open`](LogConfig::open).
+    /// (Python's `maxBytes`). A soft limit: writers that find room at the
+    /// same moment each append their record, so a file can end a few records
+    /// over it. A record larger than `bytes` still goes, alone, into a fresh
+    /// file. `0` is an error from [`open`](LogConfig::open).
     ///
     /// ```
     /// let config = brood::log::LogConfig::new("app.log").max_bytes(1 << 20);
