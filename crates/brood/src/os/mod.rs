@@ -14,6 +14,7 @@
 //! assert_ne!(os::getppid(), me);
 //! ```
 
+pub(crate) mod flock;
 mod pidfd;
 pub mod proc;
 pub(crate) mod scm;
