@@ -35,6 +35,8 @@
 //! - [`os`]: the syscall layer, public for the lessons of the tutorial this
 //!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
 //! - [`codec`]: the one serialization format (MessagePack).
+//! - [`log`](mod@log): one log file that many processes append to, rotated
+//!   once across them; an `io::Write`, a `tracing` writer, a `log` backend.
 //!
 //! Values cross between processes and back as pieces of a program's data:
 //!
@@ -70,6 +72,7 @@ mod context;
 mod error;
 pub mod handle;
 mod launch;
+pub mod log;
 pub mod os;
 mod process;
 pub mod queue;

@@ -16,6 +16,7 @@ mod double_fork;
 mod exit;
 mod fork;
 pub(crate) mod kit;
+mod log;
 mod orphan;
 mod pids;
 mod pipe;
@@ -157,6 +158,13 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "Semaphore, BoundedSemaphore, Event, Barrier",
         summary: "at most 3 of 6 tasks at a time (timeline), over-release refused, set/wait, barrier indices",
         run: semaphore::run,
+    },
+    Topic {
+        name: "log",
+        section: "§links",
+        title: "log rotation across processes (a topic the reference links to)",
+        summary: "four processes, one rotating log: every line once, whole, in order; Python's RotatingFileHandler loses lines",
+        run: log::run,
     },
 ];
 

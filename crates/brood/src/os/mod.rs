@@ -25,6 +25,7 @@
 //! ```
 
 pub(crate) mod fd;
+pub(crate) mod flock;
 mod pidfd;
 pub mod proc;
 pub(crate) mod scm;

@@ -48,7 +48,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::codec;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::SharedMemory;
+use crate::shm::BlockWire;
 use crate::sync::futex::Deadline;
 use ring::{Fail, KIND_JOINABLE, KIND_QUEUE, KIND_SIMPLE, Ring, Wait};
 
@@ -799,7 +799,7 @@ over_connection!(SimpleQueue, "SimpleQueue::<u8>::new()?");
 over_connection!(JoinableQueue, "JoinableQueue::<u8>::new()?");
 
 fn serialize_ring<S: Serializer>(ring: &Ring, s: S) -> std::result::Result<S::Ok, S::Error> {
-    ring.memory().serialize(s)
+    ring.block().serialize(s)
 }
 
 fn deserialize_ring<'de, D: Deserializer<'de>>(
@@ -807,10 +807,10 @@ fn deserialize_ring<'de, D: Deserializer<'de>>(
     kinds: &[u32],
     hash: u64,
 ) -> std::result::Result<Ring, D::Error> {
-    let mem = SharedMemory::deserialize(d)?;
+    let wire = BlockWire::deserialize(d)?;
     let mut last = None;
     for &kind in kinds {
-        match Ring::from_memory(mem.clone(), kind, hash) {
+        match Ring::from_wire(wire.clone(), kind, hash) {
             Ok(r) => return Ok(r),
             Err(e) => last = Some(e),
         }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::shm::{Block, SharedMemory, SharedState};
+use crate::shm::{Block, BlockWire, SharedState};
 use crate::sync::futex::{self, Deadline};
 use crate::sync::mutex::{How, Outcome, RobustMutex};
 
@@ -375,10 +375,10 @@ impl Ring {
     }
 
     /// A ring received from another process, checked.
-    pub(crate) fn from_memory(mem: SharedMemory, kind: u32, type_hash: u64) -> Result<Ring> {
-        let block = Block::<QueueState>::from_memory(mem, 0, DATA_ALIGN)?;
+    pub(crate) fn from_wire(wire: BlockWire, kind: u32, type_hash: u64) -> Result<Ring> {
+        let block = Block::<QueueState>::from_wire(wire, 0, DATA_ALIGN)?;
         let s = block.get();
-        let room = block.memory().len() - Block::<QueueState>::tail_offset(DATA_ALIGN);
+        let room = block.len() - Block::<QueueState>::tail_offset(DATA_ALIGN);
         if !s.cap.is_power_of_two() || s.cap < MIN_BYTES || s.cap > room as u64 {
             return Err(Error::invalid("the queue's control block is corrupt"));
         }
@@ -395,8 +395,9 @@ impl Ring {
         Ok(Ring { block })
     }
 
-    pub(crate) fn memory(&self) -> &SharedMemory {
-        self.block.memory()
+    /// The block, as it crosses to another process.
+    pub(crate) fn block(&self) -> &Block<QueueState> {
+        &self.block
     }
 
     #[inline]
