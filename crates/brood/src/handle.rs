@@ -38,7 +38,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use serde::de;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -141,16 +141,9 @@ fn record_outgoing(fd: BorrowedFd<'_>) -> std::result::Result<u32, String> {
                     .into(),
             );
         };
-        // SAFETY: F_DUPFD_CLOEXEC on a borrowed, open fd returns a new fd.
-        let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-        if dup < 0 {
-            return Err(format!(
-                "cannot duplicate fd: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: `dup` is a fresh fd owned by nothing else.
-        list.push(unsafe { OwnedFd::from_raw_fd(dup) });
+        let dup =
+            crate::os::fd::dup_cloexec(fd, 3).map_err(|e| format!("cannot duplicate fd: {e}"))?;
+        list.push(dup);
         Ok((list.len() - 1) as u32)
     })
 }
