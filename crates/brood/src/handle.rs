@@ -6,7 +6,10 @@
 //! duplicates the fd and records it beside the encoded bytes; the launcher
 //! carries the recorded fds to the child (inherited under fork, SCM_RIGHTS
 //! under spawn and forkserver), where [`deserialize_fd`] hands each back as
-//! an `OwnedFd`. Outside such a transfer (`codec::encode`, a pipe's `send`)
+//! an `OwnedFd`. A value sent with `Connection::send` over a Unix
+//! connection carries its fds the same way (SCM_RIGHTS, with the message),
+//! so a `Connection` or a shared-memory segment can be sent to a running
+//! process. Outside such a transfer (`codec::encode`, a TCP connection)
 //! serializing an fd is an error, never a dangling number.
 //!
 //! ```
@@ -57,6 +60,20 @@ pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u
     Ok((bytes?, fds))
 }
 
+/// Encodes `value` into `buf`, collecting (duplicates of) the fds it holds
+/// (what `Connection::send` does: the fds travel with the message).
+pub(crate) fn encode_into_with_fds<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    value: &T,
+) -> Result<Vec<OwnedFd>> {
+    let previous = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
+    let encoded = codec::encode_into(buf, value);
+    let fds = OUTGOING
+        .with(|o| std::mem::replace(&mut *o.borrow_mut(), previous))
+        .unwrap_or_default();
+    encoded.map(|()| fds)
+}
+
 /// Runs `f` (which decodes) with `fds` available to [`deserialize_fd`].
 pub(crate) fn with_incoming<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
     let previous = INCOMING.with(|i| i.borrow_mut().replace(fds.into_iter().map(Some).collect()));
@@ -96,8 +113,9 @@ pub fn serialize_fd<F: AsFd, S: Serializer>(
         let mut slot = o.borrow_mut();
         let Some(list) = slot.as_mut() else {
             return Err(
-                "a file descriptor can only cross to a child process as an argument of \
-                        Process::with_args / Builder::target_with (or through Connection::send_fd)"
+                "a file descriptor can only cross to another process as an argument of \
+                        Process::with_args / Builder::target_with, or in a value sent with \
+                        Connection::send over a Unix connection (or Connection::send_fd)"
                     .into(),
             );
         };

@@ -3,19 +3,25 @@
 
 use std::io;
 
-use super::{Launched, Launcher, Popen, Spec, Work, child_main};
+use super::{Launched, Launcher, Popen, Spec, Work};
 use crate::children;
 use crate::os::{self, ForkResult, PidFd};
+use crate::task::Fail;
 
 pub(crate) struct Fork;
 
 impl Launcher for Fork {
-    fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched> {
-        let body = work.into_body();
+    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched> {
+        if work.is_none() {
+            return Err(super::spawn::no_work());
+        }
         let (read, write) = os::pipe_cloexec()?;
         super::spawn::set_nonblocking(&read)?;
-        flush_std_streams();
         super::install_panic_hook();
+        // Whether a panic in the child records a backtrace: read here, so
+        // the child never reads the environment (std's environment lock may
+        // be held by another thread at the fork).
+        super::note_backtrace_wish();
         let parent = os::getpid();
         // With SIGCHLD ignored the kernel reaps a child the moment it exits,
         // so a quick child could be gone (and its pid reused) before the
@@ -25,6 +31,15 @@ impl Launcher for Fork {
         } else {
             None
         };
+        // Hold std's stdout and stderr locks across the fork (stdout
+        // flushed first, so the child does not print the parent's pending
+        // output again, as Python flushes `sys.stdout`): the child then
+        // inherits them held by its own thread and releases them, instead
+        // of inheriting them held by another thread for ever (the child
+        // flushes stdout at exit, and prints if its function does). The
+        // parent waits here for a thread that is printing, as any print
+        // would.
+        let std_streams = hold_std_streams();
         // Hold the children table across the fork so the child never
         // inherits it locked by another thread.
         let child_me = children::Me::of(spec);
@@ -40,10 +55,12 @@ impl Launcher for Fork {
         // caller's hazard, documented on `Process` and `os::fork`.
         match unsafe { os::fork() }? {
             ForkResult::Child => {
+                super::FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
                 table.become_child(child_me);
                 drop(table);
                 super::forkserver::release_in_child(client);
                 drop(default_method);
+                drop(std_streams);
                 drop(read);
                 if spec.daemon {
                     // Die with the parent, even when it is SIGKILLed.
@@ -55,13 +72,22 @@ impl Launcher for Fork {
                     // EOF (the parent closed its end) is the go.
                     let _ = os::read_full(&go, &mut byte);
                 }
-                child_main(body, write)
+                // The child's copy of the work; run in place, nothing
+                // allocated before the user's function.
+                let work = work.take();
+                super::child_main_with(
+                    move || match work {
+                        Some(work) => work.run(),
+                        None => Err(Fail::BadArgs("internal error: nothing to run".into())),
+                    },
+                    write,
+                )
             }
             ForkResult::Parent { child } => {
                 drop(client);
                 drop(default_method);
+                drop(std_streams);
                 drop(write);
-                drop(body);
                 // The child is ours and unreaped, so its pid cannot be reused
                 // before this pidfd is open.
                 let pidfd = PidFd::open(child);
@@ -69,11 +95,16 @@ impl Launcher for Fork {
                 let pidfd = match pidfd {
                     Ok(fd) => fd,
                     Err(e) => {
+                        // The child may have begun; it is killed, and the
+                        // work stays ours for another start.
                         let _ = os::kill(child, libc::SIGKILL);
                         let _ = os::waitpid(Some(child), os::WaitFlags::empty());
                         return Err(e);
                     }
                 };
+                // Our copy of the work (the child runs its own): dropped
+                // now, closing the argument fds we held for it.
+                drop(work.take());
                 table.register(
                     child,
                     children::Entry {
@@ -91,9 +122,11 @@ impl Launcher for Fork {
     }
 }
 
-/// Flushes Rust's stdout buffer so the child does not print the parent's
-/// pending output a second time (Python flushes `sys.stdout` likewise).
-fn flush_std_streams() {
+/// Takes std's stdout and stderr locks (in that order, as brood always
+/// does) and flushes stdout's buffer.
+fn hold_std_streams() -> (std::io::StdoutLock<'static>, std::io::StderrLock<'static>) {
     use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout().lock();
+    let _ = out.flush();
+    (out, std::io::stderr().lock())
 }

@@ -99,8 +99,9 @@ pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
 pub(crate) struct ForkServer;
 
 impl Launcher for ForkServer {
-    fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched> {
-        let (job, arg_fds) = Job::new(spec, &work).ok_or_else(capturing_closure)?;
+    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched> {
+        let work = work.as_ref().ok_or_else(super::spawn::no_work)?;
+        let (job, arg_fds) = Job::new(spec, work).ok_or_else(capturing_closure)?;
         let bytes = codec::encode(&job).map_err(io::Error::other)?;
         let (read, write) = os::pipe_cloexec()?;
         let mut fds = vec![write.as_raw_fd()];

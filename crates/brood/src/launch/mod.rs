@@ -55,6 +55,19 @@ pub(crate) enum Work {
 }
 
 impl Work {
+    /// Runs the work in this address space (a forked child): like
+    /// [`into_body`](Work::into_body) but allocating nothing first.
+    pub(crate) fn run(self) -> Result<Vec<u8>, Fail> {
+        match self {
+            Work::Closure(body) => body(),
+            Work::Function { call, args, fds } => crate::handle::with_incoming(fds, || call(&args)),
+            Work::Task { name, args, fds } => match crate::task::lookup(&name) {
+                Ok(call) => crate::handle::with_incoming(fds, || call(&args)),
+                Err(e) => Err(Fail::UnknownTask(e.to_string())),
+            },
+        }
+    }
+
     /// The work as a body to run in this address space.
     pub(crate) fn into_body(self) -> Body {
         match self {
@@ -163,9 +176,16 @@ pub(crate) fn exe_identity() -> (u64, u64) {
     })
 }
 
-/// A start method: makes a child that runs `work`.
+/// A start method: makes a child that runs the work in `work` (always
+/// `Some` when called).
+///
+/// On success the launcher may have taken the work (the caller drops what
+/// is left). On failure it leaves the work in place whenever no child ran
+/// it, so the process can be started again: a launcher takes the work only
+/// where a child runs it (the fork child's own copy), and kills a child it
+/// created but could not hold before it reports the error.
 pub(crate) trait Launcher {
-    fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched>;
+    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched>;
 }
 
 /// A started child, as the parent sees it.
@@ -235,6 +255,31 @@ thread_local! {
 }
 
 static IN_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set in a forked child (`fork.rs`): other threads of the parent may have
+/// held locks at the fork, so the child reads nothing lockable on brood's
+/// behalf (the backtrace wish comes from [`WANT_BACKTRACE`]).
+pub(crate) static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The pid of a spawned child (set by `spawn::child`): that process, and
+/// no child it forks, ends through `exit` so its atexit handlers run.
+static EXIT_HOOKS_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Called by a spawned child: it ends through `exit`, as a Rust `main`
+/// ending with `std::process::exit` would (see [`child_main`]).
+pub(crate) fn run_exit_hooks_here() {
+    EXIT_HOOKS_PID.store(os::getpid().as_raw(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `RUST_BACKTRACE` as the parent read it just before the fork.
+static WANT_BACKTRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Reads `RUST_BACKTRACE` for the child about to be forked.
+pub(crate) fn note_backtrace_wish() {
+    WANT_BACKTRACE.store(backtrace_wanted(), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn backtrace_wanted() -> bool {
+    std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
+}
 static HOOK: std::sync::Once = std::sync::Once::new();
 
 /// Installs, once per process, a panic hook that — in a brood child only —
@@ -250,7 +295,12 @@ pub(crate) fn install_panic_hook() {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
             if IN_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
-                let want_bt = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+                // A forked child must not take std's environment lock.
+                let want_bt = if FORKED.load(std::sync::atomic::Ordering::Relaxed) {
+                    WANT_BACKTRACE.load(std::sync::atomic::Ordering::Relaxed)
+                } else {
+                    backtrace_wanted()
+                };
                 let report = PanicReport {
                     message: payload_message(info.payload()),
                     location: info
@@ -310,8 +360,25 @@ fn write_frame(fd: &OwnedFd, header: &[u8], payload: &[u8]) {
 
 /// The child's side of every start method: run the body under
 /// `catch_unwind`, write the result frame, clean up its own children, flush
-/// stdout, and `_exit` — a panic never unwinds into the parent's code.
+/// stdout, and exit — a panic never unwinds into the parent's code.
+///
+/// How it exits follows Python's children. Every child flushes std's
+/// stdout buffer (stderr has none; Python flushes `sys.stdout` and
+/// `sys.stderr`). A spawned child — a fresh process running this program —
+/// then ends through `exit` (`std::process::exit`), so the atexit handlers
+/// registered in it run and C stdio buffers are flushed, as a Python spawn
+/// child ends with `sys.exit` and runs `atexit`. A forked or forkserver
+/// child ends with `_exit`, as Python's do (`os._exit`): the atexit
+/// handlers it inherited belong to its parent (or the forkserver) and must
+/// not run twice. Rust never drops statics, so a buffered writer kept in a
+/// static is flushed by nobody, under any method: flush it in the function.
 pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
+    child_main_with(body, result)
+}
+
+/// [`child_main`] for any function (a forked child runs its copy of the
+/// work in place).
+pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
     install_panic_hook();
     IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = panic::catch_unwind(AssertUnwindSafe(body));
@@ -347,5 +414,8 @@ pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
     });
     write_frame(&result, &header, &payload);
     drop(result);
+    if EXIT_HOOKS_PID.load(std::sync::atomic::Ordering::Relaxed) == os::getpid().as_raw() {
+        std::process::exit(code)
+    }
     os::exit_now(code)
 }

@@ -140,6 +140,13 @@ pub(crate) fn recv_with_fds(
 /// [`recv_with_fds`] into raw memory (a `Vec`'s spare capacity, which need
 /// not be initialised: the kernel only writes to it).
 ///
+/// If the kernel had to drop file descriptors (`MSG_CTRUNC`: the control
+/// buffer was too small, or this process is at its fd limit), the bytes
+/// were read all the same and are lost to the stream: this returns an
+/// error, and the caller must abandon the stream. Callers that cannot
+/// afford that use [`recv_raw`], which reports the truncation beside the
+/// byte count.
+///
 /// # Safety
 ///
 /// `ptr` must be valid for writes of `len` bytes.
@@ -150,6 +157,41 @@ pub(crate) unsafe fn recv_raw_with_fds(
     fds: &mut Vec<OwnedFd>,
     flags: i32,
 ) -> io::Result<usize> {
+    // SAFETY: the caller's promise, passed on.
+    let got = unsafe { recv_raw(sock, ptr, len, fds, flags) }?;
+    if got.fds_dropped {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file descriptors were dropped (control data truncated)",
+        ));
+    }
+    Ok(got.bytes)
+}
+
+/// What one [`recv_raw`] got.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    /// Bytes read (0 at end of file).
+    pub(crate) bytes: usize,
+    /// The kernel dropped file descriptors that came with these bytes
+    /// (`MSG_CTRUNC`); those in `fds` are the ones that did arrive.
+    pub(crate) fds_dropped: bool,
+}
+
+/// One `recvmsg` into raw memory, keeping any fds that came along
+/// (close-on-exec), and saying whether some were dropped. The bytes are
+/// always the caller's, truncation or not.
+///
+/// # Safety
+///
+/// `ptr` must be valid for writes of `len` bytes.
+pub(crate) unsafe fn recv_raw(
+    sock: &impl AsRawFd,
+    ptr: *mut u8,
+    len: usize,
+    fds: &mut Vec<OwnedFd>,
+    flags: i32,
+) -> io::Result<Received> {
     // On the stack: this runs for every receive on a connection.
     let mut control = [0u64; CONTROL_WORDS];
     let space = (CONTROL_WORDS * 8).min(space_for(MAX_FDS));
@@ -198,13 +240,10 @@ pub(crate) unsafe fn recv_raw_with_fds(
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "file descriptors were dropped (control data truncated)",
-        ));
-    }
-    Ok(n)
+    Ok(Received {
+        bytes: n,
+        fds_dropped: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
 }
 
 /// Fills `buf` from a stream socket, collecting the fds that come along.
