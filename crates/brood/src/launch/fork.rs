@@ -15,8 +15,9 @@ impl Launcher for Fork {
         if work.is_none() {
             return Err(super::spawn::no_work());
         }
-        let (read, write) = os::pipe_cloexec()?;
-        super::spawn::set_nonblocking(&read)?;
+        // Both ends non-blocking, in one syscall: the child's frame writer
+        // waits out a full pipe with poll.
+        let (read, write) = os::pipe_cloexec_nonblocking()?;
         super::install_panic_hook();
         // Whether a panic in the child records a backtrace: read here, so
         // the child never reads the environment (std's environment lock may
@@ -66,6 +67,10 @@ impl Launcher for Fork {
                     // Die with the parent, even when it is SIGKILLed.
                     super::die_with_parent(parent);
                 }
+                // The parent can read the exit status: a `()` result needs
+                // no frame (see `child_main`).
+                super::UNIT_WITHOUT_FRAME
+                    .store(gate.is_none(), std::sync::atomic::Ordering::Relaxed);
                 if let Some((go, hold)) = gate {
                     drop(hold);
                     let mut byte = [0u8; 1];

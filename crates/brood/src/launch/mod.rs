@@ -327,35 +327,70 @@ fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Writes header and payload with as few writes as the pipe allows (one,
-/// usually), so the parent wakes once.
+/// usually), so the parent wakes once. The fd may be non-blocking (the
+/// fork launcher's pipe is, at both ends): a full pipe is waited out with
+/// `poll`, never dropped.
 fn write_frame(fd: &OwnedFd, header: &[u8], payload: &[u8]) {
     use std::os::fd::AsRawFd;
-    let iov = [
-        libc::iovec {
-            iov_base: header.as_ptr() as *mut libc::c_void,
-            iov_len: header.len(),
-        },
-        libc::iovec {
-            iov_base: payload.as_ptr() as *mut libc::c_void,
-            iov_len: payload.len(),
-        },
-    ];
-    let n = loop {
+    let (mut header, mut payload) = (header, payload);
+    while !header.is_empty() || !payload.is_empty() {
+        let iov = [
+            libc::iovec {
+                iov_base: header.as_ptr() as *mut libc::c_void,
+                iov_len: header.len(),
+            },
+            libc::iovec {
+                iov_base: payload.as_ptr() as *mut libc::c_void,
+                iov_len: payload.len(),
+            },
+        ];
         // SAFETY: both iovecs point into live slices for the call.
         let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
-        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            break n;
+        if n < 0 {
+            match std::io::Error::last_os_error().kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => {
+                    // The parent drains the pipe while it waits for us.
+                    os::wait_writable(fd);
+                    continue;
+                }
+                _ => return,
+            }
         }
-    };
-    if n < 0 {
-        return;
+        let n = n as usize;
+        let from_header = n.min(header.len());
+        header = &header[from_header..];
+        payload = &payload[n - from_header..];
     }
-    let n = n as usize;
-    if n < header.len() {
-        let _ = os::write_all_raw(fd, &header[n..]) && os::write_all_raw(fd, payload);
-    } else {
-        os::write_all_raw(fd, &payload[n - header.len()..]);
+}
+
+/// What `()` (and any other value of a zero-sized type that encodes as
+/// MessagePack's nil) encodes to. A child whose function returned such a
+/// value writes no frame at all under fork (see [`child_main`]): exit code
+/// 0 says everything, and the parent decodes the value from these bytes.
+pub(crate) const UNIT_ENCODING: &[u8] = &[0xc0];
+
+/// Set in a forked child whose parent can read its exit status (SIGCHLD not
+/// ignored): a value that encodes as [`UNIT_ENCODING`] is then sent as no
+/// frame at all.
+pub(crate) static UNIT_WITHOUT_FRAME: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Encodes a child's return value. A zero-sized value that encodes as nil
+/// (`()`, unit structs) gives an empty vector, allocating nothing: the
+/// child then sends [`UNIT_ENCODING`], or under fork no frame.
+pub(crate) fn encode_value<R: Serialize>(value: &R) -> Result<Vec<u8>, Fail> {
+    if std::mem::size_of::<R>() == 0 {
+        let mut buf = [0u8; 8];
+        let mut rest = &mut buf[..];
+        if rmp_serde::encode::write_named(&mut rest, value).is_ok()
+            && rest.len() == buf.len() - UNIT_ENCODING.len()
+            && buf.starts_with(UNIT_ENCODING)
+        {
+            return Ok(Vec::new());
+        }
     }
+    crate::codec::encode(value).map_err(|e| Fail::Encode(e.to_string()))
 }
 
 /// The child's side of every start method: run the body under
@@ -412,8 +447,16 @@ pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, resu
         use std::io::Write;
         let _ = std::io::stdout().flush();
     });
-    write_frame(&result, &header, &payload);
-    drop(result);
+    // A returned nil-encoded value needs no frame under fork: exit code 0
+    // says it (the parent decodes `UNIT_ENCODING`). Elsewhere it is sent.
+    let unit = tag == TAG_RETURNED && payload.is_empty();
+    if !(unit && UNIT_WITHOUT_FRAME.load(std::sync::atomic::Ordering::Relaxed)) {
+        let payload: &[u8] = if unit { UNIT_ENCODING } else { &payload };
+        header[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        write_frame(&result, &header, payload);
+    }
+    // Not closed: exit closes it (one syscall fewer).
+    std::mem::forget(result);
     if EXIT_HOOKS_PID.load(std::sync::atomic::Ordering::Relaxed) == os::getpid().as_raw() {
         std::process::exit(code)
     }

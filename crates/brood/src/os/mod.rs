@@ -678,6 +678,38 @@ pub(crate) fn pipe_cloexec() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::O
     })
 }
 
+/// A pipe whose two ends close on `exec` and never block (`pipe2` with
+/// `O_CLOEXEC | O_NONBLOCK`: one syscall where `pipe_cloexec` plus
+/// `fcntl` take three).
+pub(crate) fn pipe_cloexec_nonblocking() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>
+{
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Blocks until `fd` is writable (or in error); async-signal-safe.
+pub(crate) fn wait_writable(fd: &impl std::os::fd::AsRawFd) {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the call; EINTR just returns early and the
+    // caller retries its write.
+    unsafe { libc::poll(&mut pfd, 1, -1) };
+}
+
 /// Writes all of `buf`, retrying on EINTR; async-signal-safe (no allocation),
 /// errors are dropped (for use in a child right before `_exit`).
 pub(crate) fn write_all_raw(fd: &impl std::os::fd::AsRawFd, mut buf: &[u8]) -> bool {
