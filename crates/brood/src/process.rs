@@ -99,6 +99,8 @@ struct Running {
     eof: bool,
     /// The exit status, once reaped by `is_alive`/`exitcode`.
     status: Cell<Option<ExitStatus>>,
+    /// The fork launcher's write end (see `Launched::keep`).
+    keep: Option<OwnedFd>,
 }
 
 struct Done<R> {
@@ -314,7 +316,7 @@ pub unsafe fn allow_fork_with_threads() {
 /// Whether forking now could deadlock the child: other threads run and the
 /// program did not opt in.
 fn fork_is_hazardous() -> bool {
-    if FORK_WITH_THREADS.load(Ordering::SeqCst) {
+    if FORK_WITH_THREADS.load(Ordering::SeqCst) || os::single_threaded() {
         return false;
     }
     let ours = usize::from(children::reaper_running());
@@ -507,6 +509,7 @@ where
                     buf: Vec::new(),
                     eof: false,
                     status: Cell::new(None),
+                    keep: launched.keep,
                 });
                 Ok(())
             }
@@ -587,11 +590,24 @@ where
             .map_err(|e| e.in_process(&self.name));
         let pid = running.popen.pid();
         children::lock().forget(pid);
-        self.state = State::Done(Done {
+        let done = State::Done(Done {
             status,
             pid,
             outcome: None,
         });
+        if let State::Running(Running {
+            result,
+            keep: Some(keep),
+            status: reaped,
+            eof,
+            ..
+        }) = std::mem::replace(&mut self.state, done)
+            && reaped.get().is_some()
+        {
+            // Reaped, so nothing writes to the pipe any more; drained to
+            // `EAGAIN` unless a whole frame ended the reading.
+            launch::fork::recycle(result, keep, !eof);
+        }
         outcome
     }
 

@@ -128,6 +128,7 @@ impl Launcher for ForkServer {
                     return Ok(Launched {
                         popen: Popen::Served(pidfd),
                         result: read,
+                        keep: None,
                     });
                 }
                 Err(e) if is_broken(&e) => {

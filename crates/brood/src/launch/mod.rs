@@ -193,6 +193,11 @@ pub(crate) struct Launched {
     pub(crate) popen: Popen,
     /// Read end of the result pipe (non-blocking, close-on-exec).
     pub(crate) result: OwnedFd,
+    /// The fork launcher's own copy of the pipe's write end: kept while the
+    /// child runs (so the child's exit is one wake-up, not an end-of-file
+    /// and then the exit), and the pipe reused for the next child once this
+    /// one is joined (see `fork::recycle`). `None` for the other launchers.
+    pub(crate) keep: Option<OwnedFd>,
 }
 
 /// The parent's view of one running child, whatever started it.
@@ -274,10 +279,23 @@ static WANT_BACKTRACE: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 
 /// Reads `RUST_BACKTRACE` for the child about to be forked.
 pub(crate) fn note_backtrace_wish() {
-    WANT_BACKTRACE.store(backtrace_wanted(), std::sync::atomic::Ordering::Relaxed);
+    use std::sync::atomic::Ordering::Relaxed;
+    // Stored only when it changes: a write to a page costs a copy-on-write
+    // fault per child.
+    let want = backtrace_wanted();
+    if WANT_BACKTRACE.load(Relaxed) != want {
+        WANT_BACKTRACE.store(want, Relaxed);
+    }
 }
 
 fn backtrace_wanted() -> bool {
+    // A single-threaded process reads it without std's environment lock
+    // (no other thread can be writing the environment): taking the lock is
+    // a write to a page the parent otherwise leaves alone between forks,
+    // and each such page costs it a copy-on-write fault per child.
+    if let Some(want) = os::env_flag_unlocked(c"RUST_BACKTRACE") {
+        return want;
+    }
     std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
 }
 static HOOK: std::sync::Once = std::sync::Once::new();
