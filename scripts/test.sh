@@ -8,6 +8,7 @@
 # re-parented to it instead of to init, and still alive at the end, fails
 # the run.
 set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 
 if ! python3 -c 'import multiprocessing.shared_memory' 2>/dev/null; then
@@ -32,7 +33,7 @@ if [ -z "${BROOD_UNDER_REAPER:-}" ]; then
     exit 1
   fi
   echo "   it caught a deliberately leaked child; now the suite, under it"
-  BROOD_UNDER_REAPER=1 exec "$reap" --grace 20 -- "$0" "$@"
+  BROOD_UNDER_REAPER=1 exec "$reap" --grace 20 -- "$self" "$@"
 fi
 
 # Shared-memory names brood (and its tests) create; none may outlive the run.

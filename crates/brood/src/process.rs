@@ -289,10 +289,11 @@ static FORK_WITH_THREADS: AtomicBool = AtomicBool::new(false);
 ///   inherits them held (the parent first waits for a thread that is
 ///   printing, as a print would). The child can print, and it flushes
 ///   stdout at exit.
-/// - Between the fork and your function, the child takes no other lock,
-///   reads no environment variable and allocates nothing; after it, brood
-///   only encodes the result (allocation: glibc makes its allocator safe
-///   across fork) and writes it to a pipe.
+/// - Between the fork and your function, the child takes no other lock
+///   and reads no environment variable; it allocates only to decode the
+///   function's arguments (a capturing closure: not at all), and glibc
+///   makes its allocator safe across fork. After the function, brood only
+///   encodes the result and writes it to a pipe.
 /// - A panic in the child runs std's panic hook; brood's part of it reads
 ///   no environment (the parent read `RUST_BACKTRACE` before the fork).
 ///

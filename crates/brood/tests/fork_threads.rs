@@ -57,10 +57,13 @@ fn fork_while_another_thread_holds_stdout_does_not_hang() {
             "fork {i} (quiet)"
         );
         let mut loud = Process::fork(move || {
-            print!("child {i} without a newline");
-            println!(" and with one");
-            eprintln!("child {i} on stderr");
-            std::io::stdout().flush().unwrap();
+            // Through `Stdout`/`Stderr` themselves, and so their locks
+            // (`print!` would go to libtest's capture under `cargo test`).
+            let mut out = std::io::stdout();
+            write!(out, "child {i} without a newline").unwrap();
+            writeln!(out, " and with one").unwrap();
+            writeln!(std::io::stderr(), "child {i} on stderr").unwrap();
+            out.flush().unwrap();
             i
         });
         loud.start().unwrap();

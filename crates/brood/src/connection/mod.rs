@@ -82,9 +82,10 @@ pub const DEFAULT_MAX_MESSAGE: usize = 128 << 20;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Socket buffers asked for. 256 KiB measured faster than 4 MiB for 1 MiB
-/// messages (the data in flight stays in cache: 117% vs 78% of a raw
-/// socketpair with 4 MiB buffers, `bench/run --only pipes`), and the round
-/// trip does not depend on it.
+/// messages (the data in flight stays in cache), and the round trip does
+/// not depend on it. The C floor of `bench/run --only pipes`
+/// (`bench/c/socketpair.c`) uses the same size, so "% of raw" compares
+/// equal setups.
 const SOCKET_BUFFER: libc::c_int = 256 << 10;
 
 /// One end of a pipe or of a socket connection.
@@ -175,11 +176,8 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let mut first = Connection::from_fd(a, true);
     let mut second = Connection::from_fd(b, true);
     if !duplex {
-        // SAFETY: shutdown(2) on an open socket touches no memory.
-        unsafe {
-            libc::shutdown(first.raw(), libc::SHUT_WR);
-            libc::shutdown(second.raw(), libc::SHUT_RD);
-        }
+        scm::shutdown(&Fd(first.raw()), libc::SHUT_WR);
+        scm::shutdown(&Fd(second.raw()), libc::SHUT_RD);
         first.writable = false;
         second.readable = false;
     }
@@ -246,35 +244,19 @@ impl Connection {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn from_owned_fd(fd: OwnedFd) -> Result<Connection> {
-        let option = |name: libc::c_int| -> Result<libc::c_int> {
-            let mut value: libc::c_int = 0;
-            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: `value` and `len` are valid for writes for the call.
-            let r = unsafe {
-                libc::getsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    name,
-                    (&mut value as *mut libc::c_int).cast(),
-                    &mut len,
-                )
-            };
-            if r < 0 {
-                let err = io::Error::last_os_error();
-                return Err(if err.raw_os_error() == Some(libc::ENOTSOCK) {
-                    Error::invalid("a Connection needs a stream socket; this fd is not a socket")
-                } else {
-                    Error::os_error("getsockopt", err)
-                });
+        let (kind, family) = scm::socket_kind(&fd).map_err(|err| {
+            if err.raw_os_error() == Some(libc::ENOTSOCK) {
+                Error::invalid("a Connection needs a stream socket; this fd is not a socket")
+            } else {
+                Error::os_error("getsockopt", err)
             }
-            Ok(value)
-        };
-        if option(libc::SO_TYPE)? != libc::SOCK_STREAM {
+        })?;
+        if kind != libc::SOCK_STREAM {
             return Err(Error::invalid(
                 "a Connection needs a stream socket (SOCK_STREAM); this one is not",
             ));
         }
-        let unix = match option(libc::SO_DOMAIN)? {
+        let unix = match family {
             libc::AF_UNIX => true,
             libc::AF_INET | libc::AF_INET6 => false,
             other => {
@@ -309,8 +291,7 @@ impl Connection {
     /// never dangles).
     fn break_off(&mut self, how: libc::c_int, why: impl Into<String>) {
         if let Some(fd) = &self.fd {
-            // SAFETY: shutdown(2) on an open socket touches no memory.
-            unsafe { libc::shutdown(fd.as_raw_fd(), how) };
+            scm::shutdown(fd, how);
         }
         self.broken = Some(why.into());
         self.rbuf = Vec::new();

@@ -93,8 +93,9 @@ impl Launcher for Fork {
                     // EOF (the parent closed its end) is the go.
                     let _ = os::read_full(&go, &mut byte);
                 }
-                // The child's copy of the work; run in place, nothing
-                // allocated before the user's function.
+                // The child's copy of the work, run in place: no lock,
+                // no environment, no allocation but the arguments' decoding
+                // before the user's function.
                 let work = work.take();
                 super::child_main_with(
                     move || match work {

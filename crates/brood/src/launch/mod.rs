@@ -56,7 +56,7 @@ pub(crate) enum Work {
 
 impl Work {
     /// Runs the work in this address space (a forked child): like
-    /// [`into_body`](Work::into_body) but allocating nothing first.
+    /// [`into_body`](Work::into_body) but without boxing it first.
     pub(crate) fn run(self) -> Result<Vec<u8>, Fail> {
         match self {
             Work::Closure(body) => body(),
@@ -302,7 +302,10 @@ static HOOK: std::sync::Once = std::sync::Once::new();
 
 /// Installs, once per process, a panic hook that — in a brood child only —
 /// records where the panic happened (and a backtrace when `RUST_BACKTRACE`
-/// asks for one), then lets the previous hook print as usual. It is
+/// asks for one: as a spawn or forkserver child's environment says when it
+/// panics, as the parent's said at the fork for a forked child, which must
+/// not take std's environment lock), then lets the previous hook print as
+/// usual. It is
 /// installed in the parent before the first fork, so a forked child
 /// inherits it instead of allocating a new one (its pages are shared
 /// copy-on-write with the parent; every write there costs a fault). A hook

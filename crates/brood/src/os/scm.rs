@@ -246,6 +246,37 @@ pub(crate) unsafe fn recv_raw(
     })
 }
 
+/// Shuts a socket down in direction `how` (`SHUT_RD`, `SHUT_WR`,
+/// `SHUT_RDWR`); the error of a socket already shut or gone is ignored.
+pub(crate) fn shutdown(sock: &impl AsRawFd, how: libc::c_int) {
+    // SAFETY: shutdown(2) on a borrowed fd touches no memory.
+    unsafe { libc::shutdown(sock.as_raw_fd(), how) };
+}
+
+/// A socket's type and address family (`SO_TYPE`, `SO_DOMAIN`); an fd that
+/// is not a socket gives `ENOTSOCK`.
+pub(crate) fn socket_kind(sock: &impl AsRawFd) -> io::Result<(libc::c_int, libc::c_int)> {
+    let option = |name: libc::c_int| -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are valid for writes for the call.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(value)
+    };
+    Ok((option(libc::SO_TYPE)?, option(libc::SO_DOMAIN)?))
+}
+
 /// Fills `buf` from a stream socket, collecting the fds that come along.
 pub(crate) fn recv_exact_with_fds(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Vec<OwnedFd>> {
     let mut fds = Vec::new();
