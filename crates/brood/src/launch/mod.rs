@@ -8,7 +8,9 @@
 //! exits. Tag 0: the function returned, payload is the encoded value; tag 1:
 //! it panicked, payload is an encoded [`PanicReport`]; tag 2: the value could
 //! not be encoded, payload is the message. No complete frame means the child
-//! died (or exited) before returning, and its exit status says how.
+//! died (or exited) before returning, and its exit status says how — except
+//! under fork, where a `()` (zero-sized, nil-encoded) value is sent as no
+//! frame and exit code 0 (see `UNIT_ENCODING` and README.md).
 
 pub(crate) mod fork;
 pub(crate) mod forkserver;
