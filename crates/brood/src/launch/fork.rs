@@ -78,7 +78,9 @@ impl Launcher for Fork {
                 );
                 drop(default_method);
                 drop(std_streams);
-                drop(read);
+                // Closed with a bare syscall: the child would otherwise fault
+                // in libc's `close` code for it.
+                os::close_now(read);
                 if spec.daemon {
                     // Die with the parent, even when it is SIGKILLed.
                     super::die_with_parent(parent);

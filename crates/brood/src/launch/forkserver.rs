@@ -74,6 +74,7 @@ fn client() -> MutexGuard<'static, Option<Client>> {
 /// Takes the client's lock for a fork (before the children table's lock,
 /// the order `ForkServer::launch` uses too), so the child never inherits it
 /// held by another thread.
+#[inline]
 pub(crate) fn hold_for_fork() -> MutexGuard<'static, Option<Client>> {
     CLIENT.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -81,6 +82,7 @@ pub(crate) fn hold_for_fork() -> MutexGuard<'static, Option<Client>> {
 /// In a freshly forked child, with the guard from [`hold_for_fork`]: drop
 /// the parent's connection, so the server sees end of file when the parent
 /// exits, not when its last child does.
+#[inline]
 pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
     let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
     if let Some(old) = guard.take() {

@@ -435,7 +435,9 @@ pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
 }
 
 /// [`child_main`] for any function (a forked child runs its copy of the
-/// work in place).
+/// work in place). Inlined into the fork launcher: a forked child maps each
+/// 64 KiB of code it runs with a page fault, so its path stays together.
+#[inline(always)]
 pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
     install_panic_hook();
     IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
