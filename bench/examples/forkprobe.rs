@@ -194,6 +194,14 @@ fn main() {
         .into_iter()
         .filter(|(n, _)| (*n == "raw" && std::env::args().nth(3).is_none()) || only.as_deref().is_none_or(|o| n.contains(o)))
         .collect();
+    if std::env::var_os("FORKPROBE_SERVER").is_some() {
+        // As in the bench's start table: a forkserver client exists.
+        let mut p = brood::Process::builder()
+            .start_method(brood::StartMethod::ForkServer)
+            .target(|| ());
+        p.start().unwrap();
+        p.join().unwrap();
+    }
     for (_, f) in &rows {
         for _ in 0..200 {
             f();

@@ -86,15 +86,16 @@ pub(crate) fn hold_for_fork() -> MutexGuard<'static, Option<Client>> {
 pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
     let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
     if let Some(old) = guard.take() {
-        // Closed below, through its raw number: forget the owner.
-        std::mem::forget(old.sock);
+        // Its socket is closed below, through its raw number; the rest is
+        // forgotten too, not freed (frees would be copy-on-write faults).
+        std::mem::forget(old);
     }
     drop(guard);
     if fd >= 0 {
         // SAFETY: the fd is this process's inherited copy of the parent's
         // client socket, whose owner was just forgotten, so it is closed
         // once.
-        unsafe { libc::close(fd) };
+        unsafe { crate::os::close_raw_now(fd) };
     }
 }
 

@@ -808,18 +808,28 @@ pub(crate) fn is_drained(fd: &impl std::os::fd::AsRawFd) -> bool {
     n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
-/// Closes `fd` (errors ignored, as `OwnedFd`'s drop does). On x86-64 Linux
-/// it makes the `close` syscall itself rather than through libc: a freshly
-/// forked child maps each 64 KiB of code it runs with a page fault, and
-/// libc's `close` wrapper would cost it one more.
+/// Closes `fd` (errors ignored, as `OwnedFd`'s drop does), with
+/// [`close_raw_now`].
 pub(crate) fn close_now(fd: std::os::fd::OwnedFd) {
     use std::os::fd::IntoRawFd;
-    let raw = fd.into_raw_fd();
+    // SAFETY: the fd was owned and is given up here, so it is closed once.
+    unsafe { close_raw_now(fd.into_raw_fd()) }
+}
+
+/// Closes a raw fd, errors ignored. On x86-64 Linux it makes the `close`
+/// syscall itself rather than through libc: a freshly forked child maps
+/// each 64 KiB of code it runs with a page fault, and libc's `close`
+/// wrapper would cost it one more.
+///
+/// # Safety
+///
+/// `raw` must be an open fd that nothing else will use or close.
+pub(crate) unsafe fn close_raw_now(raw: std::os::fd::RawFd) {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    // SAFETY: `raw` was an owned, open fd, given up above, so it is closed
-    // once. The `syscall` instruction takes the number in rax and the first
-    // argument in rdi, returns in rax, and clobbers rcx and r11 (declared);
-    // it touches no memory of ours and leaves the stack alone.
+    // SAFETY: per the contract `raw` is closed once. The `syscall`
+    // instruction takes the number in rax and the first argument in rdi,
+    // returns in rax, and clobbers rcx and r11 (declared); it touches no
+    // memory of ours and leaves the stack alone.
     unsafe {
         let _ret: i64;
         std::arch::asm!(
