@@ -14,6 +14,7 @@ const TESTS: &[&str] = &[
     "unit_results_exit_codes_and_panics_under_every_start_method",
     "unit_results_with_sigchld_ignored",
     "a_reused_pipe_carries_no_stale_bytes_and_leaks_no_fd",
+    "a_process_the_function_forks_and_lets_return_sends_no_frame",
 ];
 
 fn main() {
@@ -41,6 +42,7 @@ fn main() {
             }
             "unit_results_with_sigchld_ignored" => unit_results_with_sigchld_ignored(),
             "a_reused_pipe_carries_no_stale_bytes_and_leaks_no_fd" => reused_pipe(),
+            "a_process_the_function_forks_and_lets_return_sends_no_frame" => forked_and_returned(),
             _ => unreachable!(),
         }
         // The lean path is the one under test: still one thread.
@@ -164,7 +166,7 @@ fn reused_pipe() {
     };
     run(0);
     let before = open_fds();
-    for round in 0..20u64 {
+    for round in 0..8u64 {
         run(round);
         // A child killed while it blocks writing 4 MiB (the parent does not
         // read until join): a partial frame in the pipe.
@@ -220,4 +222,42 @@ fn reused_pipe() {
 
 fn round_byte(n: usize) -> u8 {
     (n % 251) as u8
+}
+
+/// A function that forks (misuse: `os::fork` asks the new process to end
+/// with `exit_now`) and lets the new process return too: only the child
+/// brood started sends a frame. The other one returns later, when the
+/// parent has reused the pipe for other children; their values must stay
+/// exact.
+fn forked_and_returned() {
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .target(|| -> u64 {
+            // SAFETY: this binary's children are single-threaded.
+            match unsafe { os::fork() }.unwrap() {
+                os::ForkResult::Child => {
+                    // Returns after the brood child has been joined.
+                    std::thread::sleep(Duration::from_millis(150));
+                    666
+                }
+                os::ForkResult::Parent { .. } => 5,
+            }
+        });
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), 5);
+    let until = std::time::Instant::now() + Duration::from_millis(600);
+    let mut i = 0u64;
+    while std::time::Instant::now() < until {
+        let mut q = Process::builder()
+            .start_method(StartMethod::Fork)
+            .target_with(|i: u64| i, i);
+        q.start().unwrap();
+        assert_eq!(q.join().unwrap(), i, "a stray frame reached child {i}");
+        let mut u = Process::builder()
+            .start_method(StartMethod::Fork)
+            .target(|| ());
+        u.start().unwrap();
+        u.join().unwrap();
+        i += 1;
+    }
 }

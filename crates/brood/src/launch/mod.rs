@@ -441,6 +441,10 @@ pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
 pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
     install_panic_hook();
     IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Who writes the frame: this process, not a process the function
+    // forked and let return here (its frame would land in a pipe the
+    // parent may have reused for another child by then).
+    let me = os::getpid();
     let outcome = panic::catch_unwind(AssertUnwindSafe(body));
     let (tag, payload, code) = match outcome {
         Ok(Ok(bytes)) => (TAG_RETURNED, bytes, 0),
@@ -475,14 +479,15 @@ pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, resu
     // A returned nil-encoded value needs no frame under fork: exit code 0
     // says it (the parent decodes `UNIT_ENCODING`). Elsewhere it is sent.
     let unit = tag == TAG_RETURNED && payload.is_empty();
-    if !(unit && UNIT_WITHOUT_FRAME.load(std::sync::atomic::Ordering::Relaxed)) {
+    let now = os::getpid();
+    if now == me && !(unit && UNIT_WITHOUT_FRAME.load(std::sync::atomic::Ordering::Relaxed)) {
         let payload: &[u8] = if unit { UNIT_ENCODING } else { &payload };
         header[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
         write_frame(&result, &header, payload);
     }
     // Not closed: exit closes it (one syscall fewer).
     std::mem::forget(result);
-    if EXIT_HOOKS_PID.load(std::sync::atomic::Ordering::Relaxed) == os::getpid().as_raw() {
+    if EXIT_HOOKS_PID.load(std::sync::atomic::Ordering::Relaxed) == now.as_raw() {
         std::process::exit(code)
     }
     os::exit_now(code)
