@@ -1,6 +1,10 @@
 //! Where brood's fork start+join time goes: interleaved variants of raw
 //! fork against brood fork: per-cycle median time, and page faults per
 //! cycle (child's, from RUSAGE_CHILDREN; parent's, from RUSAGE_SELF).
+//!
+//! Usage: `forkprobe [ITERS [ROW-SUBSTRING [noraw]]]`; `FORKPROBE_SERVER=1`
+//! starts a forkserver first, as the bench's start table does. A
+//! diagnostic: the raw rows call libc directly (each child only `_exit`s).
 use std::time::Instant;
 
 fn rusage(who: i32) -> i64 {
@@ -23,7 +27,11 @@ fn raw() {
 }
 
 fn poll1(fd: i32) {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     unsafe { libc::poll(&mut p, 1, -1) };
 }
 
@@ -112,14 +120,23 @@ static BIG: Big = Big([0; 4096 * 32]);
 
 fn poll2(a: i32, b: i32) -> (i16, i16) {
     let mut p = [
-        libc::pollfd { fd: a, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: b, events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: a,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b,
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
     (p[0].revents, p[1].revents)
 }
 
-static mut HUPFIRST: u64 = 0;
+/// How often the pipe's end of file woke the parent before the exit did.
+static HUPFIRST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The child writes nothing; the parent polls pidfd and pipe (HUP at exit),
 /// then pidfd alone if the HUP came first; or (hold) keeps the write end.
@@ -136,7 +153,7 @@ fn nowrite(hold: bool) {
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
     let (a, _) = poll2(fd, fds[0]);
     if a == 0 {
-        unsafe { HUPFIRST += 1 };
+        HUPFIRST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         poll1(fd);
     }
     waitid_fd(fd);
@@ -176,7 +193,10 @@ fn brood_u64() {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
     let only = std::env::args().nth(2);
     let rows: Vec<(&str, fn())> = vec![
         ("raw", raw),
@@ -192,7 +212,10 @@ fn main() {
     ];
     let rows: Vec<_> = rows
         .into_iter()
-        .filter(|(n, _)| (*n == "raw" && std::env::args().nth(3).is_none()) || only.as_deref().is_none_or(|o| n.contains(o)))
+        .filter(|(n, _)| {
+            (*n == "raw" && std::env::args().nth(3).is_none())
+                || only.as_deref().is_none_or(|o| n.contains(o))
+        })
         .collect();
     if std::env::var_os("FORKPROBE_SERVER").is_some() {
         // As in the bench's start table: a forkserver client exists.
@@ -229,7 +252,10 @@ fn main() {
         t[(t.len() as f64 * q) as usize]
     };
     let med0 = med(&times[0], 0.5);
-    println!("HUP first: {}", unsafe { HUPFIRST });
+    println!(
+        "end of file before exit (nowrite rows): {}",
+        HUPFIRST.load(std::sync::atomic::Ordering::Relaxed)
+    );
     for (i, (name, _)) in rows.iter().enumerate() {
         let m = med(&times[i], 0.5);
         println!(
