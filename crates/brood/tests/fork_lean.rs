@@ -120,6 +120,23 @@ fn unit_results(m: StartMethod) {
 
     // Capturing closures (fork only) take the same path.
     if m == StartMethod::Fork {
+        // The forkserver client this process holds (started above, under
+        // ForkServer) is closed in a forked child without its lock; the
+        // child can still start its own forkserver children.
+        let mut warm = Process::builder()
+            .start_method(StartMethod::ForkServer)
+            .target(|| ());
+        warm.start().unwrap();
+        warm.join().unwrap();
+        let mut p = Process::fork(|| {
+            let mut g = Process::builder()
+                .start_method(StartMethod::ForkServer)
+                .target_with(|x: u32| x + 1, 41);
+            g.start().unwrap();
+            g.join().unwrap()
+        });
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 42);
         let n = String::from("captured");
         let mut p = Process::fork(move || assert_eq!(n, "captured"));
         p.start().unwrap();

@@ -70,12 +70,17 @@ impl Launcher for Fork {
         // caller's hazard, documented on `Process` and `os::fork`.
         match unsafe { os::fork() }? {
             ForkResult::Child => {
-                super::FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
+                super::CHILD
+                    .forked
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 table.become_child(child_me);
                 drop(table);
-                super::forkserver::release_in_child(
-                    client.unwrap_or_else(super::forkserver::hold_for_fork),
-                );
+                match client {
+                    Some(guard) => super::forkserver::release_in_child(guard),
+                    // Alone: its lock is free; the inherited client is
+                    // forgotten the first time this process asks for one.
+                    None => super::forkserver::close_in_child(),
+                }
                 drop(default_method);
                 drop(std_streams);
                 // Closed with a bare syscall: the child would otherwise fault
@@ -87,7 +92,8 @@ impl Launcher for Fork {
                 }
                 // The parent can read the exit status: a `()` result needs
                 // no frame (see `child_main`).
-                super::UNIT_WITHOUT_FRAME
+                super::CHILD
+                    .unit_without_frame
                     .store(gate.is_none(), std::sync::atomic::Ordering::Relaxed);
                 if let Some((go, hold)) = gate {
                     drop(hold);

@@ -84,13 +84,22 @@ pub(crate) fn hold_for_fork() -> MutexGuard<'static, Option<Client>> {
 /// exits, not when its last child does.
 #[inline]
 pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
-    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
     if let Some(old) = guard.take() {
         // Its socket is closed below, through its raw number; the rest is
         // forgotten too, not freed (frees would be copy-on-write faults).
         std::mem::forget(old);
     }
     drop(guard);
+    close_in_child();
+}
+
+/// The part of [`release_in_child`] that needs no lock: closes the
+/// inherited client socket through its raw number. What the child's
+/// `CLIENT` still holds is forgotten by [`client`] (its owner is the
+/// parent) the first time the child asks for a client.
+#[inline]
+pub(crate) fn close_in_child() {
+    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: the fd is this process's inherited copy of the parent's
         // client socket, whose owner was just forgotten, so it is closed

@@ -261,11 +261,32 @@ thread_local! {
     static LAST_PANIC: std::cell::RefCell<Option<PanicReport>> = const { std::cell::RefCell::new(None) };
 }
 
-static IN_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-/// Set in a forked child (`fork.rs`): other threads of the parent may have
-/// held locks at the fork, so the child reads nothing lockable on brood's
-/// behalf (the backtrace wish comes from [`WANT_BACKTRACE`]).
-pub(crate) static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// What a child process knows about itself, in one static that starts with
+/// a non-zero byte: it then sits in `.data` beside brood's other statics a
+/// forked child writes (the children table, the forkserver client's fd),
+/// not in `.bss`. Each page a forked child writes costs it a copy-on-write
+/// fault.
+#[repr(C)]
+pub(crate) struct ChildFlags {
+    _in_data: u8,
+    /// Set in every brood child (`child_main`).
+    pub(crate) in_child: std::sync::atomic::AtomicBool,
+    /// Set in a forked child (`fork.rs`): other threads of the parent may
+    /// have held locks at the fork, so the child reads nothing lockable on
+    /// brood's behalf (the backtrace wish comes from [`WANT_BACKTRACE`]).
+    pub(crate) forked: std::sync::atomic::AtomicBool,
+    /// Set in a forked child whose parent can read its exit status (SIGCHLD
+    /// not ignored): a value that encodes as [`UNIT_ENCODING`] is then sent
+    /// as no frame at all.
+    pub(crate) unit_without_frame: std::sync::atomic::AtomicBool,
+}
+
+pub(crate) static CHILD: ChildFlags = ChildFlags {
+    _in_data: 1,
+    in_child: std::sync::atomic::AtomicBool::new(false),
+    forked: std::sync::atomic::AtomicBool::new(false),
+    unit_without_frame: std::sync::atomic::AtomicBool::new(false),
+};
 /// The pid of a spawned child (set by `spawn::child`): that process, and
 /// no child it forks, ends through `exit` so its atexit handlers run.
 static EXIT_HOOKS_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -317,9 +338,9 @@ pub(crate) fn install_panic_hook() {
     HOOK.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if IN_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
+            if CHILD.in_child.load(std::sync::atomic::Ordering::Relaxed) {
                 // A forked child must not take std's environment lock.
-                let want_bt = if FORKED.load(std::sync::atomic::Ordering::Relaxed) {
+                let want_bt = if CHILD.forked.load(std::sync::atomic::Ordering::Relaxed) {
                     WANT_BACKTRACE.load(std::sync::atomic::Ordering::Relaxed)
                 } else {
                     backtrace_wanted()
@@ -393,12 +414,6 @@ fn write_frame(fd: &OwnedFd, header: &[u8], payload: &[u8]) {
 /// 0 says everything, and the parent decodes the value from these bytes.
 pub(crate) const UNIT_ENCODING: &[u8] = &[0xc0];
 
-/// Set in a forked child whose parent can read its exit status (SIGCHLD not
-/// ignored): a value that encodes as [`UNIT_ENCODING`] is then sent as no
-/// frame at all.
-pub(crate) static UNIT_WITHOUT_FRAME: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
 /// Encodes a child's return value. A zero-sized value that encodes as nil
 /// (`()`, unit structs) gives an empty vector, allocating nothing: the
 /// child then sends [`UNIT_ENCODING`], or under fork no frame.
@@ -440,7 +455,9 @@ pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
 #[inline(always)]
 pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
     install_panic_hook();
-    IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
+    CHILD
+        .in_child
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // Who writes the frame: this process, not a process the function
     // forked and let return here (its frame would land in a pipe the
     // parent may have reused for another child by then).
@@ -480,7 +497,12 @@ pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, resu
     // says it (the parent decodes `UNIT_ENCODING`). Elsewhere it is sent.
     let unit = tag == TAG_RETURNED && payload.is_empty();
     let now = os::getpid();
-    if now == me && !(unit && UNIT_WITHOUT_FRAME.load(std::sync::atomic::Ordering::Relaxed)) {
+    if now == me
+        && !(unit
+            && CHILD
+                .unit_without_frame
+                .load(std::sync::atomic::Ordering::Relaxed))
+    {
         let payload: &[u8] = if unit { UNIT_ENCODING } else { &payload };
         header[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
         write_frame(&result, &header, payload);
