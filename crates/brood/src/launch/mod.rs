@@ -449,21 +449,14 @@ pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
     child_main_with(body, result)
 }
 
-/// [`child_main`] for any function (a forked child runs its copy of the
-/// work in place). Inlined into the fork launcher: a forked child maps each
-/// 64 KiB of code it runs with a page fault, so its path stays together.
-#[inline(always)]
-pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
-    install_panic_hook();
-    CHILD
-        .in_child
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    // Who writes the frame: this process, not a process the function
-    // forked and let return here (its frame would land in a pipe the
-    // parent may have reused for another child by then).
-    let me = os::getpid();
-    let outcome = panic::catch_unwind(AssertUnwindSafe(body));
-    let (tag, payload, code) = match outcome {
+/// The frame's tag, payload and exit code for a body that did not return a
+/// value.
+#[cold]
+#[inline(never)]
+fn failure_frame(
+    outcome: Result<Result<Vec<u8>, Fail>, Box<dyn std::any::Any + Send>>,
+) -> (u8, Vec<u8>, i32) {
+    match outcome {
         Ok(Ok(bytes)) => (TAG_RETURNED, bytes, 0),
         Ok(Err(Fail::Encode(message))) => (TAG_ENCODE_FAILED, message.into_bytes(), 1),
         Ok(Err(Fail::BadArgs(message))) => (TAG_BAD_ARGS, message.into_bytes(), 1),
@@ -481,6 +474,28 @@ pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, resu
             let bytes = crate::codec::encode(&report).unwrap_or_default();
             (TAG_PANICKED, bytes, 1)
         }
+    }
+}
+
+/// [`child_main`] for any function (a forked child runs its copy of the
+/// work in place). Inlined into the fork launcher: a forked child maps each
+/// 64 KiB of code it runs with a page fault, so its path stays together.
+#[inline(always)]
+pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
+    install_panic_hook();
+    CHILD
+        .in_child
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Who writes the frame: this process, not a process the function
+    // forked and let return here (its frame would land in a pipe the
+    // parent may have reused for another child by then).
+    let me = os::getpid();
+    let outcome = panic::catch_unwind(AssertUnwindSafe(body));
+    let (tag, payload, code) = match outcome {
+        Ok(Ok(bytes)) => (TAG_RETURNED, bytes, 0),
+        // Out of line: the common path stays a two-way branch (a jump
+        // table would be one more page for a forked child to fault in).
+        other => failure_frame(other),
     };
     let mut header = [0u8; HEADER_LEN];
     header[0] = tag;
