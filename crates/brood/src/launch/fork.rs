@@ -139,7 +139,10 @@ impl Launcher for Fork {
                 table.register(
                     child,
                     children::Entry {
-                        name: spec.name.clone(),
+                        // The child's copy of its own name, reused: every
+                        // allocation and free here touches heap pages the
+                        // child shares.
+                        name: child_me.name.unwrap_or_else(|| spec.name.clone()),
                         daemon: spec.daemon,
                         served: None,
                     },
