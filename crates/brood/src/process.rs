@@ -33,7 +33,7 @@ use crate::handle;
 use crate::launch::{self, Body, HEADER_LEN, Launcher, Popen, Spec, Work};
 use crate::os::{self, ExitStatus, Pid, PidFd};
 use crate::start_method::StartMethod;
-use crate::task::{self, Fail};
+use crate::task;
 
 /// A function running (or about to run) in a child process.
 ///
@@ -108,6 +108,8 @@ struct Running {
     eof: bool,
     /// The exit status, once reaped by `is_alive`/`exitcode`.
     status: Cell<Option<ExitStatus>>,
+    /// The fork launcher's write end (see `Launched::keep`).
+    keep: Option<OwnedFd>,
 }
 
 struct Done<R> {
@@ -252,7 +254,7 @@ impl Builder {
     {
         let body: Body = Box::new(move || {
             let value = f();
-            codec::encode(&value).map_err(|e| Fail::Encode(e.to_string()))
+            launch::encode_value(&value)
         });
         self.build(Ok(Work::Closure(body)), Some(StartMethod::Fork))
     }
@@ -350,7 +352,7 @@ pub unsafe fn allow_fork_with_threads() {
 /// Whether forking now could deadlock the child: other threads run and the
 /// program did not opt in.
 fn fork_is_hazardous() -> bool {
-    if FORK_WITH_THREADS.load(Ordering::SeqCst) {
+    if FORK_WITH_THREADS.load(Ordering::SeqCst) || os::single_threaded() {
         return false;
     }
     let ours = usize::from(children::reaper_running());
@@ -575,6 +577,7 @@ where
                     buf: Vec::new(),
                     eof: false,
                     status: Cell::new(None),
+                    keep: launched.keep,
                 });
                 Ok(())
             }
@@ -655,11 +658,24 @@ where
             .map_err(|e| e.in_process(&self.name));
         let pid = running.popen.pid();
         children::lock().forget(pid);
-        self.state = State::Done(Done {
+        let done = State::Done(Done {
             status,
             pid,
             outcome: None,
         });
+        if let State::Running(Running {
+            result,
+            keep: Some(keep),
+            status: reaped,
+            eof,
+            ..
+        }) = std::mem::replace(&mut self.state, done)
+            && reaped.get().is_some()
+        {
+            // Reaped, so nothing writes to the pipe any more; drained to
+            // `EAGAIN` unless a whole frame ended the reading.
+            launch::fork::recycle(result, keep, !eof);
+        }
         outcome
     }
 
@@ -902,15 +918,29 @@ impl Running {
 
     /// Reads what the pipe holds now, without blocking.
     fn drain(&mut self) -> Result<()> {
+        // The first read goes to a small stack buffer: nothing is allocated
+        // for a child that sends nothing (`()` under fork) or a small frame
+        // (a 4 KiB allocation here would make glibc consolidate its free
+        // chunks: copy-on-write faults while a child shares the heap).
+        let mut small = [std::mem::MaybeUninit::<u8>::uninit(); 64];
         while !self.eof {
             // Read straight into the buffer's spare room: no zeroed scratch
             // buffer, whose pages would be copy-on-write faults after a fork.
-            if self.buf.capacity() - self.buf.len() < 4096 {
+            let first = self.buf.is_empty();
+            if !first && self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(self.buf.len().clamp(4096, 1 << 20));
             }
-            // rustix reads into the spare capacity and extends the length
-            // by what the kernel wrote.
-            let n = rustix::io::read(&self.result, rustix::buffer::spare_capacity(&mut self.buf));
+            let n = if first {
+                // rustix hands back the part of the stack buffer it wrote.
+                rustix::io::read(&self.result, &mut small[..]).map(|(got, _)| {
+                    self.buf.extend_from_slice(got);
+                    got.len()
+                })
+            } else {
+                // rustix reads into the spare capacity and extends the
+                // length by what the kernel wrote.
+                rustix::io::read(&self.result, rustix::buffer::spare_capacity(&mut self.buf))
+            };
             match n {
                 Ok(0) => self.eof = true,
                 Ok(_) => {
@@ -983,6 +1013,15 @@ impl Running {
                     )),
                 };
             }
+        }
+        // No frame and exit code 0: under fork, a function that returned
+        // `()` (or another zero-sized value encoded as nil) sends none.
+        if std::mem::size_of::<R>() == 0
+            && self.buf.is_empty()
+            && status == Some(ExitStatus::Exited(0))
+            && let Ok(value) = codec::decode(launch::UNIT_ENCODING)
+        {
+            return Ok(value);
         }
         Err(match status {
             Some(ExitStatus::Signaled {

@@ -72,7 +72,7 @@ pub(crate) fn to_offset(t: Trampoline) -> i64 {
 ///
 /// `offset` must come from [`to_offset`] in a process running the same
 /// executable (same file, so the same code at the same offsets).
-pub(crate) unsafe fn from_offset(offset: i64) -> Trampoline {
+unsafe fn from_offset(offset: i64) -> Trampoline {
     let addr = (anchor as fn() as usize as i64).wrapping_add(offset) as usize;
     // SAFETY: per the contract, `addr` is the address of a `Trampoline` in
     // this very executable, so it is a valid fn pointer of that type.
@@ -81,7 +81,6 @@ pub(crate) unsafe fn from_offset(offset: i64) -> Trampoline {
 
 /// Device and inode of `/proc/self/exe` ((0, 0) if unreadable): what a code
 /// offset is valid for.
-#[allow(dead_code)] // used by launch/ once it is converted (phase 2)
 pub(crate) fn exe_identity() -> (u64, u64) {
     use std::os::linux::fs::MetadataExt;
     static EXE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
@@ -93,7 +92,6 @@ pub(crate) fn exe_identity() -> (u64, u64) {
 /// The trampoline at `offset`, if `exe` (the sender's [`exe_identity`]) is
 /// this very executable file; `None` otherwise (an offset from another
 /// program names no code here).
-#[allow(dead_code)] // used by launch/ once it is converted (phase 2)
 pub(crate) fn resolve(offset: i64, exe: (u64, u64)) -> Option<Trampoline> {
     if exe != exe_identity() || exe == (0, 0) {
         return None;
@@ -102,6 +100,29 @@ pub(crate) fn resolve(offset: i64, exe: (u64, u64)) -> Option<Trampoline> {
     // same executable file (device and inode checked just above), so it
     // names a `Trampoline` here too.
     Some(unsafe { from_offset(offset) })
+}
+
+/// What `()` (and any other value of a zero-sized type that encodes as
+/// MessagePack's nil) encodes to. A child whose function returned such a
+/// value writes no frame at all under fork (see `launch::child_main`): exit code
+/// 0 says everything, and the parent decodes the value from these bytes.
+pub(crate) const UNIT_ENCODING: &[u8] = &[0xc0];
+
+/// Encodes a child's return value. A zero-sized value that encodes as nil
+/// (`()`, unit structs) gives an empty vector, allocating nothing: the
+/// child then sends [`UNIT_ENCODING`], or under fork no frame.
+pub(crate) fn encode_value<R: Serialize>(value: &R) -> Result<Vec<u8>, Fail> {
+    if std::mem::size_of::<R>() == 0 {
+        let mut buf = [0u8; 8];
+        let mut rest = &mut buf[..];
+        if rmp_serde::encode::write_named(&mut rest, value).is_ok()
+            && rest.len() == buf.len() - UNIT_ENCODING.len()
+            && buf.starts_with(UNIT_ENCODING)
+        {
+            return Ok(Vec::new());
+        }
+    }
+    crate::codec::encode(value).map_err(|e| Fail::Encode(e.to_string()))
 }
 
 /// Proves at compile time that `F` captures nothing.
@@ -137,7 +158,7 @@ where
     // SAFETY: only instantiated by `Process::new` and friends for an `F` that
     // passed `assert_captures_nothing` and is a function or closure type.
     let f = unsafe { conjure::<F>() };
-    codec::encode(&f()).map_err(|e| Fail::Encode(e.to_string()))
+    encode_value(&f())
 }
 
 pub(crate) fn trampoline1<F, A, R>(args: &[u8]) -> std::result::Result<Vec<u8>, Fail>
@@ -149,7 +170,7 @@ where
     let args: A = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
     // SAFETY: as in `trampoline0`.
     let f = unsafe { conjure::<F>() };
-    codec::encode(&f(args)).map_err(|e| Fail::Encode(e.to_string()))
+    encode_value(&f(args))
 }
 
 /// One function registered with `#[brood::task]`. Built by the macro; you do
@@ -217,5 +238,5 @@ where
     R: Serialize,
 {
     let args: A = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
-    codec::encode(&f(args)).map_err(|e| Fail::Encode(e.to_string()))
+    encode_value(&f(args))
 }

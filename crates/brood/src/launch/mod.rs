@@ -8,7 +8,9 @@
 //! exits. Tag 0: the function returned, payload is the encoded value; tag 1:
 //! it panicked, payload is an encoded [`PanicReport`]; tag 2: the value could
 //! not be encoded, payload is the message. No complete frame means the child
-//! died (or exited) before returning, and its exit status says how.
+//! died (or exited) before returning, and its exit status says how — except
+//! under fork, where a `()` (zero-sized, nil-encoded) value is sent as no
+//! frame and exit code 0 (see `UNIT_ENCODING` and README.md).
 
 pub(crate) mod fork;
 pub(crate) mod forkserver;
@@ -198,12 +200,11 @@ impl Job {
         }
         match self.target {
             WireTarget::Offset(offset) => {
-                if self.exe != exe_identity() || self.exe == (0, 0) {
+                // Only valid in this same executable file (device and inode
+                // checked by `resolve`).
+                let Some(call) = crate::task::resolve(offset, self.exe) else {
                     return Err("the parent runs a different executable; functions cross by offset only within the same one (use #[brood::task])".into());
-                }
-                // SAFETY: the offset came from `to_offset` in a process running
-                // this same executable file (device and inode checked above).
-                let call = unsafe { crate::task::from_offset(offset) };
+                };
                 let args = self.args;
                 Ok(Work::Function { call, args, fds }.into_body())
             }
@@ -215,14 +216,7 @@ impl Job {
     }
 }
 
-/// Device and inode of `/proc/self/exe` ((0, 0) if unreadable).
-pub(crate) fn exe_identity() -> (u64, u64) {
-    use std::os::linux::fs::MetadataExt;
-    static EXE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-    *EXE.get_or_init(|| {
-        std::fs::metadata("/proc/self/exe").map_or((0, 0), |m| (m.st_dev(), m.st_ino()))
-    })
-}
+pub(crate) use crate::task::exe_identity;
 
 /// A start method: makes a child that runs the work in `work` (always
 /// `Some` when called).
@@ -241,6 +235,11 @@ pub(crate) struct Launched {
     pub(crate) popen: Popen,
     /// Read end of the result pipe (non-blocking, close-on-exec).
     pub(crate) result: OwnedFd,
+    /// The fork launcher's own copy of the pipe's write end: kept while the
+    /// child runs (so the child's exit is one wake-up, not an end-of-file
+    /// and then the exit), and the pipe reused for the next child once this
+    /// one is joined (see `fork::recycle`). `None` for the other launchers.
+    pub(crate) keep: Option<OwnedFd>,
 }
 
 /// The parent's view of one running child, whatever started it.
@@ -302,11 +301,32 @@ thread_local! {
     static LAST_PANIC: std::cell::RefCell<Option<PanicReport>> = const { std::cell::RefCell::new(None) };
 }
 
-static IN_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-/// Set in a forked child (`fork.rs`): other threads of the parent may have
-/// held locks at the fork, so the child reads nothing lockable on brood's
-/// behalf (the backtrace wish comes from [`WANT_BACKTRACE`]).
-pub(crate) static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// What a child process knows about itself, in one static that starts with
+/// a non-zero byte: it then sits in `.data` beside brood's other statics a
+/// forked child writes (the children table, the forkserver client's fd),
+/// not in `.bss`. Each page a forked child writes costs it a copy-on-write
+/// fault.
+#[repr(C)]
+pub(crate) struct ChildFlags {
+    _in_data: u8,
+    /// Set in every brood child (`child_main`).
+    pub(crate) in_child: std::sync::atomic::AtomicBool,
+    /// Set in a forked child (`fork.rs`): other threads of the parent may
+    /// have held locks at the fork, so the child reads nothing lockable on
+    /// brood's behalf (the backtrace wish comes from [`WANT_BACKTRACE`]).
+    pub(crate) forked: std::sync::atomic::AtomicBool,
+    /// Set in a forked child whose parent can read its exit status (SIGCHLD
+    /// not ignored): a value that encodes as [`UNIT_ENCODING`] is then sent
+    /// as no frame at all.
+    pub(crate) unit_without_frame: std::sync::atomic::AtomicBool,
+}
+
+pub(crate) static CHILD: ChildFlags = ChildFlags {
+    _in_data: 1,
+    in_child: std::sync::atomic::AtomicBool::new(false),
+    forked: std::sync::atomic::AtomicBool::new(false),
+    unit_without_frame: std::sync::atomic::AtomicBool::new(false),
+};
 /// The pid of a spawned child (set by `spawn::child`): that process, and
 /// no child it forks, ends through `exit` so its atexit handlers run.
 static EXIT_HOOKS_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -322,10 +342,23 @@ static WANT_BACKTRACE: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 
 /// Reads `RUST_BACKTRACE` for the child about to be forked.
 pub(crate) fn note_backtrace_wish() {
-    WANT_BACKTRACE.store(backtrace_wanted(), std::sync::atomic::Ordering::Relaxed);
+    use std::sync::atomic::Ordering::Relaxed;
+    // Stored only when it changes: a write to a page costs a copy-on-write
+    // fault per child.
+    let want = backtrace_wanted();
+    if WANT_BACKTRACE.load(Relaxed) != want {
+        WANT_BACKTRACE.store(want, Relaxed);
+    }
 }
 
 fn backtrace_wanted() -> bool {
+    // A single-threaded process reads it without std's environment lock
+    // (no other thread can be writing the environment): taking the lock is
+    // a write to a page the parent otherwise leaves alone between forks,
+    // and each such page costs it a copy-on-write fault per child.
+    if let Some(want) = os::env_flag_unlocked(c"RUST_BACKTRACE") {
+        return want;
+    }
     std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
 }
 static HOOK: std::sync::Once = std::sync::Once::new();
@@ -345,9 +378,9 @@ pub(crate) fn install_panic_hook() {
     HOOK.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if IN_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
+            if CHILD.in_child.load(std::sync::atomic::Ordering::Relaxed) {
                 // A forked child must not take std's environment lock.
-                let want_bt = if FORKED.load(std::sync::atomic::Ordering::Relaxed) {
+                let want_bt = if CHILD.forked.load(std::sync::atomic::Ordering::Relaxed) {
                     WANT_BACKTRACE.load(std::sync::atomic::Ordering::Relaxed)
                 } else {
                     backtrace_wanted()
@@ -378,36 +411,36 @@ fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Writes header and payload with as few writes as the pipe allows (one,
-/// usually), so the parent wakes once.
+/// usually), so the parent wakes once. The fd may be non-blocking (the
+/// fork launcher's pipe is, at both ends): a full pipe is waited out with
+/// `poll`, never dropped.
 fn write_frame(fd: &OwnedFd, header: &[u8], payload: &[u8]) {
-    use std::os::fd::AsRawFd;
-    let iov = [
-        libc::iovec {
-            iov_base: header.as_ptr() as *mut libc::c_void,
-            iov_len: header.len(),
-        },
-        libc::iovec {
-            iov_base: payload.as_ptr() as *mut libc::c_void,
-            iov_len: payload.len(),
-        },
-    ];
-    let n = loop {
-        // SAFETY: both iovecs point into live slices for the call.
-        let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
-        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            break n;
-        }
-    };
-    if n < 0 {
-        return;
-    }
-    let n = n as usize;
-    if n < header.len() {
-        let _ = os::write_all_raw(fd, &header[n..]) && os::write_all_raw(fd, payload);
-    } else {
-        os::write_all_raw(fd, &payload[n - header.len()..]);
+    let (mut header, mut payload) = (header, payload);
+    while !header.is_empty() || !payload.is_empty() {
+        let iov = [
+            std::io::IoSlice::new(header),
+            std::io::IoSlice::new(payload),
+        ];
+        // rustix makes the syscall itself: no allocation, no lock.
+        let n = match rustix::io::writev(fd, &iov) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => {
+                // The parent drains the pipe while it waits for us.
+                os::wait_writable(fd);
+                continue;
+            }
+            Err(_) => return,
+        };
+        let from_header = n.min(header.len());
+        header = &header[from_header..];
+        payload = &payload[n - from_header..];
     }
 }
+
+// The value encoding lives with the trampolines that use it (`task`,
+// below this module); re-exported for the launchers and `Process`.
+pub(crate) use crate::task::{UNIT_ENCODING, encode_value};
 
 /// The child's side of every start method: run the body under
 /// `catch_unwind`, write the result frame, clean up its own children, flush
@@ -427,13 +460,14 @@ pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
     child_main_with(body, result)
 }
 
-/// [`child_main`] for any function (a forked child runs its copy of the
-/// work in place).
-pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
-    install_panic_hook();
-    IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
-    let outcome = panic::catch_unwind(AssertUnwindSafe(body));
-    let (tag, payload, code) = match outcome {
+/// The frame's tag, payload and exit code for a body that did not return a
+/// value.
+#[cold]
+#[inline(never)]
+fn failure_frame(
+    outcome: Result<Result<Vec<u8>, Fail>, Box<dyn std::any::Any + Send>>,
+) -> (u8, Vec<u8>, i32) {
+    match outcome {
         Ok(Ok(bytes)) => (TAG_RETURNED, bytes, 0),
         Ok(Err(Fail::Encode(message))) => (TAG_ENCODE_FAILED, message.into_bytes(), 1),
         Ok(Err(Fail::BadArgs(message))) => (TAG_BAD_ARGS, message.into_bytes(), 1),
@@ -451,6 +485,28 @@ pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, resu
             let bytes = crate::codec::encode(&report).unwrap_or_default();
             (TAG_PANICKED, bytes, 1)
         }
+    }
+}
+
+/// [`child_main`] for any function (a forked child runs its copy of the
+/// work in place). Inlined into the fork launcher: a forked child maps each
+/// 64 KiB of code it runs with a page fault, so its path stays together.
+#[inline(always)]
+pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
+    install_panic_hook();
+    CHILD
+        .in_child
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Who writes the frame: this process, not a process the function
+    // forked and let return here (its frame would land in a pipe the
+    // parent may have reused for another child by then).
+    let me = os::getpid();
+    let outcome = panic::catch_unwind(AssertUnwindSafe(body));
+    let (tag, payload, code) = match outcome {
+        Ok(Ok(bytes)) => (TAG_RETURNED, bytes, 0),
+        // Out of line: the common path stays a two-way branch (a jump
+        // table would be one more page for a forked child to fault in).
+        other => failure_frame(other),
     };
     let mut header = [0u8; HEADER_LEN];
     header[0] = tag;
@@ -463,9 +519,23 @@ pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, resu
         use std::io::Write;
         let _ = std::io::stdout().flush();
     });
-    write_frame(&result, &header, &payload);
-    drop(result);
-    if EXIT_HOOKS_PID.load(std::sync::atomic::Ordering::Relaxed) == os::getpid().as_raw() {
+    // A returned nil-encoded value needs no frame under fork: exit code 0
+    // says it (the parent decodes `UNIT_ENCODING`). Elsewhere it is sent.
+    let unit = tag == TAG_RETURNED && payload.is_empty();
+    let now = os::getpid();
+    if now == me
+        && !(unit
+            && CHILD
+                .unit_without_frame
+                .load(std::sync::atomic::Ordering::Relaxed))
+    {
+        let payload: &[u8] = if unit { UNIT_ENCODING } else { &payload };
+        header[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        write_frame(&result, &header, payload);
+    }
+    // Not closed: exit closes it (one syscall fewer).
+    std::mem::forget(result);
+    if EXIT_HOOKS_PID.load(std::sync::atomic::Ordering::Relaxed) == now.as_raw() {
         std::process::exit(code)
     }
     os::exit_now(code)

@@ -46,6 +46,7 @@ impl Launcher for Spawn {
         Ok(Launched {
             popen: Popen::Direct(pidfd),
             result: ours,
+            keep: None,
         })
     }
 }
