@@ -120,7 +120,7 @@ pub(crate) fn send_frame(fd: &impl AsRawFd, bytes: &[u8], fds: &[RawFd]) -> io::
 
 /// Reads one `[len: u64 LE][bytes]` frame and the fds that came with it,
 /// refusing lengths over the limit.
-pub(crate) fn recv_frame(fd: &impl AsRawFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+pub(crate) fn recv_frame(fd: &(impl AsRawFd + AsFd)) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut header = [0u8; 8];
     let fds = recv_exact_with_fds(fd, &mut header)?;
     let len = u64::from_le_bytes(header);

@@ -697,19 +697,10 @@ pub(crate) fn pipe_cloexec() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::O
 /// `fcntl` take three).
 pub(crate) fn pipe_cloexec_nonblocking() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>
 {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
+    use rustix::pipe::PipeFlags;
+    Ok(rustix::pipe::pipe_with(
+        PipeFlags::CLOEXEC | PipeFlags::NONBLOCK,
+    )?)
 }
 
 /// A slot for one pair of fds kept for reuse, shared by threads without a
@@ -778,11 +769,12 @@ impl FdPairSlot {
 
 /// Whether a non-blocking pipe's read end holds nothing now (a read finds
 /// no data; what it read, if anything, is lost, so the pipe is not reused).
-pub(crate) fn is_drained(fd: &impl std::os::fd::AsRawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: one writable byte for the call.
-    let n = unsafe { libc::read(fd.as_raw_fd(), (&raw mut byte).cast(), 1) };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+pub(crate) fn is_drained(fd: &impl std::os::fd::AsFd) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        rustix::io::read(fd, &mut byte),
+        Err(rustix::io::Errno::AGAIN)
+    )
 }
 
 /// Closes `fd` (errors ignored, as `OwnedFd`'s drop does), with
@@ -852,21 +844,15 @@ pub(crate) fn write_all_raw(fd: &impl std::os::fd::AsFd, mut buf: &[u8]) -> bool
 }
 
 /// Reads until `buf` is full or EOF; returns how many bytes were read.
-pub(crate) fn read_full(fd: &impl std::os::fd::AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(fd: &impl std::os::fd::AsFd, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
-        let n = unsafe { libc::read(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) };
-        match n {
-            0 => break,
-            n if n > 0 => filled += n as usize,
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
+        // rustix makes the raw syscall: no allocation, no lock.
+        match rustix::io::read(fd, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(filled)
