@@ -485,6 +485,9 @@ impl Ring {
                     let next = self.write(tail, wrap, FIRST, &bytes[..max as usize]);
                     self.commit(next);
                     let result = self.put_rest(&bytes[max as usize..], wait);
+                    if result.is_err() {
+                        self.take_back(tail);
+                    }
                     drop(held);
                     return result;
                 }
@@ -519,6 +522,38 @@ impl Ring {
             rest = &rest[n..];
         }
         Ok(())
+    }
+
+    /// With `put_lock` held, after a piece-wise put gave up (timeout,
+    /// `block=false`, close): takes its committed pieces back by moving
+    /// `tail` back to `start`, where the message began, so that they take
+    /// no room and an empty queue accepts the next put at once (Python:
+    /// a put that raised `Full` left nothing behind). Only when no consumer
+    /// holds `get_lock` (else that consumer is reassembling the message and
+    /// drops it itself, I2) and `head` has not passed `start`. Order for
+    /// crash safety (I5): `tail_seen` first (a consumer that finds it short
+    /// of `tail` just reloads `tail`), then `tail`; a producer killed in
+    /// between leaves orphan pieces, which consumers skip (I2).
+    fn take_back(&self, start: u64) {
+        let s = self.s();
+        let c = &s.consumer.0;
+        match c.get_lock.acquire(How::Try) {
+            Outcome::Busy => return,
+            Outcome::Acquired { poisoned } => {
+                if poisoned {
+                    c.get_lock.clear_poison();
+                }
+            }
+        }
+        let held = Held(&c.get_lock);
+        let head = c.head.load(Ordering::SeqCst);
+        let tail = s.producer.0.tail.load(Ordering::Relaxed);
+        // `head` in [.., start]: the pieces in [start, tail) are all there.
+        if bytes_between(tail, head) >= bytes_between(tail, start) && msgs(tail) == msgs(start) {
+            c.tail_seen.store(start, Ordering::SeqCst);
+            s.producer.0.tail.store(start, Ordering::SeqCst);
+        }
+        drop(held);
     }
 
     /// Whether a record of `need` bytes (header included) fits at `tail`;
