@@ -119,6 +119,12 @@ const ON_PURPOSE: &[(&str, &str, &str)] = &[
     // left before reporting Closed; Python's closing process gets
     // ValueError at once (and another process's get blocks for ever).
     ("get_after_close", "Closed", "ok:'a'"),
+    ("get_nowait_after_close", "Closed", "ok:1"),
+    // After close, Python's closing process cannot read its reader any
+    // more, but qsize/empty still count what is there (brood: the same,
+    // and then drains it: qsize_after_close runs after the drain above).
+    ("qsize_after_close", "ok:1", "ok:0"),
+    ("empty_after_close", "ok:False", "ok:True"),
 ];
 
 /// Runs the cases of queue_cases.py on brood's queues, in the same order
@@ -224,6 +230,13 @@ fn brood_outcomes() -> Vec<(&'static str, String, Duration)> {
     run("get_after_close", &mut || {
         get(qc.get_timeout(Duration::from_secs(1)))
     });
+    let qf = Queue::<i64>::bounded(1).unwrap();
+    qf.put(1).unwrap();
+    qf.close();
+    run("put_nowait_full_after_close", &mut || put(qf.try_put(2)));
+    run("get_nowait_after_close", &mut || get(qf.try_get()));
+    run("qsize_after_close", &mut || ok(qf.qsize()));
+    run("empty_after_close", &mut || ok(qf.is_empty()));
     run("close_twice", &mut || {
         qc.close();
         "ok:None".to_string()
@@ -247,6 +260,12 @@ fn brood_outcomes() -> Vec<(&'static str, String, Duration)> {
     j.task_done().unwrap();
     j.task_done().unwrap();
     run("join_all_done", &mut || joined(&j));
+    j.put(3).unwrap();
+    j.close();
+    run("joinable_task_done_after_close", &mut || {
+        done(j.task_done())
+    });
+    run("joinable_join_after_close", &mut || joined(&j));
     let jc = JoinableQueue::<i64>::new().unwrap();
     jc.close();
     run("joinable_put_after_close", &mut || put(jc.put(1)));
