@@ -78,7 +78,8 @@ def main():
     run("put_nowait_full_after_close", lambda: qf.put_nowait(2))
     run("get_nowait_after_close", lambda: qf.get_nowait())
     run("qsize_after_close", lambda: qf.qsize())
-    run("empty_after_close", lambda: qf.empty())
+    # (not empty() after close: Python 3.11 answers False or raises
+    # OSError, depending on a race with its own feeder thread)
     # JoinableQueue.
     j = ctx.JoinableQueue()
     run("join_empty", lambda: j.join())
