@@ -1087,6 +1087,30 @@ mod tests {
     }
 
     #[test]
+    fn a_put_that_gives_up_takes_its_pieces_back_unless_a_consumer_reads() {
+        let r = ring(4096, 0);
+        let big = vec![9u8; 50_000];
+        let start = r.s().producer.0.tail.load(Ordering::SeqCst);
+        // No consumer: the pieces written are taken back (I5).
+        assert_eq!(r.put(&big, Wait::Poll), Err(Fail::WouldBlock));
+        assert_eq!(r.s().producer.0.tail.load(Ordering::SeqCst), start);
+        assert_eq!(r.s().consumer.0.tail_seen.load(Ordering::SeqCst), start);
+        r.put(b"next", Wait::Poll).unwrap();
+        assert_eq!(get(&r).unwrap(), b"next");
+        // get_lock held (a consumer mid-get): the pieces stay, and the next
+        // get skips them (I2).
+        let held = take(&r.s().consumer.0.get_lock, Wait::Poll).unwrap();
+        let before = r.s().producer.0.tail.load(Ordering::SeqCst);
+        assert_eq!(r.put(&big, Wait::Poll), Err(Fail::WouldBlock));
+        assert_ne!(r.s().producer.0.tail.load(Ordering::SeqCst), before);
+        drop(held);
+        assert_eq!(r.qsize(), 0);
+        assert_eq!(get(&r), Err(Fail::WouldBlock));
+        r.put(b"after", Wait::Poll).unwrap();
+        assert_eq!(get(&r).unwrap(), b"after");
+    }
+
+    #[test]
     fn orphan_pieces_are_skipped() {
         let r = ring(4096, 0);
         let p = &r.s().producer.0;
