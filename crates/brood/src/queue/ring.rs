@@ -485,6 +485,9 @@ impl Ring {
                     let next = self.write(tail, wrap, FIRST, &bytes[..max as usize]);
                     self.commit(next);
                     let result = self.put_rest(&bytes[max as usize..], wait);
+                    if result.is_err() {
+                        self.take_back(tail);
+                    }
                     drop(held);
                     return result;
                 }
@@ -519,6 +522,38 @@ impl Ring {
             rest = &rest[n..];
         }
         Ok(())
+    }
+
+    /// With `put_lock` held, after a piece-wise put gave up (timeout,
+    /// `block=false`, close): takes its committed pieces back by moving
+    /// `tail` back to `start`, where the message began, so that they take
+    /// no room and an empty queue accepts the next put at once (Python:
+    /// a put that raised `Full` left nothing behind). Only when no consumer
+    /// holds `get_lock` (else that consumer is reassembling the message and
+    /// drops it itself, I2) and `head` has not passed `start`. Order for
+    /// crash safety (I5): `tail_seen` first (a consumer that finds it short
+    /// of `tail` just reloads `tail`), then `tail`; a producer killed in
+    /// between leaves orphan pieces, which consumers skip (I2).
+    fn take_back(&self, start: u64) {
+        let s = self.s();
+        let c = &s.consumer.0;
+        match c.get_lock.acquire(How::Try) {
+            Outcome::Busy => return,
+            Outcome::Acquired { poisoned } => {
+                if poisoned {
+                    c.get_lock.clear_poison();
+                }
+            }
+        }
+        let held = Held(&c.get_lock);
+        let head = c.head.load(Ordering::SeqCst);
+        let tail = s.producer.0.tail.load(Ordering::Relaxed);
+        // `head` in [.., start]: the pieces in [start, tail) are all there.
+        if bytes_between(tail, head) >= bytes_between(tail, start) && msgs(tail) == msgs(start) {
+            c.tail_seen.store(start, Ordering::SeqCst);
+            s.producer.0.tail.store(start, Ordering::SeqCst);
+        }
+        drop(held);
     }
 
     /// Whether a record of `need` bytes (header included) fits at `tail`;
@@ -1049,6 +1084,30 @@ mod tests {
         r.put(&big, Wait::forever()).unwrap();
         assert_eq!(reader.join().unwrap().unwrap(), big);
         assert_eq!(r.qsize(), 0);
+    }
+
+    #[test]
+    fn a_put_that_gives_up_takes_its_pieces_back_unless_a_consumer_reads() {
+        let r = ring(4096, 0);
+        let big = vec![9u8; 50_000];
+        let start = r.s().producer.0.tail.load(Ordering::SeqCst);
+        // No consumer: the pieces written are taken back (I5).
+        assert_eq!(r.put(&big, Wait::Poll), Err(Fail::WouldBlock));
+        assert_eq!(r.s().producer.0.tail.load(Ordering::SeqCst), start);
+        assert_eq!(r.s().consumer.0.tail_seen.load(Ordering::SeqCst), start);
+        r.put(b"next", Wait::Poll).unwrap();
+        assert_eq!(get(&r).unwrap(), b"next");
+        // get_lock held (a consumer mid-get): the pieces stay, and the next
+        // get skips them (I2).
+        let held = take(&r.s().consumer.0.get_lock, Wait::Poll).unwrap();
+        let before = r.s().producer.0.tail.load(Ordering::SeqCst);
+        assert_eq!(r.put(&big, Wait::Poll), Err(Fail::WouldBlock));
+        assert_ne!(r.s().producer.0.tail.load(Ordering::SeqCst), before);
+        drop(held);
+        assert_eq!(r.qsize(), 0);
+        assert_eq!(get(&r), Err(Fail::WouldBlock));
+        r.put(b"after", Wait::Poll).unwrap();
+        assert_eq!(get(&r).unwrap(), b"after");
     }
 
     #[test]
