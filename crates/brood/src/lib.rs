@@ -27,6 +27,8 @@
 //!   [`sync`]: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
 //!   `Condition`, `Event`, `Barrier`, all process-shared, with a dead holder
 //!   reported rather than deadlocking.
+//! - [`Pool`] ([`pool`]): worker processes for `apply`, `map`, `imap` and
+//!   friends; a dead worker fails only the task it held, never a hang.
 //! - [`os`]: the syscall layer, public for the lessons of the tutorial this
 //!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
 //! - [`codec`]: the one serialization format (MessagePack).
@@ -66,6 +68,7 @@ mod error;
 pub mod handle;
 mod launch;
 pub mod os;
+pub mod pool;
 mod process;
 pub mod shm;
 pub mod sync;
@@ -75,6 +78,7 @@ pub use brood_macros::task;
 pub use connection::{Connection, pipe};
 pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
 pub use error::{Error, ErrorKind, PanicReport, Result};
+pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     Builder, Process, ProcessInfo, active_children, allow_fork_with_threads, cpu_count,
     current_process, parent_process,

@@ -17,10 +17,13 @@
 mod pidfd;
 pub mod proc;
 pub(crate) mod scm;
+mod sigint;
 
 use std::fmt;
 use std::io;
 use std::time::Duration;
+
+pub(crate) use sigint::{SigintPipe, ignore_sigint, subscribe as subscribe_sigint};
 
 pub use pidfd::PidFd;
 pub use proc::{ProcInfo, ProcState};
