@@ -684,3 +684,23 @@ fn a_failing_initializer_breaks_the_pool_instead_of_looping() {
 fn zero_processes_is_an_error() {
     assert_eq!(Pool::new(0).unwrap_err().kind(), ErrorKind::InvalidState);
 }
+
+#[test]
+fn an_initializer_that_kills_its_worker_breaks_the_pool_instead_of_looping() {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(|()| os::exit_now(7), ())
+        .build()
+        .unwrap();
+    let r = pool.apply_async(|x: u8| x, 1);
+    let err = match r {
+        Ok(r) => r.get_timeout(Duration::from_secs(30)).unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::PoolClosed, "{err}");
+    assert!(err.to_string().contains("exited with code 7"), "{err}");
+    let pids = pool.worker_pids();
+    drop(pool);
+    wait_gone(&pids, Duration::from_secs(5));
+    common::assert_no_zombie_children();
+}

@@ -11,6 +11,7 @@ use crate::context::StartMethod;
 use crate::error::{Error, ErrorKind, Result};
 use crate::os::{self, ExitStatus, Pid};
 use crate::process::Process;
+use crate::shm::RawValue;
 
 use super::job::{Item, Job, UnitOutcome};
 use super::worker::{self, Boot, InitBlob, Reader, SEQ_INIT_FAILED};
@@ -136,6 +137,8 @@ pub(crate) struct Config {
 
 struct Worker {
     process: Process<()>,
+    /// `seq + 1` of the unit it began last (see `Boot::started`).
+    started: RawValue<u64>,
     conn: Connection,
     name: Arc<str>,
     pid: Pid,
@@ -176,6 +179,10 @@ pub(crate) struct Supervisor {
     start_failure: Option<(Error, Instant)>,
     /// The initializer failed: no more workers are started.
     broken: bool,
+    /// Workers that died before they began any unit, since the last result
+    /// from any worker: too many means they cannot start (an initializer
+    /// that crashes the process), and the pool breaks instead of looping.
+    boot_deaths: usize,
 }
 
 impl Waitable for os::SigintPipe {
@@ -215,6 +222,7 @@ pub(crate) fn new(config: Config) -> Result<(Arc<Shared>, Supervisor)> {
         next_worker: 1,
         start_failure: None,
         broken: false,
+        boot_deaths: 0,
     };
     Ok((shared, sup))
 }
@@ -237,7 +245,9 @@ impl Supervisor {
         mine.set_max_message(crate::codec::DEFAULT_MAX_FRAME);
         let name: Arc<str> = format!("PoolWorker-{}", self.next_worker).into();
         self.next_worker += 1;
+        let started = RawValue::new(0u64)?;
         let boot = Boot {
+            started: started.clone(),
             conn: theirs,
             exe: crate::launch::exe_identity(),
             init: self.config.init.clone(),
@@ -252,6 +262,7 @@ impl Supervisor {
         let pid = process.pid().expect("a started process has a pid");
         Ok(Worker {
             process,
+            started,
             conn: mine,
             name,
             pid,
@@ -420,6 +431,7 @@ impl Supervisor {
         let per = w.service.as_nanos().max(1);
         w.window = ((TARGET_QUEUED.as_nanos() / per) as usize).clamp(2, MAX_WINDOW);
         let worker = w.name.clone();
+        self.boot_deaths = 0;
         unit.job
             .deliver(unit.index, UnitOutcome::Items { worker, items });
         Some(())
@@ -446,7 +458,7 @@ impl Supervisor {
     }
 
     /// Reaps dead workers, failing the unit each held and requeueing the
-    /// rest (invariant 2).
+    /// ones it never began (invariant 2).
     fn bury_dead(&mut self) {
         let mut changed = false;
         let mut i = 0;
@@ -461,7 +473,14 @@ impl Supervisor {
             let mut w = self.workers.swap_remove(i);
             let status = reap(&mut w.process);
             let mut held = std::mem::take(&mut w.outstanding);
-            if let Some((_, unit, _)) = held.pop_front() {
+            // It held the first outstanding unit only if it began it; if
+            // it died before (killed while idle, or before reading), that
+            // unit goes back to the queue like the others.
+            let began = w.started.get();
+            if let Some((seq, _, _)) = held.front()
+                && began == seq.wrapping_add(1)
+                && let Some((_, unit, _)) = held.pop_front()
+            {
                 let how = describe(status);
                 unit.fail(Error::worker_lost(
                     format!(
@@ -471,9 +490,24 @@ impl Supervisor {
                     status,
                 ));
             }
-            // The rest never started: back to the front, in order.
+            // The rest never began: back to the front, in order.
             while let Some((_, unit, _)) = held.pop_back() {
                 self.queue.push_front(unit);
+            }
+            if began == 0 && !w.quitting {
+                self.boot_deaths += 1;
+                if self.boot_deaths > 2 * self.config.processes + 2 && !self.broken {
+                    let message = format!(
+                        "the pool's workers keep dying before they run anything (the last one {}); \
+                         is the initializer crashing?",
+                        describe(status)
+                    );
+                    self.shared.lock().broken = Some(message.clone());
+                    self.broken = true;
+                    self.fail_everything_keep_workers(|| {
+                        Error::simple(ErrorKind::PoolClosed, message.clone())
+                    });
+                }
             }
         }
         if changed {

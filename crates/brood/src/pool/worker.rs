@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::connection::Connection;
 use crate::launch::{self, WireTarget};
+use crate::shm::RawValue;
 use crate::task::{Fail, Trampoline};
 
 /// `func` tag: a trampoline offset follows (`i64` LE).
@@ -31,6 +32,10 @@ pub(crate) struct Boot {
     pub(crate) init: Option<InitBlob>,
     /// Leave SIGINT to the parent (see `PoolBuilder::interrupt_on_sigint`).
     pub(crate) ignore_sigint: bool,
+    /// Shared with the supervisor: `seq + 1` of the unit the worker began
+    /// last (0: none yet), so that a death is charged to the unit it held
+    /// and never to one it had not started.
+    pub(crate) started: RawValue<u64>,
 }
 
 /// An initializer as it crosses to each worker: its function, its encoded
@@ -147,6 +152,7 @@ pub(crate) fn worker_main(boot: Boot) {
         exe,
         init,
         ignore_sigint,
+        started,
     } = boot;
     conn.set_max_message(crate::codec::DEFAULT_MAX_FRAME);
     if ignore_sigint {
@@ -173,7 +179,7 @@ pub(crate) fn worker_main(boot: Boot) {
         }
         let mut r = Reader::new(&batch);
         while !r.is_empty() {
-            let Some(()) = run_unit(&mut r, &mut out, exe, &mut named) else {
+            let Some(()) = run_unit(&mut r, &mut out, exe, &mut named, &started) else {
                 return; // a malformed batch: leave, the supervisor sees why
             };
             if conn.send_bytes(&out).is_err() {
@@ -190,8 +196,10 @@ fn run_unit(
     out: &mut Vec<u8>,
     exe: (u64, u64),
     named: &mut HashMap<Vec<u8>, Resolved>,
+    started: &RawValue<u64>,
 ) -> Option<()> {
     let seq = r.u64()?;
+    started.set(seq.wrapping_add(1));
     let func = match r.u8()? {
         FUNC_OFFSET => {
             let offset = r.u64()? as i64;
