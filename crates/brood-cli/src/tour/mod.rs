@@ -17,6 +17,7 @@ pub(crate) mod kit;
 mod orphan;
 mod pids;
 mod pipe;
+mod pool;
 mod process;
 mod semaphore;
 mod shared_memory;
@@ -130,6 +131,12 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "Semaphore, BoundedSemaphore, Event, Barrier",
         summary: "at most 3 of 6 tasks at a time (timeline), over-release refused, set/wait, barrier indices",
         run: semaphore::run,
+    },
+    Topic {
+        name: "pool",
+        title: "Pool: worker processes for many tasks",
+        summary: "the reference's Pool(4) with apply_async/close/join/get, map over a range, a killed worker's task reports WorkerLost",
+        run: pool::run,
     },
 ];
 

@@ -470,7 +470,7 @@ impl Supervisor {
             changed = true;
             // Results written before it died are still in the socket.
             self.read_results(i);
-            let mut w = self.workers.swap_remove(i);
+            let mut w = self.workers.remove(i);
             let status = reap(&mut w.process);
             let mut held = std::mem::take(&mut w.outstanding);
             // It held the first outstanding unit only if it began it; if
