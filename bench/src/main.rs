@@ -28,6 +28,7 @@
 //! which also runs the Python and C sides and writes the report.
 
 mod pipes;
+mod pool;
 mod sync;
 
 /// Starts a C floor program in `--driven` mode, found through `$env`, else
@@ -245,8 +246,8 @@ fn main() {
             "--table" => {
                 let t = args.next().expect("--table needs start, pipes or sync");
                 assert!(
-                    ["start", "pipes", "sync"].contains(&t.as_str()),
-                    "--table is start, pipes or sync, not {t:?}"
+                    ["start", "pipes", "sync", "pool"].contains(&t.as_str()),
+                    "--table is start, pipes, sync or pool, not {t:?}"
                 );
                 table = Some(t);
             }
@@ -268,6 +269,10 @@ fn main() {
                 for name in sync::row_names() {
                     eprintln!("  {name}");
                 }
+                eprintln!("pool table (workloads):");
+                for name in pool::row_names() {
+                    eprintln!("  {name}");
+                }
                 return;
             }
             other => panic!("unknown argument {other:?} (try --help)"),
@@ -281,6 +286,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "sync") {
         sync::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "pool") {
+        pool::run(only.as_deref());
     }
 }
 

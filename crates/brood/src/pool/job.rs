@@ -46,6 +46,9 @@ pub(crate) struct JobInner {
     taken: bool,
     /// Set once `expected == received` and the hook ran.
     complete: bool,
+    /// Threads waiting for arrivals (`imap`): only then does a delivery
+    /// wake anyone. Waiters for completion are woken once, at the end.
+    arrival_waiters: usize,
 }
 
 /// Shared by the supervisor (which delivers) and one typed handle.
@@ -65,6 +68,7 @@ impl Job {
                 decoded: None,
                 taken: false,
                 complete: false,
+                arrival_waiters: 0,
             }),
             cond: Condvar::new(),
         });
@@ -84,11 +88,15 @@ impl Job {
         let mut inner = self.lock();
         inner.arrived.push_back((index, outcome));
         inner.received += 1;
+        let mut wake = inner.arrival_waiters > 0;
         if inner.expected == Some(inner.received) {
             self.finish(&mut inner);
+            wake = true;
         }
         drop(inner);
-        self.cond.notify_all();
+        if wake {
+            self.cond.notify_all();
+        }
     }
 
     fn finish(&self, inner: &mut JobInner) {
@@ -131,7 +139,9 @@ impl Job {
             if let Some(arrival) = inner.arrived.pop_front() {
                 return arrival;
             }
+            inner.arrival_waiters += 1;
             inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
+            inner.arrival_waiters -= 1;
         }
     }
 }

@@ -289,6 +289,9 @@ impl Supervisor {
 
     /// The supervisor's loop; returns when the pool is done.
     pub(crate) fn run(mut self) {
+        // What the last `poll` reported readable: the wake connection and
+        // the SIGINT pipe are read only then (each read is a syscall).
+        let (mut woken, mut signalled) = (false, self.sigint.is_some());
         loop {
             let phase = {
                 let mut st = self.shared.lock();
@@ -296,8 +299,11 @@ impl Supervisor {
                 self.queue.extend(st.pending.drain(..));
                 st.phase.clone()
             };
-            self.drain_wake();
-            if let Some(sig) = &self.sigint
+            if std::mem::take(&mut woken) {
+                self.drain_wake();
+            }
+            if std::mem::take(&mut signalled)
+                && let Some(sig) = &self.sigint
                 && sig.drain()
             {
                 self.interrupt();
@@ -343,7 +349,11 @@ impl Supervisor {
                 match connection::wait(&objects, timeout) {
                     Ok(ready) => ready
                         .into_iter()
-                        .filter(|&i| i >= base)
+                        .filter(|&i| {
+                            woken |= i == 0;
+                            signalled |= i == 1 && base == 2;
+                            i >= base
+                        })
                         .map(|i| ((i - base) / 2, (i - base) % 2 == 1))
                         .collect::<Vec<_>>(),
                     Err(_) => {
