@@ -106,6 +106,7 @@ fn tour_list_lists_every_topic() {
         "pipe",
         "shared-memory",
         "semaphore",
+        "pool",
     ];
     assert_eq!(names, expected);
     let run = brood(&["tour", "--list"], Duration::from_secs(30));
