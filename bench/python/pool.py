@@ -151,7 +151,7 @@ def report(files):
           "pre-forked workers over raw pipes, batched both ways, or writing each "
           "result as soon as it has it (what a pool must do to know which task a "
           "dead worker held, as brood's does). 2 workers unless said; tasks `x + 1`; "
-          "median rate of 5 runs (Python 3), slowest–fastest in brackets. Workloads: "
+          "median rate of 5 runs (Python: 3 runs), slowest–fastest beside it. Workloads: "
           "**trivial** 100,000 tasks without chunking (Python 50,000, executor and "
           "procspawn 10,000); **automap** `map` over 1,000,000 items with the "
           "automatic chunksize; **apply_async** 10,000 then every `get`; **cpu** "
