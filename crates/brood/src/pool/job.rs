@@ -14,6 +14,8 @@ use crate::codec;
 use crate::error::{Error, ErrorKind, PanicReport, Result};
 use crate::launch;
 
+use super::supervisor::{Shared, Unit};
+
 /// One item's result as the worker sent it: a launch result tag and its
 /// payload (the encoded value, a panic report, or a message).
 pub(crate) struct Item {
@@ -516,8 +518,9 @@ impl<R> fmt::Debug for AsyncResult<R> {
     }
 }
 
-/// Feeds a streaming job: encodes items into units and submits them.
-pub(crate) type Feed<'a> = Box<dyn FnMut(usize) -> Option<Result<(usize, bool)>> + 'a>;
+/// Feeds a streaming job: encodes the next items into the unit with the
+/// given index; `None` once the input is exhausted.
+pub(crate) type Feed<'a> = Box<dyn FnMut(usize) -> Option<Result<Unit>> + 'a>;
 
 /// The iterator of [`Pool::imap`](crate::Pool::imap) (ordered) and
 /// [`Pool::imap_unordered`](crate::Pool::imap_unordered): one `Result` per
@@ -539,9 +542,11 @@ pub(crate) type Feed<'a> = Box<dyn FnMut(usize) -> Option<Result<(usize, bool)>>
 /// ```
 pub struct IMap<'a, R> {
     pub(crate) job: Arc<Job>,
-    /// Submits the unit with the given index; `Some(Ok((items, more)))`
-    /// when a unit went out, `None` when the input is exhausted.
     pub(crate) feed: Feed<'a>,
+    pub(crate) shared: &'a Shared,
+    /// An error to yield once everything before it was yielded (an item
+    /// that did not encode, or a pool that stopped taking work).
+    pub(crate) deferred: Option<Error>,
     pub(crate) ordered: bool,
     pub(crate) window: usize,
     /// Units submitted, with their item counts.
@@ -555,16 +560,29 @@ pub struct IMap<'a, R> {
 }
 
 impl<R: DeserializeOwned> IMap<'_, R> {
+    /// Pulls input while fewer than `window` units are in flight, and
+    /// submits what it pulled in one go.
     fn top_up(&mut self) {
-        while !self.exhausted && self.sizes.len() - self.consumed < self.window {
-            let index = self.sizes.len();
-            match (self.feed)(index) {
-                Some(Ok((n, _))) => self.sizes.push(n),
+        let mut units = Vec::new();
+        while !self.exhausted && self.sizes.len() + units.len() - self.consumed < self.window {
+            match (self.feed)(self.sizes.len() + units.len()) {
+                Some(Ok(unit)) => units.push(unit),
                 Some(Err(e)) => {
-                    self.current.push_back(Err(e));
+                    self.deferred = Some(e);
                     self.exhausted = true;
                 }
                 None => self.exhausted = true,
+            }
+        }
+        if units.is_empty() {
+            return;
+        }
+        let sizes: Vec<usize> = units.iter().map(|u| u.n as usize).collect();
+        match self.shared.submit(units) {
+            Ok(()) => self.sizes.extend(sizes),
+            Err(e) => {
+                self.deferred = Some(e);
+                self.exhausted = true;
             }
         }
     }
@@ -579,11 +597,8 @@ impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
                 return Some(item);
             }
             self.top_up();
-            if !self.current.is_empty() {
-                continue;
-            }
             if self.consumed == self.sizes.len() {
-                return None;
+                return self.deferred.take().map(Err);
             }
             let (index, outcome) = if self.ordered {
                 let want = self.consumed;

@@ -513,7 +513,6 @@ impl Pool {
         let job = Job::new(None, None);
         let size = chunksize.unwrap_or(1);
         let mut input = items.into_iter();
-        let shared = &self.shared;
         let unit_job = job.clone();
         let (func, mut first_error) = match check_chunksize(chunksize).and(func) {
             Ok(func) => (Some(func), None),
@@ -535,20 +534,21 @@ impl Pool {
             if n == 0 {
                 return None;
             }
-            let unit = Unit {
+            Some(Ok(Unit {
                 job: unit_job.clone(),
                 index,
                 func,
                 items: bytes,
                 n,
-            };
-            Some(shared.submit(vec![unit]).map(|()| (n as usize, true)))
+            }))
         });
         IMap {
             job,
             feed,
+            shared: &self.shared,
+            deferred: None,
             ordered,
-            window: (16 * self.processes).max(16),
+            window: (32 * self.processes).max(64),
             sizes: Vec::new(),
             consumed: 0,
             exhausted: false,

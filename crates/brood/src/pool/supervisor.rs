@@ -381,13 +381,25 @@ impl Supervisor {
         self.queue.is_empty() && self.workers.iter().all(|w| w.outstanding.is_empty())
     }
 
-    /// Reads every result frame worker `i` has sent so far.
+    /// Reads every result frame worker `i` has sent so far. Frames already
+    /// read ahead are parsed without a syscall; a frame cut by the read-ahead
+    /// is finished with a blocking read, whose rest is already on its way
+    /// (one `sendmsg` per frame) or is end of file if the worker died.
     fn read_results(&mut self, i: usize) {
+        let now = Instant::now();
         loop {
             let w = &mut self.workers[i];
-            match w.conn.recv_bytes_timeout(Duration::ZERO) {
+            match w.conn.poll(Some(Duration::ZERO)) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    w.dead = true;
+                    return;
+                }
+            }
+            match w.conn.recv_bytes() {
                 Ok(frame) => {
-                    if self.on_result(i, &frame).is_none() {
+                    if self.on_result(i, &frame, now).is_none() {
                         // A frame that makes no sense: the worker is not
                         // trustworthy any more.
                         let w = &mut self.workers[i];
@@ -396,9 +408,8 @@ impl Supervisor {
                         return;
                     }
                 }
-                Err(e) if e.is_timeout() => return,
                 Err(_) => {
-                    w.dead = true;
+                    self.workers[i].dead = true;
                     return;
                 }
             }
@@ -406,7 +417,7 @@ impl Supervisor {
     }
 
     /// Handles one result frame; `None` if it is malformed.
-    fn on_result(&mut self, i: usize, frame: &[u8]) -> Option<()> {
+    fn on_result(&mut self, i: usize, frame: &[u8], now: Instant) -> Option<()> {
         let mut r = Reader::new(frame);
         let seq = r.u64()?;
         let n = r.u32()?;
@@ -427,7 +438,6 @@ impl Supervisor {
         }
         let (_, unit, sent) = w.outstanding.pop_front().expect("checked above");
         w.bytes_in_flight -= unit.wire_len();
-        let now = Instant::now();
         // Service time: since the previous result if the worker was busy
         // all along, else since this unit was sent.
         let since = if sent < w.last_result {
