@@ -23,7 +23,10 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-pub(crate) use sigint::{SigintPipe, ignore_sigint, subscribe as subscribe_sigint};
+pub(crate) use sigint::{
+    SigintPipe, forget_in_child as forget_sigint_in_child, ignore_sigint,
+    subscribe as subscribe_sigint,
+};
 
 pub use pidfd::PidFd;
 pub use proc::{ProcInfo, ProcState};

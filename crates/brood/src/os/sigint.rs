@@ -113,6 +113,40 @@ impl Drop for SigintPipe {
     }
 }
 
+/// In a pool worker: forget the parent's subscriptions a fork copied (so
+/// a Ctrl-C here never writes into the parent's pipes) and put back the
+/// disposition the parent had before its pools routed SIGINT.
+pub(crate) fn forget_in_child() {
+    for slot in &FDS {
+        slot.store(-1, Ordering::SeqCst);
+    }
+    // SAFETY: a zeroed sigaction is valid for sigaction(2) to fill.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `current`.
+    if unsafe { libc::sigaction(libc::SIGINT, std::ptr::null(), &mut current) } != 0 {
+        return;
+    }
+    if current.sa_sigaction != on_sigint as extern "C" fn(libc::c_int) as usize {
+        return;
+    }
+    // The lock may have been held by another thread at the fork: then fall
+    // back to the default action.
+    let old = INSTALLED
+        .try_lock()
+        .ok()
+        .and_then(|guard| guard.as_ref().map(|(_, old)| *old));
+    match old {
+        // SAFETY: `old` is a disposition sigaction(2) gave the parent.
+        Some(old) => unsafe {
+            libc::sigaction(libc::SIGINT, &old, std::ptr::null_mut());
+        },
+        // SAFETY: SIG_DFL is a valid disposition.
+        None => unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+        },
+    }
+}
+
 /// Ignores SIGINT in this process (a pool worker whose parent handles
 /// Ctrl-C for it).
 pub(crate) fn ignore_sigint() -> io::Result<()> {

@@ -155,6 +155,7 @@ pub(crate) fn worker_main(boot: Boot) {
         started,
     } = boot;
     conn.set_max_message(crate::codec::DEFAULT_MAX_FRAME);
+    crate::os::forget_sigint_in_child();
     if ignore_sigint {
         let _ = crate::os::ignore_sigint();
     }
