@@ -1,6 +1,7 @@
 /*
  * The pipes table's floor: a raw AF_UNIX stream socketpair, blocking
- * write/read, SO_SNDBUF/SO_RCVBUF 4 MiB (what brood asks for), a forked
+ * write/read, SO_SNDBUF/SO_RCVBUF 256 KiB (the buffers brood's pipe()
+ * asks for, so the floor and brood run on the same socket setup), a forked
  * child. No framing on the measured path.
  *
  * - round trip: the parent writes 8 bytes, the child reads them and writes
@@ -45,7 +46,7 @@
 #define BW_MSGS 512
 #define BW_RUNS 4
 #define BW_WARMUP_MSGS 64
-#define SOCKET_BUFFER (4 << 20)
+#define SOCKET_BUFFER (256 << 10) /* brood's connection::SOCKET_BUFFER */
 
 enum { CMD_RTT = 1, CMD_BW = 2, CMD_EXIT = 3 };
 

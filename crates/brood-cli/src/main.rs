@@ -4,7 +4,8 @@
 //!   tutorial's lessons on processes (states, `fork`, pids and exit codes,
 //!   orphans and zombies, `wait`, the double fork, `SIGCHLD`,
 //!   `brood::Process`, start methods, pipes, shared memory, semaphores) and
-//!   explains what happened and why.
+//!   explains what happened and why; `brood tour --help` names the sections
+//!   not covered yet (the pool, the queue).
 //! - `brood ps [--tree] [PID]` prints the process table like `ps -ajx`, or as
 //!   a tree like `pstree`, with a legend for the STAT letters it shows and
 //!   zombies and orphans marked.
@@ -34,11 +35,14 @@ struct Cli {
 enum Command {
     /// Runs a live tour of processes, each example explained.
     ///
-    /// Every example of the tutorial's first lessons (states, fork, pids and
-    /// exit codes, orphans, zombies, wait, the double fork, SIGCHLD,
-    /// brood::Process, start methods, pipes, shared memory, semaphores) runs
-    /// for real, with the Python equivalent. Exits non-zero if any topic did
-    /// not go as expected.
+    /// Every example of the reference tutorial ("详解python网络进程") runs for
+    /// real, section by section (states, fork, pids and exit codes, orphans,
+    /// zombies, wait, the double fork, SIGCHLD, brood::Process, start
+    /// methods, pipes, shared memory, semaphores), each with the reference's
+    /// Python verbatim, its section number, the Rust beside it, and the
+    /// reference corrected where it is wrong. Exits non-zero if any topic
+    /// did not go as expected.
+    #[command(after_help = tour::missing_note())]
     Tour {
         /// The topics to run, in the order given (all of them, in order, when
         /// none is given; see --list).

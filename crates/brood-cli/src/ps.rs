@@ -128,7 +128,7 @@ pub(crate) fn row(
         info.threads,
         elapsed,
         prefix,
-        info.command(),
+        printable(&info.command()),
     );
     if let Some(mark) = mark {
         line.push_str("  ");
@@ -137,30 +137,51 @@ pub(crate) fn row(
     line
 }
 
+/// A command line as `ps` prints it: every control character (a newline,
+/// a tab, an escape sequence) becomes a space, so one process is one row.
+pub(crate) fn printable(command: &str) -> String {
+    command
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// A row for `info` as the tour prints it: no tree, marks as `brood ps`
-/// would show them.
-pub(crate) fn tour_row(info: &ProcInfo) -> String {
+/// would show them. `adopted` is true when the tour knows that the process
+/// was orphaned (it saw its parent change): a parent of PID 1 is then
+/// called an adoption, not only a parent.
+pub(crate) fn tour_row(info: &ProcInfo, adopted: bool) -> String {
     let parent = Pid::from_raw(info.ppid).and_then(|p| ProcInfo::read(p).ok());
-    row(info, "", uptime(), mark_with(info, parent.as_ref()))
+    row(
+        info,
+        "",
+        uptime(),
+        mark_with(info, parent.as_ref(), adopted),
+    )
 }
 
 /// The note after a row, for zombies and orphans (see [`legend`] for the
 /// rules).
 fn mark(info: &ProcInfo, table: &ProcTree) -> Option<String> {
     let parent = Pid::from_raw(info.ppid).and_then(|p| table.get(p));
-    mark_with(info, parent)
+    mark_with(info, parent, false)
 }
 
-/// [`mark`] with the parent already looked up.
-fn mark_with(info: &ProcInfo, parent: Option<&ProcInfo>) -> Option<String> {
+/// [`mark`] with the parent already looked up; `adopted` as in
+/// [`tour_row`].
+fn mark_with(info: &ProcInfo, parent: Option<&ProcInfo>, adopted: bool) -> Option<String> {
     if info.state == ProcState::Zombie {
         let by = match parent {
             Some(p) => format!("{} ({})", p.pid, p.name),
             None => info.ppid.to_string(),
         };
         Some(format!("<zombie: exited, not yet reaped by PPID {by}>"))
-    } else if is_orphan(info) {
+    } else if is_orphan(info) && adopted {
         Some("<orphan: adopted by PID 1>".to_string())
+    } else if is_orphan(info) {
+        // /proc does not say whether the first parent exited or PID 1
+        // started it itself: only the fact is printed.
+        Some("<orphan?: parent is PID 1>".to_string())
     } else {
         None
     }
@@ -210,10 +231,11 @@ fn legend(shown: &[&ProcInfo]) -> String {
          \x20 its exit status with wait(); the kernel keeps its pid until it does.\n"
     ));
     out.push_str(&format!(
-        "<orphan>: {orphans} shown. Rule used: the parent is PID 1 and the process is\n\
-         \x20 not a session leader (so daemons that called setsid, and services init\n\
-         \x20 started, are not marked). An orphan adopted by a subreaper other than\n\
-         \x20 PID 1 is not marked.\n"
+        "<orphan?>: {orphans} shown. Rule used: the parent is PID 1 and the process is\n\
+         \x20 not a session leader (so daemons that called setsid, and most services\n\
+         \x20 init started, are not marked). /proc does not say whether PID 1 adopted\n\
+         \x20 it (its first parent exited) or started it: hence the question mark. An\n\
+         \x20 orphan adopted by a subreaper other than PID 1 is not marked.\n"
     ));
     out
 }
@@ -306,6 +328,12 @@ mod tests {
         assert_eq!(tty_name(0), "?");
         assert_eq!(tty_name((136 << 8) | 3), "pts/3");
         assert_eq!(tty_name((4 << 8) | 1), "tty1");
+    }
+
+    #[test]
+    fn control_characters_print_as_spaces() {
+        assert_eq!(printable("a\nb\tc\r\u{1b}[31md"), "a b c  [31md");
+        assert_eq!(printable("plain 中文"), "plain 中文");
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!   always join stay single-threaded) polls the orphans' pidfds and reaps
 //!   each as it exits: no zombie outlives its exit by more than a poll wake-up.
 //!   Orphans are also reaped opportunistically at every `start`.
+//! - A forkserver child's handle dropped while it runs makes it an orphan
+//!   too (the server reaps it): once its pidfd turns readable, its entry and
+//!   that fd go, so nothing stays behind per child.
 //! - `fork` takes the table's lock around the fork itself, so the child never
 //!   inherits it locked; the child then clears its copy (those processes are
 //!   its siblings, not its children).
@@ -41,6 +44,11 @@ pub(crate) struct Me {
     pub(crate) counter: u32,
     pub(crate) daemon: bool,
     pub(crate) parent: Option<(Pid, String)>,
+    /// The parent's start time (see `Spec::parent_start`).
+    pub(crate) parent_start: Option<std::time::Duration>,
+    /// This process's auth key; `None` in the main process until first
+    /// asked for (then random, as Python's `os.urandom(32)`).
+    pub(crate) authkey: Option<Vec<u8>>,
 }
 
 impl Me {
@@ -52,6 +60,8 @@ impl Me {
             counter: 0,
             daemon: spec.daemon,
             parent: Pid::from_raw(spec.parent_pid).map(|pid| (pid, spec.parent_name.clone())),
+            parent_start: spec.parent_start,
+            authkey: Some(spec.authkey.clone()),
         }
     }
 }
@@ -62,7 +72,7 @@ pub(crate) struct Table {
     owner: i32,
     pub(crate) me: Me,
     pub(crate) live: BTreeMap<Pid, Entry>,
-    orphans: Vec<PidFd>,
+    orphans: Vec<Orphan>,
     /// Wakes the reaper thread when an orphan is added (an eventfd).
     reaper_wake: Option<OwnedFd>,
 }
@@ -75,6 +85,8 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
         counter: 0,
         daemon: false,
         parent: None,
+        parent_start: None,
+        authkey: None,
     },
     live: BTreeMap::new(),
     orphans: Vec::new(),
@@ -82,6 +94,47 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
 });
 
 static ATEXIT: Once = Once::new();
+
+/// A child whose handle was dropped while it ran.
+enum Orphan {
+    /// Ours to reap.
+    Direct(PidFd),
+    /// A forkserver child (the server reaps it): the fd its entry holds.
+    Served(Pid, std::sync::Arc<OwnedFd>),
+}
+
+impl Orphan {
+    fn pid(&self) -> Pid {
+        match self {
+            Orphan::Direct(fd) => fd.pid(),
+            Orphan::Served(pid, _) => *pid,
+        }
+    }
+
+    fn raw_fd(&self) -> i32 {
+        match self {
+            Orphan::Direct(fd) => fd.as_raw_fd(),
+            Orphan::Served(_, fd) => fd.as_raw_fd(),
+        }
+    }
+
+    /// Whether it is gone: reaped now (direct), or exited (served).
+    fn gone(&self) -> bool {
+        match self {
+            // Exited and reaped, or no longer ours to reap (ECHILD).
+            Orphan::Direct(fd) => !matches!(fd.try_reap(), Ok(None)),
+            Orphan::Served(_, fd) => {
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; a zero timeout only checks.
+                unsafe { libc::poll(&mut pfd, 1, 0) != 0 }
+            }
+        }
+    }
+}
 
 /// Locks the table, clearing it first if it was inherited through a fork
 /// made outside brood (brood's own fork clears it in the child).
@@ -111,8 +164,11 @@ impl Table {
 
     /// Called in a freshly started child (holding the guard, for fork): it
     /// has no children yet, and becomes the process `spec` describes.
+    /// Its default start method becomes the one its parent asked for (a
+    /// fresh, single-threaded process: no lock order to keep yet).
     pub(crate) fn enter_child(&mut self, spec: &crate::launch::Spec) {
         self.become_child(Me::of(spec));
+        crate::context::inherit(spec.start_method);
     }
 
     /// [`enter_child`](Table::enter_child) with the child's `Me` built
@@ -164,13 +220,11 @@ impl Table {
     fn reap_exited_orphans(&mut self) {
         let mut i = 0;
         while i < self.orphans.len() {
-            match self.orphans[i].try_reap() {
-                Ok(None) => i += 1,
-                // Exited and reaped, or no longer ours to reap (ECHILD).
-                _ => {
-                    let gone = self.orphans.swap_remove(i);
-                    self.live.remove(&gone.pid());
-                }
+            if self.orphans[i].gone() {
+                let gone = self.orphans.swap_remove(i);
+                self.live.remove(&gone.pid());
+            } else {
+                i += 1;
             }
         }
     }
@@ -184,13 +238,26 @@ pub(crate) fn reaper_running() -> bool {
 
 /// Hands a dropped, still-running child to the reaper.
 pub(crate) fn adopt_orphan(pidfd: PidFd) {
-    let mut table = lock();
+    add_orphan(lock(), Orphan::Direct(pidfd));
+}
+
+/// Hands a dropped, still-running forkserver child to the reaper, which
+/// forgets its entry (and closes the fd the entry holds) once it exits.
+pub(crate) fn adopt_served(pid: Pid) {
+    let table = lock();
+    let Some(fd) = table.live.get(&pid).and_then(|e| e.served.clone()) else {
+        return;
+    };
+    add_orphan(table, Orphan::Served(pid, fd));
+}
+
+fn add_orphan(mut table: MutexGuard<'static, Table>, orphan: Orphan) {
     // It may have exited between the caller's check and now.
-    if !matches!(pidfd.try_reap(), Ok(None)) {
-        table.forget(pidfd.pid());
+    if orphan.gone() {
+        table.forget(orphan.pid());
         return;
     }
-    table.orphans.push(pidfd);
+    table.orphans.push(orphan);
     if table.reaper_wake.is_none() {
         match start_reaper() {
             Ok(wake) => table.reaper_wake = Some(wake),
@@ -236,7 +303,7 @@ fn reaper_loop(wake: i32) {
                 return;
             }
             fds.extend(table.orphans.iter().map(|o| libc::pollfd {
-                fd: o.as_raw_fd(),
+                fd: o.raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             }));
@@ -262,6 +329,9 @@ fn reaper_loop(wake: i32) {
 /// and at the end of every forked child's body.
 pub(crate) fn exit_cleanup() {
     let table = lock();
+    if table.live.is_empty() {
+        return;
+    }
     let live: Vec<(Pid, Entry)> = table.live.iter().map(|(p, e)| (*p, e.clone())).collect();
     drop(table);
     let mut waits = Vec::new();

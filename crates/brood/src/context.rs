@@ -132,6 +132,18 @@ pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
 /// asking fixes the default, so a later `set_start_method` without `force`
 /// fails.
 ///
+/// In a child it is the method its parent asked for when it started it (the
+/// context's, or the parent's default), so the child starts its own
+/// children the same way (Python forces the same on its children).
+///
+/// ```
+/// use brood::StartMethod;
+/// let mut p = brood::Context::new(StartMethod::Spawn).process(brood::get_start_method);
+/// p.start()?;
+/// assert_eq!(p.join()?, StartMethod::Spawn);
+/// # Ok::<(), brood::Error>(())
+/// ```
+///
 /// ```
 /// let m = brood::get_start_method();
 /// assert!(brood::StartMethod::ALL.contains(&m));
@@ -141,6 +153,12 @@ pub fn get_start_method() -> StartMethod {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get_or_insert(StartMethod::ForkServer)
+}
+
+/// In a freshly started child: its default becomes `method`, set (as by
+/// `set_start_method(method, true)`).
+pub(crate) fn inherit(method: StartMethod) {
+    *DEFAULT.lock().unwrap_or_else(|p| p.into_inner()) = Some(method);
 }
 
 /// A start method to build processes with (Python's `get_context(method)`).
@@ -233,4 +251,47 @@ impl Context {
     {
         self.builder().target_with(f, args)
     }
+}
+
+/// Every start method, the default first (Python 3.14's
+/// `get_all_start_methods()`: `['forkserver', 'fork', 'spawn']` on Linux).
+/// The default here is the built-in one, [`StartMethod::ForkServer`], as
+/// in Python: [`set_start_method`] does not reorder the list, and asking
+/// does not fix the default.
+///
+/// ```
+/// use brood::StartMethod;
+/// let all = brood::get_all_start_methods();
+/// assert_eq!(all, [StartMethod::ForkServer, StartMethod::Fork, StartMethod::Spawn]);
+/// ```
+pub fn get_all_start_methods() -> Vec<StartMethod> {
+    let default = StartMethod::ForkServer;
+    std::iter::once(default)
+        .chain(StartMethod::ALL.into_iter().filter(|m| *m != default))
+        .collect()
+}
+
+/// Python's `set_forkserver_preload(module_names)`, accepted so ported code
+/// keeps its shape; in Rust it does nothing, on purpose.
+///
+/// Python's forkserver is a fresh interpreter: preloading imports modules
+/// into it once, so that the children it forks start with them loaded.
+/// brood's forkserver is this same executable, with every function and
+/// every `#[brood::task]` already linked in, and a Rust program has no
+/// import step to pay for in each child — there is nothing to preload. Work
+/// a child should find done (a table computed once, a file read once) is
+/// better passed to it as an argument or kept in shared memory
+/// ([`SharedMemory`](crate::SharedMemory), [`Value`](crate::Value)), which
+/// every start method honours. The names are ignored (Python too ignores
+/// modules that fail to import).
+///
+/// ```
+/// brood::set_forkserver_preload(&["__main__", "numpy"]);
+/// let mut p = brood::Process::new(|| 1);
+/// p.start()?;
+/// assert_eq!(p.join()?, 1);
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub fn set_forkserver_preload(module_names: &[&str]) {
+    let _ = module_names;
 }

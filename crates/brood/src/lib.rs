@@ -17,10 +17,12 @@
 //!
 //! # Map
 //!
-//! - [`Process`], [`Builder`], [`current_process`], [`active_children`]:
-//!   children whose `join` returns the function's value. How they start:
-//!   [`StartMethod`] (fork, spawn, forkserver — the default) and [`Context`];
-//!   functions reach other processes as described in [`task`](mod@task).
+//! - [`Process`], [`Builder`], [`current_process`], [`parent_process`],
+//!   [`active_children`], [`authkey`]: children whose `join` returns the
+//!   function's value. How they start: [`StartMethod`] (fork, spawn,
+//!   forkserver — the default, first in [`get_all_start_methods`]) and
+//!   [`Context`]; functions reach other processes as described in
+//!   [`task`](mod@task).
 //! - [`connection`]: [`pipe`], [`Connection`], `Listener`/`Client` with an
 //!   auth key, `wait`; file descriptors travel inside values ([`handle`]).
 //! - [`shm`]: [`SharedMemory`] (Python's namespace), [`Value`], [`Array`];
@@ -29,9 +31,14 @@
 //!   reported rather than deadlocking.
 //! - [`Pool`] ([`pool`]): worker processes for `apply`, `map`, `imap` and
 //!   friends; a dead worker fails only the task it held, never a hang.
+//! - [`queue`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] — first in,
+//!   first out between processes, in shared memory, with no feeder thread;
+//!   a producer or consumer killed mid-operation blocks no one.
 //! - [`os`]: the syscall layer, public for the lessons of the tutorial this
 //!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
 //! - [`codec`]: the one serialization format (MessagePack).
+//! - [`log`](mod@log): one log file that many processes append to, rotated
+//!   once across them; an `io::Write`, a `tracing` writer, a `log` backend.
 //!
 //! Values cross between processes and back as pieces of a program's data:
 //!
@@ -67,22 +74,29 @@ mod context;
 mod error;
 pub mod handle;
 mod launch;
+pub mod log;
 pub mod os;
 pub mod pool;
 mod process;
+pub mod queue;
 pub mod shm;
 pub mod sync;
 pub mod task;
+mod time;
 
 pub use brood_macros::task;
 pub use connection::{Connection, pipe};
-pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
+pub use context::{
+    Context, StartMethod, get_all_start_methods, get_context, get_start_method,
+    set_forkserver_preload, set_start_method,
+};
 pub use error::{Error, ErrorKind, PanicReport, Result};
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
-    Builder, Process, ProcessInfo, active_children, allow_fork_with_threads, cpu_count,
-    current_process, parent_process,
+    Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
+    authkey, cpu_count, current_process, parent_process, set_authkey,
 };
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
 
 #[doc(hidden)]

@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -32,8 +32,8 @@ use crate::context::StartMethod;
 use crate::error::{Error, ErrorKind, PanicReport, Result};
 use crate::handle;
 use crate::launch::{self, Body, HEADER_LEN, Launcher, Popen, Spec, Work};
-use crate::os::{self, ExitStatus, Pid};
-use crate::task::{self, Fail};
+use crate::os::{self, ExitStatus, Pid, PidFd};
+use crate::task;
 
 /// A function running (or about to run) in a child process.
 ///
@@ -79,6 +79,8 @@ pub struct Process<R> {
     identity: Vec<u32>,
     /// The start method asked for (`None`: the default), then the one used.
     method: Option<StartMethod>,
+    /// The child's auth key: its own, else its creator's when it was made.
+    authkey: Option<Vec<u8>>,
     state: State<R>,
     _value: PhantomData<fn() -> R>,
 }
@@ -99,6 +101,8 @@ struct Running {
     eof: bool,
     /// The exit status, once reaped by `is_alive`/`exitcode`.
     status: Cell<Option<ExitStatus>>,
+    /// The fork launcher's write end (see `Launched::keep`).
+    keep: Option<OwnedFd>,
 }
 
 struct Done<R> {
@@ -120,6 +124,7 @@ pub struct Builder {
     name: Option<String>,
     daemon: bool,
     method: Option<StartMethod>,
+    authkey: Option<Vec<u8>>,
 }
 
 impl Builder {
@@ -157,6 +162,23 @@ impl Builder {
     /// ```
     pub fn start_method(mut self, method: StartMethod) -> Builder {
         self.method = Some(method);
+        self
+    }
+
+    /// The child's auth key (Python's `Process(...).authkey = key` before
+    /// `start`): what [`authkey`](crate::authkey) returns in it, and what
+    /// its own children inherit. The default is this process's key when
+    /// the `Process` is made (as in Python: a later
+    /// [`set_authkey`](crate::set_authkey) does not reach it).
+    ///
+    /// ```
+    /// let mut p = brood::Process::builder().authkey(b"for the child").target(brood::authkey);
+    /// p.start()?;
+    /// assert_eq!(p.join()?, b"for the child");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn authkey(mut self, key: impl Into<Vec<u8>>) -> Builder {
+        self.authkey = Some(key.into());
         self
     }
 
@@ -225,7 +247,7 @@ impl Builder {
     {
         let body: Body = Box::new(move || {
             let value = f();
-            codec::encode(&value).map_err(|e| Fail::Encode(e.to_string()))
+            launch::encode_value(&value)
         });
         self.build(Ok(Work::Closure(body)), Some(StartMethod::Fork))
     }
@@ -257,12 +279,20 @@ impl Builder {
     }
 
     fn build<R>(self, work: Result<Work>, forced: Option<StartMethod>) -> Process<R> {
-        let (identity, default_name) = children::lock().next_identity();
+        let mut table = children::lock();
+        let (identity, default_name) = table.next_identity();
+        // As in Python, a process takes its creator's key when it is made
+        // (`Process.__init__` copies the config), not when it starts.
+        let authkey = self
+            .authkey
+            .unwrap_or_else(|| table.me.authkey.get_or_insert_with(random_key).clone());
+        drop(table);
         Process {
             name: self.name.unwrap_or(default_name),
             daemon: self.daemon,
             identity,
             method: forced.or(self.method),
+            authkey: Some(authkey),
             state: State::Ready(work),
             _value: PhantomData,
         }
@@ -277,13 +307,32 @@ static FORK_WITH_THREADS: AtomicBool = AtomicBool::new(false);
 /// multi-threaded program, and functions that capture nothing under
 /// [`StartMethod::Fork`] are forked by the forkserver instead.
 ///
+/// A forked child has only the thread that forked; a lock another thread
+/// held at that moment stays held in the child for ever. What brood does
+/// about that, and what is left to you:
+///
+/// - brood's own locks (its process table, the forkserver client, the
+///   default start method) and std's stdout and stderr locks are taken
+///   before each fork and released in the child, so the child never
+///   inherits them held (the parent first waits for a thread that is
+///   printing, as a print would). The child can print, and it flushes
+///   stdout at exit.
+/// - Between the fork and your function, the child takes no other lock
+///   and reads no environment variable; it allocates only to decode the
+///   function's arguments (a capturing closure: not at all), and glibc
+///   makes its allocator safe across fork. After the function, brood only
+///   encodes the result and writes it to a pipe.
+/// - A panic in the child runs std's panic hook; brood's part of it reads
+///   no environment (the parent read `RUST_BACKTRACE` before the fork).
+///
 /// # Safety
 ///
 /// At the moment of each fork, no other thread may hold a lock that the
-/// child will take: the allocator is safe (glibc prepares it for fork), but
-/// stdout's lock, a `Mutex` of yours, or the environment's lock held by
-/// another thread would stay locked in the child forever. Test harnesses,
-/// whose other thread only waits for the test to finish, meet this.
+/// child's function (or a panic in it) will take: a `Mutex` of yours, the
+/// environment's lock (`std::env::var`, `set_var`), std's backtrace lock (a
+/// thread printing a panic), a C library's lock. Test harnesses, whose
+/// other thread only waits for tests to finish or prints results, meet
+/// this.
 ///
 /// ```
 /// // SAFETY: the only other thread of this doctest waits on a channel.
@@ -296,7 +345,7 @@ pub unsafe fn allow_fork_with_threads() {
 /// Whether forking now could deadlock the child: other threads run and the
 /// program did not opt in.
 fn fork_is_hazardous() -> bool {
-    if FORK_WITH_THREADS.load(Ordering::SeqCst) {
+    if FORK_WITH_THREADS.load(Ordering::SeqCst) || os::single_threaded() {
         return false;
     }
     let ours = usize::from(children::reaper_running());
@@ -367,6 +416,30 @@ where
     }
 }
 
+impl<R> Process<R> {
+    /// Sets the child's auth key before [`start`](Process::start) (Python's
+    /// `p.authkey = key`; see [`Builder::authkey`]). After `start` it is an
+    /// [`ErrorKind::InvalidState`] error: the child has its key.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(brood::authkey);
+    /// p.set_authkey(b"k2")?;
+    /// p.start()?;
+    /// assert!(p.set_authkey(b"late").is_err());
+    /// assert_eq!(p.join()?, b"k2");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn set_authkey(&mut self, key: impl Into<Vec<u8>>) -> Result<()> {
+        if !matches!(self.state, State::Ready(_)) {
+            return Err(Error::invalid(
+                "the auth key of a started process cannot change",
+            ));
+        }
+        self.authkey = Some(key.into());
+        Ok(())
+    }
+}
+
 impl Process<()> {
     /// Starts setting up a process (name, daemon, start method) before
     /// giving its function.
@@ -387,6 +460,13 @@ where
     /// Starts the child. A process starts once: a second `start` is an
     /// [`ErrorKind::InvalidState`] error, and so is starting a child from a
     /// daemon process (as in Python).
+    ///
+    /// A start that fails leaves the process as it was, ready to start:
+    /// its function and arguments are kept (a child that was created but
+    /// could not be held is killed first), so `start` can be called again
+    /// once the cause is gone, and `join` says it was never started. The
+    /// one exception is arguments that could not be encoded when the
+    /// process was made: every `start` reports that error again.
     ///
     /// ```
     /// let mut p = brood::Process::new(|| 1);
@@ -411,7 +491,11 @@ where
         let work = match work {
             Ok(work) => work,
             Err(e) => {
-                self.state = State::Closed;
+                // The arguments could not be encoded when the process was
+                // made: every start says so again (nothing was consumed,
+                // nothing can succeed).
+                let again = Error::simple(e.kind(), e.to_string());
+                self.state = State::Ready(Err(again));
                 return Err(e.in_process(&self.name));
             }
         };
@@ -431,7 +515,8 @@ where
             self.state = State::Ready(Ok(work));
             return Err(e);
         }
-        let method = match (&work, self.method.unwrap_or_else(crate::get_start_method)) {
+        let requested = self.method.unwrap_or_else(crate::get_start_method);
+        let method = match (&work, requested) {
             (Work::Closure(_), _) if fork_is_hazardous() => {
                 self.state = State::Ready(Ok(work));
                 return Err(Error::simple(
@@ -455,12 +540,25 @@ where
             identity: self.identity.clone(),
             parent_pid: os::getpid().as_raw(),
             parent_name,
+            parent_start: own_start_time(),
+            authkey: self.authkey.clone().unwrap_or_else(authkey),
+            start_method: requested,
         };
+        // One resource tracker per process tree: the child shares ours.
+        let _ = crate::shm::tracker_for_child();
+        let mut work = Some(work);
         let launched = match method {
-            StartMethod::Fork => launch::fork::Fork.launch(&spec, work),
-            StartMethod::Spawn => launch::spawn::Spawn.launch(&spec, work),
-            StartMethod::ForkServer => launch::forkserver::ForkServer.launch(&spec, work),
+            StartMethod::Fork => launch::fork::Fork.launch(&spec, &mut work),
+            StartMethod::Spawn => launch::spawn::Spawn.launch(&spec, &mut work),
+            StartMethod::ForkServer => launch::forkserver::ForkServer.launch(&spec, &mut work),
         };
+        if launched.is_ok() {
+            // What the launcher left of the work is the parent's copy.
+            drop(work.take());
+        } else if let Some(work) = work.take() {
+            // Nothing ran it: the process can be started again.
+            self.state = State::Ready(Ok(work));
+        }
         match launched {
             Ok(launched) => {
                 self.method = Some(method);
@@ -470,6 +568,7 @@ where
                     buf: Vec::new(),
                     eof: false,
                     status: Cell::new(None),
+                    keep: launched.keep,
                 });
                 Ok(())
             }
@@ -520,7 +619,7 @@ where
     /// assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), 5);
     /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.join_deadline(Some(Instant::now() + timeout))
+        self.join_deadline(crate::time::deadline(timeout))
     }
 
     fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<R> {
@@ -550,11 +649,24 @@ where
             .map_err(|e| e.in_process(&self.name));
         let pid = running.popen.pid();
         children::lock().forget(pid);
-        self.state = State::Done(Done {
+        let done = State::Done(Done {
             status,
             pid,
             outcome: None,
         });
+        if let State::Running(Running {
+            result,
+            keep: Some(keep),
+            status: reaped,
+            eof,
+            ..
+        }) = std::mem::replace(&mut self.state, done)
+            && reaped.get().is_some()
+        {
+            // Reaped, so nothing writes to the pipe any more; drained to
+            // `EAGAIN` unless a whole frame ended the reading.
+            launch::fork::recycle(result, keep, !eof);
+        }
         outcome
     }
 
@@ -808,13 +920,23 @@ impl Running {
 
     /// Reads what the pipe holds now, without blocking.
     fn drain(&mut self) -> Result<()> {
+        // The first read goes to a small stack buffer: nothing is allocated
+        // for a child that sends nothing (`()` under fork) or a small frame
+        // (a 4 KiB allocation here would make glibc consolidate its free
+        // chunks: copy-on-write faults while a child shares the heap).
+        let mut small = [std::mem::MaybeUninit::<u8>::uninit(); 64];
         while !self.eof {
             // Read straight into the buffer's spare room: no zeroed scratch
             // buffer, whose pages would be copy-on-write faults after a fork.
-            if self.buf.capacity() - self.buf.len() < 4096 {
+            let first = self.buf.is_empty();
+            if !first && self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(self.buf.len().clamp(4096, 1 << 20));
             }
-            let spare = self.buf.spare_capacity_mut();
+            let spare = if first {
+                &mut small[..]
+            } else {
+                self.buf.spare_capacity_mut()
+            };
             // SAFETY: `spare` is valid for writes of its length; read(2)
             // initialises the first `n` bytes it reports.
             let n = unsafe {
@@ -828,8 +950,15 @@ impl Running {
                 0 => self.eof = true,
                 n if n > 0 => {
                     let n = n as usize;
-                    // SAFETY: read(2) initialised these `n` bytes.
-                    unsafe { self.buf.set_len(self.buf.len() + n) };
+                    if first {
+                        // SAFETY: read(2) initialised the first `n` bytes.
+                        let got =
+                            unsafe { std::slice::from_raw_parts(small.as_ptr().cast::<u8>(), n) };
+                        self.buf.extend_from_slice(got);
+                    } else {
+                        // SAFETY: read(2) initialised these `n` bytes.
+                        unsafe { self.buf.set_len(self.buf.len() + n) };
+                    }
                     if self.buf.len() > codec::DEFAULT_MAX_FRAME + HEADER_LEN {
                         return Err(Error::simple(
                             ErrorKind::TooLarge,
@@ -899,6 +1028,15 @@ impl Running {
                     )),
                 };
             }
+        }
+        // No frame and exit code 0: under fork, a function that returned
+        // `()` (or another zero-sized value encoded as nil) sends none.
+        if std::mem::size_of::<R>() == 0
+            && self.buf.is_empty()
+            && status == Some(ExitStatus::Exited(0))
+            && let Ok(value) = codec::decode(launch::UNIT_ENCODING)
+        {
+            return Ok(value);
         }
         Err(match status {
             Some(ExitStatus::Signaled {
@@ -994,21 +1132,231 @@ pub fn current_process() -> ProcessInfo {
 }
 
 /// The process that started this one, or `None` in the main process (Python's
-/// `parent_process()`).
+/// `parent_process()`): its name and pid, whether it still runs, and a way
+/// to wait for its end.
+///
+/// For a forkserver child too this is the process that called `start` (as
+/// in Python), not the server that forked it.
 ///
 /// ```
 /// assert!(brood::parent_process().is_none());
-/// let mut p = brood::Process::new(|| brood::parent_process().map(|p| p.pid.as_raw()));
+/// let mut p = brood::Process::new(|| brood::parent_process().map(|p| (p.pid.as_raw(), p.is_alive())));
 /// p.start().unwrap();
-/// assert_eq!(p.join().unwrap(), Some(brood::os::getpid().as_raw()));
+/// assert_eq!(p.join().unwrap(), Some((brood::os::getpid().as_raw(), true)));
 /// ```
-pub fn parent_process() -> Option<ProcessInfo> {
+pub fn parent_process() -> Option<ParentProcess> {
     let table = children::lock();
-    table.me.parent.as_ref().map(|(pid, name)| ProcessInfo {
+    table.me.parent.as_ref().map(|(pid, name)| ParentProcess {
         name: name.clone(),
         pid: *pid,
-        daemon: false,
+        start: table.me.parent_start,
     })
+}
+
+/// What [`parent_process`] returns (Python's `_ParentProcess`): the parent's
+/// name and pid, [`is_alive`](ParentProcess::is_alive) and
+/// [`join`](ParentProcess::join).
+///
+/// A pid alone could name a stranger once the parent has died and its pid
+/// been reused, so the parent is known by its pid *and* its start time.
+/// Each check opens a pidfd of the pid, reads that pid's start time from
+/// `/proc`, then polls the pidfd: if the pidfd's process has not exited by
+/// the poll, it held the pid all along, so the start time read was its own
+/// — the parent's exactly when it matches. No fd is kept between calls.
+///
+/// ```
+/// let mut p = brood::Process::new(|| {
+///     let parent = brood::parent_process().unwrap();
+///     // The parent is waiting in join: it is alive, and outlives 10 ms.
+///     (parent.is_alive(), parent.join_timeout(std::time::Duration::from_millis(10)).is_err())
+/// });
+/// p.start()?;
+/// assert_eq!(p.join()?, (true, true));
+/// # Ok::<(), brood::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ParentProcess {
+    /// The parent's name (`MainProcess` for the program itself).
+    pub name: String,
+    /// Its pid.
+    pub pid: Pid,
+    /// Its start time since boot, when known.
+    start: Option<Duration>,
+}
+
+impl ParentProcess {
+    /// A pidfd of the parent, or `None` once it has ended (exited, or gone
+    /// and its pid reused).
+    fn pidfd(&self) -> Result<Option<PidFd>> {
+        let fd = match PidFd::open(self.pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+            Err(e) => return Err(Error::os_error("cannot open a pidfd of the parent", e)),
+        };
+        match self.start {
+            Some(start) => match os::ProcInfo::read(self.pid) {
+                Ok(info) if info.start_time == start => {}
+                Ok(_) => return Ok(None), // another process has the pid now
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::os_error("cannot read the parent's /proc entry", e)),
+            },
+            // No start time: the parent is ours while it is our parent.
+            None if os::getppid() != self.pid => return Ok(None),
+            None => {}
+        }
+        // Exited (a zombie not yet reaped counts): the parent has ended, or
+        // the pid's holder the start time came from is not the pidfd's.
+        let ended = fd
+            .wait_timeout(Some(Duration::ZERO))
+            .map_err(|e| Error::os_error("poll", e))?;
+        Ok((!ended).then_some(fd))
+    }
+
+    /// Whether the parent still runs (Python's `is_alive()`).
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| brood::parent_process().unwrap().is_alive());
+    /// p.start()?;
+    /// assert!(p.join()?);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn is_alive(&self) -> bool {
+        matches!(self.pidfd(), Ok(Some(_)))
+    }
+
+    /// Waits until the parent has ended (Python's `join()`); at once if it
+    /// already has.
+    ///
+    /// ```no_run
+    /// // A child that outlives its parent, then goes on alone:
+    /// brood::parent_process().unwrap().join()?;
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn join(&self) -> Result<()> {
+        match self.pidfd()? {
+            Some(fd) => fd
+                .wait_timeout(None)
+                .map(|_| ())
+                .map_err(|e| Error::os_error("poll", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits at most `timeout` for the parent to end (Python's
+    /// `join(timeout)`): `Ok` once it has, an [`ErrorKind::Timeout`] error
+    /// if it still runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut p = brood::Process::new(|| {
+    ///     brood::parent_process().unwrap().join_timeout(Duration::from_millis(20)).unwrap_err().is_timeout()
+    /// });
+    /// p.start()?;
+    /// assert!(p.join()?);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        match self.pidfd()? {
+            Some(fd) => match fd.wait_timeout(Some(timeout)) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::timeout(format!(
+                    "the parent {} ({}) still runs",
+                    self.name, self.pid
+                ))),
+                Err(e) => Err(Error::os_error("poll", e)),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// A pidfd of the parent, readable once it ends, for
+    /// [`connection::wait`](crate::connection::wait) beside connections
+    /// (Python's `sentinel`); `None` if it has ended already.
+    ///
+    /// ```
+    /// let mut p = brood::Process::new(|| {
+    ///     let fd = brood::parent_process().unwrap().sentinel().unwrap().unwrap();
+    ///     brood::connection::wait(&[&fd], Some(std::time::Duration::from_millis(10))).unwrap().is_empty()
+    /// });
+    /// p.start()?;
+    /// assert!(p.join()?);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn sentinel(&self) -> Result<Option<PidFd>> {
+        self.pidfd()
+    }
+}
+
+/// This process's start time since boot, read once per process.
+fn own_start_time() -> Option<Duration> {
+    static PID: AtomicI32 = AtomicI32::new(0);
+    static NANOS: AtomicU64 = AtomicU64::new(0);
+    let me = os::getpid();
+    if PID.load(Ordering::Acquire) == me.as_raw() {
+        return Some(Duration::from_nanos(NANOS.load(Ordering::Relaxed)));
+    }
+    let start = os::ProcInfo::read(me).ok()?.start_time;
+    NANOS.store(start.as_nanos() as u64, Ordering::Relaxed);
+    PID.store(me.as_raw(), Ordering::Release);
+    Some(start)
+}
+
+/// This process's auth key (Python's `current_process().authkey`): random
+/// (32 bytes from the kernel) in the main process, inherited by every child
+/// — or the child's own, given with [`Builder::authkey`]. Listeners and
+/// clients do not use it unless given it: as in Python 3.11, a `None` key
+/// there means no handshake.
+///
+/// ```
+/// use brood::connection::{Client, Listener};
+/// let key = brood::authkey();
+/// assert_eq!(key.len(), 32);
+/// let l = Listener::new(Some(&key))?;
+/// let mut p = brood::Process::with_args(
+///     |address: String| {
+///         // The child's key is its parent's.
+///         Client::connect(&address.parse().unwrap(), Some(&brood::authkey())).unwrap().send(&1u8).unwrap();
+///     },
+///     l.address().to_string(),
+/// );
+/// p.start()?;
+/// assert_eq!(l.accept()?.recv::<u8>()?, 1);
+/// p.join()?;
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub fn authkey() -> Vec<u8> {
+    children::lock()
+        .me
+        .authkey
+        .get_or_insert_with(random_key)
+        .clone()
+}
+
+/// Sets this process's auth key (Python's `current_process().authkey =
+/// key`): children made from now on inherit it (a `Process` made before
+/// keeps the key it was made with, as in Python).
+///
+/// ```
+/// brood::set_authkey(b"shared secret");
+/// assert_eq!(brood::authkey(), b"shared secret");
+/// let mut p = brood::Process::new(brood::authkey);
+/// p.start()?;
+/// assert_eq!(p.join()?, b"shared secret");
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub fn set_authkey(key: impl Into<Vec<u8>>) {
+    children::lock().me.authkey = Some(key.into());
+}
+
+/// 32 random bytes, as Python's `os.urandom(32)`.
+fn random_key() -> Vec<u8> {
+    let mut key = vec![0u8; 32];
+    if let Err(e) = crate::connection::fill_random(&mut key) {
+        // getrandom(2) fails only on kernels older than 3.17, which brood
+        // does not run on (it needs pidfds); there is no key to make up.
+        panic!("brood: no random bytes for an auth key: {e}");
+    }
+    key
 }
 
 /// The children of this process that are still running, including those

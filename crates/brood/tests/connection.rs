@@ -473,9 +473,12 @@ fn a_wrong_authkey_fails_on_both_sides_and_no_data_is_exchanged() {
         |addr: String| {
             let mut c = Client::connect(&addr.parse().unwrap(), None).unwrap();
             let _ = c.send(&"sneaky data");
-            c.recv_bytes_timeout(Duration::from_secs(10))
-                .map(|_| ())
-                .map_err(|e| e.kind())
+            // Every frame until the server closes.
+            let mut frames = Vec::new();
+            while let Ok(f) = c.recv_bytes_timeout(Duration::from_secs(10)) {
+                frames.push(f);
+            }
+            frames
         },
         listener.address().to_string(),
     );
@@ -484,8 +487,16 @@ fn a_wrong_authkey_fails_on_both_sides_and_no_data_is_exchanged() {
         .accept_timeout(Duration::from_secs(10))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth);
-    // The client got the challenge, not a welcome; its data was never read.
-    assert!(p.join().unwrap().is_ok());
+    // The client got the challenge, then a failure (its data was taken
+    // for a wrong answer), never a welcome.
+    let frames = p.join().unwrap();
+    assert!(
+        frames
+            .first()
+            .is_some_and(|f| f.starts_with(b"#CHALLENGE#")),
+        "{frames:?}"
+    );
+    assert_eq!(&frames[1..], [b"#FAILURE#".to_vec()], "{frames:?}");
 }
 
 /// Python's auth handshake as CPython 3.12+ ships it

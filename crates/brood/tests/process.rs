@@ -49,11 +49,8 @@ fn read_pid_file(path: &PathBuf) -> os::Pid {
 fn returns_the_value(m: StartMethod) {
     let mut p = builder(m).target_with(|a: i32| a + 10_000, 1);
     p.start().unwrap();
-    assert_eq!(
-        p.start_method()
-            .map(|used| used == m || m == StartMethod::Fork),
-        Some(true)
-    );
+    // `builder` opted in to forking with threads: Fork means fork.
+    assert_eq!(p.start_method(), Some(m));
     assert_eq!(p.join().unwrap(), 10_001);
     assert_eq!(p.exitcode(), Some(0));
     assert!(!p.is_alive());
@@ -283,14 +280,40 @@ fn daemon_child_dies_with_a_sigkilled_parent(m: StartMethod) {
 
 fn daemon_children_are_terminated_when_their_parent_ends(m: StartMethod) {
     let path = temp_path("daemon-end");
-    let mut middle = builder(m).target_with(start_daemon_and_report, (m, path.clone(), false));
+    let go = temp_path("daemon-end-go");
+    // The middle process starts a daemon (which would sleep 30 s), reports
+    // its pid, and ends only once told: the daemon is certainly alive
+    // while we open its pidfd.
+    let mut middle = builder(m).target_with(
+        |(m, path, go): (StartMethod, PathBuf, PathBuf)| {
+            let mut daemon = Process::builder()
+                .start_method(m)
+                .daemon(true)
+                .target(|| sleep_secs(30));
+            daemon.start().unwrap();
+            std::fs::write(&path, daemon.pid().unwrap().to_string()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !go.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Returning without joining: the daemon is terminated at our end.
+            std::mem::forget(daemon);
+        },
+        (m, path.clone(), go.clone()),
+    );
     middle.start().unwrap();
     let daemon_pid = read_pid_file(&path);
-    let daemon_fd = os::PidFd::open(daemon_pid).ok();
+    let daemon_fd = os::PidFd::open(daemon_pid).unwrap();
+    assert!(!daemon_fd.wait_timeout(Some(Duration::ZERO)).unwrap());
+    std::fs::write(&go, b"go").unwrap();
     middle.join_timeout(Duration::from_secs(10)).unwrap();
-    if let Some(fd) = daemon_fd {
-        assert!(fd.wait_timeout(Some(Duration::from_secs(5))).unwrap());
-    }
+    let _ = std::fs::remove_file(&go);
+    assert!(
+        daemon_fd
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .unwrap(),
+        "daemon child {daemon_pid} outlived its parent's end by 5 s"
+    );
 }
 
 fn non_daemon_children_are_waited_for_at_the_end_of_their_parent(m: StartMethod) {

@@ -256,23 +256,25 @@ fn arrays_cross_to_children(m: StartMethod) {
 // ---------------------------------------------------------------------------
 // Python interop.
 
-fn python() -> Option<std::process::Command> {
+/// `python3`, which the test command requires (README): a missing one
+/// fails these tests rather than skipping them.
+fn python() -> std::process::Command {
     let ok = std::process::Command::new("python3")
         .arg("-c")
         .arg("import multiprocessing.shared_memory")
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !ok {
-        eprintln!("python3 with multiprocessing.shared_memory not found: skipping");
-        return None;
-    }
-    Some(std::process::Command::new("python3"))
+    assert!(
+        ok,
+        "python3 with multiprocessing.shared_memory is required for the interop tests (see README)"
+    );
+    std::process::Command::new("python3")
 }
 
 #[test]
 fn python_attaches_to_a_brood_segment() {
-    let Some(mut py) = python() else { return };
+    let mut py = python();
     let shm = SharedMemory::create(None, 64).unwrap();
     shm.write_at(0, b"written by rust").unwrap();
     let script = r#"
@@ -312,7 +314,7 @@ shm.close()
 
 #[test]
 fn brood_attaches_to_a_python_segment() {
-    let Some(mut py) = python() else { return };
+    let mut py = python();
     let name = unique_name("py");
     let script = r#"
 import sys
@@ -477,13 +479,17 @@ fn a_whole_program_leaves_no_segment_behind() {
         .env("BROOD_SHM_TEST_CHILD", &prefix)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // The child test ran (not filtered away) and made every segment.
+    assert!(stdout.contains("1 passed"), "{stdout}");
     for i in 0..3 {
-        assert_unlinked_soon(&format!("{prefix}-{i}"));
+        let name = format!("{prefix}-{i}");
+        assert!(
+            stdout.contains(&format!("created {name}\n")),
+            "the child did not create {name}: {stdout}"
+        );
+        assert_unlinked_soon(&name);
     }
 }
 
@@ -497,6 +503,7 @@ fn program_child_creates_segments() {
     for i in 0..3 {
         let shm = SharedMemory::create(Some(&format!("{prefix}-{i}")), 64).unwrap();
         assert!(exists(shm.name().unwrap()));
+        println!("created {}", shm.name().unwrap());
         keep.push(shm);
     }
     // Leaves with the segments mapped and named.

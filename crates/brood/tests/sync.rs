@@ -105,17 +105,60 @@ fn relocking_a_lock_panics_instead_of_deadlocking() {
 #[test]
 fn dropping_a_lock_this_thread_holds_is_safe() {
     // libc's robust list still names the mutex: its memory must stay mapped
-    // while other robust mutexes come and go on the same list.
-    let lock = Lock::new().unwrap();
-    assert!(lock.acquire(true, None).unwrap());
-    drop(lock);
-    for _ in 0..3 {
-        let other = RLock::new().unwrap();
-        let a = other.lock().unwrap();
-        let b = other.lock().unwrap();
-        drop(a);
-        drop(b);
-    }
+    // while other robust mutexes come and go on the same list (glibc walks
+    // the list through it; unmapped, that walk faults). Run in a child, so
+    // a fault is reported as the child's signal rather than killing the
+    // test binary, and the thread exits (the kernel walks the list then).
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .target(|| -> Vec<bool> {
+            thread::spawn(|| {
+                let mut seen = Vec::new();
+                let lock = Lock::new().unwrap();
+                seen.push(lock.acquire(true, None).unwrap());
+                drop(lock);
+                // Fresh mappings, likely where the lock was had it been
+                // unmapped, filled with a pattern: taking another robust
+                // mutex links it in front of the dropped one (glibc writes
+                // into the dropped one's list node), which must land in
+                // the lock's kept memory, never in these.
+                let pages: Vec<_> = (0..4)
+                    .map(|_| {
+                        let shm = brood::shm::SharedMemory::create(None, 4096).unwrap();
+                        shm.write_at(0, &[0xAB; 4096]).unwrap();
+                        shm
+                    })
+                    .collect();
+                let another = Lock::new().unwrap();
+                seen.push(another.acquire(true, None).unwrap());
+                another.release().unwrap();
+                for shm in &pages {
+                    let mut buf = [0u8; 4096];
+                    shm.read_at(0, &mut buf).unwrap();
+                    seen.push(buf.iter().all(|&b| b == 0xAB));
+                }
+                for _ in 0..3 {
+                    let other = RLock::new().unwrap();
+                    let a = other.lock().unwrap();
+                    let b = other.lock().unwrap();
+                    drop(a);
+                    drop(b);
+                    // Released twice over: free for a non-blocking take.
+                    seen.push(other.acquire(false, None).unwrap());
+                    other.release().unwrap();
+                    let fresh = Lock::new().unwrap();
+                    seen.push(fresh.acquire(false, None).unwrap());
+                    seen.push(!fresh.acquire(false, None).unwrap());
+                    fresh.release().unwrap();
+                }
+                seen
+            })
+            .join()
+            .unwrap()
+        });
+    p.start().unwrap();
+    let seen = p.join_timeout(LONG).unwrap();
+    assert_eq!(seen, vec![true; 15]);
 }
 
 #[test]
@@ -422,8 +465,10 @@ fn bounded_semaphore_refuses_over_release() {
 fn semaphore_timeouts_return_in_time() {
     let sem = Semaphore::new(0).unwrap();
     assert!(!returns_in_time(Duration::ZERO, || sem.acquire(false, None)));
+    // Non-blocking ignores the timeout (Python): with a 10 s timeout, one
+    // that waited it out would miss `returns_in_time`'s 3 s bound.
     assert!(!returns_in_time(Duration::ZERO, || {
-        sem.acquire(false, Some(Duration::from_millis(100)))
+        sem.acquire(false, Some(LONG))
     }));
     assert!(!returns_in_time(Duration::from_millis(100), || {
         sem.acquire(true, Some(Duration::from_millis(100)))
@@ -599,11 +644,24 @@ fn event_python_semantics() {
 #[test]
 fn event_set_then_cleared_still_wakes_a_sleeper() {
     let event = Event::new().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
     let waiter = {
         let event = event.clone();
-        thread::spawn(move || event.wait(Some(LONG)))
+        thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            event.wait(Some(LONG))
+        })
     };
-    thread::sleep(Duration::from_millis(30));
+    // Set and clear only once the waiter sleeps in `wait` (its next and
+    // only blocking call after the send): the kernel says it is asleep.
+    let tid = rx.recv().unwrap();
+    let stat = format!("/proc/self/task/{tid}/stat");
+    eventually("the waiter to sleep in wait", || {
+        let s = std::fs::read_to_string(&stat).unwrap_or_default();
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('S'))
+    });
     event.set();
     event.clear();
     assert!(waiter.join().unwrap());
@@ -753,18 +811,27 @@ fn barrier_across_processes(m: StartMethod) {
 
 fn barrier_breaks_when_a_party_dies(m: StartMethod) {
     let b = Barrier::new(3).unwrap();
-    // One party waits; another is killed before it ever arrives.
+    // One party waits; a third would arrive half a second after it starts,
+    // but is killed first: had it lived, the barrier would have tripped
+    // within our 1.5 s wait. Dead, it never comes, and our timed wait
+    // breaks the barrier for the party already waiting (Python's rule).
     let mut waiter = builder(m).target_with(|b: Barrier| b.wait(Some(LONG)).is_err(), b.clone());
-    let mut doomed = builder(m).target(|| thread::sleep(LONG));
+    let mut doomed = builder(m).target_with(
+        |b: Barrier| {
+            thread::sleep(Duration::from_millis(500));
+            b.wait(Some(LONG)).is_ok()
+        },
+        b.clone(),
+    );
     waiter.start().unwrap();
-    doomed.start().unwrap();
     eventually("the waiting party", || b.n_waiting() == 1);
+    doomed.start().unwrap();
     doomed.kill().unwrap();
-    let _ = doomed.join_timeout(LONG);
-    let r = returns_in_time(Duration::from_millis(200), || {
-        b.wait(Some(Duration::from_millis(200)))
+    assert_eq!(doomed.join_timeout(LONG).unwrap_err().signal(), Some(9));
+    let r = returns_in_time(Duration::from_millis(1500), || {
+        b.wait(Some(Duration::from_millis(1500)))
     });
-    assert!(r.is_err());
+    assert!(r.is_err(), "the barrier tripped: the killed party arrived");
     assert!(b.broken());
     assert!(
         waiter.join_timeout(LONG).unwrap(),

@@ -91,6 +91,15 @@ fn a_wrong_return_type_is_a_codec_error_in_the_parent() {
 fn a_panic_carries_a_backtrace_when_rust_backtrace_is_set() {
     common::allow_fork();
     for m in StartMethod::ALL {
+        // A forked child never reads the environment (another thread of
+        // the parent could hold its lock): the parent reads RUST_BACKTRACE
+        // at the fork. Spawn and forkserver children read their own.
+        let forked = m == StartMethod::Fork;
+        if forked {
+            // SAFETY: this test's only other thread (the harness's) does
+            // not touch the environment.
+            unsafe { std::env::set_var("RUST_BACKTRACE", "1") };
+        }
         let mut p = Process::builder().start_method(m).target(|| -> () {
             // The child's own environment: the parent's is left alone.
             // SAFETY: the child runs this function on its only thread.
@@ -98,6 +107,10 @@ fn a_panic_carries_a_backtrace_when_rust_backtrace_is_set() {
             panic!("with a trace")
         });
         p.start().unwrap();
+        if forked {
+            // SAFETY: as above.
+            unsafe { std::env::remove_var("RUST_BACKTRACE") };
+        }
         let err = p.join().unwrap_err();
         let report = err.panic().unwrap();
         assert_eq!(report.message, "with a trace");

@@ -6,7 +6,19 @@ use std::panic::{self, AssertUnwindSafe};
 use anyhow::{Context, Result, ensure};
 use brood::os::{self, Daemonized, Pid, ProcInfo};
 
-use super::kit::{self, Kid, explain, line, name_of, python, show};
+use super::kit::{self, Kid, explain, line, name_of, show_adopted};
+use super::reference;
+
+/// The reference's example, as this topic runs it.
+const RUST: &str = "match unsafe { brood::os::daemonize() }? {     // fork, setsid, fork, _exit\n\
+\x20   Daemonized::Daemon => {                         // 二级子进程\n\
+\x20       println!(\"第二件事情\");                   // fun2()\n\
+\x20       brood::os::exit_now(0)\n\
+\x20   }\n\
+\x20   Daemonized::Parent { daemon } => {              // the middle process is reaped already\n\
+\x20       println!(\"第一件事情\");                   // fun1()\n\
+\x20   }\n\
+}";
 
 /// Daemonizes a grandchild, shows it adopted and in its own session, lets
 /// it do its work while the tour does its own, and sees it reaped by its
@@ -21,14 +33,8 @@ pub(crate) fn run() -> Result<()> {
          exactly this, and also starts a new session (setsid) in the middle process, so \
          the grandchild has no controlling terminal -- the classic daemon recipe.",
     );
-    python(
-        "pid = os.fork()\n\
-         if pid == 0:\n\
-         \x20   if os.fork() == 0: fun2()    # the grandchild: the second thing\n\
-         \x20   os._exit(0)                  # the middle process leaves at once\n\
-         else:\n\
-         \x20   os.wait(); fun1()            # the parent: the first thing",
-    );
+    kit::reference("§4.3", reference::DOUBLE_FORK);
+    kit::rust(RUST);
     let tour = os::getpid();
     // A subreaper tour would adopt the daemon itself (topic `orphan`).
     os::set_child_subreaper(false)?;
@@ -43,9 +49,10 @@ pub(crate) fn run() -> Result<()> {
             let code = panic::catch_unwind(AssertUnwindSafe(|| {
                 kit::close_in_child(&go_w);
                 kit::wait_for_go(&go_r);
+                line("daemon", "第二件事情");
                 line(
                     "daemon",
-                    "the second thing: done by the grandchild, on its own",
+                    "  (the second thing: done by the grandchild, on its own)",
                 );
                 // SAFETY: getsid(0) takes no pointer and cannot fail for the caller.
                 let sid = unsafe { libc::getsid(0) };
@@ -72,7 +79,7 @@ pub(crate) fn run() -> Result<()> {
         ),
     );
     let info = ProcInfo::read(daemon)?;
-    show(&[&info]);
+    show_adopted(&info);
     let tour_session = ProcInfo::read(tour)?.session;
     line(
         "parent",
@@ -93,9 +100,11 @@ pub(crate) fn run() -> Result<()> {
         info.session != tour_session && info.session != daemon.as_raw() && info.tty_nr == 0,
         "the daemon should be in a new session it does not lead, without a terminal"
     );
+    line("parent", "第一件事情");
     line(
         "parent",
-        "the first thing: done by the parent, which never waits for the daemon",
+        "  (the first thing: done by the parent, which never waits for the daemon; it \
+         tells the daemon to go on only now, where the reference sleeps 3 s and 4 s)",
     );
     drop(go_w);
     let report = kit::recv(&report_r, 3)?;
@@ -116,5 +125,11 @@ pub(crate) fn run() -> Result<()> {
     );
     watched.wait_exit()?;
     kit::report_adopter_reap("the daemon", daemon, adopter);
+    println!();
+    kit::correction(
+        "its `if pid < 0` and `if pid0 < 0` branches cannot run: a failed os.fork() raises \
+         OSError. The order of the two lines it states holds only because fun1 sleeps 3 s \
+         and fun2 4 s: the two processes run independently, and nothing else orders them.",
+    );
     Ok(())
 }

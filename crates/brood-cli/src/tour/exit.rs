@@ -3,10 +3,27 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use anyhow::{Result, ensure};
+use anyhow::{Result, bail, ensure};
 use brood::os::{self, ExitStatus};
 
 use super::kit::{self, Kid, explain, line, python};
+use super::reference;
+
+/// The reference's example, as this topic runs it.
+const RUST: &str = "// os._exit(0) is brood::os::exit_now(0): the process ends at once\n\
+fn leave(why: &str) -> Result<(), String> {\n\
+\x20   Err(why.to_string())                   // sys.exit(\"退出\") raises SystemExit\n\
+}\n\
+match leave(\"退出\") {\n\
+\x20   Err(e) => println!(\"退出原因: {e}\"),    // except SystemExit as e: 退出原因: 退出\n\
+\x20   Ok(()) => {}\n\
+}";
+
+/// The reference's `sys.exit("退出")`: a reason to stop, handed up as an
+/// error (Rust has no exception to catch).
+fn leave(why: &str) -> std::result::Result<(), String> {
+    Err(why.to_string())
+}
 
 /// One way for a child to end: what it does, its body, the status expected.
 type Case = (&'static str, fn() -> i32, ExitStatus);
@@ -25,12 +42,34 @@ pub(crate) fn run() -> Result<()> {
          exit_now: it must not run its parent's cleanups a second time, nor return into \
          code meant to run once -- so it flushes what it printed first, by hand.",
     );
+    kit::reference("§3.1", reference::EXIT);
+    kit::rust(RUST);
+    match leave("退出") {
+        Err(e) => line("parent", format!("退出原因: {e}")),
+        Ok(()) => bail!("leave() should have returned its reason"),
+    }
+    line(
+        "parent",
+        "  (Rust has no exception to catch: the reason travels up as an Err, and the \
+         function that matches it decides whether the process ends)",
+    );
+    println!();
+    explain(
+        "Below, children forked by the tour end in each way, and the tour reads how with \
+         waitpid (Python: os.waitpid(pid, 0), then os.WEXITSTATUS(status)).",
+    );
     python(
         "pid = os.fork()\n\
          if pid == 0:\n\
-         \x20   os._exit(3)                # or sys.exit(3); sys.exit(\"why\") prints why, exits 1\n\
+         \x20   os._exit(3)                # or sys.exit(3); sys.exit(\"退出\") prints 退出, exits 1\n\
          _, status = os.waitpid(pid, 0)\n\
          print(os.WEXITSTATUS(status))  # 3",
+    );
+    kit::code(
+        "Rust",
+        "let child = kit::fork_raw(|| brood::os::exit_now(3))?;\n\
+         let (_, status) = brood::os::waitpid(Some(child), WaitFlags::empty())?.unwrap();\n\
+         status.code()                  // Some(3): ExitStatus::Exited(3)",
     );
 
     let cases: [Case; 4] = [
@@ -45,9 +84,13 @@ pub(crate) fn run() -> Result<()> {
             ExitStatus::Exited(3),
         ),
         (
-            "reports an error and exits 1 (Python: sys.exit(\"something failed\"))",
+            "prints its reason on stderr and exits 1 (Python: sys.exit(\"退出\"))",
             || {
-                eprintln!("            something failed   <- the child's message, on stderr");
+                eprintln!(
+                    "  {:>10} {:>7} | 退出   <- the child's reason, on its stderr",
+                    "child",
+                    os::getpid()
+                );
                 1
             },
             ExitStatus::Exited(1),

@@ -6,7 +6,34 @@ use std::io::{BufWriter, Write};
 use anyhow::{Result, ensure};
 use brood::os;
 
-use super::kit::{self, Kid, code, explain, line, python};
+use super::kit::{self, Kid, explain, line, python};
+use super::reference;
+
+/// The first example, as this topic runs it.
+const RUST_FORK: &str = "match unsafe { brood::os::fork() } {     // Python's os.fork()\n\
+\x20   Err(e) => println!(\"创建进程失败: {e}\"),  // a failed fork is an Err, never a pid < 0\n\
+\x20   Ok(ForkResult::Child) => println!(\"新进程创建成功\"),\n\
+\x20   Ok(ForkResult::Parent { child }) => {\n\
+\x20       brood::os::waitpid(Some(child), WaitFlags::empty())?;   // instead of sleep(1)\n\
+\x20       println!(\"原来的进程\");\n\
+\x20   }\n\
+}\n\
+println!(\"程序执行完毕\");                      // both processes get here\n\
+// (the tour's child then ends with brood::os::exit_now(0))";
+
+/// The variables example, as this topic runs it.
+const RUST_VARIABLES: &str = "let mut a = 1;\n\
+match unsafe { brood::os::fork() }? {\n\
+\x20   ForkResult::Child => {\n\
+\x20       println!(\"子进程\"); println!(\"a =  {a}\");\n\
+\x20       a = 10000; println!(\"a =  {a}\");\n\
+\x20       brood::os::exit_now(0)\n\
+\x20   }\n\
+\x20   ForkResult::Parent { child } => {\n\
+\x20       brood::os::waitpid(Some(child), WaitFlags::empty())?;\n\
+\x20       println!(\"父进程\"); println!(\"parent a : {a}\");   // 1\n\
+\x20   }\n\
+}";
 
 /// Forks with `a = 1`; the child sets its `a` to 10000 and the parent still
 /// sees 1. Then shows why stdout is flushed before a fork.
@@ -21,22 +48,32 @@ pub(crate) fn run() -> Result<()> {
          guaranteed to run first. From then on their memory is separate: a write on one \
          side is invisible to the other.",
     );
-    python(
-        "a = 1\n\
-         pid = os.fork()\n\
-         if pid < 0:    print(\"fork failed\")        # Rust: Err(io::Error)\n\
-         elif pid == 0: print(\"a =\", a); a = 10000; print(\"a =\", a)\n\
-         else:          sleep(1); print(\"parent a:\", a)   # still 1",
+    kit::reference("§3", reference::FORK);
+    kit::rust(RUST_FORK);
+    let mut kid = Kid::fork(|| {
+        line("child", "新进程创建成功");
+        line("child", "程序执行完毕");
+        0
+    })?;
+    let child = kid.pid();
+    let status = kid.join()?;
+    line("parent", "原来的进程");
+    line("parent", "程序执行完毕");
+    ensure!(status.success(), "the child should exit with 0: {status}");
+    line(
+        "parent",
+        format!("程序执行完毕 was printed twice: once by the child ({child}), once by the parent"),
     );
-    code(
-        "Rust",
-        "let mut a = 1;\n\
-         match unsafe { brood::os::fork() }? {\n\
-         \x20   ForkResult::Child => { a = 10000; brood::os::exit_now(0) }\n\
-         \x20   ForkResult::Parent { child } => { /* wait for child; a is still 1 */ }\n\
-         }",
+    println!();
+    kit::correction(
+        "the output it states is three lines, but 程序执行完毕 prints twice, once per \
+         process: both the child and the parent run the code after the if. And os.fork() \
+         never returns a negative number: when it fails it raises OSError (brood::os::fork \
+         returns Err(io::Error)), so the `if pid < 0` branch can never run.",
     );
 
+    kit::reference("§3", reference::FORK_VARIABLES);
+    kit::rust(RUST_VARIABLES);
     let mut a: i32 = 1;
     let before = os::getpid();
     line(
@@ -44,13 +81,17 @@ pub(crate) fn run() -> Result<()> {
         format!("before fork: a = {a}; this line is printed once, by the parent only"),
     );
     let mut kid = Kid::fork(|| {
-        line("child", "fork() returned ForkResult::Child (Python: 0)");
+        line("child", "子进程");
+        line("child", format!("a =  {a}"));
         line(
             "child",
-            format!("a = {a}, at address {:p}: a copy of the parent's", &a),
+            format!(
+                "  (fork() returned ForkResult::Child, Python's 0; a is at address {:p}: a copy of the parent's)",
+                &a
+            ),
         );
         a = 10_000;
-        line("child", format!("set a = {a}"));
+        line("child", format!("a =  {a}"));
         line(
             "child",
             format!(
@@ -66,9 +107,11 @@ pub(crate) fn run() -> Result<()> {
         "parent",
         format!("fork() returned ForkResult::Parent {{ child: {child} }} (Python: {child})"),
     );
+    line("parent", "父进程");
+    line("parent", format!("parent a : {a}"));
     line(
         "parent",
-        format!("the child {status}; here a = {a}, at address {:p}", &a),
+        format!("  (the child {status}; here a is at address {:p})", &a),
     );
     ensure!(status.success(), "the child should exit with 0: {status}");
     ensure!(a == 1, "the parent's a changed to {a}: memory was shared?");

@@ -34,7 +34,7 @@ pub(crate) fn explain(text: &str) {
     for paragraph in text.split("\n\n") {
         let mut line = String::from(" ");
         for word in paragraph.split_whitespace() {
-            if line.len() + 1 + word.len() > WIDTH && line.len() > 1 {
+            if columns(&line) + 1 + columns(word) > WIDTH && line.len() > 1 {
                 println!("{line}");
                 line = String::from(" ");
             }
@@ -46,6 +46,23 @@ pub(crate) fn explain(text: &str) {
         }
         println!();
     }
+}
+
+/// How many terminal columns `text` takes: two for each wide (CJK)
+/// character, one for the others.
+fn columns(text: &str) -> usize {
+    text.chars()
+        .map(|c| match u32::from(c) {
+            0x1100..=0x115F
+            | 0x2E80..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6 => 2,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Prints code as a block, each line after `label` (`Python` or `Rust`).
@@ -61,10 +78,54 @@ pub(crate) fn python(text: &str) {
     code("Python", text);
 }
 
+/// Prints the reference's code for `section` (`§3`), verbatim: its Chinese
+/// strings, and the output it states in its comments (see
+/// [`super::reference`]).
+pub(crate) fn reference(section: &str, text: &str) {
+    println!(
+        "  The reference, {section}, verbatim (the output it states, if any, is in its comments):"
+    );
+    println!();
+    code("Python", text);
+}
+
+/// Prints what the reference says in `section`, verbatim, where it shows
+/// no code for what the topic does; then the Python the tour runs.
+pub(crate) fn reference_says(section: &str, words: &str, python_text: &str) {
+    println!("  The reference, {section}, in its own words (verbatim):");
+    println!();
+    for l in words.lines() {
+        println!("    {:<6} | {l}", "§");
+    }
+    println!();
+    println!("  In Python, what this topic does:");
+    println!();
+    code("Python", python_text);
+}
+
+/// Prints the Rust that does what the reference's code does, as this topic
+/// runs it (shortened: no error handling, bounded waits left out).
+pub(crate) fn rust(text: &str) {
+    println!("  The same in Rust, as this topic runs it (shortened):");
+    println!();
+    code("Rust", text);
+}
+
+/// Says where the reference is wrong, and what is true.
+pub(crate) fn correction(text: &str) {
+    explain(&format!("Correction to the reference: {text}"));
+}
+
 /// Prints one line of what a process saw or did, labelled with who printed
 /// it (`parent`, `child`, ...) and the pid of the process printing it.
 pub(crate) fn line(who: &str, text: impl Display) {
     println!("  {who:>10} {:>7} | {text}", os::getpid());
+}
+
+/// [`line()`] for another process: `pid` is the process that printed or
+/// did it (its stderr, read by the tour through a pipe).
+pub(crate) fn line_from(who: &str, pid: impl Display, text: impl Display) {
+    println!("  {who:>10} {pid:>7} | {text}");
 }
 
 /// Prints a long `text` (an error message) as several [`line()`]s, the first
@@ -89,8 +150,15 @@ pub(crate) fn line_wrapped(who: &str, head: &str, text: &str) {
 pub(crate) fn show(infos: &[&ProcInfo]) {
     println!("    {}", crate::ps::HEADER);
     for info in infos {
-        println!("    {}", crate::ps::tour_row(info));
+        println!("    {}", crate::ps::tour_row(info, false));
     }
+}
+
+/// [`show`] for a process the tour saw orphaned (its parent changed under
+/// its eyes): a parent of PID 1 is then known to be an adoption.
+pub(crate) fn show_adopted(info: &ProcInfo) {
+    println!("    {}", crate::ps::HEADER);
+    println!("    {}", crate::ps::tour_row(info, true));
 }
 
 /// Flushes stdout and stderr.

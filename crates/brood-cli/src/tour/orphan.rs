@@ -7,7 +7,29 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use brood::os::{self, Pid, ProcInfo};
 
-use super::kit::{self, BOUND, Kid, SubreaperOff, explain, line, name_of, python, show};
+use super::kit::{self, BOUND, Kid, SubreaperOff, explain, line, name_of, show, show_adopted};
+use super::reference;
+
+/// The tour's Python for §4.1, which shows no code.
+const PYTHON: &str = "pid = os.fork()\n\
+if pid == 0:\n\
+\x20   if os.fork() == 0:\n\
+\x20       sleep(1); print(\"my parent is now\", os.getppid())   # init, e.g. 1\n\
+\x20   os._exit(0)          # the middle process leaves first\n\
+os.waitpid(pid, 0)";
+
+/// What this topic runs, in short.
+const RUST: &str = "let middle = kit::fork_raw(|| {\n\
+\x20   let me = brood::os::getpid();\n\
+\x20   kit::fork_raw(|| {                            // the grandchild\n\
+\x20       while brood::os::getppid() == me { sleep(1 ms) }\n\
+\x20       println!(\"my parent is now {}\", brood::os::getppid());   // init, or a subreaper\n\
+\x20       0\n\
+\x20   });\n\
+\x20   0                                             // the middle process leaves first\n\
+})?;\n\
+brood::os::waitpid(Some(middle), WaitFlags::empty())?;\n\
+brood::os::set_child_subreaper(true)?;            // then: the tour adopts its orphans";
 
 /// A grandchild orphaned on purpose, still alive and waiting for `go`.
 struct Orphan {
@@ -32,14 +54,8 @@ pub(crate) fn run() -> Result<()> {
          stays a zombie for long. Here the tour forks a middle process, which forks a \
          grandchild and exits at once; the grandchild watches its getppid() change.",
     );
-    python(
-        "pid = os.fork()\n\
-         if pid == 0:\n\
-         \x20   if os.fork() == 0:\n\
-         \x20       sleep(1); print(\"my parent is now\", os.getppid())   # init, e.g. 1\n\
-         \x20   os._exit(0)          # the middle process leaves first\n\
-         os.waitpid(pid, 0)",
-    );
+    kit::reference_says("§4.1, which shows no code", reference::ORPHAN, PYTHON);
+    kit::rust(RUST);
     let tour = os::getpid();
     let orphan = make_orphan()?;
     let g = orphan.grandchild.pid();
@@ -51,7 +67,7 @@ pub(crate) fn run() -> Result<()> {
         ),
     );
     let info = ProcInfo::read(g)?;
-    show(&[&info]);
+    show_adopted(&info);
     let name = name_of(orphan.adopter);
     line(
         "parent",

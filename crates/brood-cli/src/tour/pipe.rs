@@ -12,6 +12,23 @@ use brood::connection::{self, Address, Client, Connection, Listener, Waitable, p
 use brood::{Context, ErrorKind, Process, StartMethod, os};
 
 use super::kit::{self, BOUND, Guarded, explain, line, line_wrapped, python};
+use super::reference;
+
+/// The reference's example, as this topic runs it.
+const RUST: &str = "let (fd1, fd2) = brood::connection::pipe(true)?;   // Pipe(), duplex\n\
+fn fun1(mut fd1: Connection) {\n\
+\x20   let data: String = fd1.recv()?;                  // 从管道获取消息\n\
+\x20   println!(\"管道2传给管道1的数据 {data}\");\n\
+\x20   fd1.send(&\"跟你说句悄悄话\")?;\n\
+}\n\
+fn fun2(mut fd2: Connection) {\n\
+\x20   fd2.send(&\"肥水不流外人天\")?;\n\
+\x20   let data: String = fd2.recv()?;\n\
+\x20   println!(\"管道1传给管道2的数据 {data}\");\n\
+}\n\
+let mut p1 = Process::builder().target_with(fun1, fd1);   // each end goes to one child\n\
+let mut p2 = Process::builder().target_with(fun2, fd2);\n\
+p1.start()?; p2.start()?; p1.join()?; p2.join()?;";
 
 /// What a child hands back: its value, or the text of the error that
 /// stopped it.
@@ -26,24 +43,19 @@ fn text(e: impl std::fmt::Display) -> String {
 /// received.
 fn fun1(mut fd1: Connection) -> Answer<String> {
     let data: String = fd1.recv_timeout(BOUND).map_err(text)?;
-    line("fun1", format!("recv() -> {data:?}"));
-    let reply = format!("let me whisper you something, from pid {}", os::getpid());
-    line("fun1", format!("send({reply:?})"));
-    fd1.send(&reply).map_err(text)?;
+    line("fun1", format!("管道2传给管道1的数据 {data}"));
+    let inpu = format!("跟你说句悄悄话 (from pid {})", os::getpid());
+    fd1.send(&inpu).map_err(text)?;
     Ok(data)
 }
 
 /// The reference's `fun2`: sends first, then prints the answer. Returns
 /// what it received.
 fn fun2(mut fd2: Connection) -> Answer<String> {
-    let message = format!(
-        "fertile water stays in our own fields, from pid {}",
-        os::getpid()
-    );
-    line("fun2", format!("send({message:?})"));
-    fd2.send(&message).map_err(text)?;
+    fd2.send(&format!("肥水不流外人天 (from pid {})", os::getpid()))
+        .map_err(text)?;
     let data: String = fd2.recv_timeout(BOUND).map_err(text)?;
-    line("fun2", format!("recv() -> {data:?}"));
+    line("fun2", format!("管道1传给管道2的数据 {data}"));
     Ok(data)
 }
 
@@ -155,15 +167,8 @@ fn duplex() -> Result<()> {
          decodes it (Python pickles; brood uses its codec, MessagePack, so the receiver \
          names the type it expects).",
     );
-    python(
-        "fd1, fd2 = Pipe()          # duplex: both ends send and receive\n\
-         def fun1():\n\
-         \x20   data = fd1.recv(); print(data); fd1.send(\"let me whisper you something\")\n\
-         def fun2():\n\
-         \x20   fd2.send(\"fertile water stays in our own fields\"); print(fd2.recv())\n\
-         p1 = Process(target=fun1); p2 = Process(target=fun2)\n\
-         p1.start(); p2.start(); p1.join(); p2.join()",
-    );
+    kit::reference("§7.1", reference::PIPE);
+    kit::rust(RUST);
     let (fd1, fd2) = pipe(true)?;
     let mut p1 = Guarded(Process::builder().name("fun1").target_with(fun1, fd1));
     let mut p2 = Guarded(Process::builder().name("fun2").target_with(fun2, fd2));
@@ -175,21 +180,29 @@ fn duplex() -> Result<()> {
     let pid1 = p1.pid().context("fun1 has a pid")?;
     let pid2 = p2.pid().context("fun2 has a pid")?;
     ensure!(
-        got1.ends_with(&format!("from pid {pid2}")),
+        got1.ends_with(&format!("(from pid {pid2})")),
         "fun1 should have received fun2's message (pid {pid2}), got {got1:?}"
     );
     ensure!(
-        got2.ends_with(&format!("from pid {pid1}")),
+        got2.ends_with(&format!("(from pid {pid1})")),
         "fun2 should have received fun1's message (pid {pid1}), got {got2:?}"
     );
     line(
         "parent",
         format!(
             "fun1 ({pid1}) received the message fun2 ({pid2}) wrote, and fun2 the answer: \
-             each names the other's pid"
+             each names the other's pid (the tour adds the sender's pid to the reference's \
+             messages, to show who wrote them)"
         ),
     );
     println!();
+    kit::correction(
+        "its notes say 「multiprocessing中管道通信只能用于父子关系进程中」, that a pipe only \
+         links a parent and its children. A Pipe() end does reach only the processes that \
+         inherit it or are handed it, but it can be handed to any process over a Unix \
+         socket (send_fd below), and multiprocessing.connection's Listener and Client link \
+         processes that are not related at all (at the end of this topic).",
+    );
     Ok(())
 }
 

@@ -9,7 +9,33 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Result, ensure};
 use brood::{ErrorKind, Pool, os};
 
-use super::kit::{BOUND, code, explain, line, line_wrapped, python};
+use super::kit::{self, BOUND, explain, line, line_wrapped, python};
+
+/// The reference's pool example, §6, verbatim.
+const POOL: &str = r##"from multiprocessing import Pool
+from time import sleep,ctime
+
+pool = Pool(4)    # 创建进程池
+# 进程池事件
+def worker(msg):
+  sleep(2)
+  print(msg)
+  return ctime()
+
+# 向进程池添加执行事件
+for i in range(4):
+  msg = "Hello %d"%i
+
+  # r 代表func事件的一个对象
+  r = pool.apply_async(func=worker,args=(msg,))
+
+pool.close()    # 关闭进程池
+pool.join()     # 回收进程池
+
+# Hello 3
+# Hello 2
+# Hello 0
+# Hello 1"##;
 
 /// Python's `ctime()`, to the millisecond: the time of day (UTC).
 fn clock() -> String {
@@ -38,29 +64,8 @@ pub(crate) fn run() -> Result<()> {
          map, imap, imap_unordered, starmap, close, terminate, join -- and runs the same \
          functions Process runs: ones that capture nothing, under every start method.",
     );
-    python(
-        "from multiprocessing import Pool\n\
-         from time import sleep,ctime\n\
-         \n\
-         pool = Pool(4)    # 创建进程池\n\
-         # 进程池事件\n\
-         def worker(msg):\n\
-         \x20 sleep(2)\n\
-         \x20 print(msg)\n\
-         \x20 return ctime()\n\
-         \n\
-         # 向进程池添加执行事件\n\
-         for i in range(4):\n\
-         \x20 msg = \"Hello %d\"%i\n\
-         \n\
-         \x20 # r 代表func事件的一个对象\n\
-         \x20 r = pool.apply_async(func=worker,args=(msg,))\n\
-         \n\
-         pool.close()    # 关闭进程池\n\
-         pool.join()     # 回收进程池",
-    );
-    code(
-        "Rust",
+    kit::reference("§6", POOL);
+    kit::rust(
         "let pool = Pool::new(4)?;\n\
          let results: Vec<_> = (0..4)\n\
          \x20   .map(|i| pool.apply_async(|msg: String| { sleep(500ms); (msg, ctime(), getpid()) }, format!(\"Hello {i}\")))\n\

@@ -13,6 +13,7 @@ use brood::{ErrorKind, Process, os};
 use serde::{Deserialize, Serialize};
 
 use super::kit::{self, BOUND, Guarded, explain, line, python};
+use super::reference;
 
 /// What a child hands back: its value, or the text of the error that
 /// stopped it.
@@ -76,6 +77,7 @@ fn task((sem, go, busy, index): (Semaphore, Event, Array<i32>, usize)) -> Answer
         return Err(format!("no unit of the semaphore within {BOUND:?}"));
     }
     let start = mono_ns();
+    line("task", "执行任务.....执行完成");
     let running = {
         let mut b = busy.lock().map_err(text)?;
         b[0] += 1;
@@ -138,6 +140,12 @@ fn at_most_three() -> Result<()> {
          with one clock for all processes (CLOCK_MONOTONIC), and counts itself in a \
          shared Array while it runs.",
     );
+    kit::reference("§7.4", reference::SEMAPHORE);
+    kit::correction(
+        "its loop calls p.start() then p.join() for each task in turn, so one task runs \
+         at a time, and the semaphore never makes anyone wait: the example cannot show \
+         what it is for. Below, six tasks start together and all are joined afterwards.",
+    );
     python(
         "sem = Semaphore(3)                  # at most 3 tasks at a time\n\
          def rnewu(i):\n\
@@ -147,6 +155,19 @@ fn at_most_three() -> Result<()> {
          ps = [Process(target=rnewu, args=(i,)) for i in range(6)]\n\
          for p in ps: p.start()\n\
          for p in ps: p.join()",
+    );
+    kit::rust(
+        "let sem = Semaphore::new(3)?;                 // 最多允许3个任务同时执行\n\
+         fn task((sem, ..): (Semaphore, ..)) {\n\
+         \x20   sem.acquire(true, Some(BOUND));           // 每执行一次减少一个信号量\n\
+         \x20   println!(\"执行任务.....执行完成\");   sleep(150 ms);\n\
+         \x20   sem.release()?;                           // 执行完成后增加信号量\n\
+         }\n\
+         let mut ps: Vec<_> = (0..6)\n\
+         \x20   .map(|i| Process::builder().target_with(task, (sem.clone(), ..)))\n\
+         \x20   .collect();\n\
+         for p in &mut ps { p.start()?; }              // all six start, then\n\
+         for p in &mut ps { p.join()?; }               // all six are joined",
     );
     let sem = Semaphore::new(UNITS)?;
     let go = Event::new()?;
@@ -180,6 +201,11 @@ fn at_most_three() -> Result<()> {
         .map(|s| ms_after(t0, s.end))
         .fold(1.0, f64::max);
     println!("    timeline, 0 to {total_ms:.0} ms after the go (# = holding a unit):");
+    println!(
+        "    ((N running) = how many tasks held a unit just after this one took its own, \
+         itself included,"
+    );
+    println!("     counted in a shared Array: never more than {UNITS})");
     for s in &slots {
         println!(
             "    task {} pid {:>7} |{}| start {:>6.1} ms  end {:>6.1} ms  ({} running)",

@@ -17,6 +17,7 @@ use brood::{Process, os};
 use serde::{Deserialize, Serialize};
 
 use super::kit::{self, BOUND, Guarded, code, explain, line, python};
+use super::reference;
 
 /// What a child hands back: its value, or the text of the error that
 /// stopped it.
@@ -31,9 +32,17 @@ fn text(e: impl Display) -> String {
 const OPENING: i32 = 5000;
 
 /// How many deposits, and how many withdrawals, a month has. The reference
-/// has 30 of each, 0.2 s apart; the tour does many, back to back, so that
-/// the two processes really collide.
+/// has 30 of each (the man's 0.2 s apart, the girl's 0.15 s apart); the
+/// tour does many, back to back, so that the two processes really collide.
 const TIMES: u32 = 20_000;
+
+/// A clerk gives the CPU away (`sched_yield`) between reading and writing
+/// the balance once every this many updates.
+const YIELD_EVERY: usize = 1000;
+
+/// How many months the unlocked balance is tried, each twice as long as
+/// the one before, until an update is lost.
+const RACE_ATTEMPTS: u32 = 6;
 
 /// Who changes the balance: the reference's `man` deposits, `girl`
 /// withdraws.
@@ -62,17 +71,17 @@ impl Clerk {
         }
     }
 
-    /// The [`TIMES`] amounts it moves, in order: the reference's
+    /// The `times` amounts it moves, in order: the reference's
     /// `randint(1, 1000)` and `randint(100, 800)`, drawn from a generator
     /// with a fixed seed, so that the tour knows the exact expected balance
     /// (and it is the same in every run).
-    fn amounts(self) -> impl Iterator<Item = i32> {
+    fn amounts(self, times: u32) -> impl Iterator<Item = i32> {
         let (mut x, low, high): (u64, i32, i32) = match self {
             Clerk::Man => (1, 1, 1000),
             Clerk::Girl => (2, 100, 800),
         };
         let span = (high - low + 1) as u64;
-        (0..TIMES).map(move |_| {
+        (0..times).map(move |_| {
             x = x
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
@@ -80,9 +89,9 @@ impl Clerk {
         })
     }
 
-    /// The sum of its amounts.
-    fn total(self) -> i64 {
-        self.amounts().map(i64::from).sum()
+    /// The sum of its `times` amounts.
+    fn total(self, times: u32) -> i64 {
+        self.amounts(times).map(i64::from).sum()
     }
 }
 
@@ -108,26 +117,42 @@ impl Account {
     }
 }
 
-/// The reference's `man` and `girl`: waits for the go, then moves every
-/// amount of `clerk` in or out of `account`. Returns the sum it moved.
-fn clerk((account, clerk, go): (Account, Clerk, Event)) -> Answer<i64> {
+/// The reference's `man` and `girl`: waits for the go, then moves the
+/// `times` amounts of `clerk` in or out of `account`. Returns the sum it
+/// moved.
+fn clerk((account, clerk, go, times): (Account, Clerk, Event, u32)) -> Answer<i64> {
     if !go.wait(Some(BOUND)) {
         return Err(format!("no go within {BOUND:?}"));
     }
     let sign = clerk.sign();
     let mut moved = 0i64;
-    for amount in clerk.amounts() {
+    for (i, amount) in clerk.amounts(times).enumerate() {
         let delta = sign * amount;
+        // Now and then, give the CPU away between the read and the write,
+        // as a busy machine would at any moment: then the other clerk runs
+        // in the gap even when the two share one core.
+        let gap = || {
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                std::thread::yield_now();
+            }
+        };
         match &account {
             Account::Locked(money) => {
                 let mut balance = money.lock().map_err(text)?;
-                *balance += delta;
+                let now = *balance;
+                gap();
+                *balance = now + delta;
             }
             Account::GetSet(money) => {
                 let now = money.get().map_err(text)?;
+                gap();
                 money.set(now + delta).map_err(text)?;
             }
-            Account::Raw(money) => money.set(money.get() + delta),
+            Account::Raw(money) => {
+                let now = money.get();
+                gap();
+                money.set(now + delta);
+            }
         }
         moved += i64::from(amount);
     }
@@ -142,16 +167,16 @@ struct Month {
     took: Duration,
 }
 
-/// Runs the man and the girl against `account`, at the same moment (they
-/// wait for one go), and reads the balance they leave.
-fn month(account: &Account) -> Result<Month> {
+/// Runs the man and the girl against `account`, `times` amounts each, at
+/// the same moment (they wait for one go), and reads the balance they leave.
+fn month(account: &Account, times: u32) -> Result<Month> {
     let go = Event::new()?;
     let mut clerks = Vec::new();
     for who in [Clerk::Man, Clerk::Girl] {
         let mut p = Guarded(
             Process::builder()
                 .name(who.name())
-                .target_with(clerk, (account.clone(), who, go.clone())),
+                .target_with(clerk, (account.clone(), who, go.clone(), times)),
         );
         kit::flush();
         p.start()?;
@@ -162,10 +187,10 @@ fn month(account: &Account) -> Result<Month> {
     for (who, p) in &mut clerks {
         let moved = p.join_timeout(BOUND)?.map_err(anyhow::Error::msg)?;
         ensure!(
-            moved == who.total(),
+            moved == who.total(times),
             "the {} says it moved {moved}, its amounts sum to {}",
             who.name(),
-            who.total()
+            who.total(times)
         );
     }
     let took = t0.elapsed();
@@ -185,11 +210,25 @@ fn balance() -> Result<()> {
     explain(
         "Value('i', 5000) puts one C int in shared memory: every process that has it \
          reads and writes the same four bytes, where a plain variable would be copied \
-         into each child. In the reference, a man deposits and a girl withdraws, each in \
-         its own process, 30 times, 0.2 s apart. Here each does it 20000 times back to \
-         back, both starting at the same moment, with the reference's amounts (randint) \
-         drawn from a fixed seed, so the exact balance to expect is known: 5000 + all \
-         deposits - all withdrawals.",
+         into each child. In the reference, a man deposits 30 times, 0.2 s apart, and a \
+         girl withdraws 30 times, 0.15 s apart, each in its own process.",
+    );
+    kit::reference("§7.3", reference::VALUE);
+    kit::correction(
+        "money.value += randint(1, 1000) is not one step: it reads the value, then writes \
+         the sum, taking the value's lock for each step but not across both. When the other \
+         process updates the balance in between, that update is overwritten: lost (shown \
+         below). The fix is `with money.get_lock(): money.value += ...`. And the balance \
+         it states, 4264, is one outcome among many: randint draws other amounts each run.",
+    );
+    explain(
+        "Here each clerk moves 20000 amounts back to back, both starting at the same \
+         moment, with the reference's amounts (randint) drawn from a fixed seed, so the \
+         exact balance to expect is known: 5000 + all deposits - all withdrawals. Once \
+         every 1000 updates a clerk gives the CPU away between its read and its write \
+         (std::thread::yield_now), as a busy machine may make it do at any moment, so the \
+         other clerk can run in the gap even when both share one core. First with the \
+         lock held across each update:",
     );
     python(
         "money = Value('i', 5000)\n\
@@ -203,23 +242,28 @@ fn balance() -> Result<()> {
          \x20           money.value -= randint(100, 800)\n\
          m = Process(target=man); g = Process(target=girl)\n\
          m.start(); g.start(); m.join(); g.join()\n\
-         print(\"monthly balance:\", money.value)",
+         print(\"一月余额:\", money.value)",
     );
-    code(
-        "Rust",
-        "let money = Value::with_typecode('i', 5000)?;       // Value<i32>\n\
-         fn clerk((money, ..): (Value<i32>, ..)) {\n\
-         \x20   for amount in amounts { *money.lock().unwrap() += amount; }   // the guard holds the lock\n\
+    kit::rust(
+        "let money = Value::with_typecode('i', 5000)?;      // Value('i', 5000): a Value<i32>\n\
+         fn clerk((money, clerk, ..): (Value<i32>, Clerk, ..)) {\n\
+         \x20   for amount in clerk.amounts() {\n\
+         \x20       *money.lock()? += clerk.sign() * amount;   // the guard holds the lock\n\
+         \x20       // the reference's unlocked +=: money.set(money.get()? + amount)?\n\
+         \x20   }\n\
          }\n\
-         Process::builder().name(\"man\").target_with(clerk, (money.clone(), ..))",
+         let mut m = Process::builder().name(\"man\").target_with(clerk, (money.clone(), Clerk::Man, ..));\n\
+         let mut g = Process::builder().name(\"girl\").target_with(clerk, (money.clone(), Clerk::Girl, ..));\n\
+         m.start()?; g.start()?; m.join()?; g.join()?;\n\
+         println!(\"一月余额: {}\", money.get()?);",
     );
-    let deposited = Clerk::Man.total();
-    let withdrawn = Clerk::Girl.total();
+    let deposited = Clerk::Man.total(TIMES);
+    let withdrawn = Clerk::Girl.total(TIMES);
     let expected = i64::from(OPENING) + deposited - withdrawn;
     let expected = i32::try_from(expected).context("the expected balance fits an int")?;
 
     let money = Value::with_typecode('i', OPENING)?;
-    let locked = month(&Account::Locked(money.clone()))?;
+    let locked = month(&Account::Locked(money.clone()), TIMES)?;
     line(
         "parent",
         format!(
@@ -229,6 +273,7 @@ fn balance() -> Result<()> {
             ms(locked.took)
         ),
     );
+    line("parent", format!("一月余额: {}", locked.balance));
     ensure!(
         locked.balance == expected,
         "with the lock the balance should be exactly {expected}, is {}",
@@ -249,38 +294,56 @@ fn balance() -> Result<()> {
         "money.value += randint(1, 1000)     # read under the lock, then write under the lock\n\
          raw = RawValue('i', 5000)           # no lock at all",
     );
-    let racy = [
-        (
-            "get() then set(), the reference's money.value += x",
-            Account::GetSet(Value::with_typecode('i', OPENING)?),
-        ),
-        (
-            "RawValue, no lock at all",
-            Account::Raw(RawValue::with_typecode('i', OPENING)?),
-        ),
+    type Fresh = fn() -> Result<Account>;
+    let racy: [(&str, Fresh); 2] = [
+        ("get() then set(), the reference's money.value += x", || {
+            Ok(Account::GetSet(Value::with_typecode('i', OPENING)?))
+        }),
+        ("RawValue, no lock at all", || {
+            Ok(Account::Raw(RawValue::with_typecode('i', OPENING)?))
+        }),
     ];
-    for (label, account) in racy {
-        let m = month(&account)?;
-        let off = i64::from(m.balance) - i64::from(expected);
+    for (label, fresh) in racy {
         line("parent", format!("{label}:"));
+        race(fresh)?;
+    }
+    println!();
+    Ok(())
+}
+
+/// Runs unlocked months, each twice as long as the one before, until one
+/// loses an update (at most [`RACE_ATTEMPTS`]); says what each left.
+fn race(fresh: fn() -> Result<Account>) -> Result<()> {
+    let mut times = TIMES;
+    for attempt in 1..=RACE_ATTEMPTS {
+        let expected = i64::from(OPENING) + Clerk::Man.total(times) - Clerk::Girl.total(times);
+        let m = month(&fresh()?, times)?;
+        let off = i64::from(m.balance) - expected;
         line(
             "parent",
             format!(
-                "  money.value = {}, expected {expected}, off by {off} ({} ms)",
+                "  try {attempt}, {times} each: money.value = {}, expected {expected}, off by \
+                 {off} ({} ms)",
                 m.balance,
                 ms(m.took)
             ),
         );
-        line(
-            "parent",
-            if off == 0 {
-                "  -> no update was lost in this run: the race is there, it did not strike"
-            } else {
-                "  -> some updates were lost: another process's update, overwritten"
-            },
-        );
+        if off != 0 {
+            line(
+                "parent",
+                "  -> some updates were lost: another process's update, overwritten",
+            );
+            return Ok(());
+        }
+        times *= 2;
     }
-    println!();
+    line(
+        "parent",
+        format!(
+            "  -> no update was lost in {RACE_ATTEMPTS} tries: the race is there, it did not \
+             strike (on a busy machine the two clerks may never run at the same instant)"
+        ),
+    );
     Ok(())
 }
 
@@ -389,14 +452,16 @@ fn byte_array() -> Result<()> {
          the Array, and Process::fork runs it in a forked child, which shares the array's \
          memory with the tour.",
     );
-    python(
-        "shm = Array('c', b\"hello\")\n\
-         def fun():\n\
-         \x20   for i in shm: print(i)           # b'h' b'e' b'l' b'l' b'o'\n\
-         \x20   shm[0] = b'H'\n\
-         p = Process(target=fun); p.start(); p.join()\n\
-         for i in shm: print(i)\n\
-         print(shm.value)                     # b'Hello'",
+    kit::reference("§7.3", reference::ARRAY);
+    kit::rust(
+        "let shm = Array::with_typecode('c', &b\"hello\"[..])?;   // Array('c', b\"hello\")\n\
+         let theirs = shm.clone();\n\
+         let mut p = Process::builder().name(\"fun\").fork(move || {\n\
+         \x20   for i in theirs.to_vec()? { println!(\"{}\", py_bytes(&[i])); }   // b'h' ...\n\
+         \x20   theirs.set(0, b'H')?;                           // shm[0] = b'H'\n\
+         });\n\
+         p.start()?; p.join()?;\n\
+         println!(\"{}\", py_bytes(&shm.to_vec()?));            // b'Hello'",
     );
     let shm = Array::with_typecode('c', &b"hello"[..])?;
     let theirs = shm.clone();

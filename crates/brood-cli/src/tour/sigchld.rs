@@ -6,7 +6,15 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use brood::os::{self, ExitStatus, ProcInfo, ProcState, WaitFlags, proc};
 
-use super::kit::{self, DefaultChildren, Kid, explain, line, python, show};
+use super::kit::{self, DefaultChildren, Kid, explain, line, show};
+use super::reference;
+
+/// The reference's line, and what this topic checks, in Rust.
+const RUST: &str = "brood::os::ignore_children()?;   // signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n\
+let child = kit::fork_raw(|| 0)?;\n\
+// it exits, and the kernel reaps it at once: no zombie\n\
+brood::os::waitpid(Some(child), WaitFlags::empty())   // Err(ECHILD): its status is gone\n\
+brood::os::default_children()?;  // signal.signal(signal.SIGCHLD, signal.SIG_DFL)";
 
 /// Ignores `SIGCHLD`, forks a child that exits: no zombie, `ECHILD`. Then
 /// restores the default: the next child is a zombie until reaped.
@@ -21,13 +29,8 @@ pub(crate) fn run() -> Result<()> {
          brood::os::default_children() undoes it (brood::Process needs the default to \
          read its children's status).",
     );
-    python(
-        "import signal\n\
-         signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # before forking\n\
-         pid = os.fork()\n\
-         if pid == 0: os._exit(0)\n\
-         os.wait()   # ChildProcessError: [Errno 10] No child processes",
-    );
+    kit::reference("§4.3", reference::SIGCHLD);
+    kit::rust(RUST);
     let me = os::getpid();
     let _restore = DefaultChildren;
     os::ignore_children()?;

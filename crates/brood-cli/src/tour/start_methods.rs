@@ -14,6 +14,7 @@ use brood::{Context, ErrorKind, Process, StartMethod};
 use serde::{Deserialize, Serialize};
 
 use super::kit::{self, BOUND, Guarded, code, explain, line, line_wrapped, python};
+use super::reference;
 
 /// The reference's global `a`: 1 when the program starts. The tour sets it
 /// to 2 before starting the children, so a child that finds 2 is a copy of
@@ -41,7 +42,7 @@ fn fun() -> Report {
     line(
         "child",
         format!(
-            "child event, pid {}: found a = {found}, set a = {}",
+            "子进程事件 {}: found a = {found}, set a = {}",
             os::getpid(),
             A.load(Ordering::SeqCst)
         ),
@@ -271,19 +272,20 @@ pub(crate) fn run() -> Result<()> {
          nothing runs under all three; brood sends it by address, the arguments and the \
          value through the codec.",
     );
-    python(
+    kit::reference_says(
+        "§5 (its notes; its example is in topic `process`)",
+        reference::PROCESS_NOTES,
         "a = 1\n\
          def fun():\n\
          \x20   global a\n\
-         \x20   print(\"child event\", os.getpid(), \"found a =\", a); a = 10000\n\
+         \x20   print(\"子进程事件\", os.getpid(), \"found a =\", a); a = 10000\n\
          if __name__ == \"__main__\":\n\
          \x20   a = 2                       # changed at run time\n\
          \x20   for method in (\"fork\", \"spawn\", \"forkserver\"):\n\
          \x20       p = mp.get_context(method).Process(target=fun)\n\
          \x20       p.start(); p.join()",
     );
-    code(
-        "Rust",
+    kit::rust(
         "for method in StartMethod::ALL {\n\
          \x20   let mut p = Context::new(method).builder().target(fun);\n\
          \x20   // or Process::builder().start_method(method).target(fun)\n\
@@ -314,6 +316,12 @@ pub(crate) fn run() -> Result<()> {
     ensure!(a == 2, "the tour's a should still be 2, is {a}");
     line("parent", format!("start + join: {}", times.join("; ")));
     println!();
+    kit::correction(
+        "its first note, that the child copies all of the parent's memory, holds for fork \
+         only: a spawn or forkserver child is a fresh start of the program and found a = 1, \
+         not the 2 the tour had set. (Its last note, that the child cannot print, is \
+         corrected in topic `process`: every child above printed its own line.)",
+    );
     explain(
         "fork is cheapest (copy-on-write pages, no program start); spawn pays for starting \
          the program; forkserver pays that once, when the server starts (the first use in \

@@ -5,7 +5,26 @@ use std::time::Instant;
 use anyhow::{Result, ensure};
 use brood::os::{self, ExitStatus, ProcInfo, ProcState, WaitFlags, proc::STAT_FLAGS};
 
-use super::kit::{self, BOUND, Kid, explain, line, python, show};
+use super::kit::{self, BOUND, Kid, explain, line, show};
+use super::reference;
+
+/// The tour's Python for §2, which shows no code.
+const PYTHON: &str = "import os, signal, time\n\
+os.system(f\"ps -o pid,stat,cmd -p {os.getpid()}\")   # R: this process, running\n\
+pid = os.fork()\n\
+if pid == 0: time.sleep(10); os._exit(0)              # the child sleeps: S\n\
+os.kill(pid, signal.SIGSTOP)                         # stopped: T\n\
+os.kill(pid, signal.SIGCONT); os.kill(pid, signal.SIGTERM); os.waitpid(pid, 0)";
+
+/// What this topic runs, in short.
+const RUST: &str = "use brood::os::{self, ProcInfo};\n\
+let me = ProcInfo::read(os::getpid())?;\n\
+println!(\"{}\", me.stat());                        // R: reading /proc while running\n\
+let kid = kit::fork_raw(|| { std::thread::sleep(BOUND); 0 })?;\n\
+ProcInfo::read(kid)?.state;                        // Sleeping: S\n\
+os::kill(kid, libc::SIGSTOP)?;                     // Stopped: T\n\
+os::waitpid(Some(kid), WaitFlags::UNTRACED)?;      // Stopped(SIGSTOP)\n\
+os::kill(kid, libc::SIGCONT)?;                     // S again";
 
 /// Shows this process's own STAT, then a child seen sleeping (S), stopped
 /// (T), resumed, and one running (R).
@@ -14,16 +33,24 @@ pub(crate) fn run() -> Result<()> {
     explain(&format!(
         "A program is a file on disk; a process is one run of it, with its own pid, memory \
          and open files, and a life that starts and ends. Multitasking runs several at once: \
-         this machine lets this process use {cpus} CPU(s) (brood::cpu_count(), Python's \
-         os.cpu_count()), so up to {cpus} processes run in parallel; the others take turns \
-         on them (concurrency), the kernel's scheduler handing each a time slice.\n\n\
+         this process may use {cpus} CPU(s) (brood::cpu_count(), which honours the CPU \
+         affinity mask: Python's os.process_cpu_count(), 3.13+, or \
+         len(os.sched_getaffinity(0)); os.cpu_count() counts every CPU of the machine), so \
+         up to {cpus} processes run in parallel; the others take turns on them \
+         (concurrency), the kernel's scheduler handing each a time slice.\n\n\
          The tutorial's states -- ready, running, waiting (plus new and terminated) -- are \
          the first letter of the STAT column of `ps -ajx`, read here from /proc/PID/stat \
          with brood::os::ProcInfo::read (Python: psutil.Process(pid).status(), or reading \
          /proc yourself). R is ready or running (Linux does not tell them apart), S and D \
          are waiting, T is stopped, Z is terminated but not yet collected."
     ));
-    python("import os\nos.system(\"ps -ajx\")   # or: open(f\"/proc/{os.getpid()}/stat\").read()");
+    kit::reference_says("§2, which shows no code", reference::STATES, PYTHON);
+    kit::rust(RUST);
+    kit::correction(
+        "the list leaves out states and flags a learner will meet in ps: I (an idle kernel \
+         thread), t (stopped by a debugger), X (dead), and the flag L (pages locked in \
+         memory); and R does not tell ready from running -- Linux has one state for both.",
+    );
 
     let me = ProcInfo::read(os::getpid())?;
     line("parent", "this process, as `ps -ajx` shows it:");
@@ -67,10 +94,7 @@ pub(crate) fn run() -> Result<()> {
     // Stopped by SIGSTOP: T.
     sleeper.signal(libc::SIGSTOP)?;
     let info = kit::wait_for_state(pid, ProcState::Stopped)?;
-    line(
-        "parent",
-        "after os.kill(pid, signal.SIGSTOP) (what Ctrl-Z sends, as SIGTSTP):",
-    );
+    line("parent", "after os.kill(pid, signal.SIGSTOP):");
     show(&[&info]);
     let status = kit::reap_exited(pid, WaitFlags::UNTRACED)?;
     line(
@@ -79,6 +103,11 @@ pub(crate) fn run() -> Result<()> {
             "T: {}; waitpid(pid, WUNTRACED) reports it: {status}",
             info.state.meaning()
         ),
+    );
+    line(
+        "parent",
+        "(Ctrl-Z in a shell stops a job the same way, with another signal, SIGTSTP, which \
+         a program may catch; SIGSTOP cannot be caught)",
     );
     ensure!(
         status == ExitStatus::Stopped(libc::SIGSTOP),

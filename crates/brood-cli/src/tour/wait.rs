@@ -3,7 +3,21 @@
 use anyhow::{Result, bail, ensure};
 use brood::os::{self, ExitStatus, WaitFlags};
 
-use super::kit::{Kid, explain, line, python};
+use super::kit::{self, Kid, explain, line};
+use super::reference;
+
+/// The reference's example, as this topic runs it.
+const RUST: &str = "match unsafe { brood::os::fork() }? {\n\
+\x20   ForkResult::Child => {\n\
+\x20       println!(\"Child process {}\", brood::os::getpid());\n\
+\x20       brood::os::exit_now(1)                       // sys.exit(1)\n\
+\x20   }\n\
+\x20   ForkResult::Parent { .. } => {\n\
+\x20       let (pid, status) = brood::os::wait()?;     // 阻塞等待子进程退出\n\
+\x20       println!(\"pid :  {pid}\");\n\
+\x20       println!(\"status: {}\", status.code().unwrap());   // os.WEXITSTATUS: 1\n\
+\x20   }\n\
+}";
 
 /// The tutorial's example (a child exits with 1, `os.wait()` reads it), a
 /// child killed by a signal, `WNOHANG`, and `ECHILD`.
@@ -17,14 +31,8 @@ pub(crate) fn run() -> Result<()> {
          The tour never blocks blindly: it first waits on the child's pidfd with a time \
          limit, so each wait() below returns at once.",
     );
-    python(
-        "pid = os.fork()\n\
-         if pid == 0:\n\
-         \x20   print(\"Child process\", os.getpid()); sys.exit(1)\n\
-         pid, status = os.wait()\n\
-         print(\"pid:\", pid, \"status:\", os.WEXITSTATUS(status))   # status: 1",
-    );
-
+    kit::reference("§4.3", reference::WAIT);
+    kit::rust(RUST);
     // The tutorial's example.
     let mut kid = Kid::fork(|| {
         line("child", format!("Child process {}", os::getpid()));
@@ -36,9 +44,17 @@ pub(crate) fn run() -> Result<()> {
         bail!("os::wait() reaped {pid}, not the child {}", kid.pid());
     }
     kid.reaped_elsewhere();
+    line("parent", format!("pid :  {pid}"));
     line(
         "parent",
-        format!("os::wait() -> ({pid}, {status:?}): pid {pid}, {status}"),
+        format!(
+            "status: {}",
+            status.code().map_or_else(|| "?".into(), |c| c.to_string())
+        ),
+    );
+    line(
+        "parent",
+        format!("  (os::wait() -> ({pid}, {status:?}): {status})"),
     );
     line(
         "parent",
@@ -54,6 +70,11 @@ pub(crate) fn run() -> Result<()> {
         "expected exit code 1, got {status}"
     );
     println!();
+    kit::correction(
+        "its parent ends with `while True: pass`, which spins at 100% of a CPU for ever \
+         (stop it with Ctrl-C); the tour's parent goes on. Its `if pid < 0` branch cannot \
+         run: a failed os.fork() raises OSError.",
+    );
 
     // Killed by a signal, and WNOHANG while it runs.
     for signal in [libc::SIGTERM, libc::SIGKILL] {

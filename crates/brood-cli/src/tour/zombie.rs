@@ -5,7 +5,23 @@ use std::io;
 use anyhow::{Result, ensure};
 use brood::os::{self, ProcInfo, ProcState, WaitFlags, proc};
 
-use super::kit::{self, Kid, explain, line, python, show};
+use super::kit::{self, Kid, explain, line, show};
+use super::reference;
+
+/// The tour's Python for §4.2, which shows no code.
+const PYTHON: &str = "pid = os.fork()\n\
+if pid == 0: os._exit(0)\n\
+sleep(1)                          # the child is now <defunct>, Z\n\
+os.system(f\"ps -o pid,ppid,stat,cmd -p {pid}\")\n\
+os.kill(pid, signal.SIGKILL)      # nothing happens: it is already dead\n\
+os.waitpid(pid, 0)                # reaped: gone";
+
+/// What this topic runs, in short.
+const RUST: &str = "let child = kit::fork_raw(|| 0)?;             // exits at once\n\
+PidFd::open(child)?.wait_timeout(Some(BOUND))?;  // it has exited; nobody reaped it\n\
+ProcInfo::read(child)?.state                     // ProcState::Zombie: Z\n\
+brood::os::kill(child, libc::SIGKILL)?;          // still Z\n\
+brood::os::waitpid(Some(child), WaitFlags::NOHANG)?;   // reaped: /proc/PID is gone";
 
 /// Forks a child that exits at once, shows it as `Z` without reaping it,
 /// shows that even SIGKILL does not remove it, then reaps it.
@@ -18,13 +34,8 @@ pub(crate) fn run() -> Result<()> {
          holds its pid; a parent that forks in a loop and never waits fills the pid table. \
          Here the child exits at once and the tour deliberately does not wait.",
     );
-    python(
-        "pid = os.fork()\n\
-         if pid == 0: os._exit(0)\n\
-         sleep(1)                          # the child is now <defunct>, Z\n\
-         os.system(f\"ps -o pid,ppid,stat,cmd -p {pid}\")\n\
-         os.waitpid(pid, 0)                # reaped: gone",
-    );
+    kit::reference_says("§4.2, which shows no code", reference::ZOMBIE, PYTHON);
+    kit::rust(RUST);
     let me = os::getpid();
     let mut kid = Kid::fork(|| 0)?;
     let pid = kid.pid();

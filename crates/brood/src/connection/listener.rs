@@ -4,17 +4,18 @@
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{Connection, wait_fd};
+use super::{Connection, Waitable, wait_fd};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Where a [`Listener`] listens and a [`Client`] connects.
@@ -111,9 +112,14 @@ enum Inner {
 /// # Ok::<(), brood::Error>(())
 /// ```
 pub struct Listener {
-    inner: Inner,
+    /// `None` once closed.
+    inner: Option<Inner>,
     address: Address,
     authkey: Option<Vec<u8>>,
+    last_accepted: Mutex<Option<Address>>,
+    /// The private directory [`Listener::new`] made for its socket,
+    /// removed with it.
+    own_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for Listener {
@@ -121,6 +127,7 @@ impl fmt::Debug for Listener {
         f.debug_struct("Listener")
             .field("address", &self.address)
             .field("authkey", &self.authkey.as_ref().map(|_| "<hidden>"))
+            .field("closed", &self.inner.is_none())
             .finish()
     }
 }
@@ -155,9 +162,114 @@ impl Listener {
             }
         };
         Ok(Listener {
-            inner,
+            inner: Some(inner),
             address,
             authkey: authkey.map(<[u8]>::to_vec),
+            last_accepted: Mutex::new(None),
+            own_dir: None,
+        })
+    }
+
+    /// Listens on an address of its own choosing (Python's `Listener()`
+    /// without an address): a Unix socket in a fresh private directory
+    /// (mode 0700) under the temp dir (`$TMPDIR`, else `/tmp`), so only
+    /// this user reaches it; [`address`](Listener::address) says where.
+    /// [`close`](Listener::close) or drop removes the socket and the
+    /// directory.
+    ///
+    /// ```
+    /// use brood::connection::{Address, Client, Listener};
+    /// let l = Listener::new(Some(b"key"))?;
+    /// let Address::Unix(path) = l.address().clone() else { unreachable!() };
+    /// assert!(path.exists());
+    /// let addr = l.address().clone();
+    /// let t = std::thread::spawn(move || Client::connect(&addr, Some(b"key")).unwrap().send(&1u8).unwrap());
+    /// assert_eq!(l.accept()?.recv::<u8>()?, 1);
+    /// t.join().unwrap();
+    /// drop(l);
+    /// assert!(!path.exists() && !path.parent().unwrap().exists());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn new(authkey: Option<&[u8]>) -> Result<Listener> {
+        let dir = private_dir()?;
+        match Listener::bind(&Address::Unix(dir.join("listener")), authkey) {
+            Ok(mut l) => {
+                l.own_dir = Some(dir);
+                Ok(l)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops listening: the socket is closed and a Unix socket file
+    /// removed (Python's `close()`). Later [`accept`](Listener::accept)s
+    /// fail with [`ErrorKind::InvalidState`] ("the listener is closed");
+    /// closing again does nothing. Connections already accepted stay open.
+    ///
+    /// ```
+    /// let mut l = brood::connection::Listener::new(None)?;
+    /// l.close();
+    /// l.close();
+    /// assert!(l.closed());
+    /// assert_eq!(l.accept().unwrap_err().kind(), brood::ErrorKind::InvalidState);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn close(&mut self) {
+        if self.inner.take().is_some() {
+            self.remove_files();
+        }
+    }
+
+    /// Whether [`close`](Listener::close) was called.
+    ///
+    /// ```
+    /// assert!(!brood::connection::Listener::new(None)?.closed());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn closed(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    /// The peer address of the last connection accepted, `None` before the
+    /// first (Python's `last_accepted`). A Unix peer usually has no name:
+    /// then it is `Address::Unix` of an empty path (Python's `''`).
+    ///
+    /// ```
+    /// use brood::connection::{Address, Client, Listener};
+    /// let l = Listener::bind(&"127.0.0.1:0".parse()?, None)?;
+    /// assert_eq!(l.last_accepted(), None);
+    /// let addr = l.address().clone();
+    /// let t = std::thread::spawn(move || Client::connect(&addr, None).unwrap());
+    /// let _conn = l.accept()?;
+    /// let client = t.join().unwrap();
+    /// let Some(Address::Tcp(peer)) = l.last_accepted() else { unreachable!() };
+    /// assert_eq!(peer.ip().to_string(), "127.0.0.1");
+    /// # drop(client);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn last_accepted(&self) -> Option<Address> {
+        self.last_accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn remove_files(&mut self) {
+        if let Address::Unix(path) = &self.address {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(dir) = self.own_dir.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.inner.as_ref().map(|inner| match inner {
+            Inner::Unix(l) => l.as_fd(),
+            Inner::Tcp(l) => l.as_fd(),
         })
     }
 
@@ -192,11 +304,14 @@ impl Listener {
     /// assert!(err.is_timeout());
     /// ```
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_until(Some(Instant::now() + timeout))
+        self.accept_until(crate::time::deadline(timeout))
     }
 
     fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection> {
-        let raw = match &self.inner {
+        let Some(inner) = &self.inner else {
+            return Err(Error::invalid("the listener is closed"));
+        };
+        let raw = match inner {
             Inner::Unix(l) => l.as_raw_fd(),
             Inner::Tcp(l) => l.as_raw_fd(),
         };
@@ -204,17 +319,27 @@ impl Listener {
             wait_fd(raw, libc::POLLIN, deadline)?;
         }
         let ctx = |e| Error::os_error(format!("cannot accept on {}", self.address), e);
-        let mut conn = match &self.inner {
+        let (mut conn, peer) = match inner {
             Inner::Unix(l) => {
-                let (s, _) = l.accept().map_err(ctx)?;
-                Connection::from_fd(OwnedFd::from(s), true)
+                let (s, addr) = l.accept().map_err(ctx)?;
+                let peer = match (addr.as_pathname(), addr.as_abstract_name()) {
+                    (Some(path), _) => Address::Unix(path.to_path_buf()),
+                    (None, Some(name)) => Address::Abstract(name.to_vec()),
+                    (None, None) => Address::Unix(PathBuf::new()),
+                };
+                (Connection::from_fd(OwnedFd::from(s), true), peer)
             }
             Inner::Tcp(l) => {
-                let (s, _) = l.accept().map_err(ctx)?;
+                let (s, addr) = l.accept().map_err(ctx)?;
                 let _ = s.set_nodelay(true);
-                Connection::from_fd(OwnedFd::from(s), false)
+                (
+                    Connection::from_fd(OwnedFd::from(s), false),
+                    Address::Tcp(addr),
+                )
             }
         };
+        // Recorded before the handshake, as Python records it.
+        *self.last_accepted.lock().unwrap_or_else(|p| p.into_inner()) = Some(peer);
         if let Some(key) = &self.authkey {
             deliver_challenge(&mut conn, key, deadline)?;
             answer_challenge(&mut conn, key, deadline)?;
@@ -225,10 +350,58 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Address::Unix(path) = &self.address {
-            let _ = std::fs::remove_file(path);
+        if self.inner.is_some() {
+            self.remove_files();
         }
     }
+}
+
+/// A listener is ready when a client waits to be accepted; a closed one is
+/// ready at once (its `accept` fails without waiting).
+///
+/// ```
+/// use std::time::Duration;
+/// use brood::connection::{wait, Client, Listener};
+/// let l = Listener::new(None)?;
+/// assert!(wait(&[&l], Some(Duration::from_millis(10)))?.is_empty());
+/// let _c = Client::connect(l.address(), None)?;
+/// assert_eq!(wait(&[&l], Some(Duration::from_secs(10)))?, [0]);
+/// # Ok::<(), brood::Error>(())
+/// ```
+impl Waitable for Listener {
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd()
+    }
+    fn ready_now(&self) -> bool {
+        self.inner.is_none()
+    }
+}
+
+/// A fresh directory only this user can enter, under the temp dir.
+fn private_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let mut last = None;
+    for _ in 0..16 {
+        let mut random = [0u8; 8];
+        fill_random(&mut random)?;
+        let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = base.join(format!("brood-{name}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => {
+                return Err(Error::os_error(
+                    format!("cannot make a directory in {}", base.display()),
+                    e,
+                ));
+            }
+        }
+    }
+    Err(Error::os_error(
+        format!("cannot make a fresh directory in {}", base.display()),
+        last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists)),
+    ))
 }
 
 /// Connects to a [`Listener`] (Python's `multiprocessing.connection.Client`).
@@ -268,7 +441,7 @@ impl Client {
         authkey: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Connection> {
-        Client::connect_until(address, authkey, Some(Instant::now() + timeout))
+        Client::connect_until(address, authkey, crate::time::deadline(timeout))
     }
 
     fn connect_until(
@@ -394,7 +567,8 @@ fn answer_challenge(conn: &mut Connection, key: &[u8], deadline: Option<Instant>
     }
 }
 
-fn fill_random(buf: &mut [u8]) -> Result<()> {
+/// Fills `buf` with random bytes from the kernel (`getrandom(2)`).
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
         let rest = &mut buf[filled..];

@@ -38,6 +38,21 @@
 //! value was expected gives [`ErrorKind::Codec`] and the connection stays
 //! usable (the frame was consumed). Without a timeout a receive waits for
 //! the peer as long as it lives; every operation has a `_timeout` form.
+//!
+//! File descriptors arrive only where an API expects them: with a
+//! [`Connection::recv_fd`] message, or with a value whose type holds
+//! handles (a `Connection`, a shared-memory segment, a `brood::handle`
+//! field). Fds a peer attaches anywhere else (to a `recv_bytes` message, to
+//! the middle of a message, during the auth handshake) are closed as soon
+//! as they arrive or as soon as their message is read, so a peer cannot
+//! exhaust this process's fds. If the kernel drops fds on the way (the
+//! process is at its fd limit: `MSG_CTRUNC`), the bytes are kept: every
+//! message before the one that lost its fds is delivered, that one fails
+//! with an [`ErrorKind::Io`] error, and the connection is closed. A
+//! connection brood closes this way (or after a message over the limit, or
+//! a send cut off mid-message) keeps its fd, shut down, until your own
+//! `close` or drop: `as_fd` stays valid, and nothing a peer sends can make
+//! it panic.
 
 mod listener;
 
@@ -49,11 +64,12 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub(crate) use listener::fill_random;
 pub use listener::{Address, Client, Listener};
 
-use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::os::{self, scm};
+use crate::{codec, handle};
 
 /// The default limit on one message: 128 MiB.
 ///
@@ -67,9 +83,10 @@ pub const DEFAULT_MAX_MESSAGE: usize = 128 << 20;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Socket buffers asked for. 256 KiB measured faster than 4 MiB for 1 MiB
-/// messages (the data in flight stays in cache: 117% vs 78% of a raw
-/// socketpair with 4 MiB buffers, `bench/run --only pipes`), and the round
-/// trip does not depend on it.
+/// messages (the data in flight stays in cache), and the round trip does
+/// not depend on it. The C floor of `bench/run --only pipes`
+/// (`bench/c/socketpair.c`) uses the same size, so "% of raw" compares
+/// equal setups.
 const SOCKET_BUFFER: libc::c_int = 256 << 10;
 
 /// One end of a pipe or of a socket connection.
@@ -77,8 +94,11 @@ const SOCKET_BUFFER: libc::c_int = 256 << 10;
 /// Methods take `&mut self`: one thread uses an end at a time. For a
 /// second handle on the same end (say, a writer thread), use
 /// [`try_clone`](Connection::try_clone). A `Connection` crosses to a child
-/// as an argument under every start method (its fd travels with it), and a
-/// forked child inherits those it captured.
+/// as an argument under every start method (its fd travels with it), can
+/// be sent over another Unix connection with [`send`](Connection::send)
+/// (as Python's `reduction` does), and a forked child inherits those it
+/// captured. [`from_owned_fd`](Connection::from_owned_fd) makes one from a
+/// stream socket of your own.
 ///
 /// ```
 /// let (mut parent, child) = brood::connection::pipe(true)?;
@@ -107,16 +127,32 @@ pub struct Connection {
     rbuf: Vec<u8>,
     rpos: usize,
     /// A large message being read straight into its own buffer (its
-    /// length so far is what arrived) and the length it will have.
-    partial: Option<(Vec<u8>, usize)>,
+    /// length so far is what arrived), the length it will have, and the
+    /// length of its frame header.
+    partial: Option<(Vec<u8>, usize, usize)>,
     /// A large buffer kept from the last large message, for the next one.
     spare: Vec<u8>,
     /// Encoding buffer for `send`, kept between messages.
     wbuf: Vec<u8>,
     /// A message a too-short `recv_bytes_into` left for the next receive.
     pending: Option<Vec<u8>>,
-    /// Fds that arrived with data and were not claimed yet.
-    fds: VecDeque<OwnedFd>,
+    /// Fds that arrived and wait for their message, each batch with the
+    /// stream position of the last byte of the read that brought it (a
+    /// byte of the message it belongs to; see [`Connection::fds_arrived`]).
+    fds: VecDeque<(u64, Vec<OwnedFd>)>,
+    /// Bytes read from the socket so far (a stream position).
+    received: u64,
+    /// Stream position of the first byte of the next message not yet
+    /// handed out.
+    frame_start: u64,
+    /// Stream position of a read whose fds the kernel dropped
+    /// (`MSG_CTRUNC`): the message holding it fails, and the connection
+    /// with it.
+    fds_lost_at: Option<u64>,
+    /// Why brood closed the connection after an error it could not recover
+    /// from (the stream position was lost); the fd stays open, shut down,
+    /// until `close` or drop, so `as_fd` stays valid.
+    broken: Option<String>,
 }
 
 /// Two connected ends (Python's `Pipe(duplex)`).
@@ -141,11 +177,8 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let mut first = Connection::from_fd(a, true);
     let mut second = Connection::from_fd(b, true);
     if !duplex {
-        // SAFETY: shutdown(2) on an open socket touches no memory.
-        unsafe {
-            libc::shutdown(first.raw(), libc::SHUT_WR);
-            libc::shutdown(second.raw(), libc::SHUT_RD);
-        }
+        scm::shutdown(&Fd(first.raw()), libc::SHUT_WR);
+        scm::shutdown(&Fd(second.raw()), libc::SHUT_RD);
         first.writable = false;
         second.readable = false;
     }
@@ -182,7 +215,58 @@ impl Connection {
             wbuf: Vec::new(),
             pending: None,
             fds: VecDeque::new(),
+            received: 0,
+            frame_start: 0,
+            fds_lost_at: None,
+            broken: None,
         }
+    }
+
+    /// A connection on a stream socket you opened or received yourself (a
+    /// Unix or TCP socket: `UnixStream`, `TcpStream`, one end of a
+    /// `socketpair`, an fd from [`recv_fd`](Connection::recv_fd)); it
+    /// speaks the same framing as every other connection. Anything else (a
+    /// pipe, a file, a datagram socket) is an [`ErrorKind::InvalidState`]
+    /// error, and the fd is closed. Also available as
+    /// `Connection::try_from(fd)`.
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use brood::Connection;
+    ///
+    /// let (a, b) = UnixStream::pair().unwrap();
+    /// let mut a = Connection::from_owned_fd(a.into())?;
+    /// let mut b = Connection::try_from(std::os::fd::OwnedFd::from(b))?;
+    /// a.send(&"over my own socket")?;
+    /// assert_eq!(b.recv::<String>()?, "over my own socket");
+    /// // A pipe is not a socket: refused.
+    /// let (r, _w) = std::io::pipe().unwrap();
+    /// assert!(Connection::from_owned_fd(r.into()).is_err());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn from_owned_fd(fd: OwnedFd) -> Result<Connection> {
+        let (kind, family) = scm::socket_kind(&fd).map_err(|err| {
+            if err.raw_os_error() == Some(libc::ENOTSOCK) {
+                Error::invalid("a Connection needs a stream socket; this fd is not a socket")
+            } else {
+                Error::os_error("getsockopt", err)
+            }
+        })?;
+        if kind != libc::SOCK_STREAM {
+            return Err(Error::invalid(
+                "a Connection needs a stream socket (SOCK_STREAM); this one is not",
+            ));
+        }
+        let unix = match family {
+            libc::AF_UNIX => true,
+            libc::AF_INET | libc::AF_INET6 => false,
+            other => {
+                return Err(Error::invalid(format!(
+                    "a Connection needs a Unix or TCP socket, not address family {other}"
+                )));
+            }
+        };
+        Ok(Connection::from_fd(fd, unix))
     }
 
     fn raw(&self) -> RawFd {
@@ -190,10 +274,33 @@ impl Connection {
     }
 
     fn open_fd(&self) -> Result<RawFd> {
-        match &self.fd {
-            Some(fd) => Ok(fd.as_raw_fd()),
-            None => Err(Error::simple(ErrorKind::Closed, "the connection is closed")),
+        match (&self.fd, &self.broken) {
+            (Some(fd), None) => Ok(fd.as_raw_fd()),
+            (Some(_), Some(why)) => Err(Error::simple(
+                ErrorKind::Closed,
+                format!("the connection was closed after an earlier error: {why}"),
+            )),
+            (None, _) => Err(Error::simple(ErrorKind::Closed, "the connection is closed")),
         }
+    }
+
+    /// Closes the connection after an error that lost the stream's
+    /// position: shuts the socket down (`how`: both ways, so the peer
+    /// learns at once, as if the fd were closed; clones made with
+    /// `try_clone` share the socket and see the end too), drops everything
+    /// buffered, and keeps the fd itself until `close` or drop (so `as_fd`
+    /// never dangles).
+    fn break_off(&mut self, how: libc::c_int, why: impl Into<String>) {
+        if let Some(fd) = &self.fd {
+            scm::shutdown(fd, how);
+        }
+        self.broken = Some(why.into());
+        self.rbuf = Vec::new();
+        self.rpos = 0;
+        self.partial = None;
+        self.pending = None;
+        self.fds.clear();
+        self.fds_lost_at = None;
     }
 
     fn check_readable(&self) -> Result<RawFd> {
@@ -232,7 +339,10 @@ impl Connection {
         self.writable
     }
 
-    /// Whether [`close`](Connection::close) was called.
+    /// Whether [`close`](Connection::close) was called, or brood closed
+    /// the connection after an error that lost its stream position (a
+    /// message over the limit, a send cut off mid-message, file
+    /// descriptors the kernel dropped).
     ///
     /// ```
     /// let (mut a, _b) = brood::connection::pipe(true).unwrap();
@@ -240,7 +350,7 @@ impl Connection {
     /// assert!(a.closed());
     /// ```
     pub fn closed(&self) -> bool {
-        self.fd.is_none()
+        self.fd.is_none() || self.broken.is_some()
     }
 
     /// The largest message this end accepts ([`DEFAULT_MAX_MESSAGE`] unless
@@ -277,6 +387,10 @@ impl Connection {
     pub fn close(&mut self) {
         self.fd = None;
         self.fds.clear();
+        self.rbuf = Vec::new();
+        self.rpos = 0;
+        self.partial = None;
+        self.pending = None;
     }
 
     /// Another handle on the same end (`dup`); both share the stream, so
@@ -309,6 +423,11 @@ impl Connection {
 
     /// Sends a value through the codec (Python's `send`).
     ///
+    /// A value may hold file descriptors — a [`Connection`], a shared
+    /// memory segment, a field using [`brood::handle`](crate::handle) — as
+    /// Python's `send` pickles a `Connection` through `reduction`: the
+    /// receiver gets its own copies (Unix connections only).
+    ///
     /// ```
     /// let (mut a, mut b) = brood::connection::pipe(true).unwrap();
     /// a.send(&vec![1, 2, 3]).unwrap();
@@ -327,8 +446,29 @@ impl Connection {
     ) -> Result<()> {
         let mut buf = std::mem::take(&mut self.wbuf);
         buf.clear();
-        let sent = codec::encode_into(&mut buf, value)
-            .and_then(|()| self.write_frame(&buf, &[], deadline));
+        let sent = handle::encode_into_with_fds(&mut buf, value).and_then(|fds| {
+            if fds.is_empty() {
+                return self.write_frame(&buf, &[], deadline);
+            }
+            // The value holds handles (a `Connection`, a shared-memory
+            // segment, a `brood::handle` field): they travel with the
+            // frame's first byte, as `send_fd` sends one.
+            if !self.unix {
+                return Err(Error::invalid(
+                    "a value holding file descriptors can only be sent over a Unix connection",
+                ));
+            }
+            if fds.len() > scm::MAX_FDS {
+                return Err(Error::invalid(format!(
+                    "a value can carry at most {} file descriptors, this one holds {}",
+                    scm::MAX_FDS,
+                    fds.len()
+                )));
+            }
+            let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+            // `fds` are duplicates, closed here once sent.
+            self.write_frame(&buf, &raw, deadline)
+        });
         // Keep a modest buffer; let a huge one go.
         if buf.capacity() <= 4 << 20 {
             self.wbuf = buf;
@@ -348,7 +488,7 @@ impl Connection {
         value: &T,
         timeout: Duration,
     ) -> Result<()> {
-        self.send_value(value, Some(Instant::now() + timeout))
+        self.send_value(value, crate::time::deadline(timeout))
     }
 
     /// Sends raw bytes as one message (Python's `send_bytes`).
@@ -370,7 +510,7 @@ impl Connection {
     /// a.send_bytes_timeout(b"x", std::time::Duration::from_secs(1)).unwrap();
     /// ```
     pub fn send_bytes_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.write_frame(bytes, &[], Some(Instant::now() + timeout))
+        self.write_frame(bytes, &[], crate::time::deadline(timeout))
     }
 
     /// Sends an open file descriptor (a file, a socket, a memfd) to the
@@ -430,7 +570,10 @@ impl Connection {
                 Err(e) => {
                     if sent > 0 {
                         // Part of the frame went out: the stream is cut.
-                        self.close();
+                        self.break_off(
+                            libc::SHUT_RDWR,
+                            format!("a send stopped in the middle of a message ({e})"),
+                        );
                     }
                     return Err(e);
                 }
@@ -465,7 +608,14 @@ impl Connection {
             match scm::sendmsg_fds(fd, parts, fds, flags) {
                 Ok(n) => return Ok(n),
                 Err(err) => match err.kind() {
-                    io::ErrorKind::WouldBlock => continue,
+                    io::ErrorKind::WouldBlock => {
+                        if deadline.is_none() {
+                            // A socket made non-blocking by its owner
+                            // (`from_owned_fd`): wait instead of spinning.
+                            wait_fd(fd, libc::POLLOUT, None)?;
+                        }
+                        continue;
+                    }
                     io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
                         return Err(Error::simple(
                             ErrorKind::Closed,
@@ -496,14 +646,23 @@ impl Connection {
     /// Decodes the next frame where it lies (the read-ahead buffer, or a
     /// large message's own buffer, kept afterwards for the next one).
     fn recv_value<T: DeserializeOwned>(&mut self, deadline: Option<Instant>) -> Result<T> {
+        // The fds that came with this message are the value's handles;
+        // whatever it does not take is closed here.
+        fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+            if fds.is_empty() {
+                codec::decode(bytes)
+            } else {
+                handle::with_incoming(fds, || codec::decode(bytes))
+            }
+        }
         match self.next_frame(deadline)? {
-            Frame::Buffered { start, len } => {
-                let value = codec::decode(&self.rbuf[start..start + len]);
+            (Frame::Buffered { start, len }, fds) => {
+                let value = decode(&self.rbuf[start..start + len], fds);
                 self.consume(start + len);
                 value
             }
-            Frame::Owned(msg) => {
-                let value = codec::decode(&msg);
+            (Frame::Owned(msg), fds) => {
+                let value = decode(&msg, fds);
                 self.spare = msg;
                 value
             }
@@ -519,7 +678,7 @@ impl Connection {
     /// assert!(err.is_timeout());
     /// ```
     pub fn recv_timeout<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<T> {
-        self.recv_value(Some(Instant::now() + timeout))
+        self.recv_value(crate::time::deadline(timeout))
     }
 
     /// Receives one message's raw bytes (Python's `recv_bytes`).
@@ -541,7 +700,7 @@ impl Connection {
     /// assert_eq!(b.recv_bytes_timeout(std::time::Duration::from_secs(1)).unwrap(), b"x");
     /// ```
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        self.read_frame(Some(Instant::now() + timeout))
+        self.read_frame(crate::time::deadline(timeout))
     }
 
     /// Receives one message into `buf` and returns its length (Python's
@@ -585,14 +744,15 @@ impl Connection {
     /// # drop((r, w));
     /// ```
     pub fn recv_fd(&mut self) -> Result<OwnedFd> {
-        let msg = self.read_frame(None)?;
+        let (msg, fds) = self.read_frame_with_fds(None)?;
         if msg != b"fd" {
             return Err(Error::simple(
                 ErrorKind::Codec,
                 "expected a file descriptor message",
             ));
         }
-        self.fds.pop_front().ok_or_else(|| {
+        // One fd is expected; any others the peer attached are closed.
+        fds.into_iter().next().ok_or_else(|| {
             Error::simple(ErrorKind::Codec, "the message carried no file descriptor")
         })
     }
@@ -613,7 +773,7 @@ impl Connection {
         if self.ready_now() {
             return Ok(true);
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(crate::time::deadline);
         match wait_fd(fd, libc::POLLIN, deadline) {
             Ok(()) => Ok(true),
             Err(e) if e.is_timeout() => Ok(false),
@@ -626,30 +786,131 @@ impl Connection {
         self.pending.is_some() || self.rbuf.len() > self.rpos
     }
 
-    /// The next message's bytes, owned.
+    /// The next message's bytes, owned; fds that came with it are closed.
     fn read_frame(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
+        self.read_frame_with_fds(deadline).map(|(msg, _closed)| msg)
+    }
+
+    /// The next message's bytes and the fds that came with it.
+    fn read_frame_with_fds(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         Ok(match self.next_frame(deadline)? {
-            Frame::Buffered { start, len } => {
+            (Frame::Buffered { start, len }, fds) => {
                 let msg = self.rbuf[start..start + len].to_vec();
                 self.consume(start + len);
-                msg
+                (msg, fds)
             }
-            Frame::Owned(msg) => msg,
+            (Frame::Owned(msg), fds) => (msg, fds),
         })
+    }
+
+    /// Hands out the fds of the message that takes the next `len` bytes of
+    /// the stream (the one at `frame_start`), closes stale ones, and fails
+    /// (closing the connection) if the kernel dropped some of its fds.
+    fn claim_fds(&mut self, len: u64) -> Result<Vec<OwnedFd>> {
+        let start = self.frame_start;
+        let end = start.saturating_add(len);
+        if let Some(at) = self.fds_lost_at
+            && at < end
+        {
+            self.fds_lost_at = None;
+            if at >= start {
+                let why = "file descriptors sent with a message were dropped by the kernel \
+                           (MSG_CTRUNC; is this process at its fd limit?), so the message \
+                           is incomplete";
+                self.break_off(libc::SHUT_RDWR, why);
+                return Err(Error::os_error(
+                    "recvmsg",
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{why}; the connection was closed"),
+                    ),
+                ));
+            }
+        }
+        let mut mine = Vec::new();
+        while let Some((at, _)) = self.fds.front() {
+            if *at >= end {
+                break;
+            }
+            let (at, batch) = self.fds.pop_front().expect("a batch");
+            if at >= start {
+                mine.extend(batch);
+            }
+        }
+        self.frame_start = end;
+        Ok(mine)
+    }
+
+    /// Files fds that a read of the bytes `[from, to]` (stream positions)
+    /// brought. The kernel delivers fds with the first byte of the
+    /// `sendmsg` that carried them and ends the read with that send's
+    /// bytes, so the last byte read, `to`, lies in their message; a sender
+    /// that attaches fds (brood, Python) attaches them to a message's first
+    /// byte, so that message must start within this read. Fds anywhere
+    /// else — in the middle of a message, or with a message no API here
+    /// expects them on — are closed at once: a peer cannot pile up fds in
+    /// this process (at most one batch waits per message, and only messages
+    /// read ahead hold one).
+    fn fds_arrived(
+        &mut self,
+        target: Target,
+        from: u64,
+        to: u64,
+        fds: Vec<OwnedFd>,
+        dropped: bool,
+    ) {
+        let owner = match target {
+            // A large message's own buffer: it started before this read.
+            Target::Partial => None,
+            Target::ReadAhead => Some(self.message_holding(to)),
+        };
+        if owner.is_some_and(|start| start >= from) {
+            if dropped && self.fds_lost_at.is_none() {
+                self.fds_lost_at = Some(to);
+            }
+            if !fds.is_empty() {
+                self.fds.push_back((to, fds));
+            }
+        }
+        // Otherwise `fds` is dropped: closed now.
+    }
+
+    /// The stream position where the message holding stream position
+    /// `pos` (already read ahead) starts.
+    fn message_holding(&self, pos: u64) -> u64 {
+        let mut i = self.rpos;
+        let mut at = self.received - (self.rbuf.len() - self.rpos) as u64;
+        loop {
+            let Some((hlen, len)) = parse_header(&self.rbuf[i..]) else {
+                return at;
+            };
+            let end = at.saturating_add(hlen as u64).saturating_add(len);
+            if pos < end {
+                return at;
+            }
+            // `end <= pos < received`: the whole message is in `rbuf`.
+            i += (end - at) as usize;
+            at = end;
+        }
     }
 
     /// Reads until a whole message is there and says where it lies. A
     /// `Buffered` frame must be released with [`consume`](Self::consume).
-    fn next_frame(&mut self, deadline: Option<Instant>) -> Result<Frame> {
+    fn next_frame(&mut self, deadline: Option<Instant>) -> Result<(Frame, Vec<OwnedFd>)> {
         let fd = self.check_readable()?;
         if let Some(msg) = self.pending.take() {
-            return Ok(Frame::Owned(msg));
+            return Ok((Frame::Owned(msg), Vec::new()));
         }
         loop {
-            if let Some((msg, want)) = &self.partial {
+            if let Some((msg, want, hlen)) = &self.partial {
                 if msg.len() >= *want {
-                    let (msg, _) = self.partial.take().expect("partial message");
-                    return Ok(Frame::Owned(msg));
+                    let len = (*hlen + *want) as u64;
+                    let (msg, _, _) = self.partial.take().expect("partial message");
+                    let fds = self.claim_fds(len)?;
+                    return Ok((Frame::Owned(msg), fds));
                 }
                 // A large message: read straight into its own buffer.
                 if self.fill(fd, Target::Partial, deadline)? == 0 {
@@ -661,7 +922,10 @@ impl Connection {
             let avail = &self.rbuf[self.rpos..];
             if let Some((hlen, len)) = parse_header(avail) {
                 if len > self.max_message as u64 {
-                    self.close();
+                    self.break_off(
+                        libc::SHUT_RDWR,
+                        format!("an incoming message of {len} bytes was over the limit"),
+                    );
                     return Err(Error::simple(
                         ErrorKind::TooLarge,
                         format!(
@@ -673,10 +937,14 @@ impl Connection {
                 let len = len as usize;
                 let body = &avail[hlen..];
                 if body.len() >= len {
-                    return Ok(Frame::Buffered {
-                        start: self.rpos + hlen,
-                        len,
-                    });
+                    let fds = self.claim_fds((hlen + len) as u64)?;
+                    return Ok((
+                        Frame::Buffered {
+                            start: self.rpos + hlen,
+                            len,
+                        },
+                        fds,
+                    ));
                 }
                 if len > READ_CHUNK {
                     // Reuse the last large buffer; never zero-fill it.
@@ -686,7 +954,7 @@ impl Connection {
                     msg.extend_from_slice(body);
                     self.rbuf.clear();
                     self.rpos = 0;
-                    self.partial = Some((msg, len));
+                    self.partial = Some((msg, len, hlen));
                     continue;
                 }
             }
@@ -736,40 +1004,58 @@ impl Connection {
                     (self.rbuf.spare_capacity_mut().as_mut_ptr().cast(), room)
                 }
                 Target::Partial => {
-                    let (msg, want) = self.partial.as_mut().expect("partial message");
+                    let (msg, want, _) = self.partial.as_mut().expect("partial message");
                     // `next_frame` reserved `want` bytes for it.
                     let room = *want - msg.len();
                     (msg.spare_capacity_mut().as_mut_ptr().cast(), room)
                 }
             };
+            let mut fds = Vec::new();
             let got = if self.unix {
-                let mut fds = Vec::new();
                 // SAFETY: `ptr` is the buffer's spare capacity, at least
                 // `room` bytes (reserved above, or the message's length).
-                let r = unsafe { scm::recv_raw_with_fds(&Fd(fd), ptr, room, &mut fds, flags) };
-                self.fds.extend(fds);
-                r
+                unsafe { scm::recv_raw(&Fd(fd), ptr, room, &mut fds, flags) }
             } else {
                 // SAFETY: as above.
                 let n = unsafe { libc::recv(fd, ptr.cast(), room, flags) };
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
-                    Ok(n as usize)
+                    Ok(scm::Received {
+                        bytes: n as usize,
+                        fds_dropped: false,
+                    })
                 }
             };
             match got {
-                Ok(n) => {
+                Ok(got) => {
+                    let n = got.bytes;
                     let buf: &mut Vec<u8> = match target {
                         Target::ReadAhead => &mut self.rbuf,
                         Target::Partial => &mut self.partial.as_mut().expect("partial message").0,
                     };
                     // SAFETY: the kernel wrote `n` bytes into the spare capacity.
                     unsafe { buf.set_len(buf.len() + n) };
+                    // Bytes are kept even when fds were dropped: the
+                    // message they belong to fails when it is reached,
+                    // and every message before it is delivered.
+                    let from = self.received;
+                    self.received += n as u64;
+                    if n > 0 && (!fds.is_empty() || got.fds_dropped) {
+                        self.fds_arrived(target, from, self.received - 1, fds, got.fds_dropped);
+                    }
                     return Ok(n);
                 }
                 Err(e) => match e.kind() {
-                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => {
+                        if deadline.is_none() {
+                            // A socket made non-blocking by its owner
+                            // (`from_owned_fd`): wait instead of spinning.
+                            wait_fd(fd, libc::POLLIN, None)?;
+                        }
+                        continue;
+                    }
                     io::ErrorKind::ConnectionReset => return Ok(0),
                     _ => return Err(Error::os_error("recv", e)),
                 },
@@ -851,10 +1137,36 @@ fn wait_fd(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> Resul
 }
 
 impl AsFd for Connection {
-    /// The connection's fd (panics if it was closed; check
-    /// [`closed`](Connection::closed)).
+    /// The connection's fd. Valid as long as the `Connection` lives, also
+    /// after brood closed it because of something the peer sent (the
+    /// socket is then shut down, its fd still open): only your own
+    /// [`close`](Connection::close) releases it, and `as_fd` after that
+    /// panics — nothing a peer sends can reach that panic.
+    ///
+    /// ```
+    /// use std::os::fd::AsFd;
+    /// let (a, mut b) = brood::pipe(true).unwrap();
+    /// b.set_max_message(2);
+    /// let mut a = a;
+    /// a.send_bytes(b"too long").unwrap();
+    /// assert!(b.recv_bytes().is_err()); // the peer made brood close it
+    /// assert!(b.closed());
+    /// let _still_valid = b.as_fd();
+    /// ```
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_ref().expect("the connection is closed").as_fd()
+        self.fd
+            .as_ref()
+            .expect("as_fd on a Connection after its own close()")
+            .as_fd()
+    }
+}
+
+impl TryFrom<OwnedFd> for Connection {
+    type Error = Error;
+
+    /// See [`Connection::from_owned_fd`].
+    fn try_from(fd: OwnedFd) -> Result<Connection> {
+        Connection::from_owned_fd(fd)
     }
 }
 
@@ -879,6 +1191,7 @@ impl Serialize for Connection {
         let fd = self
             .fd
             .as_ref()
+            .filter(|_| self.broken.is_none())
             .ok_or_else(|| S::Error::custom("cannot send a closed connection"))?;
         if self.ready_now() || self.partial.is_some() {
             return Err(S::Error::custom(
@@ -934,10 +1247,13 @@ pub trait Waitable {
 
 impl Waitable for Connection {
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.fd.as_ref().map(AsFd::as_fd)
+        self.fd
+            .as_ref()
+            .filter(|_| self.broken.is_none())
+            .map(AsFd::as_fd)
     }
     fn ready_now(&self) -> bool {
-        Connection::ready_now(self) || self.fd.is_none()
+        Connection::ready_now(self) || self.closed()
     }
 }
 
@@ -986,7 +1302,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
             revents: 0,
         })
         .collect();
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(crate::time::deadline);
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         // SAFETY: `fds` is a valid array of pollfds for the call.

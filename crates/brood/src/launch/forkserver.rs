@@ -9,14 +9,25 @@
 //!   SCM_RIGHTS, then `len` bytes of an encoded `Job`;
 //! - replies, 12 bytes each: `[kind: u8][pad: 3][pid: i32 LE][value: i32 LE]`
 //!   with kind `STARTED` (and the child's pidfd as SCM_RIGHTS), `FAILED`
-//!   (value = errno) or `EXITED` (value = raw wait status). `EXITED` comes
-//!   whenever a child is reaped, so the client keeps the ones it reads while
-//!   waiting for something else.
+//!   (value = errno), `EXITED` (value = raw wait status) or `LOST` (value =
+//!   the errno of a `waitpid` that failed: the status is unknown, never
+//!   "exited 0"). `EXITED`/`LOST` come whenever a child is reaped, so the
+//!   client keeps the ones it reads while waiting for something else.
+//!
+//! Every request gets exactly one `STARTED` or `FAILED`. A malformed one (a
+//! length over the frame limit, no result fd, bytes that do not decode) is
+//! answered `FAILED` and logged on stderr; the server keeps serving.
 //!
 //! Lifetime: the server leaves when its socket reaches end of file — when
 //! the client exits, however abruptly — after SIGKILLing its daemon
-//! children (their parent is gone). It blocks SIGINT, so a Ctrl-C reaches
-//! the client and the children, not the server.
+//! children (their parent is gone). Nothing else makes it leave. It blocks
+//! SIGINT, so a Ctrl-C reaches the client and the children, not the server.
+//!
+//! A server that dies (killed) takes the statuses of its running children
+//! with it: they are reparented and reaped elsewhere. The client notices at
+//! once (the server's pidfd turns readable, or its socket ends) and reports
+//! such a child, once its own pidfd says it ended, as exited with code 255 —
+//! what Python reports when its forkserver was killed.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -37,7 +48,12 @@ use crate::task::Fail;
 const STARTED: u8 = 1;
 const FAILED: u8 = 2;
 const EXITED: u8 = 3;
+const LOST: u8 = 4;
 const REPLY_LEN: usize = 12;
+
+/// The exit code reported for a child whose server died before reporting
+/// its status (Python's forkserver reports 255 too).
+const LOST_WITH_SERVER: i32 = 255;
 
 /// How long a client waits for the server to report a child's status after
 /// the child's pidfd turned readable (the server reaps at once; this bounds a
@@ -47,8 +63,16 @@ const STATUS_WAIT: Duration = Duration::from_secs(10);
 pub(crate) struct Client {
     owner: i32,
     server: Pid,
+    /// The server's pidfd: readable once it died, even if another process
+    /// holds a copy of its socket (so the socket never ends).
+    server_fd: Option<PidFd>,
     sock: OwnedFd,
-    statuses: HashMap<i32, i32>,
+    /// Children this server started whose status has not come yet.
+    started: HashSet<i32>,
+    /// Statuses read and not yet taken: a raw wait status, or the errno of
+    /// the server's failed `waitpid`.
+    statuses: HashMap<i32, std::result::Result<i32, i32>>,
+    /// Children whose handles were dropped: their status is not wanted.
     ignored: HashSet<i32>,
 }
 
@@ -74,6 +98,7 @@ fn client() -> MutexGuard<'static, Option<Client>> {
 /// Takes the client's lock for a fork (before the children table's lock,
 /// the order `ForkServer::launch` uses too), so the child never inherits it
 /// held by another thread.
+#[inline]
 pub(crate) fn hold_for_fork() -> MutexGuard<'static, Option<Client>> {
     CLIENT.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -81,27 +106,45 @@ pub(crate) fn hold_for_fork() -> MutexGuard<'static, Option<Client>> {
 /// In a freshly forked child, with the guard from [`hold_for_fork`]: drop
 /// the parent's connection, so the server sees end of file when the parent
 /// exits, not when its last child does.
+#[inline]
 pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
-    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
     if let Some(old) = guard.take() {
-        // Closed below, through its raw number: forget the owner.
-        std::mem::forget(old.sock);
+        // Its socket is closed below, through its raw number; the rest is
+        // forgotten too, not freed (frees would be copy-on-write faults).
+        std::mem::forget(old);
     }
     drop(guard);
+    close_in_child();
+}
+
+/// The part of [`release_in_child`] that needs no lock: closes the
+/// inherited client socket through its raw number. What the child's
+/// `CLIENT` still holds is forgotten by [`client`] (its owner is the
+/// parent) the first time the child asks for a client.
+#[inline]
+pub(crate) fn close_in_child() {
+    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: the fd is this process's inherited copy of the parent's
         // client socket, whose owner was just forgotten, so it is closed
         // once.
-        unsafe { libc::close(fd) };
+        unsafe { crate::os::close_raw_now(fd) };
     }
 }
 
 pub(crate) struct ForkServer;
 
 impl Launcher for ForkServer {
-    fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched> {
-        let (job, arg_fds) = Job::new(spec, &work).ok_or_else(capturing_closure)?;
+    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched> {
+        let work = work.as_ref().ok_or_else(super::spawn::no_work)?;
+        let (job, arg_fds) = Job::new(spec, work).ok_or_else(capturing_closure)?;
         let bytes = codec::encode(&job).map_err(io::Error::other)?;
+        if bytes.len() > codec::DEFAULT_MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the job (its arguments) is larger than the frame limit",
+            ));
+        }
         let (read, write) = os::pipe_cloexec()?;
         let mut fds = vec![write.as_raw_fd()];
         fds.extend(arg_fds);
@@ -127,6 +170,7 @@ impl Launcher for ForkServer {
                     return Ok(Launched {
                         popen: Popen::Served(pidfd),
                         result: read,
+                        keep: None,
                     });
                 }
                 Err(e) if is_broken(&e) => {
@@ -159,7 +203,10 @@ impl Client {
         Ok(Client {
             owner: os::getpid().as_raw(),
             server,
+            // The server is our unreaped child: its pid is still its own.
+            server_fd: PidFd::open(server).ok(),
             sock: ours,
+            started: HashSet::new(),
             statuses: HashMap::new(),
             ignored: HashSet::new(),
         })
@@ -185,6 +232,10 @@ impl Client {
                     let fd = fd.ok_or_else(|| io::Error::other("forkserver sent no pidfd"))?;
                     let pid = Pid::from_raw(pid)
                         .ok_or_else(|| io::Error::other("forkserver sent a bad pid"))?;
+                    // A reused pid: whatever was kept for its last owner is stale.
+                    self.statuses.remove(&pid.as_raw());
+                    self.ignored.remove(&pid.as_raw());
+                    self.started.insert(pid.as_raw());
                     return Ok(PidFd::from_parts(fd, pid));
                 }
                 FAILED => return Err(io::Error::from_raw_os_error(value)),
@@ -194,65 +245,119 @@ impl Client {
     }
 
     /// Reads one reply (waiting at most until `deadline`), keeping any
-    /// EXITED status it carries.
+    /// EXITED or LOST status it carries. A dead server is an error of kind
+    /// `BrokenPipe` (or `UnexpectedEof`), whether or not its socket ended.
     fn read_reply(
         &mut self,
         deadline: Option<Instant>,
     ) -> io::Result<(u8, i32, i32, Vec<OwnedFd>)> {
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut pfd = libc::pollfd {
-                fd: self.sock.as_raw_fd(),
+        self.wait_readable(deadline)?;
+        let mut buf = [0u8; REPLY_LEN];
+        let fd = recv_exact_with_fds(&self.sock, &mut buf)?;
+        let kind = buf[0];
+        let pid = i32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+        let value = i32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
+        if kind == EXITED || kind == LOST {
+            self.started.remove(&pid);
+            if !self.ignored.remove(&pid) {
+                let status = if kind == EXITED {
+                    Ok(value)
+                } else {
+                    Err(value)
+                };
+                self.statuses.insert(pid, status);
+            }
+        }
+        Ok((kind, pid, value, fd))
+    }
+
+    /// Waits until the socket is readable (a reply, or its end), the server
+    /// died, or `deadline` passed; a signal does not end the wait early.
+    fn wait_readable(&self, deadline: Option<Instant>) -> io::Result<()> {
+        let server = self.server_fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let mut fds = [self.sock.as_raw_fd(), server].map(|fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
-            };
-            // SAFETY: one valid pollfd for the call.
-            let n = unsafe { libc::poll(&mut pfd, 1, os::duration_to_poll_ms(Some(left))) };
-            if n == 0 {
+            });
+            // SAFETY: two valid pollfds for the call (a negative fd is skipped).
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, os::duration_to_poll_ms(left)) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            // Replies the server sent before it died are read first.
+            if fds[0].revents != 0 {
+                return Ok(());
+            }
+            if fds[1].revents != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the forkserver died",
+                ));
+            }
+            if left.is_some_and(|l| l.is_zero()) {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the forkserver did not answer",
                 ));
             }
         }
-        let mut buf = [0u8; REPLY_LEN];
-        let fd = recv_exact_with_fds(&self.sock, &mut buf)?;
-        let kind = buf[0];
-        let pid = i32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-        let value = i32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
-        if kind == EXITED && !self.ignored.remove(&pid) {
-            self.statuses.insert(pid, value);
-        }
-        Ok((kind, pid, value, fd))
     }
 }
 
-/// The status of a forkserver child, once it has exited.
+/// The status of a forkserver child, once it has exited. A child whose
+/// server died first is reported as exited with code 255 (its real status
+/// went with the server), as soon as its pidfd says it ended.
 pub(crate) fn try_reap(fd: &PidFd) -> io::Result<Option<ExitStatus>> {
     if !fd.wait_timeout(Some(Duration::ZERO))? {
         return Ok(None);
     }
     let pid = fd.pid().as_raw();
+    let lost = Ok(Some(ExitStatus::Exited(LOST_WITH_SERVER)));
     let mut guard = client();
     let Some(c) = guard.as_mut() else {
-        return Err(io::Error::from_raw_os_error(libc::ECHILD));
+        return lost;
     };
-    let deadline = Instant::now() + STATUS_WAIT;
+    let deadline = crate::time::deadline(STATUS_WAIT);
     loop {
-        if let Some(raw) = c.statuses.remove(&pid) {
-            return Ok(Some(ExitStatus::from_raw(raw)));
+        match c.statuses.get(&pid) {
+            Some(Ok(raw)) => {
+                let raw = *raw;
+                c.statuses.remove(&pid);
+                return Ok(Some(ExitStatus::from_raw(raw)));
+            }
+            // Kept, so that every later look gives the same answer.
+            Some(Err(errno)) => return Err(io::Error::from_raw_os_error(*errno)),
+            None => {}
         }
-        c.read_reply(Some(deadline))?;
+        if !c.started.contains(&pid) {
+            // Started by an earlier server, which died.
+            return lost;
+        }
+        match c.read_reply(deadline) {
+            Ok(_) => {}
+            Err(e) if is_broken(&e) => return lost,
+            Err(e) => return Err(e),
+        }
     }
 }
 
-/// A dropped handle: its status, when it comes, is not wanted.
+/// A dropped handle: its status, when it comes, is not wanted; the child's
+/// entry in the children table goes once it has exited.
 pub(crate) fn forget(pid: Pid) {
     if let Some(c) = client().as_mut()
         && c.statuses.remove(&pid.as_raw()).is_none()
+        && c.started.contains(&pid.as_raw())
     {
         c.ignored.insert(pid.as_raw());
     }
+    children::adopt_served(pid);
 }
 
 /// The server's loop, called by the bootstrap before `main`.
@@ -286,19 +391,35 @@ pub(crate) fn serve(fd: RawFd) -> ! {
             if fds[i].revents == 0 {
                 return true;
             }
+            let pid = kid.pid().as_raw();
             let mut status = 0;
             // SAFETY: `status` is a valid c_int; the pid is our own child.
-            let got = unsafe { libc::waitpid(kid.pid().as_raw(), &mut status, libc::WNOHANG) };
+            let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
             if got == 0 {
                 return true;
             }
-            let _ = reply(&sock, EXITED, kid.pid().as_raw(), status, &[]);
+            if got < 0 {
+                // Its status is unknown: say so, never "exited 0".
+                let err = io::Error::last_os_error();
+                eprintln!("brood forkserver: cannot reap child {pid}: {err}");
+                let errno = err.raw_os_error().unwrap_or(libc::EIO);
+                let _ = reply(&sock, LOST, pid, errno, &[]);
+                return false;
+            }
+            let _ = reply(&sock, EXITED, pid, status, &[]);
             false
         });
         if fds[0].revents != 0 {
             match read_request(&sock) {
-                Ok((job, fds)) => handle(&sock, &mut kids, &job, fds),
-                Err(_) => {
+                Request::Job(job, fds) => handle(&sock, &mut kids, &job, fds),
+                Request::Malformed(e) => {
+                    // Answered, logged, and nothing else: only the client's
+                    // exit ends the server and its daemon children.
+                    eprintln!("brood forkserver: refusing a malformed request: {e}");
+                    let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
+                    let _ = reply(&sock, FAILED, 0, errno, &[]);
+                }
+                Request::Gone => {
                     // The client is gone: so is every daemon child's parent.
                     for (kid, daemon) in &kids {
                         if *daemon {
@@ -312,39 +433,77 @@ pub(crate) fn serve(fd: RawFd) -> ! {
     }
 }
 
-/// Reads one request: the job's bytes, and its fds (the result pipe's
-/// write end first).
-fn read_request(sock: &OwnedFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+/// What the server read from its socket.
+enum Request {
+    /// A job's bytes, and its fds (the result pipe's write end first).
+    Job(Vec<u8>, Vec<OwnedFd>),
+    /// A request that cannot be served; the stream stays in step (its
+    /// announced bytes were read).
+    Malformed(io::Error),
+    /// End of file: the client exited.
+    Gone,
+}
+
+/// Whether a read error means the client is gone.
+fn client_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+    )
+}
+
+/// Reads one request: `[len: u64 LE]` with fds, then `len` bytes.
+fn read_request(sock: &OwnedFd) -> Request {
     let mut header = [0u8; 8];
-    let fds = recv_exact_with_fds(sock, &mut header)?;
+    let fds = match recv_exact_with_fds(sock, &mut header) {
+        Ok(fds) => fds,
+        Err(e) if client_gone(&e) => return Request::Gone,
+        Err(e) => return Request::Malformed(e),
+    };
     let len = u64::from_le_bytes(header);
     if len > codec::DEFAULT_MAX_FRAME as u64 {
-        return Err(io::Error::new(
+        // Skip the announced bytes, in bounded pieces, to stay in step.
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let piece = left.min(scratch.len() as u64) as usize;
+            match os::read_full(sock, &mut scratch[..piece]) {
+                Ok(n) if n == piece => left -= n as u64,
+                Ok(_) => return Request::Gone,
+                Err(e) if client_gone(&e) => return Request::Gone,
+                Err(e) => return Request::Malformed(e),
+            }
+        }
+        return Request::Malformed(io::Error::new(
             io::ErrorKind::InvalidData,
-            "request over the frame limit",
+            format!("a request of {len} bytes, over the frame limit"),
         ));
     }
     let mut job = vec![0u8; len as usize];
-    if os::read_full(sock, &mut job)? != job.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the client closed mid-request",
-        ));
+    match os::read_full(sock, &mut job) {
+        Ok(n) if n == job.len() => {}
+        Ok(_) => return Request::Gone,
+        Err(e) if client_gone(&e) => return Request::Gone,
+        Err(e) => return Request::Malformed(e),
     }
     if fds.is_empty() {
-        return Err(io::Error::new(
+        return Request::Malformed(io::Error::new(
             io::ErrorKind::InvalidData,
-            "request without a result fd",
+            "a request without a result fd",
         ));
     }
-    Ok((job, fds))
+    Request::Job(job, fds)
 }
 
 fn handle(sock: &OwnedFd, kids: &mut Vec<(PidFd, bool)>, job: &[u8], mut fds: Vec<OwnedFd>) {
     let result = fds.remove(0);
     let job: Job = match codec::decode(job) {
         Ok(job) => job,
-        Err(_) => {
+        Err(e) => {
+            eprintln!("brood forkserver: refusing a malformed request: {e}");
             let _ = reply(sock, FAILED, 0, libc::EINVAL, &[]);
             return;
         }

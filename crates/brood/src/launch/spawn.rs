@@ -18,8 +18,9 @@ use crate::task::Fail;
 pub(crate) struct Spawn;
 
 impl Launcher for Spawn {
-    fn launch(&self, spec: &Spec, work: Work) -> io::Result<Launched> {
-        let (job, fds) = Job::new(spec, &work).ok_or_else(capturing_closure)?;
+    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched> {
+        let work = work.as_ref().ok_or_else(no_work)?;
+        let (job, fds) = Job::new(spec, work).ok_or_else(capturing_closure)?;
         let bytes = codec::encode(&job).map_err(io::Error::other)?;
         let (ours, theirs) = socketpair()?;
         let pid = spawn_self("spawn", &[(theirs.as_raw_fd(), CHILD_FD)])?;
@@ -47,8 +48,15 @@ impl Launcher for Spawn {
         Ok(Launched {
             popen: Popen::Direct(pidfd),
             result: ours,
+            keep: None,
         })
     }
+}
+
+/// The error for a launch without work (a bug in the caller, reported
+/// rather than panicked).
+pub(crate) fn no_work() -> io::Error {
+    io::Error::other("internal error: nothing to launch")
 }
 
 pub(crate) fn capturing_closure() -> io::Error {
@@ -81,6 +89,9 @@ pub(crate) fn child(fd: RawFd) -> ! {
         die_with_parent(parent);
     }
     children::lock().enter_child(&job.spec);
+    // A fresh process: it ends through `exit`, running its atexit
+    // handlers, as Python's spawn children do.
+    super::run_exit_hooks_here();
     let body = match job.into_body(fds) {
         Ok(body) => body,
         Err(msg) => Box::new(move || Err(Fail::UnknownTask(msg))),

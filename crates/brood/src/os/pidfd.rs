@@ -67,7 +67,7 @@ impl PidFd {
     /// assert!(!fd.wait_timeout(Some(Duration::from_millis(1))).unwrap());
     /// ```
     pub fn wait_timeout(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(crate::time::deadline);
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let mut pfd = libc::pollfd {

@@ -126,6 +126,7 @@ impl fmt::Display for ProcState {
 pub const STAT_FLAGS: &[(char, &str)] = &[
     ('<', "high priority (negative nice)"),
     ('N', "low priority (positive nice)"),
+    ('L', "has pages locked into memory (mlock)"),
     ('s', "session leader"),
     ('l', "multi-threaded"),
     ('+', "in the foreground process group of its terminal"),
@@ -159,6 +160,9 @@ pub struct ProcInfo {
     pub nice: i32,
     /// Number of threads.
     pub threads: usize,
+    /// Memory locked into RAM with `mlock`, in KiB (`VmLck` of
+    /// `/proc/PID/status`; 0 when unknown): the `L` of STAT.
+    pub locked_kb: u64,
     /// Time since boot at which it started.
     pub start_time: Duration,
     /// The command line, split at NUL bytes (empty for zombies and kernel threads).
@@ -188,6 +192,9 @@ impl ProcInfo {
                 .map(|part| String::from_utf8_lossy(part).into_owned())
                 .collect();
         }
+        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
+            info.locked_kb = parse_vm_lck(&status);
+        }
         Ok(info)
     }
 
@@ -205,6 +212,9 @@ impl ProcInfo {
             out.push('<');
         } else if self.nice > 0 {
             out.push('N');
+        }
+        if self.locked_kb > 0 {
+            out.push('L');
         }
         if self.session == self.pid.as_raw() {
             out.push('s');
@@ -281,10 +291,21 @@ fn parse_stat(pid: Pid, text: &str) -> Option<ProcInfo> {
         tpgid: num(8)? as i32,
         nice: num(19)? as i32,
         threads: num(20)?.max(0) as usize,
+        locked_kb: 0,
         start_time: Duration::from_secs(start_ticks / ticks)
             + Duration::from_nanos((start_ticks % ticks) * 1_000_000_000 / ticks),
         cmdline: Vec::new(),
     })
+}
+
+/// The `VmLck` of `/proc/PID/status`, in KiB (0 when absent: zombies,
+/// kernel threads).
+fn parse_vm_lck(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Every process visible in `/proc`, ordered by pid. Processes that exit
@@ -441,6 +462,18 @@ mod tests {
         assert_eq!(info.ppid, 1);
         assert_eq!(info.threads, 3);
         assert_eq!(info.stat(), "Ssl");
+    }
+
+    #[test]
+    fn locked_pages_make_the_l_flag() {
+        let status = "Name:\tx\nVmPeak:\t  100 kB\nVmLck:\t       8 kB\nVmPin:\t 0 kB\n";
+        assert_eq!(parse_vm_lck(status), 8);
+        assert_eq!(parse_vm_lck("Name:\tzombie\n"), 0);
+        let text = "42 (a) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 -5 3 0 500 0 0";
+        let mut info = parse_stat(Pid::from_raw(42).unwrap(), text).unwrap();
+        info.locked_kb = 8;
+        // The order ps uses: state, priority, L, s, l, +.
+        assert_eq!(info.stat(), "S<Lsl");
     }
 
     #[test]

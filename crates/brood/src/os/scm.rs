@@ -140,6 +140,13 @@ pub(crate) fn recv_with_fds(
 /// [`recv_with_fds`] into raw memory (a `Vec`'s spare capacity, which need
 /// not be initialised: the kernel only writes to it).
 ///
+/// If the kernel had to drop file descriptors (`MSG_CTRUNC`: the control
+/// buffer was too small, or this process is at its fd limit), the bytes
+/// were read all the same and are lost to the stream: this returns an
+/// error, and the caller must abandon the stream. Callers that cannot
+/// afford that use [`recv_raw`], which reports the truncation beside the
+/// byte count.
+///
 /// # Safety
 ///
 /// `ptr` must be valid for writes of `len` bytes.
@@ -150,6 +157,41 @@ pub(crate) unsafe fn recv_raw_with_fds(
     fds: &mut Vec<OwnedFd>,
     flags: i32,
 ) -> io::Result<usize> {
+    // SAFETY: the caller's promise, passed on.
+    let got = unsafe { recv_raw(sock, ptr, len, fds, flags) }?;
+    if got.fds_dropped {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file descriptors were dropped (control data truncated)",
+        ));
+    }
+    Ok(got.bytes)
+}
+
+/// What one [`recv_raw`] got.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    /// Bytes read (0 at end of file).
+    pub(crate) bytes: usize,
+    /// The kernel dropped file descriptors that came with these bytes
+    /// (`MSG_CTRUNC`); those in `fds` are the ones that did arrive.
+    pub(crate) fds_dropped: bool,
+}
+
+/// One `recvmsg` into raw memory, keeping any fds that came along
+/// (close-on-exec), and saying whether some were dropped. The bytes are
+/// always the caller's, truncation or not.
+///
+/// # Safety
+///
+/// `ptr` must be valid for writes of `len` bytes.
+pub(crate) unsafe fn recv_raw(
+    sock: &impl AsRawFd,
+    ptr: *mut u8,
+    len: usize,
+    fds: &mut Vec<OwnedFd>,
+    flags: i32,
+) -> io::Result<Received> {
     // On the stack: this runs for every receive on a connection.
     let mut control = [0u64; CONTROL_WORDS];
     let space = (CONTROL_WORDS * 8).min(space_for(MAX_FDS));
@@ -198,13 +240,41 @@ pub(crate) unsafe fn recv_raw_with_fds(
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "file descriptors were dropped (control data truncated)",
-        ));
-    }
-    Ok(n)
+    Ok(Received {
+        bytes: n,
+        fds_dropped: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
+}
+
+/// Shuts a socket down in direction `how` (`SHUT_RD`, `SHUT_WR`,
+/// `SHUT_RDWR`); the error of a socket already shut or gone is ignored.
+pub(crate) fn shutdown(sock: &impl AsRawFd, how: libc::c_int) {
+    // SAFETY: shutdown(2) on a borrowed fd touches no memory.
+    unsafe { libc::shutdown(sock.as_raw_fd(), how) };
+}
+
+/// A socket's type and address family (`SO_TYPE`, `SO_DOMAIN`); an fd that
+/// is not a socket gives `ENOTSOCK`.
+pub(crate) fn socket_kind(sock: &impl AsRawFd) -> io::Result<(libc::c_int, libc::c_int)> {
+    let option = |name: libc::c_int| -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are valid for writes for the call.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(value)
+    };
+    Ok((option(libc::SO_TYPE)?, option(libc::SO_DOMAIN)?))
 }
 
 /// Fills `buf` from a stream socket, collecting the fds that come along.

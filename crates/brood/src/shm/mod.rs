@@ -18,17 +18,33 @@
 //! ```
 //!
 //! Named segments that brood creates are tracked: once no brood process that
-//! created or attached to one is alive — however it died — a tracker
-//! process unlinks it (see [`SharedMemory`]).
+//! created or attached to one is alive — however it died — and no handle to
+//! it is in flight, a tracker process (`brood-tracker` in `ps`, one per
+//! process tree, started with a process's first child) unlinks it (see
+//! [`SharedMemory`] and this folder's README.md).
 
+mod arena;
 mod memory;
 mod tracker;
 mod value;
 
 pub use bytemuck::{Pod, Zeroable};
-pub(crate) use memory::{Block, SharedState};
+pub(crate) use memory::{Block, BlockWire, SharedState};
 pub use memory::{Options, SharedMemory};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Typecode, Value, ValueGuard};
+
+/// Before a child starts: makes sure this process tree's resource tracker
+/// runs (so the child shares it) and returns the connection to hand to a
+/// spawn or forkserver child, if there is one.
+pub(crate) fn tracker_for_child() -> Option<std::os::fd::RawFd> {
+    tracker::for_child()
+}
+
+/// In a spawn or forkserver child: the tracker connection the parent handed
+/// down (see [`tracker_for_child`]).
+pub(crate) fn adopt_tracker(fd: std::os::fd::OwnedFd) {
+    tracker::adopt(fd)
+}
 
 /// The resource tracker's loop (bootstrap mode `tracker`), run before `main`
 /// in a process started with `launch::spawn::spawn_self("tracker", ...)`.

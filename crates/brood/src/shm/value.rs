@@ -3,6 +3,7 @@
 //! `Array`, `RawValue`, `RawArray`).
 
 use std::any::TypeId;
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -11,9 +12,9 @@ use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::memory::{Block, SharedMemory, SharedState};
+use super::memory::{Block, SharedState};
 use crate::error::{Error, Result};
-use crate::sync::{Lock, LockGuard, LockResult, OwnerDied};
+use crate::sync::{Lock, LockGuard, LockResult, OwnerDied, TryLockError};
 
 /// A Python `array`/`ctypes` typecode, for code ported from Python's
 /// `Value('i', 0)` and `Array('d', 10)`.
@@ -356,6 +357,24 @@ impl<T: Pod> RawArray<T> {
         RawArray::build(len, Typecode::of::<T>(), |_| {})
     }
 
+    /// A shared array of `len` zeroes of a Python typecode, checked
+    /// against `T` (Python's `RawArray('c', 5)`); [`typecode`] then gives
+    /// this code back, not an alias of the same Rust type.
+    ///
+    /// [`typecode`]: RawArray::typecode
+    ///
+    /// ```
+    /// let a = brood::shm::RawArray::<u8>::from_typecode('c', 4)?;
+    /// assert_eq!(a.typecode().unwrap().as_char(), 'c');
+    /// assert_eq!(a.to_vec(), [0; 4]);
+    /// assert!(brood::shm::RawArray::<u8>::from_typecode('i', 4).is_err());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn from_typecode(code: char, len: usize) -> Result<RawArray<T>> {
+        let code = Typecode::check::<T>(code)?;
+        RawArray::build(len, Some(code), |_| {})
+    }
+
     /// Like [`new`](RawArray::new), checking a Python typecode against `T`.
     ///
     /// ```
@@ -365,8 +384,11 @@ impl<T: Pod> RawArray<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn with_typecode(code: char, values: &[T]) -> Result<RawArray<T>> {
-        Typecode::check::<T>(code)?;
-        RawArray::new(values)
+        let code = Typecode::check::<T>(code)?;
+        RawArray::build(values.len(), Some(code), |p| {
+            // SAFETY: as in `new`.
+            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), p, values.len()) }
+        })
     }
 
     /// The number of elements.
@@ -389,15 +411,23 @@ impl<T: Pod> RawArray<T> {
         self.len == 0
     }
 
-    /// The Python typecode of `T`, if it has one.
+    /// The Python typecode: the one it was made with (`'c'`, `'q'`), else
+    /// `T`'s own (`u8` gives `'B'`, `i64` gives `'l'`); `None` for types
+    /// without one.
     ///
     /// ```
-    /// let a = brood::shm::RawArray::<f32>::zeroed(1)?;
-    /// assert_eq!(a.typecode(), Some(brood::shm::Typecode::Float));
+    /// use brood::shm::{RawArray, Typecode};
+    /// let a = RawArray::<f32>::zeroed(1)?;
+    /// assert_eq!(a.typecode(), Some(Typecode::Float));
+    /// let q = RawArray::with_typecode('q', &[1i64])?;
+    /// assert_eq!(q.typecode(), Some(Typecode::LongLong));
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn typecode(&self) -> Option<Typecode> {
-        Typecode::of::<T>()
+        char::from_u32(self.block.get().typecode)
+            .and_then(|c| Typecode::try_from(c).ok())
+            .filter(|code| code.is::<T>())
+            .or_else(Typecode::of::<T>)
     }
 
     fn ptr(&self) -> *mut T {
@@ -512,7 +542,7 @@ impl<T: Pod> RawArray<T> {
         let len = h.len as usize;
         let need =
             Block::<RawHeader>::tail_offset(Self::align()).saturating_add(len.saturating_mul(size));
-        if block.memory().len() < need {
+        if block.len() < need {
             return Err(Error::invalid(
                 "the shared array is smaller than its length",
             ));
@@ -525,6 +555,91 @@ impl<T: Pod> RawArray<T> {
     }
 }
 
+/// Python's char arrays (`RawArray('c', n)`): the bytes as a string.
+impl RawArray<u8> {
+    /// The bytes up to the first NUL, or all of them (Python's `.value`
+    /// of a char array).
+    ///
+    /// ```
+    /// let a = brood::shm::RawArray::<u8>::from_typecode('c', 5)?;
+    /// a.set_value(b"hi")?;
+    /// assert_eq!(a.value(), b"hi");
+    /// assert_eq!(a.raw(), b"hi\0\0\0");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn value(&self) -> Vec<u8> {
+        until_nul(self.to_vec())
+    }
+
+    /// Every byte, NULs included (Python's `.raw`).
+    ///
+    /// ```
+    /// let a = brood::shm::RawArray::new(b"a\0b")?;
+    /// assert_eq!(a.raw(), b"a\0b");
+    /// assert_eq!(a.value(), b"a");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn raw(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+
+    /// Writes `bytes` from the start, then a NUL if there is room (Python's
+    /// `.value = ...`); the bytes after that NUL stay. Longer than the array
+    /// is an error ("byte string too long") and changes nothing.
+    ///
+    /// ```
+    /// let a = brood::shm::RawArray::new(b"abcde")?;
+    /// a.set_value(b"x")?;
+    /// assert_eq!(a.raw(), b"x\0cde");
+    /// assert!(a.set_value(b"too long").is_err());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn set_value(&self, bytes: &[u8]) -> Result<()> {
+        check_fits(bytes, self.len)?;
+        for (i, b) in bytes.iter().enumerate() {
+            self.set(i, *b)?;
+        }
+        if bytes.len() < self.len {
+            self.set(bytes.len(), 0)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` from the start, adding no NUL (Python's `.raw =
+    /// ...`); longer than the array is an error and changes nothing.
+    ///
+    /// ```
+    /// let a = brood::shm::RawArray::new(b"abcde")?;
+    /// a.set_raw(b"xy")?;
+    /// assert_eq!(a.raw(), b"xycde");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn set_raw(&self, bytes: &[u8]) -> Result<()> {
+        check_fits(bytes, self.len)?;
+        for (i, b) in bytes.iter().enumerate() {
+            self.set(i, *b)?;
+        }
+        Ok(())
+    }
+}
+
+fn until_nul(mut bytes: Vec<u8>) -> Vec<u8> {
+    if let Some(end) = bytes.iter().position(|b| *b == 0) {
+        bytes.truncate(end);
+    }
+    bytes
+}
+
+fn check_fits(bytes: &[u8], len: usize) -> Result<()> {
+    if bytes.len() > len {
+        return Err(Error::invalid(format!(
+            "byte string too long: {} bytes for a char array of {len}",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
 impl<T: Pod + fmt::Debug> fmt::Debug for RawArray<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("RawArray").field(&self.to_vec()).finish()
@@ -533,16 +648,14 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawArray<T> {
 
 impl<T: Pod> Serialize for RawArray<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        self.block.memory().serialize(serializer)
+        self.block.serialize(serializer)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let mem = SharedMemory::deserialize(deserializer)?;
-        Block::from_memory(mem, 0, RawArray::<T>::align())
-            .and_then(RawArray::from_block)
-            .map_err(serde::de::Error::custom)
+        Block::deserialize_checked(deserializer, 0, RawArray::<T>::align())
+            .and_then(|block| RawArray::from_block(block).map_err(serde::de::Error::custom))
     }
 }
 
@@ -592,8 +705,36 @@ impl<T: Pod> RawValue<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn with_typecode(code: char, value: T) -> Result<RawValue<T>> {
-        Typecode::check::<T>(code)?;
-        RawValue::new(value)
+        Ok(RawValue {
+            array: RawArray::with_typecode(code, &[value])?,
+        })
+    }
+
+    /// A shared value starting at `T`'s zero (Python's `RawValue('i')`,
+    /// without an initial value).
+    ///
+    /// ```
+    /// assert_eq!(brood::shm::RawValue::<f64>::zeroed()?.get(), 0.0);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn zeroed() -> Result<RawValue<T>> {
+        Ok(RawValue {
+            array: RawArray::zeroed(1)?,
+        })
+    }
+
+    /// A zero of a Python typecode, checked against `T` (Python's
+    /// `RawValue('q')`).
+    ///
+    /// ```
+    /// let v = brood::shm::RawValue::<i64>::from_typecode('q')?;
+    /// assert_eq!((v.get(), v.typecode().unwrap().as_char()), (0, 'q'));
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn from_typecode(code: char) -> Result<RawValue<T>> {
+        Ok(RawValue {
+            array: RawArray::from_typecode(code, 1)?,
+        })
     }
 
     /// The value (Python's `.value`).
@@ -620,14 +761,16 @@ impl<T: Pod> RawValue<T> {
         unsafe { store(self.array.ptr(), value) }
     }
 
-    /// The Python typecode of `T`, if it has one.
+    /// The Python typecode it was made with, else `T`'s own (see
+    /// [`RawArray::typecode`]).
     ///
     /// ```
     /// assert_eq!(brood::shm::RawValue::new(0i32)?.typecode().unwrap().as_char(), 'i');
+    /// assert_eq!(brood::shm::RawValue::with_typecode('c', b'x')?.typecode().unwrap().as_char(), 'c');
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn typecode(&self) -> Option<Typecode> {
-        Typecode::of::<T>()
+        self.array.typecode()
     }
 }
 
@@ -661,6 +804,112 @@ fn died<G>(_: OwnerDied<G>) -> Error {
     crate::sync::owner_died_error_released()
 }
 
+/// Which values and arrays the calling thread has lent to a live
+/// [`ValueGuard`] or [`ArrayGuard`]: while one is, `get`/`set` by the
+/// thread that holds the lock (which otherwise go straight to the memory,
+/// Python's re-entrant `with v.get_lock(): v.value += 1`) would alias the
+/// guard's `&mut`, so they fail instead.
+///
+/// Per thread, by the address of the elements in this process's mapping;
+/// eight slots, then a count of the rest (any overflow makes every such
+/// access fail: conservative, never unsound). A forked child starts with
+/// none (a `pthread_atfork` handler clears the forking thread's copy: its
+/// guards are the parent's).
+mod lent {
+    use super::Cell;
+
+    const SLOTS: usize = 8;
+
+    thread_local! {
+        // Const-initialised cells without destructors: no lazy set-up, so
+        // the fork handler below only touches this thread's static memory,
+        // and a guard costs a load and a store in the first free slot.
+        static ADDRS: [Cell<usize>; SLOTS] = const { [const { Cell::new(0) }; SLOTS] };
+        static OVERFLOW: Cell<u32> = const { Cell::new(0) };
+    }
+
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+
+    extern "C" fn forked_child() {
+        ADDRS.with(|addrs| addrs.iter().for_each(|a| a.set(0)));
+        OVERFLOW.with(|o| o.set(0));
+    }
+
+    /// One element block lent to a guard, until dropped.
+    pub(super) struct Lent {
+        addr: usize,
+        slotted: bool,
+    }
+
+    impl Lent {
+        #[inline]
+        pub(super) fn new(addr: usize) -> Lent {
+            ATFORK.call_once(|| {
+                // SAFETY: registers a handler with no arguments that only
+                // stores to const thread-locals (async-signal-safe).
+                unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+            });
+            let slotted = ADDRS.with(|addrs| match addrs.iter().find(|a| a.get() == 0) {
+                Some(free) => {
+                    free.set(addr);
+                    true
+                }
+                None => false,
+            });
+            if !slotted {
+                OVERFLOW.with(|o| o.set(o.get() + 1));
+            }
+            Lent { addr, slotted }
+        }
+    }
+
+    impl Drop for Lent {
+        #[inline]
+        fn drop(&mut self) {
+            if self.slotted {
+                let _ = ADDRS.try_with(|addrs| {
+                    if let Some(slot) = addrs.iter().find(|a| a.get() == self.addr) {
+                        slot.set(0);
+                    }
+                });
+            } else {
+                let _ = OVERFLOW.try_with(|o| o.set(o.get().saturating_sub(1)));
+            }
+        }
+    }
+
+    /// Whether `addr` may be lent to a live guard of this thread.
+    pub(super) fn is_lent(addr: usize) -> bool {
+        OVERFLOW.with(Cell::get) > 0 || ADDRS.with(|addrs| addrs.iter().any(|a| a.get() == addr))
+    }
+}
+
+/// Makes sure the calling thread holds `lock` for one access to the
+/// elements at `addr`: takes it (`Some` guard), or finds it held by this
+/// thread already (`None`: Python's RLock re-entry) — an error then if a
+/// guard of this thread has those elements.
+fn held(lock: &Lock, addr: usize) -> Result<Option<LockGuard<'_>>> {
+    match lock.try_lock() {
+        Ok(guard) => Ok(Some(guard)),
+        Err(TryLockError::OwnerDied(d)) => Err(died(d)),
+        Err(TryLockError::WouldBlock) if lock.is_owned() => {
+            if lent::is_lent(addr) {
+                Err(lent_error())
+            } else {
+                Ok(None)
+            }
+        }
+        Err(TryLockError::WouldBlock) => lock.lock().map(Some).map_err(died),
+    }
+}
+
+fn lent_error() -> Error {
+    Error::invalid(
+        "this thread holds a guard of the value (from lock()): read and write it through the \
+         guard while the guard lives",
+    )
+}
+
 /// Holds a [`Value`]'s lock and gives access to the value.
 ///
 /// ```
@@ -671,6 +920,7 @@ fn died<G>(_: OwnerDied<G>) -> Error {
 /// # Ok::<(), brood::Error>(())
 /// ```
 pub struct ValueGuard<'a, T: Pod> {
+    _lent: lent::Lent,
     _lock: LockGuard<'a>,
     ptr: *mut T,
 }
@@ -708,6 +958,7 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
 /// # Ok::<(), brood::Error>(())
 /// ```
 pub struct ArrayGuard<'a, T: Pod> {
+    _lent: lent::Lent,
     _lock: LockGuard<'a>,
     ptr: *mut T,
     len: usize,
@@ -746,9 +997,16 @@ fn map_guard<G, H>(result: LockResult<G>, f: impl FnOnce(G) -> H) -> LockResult<
 /// [`get`](Value::get)/[`set`](Value::set) for one access under the lock.
 ///
 /// Python's default lock here is an `RLock`; brood's is a [`Lock`], since
-/// its guard hands out `&mut T` (two guards of one thread would alias). If
-/// a holder dies, the next `lock` says so ([`OwnerDied`]) and the value is
-/// still there to inspect.
+/// its guard hands out `&mut T` (two guards of one thread would alias).
+/// What Python's re-entrancy is used for still works: the thread that holds
+/// the lock (taken with [`get_lock`](Value::get_lock)) reads and writes
+/// through [`get`](Value::get)/[`set`](Value::set) without taking it again,
+/// so the literal port of `with v.get_lock(): v.value += 1` is
+/// `let _g = v.get_lock().lock(); v.set(v.get()? + 1)?;`. Only `lock()`
+/// itself is not re-entrant (it panics, like [`Lock::lock`], rather than
+/// deadlock), and while a [`ValueGuard`] lives `get`/`set` from its thread
+/// fail: use the guard. If a holder dies, the next `lock` says so
+/// ([`OwnerDied`]) and the value is still there to inspect.
 ///
 /// ```
 /// use brood::shm::Value;
@@ -827,8 +1085,56 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn with_typecode(code: char, value: T) -> Result<Value<T>> {
-        Typecode::check::<T>(code)?;
-        Value::new(value)
+        Ok(Value {
+            raw: RawValue::with_typecode(code, value)?,
+            lock: Lock::new()?,
+        })
+    }
+
+    /// A shared value starting at `T`'s zero, with a new lock (Python's
+    /// `Value('i')` without an initial value).
+    ///
+    /// ```
+    /// let v = brood::shm::Value::<i64>::zeroed()?;
+    /// assert_eq!(v.get()?, 0);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn zeroed() -> Result<Value<T>> {
+        Ok(Value {
+            raw: RawValue::zeroed()?,
+            lock: Lock::new()?,
+        })
+    }
+
+    /// A zero of a Python typecode, checked against `T`, with a new lock
+    /// (Python's `Value('q')`); [`typecode`](Value::typecode) gives the
+    /// code back.
+    ///
+    /// ```
+    /// let v = brood::shm::Value::<u8>::from_typecode('c')?;
+    /// assert_eq!(v.get()?, 0);
+    /// assert_eq!(v.typecode().unwrap().as_char(), 'c');
+    /// assert!(brood::shm::Value::<u8>::from_typecode('d').is_err());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn from_typecode(code: char) -> Result<Value<T>> {
+        Ok(Value {
+            raw: RawValue::from_typecode(code)?,
+            lock: Lock::new()?,
+        })
+    }
+
+    /// Runs `f` on the value under the lock: taking it, or — when the
+    /// calling thread holds it already — directly.
+    fn access<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+        let ptr = self.raw.array.ptr();
+        let _held = held(&self.lock, ptr as usize)?;
+        // SAFETY: this thread holds the lock (taken just now, or before and
+        // then no guard of this thread has the value: `held` checks), so no
+        // process that goes through it touches the value; the reference
+        // lives only for `f`, which cannot reach another one to it. Mapped
+        // and aligned while `self` lives.
+        Ok(f(unsafe { &mut *ptr }))
     }
 
     /// Takes the lock; the guard reads and writes the value. `Err` when a
@@ -843,7 +1149,11 @@ impl<T: Pod> Value<T> {
     /// ```
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
         let ptr = self.raw.array.ptr();
-        map_guard(self.lock.lock(), |g| ValueGuard { _lock: g, ptr })
+        map_guard(self.lock.lock(), |g| ValueGuard {
+            _lent: lent::Lent::new(ptr as usize),
+            _lock: g,
+            ptr,
+        })
     }
 
     /// The lock (Python's `get_lock()`).
@@ -857,37 +1167,54 @@ impl<T: Pod> Value<T> {
         &self.lock
     }
 
-    /// The value, read under the lock (Python's `.value`). A poisoned lock
-    /// is an error; read through [`lock`](Value::lock) to get past it.
+    /// The value, read under the lock (Python's `.value`). A thread that
+    /// holds the lock already (through [`get_lock`](Value::get_lock)) reads
+    /// it directly, as Python's `RLock` lets it. Errors: a poisoned lock
+    /// (read through [`lock`](Value::lock) to get past it); a
+    /// [`ValueGuard`] of this thread is alive (read through it).
     ///
     /// ```
-    /// assert_eq!(brood::shm::Value::new(5i32)?.get()?, 5);
+    /// let v = brood::shm::Value::new(5i32)?;
+    /// assert_eq!(v.get()?, 5);
+    /// let _held = v.get_lock().lock().unwrap();
+    /// assert_eq!(v.get()?, 5); // no deadlock: this thread holds the lock
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn get(&self) -> Result<T> {
-        self.lock().map(|g| *g).map_err(died)
+        self.access(|v| *v)
     }
 
-    /// Sets the value under the lock (Python's `.value = ...`).
+    /// Sets the value under the lock (Python's `.value = ...`); directly
+    /// when the calling thread holds the lock already, as for
+    /// [`get`](Value::get).
     ///
     /// ```
     /// let v = brood::shm::Value::new(5i32)?;
     /// v.set(6)?;
     /// assert_eq!(v.get()?, 6);
+    /// {
+    ///     // The literal port of `with v.get_lock(): v.value += 1`.
+    ///     let _held = v.get_lock().lock().unwrap();
+    ///     v.set(v.get()? + 1)?;
+    /// }
+    /// assert_eq!(v.get()?, 7);
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn set(&self, value: T) -> Result<()> {
-        self.lock().map(|mut g| *g = value).map_err(died)
+        self.access(|v| *v = value)
     }
 
-    /// The Python typecode of `T`, if it has one.
+    /// The Python typecode it was made with, else `T`'s own (see
+    /// [`RawArray::typecode`]).
     ///
     /// ```
-    /// assert_eq!(brood::shm::Value::new(0u16)?.typecode(), Some(brood::shm::Typecode::UShort));
+    /// use brood::shm::{Typecode, Value};
+    /// assert_eq!(Value::new(0u16)?.typecode(), Some(Typecode::UShort));
+    /// assert_eq!(Value::with_typecode('q', 0i64)?.typecode(), Some(Typecode::LongLong));
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn typecode(&self) -> Option<Typecode> {
-        Typecode::of::<T>()
+        self.raw.typecode()
     }
 }
 
@@ -999,8 +1326,38 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn with_typecode(code: char, values: &[T]) -> Result<Array<T>> {
-        Typecode::check::<T>(code)?;
-        Array::new(values)
+        Ok(Array {
+            raw: RawArray::with_typecode(code, values)?,
+            lock: Lock::new()?,
+        })
+    }
+
+    /// `len` zeroes of a Python typecode, checked against `T`, with a new
+    /// lock (Python's `Array('c', 5)`); [`typecode`](Array::typecode)
+    /// gives the code back.
+    ///
+    /// ```
+    /// let a = brood::shm::Array::<u8>::from_typecode('c', 5)?;
+    /// assert_eq!(a.typecode().unwrap().as_char(), 'c');
+    /// assert_eq!(a.raw()?, [0; 5]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn from_typecode(code: char, len: usize) -> Result<Array<T>> {
+        Ok(Array {
+            raw: RawArray::from_typecode(code, len)?,
+            lock: Lock::new()?,
+        })
+    }
+
+    /// Runs `f` on the elements under the lock (see [`Value::get`]).
+    fn access<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        let ptr = self.raw.ptr();
+        let _held = held(&self.lock, ptr as usize)?;
+        // SAFETY: as in `Value::access`: held lock, no guard of this thread,
+        // `len` mapped aligned elements, a reference only for `f`.
+        Ok(f(unsafe {
+            std::slice::from_raw_parts_mut(ptr, self.raw.len())
+        }))
     }
 
     /// The number of elements.
@@ -1034,7 +1391,12 @@ impl<T: Pod> Array<T> {
     /// ```
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
         let (ptr, len) = (self.raw.ptr(), self.raw.len());
-        map_guard(self.lock.lock(), |g| ArrayGuard { _lock: g, ptr, len })
+        map_guard(self.lock.lock(), |g| ArrayGuard {
+            _lent: lent::Lent::new(ptr as usize),
+            _lock: g,
+            ptr,
+            len,
+        })
     }
 
     /// The lock (Python's `get_lock()`).
@@ -1048,18 +1410,23 @@ impl<T: Pod> Array<T> {
         &self.lock
     }
 
-    /// The element at `index`, read under the lock.
+    /// The element at `index`, read under the lock (directly when the
+    /// calling thread holds it already, as for [`Value::get`]).
     ///
     /// ```
-    /// assert_eq!(brood::shm::Array::new(&[5u8, 6])?.get(1)?, 6);
+    /// let a = brood::shm::Array::new(&[5u8, 6])?;
+    /// assert_eq!(a.get(1)?, 6);
+    /// let _held = a.get_lock().lock().unwrap();
+    /// assert_eq!(a.get(0)?, 5);
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn get(&self, index: usize) -> Result<T> {
         self.raw.check_index(index)?;
-        self.lock().map(|g| g[index]).map_err(died)
+        self.access(|s| s[index])
     }
 
-    /// Sets the element at `index` under the lock.
+    /// Sets the element at `index` under the lock (directly when the
+    /// calling thread holds it already).
     ///
     /// ```
     /// let a = brood::shm::Array::new(&[5u8, 6])?;
@@ -1069,27 +1436,94 @@ impl<T: Pod> Array<T> {
     /// ```
     pub fn set(&self, index: usize, value: T) -> Result<()> {
         self.raw.check_index(index)?;
-        self.lock().map(|mut g| g[index] = value).map_err(died)
+        self.access(|s| s[index] = value)
     }
 
-    /// A copy of every element, taken under the lock.
+    /// A copy of every element, taken under the lock (directly when the
+    /// calling thread holds it already).
     ///
     /// ```
     /// assert_eq!(brood::shm::Array::new(&[1i16, 2])?.to_vec()?, [1, 2]);
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        self.lock().map(|g| g.to_vec()).map_err(died)
+        self.access(|s| s.to_vec())
     }
 
-    /// The Python typecode of `T`, if it has one.
+    /// The Python typecode it was made with, else `T`'s own (see
+    /// [`RawArray::typecode`]).
     ///
     /// ```
-    /// assert_eq!(brood::shm::Array::<i64>::zeroed(1)?.typecode().unwrap().as_char(), 'l');
+    /// use brood::shm::Array;
+    /// assert_eq!(Array::<i64>::zeroed(1)?.typecode().unwrap().as_char(), 'l');
+    /// assert_eq!(Array::with_typecode('q', &[1i64])?.typecode().unwrap().as_char(), 'q');
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn typecode(&self) -> Option<Typecode> {
-        Typecode::of::<T>()
+        self.raw.typecode()
+    }
+}
+
+/// Python's char arrays (`Array('c', n)`): the bytes as a string, under
+/// the lock.
+impl Array<u8> {
+    /// The bytes up to the first NUL, or all of them (Python's `.value`).
+    ///
+    /// ```
+    /// let a = brood::shm::Array::<u8>::from_typecode('c', 5)?;
+    /// a.set_value(b"ab")?;
+    /// assert_eq!(a.value()?, b"ab");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn value(&self) -> Result<Vec<u8>> {
+        self.access(|s| until_nul(s.to_vec()))
+    }
+
+    /// Every byte, NULs included (Python's `.raw`).
+    ///
+    /// ```
+    /// let a = brood::shm::Array::<u8>::from_typecode('c', 3)?;
+    /// a.set_value(b"a")?;
+    /// assert_eq!(a.raw()?, b"a\0\0");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn raw(&self) -> Result<Vec<u8>> {
+        self.to_vec()
+    }
+
+    /// Writes `bytes` from the start, then a NUL if there is room (Python's
+    /// `.value = ...`); longer than the array is an error and changes
+    /// nothing.
+    ///
+    /// ```
+    /// let a = brood::shm::Array::new(b"abcde")?;
+    /// a.set_value(b"x")?;
+    /// assert_eq!(a.raw()?, b"x\0cde");
+    /// assert!(a.set_value(b"abcdef").is_err());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn set_value(&self, bytes: &[u8]) -> Result<()> {
+        check_fits(bytes, self.len())?;
+        self.access(|s| {
+            s[..bytes.len()].copy_from_slice(bytes);
+            if let Some(nul) = s.get_mut(bytes.len()) {
+                *nul = 0;
+            }
+        })
+    }
+
+    /// Writes `bytes` from the start, adding no NUL (Python's `.raw =
+    /// ...`); longer than the array is an error and changes nothing.
+    ///
+    /// ```
+    /// let a = brood::shm::Array::new(b"abcde")?;
+    /// a.set_raw(b"xy")?;
+    /// assert_eq!(a.raw()?, b"xycde");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn set_raw(&self, bytes: &[u8]) -> Result<()> {
+        check_fits(bytes, self.len())?;
+        self.access(|s| s[..bytes.len()].copy_from_slice(bytes))
     }
 }
 

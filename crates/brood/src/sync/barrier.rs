@@ -191,6 +191,49 @@ impl Barrier {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> Result<usize> {
+        self.wait_inner(timeout, None::<fn()>)
+    }
+
+    /// Like [`wait`](Barrier::wait), and the party that trips the barrier
+    /// (the last to arrive) runs `action` before any party is released
+    /// (Python's `Barrier(parties, action=...)`: "called by one of the
+    /// threads when released"). A closure cannot cross processes, so the
+    /// action comes with the call rather than the barrier: give every party
+    /// the same one. The other parties' actions are dropped unrun. If the
+    /// action panics, the barrier breaks (the others get a broken-barrier
+    /// error) and the panic goes on in the tripping party, as Python
+    /// re-raises the action's exception.
+    ///
+    /// ```
+    /// use brood::sync::Barrier;
+    /// use brood::shm::Value;
+    /// use std::time::Duration;
+    ///
+    /// let barrier = Barrier::new(2)?;
+    /// let trips = Value::new(0u32)?;
+    /// let mut child = brood::Process::with_args(
+    ///     |(b, trips): (Barrier, Value<u32>)| {
+    ///         b.wait_with(Some(Duration::from_secs(10)), || trips.set(trips.get().unwrap() + 1).unwrap())
+    ///             .unwrap();
+    ///         trips.get().unwrap() // the action ran before anyone went on
+    ///     },
+    ///     (barrier.clone(), trips.clone()),
+    /// );
+    /// child.start()?;
+    /// barrier.wait_with(Some(Duration::from_secs(10)), || trips.set(trips.get().unwrap() + 1).unwrap())?;
+    /// assert_eq!(trips.get()?, 1);
+    /// assert_eq!(child.join()?, 1);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn wait_with(&self, timeout: Option<Duration>, action: impl FnOnce()) -> Result<usize> {
+        self.wait_inner(timeout, Some(action))
+    }
+
+    fn wait_inner(
+        &self,
+        timeout: Option<Duration>,
+        action: Option<impl FnOnce()>,
+    ) -> Result<usize> {
         let s = self.s();
         let timeout = timeout.or_else(|| {
             let ns = s.timeout_ns.load(Ordering::Relaxed);
@@ -208,10 +251,25 @@ impl Barrier {
         }
         let index = s.count.load(Ordering::SeqCst);
         s.count.store(index + 1, Ordering::SeqCst);
+        let mut panicked = None;
         let result = if index + 1 == s.parties.load(Ordering::Relaxed) {
-            held.set_state(DRAINING);
-            held.notify_all();
-            Ok(index as usize)
+            // The action runs with the barrier's mutex held, the others
+            // asleep, as Python's runs inside its condition's lock.
+            let ran = action.map_or(Ok(()), |action| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(action))
+            });
+            match ran {
+                Ok(()) => {
+                    held.set_state(DRAINING);
+                    held.notify_all();
+                    Ok(index as usize)
+                }
+                Err(payload) => {
+                    held.break_barrier();
+                    panicked = Some(payload);
+                    Err(broken_barrier_error())
+                }
+            }
         } else if !held.wait_until(deadline, |h| h.state() != FILLING) {
             held.break_barrier();
             Err(broken_barrier_error())
@@ -226,6 +284,10 @@ impl Barrier {
         if count == 0 && matches!(held.state(), DRAINING | RESETTING) {
             held.set_state(FILLING);
             held.notify_all();
+        }
+        if let Some(payload) = panicked {
+            drop(held);
+            std::panic::resume_unwind(payload);
         }
         result
     }

@@ -12,10 +12,12 @@ use super::lock::{blocking, guard_result, python_acquire, python_release};
 use super::mutex::{How, Outcome, RobustMutex};
 use super::{Lock, LockGuard, LockResult, RLock, TryLockResult, owner_died_error};
 use crate::error::{Error, Result};
-use crate::shm::{Block, SharedMemory, SharedState};
+use crate::shm::{Block, BlockWire, SharedState};
 
 /// All three change under the condition's lock, except that a woken waiter
-/// takes a token without it (see `sync/README.md`).
+/// takes a token without it (see `sync/README.md`). A waiter may take a
+/// token only once `seq` differs from its value when the waiter registered,
+/// so a wake-up never goes to a wait that began after the notify.
 #[repr(C)]
 pub(crate) struct CondState {
     /// Bumped by every notify that hands out tokens; waiters sleep on it.
@@ -88,8 +90,9 @@ impl From<RLock> for ConditionLock {
 /// `multiprocessing.Condition`): hold its lock, then `wait` until another
 /// process changes the state and calls `notify`.
 ///
-/// `notify(n)` wakes at most `n` waiters, and a waiter that started waiting
-/// before the notify is never missed. A waiter that dies while waiting may
+/// `notify(n)` wakes at most `n` of the waiters that were waiting when it
+/// ran — never a wait that starts later, the notifier's own next `wait`
+/// included — and a notify is never lost while someone was waiting. A waiter that dies while waiting may
 /// cost one later waiter a spurious wake-up, which is why the state is
 /// re-checked in a loop ([`wait_for`](Condition::wait_for) does it).
 ///
@@ -266,6 +269,10 @@ impl Condition {
         if depth == 0 {
             return Err(Error::invalid("cannot wait on an un-acquired lock"));
         }
+        // A wake-up is ours only if handed out after we registered: a
+        // notify bumps `seq`, so a waiter that still reads the `seq` of its
+        // registration (made under the lock) takes no token.
+        let registered = s.seq.load(Ordering::SeqCst);
         s.sleepers.fetch_add(1, Ordering::SeqCst);
         for _ in 0..depth {
             // Held by this thread (checked above): cannot fail.
@@ -275,7 +282,7 @@ impl Condition {
         let mut notified = false;
         loop {
             let seq = s.seq.load(Ordering::SeqCst);
-            if s.take_token() {
+            if seq != registered && s.take_token() {
                 notified = true;
                 break;
             }
@@ -291,13 +298,14 @@ impl Condition {
             }
         }
         if !notified {
-            // Leave the count of sleepers, or — when every remaining waiter
-            // already has its token — take ours, handed out meanwhile.
-            let left = s.sleepers.load(Ordering::SeqCst);
-            if left > 0 {
-                s.sleepers.store(left - 1, Ordering::SeqCst);
+            // Under the lock again: a token left by a notify made since we
+            // registered is ours (notified just before the timeout, as in
+            // Python); otherwise leave the count of sleepers.
+            if s.seq.load(Ordering::SeqCst) != registered && s.take_token() {
+                notified = true;
             } else {
-                notified = s.take_token();
+                let left = s.sleepers.load(Ordering::SeqCst);
+                s.sleepers.store(left.saturating_sub(1), Ordering::SeqCst);
             }
         }
         if poisoned {
@@ -306,9 +314,12 @@ impl Condition {
         Ok(notified)
     }
 
-    /// Waits until `predicate` returns true, at most `timeout` in all;
-    /// returns the predicate's last value (Python's `wait_for`). The lock
-    /// must be held; the predicate runs with it held.
+    /// Waits until `predicate` returns a truthy value ([`Truthy`]: `true`,
+    /// `Some`, a non-zero number, a non-empty `Vec`), at most `timeout` in
+    /// all, and returns the predicate's last value — the truthy one, or the
+    /// falsy one it gave when the timeout ran out (Python's `wait_for`).
+    /// The lock must be held; the predicate runs with it held, first before
+    /// any wait (so a `timeout` of zero only checks).
     ///
     /// ```
     /// use std::time::Duration;
@@ -316,24 +327,27 @@ impl Condition {
     /// let _held = cond.lock().unwrap();
     /// assert!(cond.wait_for(|| true, None)?);
     /// assert!(!cond.wait_for(|| false, Some(Duration::from_millis(20)))?);
+    /// // Any truthy value comes back, as in Python.
+    /// assert_eq!(cond.wait_for(|| Some(7), None)?, Some(7));
+    /// assert_eq!(cond.wait_for(|| 0usize, Some(Duration::ZERO))?, 0);
     /// # Ok::<(), brood::Error>(())
     /// ```
-    pub fn wait_for(
+    pub fn wait_for<R: Truthy>(
         &self,
-        mut predicate: impl FnMut() -> bool,
+        mut predicate: impl FnMut() -> R,
         timeout: Option<Duration>,
-    ) -> Result<bool> {
+    ) -> Result<R> {
         let deadline = Deadline::after(timeout);
-        loop {
-            if predicate() {
-                return Ok(true);
-            }
+        let mut result = predicate();
+        while !result.is_truthy() {
             let left = deadline.remaining();
             if left.is_some_and(|l| l.is_zero()) {
-                return Ok(false);
+                break;
             }
             self.wait(left)?;
+            result = predicate();
         }
+        Ok(result)
     }
 
     /// Wakes at most `n` of the waiters. The calling thread must hold the
@@ -376,6 +390,53 @@ impl Condition {
     }
 }
 
+/// What [`Condition::wait_for`] waits for: a value that counts as true, as
+/// Python's truth testing has it.
+///
+/// ```
+/// use brood::sync::Truthy;
+/// assert!(true.is_truthy() && Some(0).is_truthy() && 3u32.is_truthy());
+/// assert!(!None::<u8>.is_truthy() && !0i64.is_truthy() && !Vec::<u8>::new().is_truthy());
+/// ```
+pub trait Truthy {
+    /// Whether the value counts as true.
+    ///
+    /// ```
+    /// use brood::sync::Truthy;
+    /// assert!(vec![0].is_truthy());
+    /// ```
+    fn is_truthy(&self) -> bool;
+}
+
+impl Truthy for bool {
+    fn is_truthy(&self) -> bool {
+        *self
+    }
+}
+
+impl<T> Truthy for Option<T> {
+    fn is_truthy(&self) -> bool {
+        self.is_some()
+    }
+}
+
+impl<T> Truthy for Vec<T> {
+    fn is_truthy(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+macro_rules! truthy_numbers {
+    ($($t:ty),*) => {
+        $(impl Truthy for $t {
+            fn is_truthy(&self) -> bool {
+                *self != 0
+            }
+        })*
+    };
+}
+truthy_numbers!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
+
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condition")
@@ -393,7 +454,7 @@ impl Serialize for Condition {
         &self,
         serializer: S,
     ) -> std::result::Result<S::Ok, S::Error> {
-        (self.block.memory(), &self.lock).serialize(serializer)
+        (&self.block, &self.lock).serialize(serializer)
     }
 }
 
@@ -401,8 +462,8 @@ impl<'de> Deserialize<'de> for Condition {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        let (mem, lock) = <(SharedMemory, ConditionLock)>::deserialize(deserializer)?;
-        let block = Block::from_memory(mem, 0, 1).map_err(serde::de::Error::custom)?;
+        let (wire, lock) = <(BlockWire, ConditionLock)>::deserialize(deserializer)?;
+        let block = Block::from_wire(wire, 0, 1).map_err(serde::de::Error::custom)?;
         Ok(Condition { block, lock })
     }
 }

@@ -15,7 +15,7 @@ impl Deadline {
     /// `timeout` from now; `None` means no limit.
     pub(crate) fn after(timeout: Option<Duration>) -> Deadline {
         // A timeout too far away to represent is no limit.
-        Deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
+        Deadline(timeout.and_then(crate::time::deadline))
     }
 
     /// The time left (zero once passed); `None` when there is no limit.

@@ -85,6 +85,7 @@ impl fmt::Debug for LockGuard<'_> {
     }
 }
 
+#[inline]
 pub(crate) fn guard_result(mutex: &RobustMutex, outcome: Outcome) -> TryLockResult<LockGuard<'_>> {
     match outcome {
         Outcome::Acquired { poisoned: false } => Ok(LockGuard::new(mutex)),
@@ -95,6 +96,7 @@ pub(crate) fn guard_result(mutex: &RobustMutex, outcome: Outcome) -> TryLockResu
     }
 }
 
+#[inline]
 pub(crate) fn blocking(result: TryLockResult<LockGuard<'_>>) -> LockResult<LockGuard<'_>> {
     match result {
         Ok(guard) => Ok(guard),
@@ -103,24 +105,95 @@ pub(crate) fn blocking(result: TryLockResult<LockGuard<'_>>) -> LockResult<LockG
     }
 }
 
+/// `mutex.acquire(how)`, except that a timed acquire by the thread that
+/// already holds a non-reentrant lock waits out its timeout before it
+/// fails, as Python's does (nothing else can release the lock meanwhile).
+/// A timeout too far away to wait out is a deadlock, reported like a
+/// blocking relock.
+pub(crate) fn timed_acquire(mutex: &RobustMutex, how: How) -> Outcome {
+    if let How::Until(deadline) = how
+        && mutex.is_mine()
+    {
+        let outcome = mutex.acquire(How::Try);
+        if outcome != Outcome::Busy {
+            return outcome; // an RLock: one level more
+        }
+        match deadline.remaining() {
+            Some(left) => std::thread::sleep(left),
+            None => return mutex.acquire(How::Block),
+        }
+        return Outcome::Busy;
+    }
+    mutex.acquire(how)
+}
+
+#[inline]
 pub(crate) fn python_acquire(
     mutex: &RobustMutex,
     block: bool,
     timeout: Option<Duration>,
 ) -> LockResult<bool> {
-    match mutex.acquire(How::python(block, timeout)) {
+    match timed_acquire(mutex, How::python(block, timeout)) {
         Outcome::Acquired { poisoned: false } => Ok(true),
         Outcome::Acquired { poisoned: true } => Err(OwnerDied::new(true)),
         Outcome::Busy => Ok(false),
     }
 }
 
+#[inline]
 pub(crate) fn python_release(mutex: &RobustMutex, what: &str) -> Result<()> {
     mutex.release().map_err(|_| {
         Error::invalid(format!(
             "cannot release an un-acquired {what} (it is not held by this thread)"
         ))
     })
+}
+
+/// Who holds a [`Lock`] or [`RLock`]: its process and thread (Python's
+/// repr names the owner the same way).
+///
+/// ```
+/// let lock = brood::sync::RLock::new()?;
+/// let _g = lock.lock().unwrap();
+/// let owner = lock.owner().unwrap();
+/// assert_eq!(owner.pid, brood::os::getpid());
+/// assert_eq!(owner.count, 1);
+/// # Ok::<(), brood::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// The holder's process.
+    pub pid: crate::os::Pid,
+    /// The holder's thread id (`gettid`).
+    pub tid: i32,
+    /// How many times it holds the lock (1 for a `Lock`).
+    pub count: u32,
+    mine: bool,
+}
+
+impl Owner {
+    fn of(mutex: &RobustMutex) -> Option<Owner> {
+        let (pid, tid, count) = mutex.holder()?;
+        Some(Owner {
+            pid: crate::os::Pid::from_raw(pid)?,
+            tid,
+            count,
+            mine: mutex.is_mine(),
+        })
+    }
+
+    /// Whether the holder was the calling thread when the snapshot was
+    /// taken.
+    ///
+    /// ```
+    /// let lock = brood::sync::Lock::new()?;
+    /// let _g = lock.lock().unwrap();
+    /// assert!(lock.owner().unwrap().is_current_thread());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn is_current_thread(&self) -> bool {
+        self.mine
+    }
 }
 
 macro_rules! lock_methods {
@@ -155,7 +228,9 @@ macro_rules! lock_methods {
             }
 
             /// Acquires the lock, waiting at most `timeout`
-            /// ([`TryLockError::WouldBlock`] when it runs out).
+            /// ([`TryLockError::WouldBlock`] when it runs out). The thread
+            /// that holds a `Lock` already waits out the whole timeout, then
+            /// fails, as in Python.
             ///
             /// ```
             /// use std::time::Duration;
@@ -167,7 +242,7 @@ macro_rules! lock_methods {
                 let mutex = self.mutex();
                 guard_result(
                     mutex,
-                    mutex.acquire(How::Until(Deadline::after(Some(timeout)))),
+                    timed_acquire(mutex, How::Until(Deadline::after(Some(timeout)))),
                 )
             }
 
@@ -176,6 +251,11 @@ macro_rules! lock_methods {
             /// runs out). `Err(OwnerDied(true))`: acquired, but a holder
             /// died. Release with [`release`](Self::release); prefer
             /// [`lock`](Self::lock), whose guard cannot be forgotten.
+            ///
+            /// As in Python, a `Lock`'s holder that calls `acquire(true,
+            /// Some(t))` again waits the whole `t` and gets `Ok(false)`;
+            /// `acquire(true, None)` by the holder panics instead of
+            /// deadlocking (see the type's caveats).
             ///
             /// ```
             #[doc = concat!("let lock = brood::sync::", $name, "::new()?;")]
@@ -212,6 +292,38 @@ macro_rules! lock_methods {
                 self.mutex().is_mine()
             }
 
+            /// Whether any thread of any process holds the lock now (a
+            /// snapshot: it may change at once). A holder that died
+            /// without releasing it still counts until the next acquire
+            /// takes it over.
+            ///
+            /// ```
+            #[doc = concat!("let lock = brood::sync::", $name, "::new()?;")]
+            /// assert!(!lock.locked());
+            /// let _g = lock.lock().unwrap();
+            /// assert!(lock.locked());
+            /// # Ok::<(), brood::Error>(())
+            /// ```
+            pub fn locked(&self) -> bool {
+                self.mutex().holder().is_some()
+            }
+
+            /// Who holds the lock now (a snapshot), or `None` when it is
+            /// free.
+            ///
+            /// ```
+            #[doc = concat!("let lock = brood::sync::", $name, "::new()?;")]
+            /// assert!(lock.owner().is_none());
+            /// let _g = lock.lock().unwrap();
+            /// let owner = lock.owner().unwrap();
+            /// assert_eq!(owner.pid, brood::os::getpid());
+            /// assert!(owner.is_current_thread());
+            /// # Ok::<(), brood::Error>(())
+            /// ```
+            pub fn owner(&self) -> Option<Owner> {
+                Owner::of(self.mutex())
+            }
+
             /// Whether a holder died (or panicked) holding the lock since its
             /// state was last marked consistent.
             ///
@@ -241,8 +353,13 @@ macro_rules! lock_methods {
         }
 
         impl fmt::Debug for $ty {
+            /// Python's repr shows the owner (and an `RLock`'s count): so
+            /// does this, with `count` the holder's recursion depth.
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let holder = self.mutex().holder();
                 f.debug_struct($name)
+                    .field("owner", &Owner::of(self.mutex()))
+                    .field("count", &holder.map_or(0, |(_, _, depth)| depth))
                     .field("owned", &self.is_owned())
                     .field("poisoned", &self.is_poisoned())
                     .finish()
@@ -277,8 +394,9 @@ macro_rules! lock_methods {
 /// Python lets any thread release a `Lock`; brood's belongs to the thread
 /// that acquired it, which is what lets a dead holder be detected. Signal
 /// with a [`Semaphore`](super::Semaphore) or an [`Event`](super::Event)
-/// instead. Relocking a `Lock` from the thread that holds it panics rather
-/// than deadlocking (non-blocking and timed attempts just fail).
+/// instead. Relocking a `Lock` from the thread that holds it without a
+/// timeout panics rather than deadlocking; a non-blocking attempt fails at
+/// once, and a timed one waits out its timeout and fails, as in Python.
 #[derive(Clone)]
 pub struct Lock {
     block: Block<LockState>,
