@@ -95,6 +95,12 @@ fn verbs(m: StartMethod) {
     v.sort();
     assert_eq!(v, (0..20).collect::<Vec<_>>());
     assert!(pool.map(|x: u8| x, Vec::<u8>::new()).unwrap().is_empty());
+    // Tasks that return nothing: one `()` per item.
+    assert_eq!(
+        pool.map(|x: u8| assert!(x < 3), 0..3).unwrap(),
+        [(), (), ()]
+    );
+    pool.apply(|()| (), ()).unwrap();
     assert_eq!(
         pool.chunksize(0).map(|x: u8| x, [1]).unwrap_err().kind(),
         ErrorKind::InvalidState

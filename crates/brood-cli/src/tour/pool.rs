@@ -2,12 +2,12 @@
 //! example (four workers, `apply_async`, `close`, `join`, `get`), `map` over
 //! a range, and what brood fixes: a worker killed mid-task fails that task
 //! with `WorkerLost` while the others finish (Python's `get()` would wait
-//! forever).
+//! forever), and a `Queue` handed to the workers without a Manager.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, ensure};
-use brood::{ErrorKind, Pool, os};
+use brood::{ErrorKind, Pool, Queue, os};
 
 use super::kit::{self, BOUND, explain, line, line_wrapped, python};
 
@@ -36,6 +36,9 @@ pool.join()     # 回收进程池
 # Hello 2
 # Hello 0
 # Hello 1"##;
+
+/// Each worker's handle on the queue the initializer gave it.
+static WORKER_QUEUE: std::sync::OnceLock<Queue<(u32, i32)>> = std::sync::OnceLock::new();
 
 /// Python's `ctime()`, to the millisecond: the time of day (UTC).
 fn clock() -> String {
@@ -197,6 +200,60 @@ pub(crate) fn run() -> Result<()> {
         "parent",
         format!("and the pool goes on: apply(|x| x + 1, 41) = {again}"),
     );
+    pool.close();
+    pool.join()?;
+    println!();
+
+    explain(
+        "The reference's pitfall: a multiprocessing.Queue does not work with a Pool (Python \
+         raises RuntimeError: Queue objects should only be shared between processes through \
+         inheritance), and it says to use Manager().Queue(), a server process every put and \
+         get goes through. brood's Queue is a ring in shared memory whose handle crosses to a \
+         worker like any argument: hand it to every worker through the initializer, and the \
+         tasks put into it directly. No Manager.",
+    );
+    python(
+        "q = mp.Queue()\n\
+         pool.apply_async(worker, (q,)).get()  # RuntimeError: Queue objects should only be shared ...\n\
+         q = mp.Manager().Queue()                # the reference's way out: a server process",
+    );
+    let q: Queue<(u32, i32)> = Queue::new()?;
+    let pool = Pool::builder()
+        .processes(4)
+        .initializer(
+            |q: Queue<(u32, i32)>| {
+                let _ = WORKER_QUEUE.set(q);
+            },
+            q.clone(),
+        )
+        .build()?;
+    pool.map(
+        |i: u32| {
+            if let Some(q) = WORKER_QUEUE.get() {
+                let _ = q.put((i, os::getpid().as_raw()));
+            }
+        },
+        0..8,
+    )?;
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        got.push(
+            q.get_timeout(BOUND)
+                .map_err(|e| anyhow::anyhow!("the queue: {e}"))?,
+        );
+    }
+    got.sort();
+    let mut senders: Vec<i32> = got.iter().map(|g| g.1).collect();
+    senders.sort();
+    senders.dedup();
+    line(
+        "parent",
+        format!(
+            "q.get() x 8 -> tasks {:?}, put by workers {senders:?}",
+            got.iter().map(|g| g.0).collect::<Vec<_>>()
+        ),
+    );
+    ensure!(got.iter().map(|g| g.0).eq(0..8), "the queue held {got:?}");
     pool.close();
     pool.join()?;
     Ok(())

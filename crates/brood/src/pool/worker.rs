@@ -248,6 +248,9 @@ fn run_unit(
 /// worker goes on.
 fn run_item(call: Trampoline, args: &[u8]) -> (u8, Vec<u8>) {
     match panic::catch_unwind(AssertUnwindSafe(|| call(args))) {
+        // A zero-sized value (`()`) comes back from the trampoline as no
+        // bytes at all; on the wire it is its encoding, nil.
+        Ok(Ok(bytes)) if bytes.is_empty() => (launch::TAG_RETURNED, launch::UNIT_ENCODING.to_vec()),
         Ok(Ok(bytes)) => (launch::TAG_RETURNED, bytes),
         Ok(Err(fail)) => fail_tag(fail),
         Err(payload) => {
