@@ -127,6 +127,21 @@ where
     crate::launch::encode_value(&f(args))
 }
 
+/// Like [`trampoline1`], for a function of several arguments called with a
+/// decoded tuple (the pool's `starmap`).
+pub(crate) fn trampoline_star<F, A, R>(args: &[u8]) -> std::result::Result<Vec<u8>, Fail>
+where
+    F: crate::pool::StarFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let args: A = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
+    // SAFETY: only instantiated by the pool's `starmap` for an `F` that
+    // passed `assert_captures_nothing` and is a function or closure type.
+    let f = unsafe { conjure::<F>() };
+    codec::encode(&f.call_star(args)).map_err(|e| Fail::Encode(e.to_string()))
+}
+
 /// One function registered with `#[brood::task]`. Built by the macro; you do
 /// not make these by hand.
 ///

@@ -192,6 +192,18 @@ impl Job {
     }
 }
 
+/// The trampoline at `offset`, if this process runs the executable whose
+/// device and inode are `exe` (what the pool's workers use for each task:
+/// the offset came from a parent that runs `exe`).
+pub(crate) fn trampoline_at(exe: (u64, u64), offset: i64) -> Option<Trampoline> {
+    if exe != exe_identity() || exe == (0, 0) {
+        return None;
+    }
+    // SAFETY: the offset came from `to_offset` in a process running this
+    // same executable file (device and inode checked above).
+    Some(unsafe { crate::task::from_offset(offset) })
+}
+
 /// Device and inode of `/proc/self/exe` ((0, 0) if unreadable).
 pub(crate) fn exe_identity() -> (u64, u64) {
     use std::os::linux::fs::MetadataExt;
@@ -381,6 +393,18 @@ pub(crate) fn install_panic_hook() {
             previous(info);
         }));
     });
+}
+
+/// The report of a panic just caught in this child, for a loop that
+/// catches panics itself and goes on (the pool's worker).
+pub(crate) fn take_panic_report(payload: &(dyn std::any::Any + Send)) -> PanicReport {
+    LAST_PANIC
+        .with(|slot| slot.borrow_mut().take())
+        .unwrap_or_else(|| PanicReport {
+            message: payload_message(payload),
+            location: None,
+            backtrace: None,
+        })
 }
 
 fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
