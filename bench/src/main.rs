@@ -31,6 +31,7 @@
 //! which also runs the Python and C sides and writes the report.
 
 mod pipes;
+mod pool;
 mod queue;
 mod sync;
 
@@ -249,8 +250,8 @@ fn main() {
             "--table" => {
                 let t = args.next().expect("--table needs start, pipes or sync");
                 assert!(
-                    ["start", "pipes", "sync", "queue"].contains(&t.as_str()),
-                    "--table is start, pipes, sync or queue, not {t:?}"
+                    ["start", "pipes", "sync", "queue", "pool"].contains(&t.as_str()),
+                    "--table is start, pipes, sync, queue or pool, not {t:?}"
                 );
                 table = Some(t);
             }
@@ -272,6 +273,10 @@ fn main() {
                 for name in sync::row_names() {
                     eprintln!("  {name}");
                 }
+                eprintln!("pool table (workloads):");
+                for name in pool::row_names() {
+                    eprintln!("  {name}");
+                }
                 eprintln!("queue table (test: row):");
                 for (test, name) in queue::ROW_NAMES {
                     eprintln!("  {test}: {name}");
@@ -289,6 +294,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "sync") {
         sync::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "pool") {
+        pool::run(only.as_deref());
     }
     if table.as_deref().is_none_or(|t| t == "queue") {
         queue::run(only.as_deref());

@@ -66,6 +66,14 @@ pub enum ErrorKind {
     /// A fork was refused because other threads run (see
     /// [`allow_fork_with_threads`](crate::allow_fork_with_threads)).
     ForkWithThreads,
+    /// A pool worker died while it held this task; [`Error::signal`] or
+    /// [`Error::exit_code`] say how (see [`Pool`](crate::Pool)).
+    WorkerLost,
+    /// The work was stopped by Ctrl-C (SIGINT) in the parent.
+    Interrupted,
+    /// The pool was closed or terminated: it takes no more work, or the
+    /// work was cut off.
+    PoolClosed,
 }
 
 /// A panic caught in a child process, carried back to the parent.
@@ -105,6 +113,7 @@ enum Repr {
     Exited(i32),
     Simple(ErrorKind, String),
     Io(String, io::Error),
+    WorkerLost(String, Option<crate::os::ExitStatus>),
 }
 
 /// brood's error: opaque, with a [`kind`](Error::kind) and predicates.
@@ -145,6 +154,10 @@ impl Error {
         Error::new(Repr::Io(context.into(), err))
     }
 
+    pub(crate) fn worker_lost(message: String, status: Option<crate::os::ExitStatus>) -> Error {
+        Error::new(Repr::WorkerLost(message, status))
+    }
+
     pub(crate) fn timeout(what: impl Into<String>) -> Error {
         Error::simple(ErrorKind::Timeout, what)
     }
@@ -179,6 +192,7 @@ impl Error {
             Repr::Exited(_) => ErrorKind::Exited,
             Repr::Simple(kind, _) => *kind,
             Repr::Io(..) => ErrorKind::Io,
+            Repr::WorkerLost(..) => ErrorKind::WorkerLost,
         }
     }
 
@@ -207,6 +221,7 @@ impl Error {
     pub fn signal(&self) -> Option<i32> {
         match &*self.repr {
             Repr::Signaled { signal, .. } => Some(*signal),
+            Repr::WorkerLost(_, status) => status.and_then(crate::os::ExitStatus::signal),
             _ => None,
         }
     }
@@ -221,6 +236,7 @@ impl Error {
     pub fn exit_code(&self) -> Option<i32> {
         match &*self.repr {
             Repr::Exited(code) => Some(*code),
+            Repr::WorkerLost(_, status) => status.and_then(crate::os::ExitStatus::code),
             _ => None,
         }
     }
@@ -296,7 +312,7 @@ impl fmt::Display for Error {
                 prefix(f)?;
                 write!(f, "exited with code {code} before returning a value")
             }
-            Repr::Simple(_, message) => f.write_str(message),
+            Repr::Simple(_, message) | Repr::WorkerLost(message, _) => f.write_str(message),
             Repr::Io(context, err) => write!(f, "{context}: {err}"),
         }
     }

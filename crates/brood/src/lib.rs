@@ -29,6 +29,8 @@
 //!   [`sync`]: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
 //!   `Condition`, `Event`, `Barrier`, all process-shared, with a dead holder
 //!   reported rather than deadlocking.
+//! - [`Pool`] ([`pool`]): worker processes for `apply`, `map`, `imap` and
+//!   friends; a dead worker fails only the task it held, never a hang.
 //! - [`queue`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] — first in,
 //!   first out between processes, in shared memory, with no feeder thread;
 //!   a producer or consumer killed mid-operation blocks no one.
@@ -74,6 +76,7 @@ pub mod handle;
 mod launch;
 pub mod log;
 pub mod os;
+pub mod pool;
 mod process;
 pub mod queue;
 mod reexec;
@@ -87,6 +90,7 @@ pub use brood_macros::task;
 pub use connection::{Connection, pipe};
 pub use context::{Context, get_context};
 pub use error::{Error, ErrorKind, PanicReport, Result};
+pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
     authkey, cpu_count, current_process, parent_process, set_authkey,

@@ -163,6 +163,56 @@ where
     encode_value(&f(args))
 }
 
+/// A function of several arguments that [`Pool::starmap`](crate::Pool::starmap) calls with the
+/// items of a tuple, as Python's `starmap` unpacks each argument tuple.
+/// Implemented for every `FnOnce(A, B, ...) -> R` of up to six arguments.
+///
+/// ```
+/// let pool = brood::Pool::new(2)?;
+/// let sums = pool.starmap(|a: u32, b: u32| a + b, vec![(1, 2), (3, 4)])?;
+/// assert_eq!(sums, [3, 7]);
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub trait StarFn<Args, R>: Send + 'static {
+    /// Calls the function with the tuple's items as its arguments.
+    fn call_star(self, args: Args) -> R;
+}
+
+macro_rules! star_fn {
+    ($($a:ident),+) => {
+        impl<F, R, $($a),+> StarFn<($($a,)+), R> for F
+        where
+            F: FnOnce($($a),+) -> R + Send + 'static,
+        {
+            #[allow(non_snake_case)]
+            fn call_star(self, ($($a,)+): ($($a,)+)) -> R {
+                self($($a),+)
+            }
+        }
+    };
+}
+star_fn!(A);
+star_fn!(A, B);
+star_fn!(A, B, C);
+star_fn!(A, B, C, D);
+star_fn!(A, B, C, D, E);
+star_fn!(A, B, C, D, E, G);
+
+/// Like [`trampoline1`], for a function of several arguments called with a
+/// decoded tuple (the pool's `starmap`).
+pub(crate) fn trampoline_star<F, A, R>(args: &[u8]) -> std::result::Result<Vec<u8>, Fail>
+where
+    F: StarFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let args: A = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
+    // SAFETY: only instantiated by the pool's `starmap` for an `F` that
+    // passed `assert_captures_nothing` and is a function or closure type.
+    let f = unsafe { conjure::<F>() };
+    codec::encode(&f.call_star(args)).map_err(|e| Fail::Encode(e.to_string()))
+}
+
 /// One function registered with `#[brood::task]`. Built by the macro; you do
 /// not make these by hand.
 ///

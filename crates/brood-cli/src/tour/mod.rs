@@ -20,6 +20,7 @@ mod log;
 mod orphan;
 mod pids;
 mod pipe;
+mod pool;
 mod process;
 mod queue;
 pub(crate) mod reference;
@@ -132,6 +133,13 @@ pub(crate) const TOPICS: &[Topic] = &[
         run: start_methods::run,
     },
     Topic {
+        name: "pool",
+        section: "§6",
+        title: "Pool: worker processes for many tasks",
+        summary: "the reference's Pool(4) with apply_async/close/join/get, map over a range, a killed worker's task reports WorkerLost",
+        run: pool::run,
+    },
+    Topic {
         name: "pipe",
         section: "§7.1",
         title: "Pipe(): messages between processes",
@@ -169,8 +177,7 @@ pub(crate) const TOPICS: &[Topic] = &[
 ];
 
 /// The reference's sections no topic covers yet, with what they teach.
-pub(crate) const MISSING: &[(&str, &str)] =
-    &[("§6", "进程池, the pool: multiprocessing.Pool, apply_async")];
+pub(crate) const MISSING: &[(&str, &str)] = &[];
 
 /// Says which sections of the reference the tour does not cover yet (for
 /// `brood tour --help`, and the end of the tour).

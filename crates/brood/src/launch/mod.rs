@@ -218,6 +218,13 @@ impl Job {
 
 pub(crate) use crate::task::exe_identity;
 
+/// The trampoline at `offset`, if this process runs the executable whose
+/// device and inode are `exe` (what the pool's workers use for each task:
+/// the offset came from a parent that runs `exe`).
+pub(crate) fn trampoline_at(exe: (u64, u64), offset: i64) -> Option<Trampoline> {
+    crate::task::resolve(offset, exe)
+}
+
 /// A start method: makes a child that runs the work in `work` (always
 /// `Some` when called).
 ///
@@ -398,6 +405,18 @@ pub(crate) fn install_panic_hook() {
             previous(info);
         }));
     });
+}
+
+/// The report of a panic just caught in this child, for a loop that
+/// catches panics itself and goes on (the pool's worker).
+pub(crate) fn take_panic_report(payload: &(dyn std::any::Any + Send)) -> PanicReport {
+    LAST_PANIC
+        .with(|slot| slot.borrow_mut().take())
+        .unwrap_or_else(|| PanicReport {
+            message: payload_message(payload),
+            location: None,
+            backtrace: None,
+        })
 }
 
 fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {

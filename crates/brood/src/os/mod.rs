@@ -29,12 +29,18 @@ pub(crate) mod flock;
 mod pidfd;
 pub mod proc;
 pub(crate) mod scm;
+mod sigint;
 pub(crate) mod spawn;
 pub(crate) mod sys;
 
 use std::fmt;
 use std::io;
 use std::time::Duration;
+
+pub(crate) use sigint::{
+    SigintPipe, forget_in_child as forget_sigint_in_child, ignore_sigint,
+    subscribe as subscribe_sigint,
+};
 
 pub use pidfd::PidFd;
 pub use proc::{ProcInfo, ProcState};

@@ -1,0 +1,630 @@
+//! Jobs: what the supervisor fills in and the caller waits on, and the
+//! typed handles over them (`AsyncResult`, the `imap` iterators).
+
+use std::any::Any;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::{Error, ErrorKind, PanicReport, Result};
+use crate::launch;
+
+use super::supervisor::{Shared, Unit};
+
+/// One item's result as the worker sent it: a launch result tag and its
+/// payload (the encoded value, a panic report, or a message).
+pub(crate) struct Item {
+    pub(crate) tag: u8,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// What became of one unit (a chunk of items).
+pub(crate) enum UnitOutcome {
+    /// The worker ran every item; each has its own result.
+    Items { worker: Arc<str>, items: Vec<Item> },
+    /// No result: the worker died holding it, or the pool was terminated
+    /// or interrupted. Every item of the unit fails with this error.
+    Failed(Error),
+}
+
+/// Runs once when a job's last unit is in (callbacks), before waiters wake.
+pub(crate) type Hook = Box<dyn FnOnce(&mut JobInner) + Send>;
+
+pub(crate) struct JobInner {
+    /// Unit outcomes in arrival order, with their unit index.
+    pub(crate) arrived: VecDeque<(usize, UnitOutcome)>,
+    /// How many units the job has, once known.
+    pub(crate) expected: Option<usize>,
+    pub(crate) received: usize,
+    hook: Option<Hook>,
+    /// The value the hook decoded (a `Result<R>`), for `get`.
+    pub(crate) decoded: Option<Box<dyn Any + Send>>,
+    /// Whether `get` handed the value out already.
+    taken: bool,
+    /// Set once `expected == received` and the hook ran.
+    complete: bool,
+    /// Threads waiting for arrivals (`imap`): only then does a delivery
+    /// wake anyone. Waiters for completion are woken once, at the end.
+    arrival_waiters: usize,
+}
+
+/// Shared by the supervisor (which delivers) and one typed handle.
+pub(crate) struct Job {
+    inner: Mutex<JobInner>,
+    cond: Condvar,
+}
+
+impl Job {
+    pub(crate) fn new(expected: Option<usize>, hook: Option<Hook>) -> Arc<Job> {
+        let job = Arc::new(Job {
+            inner: Mutex::new(JobInner {
+                arrived: VecDeque::new(),
+                expected,
+                received: 0,
+                hook,
+                decoded: None,
+                taken: false,
+                complete: false,
+                arrival_waiters: 0,
+            }),
+            cond: Condvar::new(),
+        });
+        if expected == Some(0) {
+            job.finish(&mut job.lock());
+        }
+        job
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, JobInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a unit's outcome; the last one runs the hook and wakes
+    /// everyone waiting.
+    pub(crate) fn deliver(&self, index: usize, outcome: UnitOutcome) {
+        let mut inner = self.lock();
+        inner.arrived.push_back((index, outcome));
+        inner.received += 1;
+        let mut wake = inner.arrival_waiters > 0;
+        if inner.expected == Some(inner.received) {
+            self.finish(&mut inner);
+            wake = true;
+        }
+        drop(inner);
+        if wake {
+            self.cond.notify_all();
+        }
+    }
+
+    fn finish(&self, inner: &mut JobInner) {
+        if let Some(hook) = inner.hook.take() {
+            // A callback that panics must not take the supervisor down.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(inner)));
+        }
+        inner.complete = true;
+    }
+
+    /// Waits until complete or `deadline`; whether it is complete.
+    fn wait_complete<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, JobInner>,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'a, JobInner>, bool) {
+        while !inner.complete {
+            match deadline {
+                None => inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return (inner, false);
+                    }
+                    inner = self
+                        .cond
+                        .wait_timeout(inner, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        (inner, true)
+    }
+
+    /// Waits for the next arrival (streaming jobs).
+    fn wait_arrival(&self) -> (usize, UnitOutcome) {
+        let mut inner = self.lock();
+        loop {
+            if let Some(arrival) = inner.arrived.pop_front() {
+                return arrival;
+            }
+            inner.arrival_waiters += 1;
+            inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
+            inner.arrival_waiters -= 1;
+        }
+    }
+}
+
+/// A deadline `timeout` from now; `None` (forever) if that overflows, so
+/// `Duration::MAX` means "no limit".
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Decodes one item's result.
+pub(crate) fn decode_item<R: DeserializeOwned>(worker: &str, item: &Item) -> Result<R> {
+    let text = || String::from_utf8_lossy(&item.payload).into_owned();
+    match item.tag {
+        launch::TAG_RETURNED => codec::decode(&item.payload),
+        launch::TAG_PANICKED => {
+            Err(Error::panicked(codec::decode::<PanicReport>(&item.payload)?).in_process(worker))
+        }
+        launch::TAG_ENCODE_FAILED => Err(Error::simple(
+            ErrorKind::Codec,
+            format!("the task's value could not be encoded: {}", text()),
+        )),
+        launch::TAG_BAD_ARGS => Err(Error::simple(
+            ErrorKind::Codec,
+            format!(
+                "the worker could not decode the task's arguments: {}",
+                text()
+            ),
+        )),
+        launch::TAG_UNKNOWN_TASK => Err(Error::simple(ErrorKind::UnknownTask, text())),
+        tag => Err(Error::simple(
+            ErrorKind::Codec,
+            format!("unknown result tag {tag}"),
+        )),
+    }
+}
+
+/// A copy of a unit-level error for each of its items (the first item
+/// gets the original).
+fn fan_out(err: Error, n: usize) -> Vec<Error> {
+    let kind = err.kind();
+    let message = err.to_string();
+    let mut out = vec![err];
+    for _ in 1..n {
+        out.push(Error::simple(kind, message.clone()));
+    }
+    out
+}
+
+/// Decodes every item of a unit of `n` items.
+pub(crate) fn decode_unit<R: DeserializeOwned>(outcome: UnitOutcome, n: usize) -> Vec<Result<R>> {
+    match outcome {
+        UnitOutcome::Items { worker, items } => items
+            .iter()
+            .map(|item| decode_item(&worker, item))
+            .collect(),
+        UnitOutcome::Failed(err) => fan_out(err, n.max(1)).into_iter().map(Err).collect(),
+    }
+}
+
+/// How a handle turns a complete job into its value.
+pub(crate) type Decode<R> = fn(&mut JobInner) -> Result<R>;
+
+/// The value of a one-unit, one-item job (`apply`).
+pub(crate) fn decode_one<R: DeserializeOwned>(inner: &mut JobInner) -> Result<R> {
+    match inner.arrived.pop_front() {
+        Some((_, UnitOutcome::Items { worker, items })) => match items.first() {
+            Some(item) => decode_item(&worker, item),
+            None => Err(Error::simple(ErrorKind::Codec, "the worker sent no result")),
+        },
+        Some((_, UnitOutcome::Failed(err))) => Err(err),
+        None => Err(Error::invalid("the result was already taken")),
+    }
+}
+
+/// The values of a many-unit job in input order (`map`): the first error
+/// in input order fails the whole map, as in Python.
+pub(crate) fn decode_all<R: DeserializeOwned>(inner: &mut JobInner) -> Result<Vec<R>> {
+    let mut units: Vec<(usize, UnitOutcome)> = inner.arrived.drain(..).collect();
+    units.sort_by_key(|(i, _)| *i);
+    let mut out = Vec::new();
+    for (_, unit) in units {
+        match unit {
+            UnitOutcome::Items { worker, items } => {
+                for item in &items {
+                    out.push(decode_item(&worker, item)?);
+                }
+            }
+            UnitOutcome::Failed(err) => return Err(err),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a complete job succeeded (Python's `successful()`).
+fn job_successful(inner: &JobInner) -> bool {
+    if let Some(decoded) = &inner.decoded {
+        // Hooks store a `bool` beside the value: see `with_callbacks`.
+        if let Some(ok) = decoded.downcast_ref::<Decoded>() {
+            return ok.ok;
+        }
+    }
+    inner.arrived.iter().all(|(_, unit)| match unit {
+        UnitOutcome::Items { items, .. } => items.iter().all(|i| i.tag == launch::TAG_RETURNED),
+        UnitOutcome::Failed(_) => false,
+    })
+}
+
+/// What a hook leaves for `get`: whether it succeeded, and the
+/// `Result<R>` itself.
+pub(crate) struct Decoded {
+    pub(crate) ok: bool,
+    pub(crate) value: Option<Box<dyn Any + Send>>,
+}
+
+type OnSuccess<R> = Box<dyn FnOnce(&R) + Send>;
+type OnError = Box<dyn FnOnce(&Error) + Send>;
+
+/// Success and error callbacks for the `*_async_with` verbs (Python's
+/// `callback=` and `error_callback=`). They run in the pool's supervisor
+/// thread, exactly once, when the result is complete and before `ready()`
+/// turns true; keep them short, as Python asks (they hold up the results
+/// of every other task while they run). A callback that panics is caught.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// let pool = brood::Pool::new(1)?;
+/// let seen = Arc::new(AtomicU64::new(0));
+/// let s = seen.clone();
+/// let callbacks = brood::pool::Callbacks::new().on_success(move |v: &u64| {
+///     s.store(*v, Ordering::SeqCst);
+/// });
+/// let r = pool.apply_async_with(|x: u64| x + 1, 41, callbacks)?;
+/// assert_eq!(r.get()?, 42);
+/// assert_eq!(seen.load(Ordering::SeqCst), 42);
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub struct Callbacks<R> {
+    pub(crate) success: Option<OnSuccess<R>>,
+    pub(crate) error: Option<OnError>,
+}
+
+impl<R> Default for Callbacks<R> {
+    fn default() -> Self {
+        Callbacks {
+            success: None,
+            error: None,
+        }
+    }
+}
+
+impl<R> fmt::Debug for Callbacks<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("success", &self.success.is_some())
+            .field("error", &self.error.is_some())
+            .finish()
+    }
+}
+
+impl<R> Callbacks<R> {
+    /// No callbacks yet.
+    ///
+    /// ```
+    /// let c = brood::pool::Callbacks::<u8>::new();
+    /// # let _ = c;
+    /// ```
+    pub fn new() -> Callbacks<R> {
+        Callbacks::default()
+    }
+
+    /// Called with the value when the task succeeds (Python's `callback`).
+    ///
+    /// ```
+    /// let c = brood::pool::Callbacks::new().on_success(|v: &u8| println!("{v}"));
+    /// # let _ = c;
+    /// ```
+    pub fn on_success(mut self, f: impl FnOnce(&R) + Send + 'static) -> Callbacks<R> {
+        self.success = Some(Box::new(f));
+        self
+    }
+
+    /// Called with the error when the task fails (Python's
+    /// `error_callback`).
+    ///
+    /// ```
+    /// let c = brood::pool::Callbacks::<u8>::new().on_error(|e| eprintln!("{e}"));
+    /// # let _ = c;
+    /// ```
+    pub fn on_error(mut self, f: impl FnOnce(&Error) + Send + 'static) -> Callbacks<R> {
+        self.error = Some(Box::new(f));
+        self
+    }
+
+    /// The hook that decodes the value, runs the right callback, and keeps
+    /// the value for `get`.
+    pub(crate) fn into_hook(self, decode: Decode<R>) -> Option<Hook>
+    where
+        R: Send + 'static,
+    {
+        if self.success.is_none() && self.error.is_none() {
+            return None;
+        }
+        Some(Box::new(move |inner: &mut JobInner| {
+            let value = decode(inner);
+            match &value {
+                Ok(v) => {
+                    if let Some(f) = self.success {
+                        f(v);
+                    }
+                }
+                Err(e) => {
+                    if let Some(f) = self.error {
+                        f(e);
+                    }
+                }
+            }
+            inner.decoded = Some(Box::new(Decoded {
+                ok: value.is_ok(),
+                value: Some(Box::new(value)),
+            }));
+        }))
+    }
+}
+
+/// A result that will be ready later (Python's `AsyncResult`), from
+/// [`Pool::apply_async`](crate::Pool::apply_async) and the other `_async`
+/// verbs.
+///
+/// Every wait ends: with the value, the task's error (a panic with its
+/// message and location), [`ErrorKind::WorkerLost`] if the worker died
+/// holding the task, or [`ErrorKind::PoolClosed`] if the pool was
+/// terminated first. The value is handed out once: `get` after a
+/// successful `get` is an [`ErrorKind::InvalidState`] error (Python hands
+/// the same object out again; Rust values move).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let pool = brood::Pool::new(2)?;
+/// let slow = pool.apply_async(|ms: u64| { std::thread::sleep(Duration::from_millis(ms)); ms }, 200)?;
+/// assert!(!slow.ready());
+/// assert!(slow.successful().is_err()); // not ready yet: an error, as in Python
+/// assert!(slow.get_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+/// assert_eq!(slow.get()?, 200); // a later get still works
+/// assert!(slow.successful()?);
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub struct AsyncResult<R> {
+    pub(crate) job: Arc<Job>,
+    pub(crate) decode: Decode<R>,
+    pub(crate) _value: PhantomData<fn() -> R>,
+}
+
+impl<R: 'static> AsyncResult<R> {
+    /// Waits for the value (Python's `get()`).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// assert_eq!(pool.apply_async(|x: i32| x * 2, 21)?.get()?, 42);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<R> {
+        self.get_deadline(None)
+    }
+
+    /// Waits at most `timeout` ([`ErrorKind::Timeout`] after it; the result
+    /// stays available for a later `get`). `Duration::MAX` waits forever.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// let r = pool.apply_async(|x: i32| x, 7)?;
+    /// assert_eq!(r.get_timeout(std::time::Duration::from_secs(30))?, 7);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        self.get_deadline(deadline_after(timeout))
+    }
+
+    fn get_deadline(&self, deadline: Option<Instant>) -> Result<R> {
+        let (mut inner, complete) = self.job.wait_complete(self.job.lock(), deadline);
+        if !complete {
+            return Err(Error::timeout("the pool's result is not ready yet"));
+        }
+        if let Some(mut decoded) = inner.decoded.take() {
+            if let Some(d) = decoded.downcast_mut::<Decoded>()
+                && let Some(value) = d.value.take()
+                && let Ok(value) = value.downcast::<Result<R>>()
+            {
+                inner.taken = true;
+                inner.decoded = Some(decoded);
+                return *value;
+            }
+            inner.decoded = Some(decoded);
+        }
+        if inner.taken {
+            return Err(Error::invalid(
+                "the result was already taken by an earlier get",
+            ));
+        }
+        inner.taken = true;
+        (self.decode)(&mut inner)
+    }
+
+    /// Waits until the result is ready (Python's `wait()`).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// let r = pool.apply_async(|x: i32| x, 1)?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn wait(&self) {
+        let _ = self.job.wait_complete(self.job.lock(), None);
+    }
+
+    /// Waits at most `timeout`; whether the result is ready (Python's
+    /// `wait(timeout)` returns nothing: call `ready()` after it).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// let r = pool.apply_async(|x: i32| x, 1)?;
+    /// assert!(r.wait_timeout(std::time::Duration::from_secs(30)));
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.job
+            .wait_complete(self.job.lock(), deadline_after(timeout))
+            .1
+    }
+
+    /// Whether the result is ready (Python's `ready()`).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// let r = pool.apply_async(|x: i32| x, 1)?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn ready(&self) -> bool {
+        self.job.lock().complete
+    }
+
+    /// Whether the task succeeded; an [`ErrorKind::InvalidState`] error
+    /// while it is not ready (Python raises `ValueError`).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// let r = pool.apply_async(|x: i32| -> i32 { if x > 0 { panic!("no") } else { x } }, 1)?;
+    /// r.wait();
+    /// assert!(!r.successful()?);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn successful(&self) -> Result<bool> {
+        let inner = self.job.lock();
+        if !inner.complete {
+            return Err(Error::invalid("the result is not ready"));
+        }
+        Ok(job_successful(&inner))
+    }
+}
+
+impl<R> fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.job.lock().complete)
+            .finish()
+    }
+}
+
+/// Feeds a streaming job: encodes the next items into the unit with the
+/// given index; `None` once the input is exhausted.
+pub(crate) type Feed<'a> = Box<dyn FnMut(usize) -> Option<Result<Unit>> + 'a>;
+
+/// The iterator of [`Pool::imap`](crate::Pool::imap) (ordered) and
+/// [`Pool::imap_unordered`](crate::Pool::imap_unordered): one `Result` per
+/// input item.
+///
+/// Lazy: input is pulled (and sent to the workers) only while fewer than a
+/// small window of units are in flight, so an endless iterator works, and
+/// dropping the iterator early leaves nothing behind (the tasks in flight
+/// finish and are discarded).
+///
+/// ```
+/// let pool = brood::Pool::new(2)?;
+/// let squares: Vec<u64> = pool
+///     .imap(|x: u64| x * x, 0..)          // an endless input
+///     .take(5)
+///     .collect::<brood::Result<_>>()?;
+/// assert_eq!(squares, [0, 1, 4, 9, 16]);
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub struct IMap<'a, R> {
+    pub(crate) job: Arc<Job>,
+    pub(crate) feed: Feed<'a>,
+    pub(crate) shared: &'a Shared,
+    /// An error to yield once everything before it was yielded (an item
+    /// that did not encode, or a pool that stopped taking work).
+    pub(crate) deferred: Option<Error>,
+    pub(crate) ordered: bool,
+    pub(crate) window: usize,
+    /// Units submitted, with their item counts.
+    pub(crate) sizes: Vec<usize>,
+    /// Units handed to the caller so far (ordered: the next index wanted).
+    pub(crate) consumed: usize,
+    pub(crate) exhausted: bool,
+    pub(crate) held: BTreeMap<usize, UnitOutcome>,
+    pub(crate) current: VecDeque<Result<R>>,
+    pub(crate) _value: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> IMap<'_, R> {
+    /// Pulls input while fewer than `window` units are in flight, and
+    /// submits what it pulled in one go.
+    fn top_up(&mut self) {
+        let mut units = Vec::new();
+        while !self.exhausted && self.sizes.len() + units.len() - self.consumed < self.window {
+            match (self.feed)(self.sizes.len() + units.len()) {
+                Some(Ok(unit)) => units.push(unit),
+                Some(Err(e)) => {
+                    self.deferred = Some(e);
+                    self.exhausted = true;
+                }
+                None => self.exhausted = true,
+            }
+        }
+        if units.is_empty() {
+            return;
+        }
+        let sizes: Vec<usize> = units.iter().map(|u| u.n as usize).collect();
+        match self.shared.submit(units) {
+            Ok(()) => self.sizes.extend(sizes),
+            Err(e) => {
+                self.deferred = Some(e);
+                self.exhausted = true;
+            }
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(item) = self.current.pop_front() {
+                return Some(item);
+            }
+            self.top_up();
+            if self.consumed == self.sizes.len() {
+                return self.deferred.take().map(Err);
+            }
+            let (index, outcome) = if self.ordered {
+                let want = self.consumed;
+                loop {
+                    if let Some(outcome) = self.held.remove(&want) {
+                        break (want, outcome);
+                    }
+                    let (i, outcome) = self.job.wait_arrival();
+                    self.held.insert(i, outcome);
+                }
+            } else {
+                self.job.wait_arrival()
+            };
+            self.consumed += 1;
+            let n = self.sizes[index];
+            self.current.extend(decode_unit::<R>(outcome, n));
+        }
+    }
+}
+
+impl<R> fmt::Debug for IMap<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IMap")
+            .field("ordered", &self.ordered)
+            .field("submitted", &self.sizes.len())
+            .field("consumed", &self.consumed)
+            .finish()
+    }
+}

@@ -1,0 +1,1069 @@
+//! A pool of worker processes (Python's `multiprocessing.Pool`).
+//!
+//! ```
+//! let pool = brood::Pool::new(4)?;
+//! let squares = pool.map(|x: u64| x * x, 0..10)?;
+//! assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//! let r = pool.apply_async(|(a, b): (u32, u32)| a + b, (2, 3))?;
+//! assert_eq!(r.get()?, 5);
+//! pool.close();
+//! pool.join()?;
+//! # Ok::<(), brood::Error>(())
+//! ```
+//!
+//! Tasks are what [`Process`](crate::Process) runs: functions and closures
+//! that capture nothing (under every start method; a capturing closure is a
+//! compile error), and `#[brood::task]` functions by name
+//! ([`Pool::apply_task`], [`Pool::map_task`]). Arguments and values cross
+//! through the codec.
+//!
+//! # Never a hang
+//!
+//! A worker that dies — SIGKILL, segfault, abort, the OOM killer,
+//! `exit_now` in a task — fails exactly the task (or chunk) it held with an
+//! [`ErrorKind::WorkerLost`] error that says how it died
+//! ([`Error::signal`](crate::Error::signal),
+//! [`Error::exit_code`](crate::Error::exit_code)); it is replaced and the
+//! pool goes on. A task that panics comes back as an
+//! [`ErrorKind::Panicked`] error with its message and location, and its
+//! worker goes on. Python's pool waits forever in both cases.
+//!
+//! # Drop
+//!
+//! Dropping a pool that was not joined **terminates** it, as Python's
+//! `with Pool() as p:` does on exit: the workers are killed and reaped, and
+//! results still pending end with [`ErrorKind::PoolClosed`]. To wait for
+//! the work instead, call [`Pool::close`] and [`Pool::join`] first. (A drop
+//! that waited could block forever on a task that never ends; one that left
+//! workers running would leak processes.)
+//!
+//! # Ctrl-C
+//!
+//! By default SIGINT is left alone: a Ctrl-C in a terminal reaches the
+//! parent and the workers alike (one process group), the default action
+//! ends them all, and nothing is left behind (workers also die with their
+//! parent). With [`PoolBuilder::interrupt_on_sigint`], the pool catches
+//! SIGINT while it lives instead (the workers ignore it): it kills its
+//! workers at once, every pending result ends with
+//! [`ErrorKind::Interrupted`], and the program goes on to handle it.
+//!
+//! See `src/pool/README.md` for the design: one supervisor thread owns the
+//! workers, each worker has its own channel, and the invariants that make
+//! every task end with exactly one outcome.
+
+mod job;
+mod supervisor;
+mod worker;
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::launch::WireTarget;
+use crate::os::Pid;
+use crate::start_method::StartMethod;
+use crate::task;
+
+pub use job::{AsyncResult, Callbacks, IMap};
+
+use job::{Decode, Hook, Job};
+use supervisor::{Config, Phase, Shared, Unit};
+use worker::{FdArg, InitBlob};
+
+// Defined with the trampolines that call it (`task`, below this module).
+#[doc(inline)]
+pub use crate::task::StarFn;
+
+/// Sets a pool up before it starts (Python's `Pool(processes, initializer,
+/// initargs, maxtasksperchild)` keywords, and the start method of
+/// `get_context(method).Pool`).
+///
+/// ```
+/// use brood::{Pool, StartMethod};
+///
+/// let pool = Pool::builder()
+///     .processes(2)
+///     .start_method(StartMethod::Spawn)
+///     .max_tasks_per_child(100)
+///     .build()?;
+/// assert_eq!(pool.processes(), 2);
+/// # Ok::<(), brood::Error>(())
+/// ```
+#[derive(Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    method: Option<StartMethod>,
+    init: Option<Result<InitBlob>>,
+    max_tasks: Option<usize>,
+    sigint: bool,
+}
+
+impl std::fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("processes", &self.processes)
+            .field("method", &self.method)
+            .field("initializer", &self.init.is_some())
+            .field("max_tasks_per_child", &self.max_tasks)
+            .field("interrupt_on_sigint", &self.sigint)
+            .finish()
+    }
+}
+
+impl PoolBuilder {
+    /// The number of workers; the default is [`cpu_count`](crate::cpu_count).
+    /// Zero is an [`ErrorKind::InvalidState`] error from `build`.
+    ///
+    /// ```
+    /// assert!(brood::Pool::builder().processes(0).build().is_err());
+    /// ```
+    pub fn processes(mut self, n: usize) -> PoolBuilder {
+        self.processes = Some(n);
+        self
+    }
+
+    /// How workers start; the default is
+    /// [`get_start_method`](crate::get_start_method). Every method works.
+    /// Fork in a program that runs other threads (the pool's own
+    /// supervisor thread counts) goes through the forkserver unless the
+    /// program opted in with [`allow_fork_with_threads`](crate::allow_fork_with_threads),
+    /// as for [`Process`](crate::Process).
+    ///
+    /// ```
+    /// let pool = brood::Pool::builder().processes(1).start_method(brood::StartMethod::ForkServer).build()?;
+    /// assert_eq!(pool.apply(|x: u8| x + 1, 1)?, 2);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> PoolBuilder {
+        self.method = Some(method);
+        self
+    }
+
+    /// A function each worker runs once, with `args`, before its first task
+    /// (Python's `initializer` and `initargs`). `f` captures nothing;
+    /// `args` may hold a `Connection`, `Value`, `Array`, lock or any other
+    /// value whose fds cross to a child: each worker gets its own copy.
+    /// If it panics, the pool breaks: pending results and later calls
+    /// report [`ErrorKind::PoolClosed`] with the panic's message (Python
+    /// restarts the worker forever).
+    ///
+    /// ```
+    /// use brood::{Pool, Value};
+    ///
+    /// let started = Value::new(0u32)?;
+    /// let pool = Pool::builder()
+    ///     .processes(2)
+    ///     .initializer(|v: Value<u32>| *v.lock().unwrap() += 1, started.clone())
+    ///     .build()?;
+    /// pool.map(|x: u8| x, 0..4)?;
+    /// pool.close();
+    /// pool.join()?;
+    /// assert_eq!(started.get()?, 2);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn initializer<F, A>(mut self, f: F, args: A) -> PoolBuilder
+    where
+        F: FnOnce(A) + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+    {
+        const { task::assert_captures_nothing::<F>() };
+        drop(f);
+        let call = task::trampoline1::<F, A, ()>;
+        self.init = Some(
+            crate::handle::encode_with_fds(&args).map(|(args, fds)| InitBlob {
+                target: WireTarget::Offset(task::to_offset(call)),
+                args,
+                fds: fds.into_iter().map(|fd| FdArg(Arc::new(fd))).collect(),
+            }),
+        );
+        self
+    }
+
+    /// Replaces a worker after it ran `n` tasks (chunks), as Python's
+    /// `maxtasksperchild`; the default is never.
+    ///
+    /// ```
+    /// let pool = brood::Pool::builder().processes(1).max_tasks_per_child(1).build()?;
+    /// let a = pool.apply(|()| brood::os::getpid(), ())?;
+    /// let b = pool.apply(|()| brood::os::getpid(), ())?;
+    /// assert_ne!(a, b);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn max_tasks_per_child(mut self, n: usize) -> PoolBuilder {
+        self.max_tasks = Some(n.max(1));
+        self
+    }
+
+    /// Opt-in Ctrl-C handling: while the pool lives, SIGINT in this process
+    /// stops the workers at once and every pending result (a running `map`
+    /// included) ends with [`ErrorKind::Interrupted`]; the workers ignore
+    /// SIGINT themselves. The pool then takes no more work. The handler
+    /// only writes a byte to a pipe; the previous SIGINT disposition comes
+    /// back when the last such pool is gone. Off by default, because it
+    /// changes the program's SIGINT handling.
+    ///
+    /// ```
+    /// let pool = brood::Pool::builder().processes(1).interrupt_on_sigint(true).build()?;
+    /// assert_eq!(pool.apply(|x: u8| x, 3)?, 3);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn interrupt_on_sigint(mut self, on: bool) -> PoolBuilder {
+        self.sigint = on;
+        self
+    }
+
+    /// Starts the supervisor and the workers.
+    ///
+    /// ```
+    /// let pool = brood::Pool::builder().processes(2).build()?;
+    /// assert_eq!(pool.worker_pids().len(), 2);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn build(self) -> Result<Pool> {
+        crate::bootstrap::ensure_linked();
+        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        if processes == 0 {
+            return Err(Error::invalid("a pool needs at least one process"));
+        }
+        let init = self.init.transpose()?;
+        let config = Config {
+            processes,
+            method: self.method,
+            init,
+            max_tasks: self.max_tasks,
+            sigint: self.sigint,
+        };
+        let (shared, mut sup) = supervisor::new(config)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("brood-pool".into())
+            .spawn(move || match sup.start_workers() {
+                Ok(()) => {
+                    let _ = tx.send(Ok(()));
+                    sup.run();
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::os_error("cannot start the pool's supervisor thread", e))?;
+        let started = rx.recv();
+        let pool = Pool {
+            shared,
+            supervisor: Mutex::new(Some(handle)),
+            processes,
+        };
+        match started {
+            Ok(Ok(())) => Ok(pool),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::invalid(
+                "the pool's supervisor thread failed to start",
+            )),
+        }
+    }
+}
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`); see the
+/// [module docs](self) for what it guarantees.
+///
+/// A `Pool` is `Sync`: several threads may submit to it at once.
+///
+/// ```
+/// let pool = brood::Pool::new(2)?;
+/// assert_eq!(pool.apply(|s: String| s.len(), "four".to_string())?, 4);
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    processes: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.shared.lock();
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .field("phase", &st.phase)
+            .field("pids", &st.pids)
+            .finish()
+    }
+}
+
+/// The encoded reference to a function that captures nothing.
+fn func1<F, A, R>() -> Arc<[u8]>
+where
+    F: FnOnce(A) -> R + Send + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    const { task::assert_captures_nothing::<F>() };
+    let call = task::trampoline1::<F, A, R>;
+    worker::encode_func(&WireTarget::Offset(task::to_offset(call))).into()
+}
+
+fn func_star<F, A, R>() -> Arc<[u8]>
+where
+    F: StarFn<A, R>,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    const { task::assert_captures_nothing::<F>() };
+    let call = task::trampoline_star::<F, A, R>;
+    worker::encode_func(&WireTarget::Offset(task::to_offset(call))).into()
+}
+
+fn func_named(name: &str) -> Result<Arc<[u8]>> {
+    task::lookup(name)?;
+    Ok(worker::encode_func(&WireTarget::Named(name.to_string())).into())
+}
+
+/// Appends one item, `[len u32][codec bytes]`.
+fn encode_item<A: Serialize>(out: &mut Vec<u8>, item: &A) -> Result<()> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    crate::codec::encode_into(out, item)?;
+    let len = u32::try_from(out.len() - at - 4)
+        .map_err(|_| Error::simple(ErrorKind::TooLarge, "a task's arguments are over 4 GiB"))?;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Python's automatic chunksize: `divmod(len, 4 * processes)`, plus one
+/// if there is a remainder (at least 1).
+fn auto_chunksize(len: usize, processes: usize) -> usize {
+    let (q, r) = (len / (4 * processes), len % (4 * processes));
+    (q + usize::from(r > 0)).max(1)
+}
+
+fn check_chunksize(chunksize: Option<usize>) -> Result<()> {
+    if chunksize == Some(0) {
+        return Err(Error::invalid("chunksize must be at least 1"));
+    }
+    Ok(())
+}
+
+impl Pool {
+    /// A pool of `processes` workers with the default start method.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(3)?;
+    /// assert_eq!(pool.processes(), 3);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// Sets a pool up (processes, start method, initializer,
+    /// `max_tasks_per_child`, Ctrl-C handling).
+    ///
+    /// ```
+    /// let pool = brood::Pool::builder().processes(1).build()?;
+    /// # let _ = pool;
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of workers the pool keeps.
+    ///
+    /// ```
+    /// assert_eq!(brood::Pool::new(2)?.processes(), 2);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The pids of the workers alive now (they change as workers die and
+    /// are replaced).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let pid = pool.apply(|()| brood::os::getpid(), ())?;
+    /// assert!(pool.worker_pids().contains(&pid));
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn worker_pids(&self) -> Vec<Pid> {
+        self.shared.lock().pids.clone()
+    }
+
+    /// Verbs with an explicit chunksize (Python's `chunksize=` keyword):
+    /// `pool.chunksize(100).map(f, items)`. Zero is an error from the verb.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let v = pool.chunksize(10).map(|x: u32| x + 1, 0..100)?;
+    /// assert_eq!(v.len(), 100);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn chunksize(&self, chunksize: usize) -> Chunked<'_> {
+        Chunked {
+            pool: self,
+            chunksize: Some(chunksize),
+        }
+    }
+
+    fn verbs(&self) -> Chunked<'_> {
+        Chunked {
+            pool: self,
+            chunksize: None,
+        }
+    }
+
+    /// Submits a one-item job.
+    fn submit_one<A: Serialize>(
+        &self,
+        func: Arc<[u8]>,
+        args: &A,
+        hook: Option<Hook>,
+    ) -> Result<Arc<Job>> {
+        let mut items = Vec::new();
+        encode_item(&mut items, args)?;
+        let job = Job::new(Some(1), hook);
+        self.shared.submit(vec![Unit {
+            job: job.clone(),
+            index: 0,
+            func,
+            items,
+            n: 1,
+        }])?;
+        Ok(job)
+    }
+
+    /// Submits a job over a whole list, cut into chunks.
+    fn submit_many<A: Serialize>(
+        &self,
+        func: Arc<[u8]>,
+        items: &[A],
+        chunksize: Option<usize>,
+        hook: Option<Hook>,
+    ) -> Result<Arc<Job>> {
+        check_chunksize(chunksize)?;
+        let size = chunksize.unwrap_or_else(|| auto_chunksize(items.len(), self.processes));
+        let count = items.len().div_ceil(size);
+        let job = Job::new(Some(count), hook);
+        let mut units = Vec::with_capacity(count);
+        for (index, chunk) in items.chunks(size).enumerate() {
+            let mut bytes = Vec::new();
+            for item in chunk {
+                encode_item(&mut bytes, item)?;
+            }
+            units.push(Unit {
+                job: job.clone(),
+                index,
+                func: func.clone(),
+                items: bytes,
+                n: chunk.len() as u32,
+            });
+        }
+        self.shared.submit(units)?;
+        Ok(job)
+    }
+
+    fn imap_job<'a, A, R, I>(
+        &'a self,
+        func: Result<Arc<[u8]>>,
+        items: I,
+        chunksize: Option<usize>,
+        ordered: bool,
+    ) -> IMap<'a, R>
+    where
+        A: Serialize,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        let job = Job::new(None, None);
+        let size = chunksize.unwrap_or(1);
+        let mut input = items.into_iter();
+        let unit_job = job.clone();
+        let (func, mut first_error) = match check_chunksize(chunksize).and(func) {
+            Ok(func) => (Some(func), None),
+            Err(e) => (None, Some(e)),
+        };
+        let feed: job::Feed<'a> = Box::new(move |index| {
+            if let Some(e) = first_error.take() {
+                return Some(Err(e));
+            }
+            let func = func.clone()?;
+            let mut bytes = Vec::new();
+            let mut n = 0u32;
+            for item in input.by_ref().take(size) {
+                if let Err(e) = encode_item(&mut bytes, &item) {
+                    return Some(Err(e));
+                }
+                n += 1;
+            }
+            if n == 0 {
+                return None;
+            }
+            Some(Ok(Unit {
+                job: unit_job.clone(),
+                index,
+                func,
+                items: bytes,
+                n,
+            }))
+        });
+        IMap {
+            job,
+            feed,
+            shared: &self.shared,
+            deferred: None,
+            ordered,
+            window: (32 * self.processes).max(64),
+            sizes: Vec::new(),
+            consumed: 0,
+            exhausted: false,
+            held: Default::default(),
+            current: Default::default(),
+            _value: PhantomData,
+        }
+    }
+
+    /// Runs `f(args)` in a worker and waits for its value (Python's
+    /// `apply`). `f` captures nothing; several arguments go in a tuple.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// assert_eq!(pool.apply(|(a, b): (i32, i32)| a * b, (6, 7))?, 42);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Starts `f(args)` in a worker and returns at once (Python's
+    /// `apply_async`).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let results: Vec<_> = (0..4).map(|i| pool.apply_async(|x: u32| x * 10, i)).collect::<Result<_, _>>()?;
+    /// let values: Vec<u32> = results.iter().map(|r| r.get()).collect::<Result<_, _>>()?;
+    /// assert_eq!(values, [0, 10, 20, 30]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        drop(f);
+        let job = self.submit_one(func1::<F, A, R>(), &args, None)?;
+        Ok(async_result(job, job::decode_one::<R>))
+    }
+
+    /// [`apply_async`](Pool::apply_async) with success and error callbacks
+    /// (Python's `callback=` and `error_callback=`), run once in the
+    /// parent.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let pool = brood::Pool::new(1)?;
+    /// let errors = Arc::new(Mutex::new(Vec::new()));
+    /// let e2 = errors.clone();
+    /// let cb = brood::pool::Callbacks::new().on_error(move |e: &brood::Error| e2.lock().unwrap().push(e.to_string()));
+    /// let r = pool.apply_async_with(|x: u8| -> u8 { panic!("bad {x}") }, 1, cb)?;
+    /// assert!(r.get().is_err());
+    /// assert!(errors.lock().unwrap()[0].contains("bad 1"));
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn apply_async_with<F, A, R>(
+        &self,
+        f: F,
+        args: A,
+        callbacks: Callbacks<R>,
+    ) -> Result<AsyncResult<R>>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        drop(f);
+        let hook = callbacks.into_hook(job::decode_one::<R>);
+        let job = self.submit_one(func1::<F, A, R>(), &args, hook)?;
+        Ok(async_result(job, job::decode_one::<R>))
+    }
+
+    /// Calls the `#[brood::task]` named `name` with `args` in a worker.
+    /// An unknown name is an [`ErrorKind::UnknownTask`] error at once.
+    ///
+    /// ```
+    /// #[brood::task]
+    /// fn triple(x: u64) -> u64 { 3 * x }
+    ///
+    /// let pool = brood::Pool::new(1)?;
+    /// let name = concat!(module_path!(), "::triple");
+    /// assert_eq!(pool.apply_task::<u64, _>(name, (5u64,))?, 15);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn apply_task<R, A>(&self, name: &str, args: A) -> Result<R>
+    where
+        A: Serialize,
+        R: DeserializeOwned + 'static,
+    {
+        let job = self.submit_one(func_named(name)?, &args, None)?;
+        async_result(job, job::decode_one::<R>).get()
+    }
+
+    /// Calls `f` on every item and returns the values in order (Python's
+    /// `map`); the chunksize is automatic, as in Python (see
+    /// [`chunksize`](Pool::chunksize)). The first error in input order
+    /// fails the whole map, as in Python.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// assert_eq!(pool.map(|x: i64| -x, vec![1, 2, 3])?, [-1, -2, -3]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn map<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.verbs().map(f, items)
+    }
+
+    /// [`map`](Pool::map) without waiting (Python's `map_async`).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let r = pool.map_async(|x: u8| x as u32 * 2, 0..3)?;
+    /// assert_eq!(r.get()?, [0, 2, 4]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn map_async<F, A, R, I>(&self, f: F, items: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.verbs().map_async(f, items)
+    }
+
+    /// [`map_async`](Pool::map_async) with callbacks, which receive the
+    /// whole list (or the first error), as in Python.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let cb = brood::pool::Callbacks::new().on_success(|v: &Vec<u8>| assert_eq!(v.len(), 3));
+    /// pool.map_async_with(|x: u8| x, 0..3, cb)?.get()?;
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn map_async_with<F, A, R, I>(
+        &self,
+        f: F,
+        items: I,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.verbs().map_async_with(f, items, callbacks)
+    }
+
+    /// Calls the `#[brood::task]` named `name` on every item (each item is
+    /// the task's argument tuple), values in order.
+    ///
+    /// ```
+    /// #[brood::task]
+    /// fn inc(x: u64) -> u64 { x + 1 }
+    ///
+    /// let pool = brood::Pool::new(2)?;
+    /// let v: Vec<u64> = pool.map_task(concat!(module_path!(), "::inc"), (0..3u64).map(|x| (x,)))?;
+    /// assert_eq!(v, [1, 2, 3]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn map_task<R, A, I>(&self, name: &str, items: I) -> Result<Vec<R>>
+    where
+        A: Serialize,
+        R: DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.verbs().map_task(name, items)
+    }
+
+    /// A lazy, ordered iterator of `f` over `items` (Python's `imap`,
+    /// chunksize 1 unless [`chunksize`](Pool::chunksize) says otherwise).
+    /// Each value comes as soon as it and those before it are done; an
+    /// error is yielded in its place and iteration goes on.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let v: Vec<u32> = pool.imap(|x: u32| x + 1, 0..5).collect::<Result<_, _>>()?;
+    /// assert_eq!(v, [1, 2, 3, 4, 5]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn imap<'a, F, A, R, I>(&'a self, f: F, items: I) -> IMap<'a, R>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        self.verbs().imap(f, items)
+    }
+
+    /// Like [`imap`](Pool::imap), but values come in the order they finish
+    /// (Python's `imap_unordered`).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let mut v: Vec<u32> = pool.imap_unordered(|x: u32| x * 2, 0..4).collect::<Result<_, _>>()?;
+    /// v.sort();
+    /// assert_eq!(v, [0, 2, 4, 6]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn imap_unordered<'a, F, A, R, I>(&'a self, f: F, items: I) -> IMap<'a, R>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        self.verbs().imap_unordered(f, items)
+    }
+
+    /// Calls `f(a, b, ...)` for every tuple `(a, b, ...)` (Python's
+    /// `starmap`), values in order.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// assert_eq!(pool.starmap(|a: u32, b: u32| a.pow(b), vec![(2, 3), (3, 2)])?, [8, 9]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn starmap<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
+    where
+        F: StarFn<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.verbs().starmap(f, items)
+    }
+
+    /// [`starmap`](Pool::starmap) without waiting (Python's
+    /// `starmap_async`).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let r = pool.starmap_async(|a: u8, b: u8| a + b, vec![(1, 1), (2, 2)])?;
+    /// assert_eq!(r.get()?, [2, 4]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn starmap_async<F, A, R, I>(&self, f: F, items: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: StarFn<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.verbs().starmap_async(f, items)
+    }
+
+    /// Takes no more work (Python's `close`): the workers finish what was
+    /// submitted, then leave. Later submissions are
+    /// [`ErrorKind::PoolClosed`] errors.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// pool.close();
+    /// assert_eq!(pool.apply(|x: u8| x, 1).unwrap_err().kind(), brood::ErrorKind::PoolClosed);
+    /// pool.join()?;
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.shared.set_phase(Phase::Closing);
+    }
+
+    /// Stops the workers now (Python's `terminate`): they are killed
+    /// (SIGKILL) and reaped before this returns, and every result still
+    /// pending ends with [`ErrorKind::PoolClosed`].
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// let r = pool.apply_async(|()| std::thread::sleep(std::time::Duration::from_secs(60)), ())?;
+    /// pool.terminate();
+    /// assert_eq!(r.get().unwrap_err().kind(), brood::ErrorKind::PoolClosed);
+    /// assert!(pool.worker_pids().is_empty());
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn terminate(&self) {
+        self.shared.set_phase(Phase::Terminating);
+        self.wait_supervisor();
+    }
+
+    /// Waits for the workers to leave (Python's `join`): after
+    /// [`close`](Pool::close), once all the work is done; after
+    /// [`terminate`](Pool::terminate), at once. Before either, an
+    /// [`ErrorKind::InvalidState`] error (Python raises `ValueError`).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// assert!(pool.join().is_err()); // not closed yet
+    /// let r = pool.apply_async(|x: u8| x, 9)?;
+    /// pool.close();
+    /// pool.join()?;
+    /// assert_eq!(r.get()?, 9);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn join(&self) -> Result<()> {
+        if self.shared.lock().phase == Phase::Running {
+            return Err(Error::invalid(
+                "join before close or terminate: call pool.close() (or terminate()) first",
+            ));
+        }
+        self.wait_supervisor();
+        Ok(())
+    }
+
+    fn wait_supervisor(&self) {
+        let handle = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// Terminates the pool unless it was joined (see the module docs).
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn async_result<R>(job: Arc<Job>, decode: Decode<R>) -> AsyncResult<R> {
+    AsyncResult {
+        job,
+        decode,
+        _value: PhantomData,
+    }
+}
+
+/// The pool's verbs with an explicit chunksize, from [`Pool::chunksize`]
+/// (Python's `chunksize=` keyword). The methods are those of [`Pool`].
+///
+/// ```
+/// let pool = brood::Pool::new(2)?;
+/// let v: Vec<u32> = pool.chunksize(4).imap(|x: u32| x, 0..10).collect::<Result<_, _>>()?;
+/// assert_eq!(v, (0..10).collect::<Vec<_>>());
+/// # Ok::<(), brood::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Chunked<'a> {
+    pool: &'a Pool,
+    chunksize: Option<usize>,
+}
+
+impl<'a> Chunked<'a> {
+    /// [`Pool::map`] with this chunksize.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// assert_eq!(pool.chunksize(1).map(|x: u8| x, 0..3)?, [0, 1, 2]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn map<F, A, R, I>(self, f: F, items: I) -> Result<Vec<R>>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// [`Pool::map_async`] with this chunksize.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// assert_eq!(pool.chunksize(2).map_async(|x: u8| x, 0..3)?.get()?, [0, 1, 2]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn map_async<F, A, R, I>(self, f: F, items: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        drop(f);
+        let items: Vec<A> = items.into_iter().collect();
+        let job = self
+            .pool
+            .submit_many(func1::<F, A, R>(), &items, self.chunksize, None)?;
+        Ok(async_result(job, job::decode_all::<R>))
+    }
+
+    /// [`Pool::map_async_with`] with this chunksize.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let cb = brood::pool::Callbacks::new().on_success(|v: &Vec<u8>| assert_eq!(v.len(), 3));
+    /// pool.chunksize(1).map_async_with(|x: u8| x, 0..3, cb)?.get()?;
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn map_async_with<F, A, R, I>(
+        self,
+        f: F,
+        items: I,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        drop(f);
+        let items: Vec<A> = items.into_iter().collect();
+        let hook = callbacks.into_hook(job::decode_all::<R>);
+        let job = self
+            .pool
+            .submit_many(func1::<F, A, R>(), &items, self.chunksize, hook)?;
+        Ok(async_result(job, job::decode_all::<R>))
+    }
+
+    /// [`Pool::map_task`] with this chunksize.
+    ///
+    /// ```
+    /// #[brood::task]
+    /// fn neg(x: i64) -> i64 { -x }
+    ///
+    /// let pool = brood::Pool::new(1)?;
+    /// let v: Vec<i64> = pool.chunksize(2).map_task(concat!(module_path!(), "::neg"), [(1i64,), (2,)])?;
+    /// assert_eq!(v, [-1, -2]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn map_task<R, A, I>(self, name: &str, items: I) -> Result<Vec<R>>
+    where
+        A: Serialize,
+        R: DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let job = self
+            .pool
+            .submit_many(func_named(name)?, &items, self.chunksize, None)?;
+        async_result(job, job::decode_all::<R>).get()
+    }
+
+    /// [`Pool::imap`] with this chunksize.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// assert_eq!(pool.chunksize(3).imap(|x: u8| x, 0..4).count(), 4);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn imap<F, A, R, I>(self, f: F, items: I) -> IMap<'a, R>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        drop(f);
+        self.pool
+            .imap_job(Ok(func1::<F, A, R>()), items, self.chunksize, true)
+    }
+
+    /// [`Pool::imap_unordered`] with this chunksize.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// assert_eq!(pool.chunksize(3).imap_unordered(|x: u8| x, 0..4).count(), 4);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn imap_unordered<F, A, R, I>(self, f: F, items: I) -> IMap<'a, R>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        drop(f);
+        self.pool
+            .imap_job(Ok(func1::<F, A, R>()), items, self.chunksize, false)
+    }
+
+    /// [`Pool::starmap`] with this chunksize.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// assert_eq!(pool.chunksize(1).starmap(|a: u8, b: u8| a * b, [(2, 3)])?, [6]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn starmap<F, A, R, I>(self, f: F, items: I) -> Result<Vec<R>>
+    where
+        F: StarFn<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.starmap_async(f, items)?.get()
+    }
+
+    /// [`Pool::starmap_async`] with this chunksize.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// assert_eq!(pool.chunksize(1).starmap_async(|a: u8, b: u8| a * b, [(2, 3)])?.get()?, [6]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn starmap_async<F, A, R, I>(self, f: F, items: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: StarFn<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        drop(f);
+        let items: Vec<A> = items.into_iter().collect();
+        let job = self
+            .pool
+            .submit_many(func_star::<F, A, R>(), &items, self.chunksize, None)?;
+        Ok(async_result(job, job::decode_all::<R>))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_chunksize;
+
+    #[test]
+    fn chunksize_as_python() {
+        // divmod(len, 4 * processes), +1 on a remainder.
+        assert_eq!(auto_chunksize(1_000_000, 2), 125_000);
+        assert_eq!(auto_chunksize(10, 2), 2);
+        assert_eq!(auto_chunksize(9, 2), 2);
+        assert_eq!(auto_chunksize(8, 2), 1);
+        assert_eq!(auto_chunksize(0, 4), 1);
+        assert_eq!(auto_chunksize(1, 4), 1);
+    }
+}

@@ -1,0 +1,300 @@
+//! The worker process's loop, and the wire format between it and the
+//! supervisor (see `README.md`: one frame per batch in, one per unit out).
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::connection::Connection;
+use crate::launch::{self, WireTarget};
+use crate::shm::RawValue;
+use crate::task::{Fail, Trampoline};
+
+/// `func` tag: a trampoline offset follows (`i64` LE).
+pub(crate) const FUNC_OFFSET: u8 = 0;
+/// `func` tag: a registered task's name follows (`u16` LE length, bytes).
+pub(crate) const FUNC_NAMED: u8 = 1;
+/// The `seq` of the frame a worker sends when its initializer failed.
+pub(crate) const SEQ_INIT_FAILED: u64 = u64::MAX;
+
+/// What every worker is started with.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Boot {
+    /// The worker's end of its duplex channel to the supervisor.
+    pub(crate) conn: Connection,
+    /// Device and inode of the parent's executable: task offsets are
+    /// trusted only if the worker runs the same file.
+    pub(crate) exe: (u64, u64),
+    /// The initializer and its arguments, run once before the first task.
+    pub(crate) init: Option<InitBlob>,
+    /// Leave SIGINT to the parent (see `PoolBuilder::interrupt_on_sigint`).
+    pub(crate) ignore_sigint: bool,
+    /// Shared with the supervisor: `seq + 1` of the unit the worker began
+    /// last (0: none yet), so that a death is charged to the unit it held
+    /// and never to one it had not started.
+    pub(crate) started: RawValue<u64>,
+}
+
+/// An initializer as it crosses to each worker: its function, its encoded
+/// arguments, and the fds those arguments hold (duplicated for each worker).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct InitBlob {
+    pub(crate) target: WireTarget,
+    #[serde(with = "serde_bytes")]
+    pub(crate) args: Vec<u8>,
+    pub(crate) fds: Vec<FdArg>,
+}
+
+/// An fd the pool keeps and hands (a duplicate of) to every worker.
+#[derive(Clone)]
+pub(crate) struct FdArg(pub(crate) Arc<OwnedFd>);
+
+impl Serialize for FdArg {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::handle::serialize_fd(&*self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for FdArg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FdArg, D::Error> {
+        crate::handle::deserialize_fd::<D, OwnedFd>(d).map(|fd| FdArg(Arc::new(fd)))
+    }
+}
+
+/// Appends a function reference to a unit header.
+pub(crate) fn encode_func(target: &WireTarget) -> Vec<u8> {
+    match target {
+        WireTarget::Offset(offset) => {
+            let mut out = vec![FUNC_OFFSET];
+            out.extend_from_slice(&offset.to_le_bytes());
+            out
+        }
+        WireTarget::Named(name) => {
+            let mut out = vec![FUNC_NAMED];
+            let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&name.as_bytes()[..usize::from(len)]);
+            out
+        }
+    }
+}
+
+/// A bounds-checked reader over a received frame: malformed input is an
+/// error, never a panic.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Some(head)
+    }
+
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    pub(crate) fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    /// A `[len u32][bytes]` field.
+    pub(crate) fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+/// Appends a `[len u32][bytes]` field.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// What a worker resolved a unit's function to.
+enum Resolved {
+    Call(Trampoline),
+    Missing(String),
+}
+
+/// The worker's main function: initializer, then the task loop. Returns
+/// (and the worker exits 0) on the quit frame or when the supervisor's end
+/// closes.
+pub(crate) fn worker_main(boot: Boot) {
+    let Boot {
+        mut conn,
+        exe,
+        init,
+        ignore_sigint,
+        started,
+    } = boot;
+    conn.set_max_message(crate::codec::DEFAULT_MAX_FRAME);
+    crate::os::forget_sigint_in_child();
+    if ignore_sigint {
+        let _ = crate::os::ignore_sigint();
+    }
+    let mut out = Vec::with_capacity(256);
+    if let Some(init) = init
+        && let Err((tag, payload)) = run_init(init, exe)
+    {
+        out.extend_from_slice(&SEQ_INIT_FAILED.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.push(tag);
+        put_bytes(&mut out, &payload);
+        let _ = conn.send_bytes(&out);
+        return;
+    }
+    let mut named: HashMap<Vec<u8>, Resolved> = HashMap::new();
+    loop {
+        let Ok(batch) = conn.recv_bytes() else {
+            return;
+        };
+        if batch.is_empty() {
+            return; // the quit frame
+        }
+        let mut r = Reader::new(&batch);
+        while !r.is_empty() {
+            let Some(()) = run_unit(&mut r, &mut out, exe, &mut named, &started) else {
+                return; // a malformed batch: leave, the supervisor sees why
+            };
+            if conn.send_bytes(&out).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one unit from `r`, runs its items, and leaves its result frame
+/// in `out`.
+fn run_unit(
+    r: &mut Reader<'_>,
+    out: &mut Vec<u8>,
+    exe: (u64, u64),
+    named: &mut HashMap<Vec<u8>, Resolved>,
+    started: &RawValue<u64>,
+) -> Option<()> {
+    let seq = r.u64()?;
+    started.set(seq.wrapping_add(1));
+    let func = match r.u8()? {
+        FUNC_OFFSET => {
+            let offset = r.u64()? as i64;
+            match launch::trampoline_at(exe, offset) {
+                Some(call) => Resolved::Call(call),
+                None => Resolved::Missing(
+                    "the pool's parent runs a different executable; use #[brood::task]".into(),
+                ),
+            }
+        }
+        FUNC_NAMED => {
+            let n = usize::from(r.u16()?);
+            let name = r.take(n)?;
+            let resolved =
+                named.entry(name.to_vec()).or_insert_with(|| {
+                    match crate::task::lookup(&String::from_utf8_lossy(name)) {
+                        Ok(call) => Resolved::Call(call),
+                        Err(e) => Resolved::Missing(e.to_string()),
+                    }
+                });
+            match resolved {
+                Resolved::Call(call) => Resolved::Call(*call),
+                Resolved::Missing(m) => Resolved::Missing(m.clone()),
+            }
+        }
+        _ => return None,
+    };
+    let n = r.u32()?;
+    out.clear();
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    for _ in 0..n {
+        let args = r.bytes()?;
+        let (tag, payload) = match &func {
+            Resolved::Call(call) => run_item(*call, args),
+            Resolved::Missing(m) => (launch::TAG_UNKNOWN_TASK, m.clone().into_bytes()),
+        };
+        out.push(tag);
+        put_bytes(out, &payload);
+    }
+    Some(())
+}
+
+/// Runs one item under `catch_unwind`: a panic becomes a report, and the
+/// worker goes on.
+fn run_item(call: Trampoline, args: &[u8]) -> (u8, Vec<u8>) {
+    match panic::catch_unwind(AssertUnwindSafe(|| call(args))) {
+        // A zero-sized value (`()`) comes back from the trampoline as no
+        // bytes at all; on the wire it is its encoding, nil.
+        Ok(Ok(bytes)) if bytes.is_empty() => (launch::TAG_RETURNED, launch::UNIT_ENCODING.to_vec()),
+        Ok(Ok(bytes)) => (launch::TAG_RETURNED, bytes),
+        Ok(Err(fail)) => fail_tag(fail),
+        Err(payload) => {
+            let report = launch::take_panic_report(&*payload);
+            // Leak the payload: dropping it could panic again.
+            std::mem::forget(payload);
+            (
+                launch::TAG_PANICKED,
+                crate::codec::encode(&report).unwrap_or_default(),
+            )
+        }
+    }
+}
+
+fn fail_tag(fail: Fail) -> (u8, Vec<u8>) {
+    match fail {
+        Fail::Encode(m) => (launch::TAG_ENCODE_FAILED, m.into_bytes()),
+        Fail::BadArgs(m) => (launch::TAG_BAD_ARGS, m.into_bytes()),
+        Fail::UnknownTask(m) => (launch::TAG_UNKNOWN_TASK, m.into_bytes()),
+    }
+}
+
+/// Runs the initializer; the error is a result tag and payload.
+fn run_init(init: InitBlob, exe: (u64, u64)) -> Result<(), (u8, Vec<u8>)> {
+    let call = match &init.target {
+        WireTarget::Offset(offset) => launch::trampoline_at(exe, *offset).ok_or_else(|| {
+            (
+                launch::TAG_UNKNOWN_TASK,
+                b"the pool's parent runs a different executable".to_vec(),
+            )
+        })?,
+        WireTarget::Named(name) => crate::task::lookup(name)
+            .map_err(|e| (launch::TAG_UNKNOWN_TASK, e.to_string().into_bytes()))?,
+    };
+    let fds: Vec<OwnedFd> = init
+        .fds
+        .into_iter()
+        .filter_map(|fd| Arc::try_unwrap(fd.0).ok())
+        .collect();
+    let args = init.args;
+    let (tag, payload) = crate::handle::with_incoming(fds, || run_item(call, &args));
+    if tag == launch::TAG_RETURNED {
+        Ok(())
+    } else {
+        Err((tag, payload))
+    }
+}
