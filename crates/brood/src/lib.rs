@@ -29,6 +29,8 @@
 //!   [`sync`]: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
 //!   `Condition`, `Event`, `Barrier`, all process-shared, with a dead holder
 //!   reported rather than deadlocking.
+//! - [`manager`]: [`Manager`], shared objects in a server process
+//!   ([`ManagedMap`], [`ManagedList`], queues, locks…), local or over TCP.
 //! - [`os`]: the syscall layer, public for the lessons of the tutorial this
 //!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
 //! - [`codec`]: the one serialization format (MessagePack).
@@ -67,6 +69,7 @@ mod context;
 mod error;
 pub mod handle;
 mod launch;
+pub mod manager;
 pub mod os;
 mod process;
 pub mod shm;
@@ -81,6 +84,7 @@ pub use context::{
     set_forkserver_preload, set_start_method,
 };
 pub use error::{Error, ErrorKind, PanicReport, Result};
+pub use manager::{ManagedList, ManagedMap, Manager};
 pub use process::{
     Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
     authkey, cpu_count, current_process, parent_process, set_authkey,
