@@ -481,3 +481,51 @@ fn rlock_owners_and_barriers_across_processes() {
     indexes.sort();
     assert_eq!(indexes, [0, 1, 2]);
 }
+
+#[test]
+fn a_condition_wakes_waiters_in_other_processes_and_arrays_keep_their_length() {
+    use brood::manager::{ManagedCondition, ManagedValue};
+    let manager = Manager::start().unwrap();
+    let cond = manager.condition().unwrap();
+    let go = manager.value(&false).unwrap();
+    let waiting = manager.semaphore(0).unwrap();
+    let mut kids = Vec::new();
+    for _ in 0..3 {
+        let mut p = Process::with_args(
+            |(cond, go, waiting): (
+                ManagedCondition,
+                ManagedValue<bool>,
+                brood::manager::ManagedSemaphore,
+            )| {
+                let _held = cond.lock().unwrap();
+                waiting.release().unwrap();
+                cond.wait_for(|| go.get().unwrap(), Duration::from_secs(30))
+                    .unwrap()
+            },
+            (cond.clone(), go.clone(), waiting.clone()),
+        );
+        p.start().unwrap();
+        kids.push(p);
+    }
+    for _ in 0..3 {
+        assert!(waiting.acquire_timeout(Duration::from_secs(20)).unwrap());
+    }
+    {
+        let _held = cond.lock().unwrap();
+        go.set(&true).unwrap();
+        cond.notify_all().unwrap();
+    }
+    let t = Instant::now();
+    for mut p in kids {
+        assert!(p.join().unwrap());
+    }
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // Waiting without the lock is refused.
+    assert_eq!(cond.wait().unwrap_err().kind(), ErrorKind::InvalidState);
+
+    let array = manager.array(&[1u32, 2, 3]).unwrap();
+    array.set(-1, &30).unwrap();
+    assert_eq!(array.to_vec().unwrap(), [1, 2, 30]);
+    assert!(array.set(3, &0).is_err());
+    assert_eq!(array.len().unwrap(), 3);
+}

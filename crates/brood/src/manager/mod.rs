@@ -5,9 +5,10 @@
 //! [`ManagedMap`], [`ManagedList`], [`Namespace`], [`ManagedValue`],
 //! [`ManagedLock`] (`Lock`/`RLock`), [`ManagedEvent`], [`ManagedSemaphore`]
 //! (plain or bounded), [`ManagedQueue`] (plain or joinable),
-//! [`ManagedBarrier`]. Proxies are cheap to clone and cross to other
-//! processes like any brood value (as `Process` arguments, inside values
-//! sent over a `Connection`); each call is one request to the server.
+//! [`ManagedBarrier`], [`ManagedCondition`], [`ManagedArray`]. Proxies are
+//! cheap to clone and cross to other processes like any brood value (as
+//! `Process` arguments, inside values sent over a `Connection`); each call
+//! is one request to the server.
 //! [`Manager::serve`] listens on an address of your choice (TCP, a Unix
 //! path, an abstract name) and [`Manager::connect`] reaches it from
 //! anywhere that has the key; [`Manager::named`] finds objects by name, as
@@ -65,8 +66,8 @@ use protocol::Create;
 use proxy::Server;
 
 pub use proxy::{
-    ManagedBarrier, ManagedEvent, ManagedList, ManagedLock, ManagedLockGuard, ManagedMap,
-    ManagedQueue, ManagedSemaphore, ManagedValue, Namespace,
+    ManagedArray, ManagedBarrier, ManagedCondition, ManagedEvent, ManagedList, ManagedLock,
+    ManagedLockGuard, ManagedMap, ManagedQueue, ManagedSemaphore, ManagedValue, Namespace,
 };
 pub use server::{MAX_CONNECTIONS, MAX_REQUEST};
 
@@ -423,6 +424,30 @@ impl Manager {
     pub fn barrier(&self, parties: u64) -> Result<ManagedBarrier> {
         self.anonymous().barrier(parties)
     }
+
+    /// A new condition (with its own reentrant lock); see
+    /// [`ManagedCondition`].
+    ///
+    /// ```
+    /// let manager = brood::Manager::start()?;
+    /// let c = manager.condition()?;
+    /// drop(c.lock()?);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn condition(&self) -> Result<ManagedCondition> {
+        self.anonymous().condition()
+    }
+
+    /// A new fixed-length array holding `items`; see [`ManagedArray`].
+    ///
+    /// ```
+    /// let manager = brood::Manager::start()?;
+    /// assert_eq!(manager.array(&[0.5f64; 3])?.len()?, 3);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn array<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<ManagedArray<T>> {
+        self.anonymous().array(items)
+    }
 }
 
 impl Drop for Manager {
@@ -607,6 +632,34 @@ impl Named<'_> {
     pub fn barrier(&self, parties: u64) -> Result<ManagedBarrier> {
         self.create(Create::Barrier { parties })
             .map(ManagedBarrier::from_handle)
+    }
+
+    /// The condition of this name.
+    ///
+    /// ```
+    /// let manager = brood::Manager::start()?;
+    /// assert!(manager.named("c").condition()?.acquire_timeout(std::time::Duration::ZERO)?);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn condition(&self) -> Result<ManagedCondition> {
+        self.create(Create::Condition)
+            .map(ManagedCondition::from_handle)
+    }
+
+    /// The array of this name (`items` are used only when it is made).
+    ///
+    /// ```
+    /// let manager = brood::Manager::start()?;
+    /// assert_eq!(manager.named("a").array(&[1u8, 2])?.to_vec()?, [1, 2]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn array<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<ManagedArray<T>> {
+        let items = items
+            .iter()
+            .map(|i| crate::codec::encode(i).map(ByteBuf::from))
+            .collect::<Result<Vec<_>>>()?;
+        self.create(Create::Array(items))
+            .map(ManagedArray::from_handle)
     }
 }
 

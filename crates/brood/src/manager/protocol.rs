@@ -24,6 +24,8 @@ pub(crate) enum Kind {
     Queue,
     JoinableQueue,
     Barrier,
+    Condition,
+    Array,
 }
 
 /// How to make an object.
@@ -38,6 +40,8 @@ pub(crate) enum Create {
     Semaphore { value: u64, bounded: bool },
     Queue { maxsize: u64, joinable: bool },
     Barrier { parties: u64 },
+    Condition,
+    Array(Vec<Bytes>),
 }
 
 /// The first message after the auth handshake.
@@ -95,6 +99,9 @@ pub(crate) enum Op {
     Acquire { thread: u64, timeout: Micros },
     Release { thread: u64 },
     Locked,
+    // ----- conditions (a reentrant lock plus waiters) -----
+    CondWait { thread: u64, timeout: Micros },
+    CondNotify { thread: u64, n: u64 },
     // ----- events -----
     EventSet,
     EventClear,

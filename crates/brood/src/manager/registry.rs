@@ -41,10 +41,14 @@ enum State {
     Map(OrderedMap),
     List(Vec<Bytes>),
     Value(Bytes),
+    /// Locks, reentrant locks and conditions (whose waiters hold tickets).
     Lock {
         reentrant: bool,
         holder: Option<(u64, u64)>,
         count: u64,
+        waiters: VecDeque<u64>,
+        notified: HashSet<u64>,
+        tickets: u64,
     },
     Event(bool),
     Semaphore {
@@ -99,6 +103,17 @@ struct QueueState {
     taken: HashMap<u64, VecDeque<Bytes>>,
     /// Items taken by sessions that ended before `task_done`.
     abandoned: Vec<Bytes>,
+}
+
+fn lock_state(reentrant: bool) -> State {
+    State::Lock {
+        reentrant,
+        holder: None,
+        count: 0,
+        waiters: VecDeque::new(),
+        notified: HashSet::new(),
+        tickets: 0,
+    }
 }
 
 fn wrong(kind: Kind, op: &Op) -> Error {
@@ -181,12 +196,10 @@ impl Registry {
             Create::Value(v) => (Kind::Value, State::Value(v)),
             Create::Lock { reentrant } => (
                 if reentrant { Kind::RLock } else { Kind::Lock },
-                State::Lock {
-                    reentrant,
-                    holder: None,
-                    count: 0,
-                },
+                lock_state(reentrant),
             ),
+            Create::Condition => (Kind::Condition, lock_state(true)),
+            Create::Array(items) => (Kind::Array, State::List(items)),
             Create::Event => (Kind::Event, State::Event(false)),
             Create::Semaphore { value, bounded } => (
                 Kind::Semaphore,
@@ -303,6 +316,21 @@ impl Registry {
 
     fn apply_to(&self, obj: &Object, id: u64, op: Op, caller: &mut Caller<'_>) -> Result<Out> {
         let kind = obj.kind;
+        if kind == Kind::Array
+            && matches!(
+                op,
+                Op::ListPush(_)
+                    | Op::ListExtend(_)
+                    | Op::ListInsert(..)
+                    | Op::ListPop(_)
+                    | Op::ListClear
+            )
+        {
+            return Err(Error::invalid("a managed Array has a fixed length"));
+        }
+        if kind != Kind::Condition && matches!(op, Op::CondWait { .. } | Op::CondNotify { .. }) {
+            return Err(wrong(kind, &op));
+        }
         let mut st = obj.lock();
         match (&mut *st, op) {
             // ----- maps -----
@@ -377,6 +405,7 @@ impl Registry {
                         reentrant,
                         holder,
                         count,
+                        ..
                     } => match holder {
                         None => {
                             *holder = Some(me);
@@ -405,6 +434,7 @@ impl Registry {
                     reentrant,
                     holder,
                     count,
+                    ..
                 },
                 Op::Release { thread },
             ) => {
@@ -424,6 +454,76 @@ impl Registry {
                 Ok(Out::Unit)
             }
             (State::Lock { holder, .. }, Op::Locked) => Ok(Out::Bool(holder.is_some())),
+            (State::Lock { .. }, Op::CondWait { thread, timeout }) => {
+                let me = (caller.session, thread);
+                let State::Lock {
+                    holder,
+                    count,
+                    waiters,
+                    tickets,
+                    ..
+                } = &mut *st
+                else {
+                    unreachable!("matched a lock")
+                };
+                if *holder != Some(me) {
+                    return Err(Error::invalid("cannot wait on an un-acquired condition"));
+                }
+                // Release fully, queue a ticket, wait for it to be notified.
+                let saved = *count;
+                *holder = None;
+                *count = 0;
+                *tickets += 1;
+                let ticket = *tickets;
+                waiters.push_back(ticket);
+                obj.changed.notify_all();
+                let woke = obj.wait_until(
+                    st,
+                    deadline(timeout),
+                    caller,
+                    |s| matches!(s, State::Lock { notified, .. } if notified.contains(&ticket)),
+                );
+                let (mut st, notified) = match woke {
+                    Ok(Some(st)) => (st, true),
+                    Ok(None) => (obj.lock(), false),
+                    Err(e) => {
+                        forget_ticket(&mut obj.lock(), ticket);
+                        return Err(e);
+                    }
+                };
+                forget_ticket(&mut st, ticket);
+                // Take the lock back, as many times as it was held.
+                obj.wait_until(st, None, caller, |s| match s {
+                    State::Lock { holder, count, .. } if holder.is_none() => {
+                        *holder = Some(me);
+                        *count = saved;
+                        true
+                    }
+                    _ => false,
+                })?;
+                self.lease(caller.session, id);
+                Ok(Out::Bool(notified))
+            }
+            (
+                State::Lock {
+                    holder,
+                    waiters,
+                    notified,
+                    ..
+                },
+                Op::CondNotify { thread, n },
+            ) => {
+                if *holder != Some((caller.session, thread)) {
+                    return Err(Error::invalid("cannot notify on an un-acquired condition"));
+                }
+                for _ in 0..n {
+                    let Some(ticket) = waiters.pop_front() else {
+                        break;
+                    };
+                    notified.insert(ticket);
+                }
+                Ok(Out::Unit)
+            }
             // ----- events -----
             (State::Event(flag), Op::EventSet) => {
                 *flag = true;
@@ -605,6 +705,17 @@ impl Registry {
             ])),
             (_, op) => Err(wrong(kind, &op)),
         }
+    }
+}
+
+/// Drops a condition waiter's ticket (notified or not).
+fn forget_ticket(state: &mut State, ticket: u64) {
+    if let State::Lock {
+        waiters, notified, ..
+    } = state
+    {
+        waiters.retain(|t| *t != ticket);
+        notified.remove(&ticket);
     }
 }
 
