@@ -529,3 +529,73 @@ fn a_condition_wakes_waiters_in_other_processes_and_arrays_keep_their_length() {
     assert!(array.set(3, &0).is_err());
     assert_eq!(array.len().unwrap(), 3);
 }
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Inventory {
+    stock: std::collections::BTreeMap<String, u32>,
+}
+
+impl Inventory {
+    fn add(&mut self, item: String, n: u32) -> u32 {
+        let total = self.stock.entry(item).or_default();
+        *total += n;
+        *total
+    }
+    fn take(&mut self, item: String, n: u32) -> Result<u32, String> {
+        let total = self.stock.entry(item.clone()).or_default();
+        if *total < n {
+            return Err(format!("only {total} {item} left"));
+        }
+        *total -= n;
+        Ok(*total)
+    }
+    fn count(&self, item: String) -> u32 {
+        self.stock.get(&item).copied().unwrap_or(0)
+    }
+    fn explode(&self) {
+        panic!("on purpose");
+    }
+}
+
+brood::shared_object! {
+    /// An inventory held by the manager's server.
+    pub struct InventoryProxy for Inventory {
+        fn add(&mut self, item: String, n: u32) -> u32;
+        fn take(&mut self, item: String, n: u32) -> Result<u32, String>;
+        fn count(&self, item: String) -> u32;
+        fn explode(&self);
+    }
+}
+
+#[test]
+fn a_custom_shared_object_is_typed_on_both_ends() {
+    let manager = Manager::start().unwrap();
+    let inv: InventoryProxy = manager.named("inv").shared(&Inventory::default()).unwrap();
+    let mut kids = Vec::new();
+    for _ in 0..4 {
+        let mut p = Process::with_args(
+            |inv: InventoryProxy| {
+                for _ in 0..50 {
+                    inv.add("apples".into(), 2).unwrap();
+                }
+            },
+            inv.clone(),
+        );
+        p.start().unwrap();
+        kids.push(p);
+    }
+    for mut p in kids {
+        p.join().unwrap();
+    }
+    assert_eq!(inv.count("apples".into()).unwrap(), 400);
+    assert_eq!(inv.take("apples".into(), 1).unwrap(), Ok(399));
+    assert_eq!(
+        inv.take("pears".into(), 1).unwrap(),
+        Err("only 0 pears left".to_string())
+    );
+    // A panic in a method is an error reply; the server goes on.
+    assert_eq!(inv.explode().unwrap_err().kind(), ErrorKind::Panicked);
+    assert_eq!(inv.count("apples".into()).unwrap(), 399);
+    // The same name with another kind is refused.
+    assert!(manager.named("inv").dict::<u8, u8>().is_err());
+}

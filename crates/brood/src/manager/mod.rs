@@ -46,6 +46,7 @@
 //! The protocol, the threat model and what happens when a client or the
 //! server dies mid-request are in this module's `README.md`.
 
+mod custom;
 mod protocol;
 mod proxy;
 mod registry;
@@ -65,6 +66,9 @@ use crate::process::Process;
 use protocol::Create;
 use proxy::Server;
 
+pub use custom::SharedObject;
+#[doc(hidden)]
+pub use custom::{__call, __make, __unknown_method, FromRawProxy, RawProxy, SharedType};
 pub use proxy::{
     ManagedArray, ManagedBarrier, ManagedCondition, ManagedEvent, ManagedList, ManagedLock,
     ManagedLockGuard, ManagedMap, ManagedQueue, ManagedSemaphore, ManagedValue, Namespace,
@@ -425,6 +429,32 @@ impl Manager {
         self.anonymous().barrier(parties)
     }
 
+    /// A new custom shared object holding `initial` (a type declared with
+    /// [`shared_object!`](crate::shared_object)), and its typed proxy.
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Stack(Vec<u32>);
+    /// impl Stack {
+    ///     fn push(&mut self, x: u32) { self.0.push(x) }
+    ///     fn pop(&mut self) -> Option<u32> { self.0.pop() }
+    /// }
+    /// brood::shared_object! {
+    ///     pub struct StackProxy for Stack {
+    ///         fn push(&mut self, x: u32);
+    ///         fn pop(&mut self) -> Option<u32>;
+    ///     }
+    /// }
+    /// let manager = brood::Manager::start()?;
+    /// let s: StackProxy = manager.shared(&Stack(vec![1]))?;
+    /// s.push(2)?;
+    /// assert_eq!(s.pop()?, Some(2));
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn shared<T: SharedObject>(&self, initial: &T) -> Result<T::Proxy> {
+        self.anonymous().shared(initial)
+    }
+
     /// A new condition (with its own reentrant lock); see
     /// [`ManagedCondition`].
     ///
@@ -632,6 +662,29 @@ impl Named<'_> {
     pub fn barrier(&self, parties: u64) -> Result<ManagedBarrier> {
         self.create(Create::Barrier { parties })
             .map(ManagedBarrier::from_handle)
+    }
+
+    /// The custom shared object of this name (`initial` is used only when
+    /// it is made); see [`Manager::shared`].
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Total(u64);
+    /// impl Total { fn add(&mut self, n: u64) -> u64 { self.0 += n; self.0 } }
+    /// brood::shared_object! {
+    ///     pub struct TotalProxy for Total { fn add(&mut self, n: u64) -> u64; }
+    /// }
+    /// let manager = brood::Manager::start()?;
+    /// let a: TotalProxy = manager.named("total").shared(&Total(0))?;
+    /// let b: TotalProxy = manager.named("total").shared(&Total(0))?;
+    /// a.add(2)?;
+    /// assert_eq!(b.add(3)?, 5);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn shared<T: SharedObject>(&self, initial: &T) -> Result<T::Proxy> {
+        let init = ByteBuf::from(crate::codec::encode(initial)?);
+        self.create(Create::Custom(T::TYPE_NAME.to_string(), init))
+            .map(|h| T::Proxy::__from_raw(RawProxy::new(h)))
     }
 
     /// The condition of this name.

@@ -26,6 +26,7 @@ pub(crate) enum Kind {
     Barrier,
     Condition,
     Array,
+    Custom,
 }
 
 /// How to make an object.
@@ -35,13 +36,25 @@ pub(crate) enum Create {
     List,
     Namespace,
     Value(Bytes),
-    Lock { reentrant: bool },
+    Lock {
+        reentrant: bool,
+    },
     Event,
-    Semaphore { value: u64, bounded: bool },
-    Queue { maxsize: u64, joinable: bool },
-    Barrier { parties: u64 },
+    Semaphore {
+        value: u64,
+        bounded: bool,
+    },
+    Queue {
+        maxsize: u64,
+        joinable: bool,
+    },
+    Barrier {
+        parties: u64,
+    },
     Condition,
     Array(Vec<Bytes>),
+    /// A registered custom type, by name, from its encoded initial value.
+    Custom(String, Bytes),
 }
 
 /// The first message after the auth handshake.
@@ -123,6 +136,8 @@ pub(crate) enum Op {
     BarrierAbort,
     BarrierReset,
     BarrierState,
+    // ----- custom objects: a declared method, its encoded arguments -----
+    Custom(String, Bytes),
 }
 
 /// A successful reply.

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use std::any::Any;
+
+use super::custom::{self, SharedType};
 use super::protocol::{Bytes, Create, Kind, Micros, Op, Out};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -61,6 +64,11 @@ enum State {
         count: u64,
         generation: u64,
         broken: bool,
+    },
+    /// A registered custom type and how to call its declared methods.
+    Custom {
+        object: Box<dyn Any + Send>,
+        ty: &'static SharedType,
     },
 }
 
@@ -200,6 +208,16 @@ impl Registry {
             ),
             Create::Condition => (Kind::Condition, lock_state(true)),
             Create::Array(items) => (Kind::Array, State::List(items)),
+            Create::Custom(type_name, init) => {
+                let Some(ty) = custom::lookup(&type_name) else {
+                    return Err(Error::invalid(format!(
+                        "the manager server's program registers no shared type {type_name:?} \
+                         (declare it with brood::shared_object! there)"
+                    )));
+                };
+                let object = (ty.make)(&init)?;
+                (Kind::Custom, State::Custom { object, ty })
+            }
             Create::Event => (Kind::Event, State::Event(false)),
             Create::Semaphore { value, bounded } => (
                 Kind::Semaphore,
@@ -241,7 +259,17 @@ impl Registry {
         if let Some(name) = &name
             && let Some(&id) = names.get(name)
         {
-            let existing = self.get(id)?.kind;
+            let found = self.get(id)?;
+            let existing = found.kind;
+            if let (State::Custom { ty: theirs, .. }, State::Custom { ty: ours, .. }) =
+                (&*found.lock(), &state)
+                && theirs.name != ours.name
+            {
+                return Err(Error::invalid(format!(
+                    "the managed object {name:?} is a {}, not a {}",
+                    theirs.name, ours.name
+                )));
+            }
             if existing != kind {
                 return Err(Error::invalid(format!(
                     "the managed object {name:?} is a {existing:?}, not a {kind:?}"
@@ -703,6 +731,20 @@ impl Registry {
                 Bytes::from(count.to_le_bytes().to_vec()),
                 Bytes::from(vec![u8::from(*broken)]),
             ])),
+            // ----- custom objects -----
+            (State::Custom { object, ty }, Op::Custom(method, args)) => {
+                let call = ty.call;
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    call(&mut **object, &method, &args)
+                }));
+                match run {
+                    Ok(out) => out.map(|bytes| Out::Item(Some(Bytes::from(bytes)))),
+                    Err(_) => Err(Error::simple(
+                        ErrorKind::Panicked,
+                        format!("the shared {}'s method {method} panicked", ty.name),
+                    )),
+                }
+            }
             (_, op) => Err(wrong(kind, &op)),
         }
     }

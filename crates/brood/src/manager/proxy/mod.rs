@@ -288,6 +288,9 @@ impl Handle {
     fn call(&self, op: Op) -> Result<Out> {
         self.server.call(self.id, op)
     }
+    pub(crate) fn call_op(&self, op: Op) -> Result<Out> {
+        self.call(op)
+    }
     fn unit(&self, op: Op) -> Result<()> {
         match self.call(op)? {
             Out::Unit => Ok(()),
