@@ -27,6 +27,7 @@
 //! `sync counter`, `sync fill`, `sync shm`, `sync sem`), contains it. Run through `bench/run`,
 //! which also runs the Python and C sides and writes the report.
 
+mod manager;
 mod pipes;
 mod sync;
 
@@ -243,16 +244,18 @@ fn main() {
             }
             "--only" => only = Some(args.next().expect("--only needs a substring")),
             "--table" => {
-                let t = args.next().expect("--table needs start, pipes or sync");
+                let t = args
+                    .next()
+                    .expect("--table needs start, pipes, sync or manager");
                 assert!(
-                    ["start", "pipes", "sync"].contains(&t.as_str()),
-                    "--table is start, pipes or sync, not {t:?}"
+                    ["start", "pipes", "sync", "manager"].contains(&t.as_str()),
+                    "--table is start, pipes, sync or manager, not {t:?}"
                 );
                 table = Some(t);
             }
             "-h" | "--help" => {
                 eprintln!(
-                    "usage: brood-bench [--table start|pipes|sync] [--iters N] [--only SUBSTRING]"
+                    "usage: brood-bench [--table start|pipes|sync|manager] [--iters N] [--only SUBSTRING]"
                 );
                 eprintln!("start table (--iters overrides the counts):");
                 for w in WORKLOADS {
@@ -268,6 +271,10 @@ fn main() {
                 for name in sync::row_names() {
                     eprintln!("  {name}");
                 }
+                eprintln!("manager table:");
+                for name in manager::row_names() {
+                    eprintln!("  {name}");
+                }
                 return;
             }
             other => panic!("unknown argument {other:?} (try --help)"),
@@ -281,6 +288,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "sync") {
         sync::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "manager") {
+        manager::run(only.as_deref());
     }
 }
 

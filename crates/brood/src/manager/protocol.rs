@@ -109,12 +109,23 @@ pub(crate) enum Op {
     ValueGet,
     ValueSet(Bytes),
     // ----- locks: `thread` names the client thread (for RLock owners) -----
-    Acquire { thread: u64, timeout: Micros },
-    Release { thread: u64 },
+    Acquire {
+        thread: u64,
+        timeout: Micros,
+    },
+    Release {
+        thread: u64,
+    },
     Locked,
     // ----- conditions (a reentrant lock plus waiters) -----
-    CondWait { thread: u64, timeout: Micros },
-    CondNotify { thread: u64, n: u64 },
+    CondWait {
+        thread: u64,
+        timeout: Micros,
+    },
+    CondNotify {
+        thread: u64,
+        n: u64,
+    },
     // ----- events -----
     EventSet,
     EventClear,
@@ -126,6 +137,8 @@ pub(crate) enum Op {
     SemValue,
     // ----- queues -----
     Put(Bytes, Micros),
+    /// Many items in one request, each waiting for room as `Put` does.
+    PutMany(Vec<Bytes>),
     Get(Micros),
     Qsize,
     TaskDone,

@@ -606,6 +606,26 @@ impl Registry {
                 }
                 Ok(Out::Unit)
             }
+            (State::Queue(_), Op::PutMany(items)) => {
+                let mut st = st;
+                for item in items {
+                    st = obj
+                        .wait_until(st, None, caller, |s| match s {
+                            State::Queue(q) => q.maxsize == 0 || (q.items.len() as u64) < q.maxsize,
+                            _ => false,
+                        })?
+                        .expect("no deadline");
+                    if let State::Queue(q) = &mut *st {
+                        q.items.push_back(item);
+                        if q.joinable {
+                            q.unfinished += 1;
+                        }
+                    }
+                    // Getters may take items while a bounded queue fills.
+                    obj.changed.notify_all();
+                }
+                Ok(Out::Unit)
+            }
             (State::Queue(_), Op::Get(timeout)) => {
                 let got = obj.wait_until(st, deadline(timeout), caller, |s| match s {
                     State::Queue(q) => !q.items.is_empty(),

@@ -523,6 +523,23 @@ impl<T: Serialize + DeserializeOwned> ManagedQueue<T> {
         self.handle.unit(Op::Put(enc(item)?, micros(timeout)))
     }
 
+    /// Appends every item in one request (one round trip for all: what a
+    /// master filling a task queue wants), waiting for room as
+    /// [`put`](ManagedQueue::put) does.
+    ///
+    /// ```
+    /// let manager = brood::Manager::start()?;
+    /// let q = manager.queue::<u32>(0)?;
+    /// q.put_many(0..1000)?;
+    /// assert_eq!(q.qsize()?, 1000);
+    /// assert_eq!(q.get()?, 0);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn put_many(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
+        let items = items.into_iter().map(|i| enc(&i)).collect::<Result<_>>()?;
+        self.handle.unit(Op::PutMany(items))
+    }
+
     /// Takes the oldest item, waiting for one.
     ///
     /// ```
