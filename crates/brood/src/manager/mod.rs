@@ -98,6 +98,8 @@ pub struct Manager {
     process: Option<Process<()>>,
     /// The private directory of a `start`ed server's socket.
     dir: Option<PathBuf>,
+    /// The process that made it: a forked child's copy stops nothing.
+    owner: u32,
 }
 
 impl std::fmt::Debug for Manager {
@@ -170,6 +172,7 @@ impl Manager {
             server: Server::connect(address, authkey)?,
             process: None,
             dir: None,
+            owner: std::process::id(),
         })
     }
 
@@ -215,6 +218,7 @@ impl Manager {
                 server,
                 process: Some(process),
                 dir: None,
+                owner: std::process::id(),
             }),
             Err(e) => fail(&mut process, e),
         }
@@ -244,8 +248,8 @@ impl Manager {
     }
 
     /// Stops the server this manager started (nothing for a connected
-    /// one); every proxy to it fails from then on with
-    /// [`ErrorKind::Closed`]. Drop does the same.
+    /// one, nor in a forked child holding a copy); every proxy to it fails
+    /// from then on with [`ErrorKind::Closed`]. Drop does the same.
     ///
     /// ```
     /// let mut manager = brood::Manager::start()?;
@@ -255,6 +259,14 @@ impl Manager {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn shutdown(&mut self) -> Result<()> {
+        if self.owner != std::process::id() {
+            // A copy inherited through fork: the server is not ours to stop.
+            if let Some(process) = self.process.take() {
+                std::mem::forget(process);
+            }
+            self.dir = None;
+            return Ok(());
+        }
         if let Some(mut process) = self.process.take() {
             let _ = process.terminate();
             if process.join_timeout(Duration::from_secs(5)).is_err() {
