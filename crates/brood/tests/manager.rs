@@ -599,3 +599,35 @@ fn a_custom_shared_object_is_typed_on_both_ends() {
     // The same name with another kind is refused.
     assert!(manager.named("inv").dict::<u8, u8>().is_err());
 }
+
+#[test]
+fn a_server_starts_with_spawn_and_forkserver_and_serves_on_a_unix_path() {
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let manager = Manager::start_with(method).unwrap();
+        let d = manager.dict::<String, u8>().unwrap();
+        d.insert(&"k".into(), &1).unwrap();
+        assert_eq!(d.get(&"k".into()).unwrap(), Some(1));
+    }
+    let dir = std::env::temp_dir().join(format!("brood-manager-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.sock");
+    let address = Address::Unix(path.clone());
+    let mut server = Manager::serve(&address, b"unix key").unwrap();
+    let client = Manager::connect(&address, b"unix key").unwrap();
+    client.named("n").namespace().unwrap().set("x", &3).unwrap();
+    assert_eq!(
+        server
+            .named("n")
+            .namespace()
+            .unwrap()
+            .get::<i32>("x")
+            .unwrap(),
+        Some(3)
+    );
+    server.shutdown().unwrap();
+    assert!(!path.exists(), "the socket file is removed");
+    assert!(Manager::connect(&address, b"unix key").is_err());
+    // The address can be served again.
+    drop(Manager::serve(&address, b"unix key").unwrap());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -61,6 +61,7 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
 use crate::connection::{self, Address, Connection};
+use crate::context::StartMethod;
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::Process;
 use protocol::Create;
@@ -123,9 +124,28 @@ impl Manager {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn start() -> Result<Manager> {
+        Manager::start_server(None)
+    }
+
+    /// Like [`start`](Manager::start), starting the server process with
+    /// `method` (the default is [`get_start_method`](crate::get_start_method)).
+    ///
+    /// ```
+    /// let manager = brood::Manager::start_with(brood::StartMethod::Spawn)?;
+    /// assert_eq!(manager.value(&1u8)?.get()?, 1);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn start_with(method: StartMethod) -> Result<Manager> {
+        Manager::start_server(Some(method))
+    }
+
+    fn start_server(method: Option<StartMethod>) -> Result<Manager> {
         let dir = private_dir()?;
-        let started =
-            Manager::spawn_server(&Address::Unix(dir.join("manager.sock")), &crate::authkey());
+        let started = Manager::spawn_server(
+            &Address::Unix(dir.join("manager.sock")),
+            &crate::authkey(),
+            method,
+        );
         match started {
             Ok(mut m) => {
                 m.dir = Some(dir);
@@ -153,7 +173,7 @@ impl Manager {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn serve(address: &Address, authkey: &[u8]) -> Result<Manager> {
-        Manager::spawn_server(address, authkey)
+        Manager::spawn_server(address, authkey, None)
     }
 
     /// Connects to a server started elsewhere (Python's
@@ -176,17 +196,22 @@ impl Manager {
         })
     }
 
-    fn spawn_server(address: &Address, authkey: &[u8]) -> Result<Manager> {
+    fn spawn_server(
+        address: &Address,
+        authkey: &[u8],
+        method: Option<StartMethod>,
+    ) -> Result<Manager> {
         let (mut mine, theirs) = connection::pipe(true)?;
-        let mut process = Process::builder()
-            .name("brood-manager")
-            .daemon(true)
-            .target_with(
-                |(address, key, ready): (String, ByteBuf, Connection)| {
-                    server::child_main(address, key.into_vec(), ready)
-                },
-                (address.to_string(), ByteBuf::from(authkey.to_vec()), theirs),
-            );
+        let mut builder = Process::builder().name("brood-manager").daemon(true);
+        if let Some(method) = method {
+            builder = builder.start_method(method);
+        }
+        let mut process = builder.target_with(
+            |(address, key, ready): (String, ByteBuf, Connection)| {
+                server::child_main(address, key.into_vec(), ready)
+            },
+            (address.to_string(), ByteBuf::from(authkey.to_vec()), theirs),
+        );
         process.start()?;
         let answer = mine.recv_timeout::<std::result::Result<(String, u64), String>>(START_TIMEOUT);
         let fail = |process: &mut Process<()>, e: Error| {
@@ -272,6 +297,10 @@ impl Manager {
             if process.join_timeout(Duration::from_secs(5)).is_err() {
                 let _ = process.kill();
                 let _ = process.join();
+            }
+            // The server died by signal: its socket file is ours to remove.
+            if let Address::Unix(path) = &self.server.address {
+                let _ = std::fs::remove_file(path);
             }
         }
         if let Some(dir) = self.dir.take() {
