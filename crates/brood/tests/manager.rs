@@ -631,3 +631,49 @@ fn a_server_starts_with_spawn_and_forkserver_and_serves_on_a_unix_path() {
     drop(Manager::serve(&address, b"unix key").unwrap());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn pipelined_puts_keep_their_order_and_reach_other_processes() {
+    let manager = Manager::start().unwrap();
+    let q = manager.queue::<u32>(0).unwrap();
+    for i in 0..1000 {
+        q.put_pipelined(&i).unwrap();
+    }
+    // This thread's next call runs after them.
+    assert_eq!(q.qsize().unwrap(), 1000);
+    assert_eq!(q.get().unwrap(), 0);
+    // A child's pipelined puts all arrive, even though it exits at once.
+    let mut child = Process::with_args(
+        |q: ManagedQueue<u32>| {
+            for i in 1000..2000 {
+                q.put_pipelined(&i).unwrap();
+            }
+        },
+        q.clone(),
+    );
+    child.start().unwrap();
+    child.join().unwrap();
+    let t = Instant::now();
+    while q.qsize().unwrap() < 1999 {
+        assert!(t.elapsed() < Duration::from_secs(10), "pipelined puts lost");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut got: Vec<u32> = (0..1999).map(|_| q.get().unwrap()).collect();
+    assert_eq!(&got[..999], &(1..1000).collect::<Vec<_>>()[..]);
+    got.sort();
+    assert_eq!(got, (1..2000).collect::<Vec<_>>());
+    // A refused pipelined put is reported once, by the next call, and the
+    // connection goes on.
+    let small = manager.queue::<u32>(1).unwrap();
+    small.put_pipelined(&1).unwrap();
+    small.put_pipelined(&2).unwrap();
+    small.put_pipelined(&3).unwrap();
+    let err = small.get().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 later pipelined puts were dropped"),
+        "{err}"
+    );
+    assert_eq!(small.get().unwrap(), 1);
+    assert!(small.empty().unwrap());
+}

@@ -74,6 +74,10 @@ pub(crate) struct Welcome {
 pub(crate) struct Request {
     pub object: u64,
     pub op: Op,
+    /// Pipelined: the server sends no reply (only `Put` may be quiet; a
+    /// failure is answered to the connection's next request instead).
+    #[serde(default)]
+    pub quiet: bool,
 }
 
 /// Timeouts travel as microseconds; `None` waits as long as it takes.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::protocol::{Hello, Op, Reply, Request, Welcome};
+use super::protocol::{Hello, Op, Reply, Request, Welcome, WireError};
 use super::registry::{Caller, Registry};
 use crate::codec;
 use crate::connection::{self, Connection, Listener};
@@ -113,33 +113,77 @@ fn serve_client(mut conn: Connection, shared: &Shared) {
 }
 
 fn serve_requests(conn: &mut Connection, shared: &Shared, session: u64) {
+    // A pipelined request that failed, and how many pipelined requests
+    // after it were dropped unrun: answered to the next request.
+    let mut deferred: Option<(Error, u64)> = None;
     loop {
         // Oversized frames, a peer gone mid-frame: the connection ends.
         let Ok(bytes) = conn.recv_bytes() else { return };
-        let reply: Reply = match codec::decode::<Request>(&bytes) {
-            Err(e) => Err(e.into()),
-            Ok(Request { object, op }) => {
-                let peer = &*conn;
-                let mut gone = || {
-                    connection::wait(&[peer], Some(Duration::ZERO)).map_or(true, |r| !r.is_empty())
-                };
-                let mut caller = Caller {
-                    session,
-                    gone: &mut gone,
-                };
-                let out = match (object, op) {
-                    (0, Op::Create(how, name)) => shared.registry.create(how, name),
-                    (0, _) => Err(Error::invalid(
-                        "object 0 (the manager) only creates objects",
-                    )),
-                    (id, op) => shared.registry.apply(id, op, &mut caller),
-                };
-                match out {
-                    // The client left while we waited for it: nothing to answer.
-                    Err(e) if e.kind() == ErrorKind::Closed => return,
-                    out => out.map_err(Into::into),
+        let request = match codec::decode::<Request>(&bytes) {
+            Ok(request) => request,
+            Err(e) => {
+                if conn.send(&Reply::Err(e.into())).is_err() {
+                    return;
                 }
+                continue;
             }
+        };
+        if request.quiet {
+            if let Some((_, dropped)) = &mut deferred {
+                *dropped += 1;
+                continue;
+            }
+        } else if let Some((e, dropped)) = deferred.take() {
+            let reply: Reply = Err(WireError {
+                kind: e.kind(),
+                message: format!(
+                    "an earlier pipelined put failed: {e}; this request was not run{}",
+                    if dropped > 0 {
+                        format!(" and {dropped} later pipelined puts were dropped")
+                    } else {
+                        String::new()
+                    }
+                ),
+            });
+            if conn.send(&reply).is_err() {
+                return;
+            }
+            continue;
+        }
+        let Request { object, op, quiet } = request;
+        let op = match op {
+            // A pipelined put never waits: the connection's next frames are
+            // already on their way.
+            Op::Put(item, _) if quiet => Op::Put(item, Some(0)),
+            op if quiet => {
+                deferred = Some((Error::invalid(format!("{op:?} cannot be pipelined")), 0));
+                continue;
+            }
+            op => op,
+        };
+        let peer = &*conn;
+        let mut gone =
+            || connection::wait(&[peer], Some(Duration::ZERO)).map_or(true, |r| !r.is_empty());
+        let mut caller = Caller {
+            session,
+            gone: &mut gone,
+        };
+        let out = match (object, op) {
+            (0, Op::Create(how, name)) => shared.registry.create(how, name),
+            (0, _) => Err(Error::invalid(
+                "object 0 (the manager) only creates objects",
+            )),
+            (id, op) => shared.registry.apply(id, op, &mut caller),
+        };
+        let reply: Reply = match out {
+            // The client left while we waited for it: nothing to answer.
+            Err(e) if e.kind() == ErrorKind::Closed => return,
+            Err(e) if quiet => {
+                deferred = Some((e, 0));
+                continue;
+            }
+            Ok(_) if quiet => continue,
+            out => out.map_err(Into::into),
         };
         if conn.send(&reply).is_err() {
             return;

@@ -523,6 +523,31 @@ impl<T: Serialize + DeserializeOwned> ManagedQueue<T> {
         self.handle.unit(Op::Put(enc(item)?, micros(timeout)))
     }
 
+    /// Appends `item` without waiting for the server's answer (the
+    /// request is pipelined: no round trip). It never waits for room: on a
+    /// full bounded queue the item is refused. Later calls of this thread
+    /// to the same server run after it, in order; a refused or failed
+    /// pipelined put is reported by this thread's next call to that server
+    /// (which is then not run: an error saying so), and pipelined puts
+    /// after a failed one are dropped. Another thread or process sees the
+    /// item once the server has read it (use [`put`](ManagedQueue::put)
+    /// when the item must be in before the call returns).
+    ///
+    /// ```
+    /// let manager = brood::Manager::start()?;
+    /// let q = manager.queue::<u32>(2)?;
+    /// for i in 0..3 {
+    ///     q.put_pipelined(&i)?; // the third does not fit
+    /// }
+    /// let err = q.qsize().unwrap_err();
+    /// assert!(err.to_string().contains("earlier pipelined put failed"), "{err}");
+    /// assert_eq!(q.qsize()?, 2);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn put_pipelined(&self, item: &T) -> Result<()> {
+        self.handle.quiet(Op::Put(enc(item)?, Some(0)))
+    }
+
     /// Appends every item in one request (one round trip for all: what a
     /// master filling a task queue wants), waiting for room as
     /// [`put`](ManagedQueue::put) does.

@@ -41,6 +41,12 @@ static SERVERS: Mutex<Option<HashMap<ServerKey, Arc<Server>>>> = Mutex::new(None
 static KEYS: Mutex<Option<HashMap<String, Vec<u8>>>> = Mutex::new(None);
 static SESSION: Mutex<(u32, u64)> = Mutex::new((0, 0));
 
+thread_local! {
+    /// Per thread: the connections it pipelined on (server, pid, connection).
+    static STICKY: std::cell::RefCell<Vec<(usize, u32, Connection)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// This process's session id (a fresh one in a forked child).
 fn session() -> Result<u64> {
     let mut s = SESSION.lock().unwrap_or_else(|p| p.into_inner());
@@ -136,33 +142,96 @@ impl Server {
         }
     }
 
+    /// The connection this thread pipelined on, if any: every later call
+    /// of the thread goes through it, so they stay in order after its
+    /// pipelined requests.
+    fn take_sticky(&self) -> Option<Connection> {
+        let me = self as *const Server as usize;
+        let pid = std::process::id();
+        STICKY.with(|s| {
+            let mut s = s.borrow_mut();
+            // Connections a forked child inherited are not its own.
+            s.retain(|(_, p, _)| *p == pid);
+            let i = s.iter().position(|(server, _, _)| *server == me)?;
+            Some(s.swap_remove(i).2)
+        })
+    }
+
+    fn keep_sticky(&self, conn: Connection) {
+        let me = self as *const Server as usize;
+        STICKY.with(|s| s.borrow_mut().push((me, std::process::id(), conn)));
+    }
+
+    fn take(&self) -> Result<(Connection, bool)> {
+        match self.take_sticky() {
+            Some(conn) => Ok((conn, true)),
+            None => Ok((self.checkout()?, false)),
+        }
+    }
+
+    fn give_back(&self, conn: Connection, sticky: bool) {
+        if sticky {
+            self.keep_sticky(conn);
+        } else {
+            self.checkin(conn);
+        }
+    }
+
+    /// One request without a reply (pipelined); see
+    /// `ManagedQueue::put_pipelined`.
+    pub(crate) fn call_quiet(&self, object: u64, op: Op) -> Result<()> {
+        let (mut conn, _) = self.take()?;
+        match conn.send(&Request {
+            object,
+            op,
+            quiet: true,
+        }) {
+            Ok(()) => {
+                self.keep_sticky(conn);
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Codec && !conn.closed() => {
+                self.keep_sticky(conn);
+                Err(e)
+            }
+            Err(e) => Err(self.lost(e)),
+        }
+    }
+
     /// One request, one reply.
     pub(crate) fn call(&self, object: u64, op: Op) -> Result<Out> {
-        let mut conn = self.checkout()?;
+        let (mut conn, sticky) = self.take()?;
         let reply = conn
-            .send(&Request { object, op })
+            .send(&Request {
+                object,
+                op,
+                quiet: false,
+            })
             .and_then(|()| conn.recv::<Reply>());
         match reply {
             Ok(reply) => {
-                self.checkin(conn);
+                self.give_back(conn, sticky);
                 reply.map_err(Error::from)
             }
             // A request that cannot be encoded never left: the connection is fine.
             Err(e) if e.kind() == ErrorKind::Codec && !conn.closed() => {
-                self.checkin(conn);
+                self.give_back(conn, sticky);
                 Err(e)
             }
-            Err(e) => {
-                // Tell a restarted server from a dead one (the request is
-                // not sent again: it may have been applied).
-                match open(&self.address, &self.key, Some(self.instance), DIAGNOSE) {
-                    Err(restarted) if restarted.kind() == ErrorKind::InvalidState => Err(restarted),
-                    _ => Err(Error::simple(
-                        ErrorKind::Closed,
-                        format!("lost the manager server at {}: {e}", self.address),
-                    )),
-                }
-            }
+            Err(e) => Err(self.lost(e)),
+        }
+    }
+
+    /// The error for a connection that failed mid-call. Tells a restarted
+    /// server from a dead one (the request is not sent again: it may have
+    /// been applied).
+    fn lost(&self, e: Error) -> Error {
+        match open(&self.address, &self.key, Some(self.instance), DIAGNOSE) {
+            Err(restarted) if restarted.kind() == ErrorKind::InvalidState => restarted,
+            _ => Error::simple(
+                ErrorKind::Closed,
+                format!("lost the manager server at {}: {e}", self.address),
+            ),
         }
     }
 
@@ -290,6 +359,9 @@ impl Handle {
     }
     pub(crate) fn call_op(&self, op: Op) -> Result<Out> {
         self.call(op)
+    }
+    fn quiet(&self, op: Op) -> Result<()> {
+        self.server.call_quiet(self.id, op)
     }
     fn unit(&self, op: Op) -> Result<()> {
         match self.call(op)? {
