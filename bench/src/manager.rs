@@ -3,13 +3,15 @@
 //!
 //! - `dict`: one `insert` + one `get` on a managed dict from the owner
 //!   process (two round trips to the server), each pair timed; µs.
-//! - `queue`: one `put` + one `get` on a managed queue; µs.
+//! - `queue`: one `put` + one `get` on a managed queue; µs (a second brood
+//!   row pipelines the put: one round trip per pair).
 //! - `workers-N`: the reference's master/worker pattern over TCP on
 //!   127.0.0.1 with an auth key: N worker processes, connected first, take
 //!   10,000 integer tasks from a task queue and put each square on a result
 //!   queue; the time runs from the master's first `put` to its 10,000th
 //!   result; thousand tasks per second. A second brood row puts the tasks
-//!   with one `put_many` (one round trip), the rest unchanged.
+//!   with one `put_many` (one round trip) and the workers put results with
+//!   `put_pipelined` (no round trip): one round trip per task.
 //!
 //! Prints `mgr<TAB>test<TAB>name<TAB>median<TAB>lo<TAB>hi<TAB>n` (lo/hi:
 //! p10/p90 of the pairs, or the slowest/fastest run).
@@ -53,7 +55,7 @@ fn time_pairs(mut pair: impl FnMut(u64)) -> Vec<f64> {
         .collect()
 }
 
-fn worker((address, key): (String, Vec<u8>)) {
+fn worker((address, key, pipelined): (String, Vec<u8>, bool)) {
     let manager = Manager::connect(&address.parse().unwrap(), &key).unwrap();
     let tasks = manager.named("tasks").queue::<Option<u64>>(0).unwrap();
     let results = manager.named("results").queue::<u64>(0).unwrap();
@@ -64,7 +66,11 @@ fn worker((address, key): (String, Vec<u8>)) {
         .release()
         .unwrap();
     while let Some(n) = tasks.get().unwrap() {
-        results.put(&(n * n)).unwrap();
+        if pipelined {
+            results.put_pipelined(&(n * n)).unwrap();
+        } else {
+            results.put(&(n * n)).unwrap();
+        }
     }
 }
 
@@ -76,8 +82,10 @@ fn master_worker(workers: usize, batch: bool) -> f64 {
     let ready = master.named("ready").semaphore(0).unwrap();
     let mut procs: Vec<_> = (0..workers)
         .map(|_| {
-            let mut p =
-                brood::Process::with_args(worker, (master.address().to_string(), KEY.to_vec()));
+            let mut p = brood::Process::with_args(
+                worker,
+                (master.address().to_string(), KEY.to_vec(), batch),
+            );
             p.start().unwrap();
             p
         })
@@ -112,6 +120,7 @@ pub(crate) fn row_names() -> impl Iterator<Item = &'static str> {
     [
         "dict: brood ManagedMap insert + get",
         "queue: brood ManagedQueue put + get",
+        "queue: brood ManagedQueue put_pipelined + get",
         "workers-1/2/4: brood master/worker over TCP",
         "workers-1/2/4: brood master/worker over TCP, tasks put_many",
     ]
@@ -138,11 +147,23 @@ pub(crate) fn run(only: Option<&str>) {
         });
         emit("queue", name, v, true);
     }
+    let name = "brood ManagedQueue put_pipelined + get";
+    if selected(only, "manager queue", name) {
+        let q = manager.queue::<u64>(0).unwrap();
+        let v = time_pairs(|i| {
+            q.put_pipelined(&i).unwrap();
+            assert_eq!(q.get().unwrap(), i);
+        });
+        emit("queue", name, v, true);
+    }
     for workers in [1, 2, 4] {
         let test = format!("workers-{workers}");
         for (batch, name) in [
             (false, "brood master/worker over TCP"),
-            (true, "brood master/worker over TCP, tasks put_many"),
+            (
+                true,
+                "brood master/worker over TCP, put_many + put_pipelined",
+            ),
         ] {
             if selected(only, &format!("manager {test}"), name) {
                 let runs = (0..RUNS).map(|_| master_worker(workers, batch)).collect();
