@@ -41,8 +41,8 @@ START_RATIOS = [
     ("brood spawn / re-exec floor", "start", "brood spawn",
      "re-exec floor (same binary, does nothing)", ("<=", 1.2)),
     ("brood forkserver / brood fork", "start", "brood forkserver", "brood fork", ("<=", 1.6)),
-    ("brood fork / raw fork", "start", "brood fork", START_FLOOR, None),
-    ("python fork / brood fork", "start", "python fork", "brood fork", None),
+    ("brood fork / raw fork", "start", "brood fork", START_FLOOR, ("<=", 1.3)),
+    ("python fork / brood fork", "start", "python fork", "brood fork", (">=", 10)),
     ("python spawn / brood spawn", "start", "python spawn", "brood spawn", None),
     ("python forkserver / brood forkserver", "start", "python forkserver",
      "brood forkserver", None),
@@ -73,6 +73,8 @@ C_FILL = "C futex mutex + memcpy"
 C_MEMCPY = "C memcpy"
 C_MEMSET = "C memset"
 C_SEM = "C sem_t (pshared)"
+C_ROBUST_INLINE = "C robust-list protocol inline (brood's fast path in C)"
+C_TID = "C futex word holding the owner's TID"
 BROOD_GUARD = "brood Lock lock() guard"
 BROOD_ACQUIRE = "brood Lock acquire/release"
 BROOD_COUNTER = "brood Value<i64> lock() += 1"
@@ -84,6 +86,8 @@ PY_LOCK = "python Lock acquire/release"
 PY_COUNTER = "python Value('q') with get_lock(): .value += 1"
 PY_SHM = "python SharedMemory buf[:] = bytes"
 PY_SEM = "python Semaphore"
+BROOD_CREATE = "brood Value<i64>::new + Lock::new"
+PY_CREATE = "python Value('q') + Lock()"
 BEST_PY = "best python row"  # stands for the test's fastest python row
 
 SYNC_TESTS = {
@@ -91,9 +95,10 @@ SYNC_TESTS = {
     "counter": ("Locked counter: 2 processes × 100k increments", "ms", False, C_FUTEX),
     "counter-pinned": ("Locked counter, all on one CPU", "ms", False, C_FUTEX),
     "fill": ("Array of 1M f64 filled by a child (the child's fill only)", "us", False, C_FILL),
-    "shm": ("SharedMemory 100 MiB warm write", "GBps", True, C_MEMCPY),
+    "shm": ("SharedMemory 100 MiB write, a fresh segment per run", "GBps", True, C_MEMCPY),
     "sem": ("Semaphore ping-pong round trip, as the scheduler places them", "us", False, C_SEM),
     "sem-pinned": ("Semaphore ping-pong round trip, both on one CPU", "us", False, C_SEM),
+    "create": ("10,000 Values and 10,000 Locks made", "ms", False, None),
 }
 # Tests whose brood rows are not compared with Python's: where the scheduler
 # puts each pair of processes (one CPU or two) outweighs the rest, and the
@@ -106,13 +111,21 @@ SYNC_FLOOR = {BROOD_MEMSET: C_MEMSET, C_MEMSET: C_MEMSET}
 # own value, target as (op, value) or None). Denominator BEST_PY: the test's
 # fastest python row.
 SYNC_RATIOS = [
-    ("lock: brood lock() guard, M pairs/s", "lock", BROOD_GUARD, None, (">=", 150.0)),
+    ("lock: brood lock() guard, M pairs/s", "lock", BROOD_GUARD, None, None),
     ("lock: brood acquire/release, M pairs/s", "lock", BROOD_ACQUIRE, None, None),
-    # The 150 M/s target over the reference machine's futex mutex (239 M/s):
-    # the same target on a machine whose atomics are slower or faster.
-    ("lock: brood lock() guard / C futex mutex (150/239)", "lock", BROOD_GUARD, C_FUTEX,
-     (">=", 150 / 239)),
+    # Issue 10: a share of the C futex mutex measured in the same run, so
+    # the target holds on a machine whose atomics are slower or faster.
+    ("lock: brood lock() guard / C futex mutex", "lock", BROOD_GUARD, C_FUTEX,
+     (">=", 0.60)),
+    ("lock: brood acquire/release / C futex mutex", "lock", BROOD_ACQUIRE, C_FUTEX,
+     (">=", 0.60)),
     ("lock: brood lock() guard / C robust pthread mutex", "lock", BROOD_GUARD, C_ROBUST, None),
+    ("lock: brood lock() guard / its protocol inline in C", "lock", BROOD_GUARD, C_ROBUST_INLINE,
+     None),
+    ("lock: robust-list protocol inline in C / C futex mutex", "lock", C_ROBUST_INLINE, C_FUTEX,
+     None),
+    ("lock: TID futex word (liveness-polling design) / C futex mutex", "lock", C_TID, C_FUTEX,
+     None),
     ("lock: brood lock() guard / python Lock", "lock", BROOD_GUARD, PY_LOCK, None),
     ("counter: brood / C futex mutex", "counter", BROOD_COUNTER, C_FUTEX, ("<=", 2.0)),
     ("counter: python / brood", "counter", PY_COUNTER, BROOD_COUNTER, (">=", 20.0)),
@@ -125,12 +138,13 @@ SYNC_RATIOS = [
      C_ROBUST, None),
     ("fill: brood / C", "fill", BROOD_FILL, C_FILL, ("<=", 1.2)),
     ("fill: best python / brood", "fill", BEST_PY, BROOD_FILL, None),
-    ("shm: brood write_at / C memcpy", "shm", BROOD_WRITE_AT, C_MEMCPY, (">=", 0.90)),
+    ("shm: brood write_at / C memcpy", "shm", BROOD_WRITE_AT, C_MEMCPY, (">=", 0.95)),
     ("shm: brood as_mut_slice().fill / C memset", "shm", BROOD_MEMSET, C_MEMSET, (">=", 0.90)),
     ("shm: python buf[:] / C memcpy", "shm", PY_SHM, C_MEMCPY, None),
     ("sem: brood / C sem_t", "sem", BROOD_SEM, C_SEM, None),
     ("sem, one CPU: brood / C sem_t", "sem-pinned", BROOD_SEM, C_SEM, None),
     ("sem, one CPU: python / brood", "sem-pinned", PY_SEM, BROOD_SEM, None),
+    ("create: python / brood", "create", PY_CREATE, BROOD_CREATE, (">=", 1.0)),
 ]
 
 
@@ -440,9 +454,12 @@ def main():
             "minor fault per page) from a source the parent built before the fork "
             "(every row copies the same 8 MB) and lets go; the child times that "
             "alone; 15 children. "
-            "**shm**: one write of all of a warm 100 MiB `shm_open` segment (memcpy "
-            "from a warm buffer, or memset); GB/s = 10^9 bytes written per second; "
-            "10 runs. "
+            "**shm**: one write of all of a 100 MiB `shm_open` segment (memcpy "
+            "from a warm buffer, or memset); every run maps a fresh segment and "
+            "faults it all in (untimed) first, and the rows run in reverse order "
+            "every other round, so which side's pages are placed first alternates: "
+            "the rows compare the writes, not where one segment's pages landed; "
+            "GB/s = 10^9 bytes written per second; 10 runs. "
             "**sem**: round trips over two semaphores between the parent and one "
             "child, 20000 after 2000 warm-up; as the scheduler places the two "
             "processes, then both pinned to one CPU (a round trip is then two "
@@ -450,10 +467,16 @@ def main():
             "shares a CPU takes about 3 µs a round trip and one on two CPUs 10 µs "
             "or more (a wake-up on an idle vCPU), and each pair lands as it may: "
             "compare Python with brood in the pinned pass only. "
+            "**create**: 10,000 `Value<i64>`s (Python: `Value('q')`) and 10,000 "
+            "`Lock`s made and kept (the making timed; they are dropped after); 7 runs. "
             "C floors: a 3-state futex mutex (Drepper's mutex2, shared futex calls); "
             "a `sem_t` (pshared); a `pthread_mutex_t` with `PTHREAD_PROCESS_SHARED`, "
-            "`PTHREAD_MUTEX_ROBUST` and `ERRORCHECK`, which is what brood's `Lock` "
-            "wraps. `vs C floor`: the futex mutex for lock and counter, the same "
+            "`PTHREAD_MUTEX_ROBUST` and `ERRORCHECK`: the memory of brood's `Lock`, "
+            "whose fast path runs glibc's robust protocol inline (its fallback calls "
+            "these functions); that protocol inline in C (brood's own floor: "
+            "`list_op_pending`, one CAS, the robust-list link and unlink); and a futex "
+            "word holding the owner's TID (the fast path of the design whose waiters "
+            "would poll the owner's liveness instead). `vs C floor`: the futex mutex for lock and counter, the same "
             "operation otherwise; as a share of the floor's rate, or a multiple of "
             "its time.",
             sync_table(data),

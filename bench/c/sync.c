@@ -7,7 +7,14 @@
  *             2 held with waiters; shared futex calls, no PRIVATE flag)
  *     sem     a sem_t (pshared = 1) as a lock: sem_wait / sem_post
  *     robust  a pthread_mutex_t, PTHREAD_PROCESS_SHARED + ROBUST + ERRORCHECK
- *             (what brood's Lock wraps)
+ *             (the memory of brood's Lock; its fallback calls these functions)
+ *     robustlist  the same mutex, with glibc's robust protocol inline: what
+ *             brood's fast path does (list_op_pending, one CAS of the word
+ *             0 -> TID, link onto the thread's robust list from
+ *             get_robust_list; unlink, one CAS TID -> 0): brood's floor
+ *     tid     a futex word holding the owner's TID (CAS 0 -> TID, CAS TID ->
+ *             0, else set 0 and wake): the fast path of the alternative
+ *             design, whose waiters would poll the owner's liveness
  *   answer: million pairs per second.
  * - counter: two forked children each add 1 to a shared int64 n times, each
  *   increment under the lock (futex or robust, as above). The children say
@@ -22,9 +29,10 @@
  *   child per run. answer: microseconds.
  * - shm memcpy|memset: one write of the whole of a 100 MiB POSIX shared
  *   memory segment (shm_open + ftruncate + mmap; the name is unlinked right
- *   after mmap, so nothing is left in /dev/shm), already written once
- *   (warm): memcpy from a warm private buffer, or memset. answer: GB/s
- *   (10^9 bytes written per second).
+ *   after mmap, so nothing is left in /dev/shm), a fresh one per call,
+ *   written once (untimed: every page faulted in) before the timed write:
+ *   memcpy from a warm private buffer, or memset. answer: GB/s (10^9 bytes
+ *   written per second).
  * - sem: round trips between the parent and one child (started once) over
  *   two pshared sem_t: the parent posts the first and waits on the second,
  *   the child waits on the first and posts the second. answer: each round
@@ -36,7 +44,7 @@
  * Two modes:
  * - `--driven`: the Rust harness (bench/src/sync.rs) runs this program as
  *   rows of its table, interleaved with its own. Commands on stdin, one per
- *   line, one answer line each: `lock futex|sem|robust N`, `counter
+ *   line, one answer line each: `lock futex|sem|robust|robustlist|tid N`, `counter
  *   futex|robust N`, `fill N`, `shm memcpy|memset BYTES`, `sem N`, `pin CPU`
  *   (pins this process, and so the children it forks from then on, to CPU;
  *   -1 unpins; answer `ok`), `exit`.
@@ -121,6 +129,95 @@ static inline void fm_unlock(futex_mutex *m) {
     }
 }
 
+/* ----- glibc's robust protocol inline (brood's fast path, in C) ----- */
+
+#define FUTEX_WAITERS_BIT 0x80000000u
+#define FUTEX_TID_MASK_ 0x3fffffffu
+#define CF __asm__ volatile("" ::: "memory")
+
+/* The calling thread's robust list head (glibc's), checked for the layout
+ * brood's fast path assumes (64-bit glibc: __lock at 0, __list.__next at 32). */
+static volatile uintptr_t *rl_head;
+static uint32_t rl_tid;
+
+static void rl_setup(void) {
+    uintptr_t head = 0;
+    size_t len = 0;
+    if (syscall(SYS_get_robust_list, 0, &head, &len) != 0 || !head || len != 3 * sizeof(void *) ||
+        ((intptr_t *)head)[1] != -32) {
+        fprintf(stderr, "sync: glibc's robust list is not laid out as brood's fast path expects\n");
+        exit(1);
+    }
+    rl_head = (volatile uintptr_t *)head;
+    rl_tid = (uint32_t)syscall(SYS_gettid);
+}
+
+#define RL_WORD(m) ((_Atomic uint32_t *)(void *)(m))
+#define RL_LINK(m) ((uintptr_t)(m) + 32)
+#define AT(addr) (*(volatile uintptr_t *)(addr))
+
+static inline void rl_lock(pthread_mutex_t *m) {
+    uintptr_t e = RL_LINK(m);
+    rl_head[2] = e; /* list_op_pending */
+    CF;
+    uint32_t z = 0;
+    if (!atomic_compare_exchange_strong_explicit(RL_WORD(m), &z, rl_tid, memory_order_acquire,
+                                                 memory_order_relaxed)) {
+        /* uncontended rows only */
+        fprintf(stderr, "sync: robustlist lock is busy\n");
+        exit(1);
+    }
+    CF;
+    uintptr_t first = rl_head[0];
+    AT((first & ~1ul) - 8) = e;
+    AT(e) = first;
+    AT(e - 8) = (uintptr_t)rl_head;
+    CF;
+    rl_head[0] = e;
+    CF;
+    rl_head[2] = 0;
+}
+
+static inline void rl_unlock(pthread_mutex_t *m) {
+    uintptr_t e = RL_LINK(m);
+    if ((atomic_load_explicit(RL_WORD(m), memory_order_relaxed) & FUTEX_TID_MASK_) != rl_tid) {
+        fprintf(stderr, "sync: robustlist unlock by a non-owner\n");
+        exit(1);
+    }
+    rl_head[2] = e;
+    CF;
+    uintptr_t next = AT(e), prev = AT(e - 8);
+    AT((next & ~1ul) - 8) = prev;
+    AT(prev & ~1ul) = next;
+    CF;
+    uint32_t t = rl_tid;
+    if (!atomic_compare_exchange_strong_explicit(RL_WORD(m), &t, 0, memory_order_release,
+                                                 memory_order_relaxed) &&
+        (atomic_exchange_explicit(RL_WORD(m), 0, memory_order_release) & FUTEX_WAITERS_BIT))
+        syscall(SYS_futex, RL_WORD(m), FUTEX_WAKE, 1, NULL, NULL, 0);
+    CF;
+    rl_head[2] = 0;
+}
+
+/* ----- a futex word holding the owner's TID ----- */
+
+static inline void tid_lock(_Atomic uint32_t *w) {
+    uint32_t z = 0;
+    if (!atomic_compare_exchange_strong_explicit(w, &z, rl_tid, memory_order_acquire,
+                                                 memory_order_relaxed)) {
+        fprintf(stderr, "sync: tid lock is busy\n");
+        exit(1);
+    }
+}
+
+static inline void tid_unlock(_Atomic uint32_t *w) {
+    uint32_t t = rl_tid;
+    if (!atomic_compare_exchange_strong_explicit(w, &t, 0, memory_order_release,
+                                                 memory_order_relaxed) &&
+        (atomic_exchange_explicit(w, 0, memory_order_release) & FUTEX_WAITERS_BIT))
+        futex_wake(w, 1);
+}
+
 static void robust_init(pthread_mutex_t *m) {
     pthread_mutexattr_t a;
     pthread_mutexattr_init(&a);
@@ -150,6 +247,10 @@ struct state {
     char pad1[64];
     pthread_mutex_t robust;
     char pad2[64];
+    pthread_mutex_t robustlist;
+    char pad2b[64];
+    _Atomic uint32_t tidword;
+    char pad2c[60];
     int64_t counter;
     char pad3[56];
     /* counter runs: readiness, go, done times */
@@ -189,6 +290,20 @@ static double lock_pairs(const char *kind, long n) {
         for (long i = 0; i < n; i++) {
             robust_lock(m);
             pthread_mutex_unlock(m);
+        }
+    } else if (strcmp(kind, "robustlist") == 0) {
+        pthread_mutex_t *m = &st->robustlist;
+        t = now();
+        for (long i = 0; i < n; i++) {
+            rl_lock(m);
+            rl_unlock(m);
+        }
+    } else if (strcmp(kind, "tid") == 0) {
+        _Atomic uint32_t *w = &st->tidword;
+        t = now();
+        for (long i = 0; i < n; i++) {
+            tid_lock(w);
+            tid_unlock(w);
         }
     } else {
         fprintf(stderr, "sync: unknown lock %s\n", kind);
@@ -299,29 +414,30 @@ static double fill(long n) {
 /* ----- shm ----- */
 
 static char *seg, *src;
-static size_t seg_len;
+static size_t seg_len, src_len;
 
+/* A fresh segment every call (the last one is unmapped first), faulted in
+ * before the timed write: see the harness's shm test. */
 static double shm_write(const char *how, size_t bytes) {
-    if (seg_len != bytes) {
-        if (seg) {
-            munmap(seg, seg_len);
-            free(src);
-        }
-        char name[64];
-        snprintf(name, sizeof name, "/brood-bench-sync-c-%d", (int)getpid());
-        int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) die("shm_open");
-        if (ftruncate(fd, (off_t)bytes) != 0) die("ftruncate");
-        seg = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (seg == MAP_FAILED) die("mmap");
-        shm_unlink(name); /* mapped: nothing left to clean up */
-        close(fd);
-        seg_len = bytes;
+    if (seg) munmap(seg, seg_len);
+    if (src_len != bytes) {
+        free(src);
         src = malloc(bytes);
         if (!src) die("malloc");
         for (size_t i = 0; i < bytes; i++) src[i] = (char)(i * 31 + 7);
-        memset(seg, 0, bytes); /* warm */
+        src_len = bytes;
     }
+    char name[64];
+    snprintf(name, sizeof name, "/brood-bench-sync-c-%d", (int)getpid());
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) die("shm_open");
+    if (ftruncate(fd, (off_t)bytes) != 0) die("ftruncate");
+    seg = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (seg == MAP_FAILED) die("mmap");
+    shm_unlink(name); /* mapped: nothing left to clean up */
+    close(fd);
+    seg_len = bytes;
+    memset(seg, 0, bytes); /* warm: every page in */
     int copy = strcmp(how, "memcpy") == 0;
     if (!copy && strcmp(how, "memset") != 0) {
         fprintf(stderr, "sync: unknown shm write %s\n", how);
@@ -404,6 +520,8 @@ static void setup(void) {
     if (sem_init(&st->ping, 1, 0) != 0) die("sem_init");
     if (sem_init(&st->pong, 1, 0) != 0) die("sem_init");
     robust_init(&st->robust);
+    robust_init(&st->robustlist);
+    rl_setup();
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -440,8 +558,10 @@ static void standalone(void) {
     double v[SEM_ITERS];
     static const char *locks[][2] = {{"futex", "C futex mutex (3-state, shared)"},
                                      {"sem", "C sem_t (pshared) sem_wait/sem_post"},
-                                     {"robust", "C pthread mutex (pshared, robust, errorcheck)"}};
-    for (int k = 0; k < 3; k++) {
+                                     {"robust", "C pthread mutex (pshared, robust, errorcheck)"},
+                                     {"robustlist", "C robust-list protocol inline (brood's fast path in C)"},
+                                     {"tid", "C futex word holding the owner's TID"}};
+    for (int k = 0; k < 5; k++) {
         lock_pairs(locks[k][0], LOCK_PAIRS / 5);
         for (int r = 0; r < LOCK_RUNS; r++) v[r] = lock_pairs(locks[k][0], LOCK_PAIRS);
         line("lock", locks[k][1], v, LOCK_RUNS, 0);

@@ -19,9 +19,12 @@ is a fork-context Process:
   wrapper takes the lock; ctypes converts every float), or under
   `get_lock()` a memoryview copy from an array.array (a memmove). The
   source is built before the fork, untimed; us.
-- shm: `shm.buf[:] = src` of a warm 100 MiB SharedMemory (create=True,
-  unlinked at once: the mapping stays, /dev/shm keeps nothing), src a warm
-  100 MiB bytes; GB/s.
+- shm: `shm.buf[:] = src` of a 100 MiB SharedMemory (create=True,
+  unlinked at once: the mapping stays, /dev/shm keeps nothing), a fresh one
+  per run, faulted in (untimed) before the timed write; src a warm 100 MiB
+  bytes; GB/s.
+- create: CREATE_N Value('q') and as many Lock() made and kept (the time of
+  the making only); ms.
 - sem: round trips over two Semaphore(0) between the parent and one child
   (started once); each round trip timed; us. Run twice: as the scheduler
   places the two processes (sem), then both pinned to the last CPU
@@ -47,6 +50,7 @@ COUNTER_N, COUNTER_RUNS = 100_000, 15
 FILL_N, FILL_RUNS = 1_000_000, 15
 SHM_BYTES, SHM_RUNS = 100 << 20, 10
 SEM_WARMUP, SEM_ITERS, SEM_ROUNDS = 2000, 20000, 10
+CREATE_N, CREATE_RUNS = 10_000, 7
 
 ctx = multiprocessing.get_context("fork")
 
@@ -159,15 +163,20 @@ class Fill:
 
 
 class Shm:
+    """A fresh segment per run, faulted in (untimed) before the timed
+    write, as the Rust and C rows do."""
+
     def __init__(self):
-        self.shm = shared_memory.SharedMemory(create=True, size=SHM_BYTES)
-        self.shm.unlink()  # the mapping stays; nothing is left in /dev/shm
+        self.shm = None
         self.src = bytes(i * 31 + 7 & 0xFF for i in range(256)) * (SHM_BYTES // 256)
-        self.shm.buf[:] = self.src  # warm
 
     def run(self, n):
+        self.finish()
+        self.shm = shared_memory.SharedMemory(create=True, size=n)
+        self.shm.unlink()  # the mapping stays; nothing is left in /dev/shm
         buf, src = self.shm.buf, self.src
-        assert n == len(buf)
+        assert n == len(buf) == len(src)
+        buf[:] = bytes(n)  # warm: every page in
         t = time.perf_counter()
         buf[:] = src
         secs = time.perf_counter() - t
@@ -175,7 +184,9 @@ class Shm:
         return [n / secs / 1e9]
 
     def finish(self):
-        self.shm.close()
+        if self.shm is not None:
+            self.shm.close()
+            self.shm = None
 
 
 # ----- sem -----
@@ -214,6 +225,25 @@ class Sem:
         assert self.proc.exitcode == 0, self.proc.exitcode
 
 
+# ----- create -----
+
+
+class Create:
+    def run(self, n):
+        clock = time.perf_counter
+        t = clock()
+        values = [ctx.Value("q", i) for i in range(n)]
+        locks = [ctx.Lock() for _ in range(n)]
+        ms = (clock() - t) * 1e3
+        assert values[-1].value == n - 1
+        assert locks[-1].acquire(False)
+        del values, locks
+        return [ms]
+
+    def finish(self):
+        pass
+
+
 # (test, row name, row factory); the test's (warm-up, count per run, runs)
 ROWS = [
     ("lock", "python Lock acquire/release", LockPairs),
@@ -222,6 +252,7 @@ ROWS = [
     ("fill", "python Array('d') memoryview copy from array.array", lambda: Fill(fill_memoryview)),
     ("shm", "python SharedMemory buf[:] = bytes", Shm),
     ("sem", "python Semaphore", Sem),
+    ("create", "python Value('q') + Lock()", Create),
 ]
 SCHEDULE = {
     "lock": (LOCK_PAIRS // 5, LOCK_PAIRS, LOCK_RUNS),
@@ -231,6 +262,7 @@ SCHEDULE = {
     "shm": (SHM_BYTES, SHM_BYTES, SHM_RUNS),
     "sem": (SEM_WARMUP, SEM_ITERS // SEM_ROUNDS, SEM_ROUNDS),
     "sem-pinned": (SEM_WARMUP, SEM_ITERS // SEM_ROUNDS, SEM_ROUNDS),
+    "create": (CREATE_N, CREATE_N, CREATE_RUNS),
 }
 
 

@@ -1,4 +1,4 @@
-//! The Rust side of the side-by-side benchmarks. Three tables:
+//! The Rust side of the side-by-side benchmarks. Four tables:
 //!
 //! - `start`: "start + join of a child that returns at once", one
 //!   [`Workload`] per row;
@@ -7,7 +7,9 @@
 //!   [`pipes`]);
 //! - `sync`: shared memory and locks: uncontended lock pairs, a locked
 //!   counter in two processes, an array filled by a child, 100 MiB writes
-//!   to a shared memory segment, semaphore ping-pong (see [`sync`]).
+//!   to a shared memory segment, semaphore ping-pong (see [`sync`]);
+//! - `queue`: brood's `Queue` against ipc-channel and crossbeam-channel,
+//!   1→1, 4×4 and round trip (see [`queue`]).
 //!
 //! Prints one TSV line per measurement, the table's name first:
 //!
@@ -15,6 +17,7 @@
 //! - `rtt<TAB>cpus<TAB>name<TAB>median_us<TAB>p10_us<TAB>p90_us<TAB>n`
 //! - `bw<TAB>cpus<TAB>name<TAB>GBps<TAB>slowest_run_GBps<TAB>fastest_run_GBps<TAB>runs<TAB>MiB_per_run`
 //! - `sync<TAB>test<TAB>name<TAB>median<TAB>lo<TAB>hi<TAB>n`
+//! - `queue<TAB>test<TAB>name<TAB>value<TAB>n`
 //!
 //! where `cpus` is how many CPUs the harness (and so its children) may run
 //! on: `bench/run` runs the pipes table twice, as the scheduler places it
@@ -29,6 +32,7 @@
 
 mod manager;
 mod pipes;
+mod queue;
 mod sync;
 
 /// Starts a C floor program in `--driven` mode, found through `$env`, else
@@ -246,16 +250,16 @@ fn main() {
             "--table" => {
                 let t = args
                     .next()
-                    .expect("--table needs start, pipes, sync or manager");
+                    .expect("--table needs start, pipes, sync, queue or manager");
                 assert!(
-                    ["start", "pipes", "sync", "manager"].contains(&t.as_str()),
-                    "--table is start, pipes, sync or manager, not {t:?}"
+                    ["start", "pipes", "sync", "queue", "manager"].contains(&t.as_str()),
+                    "--table is start, pipes, sync, queue or manager, not {t:?}"
                 );
                 table = Some(t);
             }
             "-h" | "--help" => {
                 eprintln!(
-                    "usage: brood-bench [--table start|pipes|sync|manager] [--iters N] [--only SUBSTRING]"
+                    "usage: brood-bench [--table start|pipes|sync|queue|manager] [--iters N] [--only SUBSTRING]"
                 );
                 eprintln!("start table (--iters overrides the counts):");
                 for w in WORKLOADS {
@@ -270,6 +274,10 @@ fn main() {
                 );
                 for name in sync::row_names() {
                     eprintln!("  {name}");
+                }
+                eprintln!("queue table (test: row):");
+                for (test, name) in queue::ROW_NAMES {
+                    eprintln!("  {test}: {name}");
                 }
                 eprintln!("manager table:");
                 for name in manager::row_names() {
@@ -288,6 +296,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "sync") {
         sync::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "queue") {
+        queue::run(only.as_deref());
     }
     if table.as_deref().is_none_or(|t| t == "manager") {
         manager::run(only.as_deref());

@@ -20,15 +20,23 @@
 //!   a source the parent built before the fork (as the Python and C rows
 //!   do: every row copies the same 8 MB) and lets go; the child times that and nothing else (the start and the join are
 //!   not counted); [`FILL_RUNS`] children; µs.
-//! - `shm`: one write of the whole of a warm [`SHM_BYTES`] named segment
+//! - `shm`: one write of the whole of a [`SHM_BYTES`] named segment
 //!   (`shm_open`; the name is unlinked at once, the mapping stays), by
 //!   memcpy from a warm private buffer or by memset; [`SHM_RUNS`] runs;
-//!   GB/s (10^9 bytes written per second).
+//!   GB/s (10^9 bytes written per second). Every run maps a fresh segment
+//!   and faults all of it in (untimed) before the timed write, and the
+//!   rows run in reverse order every other round: which side's pages are
+//!   placed first alternates, so the rows compare the writes, not where
+//!   one long-lived segment's pages happened to land.
 //! - `sem`: round trips between the parent and one child (started once)
 //!   over two semaphores; each round trip timed, [`SEM_ITERS`] in
 //!   [`SEM_ROUNDS`] rounds after [`SEM_WARMUP`]; µs. Run twice, as the
 //!   counter: `sem` and `sem-pinned` (where the two take turns, and a round
 //!   trip is the software path alone).
+//!
+//! - `create`: [`CREATE_N`] `Value<i64>`s and as many `Lock`s made and kept
+//!   (the time of the making only; they are dropped after), [`CREATE_RUNS`]
+//!   runs; ms.
 //!
 //! Every run is preceded, per row, by one untimed run (the warm-up). Prints
 //! `sync<TAB>test<TAB>name<TAB>median<TAB>lo<TAB>hi<TAB>n` per row: `lo`
@@ -60,6 +68,8 @@ pub(crate) const SHM_RUNS: usize = 10;
 pub(crate) const SEM_WARMUP: usize = 2_000;
 pub(crate) const SEM_ITERS: usize = 20_000;
 pub(crate) const SEM_ROUNDS: usize = 10;
+pub(crate) const CREATE_N: usize = 10_000;
+pub(crate) const CREATE_RUNS: usize = 7;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Test {
@@ -72,10 +82,11 @@ enum Test {
     Sem,
     /// The `Sem` rows again, everything pinned to one CPU.
     SemPinned,
+    Create,
 }
 
 impl Test {
-    const ALL: [Test; 7] = [
+    const ALL: [Test; 8] = [
         Test::Lock,
         Test::Counter,
         Test::CounterPinned,
@@ -83,6 +94,7 @@ impl Test {
         Test::Shm,
         Test::Sem,
         Test::SemPinned,
+        Test::Create,
     ];
 
     fn key(self) -> &'static str {
@@ -94,6 +106,7 @@ impl Test {
             Test::Shm => "shm",
             Test::Sem => "sem",
             Test::SemPinned => "sem-pinned",
+            Test::Create => "create",
         }
     }
 
@@ -118,6 +131,7 @@ impl Test {
             Test::Fill => (FILL_N, FILL_N, FILL_RUNS),
             Test::Shm => (SHM_BYTES, SHM_BYTES, SHM_RUNS),
             Test::Sem => (SEM_WARMUP, SEM_ITERS / SEM_ROUNDS, SEM_ROUNDS),
+            Test::Create => (CREATE_N, CREATE_N, CREATE_RUNS),
             _ => (COUNTER_N, COUNTER_N, COUNTER_RUNS),
         }
     }
@@ -156,6 +170,8 @@ const ROWS: &[Row] = &[
     Row { test: Test::Lock, name: C_FUTEX, start: |c| c.c_row("lock futex") },
     Row { test: Test::Lock, name: "C sem_t (pshared) sem_wait/sem_post", start: |c| c.c_row("lock sem") },
     Row { test: Test::Lock, name: C_ROBUST, start: |c| c.c_row("lock robust") },
+    Row { test: Test::Lock, name: "C robust-list protocol inline (brood's fast path in C)", start: |c| c.c_row("lock robustlist") },
+    Row { test: Test::Lock, name: "C futex word holding the owner's TID", start: |c| c.c_row("lock tid") },
     Row { test: Test::Counter, name: "brood Value<i64> lock() += 1", start: brood_counter },
     Row { test: Test::Counter, name: C_FUTEX, start: |c| c.c_row("counter futex") },
     Row { test: Test::Counter, name: C_ROBUST, start: |c| c.c_row("counter robust") },
@@ -167,6 +183,7 @@ const ROWS: &[Row] = &[
     Row { test: Test::Shm, name: "C memset", start: |c| c.c_row("shm memset") },
     Row { test: Test::Sem, name: "brood Semaphore", start: brood_sem },
     Row { test: Test::Sem, name: "C sem_t (pshared)", start: |c| c.c_row("sem") },
+    Row { test: Test::Create, name: "brood Value<i64>::new + Lock::new", start: brood_create },
 ];
 
 const C_FUTEX: &str = "C futex mutex (3-state, shared)";
@@ -326,6 +343,19 @@ fn brood_fill(_: &mut Ctx) -> Option<Box<dyn Runner>> {
     })
 }
 
+fn brood_create(_: &mut Ctx) -> Option<Box<dyn Runner>> {
+    runner(move |n| {
+        let t = Instant::now();
+        let values: Vec<Value<i64>> = (0..n).map(|i| Value::new(i as i64).unwrap()).collect();
+        let locks: Vec<Lock> = (0..n).map(|_| Lock::new().unwrap()).collect();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(values[n - 1].get().unwrap(), n as i64 - 1);
+        assert!(locks[n - 1].try_lock().is_ok());
+        drop((values, locks));
+        vec![ms]
+    })
+}
+
 struct BroodSem {
     ping: Semaphore,
     pong: Semaphore,
@@ -368,10 +398,9 @@ fn brood_sem(_: &mut Ctx) -> Option<Box<dyn Runner>> {
     Some(Box::new(BroodSem { ping, pong, child }))
 }
 
-/// The 100 MiB segment and the warm source buffer of the two brood shm
-/// rows, made by whichever starts first.
+/// The warm source buffer of the two brood shm rows, made by whichever
+/// starts first (each row maps a fresh segment per run).
 struct ShmBufs {
-    shm: SharedMemory,
     src: Vec<u8>,
     runs: u8,
 }
@@ -457,36 +486,42 @@ impl Ctx {
         let bufs = self
             .shm
             .get_or_insert_with(|| {
-                // Named like Python's (shm_open), untracked, and unlinked at
-                // once: the mapping stays, /dev/shm keeps nothing.
-                let shm = SharedMemory::options()
-                    .named()
-                    .size(SHM_BYTES)
-                    .track(false)
-                    .create()
-                    .unwrap();
-                shm.unlink().unwrap();
                 let src: Vec<u8> = (0..SHM_BYTES).map(|i| (i * 31 + 7) as u8).collect();
-                shm.write_at(0, &src).unwrap(); // warm
-                Rc::new(RefCell::new(ShmBufs { shm, src, runs: 0 }))
+                Rc::new(RefCell::new(ShmBufs { src, runs: 0 }))
             })
             .clone();
+        let mut shm: Option<SharedMemory> = None;
         runner(move |n| {
             let mut b = bufs.borrow_mut();
-            assert_eq!(n, b.shm.len());
+            // A fresh segment every run (the last one goes first), so the
+            // row measures brood's write, not where one segment's pages
+            // happened to land.
+            drop(shm.take());
+            // Named like Python's (shm_open), untracked, and unlinked at
+            // once: the mapping stays, /dev/shm keeps nothing.
+            let seg = SharedMemory::options()
+                .named()
+                .size(n)
+                .track(false)
+                .create()
+                .unwrap();
+            seg.unlink().unwrap();
+            // SAFETY: no other process or thread knows this segment.
+            unsafe { seg.as_mut_slice() }.fill(0); // warm: every page in
             b.runs = b.runs.wrapping_add(1);
             let byte = b.runs;
             let t = Instant::now();
             if memset {
-                // SAFETY: no other process or thread knows this segment.
-                unsafe { b.shm.as_mut_slice() }.fill(byte);
+                // SAFETY: as above.
+                unsafe { seg.as_mut_slice() }.fill(byte);
             } else {
-                b.shm.write_at(0, &b.src).unwrap();
+                seg.write_at(0, &b.src[..n]).unwrap();
             }
             let secs = t.elapsed().as_secs_f64();
             let mut last = [0u8];
-            b.shm.read_at(n - 1, &mut last).unwrap();
+            seg.read_at(n - 1, &mut last).unwrap();
             assert_eq!(last[0], if memset { byte } else { b.src[n - 1] });
+            shm = Some(seg);
             vec![n as f64 / secs / 1e9]
         })
     }
@@ -552,9 +587,15 @@ pub(crate) fn run(only: Option<&str>) {
             r.run(warmup);
         }
         let mut samples: Vec<Vec<f64>> = rows.iter().map(|_| Vec::new()).collect();
-        for _ in 0..runs {
-            for (r, s) in runners.iter_mut().zip(&mut samples) {
-                s.extend(r.run(n));
+        for round in 0..runs {
+            // shm: every run maps and fills a fresh segment; which side
+            // gets its pages first alternates from round to round.
+            let mut order: Vec<usize> = (0..runners.len()).collect();
+            if test.rows() == Test::Shm && round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                samples[i].extend(runners[i].run(n));
             }
         }
         for r in runners {

@@ -110,8 +110,10 @@ fn tour_list_lists_every_topic() {
         "process",
         "start-methods",
         "pipe",
+        "queue",
         "shared-memory",
         "semaphore",
+        "log",
     ];
     assert_eq!(names, expected);
     let run = brood(&["tour", "--list"], Duration::from_secs(30));
@@ -295,6 +297,20 @@ fn tour_runs_one_topic() {
         run.stdout
             .contains("<zombie: exited, not yet reaped by PPID")
     );
+}
+
+#[test]
+fn tour_queue_sums_the_pairs_and_joins_before_reading() {
+    let run = brood(&["tour", "queue"], Duration::from_secs(60));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    let sums = said(&run.stdout)
+        .into_iter()
+        .filter(|(who, _, text)| who == "handle" && text.contains(" = "))
+        .count();
+    assert_eq!(sums, 2, "the handler prints two sums:\n{}", run.stdout);
+    assert!(run.stdout.contains("get_timeout(2 s) -> Timeout"));
+    assert!(run.stdout.contains("nobody has read yet"));
+    assert!(run.stdout.contains("intact: true"));
 }
 
 /// The lines the tour prints for what a process did, `  WHO PID | TEXT`,

@@ -329,6 +329,9 @@ fn reaper_loop(wake: i32) {
 /// and at the end of every forked child's body.
 pub(crate) fn exit_cleanup() {
     let table = lock();
+    if table.live.is_empty() {
+        return;
+    }
     let live: Vec<(Pid, Entry)> = table.live.iter().map(|(p, e)| (*p, e.clone())).collect();
     drop(table);
     let mut waits = Vec::new();

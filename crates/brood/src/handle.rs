@@ -37,7 +37,8 @@
 //! ```
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use serde::de;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -48,15 +49,20 @@ use crate::error::Result;
 thread_local! {
     static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    /// The fds recorded once per key (an arena's) in the transfer in
+    /// progress: key → index.
+    static OUTGOING_KEYS: RefCell<Option<HashMap<u64, u32>>> = const { RefCell::new(None) };
 }
 
 /// Encodes `value`, collecting (duplicates of) the fds it holds.
 pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     let previous = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
+    let previous_keys = OUTGOING_KEYS.with(|k| k.borrow_mut().replace(HashMap::new()));
     let bytes = codec::encode(value);
     let fds = OUTGOING
         .with(|o| std::mem::replace(&mut *o.borrow_mut(), previous))
         .unwrap_or_default();
+    OUTGOING_KEYS.with(|k| *k.borrow_mut() = previous_keys);
     Ok((bytes?, fds))
 }
 
@@ -67,10 +73,12 @@ pub(crate) fn encode_into_with_fds<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<Vec<OwnedFd>> {
     let previous = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
+    let previous_keys = OUTGOING_KEYS.with(|k| k.borrow_mut().replace(HashMap::new()));
     let encoded = codec::encode_into(buf, value);
     let fds = OUTGOING
         .with(|o| std::mem::replace(&mut *o.borrow_mut(), previous))
         .unwrap_or_default();
+    OUTGOING_KEYS.with(|k| *k.borrow_mut() = previous_keys);
     encoded.map(|()| fds)
 }
 
@@ -92,6 +100,61 @@ pub(crate) fn decode_with_fds<T: de::DeserializeOwned>(
     with_incoming(fds, || codec::decode(bytes))
 }
 
+/// Records (a duplicate of) `fd` for the transfer in progress, once per
+/// `key`: every later call with the same key in the same transfer returns
+/// the same index (an arena's fd crosses once, however many of its objects
+/// do).
+pub(crate) fn outgoing_fd_once(key: u64, fd: BorrowedFd<'_>) -> std::result::Result<u32, String> {
+    let known = OUTGOING_KEYS.with(|k| k.borrow().as_ref().and_then(|m| m.get(&key).copied()));
+    if let Some(index) = known {
+        return Ok(index);
+    }
+    let index = record_outgoing(fd)?;
+    OUTGOING_KEYS.with(|k| {
+        if let Some(m) = k.borrow_mut().as_mut() {
+            m.insert(key, index);
+        }
+    });
+    Ok(index)
+}
+
+/// Takes fd `#index` of the transfer being decoded (`None`: no transfer,
+/// no such fd, or already taken).
+pub(crate) fn take_incoming_fd(index: u32) -> Option<OwnedFd> {
+    INCOMING.with(|slot| {
+        slot.borrow_mut()
+            .as_mut()
+            .and_then(|list| list.get_mut(index as usize))
+            .and_then(Option::take)
+    })
+}
+
+/// Duplicates `fd` into the transfer in progress; its index.
+fn record_outgoing(fd: BorrowedFd<'_>) -> std::result::Result<u32, String> {
+    OUTGOING.with(|o| -> std::result::Result<u32, String> {
+        let mut slot = o.borrow_mut();
+        let Some(list) = slot.as_mut() else {
+            return Err(
+                "a file descriptor can only cross to another process as an argument of \
+                        Process::with_args / Builder::target_with, or in a value sent with \
+                        Connection::send over a Unix connection (or Connection::send_fd)"
+                    .into(),
+            );
+        };
+        // SAFETY: F_DUPFD_CLOEXEC on a borrowed, open fd returns a new fd.
+        let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            return Err(format!(
+                "cannot duplicate fd: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: `dup` is a fresh fd owned by nothing else.
+        list.push(unsafe { OwnedFd::from_raw_fd(dup) });
+        Ok((list.len() - 1) as u32)
+    })
+}
+
 /// Serializes an fd for a transfer to a child process (use with
 /// `#[serde(serialize_with = "brood::handle::serialize_fd")]`).
 ///
@@ -109,28 +172,7 @@ pub fn serialize_fd<F: AsFd, S: Serializer>(
     fd: &F,
     serializer: S,
 ) -> std::result::Result<S::Ok, S::Error> {
-    let index = OUTGOING.with(|o| -> std::result::Result<u32, String> {
-        let mut slot = o.borrow_mut();
-        let Some(list) = slot.as_mut() else {
-            return Err(
-                "a file descriptor can only cross to another process as an argument of \
-                        Process::with_args / Builder::target_with, or in a value sent with \
-                        Connection::send over a Unix connection (or Connection::send_fd)"
-                    .into(),
-            );
-        };
-        // SAFETY: F_DUPFD_CLOEXEC on a borrowed, open fd returns a new fd.
-        let dup = unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-        if dup < 0 {
-            return Err(format!(
-                "cannot duplicate fd: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: `dup` is a fresh fd owned by nothing else.
-        list.push(unsafe { OwnedFd::from_raw_fd(dup) });
-        Ok((list.len() - 1) as u32)
-    });
+    let index = record_outgoing(fd.as_fd());
     match index {
         Ok(i) => FdIndex(i).serialize(serializer),
         Err(msg) => Err(serde::ser::Error::custom(msg)),
@@ -152,13 +194,7 @@ pub fn deserialize_fd<'de, D: Deserializer<'de>, F: From<OwnedFd>>(
     deserializer: D,
 ) -> std::result::Result<F, D::Error> {
     let FdIndex(i) = FdIndex::deserialize(deserializer)?;
-    INCOMING
-        .with(|slot| {
-            slot.borrow_mut()
-                .as_mut()
-                .and_then(|list| list.get_mut(i as usize))
-                .and_then(Option::take)
-        })
+    take_incoming_fd(i)
         .map(F::from)
         .ok_or_else(|| de::Error::custom(format!("no file descriptor #{i} came with this message")))
 }

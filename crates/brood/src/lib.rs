@@ -29,11 +29,16 @@
 //!   [`sync`]: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
 //!   `Condition`, `Event`, `Barrier`, all process-shared, with a dead holder
 //!   reported rather than deadlocking.
+//! - [`queue`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] — first in,
+//!   first out between processes, in shared memory, with no feeder thread;
+//!   a producer or consumer killed mid-operation blocks no one.
 //! - [`manager`]: [`Manager`], shared objects in a server process
 //!   ([`ManagedMap`], [`ManagedList`], queues, locks…), local or over TCP.
 //! - [`os`]: the syscall layer, public for the lessons of the tutorial this
 //!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
 //! - [`codec`]: the one serialization format (MessagePack).
+//! - [`log`](mod@log): one log file that many processes append to, rotated
+//!   once across them; an `io::Write`, a `tracing` writer, a `log` backend.
 //!
 //! Values cross between processes and back as pieces of a program's data:
 //!
@@ -69,9 +74,11 @@ mod context;
 mod error;
 pub mod handle;
 mod launch;
+pub mod log;
 pub mod manager;
 pub mod os;
 mod process;
+pub mod queue;
 pub mod shm;
 pub mod sync;
 pub mod task;
@@ -89,6 +96,7 @@ pub use process::{
     Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
     authkey, cpu_count, current_process, parent_process, set_authkey,
 };
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
 
 #[doc(hidden)]

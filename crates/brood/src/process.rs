@@ -33,7 +33,7 @@ use crate::error::{Error, ErrorKind, PanicReport, Result};
 use crate::handle;
 use crate::launch::{self, Body, HEADER_LEN, Launcher, Popen, Spec, Work};
 use crate::os::{self, ExitStatus, Pid, PidFd};
-use crate::task::{self, Fail};
+use crate::task;
 
 /// A function running (or about to run) in a child process.
 ///
@@ -101,6 +101,8 @@ struct Running {
     eof: bool,
     /// The exit status, once reaped by `is_alive`/`exitcode`.
     status: Cell<Option<ExitStatus>>,
+    /// The fork launcher's write end (see `Launched::keep`).
+    keep: Option<OwnedFd>,
 }
 
 struct Done<R> {
@@ -245,7 +247,7 @@ impl Builder {
     {
         let body: Body = Box::new(move || {
             let value = f();
-            codec::encode(&value).map_err(|e| Fail::Encode(e.to_string()))
+            launch::encode_value(&value)
         });
         self.build(Ok(Work::Closure(body)), Some(StartMethod::Fork))
     }
@@ -343,7 +345,7 @@ pub unsafe fn allow_fork_with_threads() {
 /// Whether forking now could deadlock the child: other threads run and the
 /// program did not opt in.
 fn fork_is_hazardous() -> bool {
-    if FORK_WITH_THREADS.load(Ordering::SeqCst) {
+    if FORK_WITH_THREADS.load(Ordering::SeqCst) || os::single_threaded() {
         return false;
     }
     let ours = usize::from(children::reaper_running());
@@ -566,6 +568,7 @@ where
                     buf: Vec::new(),
                     eof: false,
                     status: Cell::new(None),
+                    keep: launched.keep,
                 });
                 Ok(())
             }
@@ -646,11 +649,24 @@ where
             .map_err(|e| e.in_process(&self.name));
         let pid = running.popen.pid();
         children::lock().forget(pid);
-        self.state = State::Done(Done {
+        let done = State::Done(Done {
             status,
             pid,
             outcome: None,
         });
+        if let State::Running(Running {
+            result,
+            keep: Some(keep),
+            status: reaped,
+            eof,
+            ..
+        }) = std::mem::replace(&mut self.state, done)
+            && reaped.get().is_some()
+        {
+            // Reaped, so nothing writes to the pipe any more; drained to
+            // `EAGAIN` unless a whole frame ended the reading.
+            launch::fork::recycle(result, keep, !eof);
+        }
         outcome
     }
 
@@ -904,13 +920,23 @@ impl Running {
 
     /// Reads what the pipe holds now, without blocking.
     fn drain(&mut self) -> Result<()> {
+        // The first read goes to a small stack buffer: nothing is allocated
+        // for a child that sends nothing (`()` under fork) or a small frame
+        // (a 4 KiB allocation here would make glibc consolidate its free
+        // chunks: copy-on-write faults while a child shares the heap).
+        let mut small = [std::mem::MaybeUninit::<u8>::uninit(); 64];
         while !self.eof {
             // Read straight into the buffer's spare room: no zeroed scratch
             // buffer, whose pages would be copy-on-write faults after a fork.
-            if self.buf.capacity() - self.buf.len() < 4096 {
+            let first = self.buf.is_empty();
+            if !first && self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(self.buf.len().clamp(4096, 1 << 20));
             }
-            let spare = self.buf.spare_capacity_mut();
+            let spare = if first {
+                &mut small[..]
+            } else {
+                self.buf.spare_capacity_mut()
+            };
             // SAFETY: `spare` is valid for writes of its length; read(2)
             // initialises the first `n` bytes it reports.
             let n = unsafe {
@@ -924,8 +950,15 @@ impl Running {
                 0 => self.eof = true,
                 n if n > 0 => {
                     let n = n as usize;
-                    // SAFETY: read(2) initialised these `n` bytes.
-                    unsafe { self.buf.set_len(self.buf.len() + n) };
+                    if first {
+                        // SAFETY: read(2) initialised the first `n` bytes.
+                        let got =
+                            unsafe { std::slice::from_raw_parts(small.as_ptr().cast::<u8>(), n) };
+                        self.buf.extend_from_slice(got);
+                    } else {
+                        // SAFETY: read(2) initialised these `n` bytes.
+                        unsafe { self.buf.set_len(self.buf.len() + n) };
+                    }
                     if self.buf.len() > codec::DEFAULT_MAX_FRAME + HEADER_LEN {
                         return Err(Error::simple(
                             ErrorKind::TooLarge,
@@ -995,6 +1028,15 @@ impl Running {
                     )),
                 };
             }
+        }
+        // No frame and exit code 0: under fork, a function that returned
+        // `()` (or another zero-sized value encoded as nil) sends none.
+        if std::mem::size_of::<R>() == 0
+            && self.buf.is_empty()
+            && status == Some(ExitStatus::Exited(0))
+            && let Ok(value) = codec::decode(launch::UNIT_ENCODING)
+        {
+            return Ok(value);
         }
         Err(match status {
             Some(ExitStatus::Signaled {

@@ -112,7 +112,7 @@ where
     // SAFETY: only instantiated by `Process::new` and friends for an `F` that
     // passed `assert_captures_nothing` and is a function or closure type.
     let f = unsafe { conjure::<F>() };
-    codec::encode(&f()).map_err(|e| Fail::Encode(e.to_string()))
+    crate::launch::encode_value(&f())
 }
 
 pub(crate) fn trampoline1<F, A, R>(args: &[u8]) -> std::result::Result<Vec<u8>, Fail>
@@ -124,7 +124,7 @@ where
     let args: A = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
     // SAFETY: as in `trampoline0`.
     let f = unsafe { conjure::<F>() };
-    codec::encode(&f(args)).map_err(|e| Fail::Encode(e.to_string()))
+    crate::launch::encode_value(&f(args))
 }
 
 /// One function registered with `#[brood::task]`. Built by the macro; you do
@@ -192,5 +192,5 @@ where
     R: Serialize,
 {
     let args: A = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
-    codec::encode(&f(args)).map_err(|e| Fail::Encode(e.to_string()))
+    crate::launch::encode_value(&f(args))
 }

@@ -140,8 +140,9 @@ fn capturing_fork_cycles_leak_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     common::allow_fork();
     // Warm up once: the first child starts the tree's resource tracker,
-    // whose connection stays open.
-    let mut p = Process::fork(|| 0usize);
+    // whose connection stays open, and the fork launcher keeps the last
+    // joined child's result pipe for the next child (one pipe, never more).
+    let mut p = Process::fork(|| ());
     p.start().unwrap();
     p.join().unwrap();
     let before = open_fds();

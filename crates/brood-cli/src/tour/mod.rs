@@ -16,10 +16,12 @@ mod double_fork;
 mod exit;
 mod fork;
 pub(crate) mod kit;
+mod log;
 mod orphan;
 mod pids;
 mod pipe;
 mod process;
+mod queue;
 pub(crate) mod reference;
 mod semaphore;
 mod shared_memory;
@@ -137,6 +139,13 @@ pub(crate) const TOPICS: &[Topic] = &[
         run: pipe::run,
     },
     Topic {
+        name: "queue",
+        section: "§7.2",
+        title: "Queue: messages first in, first out",
+        summary: "Queue(3) request/handle example; a 10 MiB put joined before reading; a producer killed mid-run",
+        run: queue::run,
+    },
+    Topic {
         name: "shared-memory",
         section: "§7.3",
         title: "shared memory: Value, Array, SharedMemory",
@@ -150,13 +159,18 @@ pub(crate) const TOPICS: &[Topic] = &[
         summary: "at most 3 of 6 tasks at a time (timeline), over-release refused, set/wait, barrier indices",
         run: semaphore::run,
     },
+    Topic {
+        name: "log",
+        section: "§links",
+        title: "log rotation across processes (a topic the reference links to)",
+        summary: "four processes, one rotating log: every line once, whole, in order; Python's RotatingFileHandler loses lines",
+        run: log::run,
+    },
 ];
 
 /// The reference's sections no topic covers yet, with what they teach.
-pub(crate) const MISSING: &[(&str, &str)] = &[
-    ("§6", "进程池, the pool: multiprocessing.Pool, apply_async"),
-    ("§7.2", "消息队列, the message queue: multiprocessing.Queue"),
-];
+pub(crate) const MISSING: &[(&str, &str)] =
+    &[("§6", "进程池, the pool: multiprocessing.Pool, apply_async")];
 
 /// Says which sections of the reference the tour does not cover yet (for
 /// `brood tour --help`, and the end of the tour).

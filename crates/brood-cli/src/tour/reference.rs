@@ -308,3 +308,9 @@ for i in range(3):  # 有3个人想要执行任务
   p = Process(target=rnewu)
   p.start()
   p.join()"##;
+
+/// A linked topic (the reference's list of related articles): "python 实现多进程日志轮转ConcurrentLogHandler",
+/// its opening words as the reference shows them (cut off mid-sentence there).
+pub(crate) const LOG_ROTATION: &str = r##"python 实现多进程日志轮转ConcurrentLogHandler
+
+记录日志是我们程序中必不可少的一个功能,但是日志文件如果没有合理的管理,时间长了几百兆的日志文件就很难分析了(都不想打开看),但是又不可能经常手动去管理它 日志轮转:根据时间或者文件大小控制日志的文件个数,不用我们手动管理 python中logging模块内置的有几个支持日志轮转的handler 常用的有TimedRotatingFileHandler根据时间轮转 RotatingFileHandler根据文件大小轮转 但是内置的这些handler是多线程安全的,而不支持多进程(可以修改源码加锁"##;

@@ -2,6 +2,7 @@
 //! closure directly. Fast, and closures may capture anything.
 
 use std::io;
+use std::os::fd::OwnedFd;
 
 use super::{Launched, Launcher, Popen, Spec, Work};
 use crate::children;
@@ -15,14 +16,18 @@ impl Launcher for Fork {
         if work.is_none() {
             return Err(super::spawn::no_work());
         }
-        let (read, write) = os::pipe_cloexec()?;
-        super::spawn::set_nonblocking(&read)?;
+        // Both ends non-blocking (the child's frame writer waits out a full
+        // pipe with poll): the last joined child's, else a new one.
+        let parent = os::getpid();
+        let (read, write) = match SPARE.take(parent) {
+            Some(pair) => pair,
+            None => os::pipe_cloexec_nonblocking()?,
+        };
         super::install_panic_hook();
         // Whether a panic in the child records a backtrace: read here, so
         // the child never reads the environment (std's environment lock may
         // be held by another thread at the fork).
         super::note_backtrace_wish();
-        let parent = os::getpid();
         // With SIGCHLD ignored the kernel reaps a child the moment it exits,
         // so a quick child could be gone (and its pid reused) before the
         // parent opens its pidfd: the child then waits for a go first.
@@ -38,16 +43,26 @@ impl Launcher for Fork {
         // of inheriting them held by another thread for ever (the child
         // flushes stdout at exit, and prints if its function does). The
         // parent waits here for a thread that is printing, as any print
-        // would.
-        let std_streams = hold_std_streams();
+        // would. A process that never ran a second thread has no other
+        // thread to fear: it only flushes, and holds neither these locks
+        // nor the default method's and forkserver client's below (each
+        // lock taken and released across the fork is a write, so a
+        // copy-on-write fault, on both sides).
+        let alone = os::single_threaded();
+        let std_streams = if alone {
+            flush_stdout();
+            None
+        } else {
+            Some(hold_std_streams())
+        };
         // Hold the children table across the fork so the child never
         // inherits it locked by another thread.
         let child_me = children::Me::of(spec);
         // The forkserver client's lock first, then the table's (the order
         // used everywhere): the child inherits neither held by another
         // thread.
-        let mut default_method = crate::context::hold_for_fork();
-        let client = super::forkserver::hold_for_fork();
+        let mut default_method = (!alone).then(crate::context::hold_for_fork);
+        let client = (!alone).then(super::forkserver::hold_for_fork);
         let mut table = children::lock();
         table.reap_orphans();
         // SAFETY: the child runs `child_main`, which ends in `_exit` and never
@@ -55,18 +70,37 @@ impl Launcher for Fork {
         // caller's hazard, documented on `Process` and `os::fork`.
         match unsafe { os::fork() }? {
             ForkResult::Child => {
-                super::FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
+                super::CHILD
+                    .forked
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 table.become_child(child_me);
                 drop(table);
-                super::forkserver::release_in_child(client);
-                *default_method = Some(spec.start_method);
+                match client {
+                    Some(guard) => super::forkserver::release_in_child(guard),
+                    // Alone: its lock is free; the inherited client is
+                    // forgotten the first time this process asks for one.
+                    None => super::forkserver::close_in_child(),
+                }
+                // The child starts its own children the way it was started
+                // (Python's inherited context). Alone, the lock is free.
+                match default_method.as_mut() {
+                    Some(held) => **held = Some(spec.start_method),
+                    None => *crate::context::hold_for_fork() = Some(spec.start_method),
+                }
                 drop(default_method);
                 drop(std_streams);
-                drop(read);
+                // Closed with a bare syscall: the child would otherwise fault
+                // in libc's `close` code for it.
+                os::close_now(read);
                 if spec.daemon {
                     // Die with the parent, even when it is SIGKILLed.
                     super::die_with_parent(parent);
                 }
+                // The parent can read the exit status: a `()` result needs
+                // no frame (see `child_main`).
+                super::CHILD
+                    .unit_without_frame
+                    .store(gate.is_none(), std::sync::atomic::Ordering::Relaxed);
                 if let Some((go, hold)) = gate {
                     drop(hold);
                     let mut byte = [0u8; 1];
@@ -89,7 +123,8 @@ impl Launcher for Fork {
                 drop(client);
                 drop(default_method);
                 drop(std_streams);
-                drop(write);
+                // Kept: see `Launched::keep`.
+
                 // The child is ours and unreaped, so its pid cannot be reused
                 // before this pidfd is open.
                 let pidfd = PidFd::open(child);
@@ -110,7 +145,10 @@ impl Launcher for Fork {
                 table.register(
                     child,
                     children::Entry {
-                        name: spec.name.clone(),
+                        // The child's copy of its own name, reused: every
+                        // allocation and free here touches heap pages the
+                        // child shares.
+                        name: child_me.name.unwrap_or_else(|| spec.name.clone()),
                         daemon: spec.daemon,
                         served: None,
                     },
@@ -118,9 +156,33 @@ impl Launcher for Fork {
                 Ok(Launched {
                     popen: Popen::Direct(pidfd),
                     result: read,
+                    keep: Some(write),
                 })
             }
         }
+    }
+}
+
+fn flush_stdout() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// The result pipe of the last child joined, for the next one: a pipe costs
+/// a `pipe2` and two closes (about 4 µs), a reused one nothing.
+static SPARE: os::FdPairSlot = os::FdPairSlot::new();
+
+/// Offers a joined, reaped child's result pipe for reuse (`drained`: the
+/// parent last read `EAGAIN` from it, after the reap). Only an empty pipe
+/// is kept (else one more read must find nothing): a child that died
+/// mid-frame, or
+/// a grandchild that wrote to an inherited copy, leaves its pipe unused.
+/// Reuse is safe because nothing writes to the pipe after the child is
+/// gone: its own children inherit the write end, but only ever write to
+/// their own pipes.
+pub(crate) fn recycle(read: OwnedFd, write: OwnedFd, drained: bool) {
+    if drained || os::is_drained(&read) {
+        SPARE.put(os::getpid(), (read, write));
     }
 }
 

@@ -98,6 +98,7 @@ fn client() -> MutexGuard<'static, Option<Client>> {
 /// Takes the client's lock for a fork (before the children table's lock,
 /// the order `ForkServer::launch` uses too), so the child never inherits it
 /// held by another thread.
+#[inline]
 pub(crate) fn hold_for_fork() -> MutexGuard<'static, Option<Client>> {
     CLIENT.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -105,18 +106,29 @@ pub(crate) fn hold_for_fork() -> MutexGuard<'static, Option<Client>> {
 /// In a freshly forked child, with the guard from [`hold_for_fork`]: drop
 /// the parent's connection, so the server sees end of file when the parent
 /// exits, not when its last child does.
+#[inline]
 pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
-    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
     if let Some(old) = guard.take() {
-        // Closed below, through its raw number: forget the owner.
-        std::mem::forget(old.sock);
+        // Its socket is closed below, through its raw number; the rest is
+        // forgotten too, not freed (frees would be copy-on-write faults).
+        std::mem::forget(old);
     }
     drop(guard);
+    close_in_child();
+}
+
+/// The part of [`release_in_child`] that needs no lock: closes the
+/// inherited client socket through its raw number. What the child's
+/// `CLIENT` still holds is forgotten by [`client`] (its owner is the
+/// parent) the first time the child asks for a client.
+#[inline]
+pub(crate) fn close_in_child() {
+    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: the fd is this process's inherited copy of the parent's
         // client socket, whose owner was just forgotten, so it is closed
         // once.
-        unsafe { libc::close(fd) };
+        unsafe { crate::os::close_raw_now(fd) };
     }
 }
 
@@ -158,6 +170,7 @@ impl Launcher for ForkServer {
                     return Ok(Launched {
                         popen: Popen::Served(pidfd),
                         result: read,
+                        keep: None,
                     });
                 }
                 Err(e) if is_broken(&e) => {

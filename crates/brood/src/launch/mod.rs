@@ -8,7 +8,9 @@
 //! exits. Tag 0: the function returned, payload is the encoded value; tag 1:
 //! it panicked, payload is an encoded [`PanicReport`]; tag 2: the value could
 //! not be encoded, payload is the message. No complete frame means the child
-//! died (or exited) before returning, and its exit status says how.
+//! died (or exited) before returning, and its exit status says how — except
+//! under fork, where a `()` (zero-sized, nil-encoded) value is sent as no
+//! frame and exit code 0 (see `UNIT_ENCODING` and README.md).
 
 pub(crate) mod fork;
 pub(crate) mod forkserver;
@@ -216,6 +218,11 @@ pub(crate) struct Launched {
     pub(crate) popen: Popen,
     /// Read end of the result pipe (non-blocking, close-on-exec).
     pub(crate) result: OwnedFd,
+    /// The fork launcher's own copy of the pipe's write end: kept while the
+    /// child runs (so the child's exit is one wake-up, not an end-of-file
+    /// and then the exit), and the pipe reused for the next child once this
+    /// one is joined (see `fork::recycle`). `None` for the other launchers.
+    pub(crate) keep: Option<OwnedFd>,
 }
 
 /// The parent's view of one running child, whatever started it.
@@ -277,11 +284,32 @@ thread_local! {
     static LAST_PANIC: std::cell::RefCell<Option<PanicReport>> = const { std::cell::RefCell::new(None) };
 }
 
-static IN_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-/// Set in a forked child (`fork.rs`): other threads of the parent may have
-/// held locks at the fork, so the child reads nothing lockable on brood's
-/// behalf (the backtrace wish comes from [`WANT_BACKTRACE`]).
-pub(crate) static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// What a child process knows about itself, in one static that starts with
+/// a non-zero byte: it then sits in `.data` beside brood's other statics a
+/// forked child writes (the children table, the forkserver client's fd),
+/// not in `.bss`. Each page a forked child writes costs it a copy-on-write
+/// fault.
+#[repr(C)]
+pub(crate) struct ChildFlags {
+    _in_data: u8,
+    /// Set in every brood child (`child_main`).
+    pub(crate) in_child: std::sync::atomic::AtomicBool,
+    /// Set in a forked child (`fork.rs`): other threads of the parent may
+    /// have held locks at the fork, so the child reads nothing lockable on
+    /// brood's behalf (the backtrace wish comes from [`WANT_BACKTRACE`]).
+    pub(crate) forked: std::sync::atomic::AtomicBool,
+    /// Set in a forked child whose parent can read its exit status (SIGCHLD
+    /// not ignored): a value that encodes as [`UNIT_ENCODING`] is then sent
+    /// as no frame at all.
+    pub(crate) unit_without_frame: std::sync::atomic::AtomicBool,
+}
+
+pub(crate) static CHILD: ChildFlags = ChildFlags {
+    _in_data: 1,
+    in_child: std::sync::atomic::AtomicBool::new(false),
+    forked: std::sync::atomic::AtomicBool::new(false),
+    unit_without_frame: std::sync::atomic::AtomicBool::new(false),
+};
 /// The pid of a spawned child (set by `spawn::child`): that process, and
 /// no child it forks, ends through `exit` so its atexit handlers run.
 static EXIT_HOOKS_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -297,10 +325,23 @@ static WANT_BACKTRACE: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 
 /// Reads `RUST_BACKTRACE` for the child about to be forked.
 pub(crate) fn note_backtrace_wish() {
-    WANT_BACKTRACE.store(backtrace_wanted(), std::sync::atomic::Ordering::Relaxed);
+    use std::sync::atomic::Ordering::Relaxed;
+    // Stored only when it changes: a write to a page costs a copy-on-write
+    // fault per child.
+    let want = backtrace_wanted();
+    if WANT_BACKTRACE.load(Relaxed) != want {
+        WANT_BACKTRACE.store(want, Relaxed);
+    }
 }
 
 fn backtrace_wanted() -> bool {
+    // A single-threaded process reads it without std's environment lock
+    // (no other thread can be writing the environment): taking the lock is
+    // a write to a page the parent otherwise leaves alone between forks,
+    // and each such page costs it a copy-on-write fault per child.
+    if let Some(want) = os::env_flag_unlocked(c"RUST_BACKTRACE") {
+        return want;
+    }
     std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
 }
 static HOOK: std::sync::Once = std::sync::Once::new();
@@ -320,9 +361,9 @@ pub(crate) fn install_panic_hook() {
     HOOK.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if IN_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
+            if CHILD.in_child.load(std::sync::atomic::Ordering::Relaxed) {
                 // A forked child must not take std's environment lock.
-                let want_bt = if FORKED.load(std::sync::atomic::Ordering::Relaxed) {
+                let want_bt = if CHILD.forked.load(std::sync::atomic::Ordering::Relaxed) {
                     WANT_BACKTRACE.load(std::sync::atomic::Ordering::Relaxed)
                 } else {
                     backtrace_wanted()
@@ -353,35 +394,64 @@ fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Writes header and payload with as few writes as the pipe allows (one,
-/// usually), so the parent wakes once.
+/// usually), so the parent wakes once. The fd may be non-blocking (the
+/// fork launcher's pipe is, at both ends): a full pipe is waited out with
+/// `poll`, never dropped.
 fn write_frame(fd: &OwnedFd, header: &[u8], payload: &[u8]) {
     use std::os::fd::AsRawFd;
-    let iov = [
-        libc::iovec {
-            iov_base: header.as_ptr() as *mut libc::c_void,
-            iov_len: header.len(),
-        },
-        libc::iovec {
-            iov_base: payload.as_ptr() as *mut libc::c_void,
-            iov_len: payload.len(),
-        },
-    ];
-    let n = loop {
+    let (mut header, mut payload) = (header, payload);
+    while !header.is_empty() || !payload.is_empty() {
+        let iov = [
+            libc::iovec {
+                iov_base: header.as_ptr() as *mut libc::c_void,
+                iov_len: header.len(),
+            },
+            libc::iovec {
+                iov_base: payload.as_ptr() as *mut libc::c_void,
+                iov_len: payload.len(),
+            },
+        ];
         // SAFETY: both iovecs point into live slices for the call.
         let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
-        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            break n;
+        if n < 0 {
+            match std::io::Error::last_os_error().kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => {
+                    // The parent drains the pipe while it waits for us.
+                    os::wait_writable(fd);
+                    continue;
+                }
+                _ => return,
+            }
         }
-    };
-    if n < 0 {
-        return;
+        let n = n as usize;
+        let from_header = n.min(header.len());
+        header = &header[from_header..];
+        payload = &payload[n - from_header..];
     }
-    let n = n as usize;
-    if n < header.len() {
-        let _ = os::write_all_raw(fd, &header[n..]) && os::write_all_raw(fd, payload);
-    } else {
-        os::write_all_raw(fd, &payload[n - header.len()..]);
+}
+
+/// What `()` (and any other value of a zero-sized type that encodes as
+/// MessagePack's nil) encodes to. A child whose function returned such a
+/// value writes no frame at all under fork (see [`child_main`]): exit code
+/// 0 says everything, and the parent decodes the value from these bytes.
+pub(crate) const UNIT_ENCODING: &[u8] = &[0xc0];
+
+/// Encodes a child's return value. A zero-sized value that encodes as nil
+/// (`()`, unit structs) gives an empty vector, allocating nothing: the
+/// child then sends [`UNIT_ENCODING`], or under fork no frame.
+pub(crate) fn encode_value<R: Serialize>(value: &R) -> Result<Vec<u8>, Fail> {
+    if std::mem::size_of::<R>() == 0 {
+        let mut buf = [0u8; 8];
+        let mut rest = &mut buf[..];
+        if rmp_serde::encode::write_named(&mut rest, value).is_ok()
+            && rest.len() == buf.len() - UNIT_ENCODING.len()
+            && buf.starts_with(UNIT_ENCODING)
+        {
+            return Ok(Vec::new());
+        }
     }
+    crate::codec::encode(value).map_err(|e| Fail::Encode(e.to_string()))
 }
 
 /// The child's side of every start method: run the body under
@@ -402,13 +472,14 @@ pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
     child_main_with(body, result)
 }
 
-/// [`child_main`] for any function (a forked child runs its copy of the
-/// work in place).
-pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
-    install_panic_hook();
-    IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
-    let outcome = panic::catch_unwind(AssertUnwindSafe(body));
-    let (tag, payload, code) = match outcome {
+/// The frame's tag, payload and exit code for a body that did not return a
+/// value.
+#[cold]
+#[inline(never)]
+fn failure_frame(
+    outcome: Result<Result<Vec<u8>, Fail>, Box<dyn std::any::Any + Send>>,
+) -> (u8, Vec<u8>, i32) {
+    match outcome {
         Ok(Ok(bytes)) => (TAG_RETURNED, bytes, 0),
         Ok(Err(Fail::Encode(message))) => (TAG_ENCODE_FAILED, message.into_bytes(), 1),
         Ok(Err(Fail::BadArgs(message))) => (TAG_BAD_ARGS, message.into_bytes(), 1),
@@ -426,6 +497,28 @@ pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, resu
             let bytes = crate::codec::encode(&report).unwrap_or_default();
             (TAG_PANICKED, bytes, 1)
         }
+    }
+}
+
+/// [`child_main`] for any function (a forked child runs its copy of the
+/// work in place). Inlined into the fork launcher: a forked child maps each
+/// 64 KiB of code it runs with a page fault, so its path stays together.
+#[inline(always)]
+pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
+    install_panic_hook();
+    CHILD
+        .in_child
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Who writes the frame: this process, not a process the function
+    // forked and let return here (its frame would land in a pipe the
+    // parent may have reused for another child by then).
+    let me = os::getpid();
+    let outcome = panic::catch_unwind(AssertUnwindSafe(body));
+    let (tag, payload, code) = match outcome {
+        Ok(Ok(bytes)) => (TAG_RETURNED, bytes, 0),
+        // Out of line: the common path stays a two-way branch (a jump
+        // table would be one more page for a forked child to fault in).
+        other => failure_frame(other),
     };
     let mut header = [0u8; HEADER_LEN];
     header[0] = tag;
@@ -438,9 +531,23 @@ pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, resu
         use std::io::Write;
         let _ = std::io::stdout().flush();
     });
-    write_frame(&result, &header, &payload);
-    drop(result);
-    if EXIT_HOOKS_PID.load(std::sync::atomic::Ordering::Relaxed) == os::getpid().as_raw() {
+    // A returned nil-encoded value needs no frame under fork: exit code 0
+    // says it (the parent decodes `UNIT_ENCODING`). Elsewhere it is sent.
+    let unit = tag == TAG_RETURNED && payload.is_empty();
+    let now = os::getpid();
+    if now == me
+        && !(unit
+            && CHILD
+                .unit_without_frame
+                .load(std::sync::atomic::Ordering::Relaxed))
+    {
+        let payload: &[u8] = if unit { UNIT_ENCODING } else { &payload };
+        header[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        write_frame(&result, &header, payload);
+    }
+    // Not closed: exit closes it (one syscall fewer).
+    std::mem::forget(result);
+    if EXIT_HOOKS_PID.load(std::sync::atomic::Ordering::Relaxed) == now.as_raw() {
         std::process::exit(code)
     }
     os::exit_now(code)

@@ -48,6 +48,7 @@ impl Launcher for Spawn {
         Ok(Launched {
             popen: Popen::Direct(pidfd),
             result: ours,
+            keep: None,
         })
     }
 }

@@ -14,6 +14,7 @@
 //! assert_ne!(os::getppid(), me);
 //! ```
 
+pub(crate) mod flock;
 mod pidfd;
 pub mod proc;
 pub(crate) mod scm;
@@ -152,6 +153,42 @@ pub fn getpid() -> Pid {
     Pid(unsafe { libc::getpid() })
 }
 
+/// In a single-threaded process ([`single_threaded`]), whether the
+/// environment variable `name` is set to something other than `0` (how std
+/// reads `RUST_BACKTRACE`), read without std's environment lock and without
+/// allocating; `None` when other threads may exist (then use `std::env`,
+/// which takes the lock).
+pub(crate) fn env_flag_unlocked(name: &std::ffi::CStr) -> Option<bool> {
+    if !single_threaded() {
+        return None;
+    }
+    // SAFETY: no other thread exists, so nothing modifies the environment
+    // during the call; getenv returns null or a NUL-terminated string that
+    // stays valid until the environment changes (we read it at once).
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return Some(false);
+    }
+    // SAFETY: as above: a valid C string, read before anything can change it.
+    Some(unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() != b"0")
+}
+
+/// Whether this process has never run a second thread: glibc's
+/// `__libc_single_threaded`, which the first `pthread_create` clears (it
+/// stays clear after threads exit). `false` means "maybe several threads";
+/// `true` is certain, and lets a fork skip what only guards against other
+/// threads (the `/proc/self/task` count, holding locks across the fork).
+pub(crate) fn single_threaded() -> bool {
+    unsafe extern "C" {
+        static __libc_single_threaded: libc::c_char;
+    }
+    // SAFETY: glibc (2.32+) defines this byte for the life of the process.
+    // It is written only by a thread that is about to create another one,
+    // so while it reads true no other thread exists to write it; once false
+    // it stays false (the read is volatile, a plain byte load either way).
+    unsafe { std::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
+}
+
 /// The parent's process id (`getppid(2)`, Python's `os.getppid()`).
 ///
 /// After the parent dies this is the process that adopted the caller: the
@@ -180,6 +217,7 @@ pub fn getppid() -> Pid {
 /// brood::os::exit_now(3);
 /// ```
 #[doc(alias = "_exit")]
+#[inline]
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit(2) is async-signal-safe and never returns.
     unsafe { libc::_exit(code) }
@@ -676,6 +714,151 @@ pub(crate) fn pipe_cloexec() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::O
             std::os::fd::OwnedFd::from_raw_fd(fds[1]),
         )
     })
+}
+
+/// A pipe whose two ends close on `exec` and never block (`pipe2` with
+/// `O_CLOEXEC | O_NONBLOCK`: one syscall where `pipe_cloexec` plus
+/// `fcntl` take three).
+pub(crate) fn pipe_cloexec_nonblocking() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>
+{
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// A slot for one pair of fds kept for reuse, shared by threads without a
+/// lock (so a forked child never inherits it held), that a process forked
+/// while it was full does not use: [`take`](FdPairSlot::take) closes fds
+/// put there by another process (its parent).
+pub(crate) struct FdPairSlot {
+    /// The two fds (first in the low 32 bits), or `EMPTY`.
+    pair: std::sync::atomic::AtomicU64,
+    /// The pid of the process that filled the slot.
+    owner: std::sync::atomic::AtomicI32,
+}
+
+impl FdPairSlot {
+    const EMPTY: u64 = u64::MAX;
+
+    pub(crate) const fn new() -> FdPairSlot {
+        FdPairSlot {
+            pair: std::sync::atomic::AtomicU64::new(Self::EMPTY),
+            owner: std::sync::atomic::AtomicI32::new(0),
+        }
+    }
+
+    /// Takes the pair, if the slot holds one that `me` (the caller's pid)
+    /// put there.
+    pub(crate) fn take(&self, me: Pid) -> Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+        use std::os::fd::FromRawFd;
+        use std::sync::atomic::Ordering;
+        let packed = self.pair.swap(Self::EMPTY, Ordering::AcqRel);
+        if packed == Self::EMPTY {
+            return None;
+        }
+        // SAFETY: `put` stored two open fds it owned and gave up; the swap
+        // above made this call their only owner.
+        let pair = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(packed as u32 as i32),
+                std::os::fd::OwnedFd::from_raw_fd((packed >> 32) as u32 as i32),
+            )
+        };
+        if self.owner.load(Ordering::Acquire) != me.as_raw() {
+            // Inherited through a fork: this process's copies, closed.
+            return None;
+        }
+        Some(pair)
+    }
+
+    /// Puts a pair in the slot (closing the one it held, if any); `me` is
+    /// the caller's pid.
+    pub(crate) fn put(&self, me: Pid, pair: (std::os::fd::OwnedFd, std::os::fd::OwnedFd)) {
+        use std::os::fd::IntoRawFd;
+        use std::sync::atomic::Ordering;
+        let (a, b) = (pair.0.into_raw_fd(), pair.1.into_raw_fd());
+        self.owner.store(me.as_raw(), Ordering::Release);
+        let packed = u64::from(a as u32) | (u64::from(b as u32) << 32);
+        let old = self.pair.swap(packed, Ordering::AcqRel);
+        if old != Self::EMPTY {
+            // SAFETY: as in `take`: the swap made us their only owner.
+            unsafe {
+                libc::close(old as u32 as i32);
+                libc::close((old >> 32) as u32 as i32);
+            }
+        }
+    }
+}
+
+/// Whether a non-blocking pipe's read end holds nothing now (a read finds
+/// no data; what it read, if anything, is lost, so the pipe is not reused).
+pub(crate) fn is_drained(fd: &impl std::os::fd::AsRawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: one writable byte for the call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), (&raw mut byte).cast(), 1) };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+/// Closes `fd` (errors ignored, as `OwnedFd`'s drop does), with
+/// [`close_raw_now`].
+pub(crate) fn close_now(fd: std::os::fd::OwnedFd) {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the fd was owned and is given up here, so it is closed once.
+    unsafe { close_raw_now(fd.into_raw_fd()) }
+}
+
+/// Closes a raw fd, errors ignored. On x86-64 Linux it makes the `close`
+/// syscall itself rather than through libc: a freshly forked child maps
+/// each 64 KiB of code it runs with a page fault, and libc's `close`
+/// wrapper would cost it one more.
+///
+/// # Safety
+///
+/// `raw` must be an open fd that nothing else will use or close.
+pub(crate) unsafe fn close_raw_now(raw: std::os::fd::RawFd) {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    // SAFETY: per the contract `raw` is closed once. The `syscall`
+    // instruction takes the number in rax and the first argument in rdi,
+    // returns in rax, and clobbers rcx and r11 (declared); it touches no
+    // memory of ours and leaves the stack alone.
+    unsafe {
+        let _ret: i64;
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_close => _ret,
+            in("rdi") i64::from(raw),
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack, preserves_flags)
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    // SAFETY: as above, `raw` is closed once.
+    unsafe {
+        libc::close(raw);
+    }
+}
+
+/// Blocks until `fd` is writable (or in error); async-signal-safe.
+pub(crate) fn wait_writable(fd: &impl std::os::fd::AsRawFd) {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the call; EINTR just returns early and the
+    // caller retries its write.
+    unsafe { libc::poll(&mut pfd, 1, -1) };
 }
 
 /// Writes all of `buf`, retrying on EINTR; async-signal-safe (no allocation),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::arena::{self, Allocation};
 use super::tracker;
 use crate::error::{Error, Result};
 
@@ -729,17 +730,40 @@ struct Slot<T> {
 }
 
 /// A block of shared memory holding a `T` at its start (after a magic
-/// word), and any bytes after it. The memory stays mapped as long as the
-/// block (or a clone) lives.
+/// word), and any bytes after it: a piece of an arena when it is small
+/// (`shm/arena.rs`), a segment of its own otherwise. The memory stays
+/// mapped as long as the block (or a clone) lives.
 pub(crate) struct Block<T: SharedState> {
-    mem: SharedMemory,
+    /// The address of the `Slot<T>`, and the block's length.
+    base: usize,
+    len: usize,
+    place: Place,
     _state: PhantomData<fn() -> T>,
+}
+
+#[derive(Clone)]
+enum Place {
+    /// A segment of its own.
+    Own(SharedMemory),
+    /// A piece of an arena.
+    Arena(Arc<Allocation>),
+}
+
+impl Place {
+    /// Whether this is the last handle of the memory in this process.
+    fn is_last(&self) -> bool {
+        match self {
+            Place::Own(mem) => Arc::strong_count(&mem.inner) == 1,
+            Place::Arena(a) => Arc::strong_count(a) == 1,
+        }
+    }
 }
 
 impl<T: SharedState> Drop for Block<T> {
     fn drop(&mut self) {
-        if Arc::strong_count(&self.mem.inner) == 1 && self.get().must_stay_mapped() {
-            std::mem::forget(self.mem.clone());
+        if self.place.is_last() && self.get().must_stay_mapped() {
+            // Never unmapped, never reused: a robust list points into it.
+            std::mem::forget(self.place.clone());
         }
     }
 }
@@ -747,9 +771,52 @@ impl<T: SharedState> Drop for Block<T> {
 impl<T: SharedState> Clone for Block<T> {
     fn clone(&self) -> Self {
         Block {
-            mem: self.mem.clone(),
+            base: self.base,
+            len: self.len,
+            place: self.place.clone(),
             _state: PhantomData,
         }
+    }
+}
+
+/// How a block crosses to another process (see [`Block::from_wire`]).
+#[derive(Clone, Deserialize)]
+pub(crate) enum BlockWire {
+    Own(SharedMemory),
+    Arena {
+        key: u64,
+        fd: u32,
+        offset: u64,
+        len: u64,
+    },
+}
+
+#[derive(Serialize)]
+enum BlockWireRef<'a> {
+    Own(&'a SharedMemory),
+    Arena {
+        key: u64,
+        fd: u32,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl<T: SharedState> Serialize for Block<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match &self.place {
+            Place::Own(mem) => BlockWireRef::Own(mem),
+            Place::Arena(a) => {
+                let (key, fd, offset, len) = a.wire().map_err(serde::ser::Error::custom)?;
+                BlockWireRef::Arena {
+                    key,
+                    fd,
+                    offset,
+                    len,
+                }
+            }
+        }
+        .serialize(serializer)
     }
 }
 
@@ -759,8 +826,8 @@ impl<T: SharedState> Block<T> {
         std::mem::size_of::<Slot<T>>().next_multiple_of(align.max(64))
     }
 
-    /// An anonymous block with `tail` more bytes (aligned to `align`) after
-    /// the state, set up by `init` before anyone else can see it.
+    /// A block with `tail` more bytes (aligned to `align`) after the state,
+    /// zeroed, then set up by `init` before anyone else can see it.
     pub(crate) fn new(
         tail: usize,
         align: usize,
@@ -769,56 +836,89 @@ impl<T: SharedState> Block<T> {
         let size = Self::tail_offset(align)
             .checked_add(tail)
             .ok_or_else(|| Error::invalid("shared block too large"))?;
-        let mem = SharedMemory::new(size)?;
-        let slot = mem.as_ptr().cast::<Slot<T>>();
-        // SAFETY: the mapping is page-aligned, zero-filled, at least
-        // `size_of::<Slot<T>>()` bytes, and known to no one else yet.
+        let (base, len, place) = if size <= arena::MAX_OBJECT && align <= arena::GRAIN {
+            let a = arena::alloc(size)?;
+            (a.ptr() as usize, a.len(), Place::Arena(Arc::new(a)))
+        } else {
+            let mem = SharedMemory::new(size)?;
+            (mem.as_ptr() as usize, mem.len(), Place::Own(mem))
+        };
+        let slot = base as *mut Slot<T>;
+        // SAFETY: the memory is `GRAIN`- or page-aligned, zero-filled, at
+        // least `size_of::<Slot<T>>()` bytes, and known to no one else yet.
         unsafe {
             init(&raw mut (*slot).state)
                 .map_err(|e| Error::os_error("cannot set up shared state", e))?;
             (*slot).magic = T::MAGIC;
         }
         Ok(Block {
-            mem,
+            base,
+            len,
+            place,
             _state: PhantomData,
         })
     }
 
     /// A block received from another process, checked for size and type.
-    pub(crate) fn from_memory(mem: SharedMemory, tail: usize, align: usize) -> Result<Block<T>> {
+    pub(crate) fn from_wire(wire: BlockWire, tail: usize, align: usize) -> Result<Block<T>> {
+        let (base, len, place) = match wire {
+            BlockWire::Own(mem) => (mem.as_ptr() as usize, mem.len(), Place::Own(mem)),
+            BlockWire::Arena {
+                key,
+                fd,
+                offset,
+                len,
+            } => {
+                let a = arena::receive(key, fd, offset, len)?;
+                (a.ptr() as usize, a.len(), Place::Arena(Arc::new(a)))
+            }
+        };
         let need = Self::tail_offset(align).saturating_add(tail);
-        if mem.len() < need {
+        if len < need {
             return Err(Error::invalid("shared block is smaller than its type"));
         }
-        // SAFETY: the mapping is page-aligned and holds at least a Slot<T>;
-        // the magic word is only written before the block is shared.
-        let magic = unsafe { (*mem.as_ptr().cast::<Slot<T>>()).magic };
+        // SAFETY: the memory is aligned (page or `GRAIN`) and holds at
+        // least a Slot<T>; the magic word is only written before the block
+        // is shared.
+        let magic = unsafe { (*(base as *const Slot<T>)).magic };
         if magic != T::MAGIC {
             return Err(Error::invalid("shared block holds another type"));
         }
         Ok(Block {
-            mem,
+            base,
+            len,
+            place,
             _state: PhantomData,
         })
     }
 
+    /// Deserializes a block and checks it (see [`from_wire`](Self::from_wire)).
+    pub(crate) fn deserialize_checked<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        tail: usize,
+        align: usize,
+    ) -> std::result::Result<Block<T>, D::Error> {
+        let wire = BlockWire::deserialize(deserializer)?;
+        Block::from_wire(wire, tail, align).map_err(serde::de::Error::custom)
+    }
+
     /// The shared state.
+    #[inline]
     pub(crate) fn get(&self) -> &T {
-        // SAFETY: checked (or initialised) at construction: the mapping holds
+        // SAFETY: checked (or initialised) at construction: the memory holds
         // a valid Slot<T> for as long as `self` keeps it mapped; T is Sync
         // and only mutated through its own interior mutability.
-        unsafe { &(*self.mem.as_ptr().cast::<Slot<T>>()).state }
+        unsafe { &(*(self.base as *const Slot<T>)).state }
     }
 
     /// The first byte after the state.
     pub(crate) fn tail(&self, align: usize) -> *mut u8 {
-        // SAFETY: tail_offset is within the mapping (checked at construction).
-        unsafe { self.mem.as_ptr().add(Self::tail_offset(align)) }
+        (self.base + Self::tail_offset(align)) as *mut u8
     }
 
-    /// The memory underneath.
-    pub(crate) fn memory(&self) -> &SharedMemory {
-        &self.mem
+    /// The block's length in bytes (state and tail, and any rounding).
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 }
 
@@ -827,7 +927,7 @@ mod tests {
     use super::*;
     use crate::sync::{Event, Lock};
 
-    fn memory_of<T: Serialize>(value: &T) -> SharedMemory {
+    fn memory_of(value: &SharedMemory) -> SharedMemory {
         // Round-trip through the codec with the fds a child would get.
         let (bytes, fds) = crate::handle::encode_with_fds(value).unwrap();
         crate::handle::decode_with_fds(&bytes, fds).unwrap()
@@ -835,14 +935,68 @@ mod tests {
 
     #[test]
     fn a_block_of_another_type_is_refused() {
+        type LockBlock = Block<crate::sync::lock::LockState>;
         let lock = Lock::new().unwrap();
-        let mem = memory_of(&lock);
-        assert!(Block::<crate::sync::lock::LockState>::from_memory(mem.clone(), 0, 1).is_ok());
+        let (bytes, fds) = crate::handle::encode_with_fds(&lock).unwrap();
+        let wire: BlockWire = crate::handle::decode_with_fds(&bytes, fds).unwrap();
+        assert!(LockBlock::from_wire(wire, 0, 1).is_ok());
         let (bytes, fds) = crate::handle::encode_with_fds(&lock).unwrap();
         let as_event: Result<Event> = crate::handle::decode_with_fds(&bytes, fds);
         assert!(as_event.is_err());
         let too_small = SharedMemory::new(8).unwrap();
-        assert!(Block::<crate::sync::lock::LockState>::from_memory(too_small, 0, 1).is_err());
+        assert!(LockBlock::from_wire(BlockWire::Own(too_small), 0, 1).is_err());
+    }
+
+    #[test]
+    fn an_arena_object_outside_its_arena_is_refused() {
+        type LockBlock = Block<crate::sync::lock::LockState>;
+        let lock = Lock::new().unwrap();
+        let (bytes, fds) = crate::handle::encode_with_fds(&lock).unwrap();
+        let wire: BlockWire = crate::handle::decode_with_fds(&bytes, fds).unwrap();
+        let BlockWire::Arena { key, fd, .. } = wire else {
+            panic!("a Lock lives in an arena")
+        };
+        for (offset, len) in [
+            (u64::MAX - 63, 64),
+            (1 << 40, 64),
+            (3, 64),
+            (0, 0),
+            (0, 1 << 20),
+        ] {
+            let bad = BlockWire::Arena {
+                key,
+                fd,
+                offset,
+                len,
+            };
+            assert!(LockBlock::from_wire(bad, 0, 1).is_err(), "{offset} {len}");
+        }
+    }
+
+    #[test]
+    fn freed_arena_space_is_reused_and_zeroed() {
+        type LockBlock = Block<crate::sync::lock::LockState>;
+        // A fork by another test thread in between keeps the space (a child
+        // may hold it): try again then.
+        for _ in 0..100 {
+            let forks = arena::forks();
+            let first = LockBlock::new(0, 1, |_| Ok(())).unwrap();
+            let at = first.base;
+            let tail = first.len() - LockBlock::tail_offset(1);
+            // SAFETY: fresh block of this test; nothing else uses it.
+            unsafe { std::ptr::write_bytes(first.tail(1), 0xAB, tail) };
+            drop(first);
+            let again = LockBlock::new(0, 1, |_| Ok(())).unwrap();
+            if arena::forks() != forks {
+                continue;
+            }
+            assert_eq!(again.base, at, "the freed slot is the next one handed out");
+            // SAFETY: as above.
+            let bytes = unsafe { std::slice::from_raw_parts(again.tail(1), tail) };
+            assert!(bytes.iter().all(|&b| b == 0), "reused space is zeroed");
+            return;
+        }
+        panic!("forks all the time");
     }
 
     #[test]

@@ -23,12 +23,13 @@
 //! process tree, started with a process's first child) unlinks it (see
 //! [`SharedMemory`] and this folder's README.md).
 
+mod arena;
 mod memory;
 mod tracker;
 mod value;
 
 pub use bytemuck::{Pod, Zeroable};
-pub(crate) use memory::{Block, SharedState};
+pub(crate) use memory::{Block, BlockWire, SharedState};
 pub use memory::{Options, SharedMemory};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Typecode, Value, ValueGuard};
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::memory::{Block, SharedMemory, SharedState};
+use super::memory::{Block, SharedState};
 use crate::error::{Error, Result};
 use crate::sync::{Lock, LockGuard, LockResult, OwnerDied, TryLockError};
 
@@ -542,7 +542,7 @@ impl<T: Pod> RawArray<T> {
         let len = h.len as usize;
         let need =
             Block::<RawHeader>::tail_offset(Self::align()).saturating_add(len.saturating_mul(size));
-        if block.memory().len() < need {
+        if block.len() < need {
             return Err(Error::invalid(
                 "the shared array is smaller than its length",
             ));
@@ -648,16 +648,14 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawArray<T> {
 
 impl<T: Pod> Serialize for RawArray<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        self.block.memory().serialize(serializer)
+        self.block.serialize(serializer)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let mem = SharedMemory::deserialize(deserializer)?;
-        Block::from_memory(mem, 0, RawArray::<T>::align())
-            .and_then(RawArray::from_block)
-            .map_err(serde::de::Error::custom)
+        Block::deserialize_checked(deserializer, 0, RawArray::<T>::align())
+            .and_then(|block| RawArray::from_block(block).map_err(serde::de::Error::custom))
     }
 }
 

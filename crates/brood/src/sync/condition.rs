@@ -12,7 +12,7 @@ use super::lock::{blocking, guard_result, python_acquire, python_release};
 use super::mutex::{How, Outcome, RobustMutex};
 use super::{Lock, LockGuard, LockResult, RLock, TryLockResult, owner_died_error};
 use crate::error::{Error, Result};
-use crate::shm::{Block, SharedMemory, SharedState};
+use crate::shm::{Block, BlockWire, SharedState};
 
 /// All three change under the condition's lock, except that a woken waiter
 /// takes a token without it (see `sync/README.md`). A waiter may take a
@@ -454,7 +454,7 @@ impl Serialize for Condition {
         &self,
         serializer: S,
     ) -> std::result::Result<S::Ok, S::Error> {
-        (self.block.memory(), &self.lock).serialize(serializer)
+        (&self.block, &self.lock).serialize(serializer)
     }
 }
 
@@ -462,8 +462,8 @@ impl<'de> Deserialize<'de> for Condition {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        let (mem, lock) = <(SharedMemory, ConditionLock)>::deserialize(deserializer)?;
-        let block = Block::from_memory(mem, 0, 1).map_err(serde::de::Error::custom)?;
+        let (wire, lock) = <(BlockWire, ConditionLock)>::deserialize(deserializer)?;
+        let block = Block::from_wire(wire, 0, 1).map_err(serde::de::Error::custom)?;
         Ok(Condition { block, lock })
     }
 }

@@ -85,6 +85,7 @@ impl fmt::Debug for LockGuard<'_> {
     }
 }
 
+#[inline]
 pub(crate) fn guard_result(mutex: &RobustMutex, outcome: Outcome) -> TryLockResult<LockGuard<'_>> {
     match outcome {
         Outcome::Acquired { poisoned: false } => Ok(LockGuard::new(mutex)),
@@ -95,6 +96,7 @@ pub(crate) fn guard_result(mutex: &RobustMutex, outcome: Outcome) -> TryLockResu
     }
 }
 
+#[inline]
 pub(crate) fn blocking(result: TryLockResult<LockGuard<'_>>) -> LockResult<LockGuard<'_>> {
     match result {
         Ok(guard) => Ok(guard),
@@ -125,6 +127,7 @@ pub(crate) fn timed_acquire(mutex: &RobustMutex, how: How) -> Outcome {
     mutex.acquire(how)
 }
 
+#[inline]
 pub(crate) fn python_acquire(
     mutex: &RobustMutex,
     block: bool,
@@ -137,6 +140,7 @@ pub(crate) fn python_acquire(
     }
 }
 
+#[inline]
 pub(crate) fn python_release(mutex: &RobustMutex, what: &str) -> Result<()> {
     mutex.release().map_err(|_| {
         Error::invalid(format!(

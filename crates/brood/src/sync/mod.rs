@@ -3,9 +3,9 @@
 //! `multiprocessing` primitives, with Python's semantics, usable by children
 //! of every start method.
 //!
-//! Each lives in its own small anonymous shared memory segment and crosses
-//! to a child as an argument (`Process::with_args`) or by inheritance
-//! (`Process::fork`); every copy is the same primitive.
+//! Each lives in a small block of a shared arena (many primitives share
+//! one `memfd`) and crosses to a child as an argument (`Process::with_args`)
+//! or by inheritance (`Process::fork`); every copy is the same primitive.
 //!
 //! Unlike Python's, a lock whose holder died is never silently locked
 //! forever: the next acquirer gets the lock together with an [`OwnerDied`]
@@ -218,6 +218,38 @@ pub(crate) fn owner_died_error_released() -> Error {
     )
 }
 
+/// Test support, not part of the API: makes the calling thread use the
+/// pthread fallback for brood's locks, as when glibc's robust-list layout
+/// fails the check at run time (`on`), or lets it use the fast path again.
+/// A child forked from this thread inherits the choice; other threads keep
+/// theirs. Both paths interoperate on the same lock memory.
+/// `BROOD_LOCK_FALLBACK=1` in the environment forces the fallback for every
+/// thread of a process from the start.
+///
+/// ```
+/// brood::sync::__force_pthread_fallback(true);
+/// assert!(!brood::sync::__fast_path_active());
+/// let lock = brood::sync::Lock::new()?;
+/// drop(lock.lock().unwrap());
+/// brood::sync::__force_pthread_fallback(false);
+/// # Ok::<(), brood::Error>(())
+/// ```
+#[doc(hidden)]
+pub fn __force_pthread_fallback(on: bool) {
+    mutex::force_pthread(on)
+}
+
+/// Test support, not part of the API: whether the calling thread takes
+/// brood's own robust-list fast path (false: the pthread fallback).
+///
+/// ```
+/// let _ = brood::sync::__fast_path_active();
+/// ```
+#[doc(hidden)]
+pub fn __fast_path_active() -> bool {
+    mutex::fast_path_active()
+}
+
 /// Python's `BrokenBarrierError`.
 pub(crate) fn broken_barrier_error() -> Error {
     Error::simple(ErrorKind::BrokenBarrier, "the barrier is broken")
@@ -232,7 +264,7 @@ macro_rules! shared_serde {
                 &self,
                 serializer: S,
             ) -> std::result::Result<S::Ok, S::Error> {
-                self.block.memory().serialize(serializer)
+                self.block.serialize(serializer)
             }
         }
 
@@ -240,10 +272,8 @@ macro_rules! shared_serde {
             fn deserialize<D: serde::Deserializer<'de>>(
                 deserializer: D,
             ) -> std::result::Result<Self, D::Error> {
-                let mem = crate::shm::SharedMemory::deserialize(deserializer)?;
-                crate::shm::Block::<$state>::from_memory(mem, 0, 1)
+                crate::shm::Block::<$state>::deserialize_checked(deserializer, 0, 1)
                     .map(|block| Self { block })
-                    .map_err(serde::de::Error::custom)
             }
         }
     };

@@ -1,28 +1,63 @@
 //! The robust, process-shared mutex underneath `Lock`, `RLock`,
-//! `Condition`, `Barrier` and `Value`: a glibc `pthread_mutex_t` with
-//! `PTHREAD_PROCESS_SHARED` and `PTHREAD_MUTEX_ROBUST`, plus a poison flag
-//! and the holder's identity, all in shared memory.
+//! `Condition`, `Barrier` and `Value`.
 //!
-//! Robustness comes from the kernel: each thread's robust list (kept by
-//! libc) names the mutexes it holds, and when the thread dies the kernel
-//! marks each one `FUTEX_OWNER_DIED` and wakes a waiter, whose lock call
-//! returns `EOWNERDEAD`. We then mark the mutex consistent at once (so it
-//! stays usable) and raise the poison flag, which every acquirer sees until
-//! someone clears it — `std::sync::Mutex` poisoning, across processes.
+//! The memory is a glibc `pthread_mutex_t` (`PTHREAD_PROCESS_SHARED`,
+//! `PTHREAD_MUTEX_ROBUST`, `ERRORCHECK`), followed by a poison flag, the
+//! holder's extra recursion levels and whether it is an `RLock`, all in shared
+//! memory. Its first word is the kernel's robust-futex word: 0 when free,
+//! else the holder's TID, plus `FUTEX_WAITERS` (someone may sleep on it)
+//! and `FUTEX_OWNER_DIED` (the kernel's mark for a holder that died).
+//!
+//! Two ways to run that protocol, which interoperate on the same memory:
+//!
+//! - **fast** (the default where glibc's layout checks out at run time):
+//!   brood runs glibc's robust-mutex protocol inline — one CAS to lock, one
+//!   to unlock — and links the mutex onto the calling thread's robust list
+//!   (glibc's list, whose head `get_robust_list` names) exactly as glibc
+//!   would, so the kernel marks a dead holder's mutex `FUTEX_OWNER_DIED`;
+//! - **pthread** (the fallback): `pthread_mutex_lock` and friends.
+//!
+//! Either way the next acquirer after a holder's death gets the lock and a
+//! report; we then make the mutex consistent at once (so it stays usable)
+//! and raise the poison flag, which every acquirer sees until someone
+//! clears it — `std::sync::Mutex` poisoning, across processes. The protocol
+//! and its invariants are in `sync/README.md`.
 
 use std::cell::{Cell, UnsafeCell};
 use std::io;
 use std::sync::Once;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering, compiler_fence};
 use std::time::Duration;
 
-use super::futex::Deadline;
+use super::futex::{self, Deadline};
 
 // glibc's values (not all of them are in the libc crate for every target).
-const PTHREAD_MUTEX_RECURSIVE: libc::c_int = 1;
 const PTHREAD_MUTEX_ERRORCHECK: libc::c_int = 2;
 const PTHREAD_PROCESS_SHARED: libc::c_int = 1;
 const PTHREAD_MUTEX_ROBUST: libc::c_int = 1;
+
+// The kernel's robust-futex word (linux/futex.h).
+const FUTEX_WAITERS: u32 = 0x8000_0000;
+const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+
+// glibc's `struct __pthread_mutex_s` on 64-bit targets: `__lock` at 0,
+// `__owner` at 8, `__list.__prev` at 24, `__list.__next` at 32 (the robust
+// list links `__next` fields; the kernel finds the word at
+// `&__next + futex_offset`). Checked at run time before use.
+const OFF_OWNER: usize = 8;
+const OFF_PREV: usize = 24;
+const OFF_NEXT: usize = 32;
+/// What glibc stores as the robust list head's `futex_offset`.
+const FUTEX_OFFSET: isize = -(OFF_NEXT as isize);
+/// `sizeof(struct robust_list_head)`: list, futex_offset, list_op_pending.
+const HEAD_LEN: usize = 3 * std::mem::size_of::<usize>();
+
+const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() >= OFF_NEXT + 8);
+// A node's `__prev` is the word before its `__next` (the code below uses
+// `link - 8`).
+const _: () = assert!(OFF_PREV + 8 == OFF_NEXT);
+const _: () = assert!(std::mem::align_of::<libc::pthread_mutex_t>() >= 8);
 
 /// How long an acquire may wait.
 #[derive(Debug, Clone, Copy)]
@@ -58,54 +93,350 @@ pub(crate) enum Outcome {
 
 #[repr(C)]
 pub(crate) struct RobustMutex {
+    /// A glibc robust mutex; in fast mode only its word, its `__owner`
+    /// (see `take_over`) and its list links are touched, as glibc would.
     mutex: UnsafeCell<libc::pthread_mutex_t>,
     poisoned: AtomicU32,
-    owner_pid: AtomicI32,
-    owner_tid: AtomicI32,
-    /// Recursion depth; written only by the holder.
-    depth: AtomicU32,
+    /// Recursion levels beyond the first (an `RLock` taken again by its
+    /// holder); 0 whenever the mutex is free, so taking it leaves it alone.
+    /// Written only by the holder (and by whoever takes over from a dead
+    /// one).
+    extra: AtomicU32,
+    /// 1 for an `RLock`; set before the mutex is shared, never after.
+    recursive: AtomicU32,
 }
 
 // SAFETY: the pthread mutex is made for concurrent use through a pointer
-// (from any thread of any process mapping it); the other fields are atomics.
+// (from any thread of any process mapping it), and brood's fast path uses
+// its word only through atomics; the other fields are atomics.
 unsafe impl Sync for RobustMutex {}
 
-/// Bumped in the child of every `fork` (a `pthread_atfork` handler), so the
-/// ids cached per thread below are refreshed in a forked child.
-static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
-static ATFORK: Once = Once::new();
+// ----- the calling thread -----
 
-extern "C" fn forked() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+/// The calling thread, as the lock protocol needs it.
+#[derive(Clone, Copy)]
+struct Me {
+    /// Its TID; 0: not looked up yet (in this process).
+    tid: u32,
+    /// Its robust list head (glibc's `struct robust_list_head`), or 0 when
+    /// this thread takes the pthread path.
+    head: usize,
 }
+
+const UNKNOWN: Me = Me { tid: 0, head: 0 };
 
 thread_local! {
-    /// (fork generation, pid, tid) of the calling thread.
-    static IDS: Cell<(u32, i32, i32)> = const { Cell::new((u32::MAX, 0, 0)) };
+    static ME: Cell<Me> = const { Cell::new(UNKNOWN) };
+    /// This thread's choice made with `force_pthread` (kept in a forked
+    /// child, whose only thread is a copy of the forking one).
+    static FORCED_HERE: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
-/// The caller's (pid, tid), without a syscall after the first call of each
-/// thread (they cost most of an uncontended acquire otherwise).
-#[inline]
-fn ids() -> (i32, i32) {
-    ATFORK.call_once(|| {
-        // SAFETY: `forked` is a plain function that only bumps an atomic,
-        // fit to run in a child right after fork.
-        unsafe { libc::pthread_atfork(None, None, Some(forked)) };
-    });
-    let generation = FORK_GENERATION.load(Ordering::Relaxed);
-    IDS.with(|cell| {
-        let (cached, pid, tid) = cell.get();
-        if cached == generation {
-            return (pid, tid);
-        }
-        // SAFETY: gettid takes no arguments and cannot fail.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) as i32 };
-        let pid = crate::os::getpid().as_raw();
-        cell.set((generation, pid, tid));
-        (pid, tid)
-    })
+static INIT: Once = Once::new();
+/// glibc's layout checked out (set once, by `init_process`).
+static LAYOUT_OK: AtomicBool = AtomicBool::new(false);
+/// The pthread path is forced for every thread that made no choice of its
+/// own (`BROOD_LOCK_FALLBACK` in the environment).
+static FORCED: AtomicBool = AtomicBool::new(false);
+
+/// `pthread_atfork` child handler: the forked child's only thread has a
+/// new TID (and glibc gave it a fresh, empty robust list).
+extern "C" fn forked_child() {
+    // A const-initialised Cell without destructor: always accessible.
+    ME.set(UNKNOWN);
 }
+
+fn init_process() {
+    INIT.call_once(|| {
+        // SAFETY: `forked_child` only writes a const-initialised thread
+        // local, fit to run in a child right after fork.
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+        if std::env::var_os("BROOD_LOCK_FALLBACK").is_some_and(|v| !v.is_empty() && v != "0") {
+            FORCED.store(true, Ordering::Relaxed);
+        }
+        LAYOUT_OK.store(glibc_layout_holds(FUTEX_OFFSET), Ordering::Relaxed);
+    });
+}
+
+/// The calling thread's TID and list head, without a syscall after the
+/// first call of each thread.
+#[inline(always)]
+fn me() -> Me {
+    let me = ME.get();
+    if me.tid != 0 {
+        return me;
+    }
+    me_slow()
+}
+
+#[cold]
+#[inline(never)]
+fn me_slow() -> Me {
+    init_process();
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+    let forced = FORCED_HERE
+        .get()
+        .unwrap_or_else(|| FORCED.load(Ordering::Relaxed));
+    let head = if LAYOUT_OK.load(Ordering::Relaxed) && !forced {
+        thread_head().unwrap_or(0)
+    } else {
+        0
+    };
+    let me = Me { tid, head };
+    ME.set(me);
+    me
+}
+
+/// Forces the pthread path for the calling thread (`on`) — as when glibc's
+/// layout fails the check — or lets it take the fast path where it can; a
+/// child forked from this thread inherits the choice. Test support: both
+/// paths speak the same protocol on the same memory, so switching between
+/// operations is safe.
+pub(crate) fn force_pthread(on: bool) {
+    FORCED_HERE.set(Some(on));
+    ME.set(UNKNOWN);
+}
+
+/// Whether the calling thread takes the fast path.
+pub(crate) fn fast_path_active() -> bool {
+    me().head != 0
+}
+
+/// The calling thread's robust list head, if it is glibc's (length and
+/// futex offset as checked by `glibc_layout_holds`).
+fn thread_head() -> Option<usize> {
+    let mut head: usize = 0;
+    let mut len: usize = 0;
+    // SAFETY: pid 0 is the calling thread; both out-pointers are valid for
+    // one word each.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0,
+            &mut head as *mut usize,
+            &mut len as *mut usize,
+        )
+    };
+    if rc != 0 || head == 0 || !head.is_multiple_of(8) || len != HEAD_LEN {
+        return None;
+    }
+    // SAFETY: the kernel holds `head` as this thread's registered list
+    // head, `len` (three words) long: glibc's `robust_head` in the thread's
+    // descriptor, alive as long as the thread.
+    let offset = unsafe { (*((head + 8) as *const AtomicUsize)).load(Ordering::Relaxed) };
+    (offset as isize == FUTEX_OFFSET).then_some(head)
+}
+
+/// Whether glibc's robust list works the way brood's fast path assumes:
+/// locks and unlocks two real robust mutexes with glibc and checks, at
+/// each step, the list head, the links, the word and `__owner`.
+fn glibc_layout_holds(expected_offset: isize) -> bool {
+    if !cfg!(all(target_env = "gnu", target_pointer_width = "64")) {
+        return false;
+    }
+    let Some(head) = thread_head() else {
+        return false;
+    };
+    // SAFETY: `head` is this thread's robust list head (three words);
+    // reads only.
+    let (offset, pending) = unsafe { (word_at(head + 8), word_at(head + 16)) };
+    if offset as isize != expected_offset || pending != 0 {
+        return false;
+    }
+    let a = Probe::new();
+    let b = Probe::new();
+    let (Some(a), Some(b)) = (a, b) else {
+        return false;
+    };
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as usize;
+    // SAFETY: every address read is in `head`'s three words, in a probe
+    // (boxed, alive until the end of this function), or the `__prev` word
+    // of the node that glibc's list linked first (8 bytes before the
+    // link, which glibc itself writes on every enqueue).
+    unsafe {
+        let first = word_at(head);
+        let (la, lb) = (a.link(), b.link());
+        if a.lock() != 0 {
+            return false;
+        }
+        let mut ok = word_at(head) == la
+            && word_at(la) == first
+            && word_at(la - 8) == head
+            && word_at((first & !1) - 8) == la
+            && word_at(head + 16) == 0
+            && (word_at(a.base()) as u32 as usize) == tid
+            && (word_at(a.base() + OFF_OWNER) as u32 as usize) == tid;
+        if b.lock() != 0 {
+            a.unlock();
+            return false;
+        }
+        ok = ok
+            && word_at(head) == lb
+            && word_at(lb) == la
+            && word_at(lb - 8) == head
+            && word_at(la - 8) == lb;
+        // Out of order: `a` sits behind `b`.
+        a.unlock();
+        ok = ok
+            && word_at(head) == lb
+            && word_at(lb) == first
+            && word_at(la) == 0
+            && word_at(la - 8) == 0
+            && word_at(a.base()) as u32 == 0
+            && word_at(a.base() + OFF_OWNER) as u32 == 0;
+        b.unlock();
+        ok && word_at(head) == first && word_at(lb) == 0 && word_at(lb - 8) == 0
+    }
+}
+
+/// Reads a word.
+///
+/// # Safety
+///
+/// `addr` is aligned and valid for reads of a word.
+unsafe fn word_at(addr: usize) -> usize {
+    // SAFETY: the caller's promise.
+    unsafe { std::ptr::read_volatile(addr as *const usize) }
+}
+
+/// A private robust mutex for `glibc_layout_holds`.
+struct Probe(Box<UnsafeCell<libc::pthread_mutex_t>>);
+
+impl Probe {
+    fn new() -> Option<Probe> {
+        // SAFETY: an all-zero pthread_mutex_t is valid storage for init.
+        let probe = Probe(Box::new(UnsafeCell::new(unsafe { std::mem::zeroed() })));
+        // SAFETY: fresh, unshared memory.
+        unsafe { init_pthread(probe.0.get()) }.ok()?;
+        Some(probe)
+    }
+    fn base(&self) -> usize {
+        self.0.get() as usize
+    }
+    fn link(&self) -> usize {
+        self.base() + OFF_NEXT
+    }
+    fn lock(&self) -> libc::c_int {
+        // SAFETY: an initialised mutex, alive as long as `self`.
+        unsafe { libc::pthread_mutex_lock(self.0.get()) }
+    }
+    fn unlock(&self) {
+        // SAFETY: as for `lock`; held by this thread.
+        unsafe { libc::pthread_mutex_unlock(self.0.get()) };
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        // SAFETY: initialised, and not held (every lock is unlocked).
+        unsafe { libc::pthread_mutex_destroy(self.0.get()) };
+    }
+}
+
+/// `pthread_mutex_init` as a robust, process-shared, error-checking mutex.
+///
+/// # Safety
+///
+/// `m` points to zeroed memory that no one else uses yet.
+unsafe fn init_pthread(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
+    // SAFETY: `attr` is initialised before use and destroyed after; the
+    // caller hands us `m` exclusively.
+    unsafe {
+        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+        check(libc::pthread_mutexattr_init(&mut attr))?;
+        let result = (|| {
+            check(libc::pthread_mutexattr_settype(
+                &mut attr,
+                PTHREAD_MUTEX_ERRORCHECK,
+            ))?;
+            check(libc::pthread_mutexattr_setpshared(
+                &mut attr,
+                PTHREAD_PROCESS_SHARED,
+            ))?;
+            check(libc::pthread_mutexattr_setrobust(
+                &mut attr,
+                PTHREAD_MUTEX_ROBUST,
+            ))?;
+            check(libc::pthread_mutex_init(m, &attr))
+        })();
+        libc::pthread_mutexattr_destroy(&mut attr);
+        result
+    }
+}
+
+// ----- the robust list (glibc's format) -----
+
+/// The link word at `addr`: a node's `__next` field, or the head's `list`.
+/// A node's `__prev` is the word before its `__next`.
+///
+/// # Safety
+///
+/// `addr` is an aligned word that stays valid while the result is used:
+/// the calling thread's list head or a link of a mutex on its list.
+#[inline(always)]
+unsafe fn link<'a>(addr: usize) -> &'a AtomicUsize {
+    // SAFETY: the caller's promise; only the calling thread touches its
+    // list (the kernel reads it once the thread is gone).
+    unsafe { AtomicUsize::from_ptr(addr as *mut usize) }
+}
+
+/// Sets the head's `list_op_pending`: the kernel checks that entry too
+/// when the thread dies mid-operation.
+///
+/// # Safety
+///
+/// `head` is the calling thread's list head.
+#[inline(always)]
+unsafe fn set_pending(head: usize, entry: usize) {
+    // SAFETY: the caller's promise (the third word of the head).
+    unsafe { link(head + 16) }.store(entry, Ordering::Relaxed);
+}
+
+/// glibc's `ENQUEUE_MUTEX`: links `entry` first on the list at `head`.
+///
+/// # Safety
+///
+/// `head` is the calling thread's list head; `entry` the link of a mutex
+/// the thread has just acquired, mapped while it holds it.
+#[inline(always)]
+unsafe fn enqueue(head: usize, entry: usize) {
+    // SAFETY: the caller's promise; `first` is the head or a listed link,
+    // each with its `__prev` word before it.
+    unsafe {
+        let first = link(head).load(Ordering::Relaxed);
+        link((first & !1) - 8).store(entry, Ordering::Relaxed);
+        link(entry).store(first, Ordering::Relaxed);
+        link(entry - 8).store(head, Ordering::Relaxed);
+        // The entry is complete before the kernel can reach it.
+        compiler_fence(Ordering::SeqCst);
+        link(head).store(entry, Ordering::Relaxed);
+    }
+}
+
+/// glibc's `DEQUEUE_MUTEX`, less its last two stores: unlinks `entry` from
+/// the calling thread's list. glibc then also zeroes the entry's own links;
+/// no one reads them (the kernel only walks from the head, and the next
+/// holder's enqueue writes both before it links the entry), so we save the
+/// stores.
+///
+/// # Safety
+///
+/// `entry` is the link of a mutex on the calling thread's list.
+#[inline(always)]
+unsafe fn dequeue(entry: usize) {
+    // SAFETY: the caller's promise; its neighbours are the head or listed
+    // links of mutexes this thread holds.
+    unsafe {
+        let next = link(entry).load(Ordering::Relaxed);
+        let prev = link(entry - 8).load(Ordering::Relaxed);
+        link((next & !1) - 8).store(prev, Ordering::Relaxed);
+        link(prev & !1).store(next, Ordering::Relaxed);
+    }
+}
+
+// ----- the mutex -----
 
 impl RobustMutex {
     /// Sets up the mutex in place.
@@ -114,35 +445,32 @@ impl RobustMutex {
     ///
     /// `this` points to zeroed memory that no one else uses yet.
     pub(crate) unsafe fn init(this: *mut RobustMutex, recursive: bool) -> io::Result<()> {
-        let kind = if recursive {
-            PTHREAD_MUTEX_RECURSIVE
-        } else {
-            PTHREAD_MUTEX_ERRORCHECK
-        };
-        // SAFETY: `attr` is initialised before use and destroyed after; the
-        // caller hands us `this` exclusively, so initialising the mutex in
-        // it races with no one.
+        // SAFETY: the caller hands us `this` exclusively.
         unsafe {
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            check(libc::pthread_mutexattr_init(&mut attr))?;
-            let result = (|| {
-                check(libc::pthread_mutexattr_settype(&mut attr, kind))?;
-                check(libc::pthread_mutexattr_setpshared(
-                    &mut attr,
-                    PTHREAD_PROCESS_SHARED,
-                ))?;
-                check(libc::pthread_mutexattr_setrobust(
-                    &mut attr,
-                    PTHREAD_MUTEX_ROBUST,
-                ))?;
-                check(libc::pthread_mutex_init(
-                    UnsafeCell::raw_get(&raw const (*this).mutex),
-                    &attr,
-                ))
-            })();
-            libc::pthread_mutexattr_destroy(&mut attr);
-            result
+            init_pthread(UnsafeCell::raw_get(&raw const (*this).mutex))?;
+            (*this).recursive = AtomicU32::new(recursive as u32);
         }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn base(&self) -> usize {
+        self.mutex.get() as usize
+    }
+
+    /// The futex word (glibc's `__lock`).
+    #[inline(always)]
+    fn word(&self) -> &AtomicU32 {
+        // SAFETY: the first field of the pthread mutex, an aligned u32 in
+        // memory mapped while `self` is borrowed; glibc, too, changes it
+        // only with atomic instructions.
+        unsafe { AtomicU32::from_ptr(self.mutex.get().cast::<u32>()) }
+    }
+
+    /// The robust list link (glibc's `__list.__next`).
+    #[inline(always)]
+    fn entry(&self) -> usize {
+        self.base() + OFF_NEXT
     }
 
     /// Acquires the mutex. Relocking a non-recursive mutex the calling
@@ -150,6 +478,162 @@ impl RobustMutex {
     /// otherwise.
     #[inline]
     pub(crate) fn acquire(&self, how: How) -> Outcome {
+        let me = me();
+        if me.head == 0 {
+            return self.acquire_pthread(how, me);
+        }
+        let entry = self.entry();
+        // SAFETY: `me.head` is this thread's list head (checked when it
+        // was looked up); `entry` is this mutex's link, mapped while
+        // `self` is borrowed and, once held, until released
+        // (`must_stay_mapped`).
+        unsafe {
+            set_pending(me.head, entry);
+            compiler_fence(Ordering::SeqCst);
+            if self
+                .word()
+                .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                compiler_fence(Ordering::SeqCst);
+                enqueue(me.head, entry);
+                compiler_fence(Ordering::SeqCst);
+                set_pending(me.head, 0);
+                return self.acquired(false);
+            }
+        }
+        self.acquire_contended(how, me)
+    }
+
+    /// The fast path's slow part: glibc's robust lock loop.
+    /// `list_op_pending` names this mutex on entry.
+    #[cold]
+    fn acquire_contended(&self, how: How, me: Me) -> Outcome {
+        let word = self.word();
+        let deadline = match how {
+            How::Block => Deadline::after(None),
+            How::Try => Deadline::after(Some(Duration::ZERO)),
+            How::Until(d) => d,
+        };
+        let done = |outcome| {
+            // SAFETY: as in `acquire`.
+            unsafe { set_pending(me.head, 0) };
+            outcome
+        };
+        // Set once this thread may have shared FUTEX_WAITERS with others:
+        // it must then keep it set, or a wake-up is lost.
+        let mut waiters = 0;
+        let mut old = word.load(Ordering::Relaxed);
+        loop {
+            if old == 0 {
+                match word.compare_exchange(
+                    0,
+                    me.tid | waiters,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return done(self.linked(me, false)),
+                    Err(now) => {
+                        old = now;
+                        continue;
+                    }
+                }
+            }
+            if old & FUTEX_OWNER_DIED != 0 {
+                let new = me.tid | (old & FUTEX_WAITERS) | waiters;
+                match word.compare_exchange(old, new, Ordering::Acquire, Ordering::Relaxed) {
+                    Ok(_) => return done(self.linked(me, true)),
+                    Err(now) => {
+                        old = now;
+                        continue;
+                    }
+                }
+            }
+            if old & FUTEX_TID_MASK == me.tid {
+                // SAFETY: as in `acquire`.
+                unsafe { set_pending(me.head, 0) };
+                return self.relock(how);
+            }
+            if deadline.expired() {
+                return done(Outcome::Busy);
+            }
+            if old & FUTEX_WAITERS == 0 {
+                if let Err(now) = word.compare_exchange(
+                    old,
+                    old | FUTEX_WAITERS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    old = now;
+                    continue;
+                }
+                old |= FUTEX_WAITERS;
+            }
+            waiters = FUTEX_WAITERS;
+            futex::wait(word, old, deadline);
+            old = word.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Just acquired on the fast path: link it, and take over from a dead
+    /// holder (`died`).
+    fn linked(&self, me: Me, died: bool) -> Outcome {
+        // SAFETY: as in `acquire`: we hold it now.
+        unsafe {
+            compiler_fence(Ordering::SeqCst);
+            enqueue(me.head, self.entry());
+            compiler_fence(Ordering::SeqCst);
+        }
+        if died {
+            // A pthread-path holder that died before making it consistent
+            // left glibc's `__owner` marked inconsistent; a pthread-path
+            // unlock would then make it unrecoverable. We make it
+            // consistent (what `pthread_mutex_consistent` stores).
+            // SAFETY: glibc's `__owner`, an aligned i32 of the mutex,
+            // written only by the holder: us.
+            unsafe { AtomicI32::from_ptr((self.base() + OFF_OWNER) as *mut i32) }
+                .store(me.tid as i32, Ordering::Relaxed);
+        }
+        self.acquired(died)
+    }
+
+    /// Held now (`died`: taken over from a dead holder).
+    #[inline(always)]
+    fn acquired(&self, died: bool) -> Outcome {
+        if died {
+            // The dead holder's levels died with it.
+            self.extra.store(0, Ordering::Relaxed);
+            self.poisoned.store(1, Ordering::SeqCst);
+        }
+        // Read under the lock, which orders it after the holder's store.
+        Outcome::Acquired {
+            poisoned: self.poisoned.load(Ordering::Relaxed) != 0,
+        }
+    }
+
+    /// An acquire by the thread that holds it already.
+    fn relock(&self, how: How) -> Outcome {
+        if self.recursive.load(Ordering::Relaxed) != 0 {
+            let extra = self.extra.load(Ordering::Relaxed);
+            self.extra.store(extra.saturating_add(1), Ordering::Relaxed);
+            return Outcome::Acquired {
+                poisoned: self.poisoned.load(Ordering::Relaxed) != 0,
+            };
+        }
+        match how {
+            How::Block => panic!(
+                "brood::sync: this thread already holds this Lock, and a Lock is not \
+                 reentrant (acquiring it again would deadlock; use an RLock)"
+            ),
+            _ => Outcome::Busy,
+        }
+    }
+
+    /// The pthread path (the fallback).
+    fn acquire_pthread(&self, how: How, me: Me) -> Outcome {
+        if self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK == me.tid {
+            return self.relock(how);
+        }
         let m = self.mutex.get();
         // SAFETY: `m` points to a mutex initialised by `init` (checked by the
         // block's magic word) in memory mapped while `self` is borrowed.
@@ -168,63 +652,58 @@ impl RobustMutex {
             }
         };
         match rc {
-            0 => {}
+            0 => self.acquired(false),
             libc::EOWNERDEAD => {
-                // The holder died: its depth is meaningless now.
-                self.depth.store(0, Ordering::Relaxed);
-                self.poisoned.store(1, Ordering::SeqCst);
                 // SAFETY: we hold the mutex (EOWNERDEAD hands it over).
                 unsafe { libc::pthread_mutex_consistent(m) };
+                self.acquired(true)
             }
-            libc::EBUSY | libc::ETIMEDOUT => return Outcome::Busy,
-            libc::EDEADLK => match how {
-                How::Block => panic!(
-                    "brood::sync: this thread already holds this Lock, and a Lock is not \
-                     reentrant (acquiring it again would deadlock; use an RLock)"
-                ),
-                _ => return Outcome::Busy,
-            },
+            libc::EBUSY | libc::ETIMEDOUT | libc::EDEADLK => Outcome::Busy,
             other => panic!(
                 "brood::sync: pthread_mutex_lock failed: {}",
                 io::Error::from_raw_os_error(other)
             ),
-        }
-        let depth = self.depth.load(Ordering::Relaxed);
-        if depth == 0 {
-            let (pid, tid) = ids();
-            self.owner_pid.store(pid, Ordering::Relaxed);
-            self.owner_tid.store(tid, Ordering::Relaxed);
-        }
-        self.depth.store(depth + 1, Ordering::Relaxed);
-        // Read under the lock, which orders it after the holder's store.
-        Outcome::Acquired {
-            poisoned: self.poisoned.load(Ordering::Relaxed) != 0,
         }
     }
 
     /// Releases one level; `EPERM` when the calling thread does not hold it.
     #[inline]
     pub(crate) fn release(&self) -> io::Result<()> {
-        if !self.is_mine() {
+        let me = me();
+        let word = self.word();
+        if word.load(Ordering::Relaxed) & FUTEX_TID_MASK != me.tid {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        let depth = self.depth.load(Ordering::Relaxed);
-        let (pid, tid) = (
-            self.owner_pid.load(Ordering::Relaxed),
-            self.owner_tid.load(Ordering::Relaxed),
-        );
-        if depth == 1 {
-            self.owner_pid.store(0, Ordering::Relaxed);
-            self.owner_tid.store(0, Ordering::Relaxed);
+        let extra = self.extra.load(Ordering::Relaxed);
+        if extra > 0 {
+            self.extra.store(extra - 1, Ordering::Relaxed);
+            return Ok(());
         }
-        self.depth.store(depth - 1, Ordering::Relaxed);
-        // SAFETY: initialised mutex in mapped memory (see `acquire`).
-        let rc = unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
-        if rc != 0 {
-            self.depth.store(depth, Ordering::Relaxed);
-            self.owner_pid.store(pid, Ordering::Relaxed);
-            self.owner_tid.store(tid, Ordering::Relaxed);
-            return Err(io::Error::from_raw_os_error(rc));
+        if me.head == 0 {
+            // SAFETY: initialised mutex in mapped memory (see `acquire`).
+            let rc = unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            return Ok(());
+        }
+        let entry = self.entry();
+        // SAFETY: as in `acquire`; held by this thread, so `entry` is on its
+        // list (whichever path linked it: both use glibc's format).
+        unsafe {
+            set_pending(me.head, entry);
+            compiler_fence(Ordering::SeqCst);
+            dequeue(entry);
+            compiler_fence(Ordering::SeqCst);
+            if word
+                .compare_exchange(me.tid, 0, Ordering::Release, Ordering::Relaxed)
+                .is_err()
+                && word.swap(0, Ordering::Release) & FUTEX_WAITERS != 0
+            {
+                futex::wake(word, 1);
+            }
+            compiler_fence(Ordering::SeqCst);
+            set_pending(me.head, 0);
         }
         Ok(())
     }
@@ -232,34 +711,50 @@ impl RobustMutex {
     /// Whether the calling thread holds the mutex.
     #[inline]
     pub(crate) fn is_mine(&self) -> bool {
-        let (pid, tid) = ids();
-        self.depth.load(Ordering::Relaxed) > 0
-            && self.owner_tid.load(Ordering::Relaxed) == tid
-            && self.owner_pid.load(Ordering::Relaxed) == pid
+        self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK == me().tid
     }
 
     /// Whether a thread of this process holds the mutex (then its memory
-    /// must stay mapped: libc's robust list points into it).
+    /// must stay mapped: the thread's robust list points into it).
     pub(crate) fn held_in_this_process(&self) -> bool {
-        self.depth.load(Ordering::Relaxed) > 0 && self.owner_pid.load(Ordering::Relaxed) == ids().0
+        let owner = self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK;
+        if owner == 0 {
+            return false;
+        }
+        if owner == me().tid {
+            return true;
+        }
+        // SAFETY: signal 0 only checks that `owner` is a thread of this
+        // process (thread group); nothing is sent.
+        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), owner as libc::pid_t, 0) == 0 }
     }
 
     /// The calling thread's recursion depth (0 when it does not hold it).
     pub(crate) fn depth_if_mine(&self) -> u32 {
         if self.is_mine() {
-            self.depth.load(Ordering::Relaxed)
+            self.extra.load(Ordering::Relaxed).saturating_add(1)
         } else {
             0
         }
     }
 
     /// Who holds the mutex now, as (pid, tid, depth); `None` when free. A
-    /// snapshot, for `locked()` and `Debug`.
+    /// snapshot, for `locked()` and `Debug`: the word names the holder's
+    /// thread; its process comes from `/proc/<tid>/status` (0 when that is
+    /// unreadable: the holder just went, or lives in another pid
+    /// namespace); `depth` is exact for the calling thread's own hold.
     pub(crate) fn holder(&self) -> Option<(i32, i32, u32)> {
-        let depth = self.depth.load(Ordering::Relaxed);
-        let pid = self.owner_pid.load(Ordering::Relaxed);
-        let tid = self.owner_tid.load(Ordering::Relaxed);
-        (depth > 0 && pid != 0).then_some((pid, tid, depth))
+        let tid = self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK;
+        if tid == 0 {
+            return None;
+        }
+        let depth = self.extra.load(Ordering::Relaxed).saturating_add(1);
+        let pid = if tid == me().tid {
+            crate::os::getpid().as_raw()
+        } else {
+            process_of(tid).unwrap_or(0)
+        };
+        Some((pid, tid as i32, depth))
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -273,6 +768,15 @@ impl RobustMutex {
     pub(crate) fn clear_poison(&self) {
         self.poisoned.store(0, Ordering::SeqCst);
     }
+}
+
+/// The process (thread group) of thread `tid`, from `/proc/<tid>/status`.
+fn process_of(tid: u32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -297,4 +801,168 @@ fn realtime_after(left: Duration) -> libc::timespec {
         tv_sec = tv_sec.saturating_add(1);
     }
     libc::timespec { tv_sec, tv_nsec }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glibc_layout_is_recognised_and_a_wrong_one_refused() {
+        assert!(glibc_layout_holds(FUTEX_OFFSET), "this glibc's layout");
+        assert!(!glibc_layout_holds(FUTEX_OFFSET + 8));
+        assert!(!glibc_layout_holds(0));
+    }
+
+    #[test]
+    fn the_fast_path_links_and_unlinks_like_glibc() {
+        force_pthread(false);
+        let me = me();
+        assert_ne!(me.head, 0, "this thread takes the fast path");
+        // SAFETY: the head is this thread's; reads only.
+        let first = unsafe { word_at(me.head) };
+        // SAFETY: all-zero is valid storage for a RobustMutex before init
+        // (atomics and a pthread mutex's bytes).
+        let m: Box<RobustMutex> = Box::new(unsafe { std::mem::zeroed() });
+        let m = Box::leak(m);
+        // SAFETY: zeroed, unshared.
+        unsafe { RobustMutex::init(m, false) }.unwrap();
+        assert_eq!(m.acquire(How::Block), Outcome::Acquired { poisoned: false });
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(word_at(me.head), m.entry());
+            assert_eq!(word_at(m.entry()), first);
+            assert_eq!(word_at(me.head + 16), 0, "no operation pending");
+        }
+        assert_eq!(m.word().load(Ordering::Relaxed), me.tid);
+        // glibc unlocks what brood locked, on the same list.
+        // SAFETY: held by this thread.
+        assert_eq!(unsafe { libc::pthread_mutex_unlock(m.mutex.get()) }, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { word_at(me.head) }, first);
+        // And brood unlocks what glibc locked.
+        // SAFETY: initialised.
+        assert_eq!(unsafe { libc::pthread_mutex_lock(m.mutex.get()) }, 0);
+        m.release().unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { word_at(me.head) }, first);
+        assert_eq!(m.word().load(Ordering::Relaxed), 0);
+    }
+
+    /// Forks a child that runs `steps` on `lock`'s mutex and exits without
+    /// unlocking (its thread ends: the kernel walks its robust list), then
+    /// returns the word the child left.
+    fn child_dies_after(lock: &crate::sync::Lock, steps: fn(&RobustMutex, Me)) -> u32 {
+        force_pthread(false);
+        assert!(fast_path_active());
+        // SAFETY: the child only runs atomics and raw syscalls (no
+        // allocation, no lock) before `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let me = me();
+            if me.head != 0 {
+                steps(lock.mutex(), me);
+            }
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(if me.head != 0 { 0 } else { 3 }) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child; `status` is valid for writes.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0, "the child took the fast path");
+        lock.mutex().word().load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_holder_that_dies_between_its_cas_and_the_list_link_is_reported() {
+        let lock = crate::sync::Lock::new().unwrap();
+        let word = child_dies_after(&lock, |m, me| {
+            // SAFETY: the child's own head and the lock's link (mapped).
+            unsafe { set_pending(me.head, m.entry()) };
+            compiler_fence(Ordering::SeqCst);
+            assert!(
+                m.word()
+                    .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            );
+            // ...and dies before `enqueue`: only list_op_pending names it.
+        });
+        assert_eq!(word, FUTEX_OWNER_DIED, "the kernel marked it");
+        let m = lock.mutex();
+        assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: true });
+        m.release().unwrap();
+        m.clear_poison();
+        assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+        m.release().unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_dies_between_unlinking_and_unlocking_is_reported() {
+        let lock = crate::sync::Lock::new().unwrap();
+        let word = child_dies_after(&lock, |m, me| {
+            assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            // SAFETY: held: the link is on the child's list.
+            unsafe {
+                set_pending(me.head, m.entry());
+                compiler_fence(Ordering::SeqCst);
+                dequeue(m.entry());
+            }
+            // ...and dies before the word is cleared.
+        });
+        assert_eq!(word, FUTEX_OWNER_DIED);
+        let m = lock.mutex();
+        assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: true });
+        m.release().unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_dies_after_unlocking_leaves_it_free() {
+        let lock = crate::sync::Lock::new().unwrap();
+        let word = child_dies_after(&lock, |m, me| {
+            assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            // SAFETY: as above.
+            unsafe {
+                set_pending(me.head, m.entry());
+                compiler_fence(Ordering::SeqCst);
+                dequeue(m.entry());
+            }
+            m.word().store(0, Ordering::Release);
+            // ...and dies before clearing list_op_pending: the word's owner
+            // is 0, so the kernel leaves it alone.
+        });
+        assert_eq!(word, 0);
+        let m = lock.mutex();
+        assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+        m.release().unwrap();
+    }
+
+    #[test]
+    fn a_holder_of_several_locks_that_dies_has_all_of_them_reported() {
+        let locks: Vec<crate::sync::Lock> =
+            (0..3).map(|_| crate::sync::Lock::new().unwrap()).collect();
+        let pair = (locks[0].clone(), locks[1].clone());
+        static PAIR: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+        PAIR.set((
+            pair.0.mutex() as *const RobustMutex as usize,
+            pair.1.mutex() as *const RobustMutex as usize,
+        ))
+        .unwrap();
+        child_dies_after(&locks[2], |third, _| {
+            let (a, b) = *PAIR.get().unwrap();
+            // SAFETY: the parent's locks stay mapped (and alive) in the
+            // child, a copy of its address space.
+            let (a, b) = unsafe { (&*(a as *const RobustMutex), &*(b as *const RobustMutex)) };
+            for m in [a, b, third] {
+                assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            }
+            // Out of order: the middle one goes first.
+            b.release().unwrap();
+        });
+        let state = |l: &crate::sync::Lock| l.mutex().word().load(Ordering::SeqCst);
+        assert_eq!(state(&locks[0]), FUTEX_OWNER_DIED);
+        assert_eq!(state(&locks[1]), 0, "released before the death");
+        assert_eq!(state(&locks[2]), FUTEX_OWNER_DIED);
+        drop(pair);
+    }
 }
