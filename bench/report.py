@@ -343,6 +343,45 @@ def sync_ratios(data):
     return ["| ratio | this run | target | |", "|---|---:|---:|---|", *lines]
 
 
+# The managers table: per test, its title, unit and whether more is better.
+MGR_TESTS = {
+    "dict": ("Managed dict insert + get (two round trips)", "us", False),
+    "queue": ("Managed queue put + get (two round trips)", "us", False),
+    "workers-1": ("Master/worker over TCP, 1 worker, 10k tasks", "kps", True),
+    "workers-2": ("Master/worker over TCP, 2 workers, 10k tasks", "kps", True),
+    "workers-4": ("Master/worker over TCP, 4 workers, 10k tasks", "kps", True),
+}
+
+
+def fmt_mgr(value, unit):
+    return f"{value:.1f} k tasks/s" if unit == "kps" else fmt_us(value)
+
+
+def manager_table(data):
+    tests = data.get("mgr", {})
+    if not tests:
+        return []
+    out = [
+        "| test | row | median | range | n | brood's speed-up over Python |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for test, (title, unit, more) in MGR_TESTS.items():
+        rows = tests.get(test)
+        if not rows:
+            continue
+        best_py = best_python(rows, more)
+        for name, (med, lo, hi, n) in rows.items():
+            speedup = ""
+            if name.startswith("brood ") and best_py:
+                py = rows[best_py][0]
+                speedup = f"{(med / py if more else py / med):.1f}x"
+            out.append(
+                f"| {test} | {name} | {fmt_mgr(med, unit)} | "
+                f"{fmt_mgr(lo, unit)} – {fmt_mgr(hi, unit)} | {n:.0f} | {speedup} |"
+            )
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--command", default="bench/run", help="the command that made the lines")
@@ -355,6 +394,9 @@ def main():
             data.setdefault("start", {})[parts[1]] = tuple(float(x) for x in parts[2:])
         elif len(parts) >= 7 and parts[0] == "sync":
             tests = data.setdefault("sync", {})
+            tests.setdefault(parts[1], {})[parts[2]] = tuple(float(x) for x in parts[3:])
+        elif len(parts) >= 7 and parts[0] == "mgr":
+            tests = data.setdefault("mgr", {})
             tests.setdefault(parts[1], {})[parts[2]] = tuple(float(x) for x in parts[3:])
         elif len(parts) >= 7 and parts[0] in ("rtt", "bw"):
             key = (parts[0], int(parts[1]))
@@ -439,6 +481,20 @@ def main():
             "its time.",
             sync_table(data),
             sync_ratios(data),
+        ),
+        (
+            "Managers",
+            "manager",
+            "brood's `Manager` against Python's `multiprocessing` managers, same tests "
+            "(`bench/src/manager.rs`, `bench/python/manager.py`). **dict**, **queue**: "
+            "from the owner process, 1000 warm-up then 20000 pairs each timed; median "
+            "and p10–p90. **workers-N**: the reference's master/worker pattern on "
+            "127.0.0.1 with an auth key, N worker processes connected first, 10,000 "
+            "integer tasks on a task queue, each worker puts the square on a result "
+            "queue; from the first put to the last result; 3 runs, median and "
+            "slowest–fastest.",
+            manager_table(data),
+            [],
         ),
     ]
     first = True

@@ -30,6 +30,7 @@
 //! `sync counter`, `sync fill`, `sync shm`, `sync sem`), contains it. Run through `bench/run`,
 //! which also runs the Python and C sides and writes the report.
 
+mod manager;
 mod pipes;
 mod pool;
 mod queue;
@@ -248,16 +249,18 @@ fn main() {
             }
             "--only" => only = Some(args.next().expect("--only needs a substring")),
             "--table" => {
-                let t = args.next().expect("--table needs start, pipes or sync");
+                let t = args
+                    .next()
+                    .expect("--table needs start, pipes, sync, queue or manager");
                 assert!(
-                    ["start", "pipes", "sync", "queue", "pool"].contains(&t.as_str()),
-                    "--table is start, pipes, sync, queue or pool, not {t:?}"
+                    ["start", "pipes", "sync", "queue", "pool", "manager"].contains(&t.as_str()),
+                    "--table is start, pipes, sync, queue, pool or manager, not {t:?}"
                 );
                 table = Some(t);
             }
             "-h" | "--help" => {
                 eprintln!(
-                    "usage: brood-bench [--table start|pipes|sync] [--iters N] [--only SUBSTRING]"
+                    "usage: brood-bench [--table start|pipes|sync|queue|manager] [--iters N] [--only SUBSTRING]"
                 );
                 eprintln!("start table (--iters overrides the counts):");
                 for w in WORKLOADS {
@@ -281,6 +284,10 @@ fn main() {
                 for (test, name) in queue::ROW_NAMES {
                     eprintln!("  {test}: {name}");
                 }
+                eprintln!("manager table:");
+                for name in manager::row_names() {
+                    eprintln!("  {name}");
+                }
                 return;
             }
             other => panic!("unknown argument {other:?} (try --help)"),
@@ -300,6 +307,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "queue") {
         queue::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "manager") {
+        manager::run(only.as_deref());
     }
 }
 

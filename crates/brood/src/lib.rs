@@ -34,6 +34,8 @@
 //! - [`queue`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] — first in,
 //!   first out between processes, in shared memory, with no feeder thread;
 //!   a producer or consumer killed mid-operation blocks no one.
+//! - [`manager`]: [`Manager`], shared objects in a server process
+//!   ([`ManagedMap`], [`ManagedList`], queues, locks…), local or over TCP.
 //! - [`os`]: the syscall layer, public for the lessons of the tutorial this
 //!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
 //! - [`codec`]: the one serialization format (MessagePack).
@@ -75,6 +77,7 @@ mod error;
 pub mod handle;
 mod launch;
 pub mod log;
+pub mod manager;
 pub mod os;
 pub mod pool;
 mod process;
@@ -90,6 +93,7 @@ pub use brood_macros::task;
 pub use connection::{Connection, pipe};
 pub use context::{Context, get_context};
 pub use error::{Error, ErrorKind, PanicReport, Result};
+pub use manager::{ManagedList, ManagedMap, Manager};
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,

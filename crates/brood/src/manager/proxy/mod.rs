@@ -1,0 +1,460 @@
+//! The client side: one [`Server`] per (address, instance) in this process,
+//! holding a pool of authenticated connections, and the [`Handle`] every
+//! typed proxy wraps. The proxies: `collections.rs` (map, list, namespace,
+//! value, array, queue) and `sync.rs` (lock, condition, event, semaphore,
+//! barrier).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::protocol::{Bytes, Create, Hello, Kind, Micros, Op, Out, Reply, Request, Welcome};
+use super::server::HANDSHAKE_TIMEOUT;
+use crate::codec;
+use crate::connection::{self, Address, Client, Connection};
+use crate::error::{Error, ErrorKind, Result};
+
+/// How long a failed call may spend finding out whether the server was
+/// restarted (rather than gone).
+const DIAGNOSE: Duration = Duration::from_millis(500);
+
+/// The client's view of one server.
+pub(crate) struct Server {
+    pub(crate) address: Address,
+    key: Vec<u8>,
+    pub(crate) instance: u64,
+    /// Idle connections, with the pid that opened them (a forked child
+    /// must not share its parent's).
+    pool: Mutex<(u32, Vec<Connection>)>,
+}
+
+type ServerKey = (String, u64);
+
+static SERVERS: Mutex<Option<HashMap<ServerKey, Arc<Server>>>> = Mutex::new(None);
+static KEYS: Mutex<Option<HashMap<String, Vec<u8>>>> = Mutex::new(None);
+static SESSION: Mutex<(u32, u64)> = Mutex::new((0, 0));
+
+thread_local! {
+    /// Per thread: the connections it pipelined on (server, pid, connection).
+    static STICKY: std::cell::RefCell<Vec<(usize, u32, Connection)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This process's session id (a fresh one in a forked child).
+fn session() -> Result<u64> {
+    let mut s = SESSION.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    if s.0 != pid {
+        let mut random = [0u8; 8];
+        connection::fill_random(&mut random)?;
+        *s = (pid, u64::from_le_bytes(random));
+    }
+    Ok(s.1)
+}
+
+/// A number naming the calling thread (an RLock's owner is a session and
+/// a thread).
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! { static ME: Cell<u64> = const { Cell::new(0) }; }
+    ME.with(|me| {
+        if me.get() == 0 {
+            me.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        me.get()
+    })
+}
+
+/// Remembers the key for `address` (used to decode proxies for it).
+pub(crate) fn remember_key(address: &Address, key: &[u8]) {
+    KEYS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(address.to_string(), key.to_vec());
+}
+
+fn key_for(address: &str) -> Vec<u8> {
+    KEYS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|keys| keys.get(address).cloned())
+        .unwrap_or_else(crate::authkey)
+}
+
+impl Server {
+    /// Connects once to learn the server's instance and registers it.
+    pub(crate) fn connect(address: &Address, key: &[u8]) -> Result<Arc<Server>> {
+        remember_key(address, key);
+        let (conn, instance) = open(address, key, None, HANDSHAKE_TIMEOUT)?;
+        let server = Server::lookup(address.to_string(), instance, address.clone(), key.to_vec());
+        server.checkin(conn);
+        Ok(server)
+    }
+
+    fn lookup(name: String, instance: u64, address: Address, key: Vec<u8>) -> Arc<Server> {
+        let mut servers = SERVERS.lock().unwrap_or_else(|p| p.into_inner());
+        servers
+            .get_or_insert_with(HashMap::new)
+            .entry((name, instance))
+            .or_insert_with(|| {
+                Arc::new(Server {
+                    address,
+                    key,
+                    instance,
+                    pool: Mutex::new((std::process::id(), Vec::new())),
+                })
+            })
+            .clone()
+    }
+
+    fn checkout(&self) -> Result<Connection> {
+        {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.0 != std::process::id() {
+                // Inherited through fork: the parent's connections, not ours.
+                pool.1.clear();
+                pool.0 = std::process::id();
+            }
+            if let Some(conn) = pool.1.pop() {
+                return Ok(conn);
+            }
+        }
+        Ok(open(
+            &self.address,
+            &self.key,
+            Some(self.instance),
+            HANDSHAKE_TIMEOUT,
+        )?
+        .0)
+    }
+
+    fn checkin(&self, conn: Connection) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.0 == std::process::id() {
+            pool.1.push(conn);
+        }
+    }
+
+    /// The connection this thread pipelined on, if any: every later call
+    /// of the thread goes through it, so they stay in order after its
+    /// pipelined requests.
+    fn take_sticky(&self) -> Option<Connection> {
+        let me = self as *const Server as usize;
+        let pid = std::process::id();
+        STICKY.with(|s| {
+            let mut s = s.borrow_mut();
+            // Connections a forked child inherited are not its own.
+            s.retain(|(_, p, _)| *p == pid);
+            let i = s.iter().position(|(server, _, _)| *server == me)?;
+            Some(s.swap_remove(i).2)
+        })
+    }
+
+    fn keep_sticky(&self, conn: Connection) {
+        let me = self as *const Server as usize;
+        STICKY.with(|s| s.borrow_mut().push((me, std::process::id(), conn)));
+    }
+
+    fn take(&self) -> Result<(Connection, bool)> {
+        match self.take_sticky() {
+            Some(conn) => Ok((conn, true)),
+            None => Ok((self.checkout()?, false)),
+        }
+    }
+
+    fn give_back(&self, conn: Connection, sticky: bool) {
+        if sticky {
+            self.keep_sticky(conn);
+        } else {
+            self.checkin(conn);
+        }
+    }
+
+    /// One request without a reply (pipelined); see
+    /// `ManagedQueue::put_pipelined`.
+    pub(crate) fn call_quiet(&self, object: u64, op: Op) -> Result<()> {
+        let (mut conn, _) = self.take()?;
+        match conn.send(&Request {
+            object,
+            op,
+            quiet: true,
+        }) {
+            Ok(()) => {
+                self.keep_sticky(conn);
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Codec && !conn.closed() => {
+                self.keep_sticky(conn);
+                Err(e)
+            }
+            Err(e) => Err(self.lost(e)),
+        }
+    }
+
+    /// One request, one reply.
+    pub(crate) fn call(&self, object: u64, op: Op) -> Result<Out> {
+        let (mut conn, sticky) = self.take()?;
+        let reply = conn
+            .send(&Request {
+                object,
+                op,
+                quiet: false,
+            })
+            .and_then(|()| conn.recv::<Reply>());
+        match reply {
+            Ok(reply) => {
+                self.give_back(conn, sticky);
+                reply.map_err(Error::from)
+            }
+            // A request that cannot be encoded never left: the connection is fine.
+            Err(e) if e.kind() == ErrorKind::Codec && !conn.closed() => {
+                self.give_back(conn, sticky);
+                Err(e)
+            }
+            Err(e) => Err(self.lost(e)),
+        }
+    }
+
+    /// The error for a connection that failed mid-call. Tells a restarted
+    /// server from a dead one (the request is not sent again: it may have
+    /// been applied).
+    fn lost(&self, e: Error) -> Error {
+        match open(&self.address, &self.key, Some(self.instance), DIAGNOSE) {
+            Err(restarted) if restarted.kind() == ErrorKind::InvalidState => restarted,
+            _ => Error::simple(
+                ErrorKind::Closed,
+                format!("lost the manager server at {}: {e}", self.address),
+            ),
+        }
+    }
+
+    pub(crate) fn create(self: &Arc<Self>, how: Create, name: Option<&str>) -> Result<Handle> {
+        match self.call(0, Op::Create(how, name.map(str::to_string)))? {
+            Out::Created(id, kind) => Ok(Handle {
+                server: self.clone(),
+                id,
+                kind,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Opens an authenticated connection; with `expect`, checks the server is
+/// still the instance the proxies were made for.
+fn open(
+    address: &Address,
+    key: &[u8],
+    expect: Option<u64>,
+    timeout: Duration,
+) -> Result<(Connection, u64)> {
+    let mut conn = Client::connect_timeout(address, Some(key), timeout).map_err(|e| {
+        let kind = match e.kind() {
+            ErrorKind::Auth => ErrorKind::Auth,
+            _ => ErrorKind::Closed,
+        };
+        Error::simple(
+            kind,
+            format!("cannot reach the manager server at {address}: {e}"),
+        )
+    })?;
+    conn.send(&Hello {
+        session: session()?,
+    })?;
+    let welcome: Welcome = conn.recv_timeout(timeout).map_err(|e| {
+        Error::simple(
+            ErrorKind::Closed,
+            format!("the manager server at {address} did not answer: {e}"),
+        )
+    })?;
+    if let Some(instance) = expect
+        && instance != welcome.instance
+    {
+        return Err(Error::invalid(format!(
+            "the manager server at {address} was restarted; proxies made before are stale \
+             (make new ones from a new Manager::connect)"
+        )));
+    }
+    Ok((conn, welcome.instance))
+}
+
+fn unexpected(out: &Out) -> Error {
+    Error::simple(
+        ErrorKind::Codec,
+        format!("unexpected reply from the manager server: {out:?}"),
+    )
+}
+
+fn enc<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
+    codec::encode(value).map(Bytes::from)
+}
+
+fn dec<T: DeserializeOwned>(bytes: &Bytes) -> Result<T> {
+    codec::decode(bytes)
+}
+
+fn micros(timeout: Duration) -> Micros {
+    crate::time::deadline(timeout).map(|_| u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// A reference to one object on one server: what every proxy holds, and
+/// what crosses to other processes: `(address, instance, id, kind)`, never
+/// the key.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    server: Arc<Server>,
+    id: u64,
+    kind: Kind,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    address: String,
+    instance: u64,
+    id: u64,
+    kind: Kind,
+}
+
+impl Serialize for Handle {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        Wire {
+            address: self.server.address.to_string(),
+            instance: self.server.instance,
+            id: self.id,
+            kind: self.kind,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Handle {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Handle, D::Error> {
+        let wire = Wire::deserialize(d)?;
+        let address: Address = wire.address.parse().map_err(serde::de::Error::custom)?;
+        let key = key_for(&wire.address);
+        Ok(Handle {
+            server: Server::lookup(wire.address, wire.instance, address, key),
+            id: wire.id,
+            kind: wire.kind,
+        })
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} #{} at {}", self.kind, self.id, self.server.address)
+    }
+}
+
+impl Handle {
+    fn call(&self, op: Op) -> Result<Out> {
+        self.server.call(self.id, op)
+    }
+    pub(crate) fn call_op(&self, op: Op) -> Result<Out> {
+        self.call(op)
+    }
+    fn quiet(&self, op: Op) -> Result<()> {
+        self.server.call_quiet(self.id, op)
+    }
+    fn unit(&self, op: Op) -> Result<()> {
+        match self.call(op)? {
+            Out::Unit => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+    fn flag(&self, op: Op) -> Result<bool> {
+        match self.call(op)? {
+            Out::Bool(b) => Ok(b),
+            other => Err(unexpected(&other)),
+        }
+    }
+    fn count(&self, op: Op) -> Result<u64> {
+        match self.call(op)? {
+            Out::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+    fn item<T: DeserializeOwned>(&self, op: Op) -> Result<Option<T>> {
+        match self.call(op)? {
+            Out::Item(item) => item.as_ref().map(dec).transpose(),
+            other => Err(unexpected(&other)),
+        }
+    }
+    fn items<T: DeserializeOwned>(&self, op: Op) -> Result<Vec<T>> {
+        match self.call(op)? {
+            Out::Items(items) => items.iter().map(dec).collect(),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+macro_rules! typed_proxy {
+    ($(#[$meta:meta])* $name:ident<$($t:ident),+>) => {
+        $(#[$meta])*
+        pub struct $name<$($t),+> {
+            handle: Handle,
+            _types: PhantomData<fn() -> ($($t,)+)>,
+        }
+
+        impl<$($t),+> $name<$($t),+> {
+            pub(crate) fn from_handle(handle: Handle) -> Self {
+                $name { handle, _types: PhantomData }
+            }
+        }
+
+        impl<$($t),+> Clone for $name<$($t),+> {
+            fn clone(&self) -> Self {
+                Self::from_handle(self.handle.clone())
+            }
+        }
+
+        impl<$($t),+> fmt::Debug for $name<$($t),+> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.handle)
+            }
+        }
+
+        impl<$($t),+> Serialize for $name<$($t),+> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                self.handle.serialize(s)
+            }
+        }
+
+        impl<'de, $($t),+> Deserialize<'de> for $name<$($t),+> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                Handle::deserialize(d).map(Self::from_handle)
+            }
+        }
+    };
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name {
+            handle: Handle,
+        }
+
+        impl $name {
+            pub(crate) fn from_handle(handle: Handle) -> Self {
+                $name { handle }
+            }
+        }
+    };
+}
+
+mod collections;
+mod sync;
+
+pub use collections::{
+    ManagedArray, ManagedList, ManagedMap, ManagedQueue, ManagedValue, Namespace,
+};
+pub use sync::{
+    ManagedBarrier, ManagedCondition, ManagedEvent, ManagedLock, ManagedLockGuard, ManagedSemaphore,
+};

@@ -1,0 +1,284 @@
+//! The server: an accept loop, one thread per client connection, the
+//! auth-key handshake in that thread, and sessions (one per client process)
+//! whose end releases what they held.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::protocol::{Hello, Op, Reply, Request, Welcome, WireError};
+use super::registry::{Caller, Registry};
+use crate::codec;
+use crate::connection::{self, Connection, Listener};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Live client connections a server accepts; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// The largest request frame a server reads (64 MiB); a larger one closes
+/// that client's connection before anything is allocated.
+pub const MAX_REQUEST: usize = 64 << 20;
+/// How long a new connection has to prove the auth key.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshake messages are short.
+const HANDSHAKE_MAX: usize = 256;
+/// Stack of a client thread: requests are decoded into the heap.
+const CLIENT_STACK: usize = 256 << 10;
+
+struct Shared {
+    registry: Registry,
+    key: Vec<u8>,
+    instance: u64,
+    live: AtomicUsize,
+    /// Open connections per client session.
+    sessions: Mutex<HashMap<u64, usize>>,
+}
+
+/// Serves `listener` until the process ends.
+pub(crate) fn run(listener: Listener, key: Vec<u8>, instance: u64) -> Result<()> {
+    let shared = Arc::new(Shared {
+        registry: Registry::default(),
+        key,
+        instance,
+        live: AtomicUsize::new(0),
+        sessions: Mutex::new(HashMap::new()),
+    });
+    loop {
+        let conn = match listener.accept() {
+            Ok(conn) => conn,
+            Err(e) if e.kind() == ErrorKind::InvalidState => return Err(e),
+            Err(_) => {
+                // EMFILE and friends: let connections close, then retry.
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        if shared.live.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+            drop(conn);
+            continue;
+        }
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        let mine = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("brood-manager-client".into())
+            .stack_size(CLIENT_STACK)
+            .spawn(move || {
+                serve_client(conn, &mine);
+                mine.live.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            shared.live.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn serve_client(mut conn: Connection, shared: &Shared) {
+    conn.set_max_message(HANDSHAKE_MAX);
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    if handshake(&mut conn, &shared.key, deadline).is_err() {
+        return;
+    }
+    let Ok(hello) = conn.recv_timeout::<Hello>(left(deadline)) else {
+        return;
+    };
+    conn.set_max_message(MAX_REQUEST);
+    if conn
+        .send(&Welcome {
+            instance: shared.instance,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let session = hello.session;
+    *shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(session)
+        .or_default() += 1;
+    serve_requests(&mut conn, shared, session);
+    let ended = {
+        let mut sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let n = sessions.get_mut(&session).expect("a counted session");
+        *n -= 1;
+        *n == 0 && sessions.remove(&session).is_some()
+    };
+    if ended {
+        shared.registry.end_session(session);
+    }
+}
+
+fn serve_requests(conn: &mut Connection, shared: &Shared, session: u64) {
+    // A pipelined request that failed, and how many pipelined requests
+    // after it were dropped unrun: answered to the next request.
+    let mut deferred: Option<(Error, u64)> = None;
+    loop {
+        // Oversized frames, a peer gone mid-frame: the connection ends.
+        let Ok(bytes) = conn.recv_bytes() else { return };
+        let request = match codec::decode::<Request>(&bytes) {
+            Ok(request) => request,
+            Err(e) => {
+                if conn.send(&Reply::Err(e.into())).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if request.quiet {
+            if let Some((_, dropped)) = &mut deferred {
+                *dropped += 1;
+                continue;
+            }
+        } else if let Some((e, dropped)) = deferred.take() {
+            let reply: Reply = Err(WireError {
+                kind: e.kind(),
+                message: format!(
+                    "an earlier pipelined put failed: {e}; this request was not run{}",
+                    if dropped > 0 {
+                        format!(" and {dropped} later pipelined puts were dropped")
+                    } else {
+                        String::new()
+                    }
+                ),
+            });
+            if conn.send(&reply).is_err() {
+                return;
+            }
+            continue;
+        }
+        let Request { object, op, quiet } = request;
+        let op = match op {
+            // A pipelined put never waits: the connection's next frames are
+            // already on their way.
+            Op::Put(item, _) if quiet => Op::Put(item, Some(0)),
+            op if quiet => {
+                deferred = Some((Error::invalid(format!("{op:?} cannot be pipelined")), 0));
+                continue;
+            }
+            op => op,
+        };
+        let peer = &*conn;
+        let mut gone =
+            || connection::wait(&[peer], Some(Duration::ZERO)).map_or(true, |r| !r.is_empty());
+        let mut caller = Caller {
+            session,
+            gone: &mut gone,
+        };
+        let out = match (object, op) {
+            (0, Op::Create(how, name)) => shared.registry.create(how, name),
+            (0, _) => Err(Error::invalid(
+                "object 0 (the manager) only creates objects",
+            )),
+            (id, op) => shared.registry.apply(id, op, &mut caller),
+        };
+        let reply: Reply = match out {
+            // The client left while we waited for it: nothing to answer.
+            Err(e) if e.kind() == ErrorKind::Closed => return,
+            Err(e) if quiet => {
+                deferred = Some((e, 0));
+                continue;
+            }
+            Ok(_) if quiet => continue,
+            out => out.map_err(Into::into),
+        };
+        if conn.send(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn left(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+// ----- Python's auth-key handshake, server side (challenge first) -----
+
+const CHALLENGE: &[u8] = b"#CHALLENGE#";
+const WELCOME: &[u8] = b"#WELCOME#";
+const FAILURE: &[u8] = b"#FAILURE#";
+const DIGEST: &[u8] = b"{sha256}";
+
+fn mac(key: &[u8], message: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac
+}
+
+fn auth_error(message: &str) -> Error {
+    Error::simple(ErrorKind::Auth, message.to_string())
+}
+
+/// Runs the handshake the way `Listener::accept` does, but here, in the
+/// client's own thread, so a silent peer delays nobody else.
+fn handshake(conn: &mut Connection, key: &[u8], deadline: Instant) -> Result<()> {
+    let mut random = [0u8; 40];
+    connection::fill_random(&mut random)?;
+    let mut message = DIGEST.to_vec();
+    message.extend_from_slice(&random);
+    let mut frame = CHALLENGE.to_vec();
+    frame.extend_from_slice(&message);
+    conn.send_bytes_timeout(&frame, left(deadline))?;
+    let response = conn.recv_bytes_timeout(left(deadline))?;
+    let ok = response
+        .strip_prefix(DIGEST)
+        .is_some_and(|m| mac(key, &message).verify_slice(m).is_ok());
+    if !ok {
+        let _ = conn.send_bytes_timeout(FAILURE, left(deadline));
+        return Err(auth_error("wrong digest"));
+    }
+    conn.send_bytes_timeout(WELCOME, left(deadline))?;
+    let frame = conn.recv_bytes_timeout(left(deadline))?;
+    let Some(message) = frame.strip_prefix(CHALLENGE) else {
+        return Err(auth_error("no challenge from the client"));
+    };
+    if !message.starts_with(DIGEST) {
+        return Err(auth_error("the client asked for another digest"));
+    }
+    let mut response = DIGEST.to_vec();
+    response.extend_from_slice(&mac(key, message).finalize().into_bytes());
+    conn.send_bytes_timeout(&response, left(deadline))?;
+    if conn.recv_bytes_timeout(left(deadline))? == WELCOME {
+        Ok(())
+    } else {
+        Err(auth_error("the client rejected our digest"))
+    }
+}
+
+/// What a server child gets: where to listen, the key, and a connection to
+/// report the bound address (or why it could not bind) on.
+pub(crate) fn child_main(address: String, key: Vec<u8>, mut ready: Connection) {
+    let bound = address
+        .parse()
+        .and_then(|a| Listener::bind(&a, None))
+        .map_err(|e| e.to_string());
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(&Err::<(String, u64), String>(e));
+            return;
+        }
+    };
+    let mut instance = [0u8; 8];
+    if let Err(e) = connection::fill_random(&mut instance) {
+        let _ = ready.send(&Err::<(String, u64), String>(e.to_string()));
+        return;
+    }
+    let instance = u64::from_le_bytes(instance) | 1;
+    if ready
+        .send(&Ok::<(String, u64), String>((
+            listener.address().to_string(),
+            instance,
+        )))
+        .is_err()
+    {
+        return;
+    }
+    drop(ready);
+    let _ = run(listener, key, instance);
+}

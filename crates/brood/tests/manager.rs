@@ -1,0 +1,679 @@
+//! Managers: shared objects in a server process, exercised by real
+//! processes, hostile clients, and killed servers and clients.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use brood::connection::{Address, Client};
+use brood::manager::{ManagedList, ManagedLock, ManagedMap, ManagedQueue};
+use brood::{ErrorKind, Manager, Process, StartMethod};
+
+const ROUNDS: u32 = 100;
+
+type Shared = (
+    u32,
+    ManagedMap<String, u64>,
+    ManagedList<(u32, u32)>,
+    ManagedLock,
+);
+
+fn update_under_lock((i, counts, log, lock): Shared) {
+    for j in 0..ROUNDS {
+        let _held = lock.lock().unwrap();
+        let total = counts.get(&"total".into()).unwrap().unwrap_or(0);
+        counts.insert(&"total".into(), &(total + 1)).unwrap();
+        let mine = counts.get(&format!("p{i}")).unwrap().unwrap_or(0);
+        counts.insert(&format!("p{i}"), &(mine + 1)).unwrap();
+        log.push(&(i, j)).unwrap();
+    }
+}
+
+fn eight_processes(method: StartMethod) {
+    let start = Instant::now();
+    let manager = Manager::start().unwrap();
+    let counts = manager.dict::<String, u64>().unwrap();
+    let log = manager.list::<(u32, u32)>().unwrap();
+    let lock = manager.lock().unwrap();
+    let mut children = Vec::new();
+    for i in 0..8u32 {
+        let mut p = Process::builder().start_method(method).target_with(
+            update_under_lock,
+            (i, counts.clone(), log.clone(), lock.clone()),
+        );
+        p.start().unwrap();
+        children.push(p);
+    }
+    for mut p in children {
+        p.join().unwrap();
+    }
+    assert_eq!(
+        counts.get(&"total".into()).unwrap(),
+        Some(8 * ROUNDS as u64)
+    );
+    for i in 0..8 {
+        assert_eq!(counts.get(&format!("p{i}")).unwrap(), Some(ROUNDS as u64));
+    }
+    assert_eq!(counts.len().unwrap(), 9);
+    let mut entries = log.to_vec().unwrap();
+    assert_eq!(entries.len(), 8 * ROUNDS as usize);
+    // Each process's entries appear in its own order.
+    for i in 0..8 {
+        let mine: Vec<u32> = entries.iter().filter(|e| e.0 == i).map(|e| e.1).collect();
+        assert_eq!(mine, (0..ROUNDS).collect::<Vec<_>>());
+    }
+    entries.sort();
+    entries.dedup();
+    assert_eq!(entries.len(), 8 * ROUNDS as usize);
+    assert!(!lock.locked().unwrap());
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn eight_processes_update_one_dict_and_list_exactly_forkserver() {
+    eight_processes(StartMethod::ForkServer);
+}
+
+#[test]
+fn eight_processes_update_one_dict_and_list_exactly_spawn() {
+    eight_processes(StartMethod::Spawn);
+}
+
+/// The good client's round trip, with a bound.
+fn assert_serves(good: &ManagedMap<u32, u32>, n: u32) {
+    let t = Instant::now();
+    good.insert(&n, &(n * 2)).unwrap();
+    assert_eq!(good.get(&n).unwrap(), Some(n * 2));
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+/// Reads until end-of-file, within `limit`; whether it came.
+fn closed_within(mut stream: impl Read, limit: Duration) -> bool {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[derive(serde::Serialize)]
+struct Hello {
+    session: u64,
+}
+
+/// An authenticated raw connection past the hello, as a `TcpStream`.
+fn raw_session(address: &Address, key: &[u8]) -> std::net::TcpStream {
+    let mut conn = Client::connect(address, Some(key)).unwrap();
+    conn.send(&Hello { session: 7 }).unwrap();
+    let _welcome: serde::de::IgnoredAny = conn.recv().unwrap();
+    let s = std::net::TcpStream::from(conn.as_fd().try_clone_to_owned().unwrap());
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    s
+}
+
+#[test]
+fn bad_clients_do_not_stop_the_server_serving_a_good_one() {
+    let key = b"the right key";
+    let server = Manager::serve(&"127.0.0.1:0".parse().unwrap(), key).unwrap();
+    let address = server.address().clone();
+    let Address::Tcp(tcp) = address else {
+        panic!("a TCP address")
+    };
+    let good_manager = Manager::connect(&address, key).unwrap();
+    let good = good_manager.dict::<u32, u32>().unwrap();
+    assert_serves(&good, 1);
+
+    // A wrong key: refused with an auth error.
+    let err = Manager::connect(&address, b"wrong key").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth);
+    assert_serves(&good, 2);
+
+    // No key: the client sends a message where the digest should be.
+    let mut nokey = Client::connect(&address, None).unwrap();
+    nokey.send(&"let me in").unwrap();
+    let t = Instant::now();
+    assert!(
+        nokey
+            .recv_timeout::<String>(Duration::from_secs(10))
+            .is_err()
+    );
+    assert!(t.elapsed() < Duration::from_secs(6));
+    assert_serves(&good, 3);
+
+    // Garbage after the handshake: an error reply, the connection goes on.
+    let mut conn = Client::connect(&address, Some(key)).unwrap();
+    conn.send(&Hello { session: 8 }).unwrap();
+    let _welcome: serde::de::IgnoredAny = conn.recv().unwrap();
+    conn.send_bytes(b"\xc1\xc1 not a request").unwrap();
+    #[derive(serde::Deserialize, Debug)]
+    struct WireError {
+        kind: ErrorKind,
+        message: String,
+    }
+    let reply: Result<serde::de::IgnoredAny, WireError> =
+        conn.recv_timeout(Duration::from_secs(5)).unwrap();
+    let err = reply.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Codec, "{}", err.message);
+    // Still usable: an unknown object gets an error reply too.
+    conn.send_bytes(b"\x82\xa6object\xcd\x03\xe7\xa2op\xa6MapLen")
+        .unwrap();
+    let reply: Result<serde::de::IgnoredAny, WireError> =
+        conn.recv_timeout(Duration::from_secs(5)).unwrap();
+    let err = reply.unwrap_err();
+    assert!(err.message.contains("no managed object #999"), "{err:?}");
+    // Garbage instead of the hello: the connection is closed.
+    let mut conn = Client::connect(&address, Some(key)).unwrap();
+    conn.send_bytes(b"\xc1garbage").unwrap();
+    assert!(
+        conn.recv_timeout::<serde::de::IgnoredAny>(Duration::from_secs(6))
+            .is_err()
+    );
+    assert_serves(&good, 4);
+
+    // A 4 GiB length prefix: the connection is closed, nothing allocated.
+    let mut raw = raw_session(&address, key);
+    let mut header = (-1i32).to_be_bytes().to_vec();
+    header.extend_from_slice(&(4u64 << 30).to_be_bytes());
+    raw.write_all(&header).unwrap();
+    assert!(closed_within(&raw, Duration::from_secs(5)));
+    let mut raw = raw_session(&address, key);
+    raw.write_all(&0x7fff_ffffi32.to_be_bytes()).unwrap();
+    assert!(closed_within(&raw, Duration::from_secs(5)));
+    assert_serves(&good, 5);
+
+    // A client that disconnects mid-request.
+    let mut raw = raw_session(&address, key);
+    raw.write_all(&1000i32.to_be_bytes()).unwrap();
+    raw.write_all(b"\x82\xa6object\x01").unwrap();
+    drop(raw);
+    assert_serves(&good, 6);
+
+    // 1,000 idle connections: 900 that never authenticate, 100 that do.
+    let mut idle = Vec::new();
+    for _ in 0..900 {
+        idle.push(std::net::TcpStream::connect(tcp).unwrap());
+    }
+    let mut authed = Vec::new();
+    for _ in 0..100 {
+        authed.push(raw_session(&address, key));
+    }
+    assert_serves(&good, 7);
+    // A new good client can still connect and work.
+    let other = Manager::connect(&address, key).unwrap();
+    let t = Instant::now();
+    let q = other.named("q").queue::<u32>(0).unwrap();
+    q.put(&1).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    drop(idle);
+    drop(authed);
+    assert_serves(&good, 8);
+    assert_eq!(good.len().unwrap(), 8);
+}
+
+#[test]
+fn a_killed_server_fails_every_call_within_a_second() {
+    let manager = Manager::start().unwrap();
+    let d = manager.dict::<u8, u8>().unwrap();
+    let l = manager.list::<u8>().unwrap();
+    let q = manager.queue::<u8>(0).unwrap();
+    let lock = manager.lock().unwrap();
+    d.insert(&1, &1).unwrap();
+    lock.acquire().unwrap();
+    // A call blocked in the server when it dies.
+    let blocked = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            let r = q.get();
+            (r, Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = manager.server_pid().unwrap();
+    brood::os::kill(pid, libc::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let (r, at) = blocked.join().unwrap();
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::Closed);
+    assert!(at - killed < Duration::from_secs(1));
+    let calls: Vec<Box<dyn Fn() -> brood::Result<()>>> = vec![
+        Box::new(|| d.get(&1).map(drop)),
+        Box::new(|| d.insert(&2, &2).map(drop)),
+        Box::new(|| l.push(&1)),
+        Box::new(|| q.put(&1)),
+        Box::new(|| q.get().map(drop)),
+        Box::new(|| lock.release()),
+        Box::new(|| manager.dict::<u8, u8>().map(drop)),
+    ];
+    for call in &calls {
+        let t = Instant::now();
+        let err = call().unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+        assert!(err.to_string().contains("manager server"), "{err}");
+    }
+}
+
+#[test]
+fn a_lock_held_by_a_killed_client_is_released() {
+    let manager = Manager::start().unwrap();
+    let lock = manager.lock().unwrap();
+    let held = manager.event().unwrap();
+    let mut holder = Process::with_args(
+        |(lock, held): (ManagedLock, brood::manager::ManagedEvent)| {
+            lock.acquire().unwrap();
+            held.set().unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        },
+        (lock.clone(), held.clone()),
+    );
+    holder.start().unwrap();
+    assert!(held.wait_timeout(Duration::from_secs(20)).unwrap());
+    assert!(lock.locked().unwrap());
+    assert!(!lock.try_acquire().unwrap());
+    holder.kill().unwrap();
+    let killed = Instant::now();
+    assert!(lock.acquire_timeout(Duration::from_secs(10)).unwrap());
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        killed.elapsed()
+    );
+    assert!(holder.join().is_err());
+}
+
+#[test]
+fn a_client_blocked_in_the_server_that_dies_leaves_no_lock_behind() {
+    // The child waits for a lock; killed while waiting, it must not end up
+    // holding it once the lock frees.
+    let manager = Manager::start().unwrap();
+    let lock = manager.lock().unwrap();
+    lock.acquire().unwrap();
+    let mut waiter = Process::with_args(|lock: ManagedLock| lock.acquire().unwrap(), lock.clone());
+    waiter.start().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    waiter.kill().unwrap();
+    let _ = waiter.join();
+    std::thread::sleep(Duration::from_millis(200));
+    lock.release().unwrap();
+    assert!(lock.acquire_timeout(Duration::from_secs(5)).unwrap());
+}
+
+fn worker((address, key): (String, Vec<u8>)) -> u64 {
+    let manager = Manager::connect(&address.parse().unwrap(), &key).unwrap();
+    let tasks = manager
+        .named("tasks")
+        .joinable_queue::<Option<u64>>(0)
+        .unwrap();
+    let results = manager.named("results").queue::<(u64, u64)>(0).unwrap();
+    let mut done = 0;
+    while let Some(n) = tasks.get().unwrap() {
+        results.put(&(n, n * n)).unwrap();
+        tasks.task_done().unwrap();
+        done += 1;
+    }
+    tasks.task_done().unwrap();
+    done
+}
+
+#[test]
+fn two_tcp_workers_take_ten_thousand_tasks_and_return_every_result() {
+    const TASKS: u64 = 10_000;
+    let start = Instant::now();
+    let key = b"master key".to_vec();
+    let master = Manager::serve(&"127.0.0.1:0".parse().unwrap(), &key).unwrap();
+    let tasks = master
+        .named("tasks")
+        .joinable_queue::<Option<u64>>(0)
+        .unwrap();
+    let results = master.named("results").queue::<(u64, u64)>(0).unwrap();
+    for n in 0..TASKS {
+        tasks.put(&Some(n)).unwrap();
+    }
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let mut p = Process::with_args(worker, (master.address().to_string(), key.clone()));
+        p.start().unwrap();
+        workers.push(p);
+    }
+    let mut seen = vec![false; TASKS as usize];
+    for _ in 0..TASKS {
+        let (n, sq) = results.get_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(sq, n * n);
+        assert!(!seen[n as usize], "task {n} twice");
+        seen[n as usize] = true;
+    }
+    for _ in 0..2 {
+        tasks.put(&None).unwrap();
+    }
+    let done: u64 = workers.iter_mut().map(|p| p.join().unwrap()).sum();
+    assert_eq!(done, TASKS);
+    assert!(tasks.join_timeout(Duration::from_secs(5)).unwrap());
+    assert!(tasks.abandoned().unwrap().is_empty());
+    assert!(start.elapsed() < Duration::from_secs(90));
+}
+
+#[test]
+fn a_killed_worker_does_not_block_the_master_and_its_tasks_are_reported() {
+    let key = b"master key".to_vec();
+    let master = Manager::serve(&"127.0.0.1:0".parse().unwrap(), &key).unwrap();
+    let tasks = master
+        .named("tasks")
+        .joinable_queue::<Option<u64>>(0)
+        .unwrap();
+    let results = master.named("results").queue::<(u64, u64)>(0).unwrap();
+    let took = master.named("took").event().unwrap();
+    tasks.put(&Some(41)).unwrap();
+    // A worker that takes one task and hangs.
+    let mut stuck = Process::with_args(
+        |(address, key): (String, Vec<u8>)| {
+            let manager = Manager::connect(&address.parse().unwrap(), &key).unwrap();
+            let tasks = manager
+                .named("tasks")
+                .joinable_queue::<Option<u64>>(0)
+                .unwrap();
+            let _mine = tasks.get().unwrap();
+            manager.named("took").event().unwrap().set().unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        },
+        (master.address().to_string(), key.clone()),
+    );
+    stuck.start().unwrap();
+    assert!(took.wait_timeout(Duration::from_secs(20)).unwrap());
+    for n in 0..100 {
+        tasks.put(&Some(n)).unwrap();
+    }
+    tasks.put(&None).unwrap();
+    let mut good = Process::with_args(worker, (master.address().to_string(), key.clone()));
+    good.start().unwrap();
+    assert_eq!(good.join().unwrap(), 100);
+    // The stuck worker holds task 41: join waits for it...
+    assert!(!tasks.join_timeout(Duration::from_millis(200)).unwrap());
+    stuck.kill().unwrap();
+    let _ = stuck.join();
+    // ...until it dies: then join returns and the task is reported.
+    let t = Instant::now();
+    assert!(tasks.join_timeout(Duration::from_secs(10)).unwrap());
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(tasks.abandoned().unwrap(), [Some(41)]);
+    assert_eq!(results.qsize().unwrap(), 100);
+}
+
+#[test]
+fn a_proxy_travels_inside_a_value_sent_over_a_connection() {
+    let manager = Manager::start().unwrap();
+    let q = manager.queue::<String>(0).unwrap();
+    let (mut here, there) = brood::pipe(true).unwrap();
+    let mut child = Process::with_args(
+        |mut conn: brood::Connection| {
+            let (greeting, q): (String, ManagedQueue<String>) = conn.recv().unwrap();
+            q.put(&format!("{greeting}, back")).unwrap();
+        },
+        there,
+    );
+    child.start().unwrap();
+    here.send(&("hello".to_string(), q.clone())).unwrap();
+    assert_eq!(
+        q.get_timeout(Duration::from_secs(20)).unwrap(),
+        "hello, back"
+    );
+    child.join().unwrap();
+}
+
+#[test]
+fn old_proxies_of_a_restarted_server_get_a_clear_error() {
+    let address: Address = format!("@brood-test-restart-{}", std::process::id())
+        .parse()
+        .unwrap();
+    let mut first = Manager::serve(&address, b"k").unwrap();
+    let old = first.dict::<u8, u8>().unwrap();
+    old.insert(&1, &1).unwrap();
+    first.shutdown().unwrap();
+    let second = Manager::serve(&address, b"k").unwrap();
+    let err = old.get(&1).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+    assert!(err.to_string().contains("restarted"), "{err}");
+    let new = second.dict::<u8, u8>().unwrap();
+    assert_eq!(new.get(&1).unwrap(), None);
+}
+
+#[test]
+fn rlock_owners_and_barriers_across_processes() {
+    let manager = Manager::start().unwrap();
+    let rlock = manager.rlock().unwrap();
+    rlock.acquire().unwrap();
+    let mut other = Process::with_args(
+        |r: ManagedLock| (r.try_acquire().unwrap(), r.release().is_err()),
+        rlock.clone(),
+    );
+    other.start().unwrap();
+    assert_eq!(other.join().unwrap(), (false, true));
+    rlock.release().unwrap();
+    let barrier = manager.barrier(3).unwrap();
+    let mut kids = Vec::new();
+    for _ in 0..2 {
+        let mut p = Process::with_args(
+            |b: brood::manager::ManagedBarrier| b.wait().unwrap(),
+            barrier.clone(),
+        );
+        p.start().unwrap();
+        kids.push(p);
+    }
+    let mut indexes = vec![barrier.wait().unwrap()];
+    for mut p in kids {
+        indexes.push(p.join().unwrap());
+    }
+    indexes.sort();
+    assert_eq!(indexes, [0, 1, 2]);
+}
+
+#[test]
+fn a_condition_wakes_waiters_in_other_processes_and_arrays_keep_their_length() {
+    use brood::manager::{ManagedCondition, ManagedValue};
+    let manager = Manager::start().unwrap();
+    let cond = manager.condition().unwrap();
+    let go = manager.value(&false).unwrap();
+    let waiting = manager.semaphore(0).unwrap();
+    let mut kids = Vec::new();
+    for _ in 0..3 {
+        let mut p = Process::with_args(
+            |(cond, go, waiting): (
+                ManagedCondition,
+                ManagedValue<bool>,
+                brood::manager::ManagedSemaphore,
+            )| {
+                let _held = cond.lock().unwrap();
+                waiting.release().unwrap();
+                cond.wait_for(|| go.get().unwrap(), Duration::from_secs(30))
+                    .unwrap()
+            },
+            (cond.clone(), go.clone(), waiting.clone()),
+        );
+        p.start().unwrap();
+        kids.push(p);
+    }
+    for _ in 0..3 {
+        assert!(waiting.acquire_timeout(Duration::from_secs(20)).unwrap());
+    }
+    {
+        let _held = cond.lock().unwrap();
+        go.set(&true).unwrap();
+        cond.notify_all().unwrap();
+    }
+    let t = Instant::now();
+    for mut p in kids {
+        assert!(p.join().unwrap());
+    }
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // Waiting without the lock is refused.
+    assert_eq!(cond.wait().unwrap_err().kind(), ErrorKind::InvalidState);
+
+    let array = manager.array(&[1u32, 2, 3]).unwrap();
+    array.set(-1, &30).unwrap();
+    assert_eq!(array.to_vec().unwrap(), [1, 2, 30]);
+    assert!(array.set(3, &0).is_err());
+    assert_eq!(array.len().unwrap(), 3);
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Inventory {
+    stock: std::collections::BTreeMap<String, u32>,
+}
+
+impl Inventory {
+    fn add(&mut self, item: String, n: u32) -> u32 {
+        let total = self.stock.entry(item).or_default();
+        *total += n;
+        *total
+    }
+    fn take(&mut self, item: String, n: u32) -> Result<u32, String> {
+        let total = self.stock.entry(item.clone()).or_default();
+        if *total < n {
+            return Err(format!("only {total} {item} left"));
+        }
+        *total -= n;
+        Ok(*total)
+    }
+    fn count(&self, item: String) -> u32 {
+        self.stock.get(&item).copied().unwrap_or(0)
+    }
+    fn explode(&self) {
+        panic!("on purpose");
+    }
+}
+
+brood::shared_object! {
+    /// An inventory held by the manager's server.
+    pub struct InventoryProxy for Inventory {
+        fn add(&mut self, item: String, n: u32) -> u32;
+        fn take(&mut self, item: String, n: u32) -> Result<u32, String>;
+        fn count(&self, item: String) -> u32;
+        fn explode(&self);
+    }
+}
+
+#[test]
+fn a_custom_shared_object_is_typed_on_both_ends() {
+    let manager = Manager::start().unwrap();
+    let inv: InventoryProxy = manager.named("inv").shared(&Inventory::default()).unwrap();
+    let mut kids = Vec::new();
+    for _ in 0..4 {
+        let mut p = Process::with_args(
+            |inv: InventoryProxy| {
+                for _ in 0..50 {
+                    inv.add("apples".into(), 2).unwrap();
+                }
+            },
+            inv.clone(),
+        );
+        p.start().unwrap();
+        kids.push(p);
+    }
+    for mut p in kids {
+        p.join().unwrap();
+    }
+    assert_eq!(inv.count("apples".into()).unwrap(), 400);
+    assert_eq!(inv.take("apples".into(), 1).unwrap(), Ok(399));
+    assert_eq!(
+        inv.take("pears".into(), 1).unwrap(),
+        Err("only 0 pears left".to_string())
+    );
+    // A panic in a method is an error reply; the server goes on.
+    assert_eq!(inv.explode().unwrap_err().kind(), ErrorKind::Panicked);
+    assert_eq!(inv.count("apples".into()).unwrap(), 399);
+    // The same name with another kind is refused.
+    assert!(manager.named("inv").dict::<u8, u8>().is_err());
+}
+
+#[test]
+fn a_server_starts_with_spawn_and_forkserver_and_serves_on_a_unix_path() {
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let manager = Manager::start_with(method).unwrap();
+        let d = manager.dict::<String, u8>().unwrap();
+        d.insert(&"k".into(), &1).unwrap();
+        assert_eq!(d.get(&"k".into()).unwrap(), Some(1));
+    }
+    let dir = std::env::temp_dir().join(format!("brood-manager-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.sock");
+    let address = Address::Unix(path.clone());
+    let mut server = Manager::serve(&address, b"unix key").unwrap();
+    let client = Manager::connect(&address, b"unix key").unwrap();
+    client.named("n").namespace().unwrap().set("x", &3).unwrap();
+    assert_eq!(
+        server
+            .named("n")
+            .namespace()
+            .unwrap()
+            .get::<i32>("x")
+            .unwrap(),
+        Some(3)
+    );
+    server.shutdown().unwrap();
+    assert!(!path.exists(), "the socket file is removed");
+    assert!(Manager::connect(&address, b"unix key").is_err());
+    // The address can be served again.
+    drop(Manager::serve(&address, b"unix key").unwrap());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn pipelined_puts_keep_their_order_and_reach_other_processes() {
+    let manager = Manager::start().unwrap();
+    let q = manager.queue::<u32>(0).unwrap();
+    for i in 0..1000 {
+        q.put_pipelined(&i).unwrap();
+    }
+    // This thread's next call runs after them.
+    assert_eq!(q.qsize().unwrap(), 1000);
+    assert_eq!(q.get().unwrap(), 0);
+    // A child's pipelined puts all arrive, even though it exits at once.
+    let mut child = Process::with_args(
+        |q: ManagedQueue<u32>| {
+            for i in 1000..2000 {
+                q.put_pipelined(&i).unwrap();
+            }
+        },
+        q.clone(),
+    );
+    child.start().unwrap();
+    child.join().unwrap();
+    let t = Instant::now();
+    while q.qsize().unwrap() < 1999 {
+        assert!(t.elapsed() < Duration::from_secs(10), "pipelined puts lost");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut got: Vec<u32> = (0..1999).map(|_| q.get().unwrap()).collect();
+    assert_eq!(&got[..999], &(1..1000).collect::<Vec<_>>()[..]);
+    got.sort();
+    assert_eq!(got, (1..2000).collect::<Vec<_>>());
+    // A refused pipelined put is reported once, by the next call, and the
+    // connection goes on.
+    let small = manager.queue::<u32>(1).unwrap();
+    small.put_pipelined(&1).unwrap();
+    small.put_pipelined(&2).unwrap();
+    small.put_pipelined(&3).unwrap();
+    let err = small.get().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 later pipelined puts were dropped"),
+        "{err}"
+    );
+    assert_eq!(small.get().unwrap(), 1);
+    assert!(small.empty().unwrap());
+}
