@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::process::{Builder, Process};
-use crate::start_method::{StartMethod, get_start_method};
+// Re-exported at the old path for code written before the move; modules
+// below `Process` name `crate::start_method` (this module is above it).
+pub(crate) use crate::start_method::{StartMethod, get_start_method};
 
 /// A start method to build processes with (Python's `get_context(method)`).
 ///

@@ -61,9 +61,9 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
 use crate::connection::{self, Address, Connection};
-use crate::context::StartMethod;
 use crate::error::{Error, ErrorKind, Result};
 use crate::process::Process;
+use crate::start_method::StartMethod;
 use protocol::Create;
 use proxy::Server;
 
