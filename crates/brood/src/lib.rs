@@ -35,6 +35,8 @@
 //! - [`os`]: the syscall layer, public for the lessons of the tutorial this
 //!   crate follows (`fork`, `wait`, zombies, orphans, `/proc`).
 //! - [`codec`]: the one serialization format (MessagePack).
+//! - [`events`]: [`EventEngine`], typed events whose handlers run in
+//!   worker processes, per-kind order, timers, drain or drop on stop.
 //!
 //! Values cross between processes and back as pieces of a program's data:
 //!
@@ -68,6 +70,7 @@ pub mod codec;
 pub mod connection;
 mod context;
 mod error;
+pub mod events;
 pub mod handle;
 mod launch;
 pub mod os;
@@ -84,6 +87,7 @@ pub use context::{
     Context, StartMethod, get_all_start_methods, get_context, get_start_method,
     set_forkserver_preload, set_start_method,
 };
+pub use events::EventEngine;
 pub use error::{Error, ErrorKind, PanicReport, Result};
 pub use process::{
     Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
