@@ -87,8 +87,8 @@ pub use context::{
     Context, StartMethod, get_all_start_methods, get_context, get_start_method,
     set_forkserver_preload, set_start_method,
 };
-pub use events::EventEngine;
 pub use error::{Error, ErrorKind, PanicReport, Result};
+pub use events::EventEngine;
 pub use process::{
     Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
     authkey, cpu_count, current_process, parent_process, set_authkey,

@@ -195,7 +195,7 @@ pub enum Stop {
 ///
 /// ```
 /// let r = brood::events::StopReport::default();
-/// assert_eq!((r.handled, r.dropped, r.lost), (0, 0, 0));
+/// assert_eq!((r.handled, r.dropped, r.lost, r.unreported), (0, 0, 0, 0));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StopReport {
@@ -205,7 +205,15 @@ pub struct StopReport {
     pub dropped: u64,
     /// Events lost with a worker that died.
     pub lost: u64,
+    /// Failures not delivered because [`EventEngine::failures`] already
+    /// held [`FAILURES_BOUND`] unread ones (counted instead of kept).
+    pub unreported: u64,
 }
+
+/// How many unread failures the engine keeps; past that it counts them
+/// ([`StopReport::unreported`]) so that an engine nobody reads from does
+/// not grow without bound.
+pub const FAILURES_BOUND: usize = 65_536;
 
 /// One event as it travels to a worker: its number, the handlers to run
 /// (trampoline offsets, resolved at `put`) and the encoded event.
@@ -465,7 +473,7 @@ impl<E: Serialize + DeserializeOwned + 'static> EngineBuilder<E> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(FAILURES_BOUND);
         Ok(EventEngine {
             shared: Arc::new(Shared {
                 slots,
@@ -541,7 +549,7 @@ pub struct EventEngine<E> {
     name: String,
     outbox: Queue<Report>,
     stats: RawArray<u64>,
-    failures_tx: Option<mpsc::Sender<Failure>>,
+    failures_tx: Option<mpsc::SyncSender<Failure>>,
     failures: mpsc::Receiver<Failure>,
     timers: Vec<(Duration, MakeEvent<E>)>,
     running_timers: Vec<(mpsc::Sender<()>, JoinHandle<()>)>,
@@ -727,6 +735,7 @@ impl<E: Serialize + DeserializeOwned + 'static> EventEngine<E> {
             method: self.method,
             name: self.name.clone(),
             failures: self.failures_tx.take().expect("set until start"),
+            unreported: 0,
             lost: vec![0; self.workers()],
             dropped: vec![0; self.workers()],
         };
@@ -854,9 +863,8 @@ impl<E: Serialize + DeserializeOwned + 'static> EventEngine<E> {
                     }
                 }
                 Ok(StopReport {
-                    handled: 0,
                     dropped,
-                    lost: 0,
+                    ..StopReport::default()
                 })
             }
         }
@@ -901,7 +909,9 @@ struct Supervisor {
     stats: RawArray<u64>,
     method: Option<StartMethod>,
     name: String,
-    failures: mpsc::Sender<Failure>,
+    failures: mpsc::SyncSender<Failure>,
+    /// Failures the channel had no room for.
+    unreported: u64,
     /// Per slot: events lost with dead workers, events dropped by `stop`.
     lost: Vec<u64>,
     dropped: Vec<u64>,
@@ -911,6 +921,12 @@ struct Supervisor {
 const TICK: Duration = Duration::from_millis(10);
 
 impl Supervisor {
+    fn send(&mut self, failure: Failure) {
+        if let Err(mpsc::TrySendError::Full(_)) = self.failures.try_send(failure) {
+            self.unreported += 1;
+        }
+    }
+
     fn spawn(&self, index: usize) -> Result<Process<()>> {
         let mut b = Process::builder()
             .name(format!("{}-worker-{index}", self.name))
@@ -931,7 +947,7 @@ impl Supervisor {
         Ok(p)
     }
 
-    fn report(&self, r: Report) {
+    fn report(&mut self, r: Report) {
         let handler = r.handler.and_then(|h| {
             self.shared
                 .names
@@ -940,7 +956,7 @@ impl Supervisor {
                 .get(&h)
                 .map(|n| n.to_string())
         });
-        let _ = self.failures.send(Failure {
+        self.send(Failure {
             seq: r.seq,
             kind: r.kind,
             handler,
@@ -950,7 +966,7 @@ impl Supervisor {
         });
     }
 
-    fn forward_reports(&self, wait: Duration) {
+    fn forward_reports(&mut self, wait: Duration) {
         let mut first = true;
         loop {
             let got = if first {
@@ -982,7 +998,7 @@ impl Supervisor {
         }
         self.lost[i] += missing;
         for n in 0..missing {
-            let _ = self.failures.send(Failure {
+            self.send(Failure {
                 seq: (n == 0 && in_hand > 0).then(|| in_hand - 1),
                 kind: None,
                 handler: None,
@@ -1053,7 +1069,7 @@ impl Supervisor {
                     Ok(p) => workers[i] = Some(p),
                     Err(e) => {
                         retry_at[i] = Instant::now() + Duration::from_millis(100);
-                        let _ = self.failures.send(Failure {
+                        self.send(Failure {
                             seq: None,
                             kind: None,
                             handler: None,
@@ -1081,6 +1097,7 @@ impl Supervisor {
                 .sum(),
             dropped: self.dropped.iter().sum(),
             lost: self.lost.iter().sum(),
+            unreported: self.unreported,
         }
     }
 }
