@@ -213,6 +213,10 @@ pub struct StopReport {
 /// How many unread failures the engine keeps; past that it counts them
 /// ([`StopReport::unreported`]) so that an engine nobody reads from does
 /// not grow without bound.
+///
+/// ```
+/// assert_eq!(brood::events::FAILURES_BOUND, 65_536);
+/// ```
 pub const FAILURES_BOUND: usize = 65_536;
 
 /// One event as it travels to a worker: its number, the handlers to run
@@ -618,6 +622,15 @@ impl<E: Serialize + DeserializeOwned + 'static> EventEngine<E> {
     /// engine.register("log", log);
     /// engine.register("log", |e: &Event<String>| assert!(!e.payload.is_empty()));
     /// # Ok::<(), brood::Error>(())
+    /// ```
+    ///
+    /// A handler that captures a variable cannot cross to a worker:
+    ///
+    /// ```compile_fail
+    /// use brood::events::{Event, EventEngine};
+    /// let engine = EventEngine::<String>::new().unwrap();
+    /// let prefix = String::from("> ");
+    /// engine.register("log", move |e: &Event<String>| println!("{prefix}{}", e.payload));
     /// ```
     pub fn register<F, R>(&self, kind: impl Into<String>, handler: F)
     where
