@@ -113,6 +113,7 @@ fn tour_list_lists_every_topic() {
         "queue",
         "shared-memory",
         "semaphore",
+        "events",
     ];
     assert_eq!(names, expected);
     let run = brood(&["tour", "--list"], Duration::from_secs(30));

@@ -13,6 +13,7 @@
 //! flag, the `SIGCHLD` action).
 
 mod double_fork;
+mod events;
 mod exit;
 mod fork;
 pub(crate) mod kit;
@@ -157,6 +158,13 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "Semaphore, BoundedSemaphore, Event, Barrier",
         summary: "at most 3 of 6 tasks at a time (timeline), over-release refused, set/wait, barrier indices",
         run: semaphore::run,
+    },
+    Topic {
+        name: "events",
+        section: "§ (linked article)",
+        title: "an event engine: handlers in worker processes, a timer",
+        summary: "a timer event handled in another process; a failing handler and a killed worker reported, never fatal",
+        run: events::run,
     },
 ];
 
