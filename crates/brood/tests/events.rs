@@ -515,3 +515,91 @@ impl Serialize for BadOrGood {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Chaos: workers SIGKILLed at random under load; every event is counted
+// exactly once as handled or lost.
+
+fn count_only(e: &Event<Seq>) {
+    // A little work so that kills land inside handlers too.
+    std::hint::black_box(e.payload.0.wrapping_mul(31));
+}
+
+#[test]
+fn killed_workers_under_load_lose_only_what_they_held() {
+    let mut e = EventEngine::<Seq>::builder().workers(2).build().unwrap();
+    let kinds = ["a", "b", "c", "d"];
+    for k in kinds {
+        e.register(k, count_only);
+    }
+    e.start().unwrap();
+    const TOTAL: u64 = 20_000;
+    let mut kills = 0;
+    for i in 0..TOTAL {
+        e.put(Event::new(kinds[(i % 4) as usize], Seq(i))).unwrap();
+        if i % 4_000 == 2_000 {
+            // Kill the workers alive now.
+            for pid in e.worker_pids().into_iter().flatten() {
+                // SAFETY: plain kill(2) of a worker of this engine.
+                if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                    kills += 1;
+                }
+            }
+        }
+    }
+    let report = e.stop(Stop::Drain).unwrap();
+    assert!(kills > 0, "no worker was killed");
+    assert_eq!(report.dropped, 0);
+    assert_eq!(report.handled + report.lost, TOTAL, "{report:?}");
+    let lost: Vec<_> = e
+        .failures()
+        .try_iter()
+        .filter(|f| matches!(f.reason, Reason::Lost(_)))
+        .collect();
+    assert_eq!(lost.len() as u64, report.lost);
+    assert!(report.lost <= kills, "{report:?} after {kills} kills");
+    common::assert_no_zombie_children();
+}
+
+// ---------------------------------------------------------------------------
+// The engine's process dies: its workers die with it (daemon children).
+
+fn hang(e: &Event<Note>) {
+    record(e);
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+fn engine_child(file: String) {
+    let mut e = EventEngine::<Note>::builder().workers(1).build().unwrap();
+    e.register("h", hang);
+    e.start().unwrap();
+    e.put(Event::new("h", Note { file, n: 0 })).unwrap();
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+#[test]
+fn workers_die_with_the_engine_process() {
+    let dir = scratch("engine-dies");
+    let file = dir.join("out");
+    let mut child =
+        brood::Process::builder().target_with(engine_child, file.to_str().unwrap().to_string());
+    child.start().unwrap();
+    let worker: i32 = wait_lines(&file, 1)[0]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    child.kill().unwrap();
+    assert!(child.join().is_err());
+    let deadline = Instant::now() + LONG;
+    // SAFETY: kill(pid, 0) only checks whether the process exists.
+    while unsafe { libc::kill(worker, 0) } == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "worker {worker} outlived its engine"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

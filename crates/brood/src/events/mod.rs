@@ -362,6 +362,8 @@ struct Shared {
     names: RwLock<HashMap<i64, &'static str>>,
     seq: AtomicU64,
     stopped: AtomicBool,
+    /// The live workers' pids, per slot (kept by the supervisor).
+    pids: Mutex<Vec<Option<i32>>>,
 }
 
 impl Shared {
@@ -485,6 +487,7 @@ impl<E: Serialize + DeserializeOwned + 'static> EngineBuilder<E> {
                 names: RwLock::new(HashMap::new()),
                 seq: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
+                pids: Mutex::new(vec![None; self.workers]),
             }),
             method: self.method,
             name: self.name,
@@ -706,6 +709,31 @@ impl<E: Serialize + DeserializeOwned + 'static> EventEngine<E> {
     /// ```
     pub fn put(&self, event: Event<E>) -> Result<u64> {
         self.shared.put(&event)
+    }
+
+    /// The pids of the worker processes alive now, by worker index (`None`:
+    /// not started, or being replaced).
+    ///
+    /// ```
+    /// use brood::events::{EventEngine, Stop};
+    /// let mut engine = EventEngine::<u8>::builder().workers(1).build()?;
+    /// assert_eq!(engine.worker_pids(), [None]);
+    /// engine.start()?;
+    /// let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    /// while engine.worker_pids()[0].is_none() && std::time::Instant::now() < deadline {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// }
+    /// assert!(engine.worker_pids()[0].is_some());
+    /// engine.stop(Stop::Drain)?;
+    /// assert_eq!(engine.worker_pids(), [None]);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn worker_pids(&self) -> Vec<Option<i32>> {
+        self.shared
+            .pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The failures reported so far and to come: handlers that panicked or
@@ -960,6 +988,10 @@ impl Supervisor {
         Ok(p)
     }
 
+    fn set_pid(&self, i: usize, pid: Option<i32>) {
+        self.shared.pids.lock().unwrap_or_else(|p| p.into_inner())[i] = pid;
+    }
+
     fn report(&mut self, r: Report) {
         let handler = r.handler.and_then(|h| {
             self.shared
@@ -1068,6 +1100,7 @@ impl Supervisor {
                         Err(e) => e.to_string(),
                     };
                     workers[i] = None;
+                    self.set_pid(i, None);
                     self.account_death(i, pid, how);
                 }
                 let inbox = &self.shared.slots[i].inbox;
@@ -1079,7 +1112,10 @@ impl Supervisor {
                     continue;
                 }
                 match self.spawn(i) {
-                    Ok(p) => workers[i] = Some(p),
+                    Ok(p) => {
+                        self.set_pid(i, p.pid().map(|p| p.as_raw()));
+                        workers[i] = Some(p);
+                    }
                     Err(e) => {
                         retry_at[i] = Instant::now() + Duration::from_millis(100);
                         self.send(Failure {
