@@ -30,6 +30,7 @@
 //! `sync counter`, `sync fill`, `sync shm`, `sync sem`), contains it. Run through `bench/run`,
 //! which also runs the Python and C sides and writes the report.
 
+mod events;
 mod pipes;
 mod queue;
 mod sync;
@@ -249,8 +250,8 @@ fn main() {
             "--table" => {
                 let t = args.next().expect("--table needs start, pipes or sync");
                 assert!(
-                    ["start", "pipes", "sync", "queue"].contains(&t.as_str()),
-                    "--table is start, pipes, sync or queue, not {t:?}"
+                    ["start", "pipes", "sync", "queue", "events"].contains(&t.as_str()),
+                    "--table is start, pipes, sync, queue or events, not {t:?}"
                 );
                 table = Some(t);
             }
@@ -292,6 +293,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "queue") {
         queue::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "events") {
+        events::run(only.as_deref());
     }
 }
 

@@ -298,16 +298,18 @@ fn run_handler(offset: i64, event: &[u8]) -> Option<Reason> {
     // it names that trampoline here.
     let call = unsafe { task::from_offset(offset) };
     match call(event) {
-        Ok(bytes) => codec::decode::<Option<Reason>>(&bytes)
-            .unwrap_or_else(|e| Some(Reason::Undelivered(e.to_string()))),
+        Ok(bytes) if bytes.is_empty() => None,
+        Ok(bytes) => Some(
+            codec::decode::<Reason>(&bytes).unwrap_or_else(|e| Reason::Undelivered(e.to_string())),
+        ),
         Err(Fail::BadArgs(m) | Fail::Encode(m) | Fail::UnknownTask(m)) => {
             Some(Reason::Undelivered(m))
         }
     }
 }
 
-/// Decodes the event, calls `F` on it under `catch_unwind`, and encodes
-/// the outcome (`Option<Reason>`).
+/// Decodes the event, calls `F` on it under `catch_unwind`, and returns no
+/// bytes for success, else the encoded `Reason`.
 fn handler_trampoline<F, E, R>(bytes: &[u8]) -> std::result::Result<Vec<u8>, Fail>
 where
     F: Fn(&Event<E>) -> R,
@@ -320,9 +322,10 @@ where
     // compile time, to be zero-sized (captures nothing).
     let f = unsafe { task::conjure::<F>() };
     let reason = match catch_unwind(AssertUnwindSafe(|| f(&event).into_outcome())) {
-        Ok(Ok(())) => None,
-        Ok(Err(m)) => Some(Reason::Error(m)),
-        Err(payload) => Some(Reason::Panicked(panic_message(&*payload))),
+        // Success is no bytes (no allocation): the common case stays cheap.
+        Ok(Ok(())) => return Ok(Vec::new()),
+        Ok(Err(m)) => Reason::Error(m),
+        Err(payload) => Reason::Panicked(panic_message(&*payload)),
     };
     codec::encode(&reason).map_err(|e| Fail::Encode(e.to_string()))
 }
