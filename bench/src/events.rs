@@ -35,9 +35,7 @@ fn one_run() -> f64 {
     }
     let t = Instant::now();
     for i in 0..N {
-        engine
-            .put(Event::new(kinds[(i % 3) as usize], i))
-            .unwrap();
+        engine.put(Event::new(kinds[(i % 3) as usize], i)).unwrap();
     }
     let report = engine.stop(Stop::Drain).unwrap();
     let secs = t.elapsed().as_secs_f64();

@@ -603,3 +603,34 @@ fn workers_die_with_the_engine_process() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Dropping a running engine whose handler never returns does not hang:
+/// the workers are killed.
+#[test]
+fn dropping_an_engine_with_a_hung_handler_returns() {
+    let dir = scratch("drop-hung");
+    let file = dir.join("out");
+    let mut e = engine(StartMethod::ForkServer, 1);
+    e.register("h", hang);
+    e.start().unwrap();
+    e.put(Event::new("h", note(&file, 0))).unwrap();
+    let worker: i32 = wait_lines(&file, 1)[0]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let t = Instant::now();
+    drop(e);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let deadline = Instant::now() + LONG;
+    // SAFETY: kill(pid, 0) only checks whether the process exists.
+    while unsafe { libc::kill(worker, 0) } == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "worker {worker} outlived the engine"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

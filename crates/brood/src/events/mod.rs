@@ -563,7 +563,7 @@ pub struct EventEngine<E> {
     failures: mpsc::Receiver<Failure>,
     timers: Vec<(Duration, MakeEvent<E>)>,
     running_timers: Vec<(mpsc::Sender<()>, JoinHandle<()>)>,
-    supervisor: Option<(mpsc::Sender<Stop>, JoinHandle<StopReport>)>,
+    supervisor: Option<(mpsc::Sender<Command>, JoinHandle<StopReport>)>,
     state: EngineState,
     _event: PhantomData<fn(E)>,
 }
@@ -864,7 +864,9 @@ impl<E: Serialize + DeserializeOwned + 'static> EventEngine<E> {
     /// still queued; returns the counts. A worker that dies during a drain
     /// is replaced until the queue is empty. Stopping an engine that never
     /// started handles nothing (`Drop`) or starts it to drain (`Drain`);
-    /// a second `stop` returns zeros.
+    /// a second `stop` returns zeros. Dropping a running engine without
+    /// `stop` drops what is queued and kills the workers (so a hung handler
+    /// cannot hang the drop); the events they held are lost.
     ///
     /// ```
     /// use brood::events::{Event, EventEngine, Stop};
@@ -892,7 +894,7 @@ impl<E: Serialize + DeserializeOwned + 'static> EventEngine<E> {
         self.state = EngineState::Stopped;
         match self.supervisor.take() {
             Some((tx, handle)) => {
-                let _ = tx.send(mode);
+                let _ = tx.send(Command::Stop(mode));
                 handle
                     .join()
                     .map_err(|_| Error::invalid("the event engine's supervisor panicked"))
@@ -925,7 +927,7 @@ impl<E> Drop for EventEngine<E> {
             let _ = handle.join();
         }
         if let Some((tx, handle)) = self.supervisor.take() {
-            let _ = tx.send(Stop::Drop);
+            let _ = tx.send(Command::Kill);
             let _ = handle.join();
         }
     }
@@ -959,6 +961,16 @@ struct Supervisor {
     /// Per slot: events lost with dead workers, events dropped by `stop`.
     lost: Vec<u64>,
     dropped: Vec<u64>,
+}
+
+/// What the engine asks of its supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// `stop(mode)`: drain or drop, and let the events in hand finish.
+    Stop(Stop),
+    /// The engine was dropped without `stop`: drop what is queued and kill
+    /// the workers (a handler that never returns cannot hang a drop).
+    Kill,
 }
 
 /// How often the supervisor looks at the workers when nothing is reported.
@@ -1066,7 +1078,7 @@ impl Supervisor {
         }
     }
 
-    fn run(mut self, commands: mpsc::Receiver<Stop>) -> StopReport {
+    fn run(mut self, commands: mpsc::Receiver<Command>) -> StopReport {
         let n = self.shared.slots.len();
         let mut workers: Vec<Option<Process<()>>> = (0..n).map(|_| None).collect();
         let mut retry_at = vec![Instant::now(); n];
@@ -1074,17 +1086,27 @@ impl Supervisor {
         let mut stopping: Option<Stop> = None;
         loop {
             if stopping.is_none() {
-                let mode = match commands.try_recv() {
-                    Ok(mode) => Some(mode),
-                    Err(mpsc::TryRecvError::Disconnected) => Some(Stop::Drop),
+                let command = match commands.try_recv() {
+                    Ok(command) => Some(command),
+                    Err(mpsc::TryRecvError::Disconnected) => Some(Command::Kill),
                     Err(mpsc::TryRecvError::Empty) => None,
                 };
-                if let Some(mode) = mode {
+                if let Some(command) = command {
+                    let mode = match command {
+                        Command::Stop(mode) => mode,
+                        Command::Kill => Stop::Drop,
+                    };
                     stopping = Some(mode);
                     for i in 0..n {
                         match mode {
                             Stop::Drain => self.shared.slots[i].inbox.close(),
                             Stop::Drop => self.drop_queued(i),
+                        }
+                    }
+                    if command == Command::Kill {
+                        // The engine is dropped: do not wait for handlers.
+                        for p in workers.iter().flatten() {
+                            let _ = p.kill();
                         }
                     }
                 }
