@@ -13,6 +13,10 @@ Standard library only; the SVG is written by hand.
 
 Usage: python3 bench/charts.py [--out DIR] [RESULTS.md ...]
        (default: bench/results.md bench/results-pool.md -> bench/charts)
+       python3 bench/charts.py --check
+       (draws the default results into a temporary folder, checks that every
+       SVG parses as XML with one bar per table row, and that the committed
+       bench/charts/*.svg are the ones these results give; scripts/test.sh)
 """
 
 import argparse
@@ -20,6 +24,8 @@ import math
 import os
 import re
 import sys
+import tempfile
+import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -276,9 +282,34 @@ def draw(title, panels, machine, date, source):
     return "\n".join(out) + "\n"
 
 
+def check(files):
+    """Draw `files` into a temporary folder and check what comes out."""
+    committed = os.path.join(BENCH, "charts")
+    with tempfile.TemporaryDirectory() as tmp:
+        written = render(files, tmp)
+        if not written:
+            sys.exit("charts.py --check: no chart drawn")
+        for stem, bars in written.items():
+            path = os.path.join(tmp, stem + ".svg")
+            root = ET.parse(path).getroot()
+            if root.tag != "{http://www.w3.org/2000/svg}svg":
+                sys.exit(f"charts.py --check: {stem}.svg: root is {root.tag}, not svg")
+            rects = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.find("{http://www.w3.org/2000/svg}title") is not None]
+            if len(rects) != bars:
+                sys.exit(f"charts.py --check: {stem}.svg has {len(rects)} bars, its table {bars} rows")
+            with open(path, encoding="utf-8") as f:
+                fresh = f.read()
+            old = os.path.join(committed, stem + ".svg")
+            if not os.path.exists(old) or open(old, encoding="utf-8").read() != fresh:
+                sys.exit(f"charts.py --check: bench/charts/{stem}.svg is not what the results give: "
+                         "run python3 bench/charts.py and commit it")
+    print(f"charts.py --check: {', '.join(sorted(written))} parse and match the results", file=sys.stderr)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(BENCH, "charts"))
+    ap.add_argument("--check", action="store_true")
     ap.add_argument("files", nargs="*")
     args = ap.parse_args(argv)
     files = args.files or [
@@ -287,8 +318,16 @@ def main(argv=None):
     ]
     if not files:
         sys.exit("charts.py: no results file (run bench/run first)")
-    os.makedirs(args.out, exist_ok=True)
-    done = set()
+    if args.check:
+        check(files)
+    else:
+        render(files, args.out)
+
+
+def render(files, out):
+    """Write one SVG per table found into `out`; -> {stem: number of bars}."""
+    os.makedirs(out, exist_ok=True)
+    done, written = set(), {}
     for path in files:
         header, sections = read_sections(path)
         for stitle, tables in sections.items():
@@ -304,14 +343,16 @@ def main(argv=None):
             if source.startswith(".."):
                 source = path
             svg = draw(ctitle, panels, machine, date, source)
-            target = os.path.join(args.out, stem + ".svg")
+            target = os.path.join(out, stem + ".svg")
             with open(target, "w", encoding="utf-8") as f:
                 f.write(svg)
             done.add(key)
+            written[stem] = sum(len(rows) for _, rows in panels)
             print(f"charts.py: wrote {target} ({len(panels)} panels)", file=sys.stderr)
     missing = [t for t in SECTIONS if t not in done]
     if missing:
         print(f"charts.py: no table for {', '.join(missing)} in {', '.join(files)}", file=sys.stderr)
+    return written
 
 
 if __name__ == "__main__":
