@@ -286,7 +286,7 @@ def check(files):
     """Draw `files` into a temporary folder and check what comes out."""
     committed = os.path.join(BENCH, "charts")
     with tempfile.TemporaryDirectory() as tmp:
-        written = render(files, tmp)
+        written = render(files, tmp, log=False)
         if not written:
             sys.exit("charts.py --check: no chart drawn")
         for stem, bars in written.items():
@@ -294,7 +294,8 @@ def check(files):
             root = ET.parse(path).getroot()
             if root.tag != "{http://www.w3.org/2000/svg}svg":
                 sys.exit(f"charts.py --check: {stem}.svg: root is {root.tag}, not svg")
-            rects = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.find("{http://www.w3.org/2000/svg}title") is not None]
+            svg_ns = "{http://www.w3.org/2000/svg}"
+            rects = [r for r in root.iter(svg_ns + "rect") if r.find(svg_ns + "title") is not None]
             if len(rects) != bars:
                 sys.exit(f"charts.py --check: {stem}.svg has {len(rects)} bars, its table {bars} rows")
             with open(path, encoding="utf-8") as f:
@@ -303,7 +304,44 @@ def check(files):
             if not os.path.exists(old) or open(old, encoding="utf-8").read() != fresh:
                 sys.exit(f"charts.py --check: bench/charts/{stem}.svg is not what the results give: "
                          "run python3 bench/charts.py and commit it")
+        # The queues report's layout (one `| row | unit |` table per test),
+        # which the committed results may lack.
+        sample = os.path.join(tmp, "queues.md")
+        with open(sample, "w", encoding="utf-8") as f:
+            f.write(QUEUES_SAMPLE)
+        got = render([sample], os.path.join(tmp, "sample"), log=False)
+        if got != {"queues": 3}:
+            sys.exit(f"charts.py --check: the queues sample gave {got}, not 3 bars")
+        ET.parse(os.path.join(tmp, "sample", "queues.svg"))
     print(f"charts.py --check: {', '.join(sorted(written))} parse and match the results", file=sys.stderr)
+
+
+QUEUES_SAMPLE = """# brood bench results
+
+- date: 2026-01-01 00:00 UTC
+- machine: 1 CPUs, a sample CPU, Linux 0
+
+## Queues
+
+### One producer → one consumer, 8-byte messages (M msgs/s, more is better)
+
+| row | M msgs/s |
+|---|---:|
+| brood Queue<u64> (4 MiB ring) | 1.710 |
+| python Queue | 0.063 |
+
+### Ping-pong round trip (µs, less is better)
+
+| row | µs |
+|---|---:|
+| brood Queue<u64> (4 MiB ring) | 54.000 |
+
+### Ratios and targets
+
+| ratio | value | target | met |
+|---|---:|---|---|
+| round trip: brood, µs | 54.00 | <= 1.0 | **no** |
+"""
 
 
 def main(argv=None):
@@ -324,7 +362,7 @@ def main(argv=None):
         render(files, args.out)
 
 
-def render(files, out):
+def render(files, out, log=True):
     """Write one SVG per table found into `out`; -> {stem: number of bars}."""
     os.makedirs(out, exist_ok=True)
     done, written = set(), {}
@@ -348,9 +386,10 @@ def render(files, out):
                 f.write(svg)
             done.add(key)
             written[stem] = sum(len(rows) for _, rows in panels)
-            print(f"charts.py: wrote {target} ({len(panels)} panels)", file=sys.stderr)
+            if log:
+                print(f"charts.py: wrote {target} ({len(panels)} panels)", file=sys.stderr)
     missing = [t for t in SECTIONS if t not in done]
-    if missing:
+    if missing and log:
         print(f"charts.py: no table for {', '.join(missing)} in {', '.join(files)}", file=sys.stderr)
     return written
 
