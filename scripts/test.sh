@@ -47,6 +47,8 @@ timeout 1200 cargo clippy --workspace --all-targets -- -D warnings
 echo "== bench: fmt and clippy (procspawn and ipc-channel come from crates.io)"
 cargo fmt --manifest-path bench/Cargo.toml -- --check
 timeout 1200 cargo clippy --manifest-path bench/Cargo.toml --all-targets -- -D warnings
+echo "== bench charts (bench/charts/*.svg parse and match bench/results*.md)"
+timeout 60 python3 bench/charts.py --check
 echo "== cargo doc (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" timeout 900 cargo doc -p brood -p brood-macros --no-deps
 echo "== cargo nextest run"
