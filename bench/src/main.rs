@@ -31,6 +31,7 @@
 //! which also runs the Python and C sides and writes the report.
 
 mod manager;
+mod events;
 mod pipes;
 mod pool;
 mod queue;
@@ -253,8 +254,8 @@ fn main() {
                     .next()
                     .expect("--table needs start, pipes, sync, queue or manager");
                 assert!(
-                    ["start", "pipes", "sync", "queue", "pool", "manager"].contains(&t.as_str()),
-                    "--table is start, pipes, sync, queue, pool or manager, not {t:?}"
+                    ["start", "pipes", "sync", "queue", "pool", "manager", "events"].contains(&t.as_str()),
+                    "--table is start, pipes, sync, queue, pool, manager or events, not {t:?}"
                 );
                 table = Some(t);
             }
@@ -310,6 +311,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "manager") {
         manager::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "events") {
+        events::run(only.as_deref());
     }
 }
 

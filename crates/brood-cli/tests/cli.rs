@@ -115,6 +115,7 @@ fn tour_list_lists_every_topic() {
         "shared-memory",
         "semaphore",
         "log",
+        "events",
     ];
     assert_eq!(names, expected);
     let run = brood(&["tour", "--list"], Duration::from_secs(30));

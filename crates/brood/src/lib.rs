@@ -41,6 +41,8 @@
 //! - [`codec`]: the one serialization format (MessagePack).
 //! - [`log`](mod@log): one log file that many processes append to, rotated
 //!   once across them; an `io::Write`, a `tracing` writer, a `log` backend.
+//! - [`events`]: [`EventEngine`], typed events whose handlers run in
+//!   worker processes, per-kind order, timers, drain or drop on stop.
 //!
 //! Values cross between processes and back as pieces of a program's data:
 //!
@@ -74,6 +76,7 @@ pub mod codec;
 pub mod connection;
 mod context;
 mod error;
+pub mod events;
 pub mod handle;
 mod launch;
 pub mod log;
@@ -93,6 +96,7 @@ pub use brood_macros::task;
 pub use connection::{Connection, pipe};
 pub use context::{Context, get_context};
 pub use error::{Error, ErrorKind, PanicReport, Result};
+pub use events::EventEngine;
 pub use manager::{ManagedList, ManagedMap, Manager};
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{

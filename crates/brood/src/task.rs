@@ -132,7 +132,7 @@ pub(crate) const fn assert_captures_nothing<F>() {
 /// `F` must be zero-sized and a function item or a closure that captures
 /// nothing (what [`assert_captures_nothing`] checks for the size): such a
 /// value has no bytes and no invariant, so every "instance" is the same.
-unsafe fn conjure<F>() -> F {
+pub(crate) unsafe fn conjure<F>() -> F {
     const { assert_captures_nothing::<F>() };
     // SAFETY: F is zero-sized (checked above) and, per the contract, a
     // function or capture-free closure type, which has no validity invariant.

@@ -13,6 +13,7 @@
 //! flag, the `SIGCHLD` action).
 
 mod double_fork;
+mod events;
 mod exit;
 mod fork;
 pub(crate) mod kit;
@@ -173,6 +174,13 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "log rotation across processes (a topic the reference links to)",
         summary: "four processes, one rotating log: every line once, whole, in order; Python's RotatingFileHandler loses lines",
         run: log::run,
+    },
+    Topic {
+        name: "events",
+        section: "§links",
+        title: "an event engine: handlers in worker processes, a timer",
+        summary: "a timer event handled in another process; a failing handler and a killed worker reported, never fatal",
+        run: events::run,
     },
 ];
 
