@@ -66,6 +66,22 @@ pub(crate) fn to_offset(t: Trampoline) -> i64 {
     (t as usize as i64).wrapping_sub(anchor as fn() as usize as i64)
 }
 
+/// Turns an offset back into a trampoline, unchecked: for offsets that
+/// never left this program's processes (the event engine's workers, forked
+/// or spawned from the engine's process). Offsets that arrive with a job go
+/// through [`resolve`], which checks the executable first.
+///
+/// # Safety
+///
+/// `offset` must come from [`to_offset`] in a process running the same
+/// executable (same file, so the same code at the same offsets).
+pub(crate) unsafe fn from_offset(offset: i64) -> Trampoline {
+    let addr = (anchor as fn() as usize as i64).wrapping_add(offset) as usize;
+    // SAFETY: per the contract, `addr` is the address of a `Trampoline` in
+    // this very executable, so it is a valid fn pointer of that type.
+    unsafe { std::mem::transmute::<usize, Trampoline>(addr) }
+}
+
 /// Device and inode of `/proc/self/exe` ((0, 0) if unreadable): what a code
 /// offset is valid for.
 pub(crate) fn exe_identity() -> (u64, u64) {
@@ -83,13 +99,11 @@ pub(crate) fn resolve(offset: i64, exe: (u64, u64)) -> Option<Trampoline> {
     if exe != exe_identity() || exe == (0, 0) {
         return None;
     }
-    let addr = (anchor as fn() as usize as i64).wrapping_add(offset) as usize;
     // SAFETY: the offset came from `to_offset` in a process running this
     // same executable file (device and inode checked just above: the same
-    // code at the same offsets), so `addr` is the address of a
-    // `Trampoline` here too, a valid fn pointer of that type. Rust has no
-    // safe way to make a function pointer from an address.
-    Some(unsafe { std::mem::transmute::<usize, Trampoline>(addr) })
+    // code at the same offsets). Rust has no safe way to make a function
+    // pointer from an address.
+    Some(unsafe { from_offset(offset) })
 }
 
 /// What `()` (and any other value of a zero-sized type that encodes as
