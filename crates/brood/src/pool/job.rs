@@ -16,17 +16,23 @@ use crate::launch;
 
 use super::supervisor::{Shared, Unit};
 
-/// One item's result as the worker sent it: a launch result tag and its
-/// payload (the encoded value, a panic report, or a message).
+/// One item's result as the worker sent it: a launch result tag and where
+/// its payload (the encoded value, a panic report, or a message) lies in
+/// the unit's result frame. Items share the frame: no copy per item.
 pub(crate) struct Item {
     pub(crate) tag: u8,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: std::ops::Range<usize>,
 }
 
 /// What became of one unit (a chunk of items).
 pub(crate) enum UnitOutcome {
-    /// The worker ran every item; each has its own result.
-    Items { worker: Arc<str>, items: Vec<Item> },
+    /// The worker ran every item; each has its own result, a slice of
+    /// `frame`.
+    Items {
+        worker: Arc<str>,
+        frame: Vec<u8>,
+        items: Vec<Item>,
+    },
     /// No result: the worker died holding it, or the pool was terminated
     /// or interrupted. Every item of the unit fails with this error.
     Failed(Error),
@@ -155,12 +161,17 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
 }
 
 /// Decodes one item's result.
-pub(crate) fn decode_item<R: DeserializeOwned>(worker: &str, item: &Item) -> Result<R> {
-    let text = || String::from_utf8_lossy(&item.payload).into_owned();
+pub(crate) fn decode_item<R: DeserializeOwned>(
+    worker: &str,
+    frame: &[u8],
+    item: &Item,
+) -> Result<R> {
+    let payload = frame.get(item.payload.clone()).unwrap_or_default();
+    let text = || String::from_utf8_lossy(payload).into_owned();
     match item.tag {
-        launch::TAG_RETURNED => codec::decode(&item.payload),
+        launch::TAG_RETURNED => codec::decode(payload),
         launch::TAG_PANICKED => {
-            Err(Error::panicked(codec::decode::<PanicReport>(&item.payload)?).in_process(worker))
+            Err(Error::panicked(codec::decode::<PanicReport>(payload)?).in_process(worker))
         }
         launch::TAG_ENCODE_FAILED => Err(Error::simple(
             ErrorKind::Codec,
@@ -196,9 +207,13 @@ fn fan_out(err: Error, n: usize) -> Vec<Error> {
 /// Decodes every item of a unit of `n` items.
 pub(crate) fn decode_unit<R: DeserializeOwned>(outcome: UnitOutcome, n: usize) -> Vec<Result<R>> {
     match outcome {
-        UnitOutcome::Items { worker, items } => items
+        UnitOutcome::Items {
+            worker,
+            frame,
+            items,
+        } => items
             .iter()
-            .map(|item| decode_item(&worker, item))
+            .map(|item| decode_item(&worker, &frame, item))
             .collect(),
         UnitOutcome::Failed(err) => fan_out(err, n.max(1)).into_iter().map(Err).collect(),
     }
@@ -210,8 +225,15 @@ pub(crate) type Decode<R> = fn(&mut JobInner) -> Result<R>;
 /// The value of a one-unit, one-item job (`apply`).
 pub(crate) fn decode_one<R: DeserializeOwned>(inner: &mut JobInner) -> Result<R> {
     match inner.arrived.pop_front() {
-        Some((_, UnitOutcome::Items { worker, items })) => match items.first() {
-            Some(item) => decode_item(&worker, item),
+        Some((
+            _,
+            UnitOutcome::Items {
+                worker,
+                frame,
+                items,
+            },
+        )) => match items.first() {
+            Some(item) => decode_item(&worker, &frame, item),
             None => Err(Error::simple(ErrorKind::Codec, "the worker sent no result")),
         },
         Some((_, UnitOutcome::Failed(err))) => Err(err),
@@ -224,12 +246,23 @@ pub(crate) fn decode_one<R: DeserializeOwned>(inner: &mut JobInner) -> Result<R>
 pub(crate) fn decode_all<R: DeserializeOwned>(inner: &mut JobInner) -> Result<Vec<R>> {
     let mut units: Vec<(usize, UnitOutcome)> = inner.arrived.drain(..).collect();
     units.sort_by_key(|(i, _)| *i);
-    let mut out = Vec::new();
+    let total = units
+        .iter()
+        .map(|(_, unit)| match unit {
+            UnitOutcome::Items { items, .. } => items.len(),
+            UnitOutcome::Failed(_) => 0,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(total);
     for (_, unit) in units {
         match unit {
-            UnitOutcome::Items { worker, items } => {
+            UnitOutcome::Items {
+                worker,
+                frame,
+                items,
+            } => {
                 for item in &items {
-                    out.push(decode_item(&worker, item)?);
+                    out.push(decode_item(&worker, &frame, item)?);
                 }
             }
             UnitOutcome::Failed(err) => return Err(err),
