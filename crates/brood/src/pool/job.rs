@@ -55,8 +55,12 @@ pub(crate) struct JobInner {
     /// Set once `expected == received` and the hook ran.
     complete: bool,
     /// Threads waiting for arrivals (`imap`): only then does a delivery
-    /// wake anyone. Waiters for completion are woken once, at the end.
+    /// wake anyone.
     arrival_waiters: usize,
+    /// Threads waiting for completion: woken once, at the end, and only if
+    /// there are any (a notify is a syscall; most `apply_async` results
+    /// are complete before their `get`).
+    complete_waiters: usize,
 }
 
 /// Shared by the supervisor (which delivers) and one typed handle.
@@ -77,6 +81,7 @@ impl Job {
                 taken: false,
                 complete: false,
                 arrival_waiters: 0,
+                complete_waiters: 0,
             }),
             cond: Condvar::new(),
         });
@@ -99,7 +104,7 @@ impl Job {
         let mut wake = inner.arrival_waiters > 0;
         if inner.expected == Some(inner.received) {
             self.finish(&mut inner);
-            wake = true;
+            wake |= inner.complete_waiters > 0;
         }
         drop(inner);
         if wake {
@@ -122,20 +127,28 @@ impl Job {
         deadline: Option<Instant>,
     ) -> (MutexGuard<'a, JobInner>, bool) {
         while !inner.complete {
-            match deadline {
-                None => inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner()),
+            let left = match deadline {
+                None => None,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return (inner, false);
                     }
-                    inner = self
-                        .cond
+                    Some(left)
+                }
+            };
+            // Counted under the lock, so `deliver` cannot miss us.
+            inner.complete_waiters += 1;
+            inner = match left {
+                None => self.cond.wait(inner).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => {
+                    self.cond
                         .wait_timeout(inner, left)
                         .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                        .0
                 }
-            }
+            };
+            inner.complete_waiters -= 1;
         }
         (inner, true)
     }
