@@ -9,16 +9,13 @@
 #[macro_use]
 mod common;
 
+use common::builder;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use brood::os::{self, ProcState};
 use brood::{ErrorKind, Process, StartMethod};
-
-fn builder(m: StartMethod) -> brood::Builder {
-    common::allow_fork();
-    Process::builder().start_method(m)
-}
 
 fn sleep_secs(s: u64) {
     std::thread::sleep(Duration::from_secs(s));

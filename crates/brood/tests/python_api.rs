@@ -8,30 +8,14 @@
 #[macro_use]
 mod common;
 
+use common::{builder, returns_in_time};
+
 use std::time::{Duration, Instant};
 
 use brood::connection::{Address, Client, Listener, wait};
 use brood::shm::{Array, RawArray, RawValue, Typecode, Value};
 use brood::sync::{Barrier, Condition, Lock, RLock};
 use brood::{Process, StartMethod};
-
-fn builder(m: StartMethod) -> brood::Builder {
-    common::allow_fork();
-    Process::builder().start_method(m)
-}
-
-/// Asserts that `f` took about `expected` (at least it, and not hanging).
-fn returns_in_time<R>(expected: Duration, f: impl FnOnce() -> R) -> R {
-    let t = Instant::now();
-    let out = f();
-    let took = t.elapsed();
-    assert!(
-        took + Duration::from_millis(2) >= expected,
-        "returned early: {took:?}"
-    );
-    assert!(took < expected + Duration::from_secs(3), "took {took:?}");
-    out
-}
 
 // ----- Value's and Array's lock: Python's `with v.get_lock(): v.value += 1` -----
 

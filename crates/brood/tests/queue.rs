@@ -8,6 +8,8 @@
 #[macro_use]
 mod common;
 
+use common::builder;
+
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
@@ -17,11 +19,6 @@ use brood::{JoinableQueue, Process, Queue, SimpleQueue, StartMethod};
 use serde::{Deserialize, Serialize};
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn builder(m: StartMethod) -> brood::Builder {
-    common::allow_fork();
-    Process::builder().start_method(m)
-}
 
 /// A checksum of one message's identity (what a consumer verifies).
 fn check(producer: u32, seq: u32) -> u64 {

@@ -13,6 +13,8 @@
 #[macro_use]
 mod common;
 
+use common::builder;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,11 +42,6 @@ fn take(path: Path) {
         path == Path::Fast,
         "this thread runs the {path:?} path"
     );
-}
-
-fn builder(m: StartMethod) -> brood::Builder {
-    common::allow_fork();
-    Process::builder().start_method(m)
 }
 
 /// A primitive with a lock that a holder can die holding.

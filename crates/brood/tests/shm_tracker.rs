@@ -7,42 +7,15 @@
 #[macro_use]
 mod common;
 
-use std::path::Path;
+use common::{assert_unlinked_soon, builder, exists, unique_name};
+
 use std::thread;
 use std::time::{Duration, Instant};
 
+use brood::StartMethod;
 use brood::shm::SharedMemory;
-use brood::{Process, StartMethod};
 
 const LONG: Duration = Duration::from_secs(10);
-
-fn builder(m: StartMethod) -> brood::Builder {
-    common::allow_fork();
-    Process::builder().start_method(m)
-}
-
-/// A name no other test (nor run) uses.
-fn unique_name(tag: &str) -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    format!("brood-trk-{}-{tag}-{n}", std::process::id())
-}
-
-fn exists(name: &str) -> bool {
-    Path::new("/dev/shm").join(name).exists()
-}
-
-/// Polls until the segment's name is gone, for at most 10 s.
-fn assert_unlinked_soon(name: &str) {
-    let deadline = Instant::now() + LONG;
-    while exists(name) {
-        assert!(
-            Instant::now() < deadline,
-            "/dev/shm/{name} is still there 10 s after its last user died"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 // ---------------------------------------------------------------------------
 // A failed create leaves nothing.

@@ -10,6 +10,8 @@
 #[macro_use]
 mod common;
 
+use common::{builder, returns_in_time};
+
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,24 +22,6 @@ use brood::sync::{
 use brood::{Process, StartMethod};
 
 const LONG: Duration = Duration::from_secs(10);
-
-fn builder(m: StartMethod) -> brood::Builder {
-    common::allow_fork();
-    Process::builder().start_method(m)
-}
-
-/// Asserts that `f` took about `expected` (at least it, and not hanging).
-fn returns_in_time<R>(expected: Duration, f: impl FnOnce() -> R) -> R {
-    let t = Instant::now();
-    let out = f();
-    let took = t.elapsed();
-    assert!(
-        took + Duration::from_millis(2) >= expected,
-        "returned early: {took:?}"
-    );
-    assert!(took < expected + Duration::from_secs(3), "took {took:?}");
-    out
-}
 
 /// Polls `f` until it is true, for at most 10 s.
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {

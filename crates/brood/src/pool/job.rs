@@ -16,17 +16,23 @@ use crate::launch;
 
 use super::supervisor::{Shared, Unit};
 
-/// One item's result as the worker sent it: a launch result tag and its
-/// payload (the encoded value, a panic report, or a message).
+/// One item's result as the worker sent it: a launch result tag and where
+/// its payload (the encoded value, a panic report, or a message) lies in
+/// the unit's result frame. Items share the frame: no copy per item.
 pub(crate) struct Item {
     pub(crate) tag: u8,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: std::ops::Range<usize>,
 }
 
 /// What became of one unit (a chunk of items).
 pub(crate) enum UnitOutcome {
-    /// The worker ran every item; each has its own result.
-    Items { worker: Arc<str>, items: Vec<Item> },
+    /// The worker ran every item; each has its own result, a slice of
+    /// `frame`.
+    Items {
+        worker: Arc<str>,
+        frame: Vec<u8>,
+        items: Vec<Item>,
+    },
     /// No result: the worker died holding it, or the pool was terminated
     /// or interrupted. Every item of the unit fails with this error.
     Failed(Error),
@@ -49,8 +55,12 @@ pub(crate) struct JobInner {
     /// Set once `expected == received` and the hook ran.
     complete: bool,
     /// Threads waiting for arrivals (`imap`): only then does a delivery
-    /// wake anyone. Waiters for completion are woken once, at the end.
+    /// wake anyone.
     arrival_waiters: usize,
+    /// Threads waiting for completion: woken once, at the end, and only if
+    /// there are any (a notify is a syscall; most `apply_async` results
+    /// are complete before their `get`).
+    complete_waiters: usize,
 }
 
 /// Shared by the supervisor (which delivers) and one typed handle.
@@ -71,6 +81,7 @@ impl Job {
                 taken: false,
                 complete: false,
                 arrival_waiters: 0,
+                complete_waiters: 0,
             }),
             cond: Condvar::new(),
         });
@@ -93,7 +104,7 @@ impl Job {
         let mut wake = inner.arrival_waiters > 0;
         if inner.expected == Some(inner.received) {
             self.finish(&mut inner);
-            wake = true;
+            wake |= inner.complete_waiters > 0;
         }
         drop(inner);
         if wake {
@@ -116,20 +127,28 @@ impl Job {
         deadline: Option<Instant>,
     ) -> (MutexGuard<'a, JobInner>, bool) {
         while !inner.complete {
-            match deadline {
-                None => inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner()),
+            let left = match deadline {
+                None => None,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return (inner, false);
                     }
-                    inner = self
-                        .cond
+                    Some(left)
+                }
+            };
+            // Counted under the lock, so `deliver` cannot miss us.
+            inner.complete_waiters += 1;
+            inner = match left {
+                None => self.cond.wait(inner).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => {
+                    self.cond
                         .wait_timeout(inner, left)
                         .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                        .0
                 }
-            }
+            };
+            inner.complete_waiters -= 1;
         }
         (inner, true)
     }
@@ -155,12 +174,17 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
 }
 
 /// Decodes one item's result.
-pub(crate) fn decode_item<R: DeserializeOwned>(worker: &str, item: &Item) -> Result<R> {
-    let text = || String::from_utf8_lossy(&item.payload).into_owned();
+pub(crate) fn decode_item<R: DeserializeOwned>(
+    worker: &str,
+    frame: &[u8],
+    item: &Item,
+) -> Result<R> {
+    let payload = frame.get(item.payload.clone()).unwrap_or_default();
+    let text = || String::from_utf8_lossy(payload).into_owned();
     match item.tag {
-        launch::TAG_RETURNED => codec::decode(&item.payload),
+        launch::TAG_RETURNED => codec::decode(payload),
         launch::TAG_PANICKED => {
-            Err(Error::panicked(codec::decode::<PanicReport>(&item.payload)?).in_process(worker))
+            Err(Error::panicked(codec::decode::<PanicReport>(payload)?).in_process(worker))
         }
         launch::TAG_ENCODE_FAILED => Err(Error::simple(
             ErrorKind::Codec,
@@ -196,9 +220,13 @@ fn fan_out(err: Error, n: usize) -> Vec<Error> {
 /// Decodes every item of a unit of `n` items.
 pub(crate) fn decode_unit<R: DeserializeOwned>(outcome: UnitOutcome, n: usize) -> Vec<Result<R>> {
     match outcome {
-        UnitOutcome::Items { worker, items } => items
+        UnitOutcome::Items {
+            worker,
+            frame,
+            items,
+        } => items
             .iter()
-            .map(|item| decode_item(&worker, item))
+            .map(|item| decode_item(&worker, &frame, item))
             .collect(),
         UnitOutcome::Failed(err) => fan_out(err, n.max(1)).into_iter().map(Err).collect(),
     }
@@ -210,8 +238,15 @@ pub(crate) type Decode<R> = fn(&mut JobInner) -> Result<R>;
 /// The value of a one-unit, one-item job (`apply`).
 pub(crate) fn decode_one<R: DeserializeOwned>(inner: &mut JobInner) -> Result<R> {
     match inner.arrived.pop_front() {
-        Some((_, UnitOutcome::Items { worker, items })) => match items.first() {
-            Some(item) => decode_item(&worker, item),
+        Some((
+            _,
+            UnitOutcome::Items {
+                worker,
+                frame,
+                items,
+            },
+        )) => match items.first() {
+            Some(item) => decode_item(&worker, &frame, item),
             None => Err(Error::simple(ErrorKind::Codec, "the worker sent no result")),
         },
         Some((_, UnitOutcome::Failed(err))) => Err(err),
@@ -224,12 +259,23 @@ pub(crate) fn decode_one<R: DeserializeOwned>(inner: &mut JobInner) -> Result<R>
 pub(crate) fn decode_all<R: DeserializeOwned>(inner: &mut JobInner) -> Result<Vec<R>> {
     let mut units: Vec<(usize, UnitOutcome)> = inner.arrived.drain(..).collect();
     units.sort_by_key(|(i, _)| *i);
-    let mut out = Vec::new();
+    let total = units
+        .iter()
+        .map(|(_, unit)| match unit {
+            UnitOutcome::Items { items, .. } => items.len(),
+            UnitOutcome::Failed(_) => 0,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(total);
     for (_, unit) in units {
         match unit {
-            UnitOutcome::Items { worker, items } => {
+            UnitOutcome::Items {
+                worker,
+                frame,
+                items,
+            } => {
                 for item in &items {
-                    out.push(decode_item(&worker, item)?);
+                    out.push(decode_item(&worker, &frame, item)?);
                 }
             }
             UnitOutcome::Failed(err) => return Err(err),

@@ -399,7 +399,7 @@ impl Supervisor {
             }
             match w.conn.recv_bytes() {
                 Ok(frame) => {
-                    if self.on_result(i, &frame, now).is_none() {
+                    if self.on_result(i, frame, now).is_none() {
                         // A frame that makes no sense: the worker is not
                         // trustworthy any more.
                         let w = &mut self.workers[i];
@@ -417,18 +417,25 @@ impl Supervisor {
     }
 
     /// Handles one result frame; `None` if it is malformed.
-    fn on_result(&mut self, i: usize, frame: &[u8], now: Instant) -> Option<()> {
-        let mut r = Reader::new(frame);
+    fn on_result(&mut self, i: usize, frame: Vec<u8>, now: Instant) -> Option<()> {
+        let mut r = Reader::new(&frame);
         let seq = r.u64()?;
         let n = r.u32()?;
-        let mut items = Vec::with_capacity(n as usize);
+        // Each item is at least 5 bytes: a lying count cannot allocate
+        // more than the frame justifies.
+        let mut items = Vec::with_capacity((n as usize).min(frame.len() / 5));
         for _ in 0..n {
             let tag = r.u8()?;
-            let payload = r.bytes()?.to_vec();
-            items.push(Item { tag, payload });
+            let len = r.u32()? as usize;
+            let start = frame.len() - r.remaining();
+            r.take(len)?;
+            items.push(Item {
+                tag,
+                payload: start..start + len,
+            });
         }
         if seq == SEQ_INIT_FAILED {
-            self.initializer_failed(i, items);
+            self.initializer_failed(i, &frame, items);
             return Some(());
         }
         let w = &mut self.workers[i];
@@ -452,19 +459,25 @@ impl Supervisor {
         w.window = ((TARGET_QUEUED.as_nanos() / per) as usize).clamp(2, MAX_WINDOW);
         let worker = w.name.clone();
         self.boot_deaths = 0;
-        unit.job
-            .deliver(unit.index, UnitOutcome::Items { worker, items });
+        unit.job.deliver(
+            unit.index,
+            UnitOutcome::Items {
+                worker,
+                frame,
+                items,
+            },
+        );
         Some(())
     }
 
     /// A worker's initializer failed: the pool cannot run anything. Fail
     /// all work with the initializer's error and take no more.
-    fn initializer_failed(&mut self, i: usize, items: Vec<Item>) {
+    fn initializer_failed(&mut self, i: usize, frame: &[u8], items: Vec<Item>) {
         let why = items
             .first()
             .map(|item| {
                 let worker = self.workers[i].name.clone();
-                match super::job::decode_item::<()>(&worker, item) {
+                match super::job::decode_item::<()>(&worker, frame, item) {
                     Err(e) => e.to_string(),
                     Ok(()) => "the initializer failed".to_string(),
                 }

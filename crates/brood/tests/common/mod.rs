@@ -85,3 +85,49 @@ pub fn allow_fork() {
     // and holds no lock a child needs; no test holds one across a start.
     unsafe { brood::allow_fork_with_threads() };
 }
+
+/// A `Process` builder for `m`, with forking allowed in this test process.
+pub fn builder(m: brood::StartMethod) -> brood::Builder {
+    allow_fork();
+    brood::Process::builder().start_method(m)
+}
+
+/// Asserts that `f` took about `expected` (at least it, and not hanging).
+pub fn returns_in_time<R>(expected: std::time::Duration, f: impl FnOnce() -> R) -> R {
+    let t = std::time::Instant::now();
+    let out = f();
+    let took = t.elapsed();
+    assert!(
+        took + std::time::Duration::from_millis(2) >= expected,
+        "returned early: {took:?}"
+    );
+    assert!(
+        took < expected + std::time::Duration::from_secs(3),
+        "took {took:?}"
+    );
+    out
+}
+
+/// A shared-memory name no other test (nor run) uses.
+pub fn unique_name(tag: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("brood-test-{}-{tag}-{n}", std::process::id())
+}
+
+/// Whether `/dev/shm/name` exists.
+pub fn exists(name: &str) -> bool {
+    std::path::Path::new("/dev/shm").join(name).exists()
+}
+
+/// Polls until the segment's name is gone, for at most 10 s.
+pub fn assert_unlinked_soon(name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while exists(name) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/dev/shm/{name} is still there 10 s after its last user died"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
