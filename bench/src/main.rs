@@ -30,8 +30,8 @@
 //! `sync counter`, `sync fill`, `sync shm`, `sync sem`), contains it. Run through `bench/run`,
 //! which also runs the Python and C sides and writes the report.
 
-mod manager;
 mod events;
+mod manager;
 mod pipes;
 mod pool;
 mod queue;
@@ -252,9 +252,12 @@ fn main() {
             "--table" => {
                 let t = args
                     .next()
-                    .expect("--table needs start, pipes, sync, queue or manager");
+                    .expect("--table needs start, pipes, sync, queue, pool, manager or events");
                 assert!(
-                    ["start", "pipes", "sync", "queue", "pool", "manager", "events"].contains(&t.as_str()),
+                    [
+                        "start", "pipes", "sync", "queue", "pool", "manager", "events"
+                    ]
+                    .contains(&t.as_str()),
                     "--table is start, pipes, sync, queue, pool, manager or events, not {t:?}"
                 );
                 table = Some(t);
