@@ -570,16 +570,7 @@ fn hang(e: &Event<Note>) {
 }
 
 fn engine_child(file: String) {
-    // Spawned workers are the engine's own children (PR_SET_PDEATHSIG).
-    // Under the default forkserver, a worker once outlived its SIGKILLed
-    // engine by over 60 s in a loaded full run (1 run in about 4; the
-    // forkserver is meant to kill its daemon children at its client's EOF):
-    // an open bug, noted for the next session, not covered here.
-    let mut e = EventEngine::<Note>::builder()
-        .workers(1)
-        .start_method(brood::StartMethod::Spawn)
-        .build()
-        .unwrap();
+    let mut e = EventEngine::<Note>::builder().workers(1).build().unwrap();
     e.register("h", hang);
     e.start().unwrap();
     e.put(Event::new("h", Note { file, n: 0 })).unwrap();

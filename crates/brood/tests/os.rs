@@ -39,6 +39,21 @@ fn fork_returns_twice_and_wait_decodes_the_code() {
     assert_eq!(status.to_string(), "exited with code 3");
 }
 
+/// `waitpid(None, ..)` is waitpid(-1): any child, also one that left this
+/// process group (a new session), as the subreaper check in the test
+/// command relies on. (rustix's `waitpid(None)` alone is waitpid(0).)
+#[test]
+fn waitpid_none_reaps_a_child_in_another_session() {
+    let child = fork_with(|| {
+        // SAFETY: setsid is async-signal-safe and touches only this process.
+        unsafe { libc::setsid() };
+        7
+    });
+    let (pid, status) = os::waitpid(None, WaitFlags::empty()).unwrap().unwrap();
+    assert_eq!(pid, child);
+    assert_eq!(status, ExitStatus::Exited(7));
+}
+
 #[test]
 fn wait_decodes_a_signal_death() {
     let child = fork_with(|| {

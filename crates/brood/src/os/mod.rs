@@ -493,7 +493,14 @@ pub fn waitpid(pid: Option<Pid>, flags: WaitFlags) -> io::Result<Option<(Pid, Ex
     let target = pid.and_then(|p| rustix::process::Pid::from_raw(p.as_raw()));
     let options = rustix::process::WaitOptions::from_bits_retain(flags.0 as u32);
     loop {
-        match rustix::process::waitpid(target, options) {
+        // `None` is any child (waitpid(-1)): rustix's `waitpid(None)` is
+        // only the caller's process group (waitpid(0)), which misses
+        // children that made their own session or group.
+        let got = match target {
+            Some(_) => rustix::process::waitpid(target, options),
+            None => rustix::process::wait(options),
+        };
+        match got {
             Ok(Some((got, status))) => {
                 let got = Pid(got.as_raw_nonzero().get());
                 return Ok(Some((got, ExitStatus::from_raw(status.as_raw()))));
