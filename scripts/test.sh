@@ -16,6 +16,15 @@ if ! python3 -c 'import multiprocessing.shared_memory' 2>/dev/null; then
   exit 1
 fi
 
+if ! command -v redis-server >/dev/null 2>&1; then
+  # brood-redis's tests start a real redis-server on a private port.
+  echo "== installing redis-server"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get install -y redis-server >/dev/null 2>&1 ||
+    { $sudo apt-get update >/dev/null && $sudo apt-get install -y redis-server >/dev/null; }
+  # Debian starts a system redis on 6379 after install; the tests never use it.
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install --locked cargo-nextest
