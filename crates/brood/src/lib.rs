@@ -102,8 +102,8 @@ pub use error::{Error, ErrorKind, PanicReport, Result};
 pub use events::EventEngine;
 pub use manager::{ManagedList, ManagedMap, Manager};
 pub use pool::{
-    AsyncResult, Done, Pool, PoolBuilder, TaskFuture, WaitMode, as_completed,
-    as_completed_timeout, task_cancelled, task_deadline, wait,
+    AsyncResult, Done, Pool, PoolBuilder, TaskFuture, WaitMode, as_completed, as_completed_timeout,
+    task_cancelled, task_deadline, wait,
 };
 pub use process::{
     Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,

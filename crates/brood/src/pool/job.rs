@@ -218,9 +218,10 @@ impl Job {
             return false;
         }
         inner.cancelled = true;
-        inner
-            .arrived
-            .push_back((0, UnitOutcome::Failed(Error::simple(ErrorKind::Cancelled, why))));
+        inner.arrived.push_back((
+            0,
+            UnitOutcome::Failed(Error::simple(ErrorKind::Cancelled, why)),
+        ));
         inner.received += 1;
         self.finish(&mut inner);
         let wake = inner.complete_waiters > 0 || inner.arrival_waiters > 0;

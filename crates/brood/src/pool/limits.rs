@@ -432,7 +432,11 @@ mod tests {
         assert!(!p.retries(ErrorKind::WorkerLost, 2));
         assert!(!p.retries(ErrorKind::Panicked, 1));
         assert!(!p.retries(ErrorKind::PoolClosed, 1));
-        assert!(RetryPolicy::new(1).on(RetryOn::ANY).retries(ErrorKind::Panicked, 1));
+        assert!(
+            RetryPolicy::new(1)
+                .on(RetryOn::ANY)
+                .retries(ErrorKind::Panicked, 1)
+        );
         assert!(!RetryPolicy::default().retries(ErrorKind::TimedOut, 1));
     }
 }

@@ -898,9 +898,9 @@ impl Supervisor {
             if let Some(limits) = &unit.limits
                 && limits.on_wire()
             {
-                let soft = limits
-                    .soft
-                    .map_or(u64::MAX, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+                let soft = limits.soft.map_or(u64::MAX, |d| {
+                    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+                });
                 batch.push(FUNC_LIMITS);
                 batch.extend_from_slice(&soft.to_le_bytes());
             }
