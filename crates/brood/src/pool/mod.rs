@@ -281,7 +281,7 @@ impl PoolBuilder {
     ///     .processes(1)
     ///     .hard_time_limit(Duration::from_millis(200))
     ///     .build()?;
-    /// let err = pool.apply(|()| loop { std::hint::spin_loop() }, ()).unwrap_err();
+    /// let err = pool.apply(|()| -> u8 { loop { std::hint::spin_loop() } }, ()).unwrap_err();
     /// assert_eq!(err.kind(), brood::ErrorKind::TimedOut);
     /// assert_eq!(pool.apply(|x: u8| x + 1, 1)?, 2); // the pool goes on
     /// # Ok::<(), brood::Error>(())
