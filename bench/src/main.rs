@@ -31,6 +31,7 @@
 //! which also runs the Python and C sides and writes the report.
 
 mod events;
+mod executor;
 mod manager;
 mod pipes;
 mod pool;
@@ -250,15 +251,15 @@ fn main() {
             }
             "--only" => only = Some(args.next().expect("--only needs a substring")),
             "--table" => {
-                let t = args
-                    .next()
-                    .expect("--table needs start, pipes, sync, queue, pool, manager or events");
+                let t = args.next().expect(
+                    "--table needs start, pipes, sync, queue, pool, executor, manager or events",
+                );
                 assert!(
                     [
-                        "start", "pipes", "sync", "queue", "pool", "manager", "events"
+                        "start", "pipes", "sync", "queue", "pool", "executor", "manager", "events"
                     ]
                     .contains(&t.as_str()),
-                    "--table is start, pipes, sync, queue, pool, manager or events, not {t:?}"
+                    "--table is start, pipes, sync, queue, pool, executor, manager or events, not {t:?}"
                 );
                 table = Some(t);
             }
@@ -282,6 +283,10 @@ fn main() {
                 }
                 eprintln!("pool table (workloads):");
                 for name in pool::row_names() {
+                    eprintln!("  {name}");
+                }
+                eprintln!("executor table (workloads):");
+                for name in executor::row_names() {
                     eprintln!("  {name}");
                 }
                 eprintln!("queue table (test: row):");
@@ -308,6 +313,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "pool") {
         pool::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "executor") {
+        executor::run(only.as_deref());
     }
     if table.as_deref().is_none_or(|t| t == "queue") {
         queue::run(only.as_deref());
