@@ -19,7 +19,11 @@
 //! interleaved run by run (pools are started once per row and reused).
 //! Prints
 //! `executor<TAB>workload<TAB>name<TAB>median_rate<TAB>slowest<TAB>fastest<TAB>runs`
-//! with rates in tasks per second.
+//! with rates in tasks per second, and for the `limits` rows also
+//! `executor<TAB>cpu<TAB>name<TAB>median_ns<TAB>least<TAB>most<TAB>runs`:
+//! CPU time per task, this process (`CLOCK_PROCESS_CPUTIME_ID`: caller and
+//! supervisor) plus the workers (`/proc/PID/schedstat`), which a loaded
+//! machine disturbs far less than the rate.
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +38,36 @@ const TRIVIAL: u64 = 100_000;
 struct Row {
     workload: &'static str,
     name: &'static str,
-    run: Box<dyn FnMut() -> u64>,
+    /// One run: tasks done, and the CPU time its workers used (ns), if
+    /// measured.
+    run: Box<dyn FnMut() -> (u64, Option<u64>)>,
+}
+
+/// Nanoseconds on a CPU of this process, all threads.
+fn process_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Nanoseconds on a CPU of the pool's (single-threaded) workers.
+fn workers_cpu_ns(p: &Pool) -> u64 {
+    p.worker_pids()
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Runs `f` on `p`, with the workers' CPU time.
+fn with_cpu(p: &Pool, f: fn(&Pool) -> u64) -> (u64, Option<u64>) {
+    let before = workers_cpu_ns(p);
+    let n = f(p);
+    (n, Some(workers_cpu_ns(p).saturating_sub(before)))
 }
 
 fn inc(x: u64) -> u64 {
@@ -70,16 +103,17 @@ const NEVER: Duration = Duration::from_secs(60);
 
 fn rows(only: Option<&str>) -> Vec<Row> {
     let mut rows: Vec<Row> = Vec::new();
-    let mut add =
-        |workload: &'static str, name: &'static str, make: &dyn Fn() -> Box<dyn FnMut() -> u64>| {
-            if selected(only, "executor", &format!("{workload} {name}")) {
-                rows.push(Row {
-                    workload,
-                    name,
-                    run: make(),
-                });
-            }
-        };
+    let mut add = |workload: &'static str,
+                   name: &'static str,
+                   make: &dyn Fn() -> Box<dyn FnMut() -> (u64, Option<u64>)>| {
+        if selected(only, "executor", &format!("{workload} {name}")) {
+            rows.push(Row {
+                workload,
+                name,
+                run: make(),
+            });
+        }
+    };
     let plain = || Pool::new(2).expect("a pool");
     let hard = || {
         Pool::builder()
@@ -97,31 +131,31 @@ fn rows(only: Option<&str>) -> Vec<Row> {
     };
     add("submit", "brood submit+result", &|| {
         let p = plain();
-        Box::new(move || submit_result(&p))
+        Box::new(move || (submit_result(&p), None))
     });
     add("as_completed", "brood submit+as_completed", &|| {
         let p = plain();
-        Box::new(move || submit_as_completed(&p))
+        Box::new(move || (submit_as_completed(&p), None))
     });
     add("limits", "brood chunksize(1).map, no limit", &|| {
         let p = plain();
-        Box::new(move || trivial_map(&p))
+        Box::new(move || with_cpu(&p, trivial_map))
     });
     add("limits", "brood chunksize(1).map, hard limit on", &|| {
         let p = hard();
-        Box::new(move || trivial_map(&p))
+        Box::new(move || with_cpu(&p, trivial_map))
     });
     add("limits", "brood chunksize(1).map, soft limit on", &|| {
         let p = soft();
-        Box::new(move || trivial_map(&p))
+        Box::new(move || with_cpu(&p, trivial_map))
     });
     add("limits", "brood submit+result, no limit", &|| {
         let p = plain();
-        Box::new(move || submit_result(&p))
+        Box::new(move || with_cpu(&p, submit_result))
     });
     add("limits", "brood submit+result, hard limit on", &|| {
         let p = hard();
-        Box::new(move || submit_result(&p))
+        Box::new(move || with_cpu(&p, submit_result))
     });
     rows
 }
@@ -132,12 +166,31 @@ pub(crate) fn run(only: Option<&str>) {
         (row.run)(); // warm-up
     }
     let mut rates: Vec<Vec<f64>> = rows.iter().map(|_| Vec::new()).collect();
+    let mut cpus: Vec<Vec<f64>> = rows.iter().map(|_| Vec::new()).collect();
     for _ in 0..RUNS {
-        for (row, rates) in rows.iter_mut().zip(&mut rates) {
+        for ((row, rates), cpus) in rows.iter_mut().zip(&mut rates).zip(&mut cpus) {
+            let cpu = process_cpu_ns();
             let t = Instant::now();
-            let n = (row.run)();
+            let (n, workers) = (row.run)();
             rates.push(n as f64 / t.elapsed().as_secs_f64());
+            if let Some(w) = workers {
+                cpus.push((process_cpu_ns() - cpu + w) as f64 / n as f64);
+            }
         }
+    }
+    for (row, mut cpus) in rows.iter().zip(cpus) {
+        if cpus.is_empty() {
+            continue;
+        }
+        cpus.sort_by(f64::total_cmp);
+        println!(
+            "executor\tcpu\t{}\t{:.0}\t{:.0}\t{:.0}\t{}",
+            row.name,
+            cpus[cpus.len() / 2],
+            cpus[0],
+            cpus[cpus.len() - 1],
+            cpus.len()
+        );
     }
     for (row, mut rates) in rows.iter().zip(rates) {
         rates.sort_by(f64::total_cmp);

@@ -186,10 +186,8 @@ impl RetryPolicy {
     }
 }
 
-/// What a unit carries besides its items: its time limits and retry
-/// policy. Units without any carry none (`None`), and the hot path is as
-/// before.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Time limits and retry policy as set on a builder or per task.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Limits {
     pub(crate) soft: Option<Duration>,
     pub(crate) hard: Option<Duration>,
@@ -197,11 +195,36 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// `None` when nothing is set.
-    pub(crate) fn shared(self) -> Option<Arc<Limits>> {
-        (self != Limits::default()).then(|| Arc::new(self))
+    /// These limits, each unset one taken from `defaults`.
+    pub(crate) fn over(self, defaults: &Limits) -> Limits {
+        Limits {
+            soft: self.soft.or(defaults.soft),
+            hard: self.hard.or(defaults.hard),
+            retry: self.retry.or(defaults.retry),
+        }
     }
 
+    /// What each unit carries.
+    pub(crate) fn for_unit(&self) -> UnitLimits {
+        UnitLimits {
+            soft: self.soft,
+            hard: self.hard,
+            retry: self.retry.map(Arc::new),
+        }
+    }
+}
+
+/// What a unit carries besides its items: its time limits inline (no
+/// shared counter to bump per unit from two threads) and its retry
+/// policy, shared, only if it has one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UnitLimits {
+    pub(crate) soft: Option<Duration>,
+    pub(crate) hard: Option<Duration>,
+    pub(crate) retry: Option<Arc<RetryPolicy>>,
+}
+
+impl UnitLimits {
     /// Whether the unit header carries a limits field (the worker then
     /// records when it began the unit, and its soft deadline).
     pub(crate) fn on_wire(&self) -> bool {
@@ -382,7 +405,7 @@ impl<'a> TaskOptions<'a> {
         drop(f);
         self.check()?;
         self.pool
-            .submit_future(func1::<F, A, R>(), &args, self.limits.shared())
+            .submit_future(func1::<F, A, R>(), &args, Some(self.limits))
     }
 
     /// [`Pool::submit_task`] with these options.
@@ -403,7 +426,7 @@ impl<'a> TaskOptions<'a> {
     {
         self.check()?;
         self.pool
-            .submit_future(func_named(name)?, &args, self.limits.shared())
+            .submit_future(func_named(name)?, &args, Some(self.limits))
     }
 }
 

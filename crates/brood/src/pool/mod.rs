@@ -79,7 +79,7 @@ pub use job::{AsyncResult, Callbacks, IMap};
 pub use limits::{RetryOn, RetryPolicy, TaskOptions, task_cancelled, task_deadline};
 
 use job::{Decode, Hook, Job};
-use limits::{Limits, check_limit};
+use limits::{Limits, UnitLimits, check_limit};
 use supervisor::{Config, Phase, Shared, Unit};
 use worker::{FdArg, InitBlob};
 
@@ -329,7 +329,7 @@ impl PoolBuilder {
             return Err(e);
         }
         let init = self.init.transpose()?;
-        let defaults = self.limits.clone();
+        let defaults = self.limits;
         let config = Config {
             processes,
             method: self.method,
@@ -356,6 +356,7 @@ impl PoolBuilder {
             shared,
             supervisor: Mutex::new(Some(handle)),
             processes,
+            unit_defaults: defaults.for_unit(),
             defaults,
         };
         match started {
@@ -384,6 +385,8 @@ pub struct Pool {
     processes: usize,
     /// The builder's time limits and retry policy, for every unit.
     defaults: Limits,
+    /// The same, as each unit carries them.
+    unit_defaults: UnitLimits,
 }
 
 impl std::fmt::Debug for Pool {
@@ -536,7 +539,7 @@ impl Pool {
             func,
             items,
             1,
-            self.defaults.clone().shared(),
+            self.unit_defaults.clone(),
         )])?;
         Ok(job)
     }
@@ -547,18 +550,13 @@ impl Pool {
         &self,
         func: Arc<[u8]>,
         args: &A,
-        limits: Option<Arc<Limits>>,
+        limits: Option<Limits>,
     ) -> Result<TaskFuture<R>> {
         let mut items = Vec::new();
         encode_item(&mut items, args)?;
         let limits = match limits {
-            None => self.defaults.clone().shared(),
-            Some(own) => Limits {
-                soft: own.soft.or(self.defaults.soft),
-                hard: own.hard.or(self.defaults.hard),
-                retry: own.retry.or(self.defaults.retry),
-            }
-            .shared(),
+            None => self.unit_defaults.clone(),
+            Some(own) => own.over(&self.defaults).for_unit(),
         };
         let job = Job::new(Some(1), None);
         let mut unit = Unit::new(job.clone(), 0, func, items, 1, limits);
@@ -580,7 +578,7 @@ impl Pool {
         let count = items.len().div_ceil(size);
         let job = Job::new(Some(count), hook);
         let mut units = Vec::with_capacity(count);
-        let limits = self.defaults.clone().shared();
+        let limits = self.unit_defaults.clone();
         for (index, chunk) in items.chunks(size).enumerate() {
             let mut bytes = Vec::new();
             for item in chunk {
@@ -619,7 +617,7 @@ impl Pool {
             Ok(func) => (Some(func), None),
             Err(e) => (None, Some(e)),
         };
-        let limits = self.defaults.clone().shared();
+        let limits = self.unit_defaults.clone();
         let feed: job::Feed<'a> = Box::new(move |index| {
             if let Some(e) = first_error.take() {
                 return Some(Err(e));

@@ -14,7 +14,7 @@ use crate::shm::RawValue;
 use crate::start_method::StartMethod;
 
 use super::job::{Item, Job, UnitOutcome};
-use super::limits::{Limits, RetryOn, RetryPolicy};
+use super::limits::{RetryOn, RetryPolicy, UnitLimits};
 use super::worker::{self, Boot, FUNC_LIMITS, InitBlob, Reader, SEQ_INIT_FAILED};
 
 /// Unacknowledged bytes a worker may hold (invariant 3).
@@ -35,9 +35,8 @@ pub(crate) struct Unit {
     /// `n` items, each `[len u32][codec bytes]`.
     pub(crate) items: Vec<u8>,
     pub(crate) n: u32,
-    /// Time limits and retry policy (the task's, else the pool's); `None`:
-    /// none.
-    pub(crate) limits: Option<Arc<Limits>>,
+    /// Time limits and retry policy (the task's, else the pool's).
+    pub(crate) limits: UnitLimits,
     /// A future's unit: it goes to a worker only if its job is not
     /// cancelled (`Job::claim`).
     pub(crate) claim: bool,
@@ -53,7 +52,7 @@ impl Unit {
         func: Arc<[u8]>,
         items: Vec<u8>,
         n: u32,
-        limits: Option<Arc<Limits>>,
+        limits: UnitLimits,
     ) -> Unit {
         Unit {
             job,
@@ -68,19 +67,16 @@ impl Unit {
     }
 
     fn wire_len(&self) -> usize {
-        let limits = match &self.limits {
-            Some(l) if l.on_wire() => 9,
-            _ => 0,
-        };
+        let limits = if self.limits.on_wire() { 9 } else { 0 };
         8 + limits + self.func.len() + 4 + self.items.len()
     }
 
     fn hard_limit(&self) -> Option<Duration> {
-        self.limits.as_ref().and_then(|l| l.hard)
+        self.limits.hard
     }
 
     fn retry_policy(&self) -> Option<RetryPolicy> {
-        self.limits.as_ref().and_then(|l| l.retry)
+        self.limits.retry.as_deref().copied()
     }
 
     fn fail(self, err: Error) {
@@ -566,7 +562,8 @@ impl Supervisor {
     fn enforce_limits(&mut self) -> (bool, Option<Instant>) {
         let mut next = None::<Instant>;
         let mut killed = false;
-        let mut now_ns = None;
+        // Both clocks read once per scan, and only if a unit has a limit.
+        let mut clock = None::<(u64, Instant)>;
         for w in &mut self.workers {
             let Some((seq, unit, _)) = w.outstanding.front() else {
                 continue;
@@ -582,7 +579,7 @@ impl Supervisor {
                 // `began_at` is this unit's.
                 std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
                 let began = w.began_at.get();
-                let now = *now_ns.get_or_insert_with(monotonic_ns);
+                let (now, instant) = *clock.get_or_insert_with(|| (monotonic_ns(), Instant::now()));
                 let ran = Duration::from_nanos(now.saturating_sub(began));
                 if ran >= hard {
                     w.killed = Some((*seq, ran, hard));
@@ -591,12 +588,13 @@ impl Supervisor {
                     killed = true;
                     continue;
                 }
-                Instant::now() + (hard - ran)
+                instant + (hard - ran)
             } else {
                 // Not begun yet (the worker is busy before it, or has not
                 // read it): look again soon; its result or this timer
                 // brings the supervisor back.
-                Instant::now() + hard.min(Duration::from_millis(20))
+                let (_, instant) = *clock.get_or_insert_with(|| (monotonic_ns(), Instant::now()));
+                instant + hard.min(Duration::from_millis(20))
             };
             next = Some(next.map_or(at, |n| n.min(at)));
         }
@@ -895,10 +893,8 @@ impl Supervisor {
             self.next_seq += 1;
             let batch = &mut batches[i];
             batch.extend_from_slice(&seq.to_le_bytes());
-            if let Some(limits) = &unit.limits
-                && limits.on_wire()
-            {
-                let soft = limits.soft.map_or(u64::MAX, |d| {
+            if unit.limits.on_wire() {
+                let soft = unit.limits.soft.map_or(u64::MAX, |d| {
                     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
                 });
                 batch.push(FUNC_LIMITS);
