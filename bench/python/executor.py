@@ -96,6 +96,12 @@ RATIOS = [
      "brood chunksize(1).map, soft limit on", "brood chunksize(1).map, no limit", (">=", 0.95)),
     ("hard time limit: submit+result with / without", "limits",
      "brood submit+result, hard limit on", "brood submit+result, no limit", (">=", 0.95)),
+    ("hard time limit: map CPU per task, with / without", "cpu",
+     "brood chunksize(1).map, hard limit on", "brood chunksize(1).map, no limit", ("<=", 1.05)),
+    ("soft time limit: map CPU per task, with / without", "cpu",
+     "brood chunksize(1).map, soft limit on", "brood chunksize(1).map, no limit", ("<=", 1.05)),
+    ("hard time limit: submit+result CPU per task, with / without", "cpu",
+     "brood submit+result, hard limit on", "brood submit+result, no limit", ("<=", 1.05)),
 ]
 
 
@@ -128,6 +134,16 @@ def report(files):
         for name, (med, lo, hi) in sorted(data.get(workload, {}).items(),
                                           key=lambda kv: -kv[1][0]):
             print(f"| {workload} | {name} | {med:,.0f} | {lo:,.0f}–{hi:,.0f} |")
+    if data.get("cpu"):
+        print()
+        print("CPU time per task of the `limits` rows (this process — caller and "
+              "supervisor — plus the workers; less disturbed by the machine's load "
+              "than the rates):")
+        print()
+        print("| row | CPU ns per task | least–most |")
+        print("|---|---:|---:|")
+        for name, (med, lo, hi) in data["cpu"].items():
+            print(f"| {name} | {med:,.0f} | {lo:,.0f}–{hi:,.0f} |")
     print()
     print("| ratio | this run | target | met |")
     print("|---|---:|---|---|")

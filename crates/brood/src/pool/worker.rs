@@ -17,9 +17,13 @@ use crate::task::{Fail, Trampoline};
 pub(crate) const FUNC_OFFSET: u8 = 0;
 /// `func` tag: a registered task's name follows (`u16` LE length, bytes).
 pub(crate) const FUNC_NAMED: u8 = 1;
-/// Before `func`: the unit has time limits; its soft limit follows (`u64`
-/// LE nanoseconds, `u64::MAX`: none), then the real `func`.
+/// Before `func`: the unit has a hard time limit (the worker records when
+/// it began it); its soft limit follows (`u64` LE nanoseconds, `u64::MAX`:
+/// none), then the real `func`.
 pub(crate) const FUNC_LIMITS: u8 = 2;
+/// Before `func`: the unit has a soft time limit only; it follows as for
+/// [`FUNC_LIMITS`].
+pub(crate) const FUNC_SOFT_LIMIT: u8 = 3;
 /// The `seq` of the frame a worker sends when its initializer failed.
 pub(crate) const SEQ_INIT_FAILED: u64 = u64::MAX;
 
@@ -216,11 +220,13 @@ fn run_unit(
 ) -> Option<()> {
     let seq = r.u64()?;
     let mut tag = r.u8()?;
-    if tag == FUNC_LIMITS {
+    if tag == FUNC_LIMITS || tag == FUNC_SOFT_LIMIT {
         let soft = r.u64()?;
-        began_at.set(super::supervisor::monotonic_ns());
-        // `began_at` is visible before `started` names this unit.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        if tag == FUNC_LIMITS {
+            began_at.set(super::supervisor::monotonic_ns());
+            // `began_at` is visible before `started` names this unit.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        }
         let deadline = (soft != u64::MAX)
             .then(|| std::time::Instant::now().checked_add(std::time::Duration::from_nanos(soft)))
             .flatten();
