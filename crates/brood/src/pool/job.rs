@@ -67,6 +67,8 @@ pub(crate) struct JobInner {
 pub(crate) struct Job {
     inner: Mutex<JobInner>,
     cond: Condvar,
+    /// Progress reports (issue 13, `progress.rs`): fed as units arrive.
+    pub(crate) meter: std::sync::OnceLock<Arc<super::progress::Meter>>,
 }
 
 impl Job {
@@ -84,6 +86,7 @@ impl Job {
                 complete_waiters: 0,
             }),
             cond: Condvar::new(),
+            meter: std::sync::OnceLock::new(),
         });
         if expected == Some(0) {
             job.finish(&mut job.lock());
@@ -98,6 +101,10 @@ impl Job {
     /// Records a unit's outcome; the last one runs the hook and wakes
     /// everyone waiting.
     pub(crate) fn deliver(&self, index: usize, outcome: UnitOutcome) {
+        // Progress reports (issue 13): one atomic load when there are none.
+        if let Some(meter) = self.meter.get() {
+            meter.on_unit(index, &outcome);
+        }
         let mut inner = self.lock();
         inner.arrived.push_back((index, outcome));
         inner.received += 1;

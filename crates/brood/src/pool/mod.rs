@@ -54,6 +54,10 @@
 mod job;
 mod supervisor;
 mod worker;
+// Issue 13: status page (`brood top`), progress, recycling by memory.
+mod progress;
+mod recycle;
+pub mod status;
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -69,6 +73,7 @@ use crate::start_method::StartMethod;
 use crate::task;
 
 pub use job::{AsyncResult, Callbacks, IMap};
+pub use progress::{Progress, ProgressEvent, WithProgress};
 
 use job::{Decode, Hook, Job};
 use supervisor::{Config, Phase, Shared, Unit};
@@ -100,6 +105,8 @@ pub struct PoolBuilder {
     init: Option<Result<InitBlob>>,
     max_tasks: Option<usize>,
     sigint: bool,
+    /// Name, status page, `max_rss`, cgroups (issue 13, `status.rs`).
+    status: status::Setup,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -110,6 +117,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("initializer", &self.init.is_some())
             .field("max_tasks_per_child", &self.max_tasks)
             .field("interrupt_on_sigint", &self.sigint)
+            .field("status", &self.status)
             .finish()
     }
 }
@@ -230,12 +238,16 @@ impl PoolBuilder {
             return Err(Error::invalid("a pool needs at least one process"));
         }
         let init = self.init.transpose()?;
+        // Issue 13: the status page, max_rss and cgroups (`status.rs`).
+        let board = status::Board::new(self.status, processes)?;
+        let info = board.info();
         let config = Config {
             processes,
             method: self.method,
             init,
             max_tasks: self.max_tasks,
             sigint: self.sigint,
+            board,
         };
         let (shared, mut sup) = supervisor::new(config)?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -256,6 +268,7 @@ impl PoolBuilder {
             shared,
             supervisor: Mutex::new(Some(handle)),
             processes,
+            board: info,
         };
         match started {
             Ok(Ok(())) => Ok(pool),
@@ -281,6 +294,8 @@ pub struct Pool {
     shared: Arc<Shared>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     processes: usize,
+    /// Name, status page, counters (issue 13, `status.rs`).
+    board: status::BoardInfo,
 }
 
 impl std::fmt::Debug for Pool {
