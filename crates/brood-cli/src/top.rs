@@ -33,7 +33,11 @@ pub(crate) fn run(once: bool, interval: Duration) -> Result<()> {
         }
         // Home, clear, draw: a plain ANSI redraw.
         write!(out, "\x1b[H\x1b[2J{text}")?;
-        writeln!(out, "\n(refreshing every {:.1}s; Ctrl-C to quit)", interval.as_secs_f64())?;
+        writeln!(
+            out,
+            "\n(refreshing every {:.1}s; Ctrl-C to quit)",
+            interval.as_secs_f64()
+        )?;
         out.flush()?;
         drop(out);
         std::thread::sleep(interval);

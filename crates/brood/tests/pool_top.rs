@@ -49,10 +49,7 @@ fn the_snapshot_shows_the_pools_workers_and_counts() {
         .name("top-snapshot")
         .build()
         .unwrap();
-    let ran: Vec<Pid> = pool
-        .chunksize(1)
-        .map(|_: u32| os::getpid(), 0..60)
-        .unwrap();
+    let ran: Vec<Pid> = pool.chunksize(1).map(|_: u32| os::getpid(), 0..60).unwrap();
     let page = my_page("top-snapshot").expect("the pool's page is in the snapshot");
     assert_eq!(page.processes, 3);
     assert_eq!(page.tasks_done, 60);

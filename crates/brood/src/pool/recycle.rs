@@ -73,45 +73,98 @@ pub(crate) struct CgroupLimits {
 
 const CPU_PERIOD_US: u64 = 100_000;
 
+/// One hierarchy the pool's cgroup lives in: the v2 one (both
+/// controllers), or a v1 hierarchy per controller on machines where the
+/// controllers are bound to v1 (hybrid set-ups, as in many containers).
+struct Group {
+    /// The pool's own directory in this hierarchy.
+    dir: PathBuf,
+    v2: bool,
+    memory: bool,
+    cpu: bool,
+}
+
 /// The pool's own cgroup (`<our cgroup>/brood-<pid>-<n>`), under which
 /// each worker gets `w<k>` with the limits.
 pub(crate) struct PoolCgroup {
-    dir: PathBuf,
+    groups: Vec<Group>,
     limits: CgroupLimits,
     next: usize,
     /// Worker cgroups that could not be removed yet (retried on drop).
     leftovers: Vec<PathBuf>,
 }
 
-/// One worker's cgroup.
+/// One worker's cgroup (a directory per hierarchy).
 pub(crate) struct WorkerCgroup {
-    dir: PathBuf,
+    dirs: Vec<PathBuf>,
+    /// Where the kernel counts its OOM kills (`oom_kill N`).
+    oom_file: Option<PathBuf>,
 }
 
 fn unavailable(why: impl std::fmt::Display) -> Error {
     Error::invalid(format!(
-        "PoolBuilder::cgroup_limits needs a writable cgroup v2 hierarchy with the \
-         controllers for the limits asked for, and this machine has none: {why}"
+        "PoolBuilder::cgroup_limits needs a writable cgroup hierarchy (v2, or v1 where the \
+         controllers are bound to v1) with the controllers for the limits asked for, and this \
+         machine has none: {why}"
     ))
 }
 
-/// Where the cgroup v2 hierarchy is mounted (`/proc/self/mountinfo`).
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        left.split_whitespace().nth(4).map(PathBuf::from)
+/// A cgroup mount from `/proc/self/mountinfo`: its root, mount point,
+/// type and super options.
+struct Mount {
+    root: String,
+    point: PathBuf,
+    v2: bool,
+    options: Vec<String>,
+}
+
+fn mounts() -> Vec<Mount> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut r = right.split_whitespace();
+            let fstype = r.next()?;
+            if fstype != "cgroup2" && fstype != "cgroup" {
+                return None;
+            }
+            let options = r
+                .nth(1)
+                .unwrap_or("")
+                .split(',')
+                .map(str::to_string)
+                .collect();
+            let mut l = left.split_whitespace();
+            let root = l.nth(3)?.to_string();
+            let point = PathBuf::from(l.next()?);
+            Some(Mount {
+                root,
+                point,
+                v2: fstype == "cgroup2",
+                options,
+            })
+        })
+        .collect()
+}
+
+/// This process's cgroup path in the hierarchy whose `/proc/self/cgroup`
+/// controller field satisfies `pick` (`""` is v2).
+fn own_path(pick: impl Fn(&str) -> bool) -> Option<String> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        pick(controllers).then(|| path.to_string())
     })
 }
 
-/// This process's cgroup v2 path (`0::/path` in `/proc/self/cgroup`).
-fn own_cgroup() -> Option<String> {
-    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("0::").map(str::to_string))
+/// `mount`'s directory for the cgroup at `path`.
+fn dir_in(mount: &Mount, path: &str) -> PathBuf {
+    let rel = path
+        .strip_prefix(mount.root.as_str())
+        .unwrap_or(path)
+        .trim_start_matches('/');
+    mount.point.join(rel)
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {
@@ -122,97 +175,34 @@ impl PoolCgroup {
     /// Makes the pool's cgroup, or says exactly why it cannot.
     pub(crate) fn create(limits: CgroupLimits, tag: &str) -> Result<PoolCgroup> {
         if limits.memory_max == Some(0) {
-            return Err(Error::invalid("cgroup_limits: memory_max must be more than 0 bytes"));
+            return Err(Error::invalid(
+                "cgroup_limits: memory_max must be more than 0 bytes",
+            ));
         }
         if limits.cpu_max.is_some_and(|c| !c.is_finite() || c <= 0.0) {
-            return Err(Error::invalid("cgroup_limits: cpu_max must be a positive number of CPUs"));
+            return Err(Error::invalid(
+                "cgroup_limits: cpu_max must be a positive number of CPUs",
+            ));
         }
-        let mount =
-            cgroup2_mount().ok_or_else(|| unavailable("no cgroup2 file system is mounted"))?;
-        let own = own_cgroup()
-            .ok_or_else(|| unavailable("/proc/self/cgroup has no cgroup v2 (\"0::\") line"))?;
-        let base = mount.join(own.trim_start_matches('/'));
-        let mut wanted = Vec::new();
-        if limits.memory_max.is_some() {
-            wanted.push("memory");
+        let name = format!("brood-{}-{tag}", std::process::id());
+        let all = mounts();
+        let v2_failure = match create_v2(&all, limits, &name) {
+            Ok(group) => return Ok(PoolCgroup::with(vec![group], limits)),
+            Err(why) => why,
+        };
+        match create_v1(&all, limits, &name) {
+            Ok(groups) => Ok(PoolCgroup::with(groups, limits)),
+            Err(v1) => Err(unavailable(format!("{v2_failure}; and {v1}"))),
         }
-        if limits.cpu_max.is_some() {
-            wanted.push("cpu");
-        }
-        let available = fs::read_to_string(base.join("cgroup.controllers")).map_err(|e| {
-            unavailable(format!(
-                "cannot read {}: {e}",
-                base.join("cgroup.controllers").display()
-            ))
-        })?;
-        for c in &wanted {
-            if !available.split_whitespace().any(|a| a == *c) {
-                return Err(unavailable(format!(
-                    "the cgroup v2 hierarchy at {} offers no {c:?} controller (cgroup.controllers: {:?}); \
-                     on a cgroup v1 or hybrid machine it is bound to v1",
-                    base.display(),
-                    available.trim()
-                )));
-            }
-        }
-        // Delegate the controllers to our children (fails with EBUSY when
-        // our own cgroup holds processes and is not the root: the "no
-        // internal processes" rule).
-        let enable: String = wanted.iter().map(|c| format!("+{c} ")).collect();
-        let subtree = base.join("cgroup.subtree_control");
-        let enabled = fs::read_to_string(&subtree).unwrap_or_default();
-        if wanted
-            .iter()
-            .any(|c| !enabled.split_whitespace().any(|e| e == *c))
-        {
-            write(&subtree, enable.trim()).map_err(|e| {
-                unavailable(format!("cannot write {:?} to {}: {e}", enable.trim(), subtree.display()))
-            })?;
-        }
-        let dir = base.join(format!("brood-{}-{tag}", std::process::id()));
-        fs::create_dir(&dir)
-            .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
-        let pool = PoolCgroup {
-            dir,
+    }
+
+    fn with(groups: Vec<Group>, limits: CgroupLimits) -> PoolCgroup {
+        PoolCgroup {
+            groups,
             limits,
             next: 0,
             leftovers: Vec::new(),
-        };
-        write(&pool.dir.join("cgroup.subtree_control"), enable.trim()).map_err(|e| {
-            unavailable(format!(
-                "cannot enable {:?} in {}: {e}",
-                enable.trim(),
-                pool.dir.display()
-            ))
-        })?;
-        Ok(pool)
-    }
-
-    /// Puts `pid` into a new cgroup of its own with the pool's limits.
-    pub(crate) fn add(&mut self, pid: Pid) -> Result<WorkerCgroup> {
-        self.next += 1;
-        let dir = self.dir.join(format!("w{}", self.next));
-        let fail = |what: String, e: io::Error| Error::os_error(what, e);
-        fs::create_dir(&dir).map_err(|e| fail(format!("cannot create {}", dir.display()), e))?;
-        let worker = WorkerCgroup { dir };
-        if let Some(bytes) = self.limits.memory_max {
-            write(&worker.dir.join("memory.max"), &bytes.to_string())
-                .map_err(|e| fail("cannot set memory.max".into(), e))?;
-            // Past the cap the kernel kills rather than swaps (absent
-            // without swap accounting: then there is no swap to go to).
-            let _ = write(&worker.dir.join("memory.swap.max"), "0");
         }
-        if let Some(cpus) = self.limits.cpu_max {
-            let quota = ((cpus * CPU_PERIOD_US as f64) as u64).max(1000);
-            write(
-                &worker.dir.join("cpu.max"),
-                &format!("{quota} {CPU_PERIOD_US}"),
-            )
-            .map_err(|e| fail("cannot set cpu.max".into(), e))?;
-        }
-        write(&worker.dir.join("cgroup.procs"), &pid.to_string())
-            .map_err(|e| fail(format!("cannot move worker {pid} into its cgroup"), e))?;
-        Ok(worker)
     }
 
     /// The limits each worker gets.
@@ -220,12 +210,179 @@ impl PoolCgroup {
         self.limits
     }
 
+    /// Puts `pid` into a new cgroup of its own with the pool's limits.
+    pub(crate) fn add(&mut self, pid: Pid) -> Result<WorkerCgroup> {
+        self.next += 1;
+        let mut worker = WorkerCgroup {
+            dirs: Vec::new(),
+            oom_file: None,
+        };
+        let fail = |what: String, e: io::Error| Error::os_error(what, e);
+        for g in &self.groups {
+            let dir = g.dir.join(format!("w{}", self.next));
+            fs::create_dir(&dir)
+                .map_err(|e| fail(format!("cannot create {}", dir.display()), e))?;
+            worker.dirs.push(dir.clone());
+            if let (true, Some(bytes)) = (g.memory, self.limits.memory_max) {
+                let (max, swap, events) = if g.v2 {
+                    ("memory.max", "memory.swap.max", "memory.events")
+                } else {
+                    (
+                        "memory.limit_in_bytes",
+                        "memory.memsw.limit_in_bytes",
+                        "memory.oom_control",
+                    )
+                };
+                write(&dir.join(max), &bytes.to_string())
+                    .map_err(|e| fail(format!("cannot set {max}"), e))?;
+                // Past the cap the kernel kills rather than swaps (absent
+                // without swap accounting: then there is no swap to use).
+                let swap_max = if g.v2 {
+                    "0".to_string()
+                } else {
+                    bytes.to_string()
+                };
+                let _ = write(&dir.join(swap), &swap_max);
+                worker.oom_file = Some(dir.join(events));
+            }
+            if let (true, Some(cpus)) = (g.cpu, self.limits.cpu_max) {
+                let quota = ((cpus * CPU_PERIOD_US as f64) as u64).max(1000);
+                if g.v2 {
+                    write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))
+                        .map_err(|e| fail("cannot set cpu.max".into(), e))?;
+                } else {
+                    write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())
+                        .and_then(|()| write(&dir.join("cpu.cfs_quota_us"), &quota.to_string()))
+                        .map_err(|e| fail("cannot set cpu.cfs_quota_us".into(), e))?;
+                }
+            }
+            write(&dir.join("cgroup.procs"), &pid.to_string())
+                .map_err(|e| fail(format!("cannot move worker {pid} into its cgroup"), e))?;
+        }
+        Ok(worker)
+    }
+
     /// Removes a worker's cgroup once its process is gone (reaped).
     pub(crate) fn remove(&mut self, worker: WorkerCgroup) {
-        if fs::remove_dir(&worker.dir).is_err() {
-            self.leftovers.push(worker.dir);
+        for dir in worker.dirs {
+            if fs::remove_dir(&dir).is_err() {
+                self.leftovers.push(dir);
+            }
         }
     }
+}
+
+/// The v2 way: our cgroup delegates the controllers to the pool's.
+fn create_v2(
+    all: &[Mount],
+    limits: CgroupLimits,
+    name: &str,
+) -> std::result::Result<Group, String> {
+    let mount = all
+        .iter()
+        .find(|m| m.v2)
+        .ok_or("no cgroup2 file system is mounted")?;
+    let own = own_path(|c| c.is_empty()).ok_or("/proc/self/cgroup has no cgroup v2 line")?;
+    let base = dir_in(mount, &own);
+    let mut wanted = Vec::new();
+    if limits.memory_max.is_some() {
+        wanted.push("memory");
+    }
+    if limits.cpu_max.is_some() {
+        wanted.push("cpu");
+    }
+    let controllers = base.join("cgroup.controllers");
+    let available = fs::read_to_string(&controllers)
+        .map_err(|e| format!("cannot read {}: {e}", controllers.display()))?;
+    for c in &wanted {
+        if !available.split_whitespace().any(|a| a == *c) {
+            return Err(format!(
+                "the cgroup v2 hierarchy at {} offers no {c:?} controller (cgroup.controllers: {:?})",
+                base.display(),
+                available.trim()
+            ));
+        }
+    }
+    // Delegate the controllers to our children (EBUSY when our own cgroup
+    // holds processes and is not the root: the "no internal processes"
+    // rule).
+    let enable = wanted
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let subtree = base.join("cgroup.subtree_control");
+    let enabled = fs::read_to_string(&subtree).unwrap_or_default();
+    if wanted
+        .iter()
+        .any(|c| !enabled.split_whitespace().any(|e| e == *c))
+    {
+        write(&subtree, &enable)
+            .map_err(|e| format!("cannot write {enable:?} to {}: {e}", subtree.display()))?;
+    }
+    let dir = base.join(name);
+    fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if !enable.is_empty()
+        && let Err(e) = write(&dir.join("cgroup.subtree_control"), &enable)
+    {
+        let _ = fs::remove_dir(&dir);
+        return Err(format!(
+            "cannot enable {enable:?} in {}: {e}",
+            dir.display()
+        ));
+    }
+    Ok(Group {
+        dir,
+        v2: true,
+        memory: limits.memory_max.is_some(),
+        cpu: limits.cpu_max.is_some(),
+    })
+}
+
+/// The v1 way: a directory in each controller's own hierarchy.
+fn create_v1(
+    all: &[Mount],
+    limits: CgroupLimits,
+    name: &str,
+) -> std::result::Result<Vec<Group>, String> {
+    let mut groups: Vec<Group> = Vec::new();
+    let wanted = [
+        ("memory", limits.memory_max.is_some()),
+        ("cpu", limits.cpu_max.is_some()),
+    ];
+    for (controller, on) in wanted {
+        if !on {
+            continue;
+        }
+        let made = (|| {
+            let mount = all
+                .iter()
+                .find(|m| !m.v2 && m.options.iter().any(|o| o == controller))
+                .ok_or(format!(
+                    "no cgroup v1 hierarchy has the {controller:?} controller"
+                ))?;
+            let own = own_path(|c| c.split(',').any(|c| c == controller))
+                .ok_or(format!("/proc/self/cgroup has no {controller:?} line"))?;
+            let dir = dir_in(mount, &own).join(name);
+            fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            Ok::<_, String>(Group {
+                dir,
+                v2: false,
+                memory: controller == "memory",
+                cpu: controller == "cpu",
+            })
+        })();
+        match made {
+            Ok(g) => groups.push(g),
+            Err(why) => {
+                for g in groups {
+                    let _ = fs::remove_dir(g.dir);
+                }
+                return Err(why);
+            }
+        }
+    }
+    Ok(groups)
 }
 
 impl Drop for PoolCgroup {
@@ -233,23 +390,27 @@ impl Drop for PoolCgroup {
         for dir in self.leftovers.drain(..) {
             let _ = fs::remove_dir(dir);
         }
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                if e.path().is_dir() {
-                    let _ = fs::remove_dir(e.path());
+        for g in &self.groups {
+            if let Ok(entries) = fs::read_dir(&g.dir) {
+                for e in entries.flatten() {
+                    if e.path().is_dir() {
+                        let _ = fs::remove_dir(e.path());
+                    }
                 }
             }
+            let _ = fs::remove_dir(&g.dir);
         }
-        let _ = fs::remove_dir(&self.dir);
     }
 }
 
 impl WorkerCgroup {
     /// How many times the kernel's OOM killer killed a process of this
-    /// cgroup because of its `memory.max` (`oom_kill` in `memory.events`).
+    /// cgroup because of its memory limit (`oom_kill` in `memory.events`,
+    /// v2, or `memory.oom_control`, v1).
     pub(crate) fn oom_kills(&self) -> u64 {
-        fs::read_to_string(self.dir.join("memory.events"))
-            .ok()
+        self.oom_file
+            .as_ref()
+            .and_then(|f| fs::read_to_string(f).ok())
             .and_then(|text| {
                 text.lines().find_map(|l| {
                     l.strip_prefix("oom_kill ")
@@ -298,7 +459,11 @@ impl super::PoolBuilder {
     /// }
     /// # Ok::<(), brood::Error>(())
     /// ```
-    pub fn cgroup_limits(mut self, memory_max: Option<u64>, cpu_max: Option<f64>) -> super::PoolBuilder {
+    pub fn cgroup_limits(
+        mut self,
+        memory_max: Option<u64>,
+        cpu_max: Option<f64>,
+    ) -> super::PoolBuilder {
         self.status.cgroup = Some(CgroupLimits {
             memory_max,
             cpu_max,

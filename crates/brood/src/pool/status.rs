@@ -145,11 +145,7 @@ impl Page {
         let mut number = number;
         let shm = loop {
             let page_name = format!("{PREFIX}{owner}-{number}");
-            match SharedMemory::options()
-                .name(&page_name)
-                .size(size)
-                .create()
-            {
+            match SharedMemory::options().name(&page_name).size(size).create() {
                 Ok(shm) => break shm,
                 Err(e) if e.io().and_then(std::io::Error::raw_os_error) == Some(libc::EEXIST) => {
                     // A page left by an earlier process with our pid, or
@@ -465,7 +461,9 @@ impl Board {
                 .and_then(|c| c.limits().memory_max)
                 .map(|b| format!(" of {}", recycle::human_bytes(b)))
                 .unwrap_or_default();
-            format!(": OutOfMemory (its cgroup's memory.max{cap} was reached and the kernel's OOM killer ended it)")
+            format!(
+                ": OutOfMemory (its cgroup's memory.max{cap} was reached and the kernel's OOM killer ended it)"
+            )
         } else {
             String::new()
         };
@@ -631,11 +629,7 @@ fn owner_of(file_name: &str) -> Option<Pid> {
 /// Whether the page at `path` belongs to a live owner (its pid runs and
 /// started when the page says).
 fn page_is_live(path: &Path) -> bool {
-    let Some(owner) = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(owner_of)
-    else {
+    let Some(owner) = path.file_name().and_then(|n| n.to_str()).and_then(owner_of) else {
         return false;
     };
     let Some(now) = start_stamp(owner) else {
@@ -662,7 +656,11 @@ fn page_paths() -> Result<Vec<PathBuf>> {
     };
     let mut paths: Vec<PathBuf> = entries
         .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(PREFIX)))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(PREFIX))
+        })
         .map(|e| e.path())
         .collect();
     paths.sort();
@@ -684,8 +682,8 @@ pub(crate) fn read_page(path: &Path) -> Option<PoolStatus> {
     if start_stamp(owner).is_none_or(|now| stamp != 0 && now != stamp) {
         return None; // its owner is gone: a stale page
     }
-    let rows = (w[H_ROWS].load(Ordering::Relaxed) as usize)
-        .min((w.len() - HEADER_WORDS) / ROW_WORDS);
+    let rows =
+        (w[H_ROWS].load(Ordering::Relaxed) as usize).min((w.len() - HEADER_WORDS) / ROW_WORDS);
     let created_ms = w[H_CREATED_MS].load(Ordering::Relaxed);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -33,8 +33,8 @@ mod words;
 pub use bytemuck::{Pod, Zeroable};
 pub(crate) use memory::{Block, BlockWire, SharedState};
 pub use memory::{Options, SharedMemory};
-pub(crate) use words::ReadOnlyWords;
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Typecode, Value, ValueGuard};
+pub(crate) use words::ReadOnlyWords;
 
 /// Before a child starts: makes sure this process tree's resource tracker
 /// runs (so the child shares it) and returns the connection to hand to a
