@@ -51,7 +51,7 @@ impl ReadOnlyWords {
         let len = usize::try_from(len).unwrap_or(usize::MAX) & !7;
         // More than 1 MiB is not a status page: refuse rather than map
         // whatever someone named like one.
-        if len < 8 || len > 1 << 20 {
+        if !(8..=1 << 20).contains(&len) {
             return Ok(None);
         }
         // SAFETY: a fresh shared read-only mapping of an open file; the
