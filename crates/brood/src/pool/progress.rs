@@ -33,8 +33,9 @@ use serde::de::DeserializeOwned;
 use crate::error::Result;
 use crate::launch;
 
-use super::job::UnitOutcome;
+use super::job::{Job, UnitOutcome};
 use super::status::Counters;
+use super::supervisor::Unit;
 use super::{IMap, Pool};
 
 type Callback = Box<dyn FnMut(&ProgressEvent) + Send>;
@@ -467,30 +468,43 @@ impl<'a> WithProgress<'a> {
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
+        drop(f);
         let items: Vec<A> = items.into_iter().collect();
+        super::check_chunksize(self.chunksize)?;
         let n = items.len();
         let size = self
             .chunksize
             .unwrap_or_else(|| super::auto_chunksize(n, self.pool.processes()));
-        let chunked = WithProgress {
-            chunksize: Some(size),
-            ..self
-        };
-        let mut out = Vec::with_capacity(n);
-        let mut first_error = None;
-        for value in chunked.stream(f, items, true) {
-            match value {
-                Ok(v) if first_error.is_none() => out.push(v),
-                Ok(_) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+        // As `Pool::map`, with the meter on the job before its first unit
+        // is queued.
+        let meter = Arc::new(Meter::new(
+            self.progress,
+            size,
+            Some(n as u64),
+            self.pool.board.counters.clone(),
+        ));
+        let job = Job::new(Some(n.div_ceil(size)), None);
+        let _ = job.meter.set(meter.clone());
+        let func = super::func1::<F, A, R>();
+        let mut units = Vec::with_capacity(n.div_ceil(size));
+        for (index, chunk) in items.chunks(size).enumerate() {
+            let mut bytes = Vec::new();
+            for item in chunk {
+                super::encode_item(&mut bytes, item)?;
             }
+            units.push(Unit {
+                job: job.clone(),
+                index,
+                func: func.clone(),
+                items: bytes,
+                n: chunk.len() as u32,
+            });
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(out),
+        if n == 0 {
+            meter.maybe_emit(0);
         }
+        self.pool.shared.submit(units)?;
+        super::async_result(job, super::job::decode_all::<R>).get()
     }
 
     /// [`Pool::imap`] with progress.

@@ -87,6 +87,12 @@ const ST_STOPPING: u64 = 4;
 const ST_RESTARTING: u64 = 5;
 const SEQ_MASK: u64 = (1 << 56) - 1;
 
+/// A worker's RSS is read after its first result, then after a result at
+/// most this often: reading `/proc/<pid>/statm` costs microseconds, as
+/// much as a trivial task, and memory that leaks fast enough to matter
+/// does not hide for 10 ms.
+const RSS_EVERY: Duration = Duration::from_millis(10);
+
 /// Numbers pools in this process: default names (`pool-N`) and page names.
 static NEXT_POOL: AtomicUsize = AtomicUsize::new(1);
 
@@ -229,6 +235,8 @@ pub(crate) struct WorkerSlot {
     pid: Pid,
     done: u64,
     rss: Option<RssProbe>,
+    /// When `rss` was last read (at most every [`RSS_EVERY`]).
+    rss_read: Option<Instant>,
     cgroup: Option<WorkerCgroup>,
     /// Why it was retired, once it was.
     retired: Option<String>,
@@ -338,6 +346,7 @@ impl Board {
             pid,
             done: 0,
             rss: self.max_rss.and_then(|_| RssProbe::open(pid)),
+            rss_read: None,
             cgroup,
             retired: None,
         };
@@ -387,9 +396,14 @@ impl Board {
             r[R_STATE].store(state, Ordering::Release);
         }
         let ceiling = self.max_rss?;
-        if slot.retired.is_some() {
+        if slot.retired.is_some()
+            || slot
+                .rss_read
+                .is_some_and(|at| now.saturating_duration_since(at) < RSS_EVERY)
+        {
             return None;
         }
+        slot.rss_read = Some(now);
         let rss = slot.rss.as_ref()?.rss()?;
         (rss > ceiling).then(|| {
             format!(
