@@ -19,7 +19,7 @@
 //!     .into_iter()
 //!     .find(|p| p.owner == brood::os::getpid() && p.name == "doc-status")
 //!     .expect("the pool's page");
-//! let mut pids: Vec<_> = mine.workers.iter().map(|w| w.pid).collect();
+//! let mut pids: Vec<_> = mine.workers.iter().filter_map(|w| w.pid).collect();
 //! let mut expected = pool.worker_pids();
 //! pids.sort();
 //! expected.sort();
