@@ -9,11 +9,16 @@
 //! - `brood ps [--tree] [PID]` prints the process table like `ps -ajx`, or as
 //!   a tree like `pstree`, with a legend for the STAT letters it shows and
 //!   zombies and orphans marked.
+//! - `brood top [--once]` shows every brood pool on the machine, live: per
+//!   pool its owner and name, per worker its pid, state, tasks done,
+//!   restarts and why, and resident memory (from the pools' status pages).
 
 mod ps;
+mod top;
 mod tour;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -62,6 +67,20 @@ enum Command {
         /// Shows only this process and its descendants.
         pid: Option<i32>,
     },
+    /// Shows every brood pool on this machine, live, like `htop`.
+    ///
+    /// Per pool its owner pid and name; per worker its pid, state (idle,
+    /// running task N for how long, stopping, restarting), tasks done,
+    /// restarts and why, and resident memory. Read from the pools' status
+    /// pages in /dev/shm: no server.
+    Top {
+        /// Prints one snapshot and exits (for scripts).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between redraws.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
 }
 
 /// Parses the command line and runs the subcommand.
@@ -79,6 +98,19 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 tour::run(&topics)
+            }
+        }
+        Command::Top { once, interval } => {
+            let interval = Duration::try_from_secs_f64(interval)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(1));
+            match top::run(once, interval) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("brood top: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Ps { tree, pid } => match ps::run(tree, pid) {

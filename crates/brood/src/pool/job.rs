@@ -130,6 +130,8 @@ impl Signal {
 pub(crate) struct Job {
     inner: Mutex<JobInner>,
     cond: Condvar,
+    /// Progress reports (issue 13, `progress.rs`): fed as units arrive.
+    pub(crate) meter: std::sync::OnceLock<Arc<super::progress::Meter>>,
 }
 
 impl Job {
@@ -152,6 +154,7 @@ impl Job {
                 listeners: Vec::new(),
             }),
             cond: Condvar::new(),
+            meter: std::sync::OnceLock::new(),
         });
         if expected == Some(0) {
             job.finish(&mut job.lock());
@@ -166,6 +169,10 @@ impl Job {
     /// Records a unit's outcome; the last one runs the hook and wakes
     /// everyone waiting.
     pub(crate) fn deliver(&self, index: usize, outcome: UnitOutcome, attempts: u32) {
+        // Progress reports (issue 13): one atomic load when there are none.
+        if let Some(meter) = self.meter.get() {
+            meter.on_unit(index, &outcome);
+        }
         let mut inner = self.lock();
         if inner.cancelled {
             return; // its one outcome was the cancel

@@ -56,6 +56,10 @@ mod job;
 mod limits;
 mod supervisor;
 mod worker;
+// Issue 13: status page (`brood top`), progress, recycling by memory.
+mod progress;
+mod recycle;
+pub mod status;
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -77,6 +81,7 @@ pub use future::{
 };
 pub use job::{AsyncResult, Callbacks, IMap};
 pub use limits::{RetryOn, RetryPolicy, TaskOptions, task_cancelled, task_deadline};
+pub use progress::{Progress, ProgressEvent, WithProgress};
 
 use job::{Decode, Hook, Job};
 use limits::{Limits, UnitLimits, check_limit};
@@ -111,6 +116,8 @@ pub struct PoolBuilder {
     sigint: bool,
     limits: Limits,
     limit_error: Option<Error>,
+    /// Name, status page, `max_rss`, cgroups (issue 13, `status.rs`).
+    status: status::Setup,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -124,6 +131,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("soft_time_limit", &self.limits.soft)
             .field("hard_time_limit", &self.limits.hard)
             .field("retry", &self.limits.retry)
+            .field("status", &self.status)
             .finish()
     }
 }
@@ -330,12 +338,16 @@ impl PoolBuilder {
         }
         let init = self.init.transpose()?;
         let defaults = self.limits;
+        // Issue 13: the status page, max_rss and cgroups (`status.rs`).
+        let board = status::Board::new(self.status, processes)?;
+        let info = board.info();
         let config = Config {
             processes,
             method: self.method,
             init,
             max_tasks: self.max_tasks,
             sigint: self.sigint,
+            board,
         };
         let (shared, mut sup) = supervisor::new(config)?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -358,6 +370,7 @@ impl PoolBuilder {
             processes,
             unit_defaults: defaults.for_unit(),
             defaults,
+            board: info,
         };
         match started {
             Ok(Ok(())) => Ok(pool),
@@ -387,6 +400,8 @@ pub struct Pool {
     defaults: Limits,
     /// The same, as each unit carries them.
     unit_defaults: UnitLimits,
+    /// Name, status page, counters (issue 13, `status.rs`).
+    board: status::BoardInfo,
 }
 
 impl std::fmt::Debug for Pool {

@@ -223,6 +223,8 @@ pub(crate) struct Config {
     pub(crate) init: Option<InitBlob>,
     pub(crate) max_tasks: Option<usize>,
     pub(crate) sigint: bool,
+    /// Status page, `max_rss`, cgroups (issue 13, `status.rs`).
+    pub(crate) board: super::status::Board,
 }
 
 struct Worker {
@@ -250,6 +252,8 @@ struct Worker {
     service: Duration,
     last_result: Instant,
     window: usize,
+    /// Its row on the status page, memory probe, cgroup (issue 13).
+    slot: super::status::WorkerSlot,
 }
 
 impl Worker {
@@ -367,6 +371,15 @@ impl Supervisor {
         let mut process = builder.target_with(worker::worker_main, boot);
         process.start()?;
         let pid = process.pid().expect("a started process has a pid");
+        // Issue 13: a row on the status page, its cgroup (which may fail).
+        let slot = match self.config.board.attach(pid) {
+            Ok(slot) => slot,
+            Err(e) => {
+                let _ = process.kill();
+                let _ = reap(&mut process);
+                return Err(e);
+            }
+        };
         Ok(Worker {
             process,
             started,
@@ -383,6 +396,7 @@ impl Supervisor {
             service: Duration::from_millis(1),
             last_result: Instant::now(),
             window: 2,
+            slot,
         })
     }
 
@@ -697,6 +711,15 @@ impl Supervisor {
         w.last_result = now;
         let per = w.service.as_nanos().max(1);
         w.window = ((TARGET_QUEUED.as_nanos() / per) as usize).clamp(2, MAX_WINDOW);
+        // Issue 13: the status page, and recycling past `max_rss`.
+        let next = w.outstanding.front().map(|(seq, _, _)| *seq);
+        if let Some(why) = self.config.board.finished(&mut w.slot, unit.n, next, now) {
+            self.config.board.retiring(&mut w.slot, why);
+            w.quitting = true;
+            if w.conn.send_bytes(&[]).is_err() {
+                w.dead = true;
+            }
+        }
         let worker = w.name.clone();
         self.boot_deaths = 0;
         if let Some(policy) = unit.retry_policy()
@@ -759,6 +782,8 @@ impl Supervisor {
             self.read_results(i);
             let mut w = self.workers.remove(i);
             let status = reap(&mut w.process);
+            // Issue 13: the status page, and an OOM kill by its cgroup.
+            let note = self.config.board.gone(w.slot, &describe(status));
             let mut held = std::mem::take(&mut w.outstanding);
             // It held the first outstanding unit only if it began it; if
             // it died before (killed while idle, or before reading), that
@@ -768,7 +793,7 @@ impl Supervisor {
                 && began == seq.wrapping_add(1)
                 && let Some((seq, unit, _)) = held.pop_front()
             {
-                let how = describe(status);
+                let how = format!("{}{note}", describe(status));
                 let err = match w.killed {
                     Some((killed_seq, ran, limit)) if killed_seq == seq => Error::simple(
                         ErrorKind::TimedOut,
@@ -828,6 +853,9 @@ impl Supervisor {
             for w in &mut self.workers {
                 if !w.quitting && !w.dead && w.units_sent >= max && w.outstanding.is_empty() {
                     w.quitting = true;
+                    // Issue 13: shown on the status page.
+                    let why = format!("retired after max_tasks_per_child ({max})");
+                    self.config.board.retiring(&mut w.slot, why);
                     if w.conn.send_bytes(&[]).is_err() {
                         w.dead = true;
                     }
@@ -928,6 +956,10 @@ impl Supervisor {
             w.bytes_in_flight += bytes;
             w.units_sent += 1;
             w.outstanding.push_back((seq, unit, now));
+            if w.outstanding.len() == 1 {
+                // Issue 13: it begins this unit now (status page).
+                self.config.board.sent(&w.slot, seq, now);
+            }
         }
         for (i, batch) in batches.into_iter().enumerate() {
             if !batch.is_empty() && self.workers[i].conn.send_bytes(&batch).is_err() {
