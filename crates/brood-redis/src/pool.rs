@@ -399,7 +399,10 @@ impl RedisPool {
     {
         let args = encode_all(items, |a| (a,))?;
         let slots = self.send(name, args, None)?;
-        slots.into_iter().map(|s| self.handle::<R>(s).get()).collect()
+        slots
+            .into_iter()
+            .map(|s| self.handle::<R>(s).get())
+            .collect()
     }
 
     /// Calls the task with each item's tuple as its arguments, values in
@@ -754,12 +757,8 @@ fn reader_loop(weak: Weak<Inner>, con: Connection) {
                     // Resend what a restarted Redis may have lost.
                     let mut guard = lock(&inner.submit);
                     if guard.is_none()
-                        && let Ok(mut s) = conn::connect(
-                            &inner.client,
-                            &inner.url,
-                            inner.connect_timeout,
-                            None,
-                        )
+                        && let Ok(mut s) =
+                            conn::connect(&inner.client, &inner.url, inner.connect_timeout, None)
                     {
                         let _ = conn::ensure_group(&mut s, &inner.keys);
                         *guard = Some(s);
@@ -808,10 +807,8 @@ fn reader_loop(weak: Weak<Inner>, con: Connection) {
                     }
                 }
                 if !ids.is_empty() {
-                    let _: redis::RedisResult<()> = redis::cmd("XDEL")
-                        .arg(&inner.reply)
-                        .arg(&ids)
-                        .query(c);
+                    let _: redis::RedisResult<()> =
+                        redis::cmd("XDEL").arg(&inner.reply).arg(&ids).query(c);
                 }
             }
             Ok(_) => {}

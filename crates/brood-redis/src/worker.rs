@@ -196,10 +196,7 @@ impl Worker {
             .processes(self.processes)
             .build()
             .map_err(|e| {
-                Error::new(
-                    ErrorKind::Task,
-                    format!("cannot start the local pool: {e}"),
-                )
+                Error::new(ErrorKind::Task, format!("cannot start the local pool: {e}"))
             })?;
         let (tx, rx) = channel();
         let consumer = format!(
@@ -360,7 +357,11 @@ struct Held {
 
 enum Event {
     /// The task ran: a value or its error.
-    Done { id: String, kind: u8, payload: Vec<u8> },
+    Done {
+        id: String,
+        kind: u8,
+        payload: Vec<u8>,
+    },
     /// Its pool worker died: a failed delivery.
     Lost { id: String, why: String },
     /// It goes to dead letters.
@@ -588,11 +589,17 @@ impl Node {
                 ),
             });
         } else if deliveries > self.cfg.max_deliveries {
+            // This delivery is one too many: the ones before it ran and
+            // their workers died or went silent.
+            let ran = deliveries - 1;
+            if let Some(h) = lock(&self.held).get_mut(&id) {
+                h.deliveries = ran;
+            }
             self.send(Event::Dead {
                 id,
                 why: format!(
-                    "task {name:?} was delivered {deliveries} times (max_deliveries {}): \
-                     its workers kept dying or going silent while running it",
+                    "task {name:?} was delivered {ran} times (max_deliveries {}) and its \
+                     workers died or went silent every time",
                     self.cfg.max_deliveries
                 ),
             });
@@ -647,8 +654,10 @@ impl Node {
                 wake = wake.min(t);
             }
             let mut batch = Vec::new();
-            match rx.recv_timeout(wake.saturating_duration_since(now).max(Duration::from_millis(1)))
-            {
+            match rx.recv_timeout(
+                wake.saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            ) {
                 Ok(ev) => {
                     batch.push(ev);
                     while batch.len() < FLUSH_MAX {
@@ -669,7 +678,9 @@ impl Node {
             let (due, later): (Vec<_>, Vec<_>) = retries.drain(..).partition(|r| r.0 <= now);
             retries = later;
             for (_, id) in due {
-                let task = lock(&self.held).get(&id).map(|h| (h.name.clone(), h.args.clone()));
+                let task = lock(&self.held)
+                    .get(&id)
+                    .map(|h| (h.name.clone(), h.args.clone()));
                 if let Some((name, args)) = task {
                     self.submit(id, name, args);
                 }
@@ -868,61 +879,70 @@ impl Node {
             retries.push((Instant::now() + self.cfg.lease, id));
             return;
         };
-        let mut pipe = redis::pipe();
-        pipe.cmd("XCLAIM")
-            .arg(&self.keys.tasks)
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(0)
-            .arg(&id)
-            .ignore();
-        pipe.cmd("XPENDING")
+        // Deliveries so far; below the limit, XCLAIM counts one more.
+        let count = redis::cmd("XPENDING")
             .arg(&self.keys.tasks)
             .arg(GROUP)
             .arg(&id)
             .arg(&id)
-            .arg(1);
-        match pipe.query::<Vec<redis::Value>>(c) {
-            Ok(v) => {
-                let count = v.first().map(pending_count).unwrap_or(0);
-                if count == 0 {
-                    // Not pending any more (deleted, or Redis lost it): the
-                    // caller resends what a restarted Redis lost.
-                    lock(&self.held).remove(&id);
-                    self.room.notify_all();
-                    return;
-                }
-                let name = {
-                    let mut held = lock(&self.held);
-                    match held.get_mut(&id) {
-                        Some(h) => {
-                            h.deliveries = count;
-                            h.name.clone()
-                        }
-                        None => return,
-                    }
-                };
-                if count > self.cfg.max_deliveries {
-                    self.send(Event::Dead {
-                        id,
-                        why: format!(
-                            "task {name:?} was delivered {count} times (max_deliveries {}); \
-                             the last run ended with: {why}",
-                            self.cfg.max_deliveries
-                        ),
-                    });
-                } else {
-                    let wait = conn::backoff(count.saturating_sub(1), Duration::from_secs(2));
-                    retries.push((Instant::now() + wait, id));
-                }
-            }
+            .arg(1)
+            .query::<redis::Value>(c)
+            .map(|v| pending_count(&v));
+        let count = match count {
+            Ok(n) => n,
             Err(e) => {
                 if conn::retryable(&e) {
                     *con = None;
                 }
                 retries.push((Instant::now() + self.cfg.lease, id));
+                return;
             }
+        };
+        if count == 0 {
+            // Not pending any more (deleted, or Redis lost it): the caller
+            // resends what a restarted Redis lost.
+            lock(&self.held).remove(&id);
+            self.room.notify_all();
+            return;
         }
+        let name = {
+            let mut held = lock(&self.held);
+            match held.get_mut(&id) {
+                Some(h) => {
+                    h.deliveries = count;
+                    h.name.clone()
+                }
+                None => return,
+            }
+        };
+        if count >= self.cfg.max_deliveries {
+            self.send(Event::Dead {
+                id,
+                why: format!(
+                    "task {name:?} was delivered {count} times (max_deliveries {}) and its \
+                     worker died every time; the last run ended with: {why}",
+                    self.cfg.max_deliveries
+                ),
+            });
+            return;
+        }
+        let claimed: redis::RedisResult<()> = redis::cmd("XCLAIM")
+            .arg(&self.keys.tasks)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(&id)
+            .query(c);
+        if let Err(e) = claimed
+            && conn::retryable(&e)
+        {
+            *con = None;
+        }
+        if let Some(h) = lock(&self.held).get_mut(&id) {
+            h.deliveries = count + 1;
+        }
+        let wait = conn::backoff(count.saturating_sub(1), Duration::from_secs(2));
+        retries.push((Instant::now() + wait, id));
     }
 
     /// Resets the idle time of every held task (XCLAIM JUSTID, which does
@@ -971,8 +991,11 @@ impl Node {
     /// Forgets workers silent for 10 leases (at least 30 s) that hold no
     /// task any more (their tasks were taken over).
     fn sweep(&self, c: &mut Connection) -> redis::RedisResult<()> {
-        let all: HashMap<String, String> = redis::cmd("HGETALL").arg(&self.keys.workers).query(c)?;
-        let silent_after = (self.cfg.lease * 10).max(Duration::from_secs(30)).as_millis() as u64;
+        let all: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&self.keys.workers).query(c)?;
+        let silent_after = (self.cfg.lease * 10)
+            .max(Duration::from_secs(30))
+            .as_millis() as u64;
         let now = conn::now_ms();
         let pending = pending_per_consumer(c, &self.keys)?;
         for (consumer, info) in all {
