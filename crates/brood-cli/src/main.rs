@@ -9,8 +9,12 @@
 //! - `brood ps [--tree] [PID]` prints the process table like `ps -ajx`, or as
 //!   a tree like `pstree`, with a legend for the STAT letters it shows and
 //!   zombies and orphans marked.
+//! - `brood worker --redis URL --name NAME` runs a brood-redis worker node
+//!   for the tasks this binary registers; `brood redis status URL [NAME]`
+//!   and `brood redis requeue URL NAME` look at a pool on Redis.
 
 mod ps;
+mod redis;
 mod tour;
 
 use std::process::ExitCode;
@@ -62,6 +66,36 @@ enum Command {
         /// Shows only this process and its descendants.
         pid: Option<i32>,
     },
+    /// Runs a brood-redis worker node for the tasks this binary registers,
+    /// until killed.
+    Worker {
+        /// The Redis URL, `redis://[:password@]host:port/[db]`.
+        #[arg(long)]
+        redis: String,
+        /// The pool's name (callers use the same in `RedisPool::connect`).
+        #[arg(long)]
+        name: String,
+        /// Local worker processes (default: one per CPU).
+        #[arg(long)]
+        processes: Option<usize>,
+        /// Seconds a task may go without a heartbeat before another worker
+        /// takes it over.
+        #[arg(long, default_value_t = 5.0)]
+        lease: f64,
+        /// Deliveries before a task that keeps killing its worker becomes a
+        /// dead letter.
+        #[arg(long, default_value_t = 3)]
+        max_deliveries: u32,
+        /// Prints nothing about reconnections.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Looks at brood-redis pools: `status`, `requeue`.
+    Redis {
+        /// What to do.
+        #[command(subcommand)]
+        command: redis::RedisCommand,
+    },
 }
 
 /// Parses the command line and runs the subcommand.
@@ -85,6 +119,27 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("brood ps: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Worker {
+            redis,
+            name,
+            processes,
+            lease,
+            max_deliveries,
+            quiet,
+        } => match redis::worker(&redis, &name, processes, lease, max_deliveries, quiet) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("brood worker: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Redis { command } => match redis::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("brood redis: {e:#}");
                 ExitCode::FAILURE
             }
         },
