@@ -35,6 +35,7 @@ mod manager;
 mod pipes;
 mod pool;
 mod queue;
+mod redis_pool;
 mod sync;
 
 /// Starts a C floor program in `--driven` mode, found through `$env`, else
@@ -232,6 +233,8 @@ pub(crate) fn selected(only: Option<&str>, table: &str, name: &str) -> bool {
 }
 
 fn main() {
+    // A brood-redis worker node started by the redis table runs here.
+    redis_pool::worker_main();
     procspawn::init();
 
     let mut iters: Option<usize> = None;
@@ -255,7 +258,7 @@ fn main() {
                     .expect("--table needs start, pipes, sync, queue, pool, manager or events");
                 assert!(
                     [
-                        "start", "pipes", "sync", "queue", "pool", "manager", "events"
+                        "start", "pipes", "sync", "queue", "pool", "manager", "events", "redis"
                     ]
                     .contains(&t.as_str()),
                     "--table is start, pipes, sync, queue, pool, manager or events, not {t:?}"
@@ -317,6 +320,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "events") {
         events::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "redis") {
+        redis_pool::run(only.as_deref());
     }
 }
 

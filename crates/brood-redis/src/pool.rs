@@ -690,6 +690,21 @@ impl Inner {
         }
     }
 
+    /// Opens a new submit connection and, if `id` is a new Redis instance,
+    /// resends every task without a result.
+    fn fresh_submit(&self, id: String) {
+        let mut guard = lock(&self.submit);
+        *guard = None;
+        if let Ok(mut s) = conn::connect(&self.client, &self.url, self.connect_timeout, None) {
+            let _ = conn::ensure_group(&mut s, &self.keys);
+            *guard = Some(s);
+            self.restarted(&mut guard, id);
+        } else {
+            // Not now: the reader's loop tries again.
+            lock(&self.run_id).clear();
+        }
+    }
+
     /// Applies results from one reply entry.
     fn deliver(&self, recs: Vec<Rec>) {
         let mut map = lock(&self.slots);
@@ -754,18 +769,9 @@ fn reader_loop(weak: Weak<Inner>, con: Connection) {
                     con = Some(c);
                     down_since = None;
                     attempt = 0;
-                    // Resend what a restarted Redis may have lost.
-                    let mut guard = lock(&inner.submit);
-                    if guard.is_none()
-                        && let Ok(mut s) =
-                            conn::connect(&inner.client, &inner.url, inner.connect_timeout, None)
-                    {
-                        let _ = conn::ensure_group(&mut s, &inner.keys);
-                        *guard = Some(s);
-                    }
-                    if guard.is_some() {
-                        inner.restarted(&mut guard, id);
-                    }
+                    // The submit connection broke too: replace it, then
+                    // resend what a restarted Redis may have lost.
+                    inner.fresh_submit(id);
                 }
                 Err(e) => {
                     if since.elapsed() >= inner.reconnect_for {
@@ -776,6 +782,13 @@ fn reader_loop(weak: Weak<Inner>, con: Connection) {
                     attempt += 1;
                     continue;
                 }
+            }
+        }
+        // A resend that broke off is tried again.
+        if lock(&inner.run_id).is_empty() {
+            let id = con.as_mut().map(conn::run_id).unwrap_or_default();
+            if !id.is_empty() {
+                inner.fresh_submit(id);
             }
         }
         let Some(c) = con.as_mut() else { continue };
