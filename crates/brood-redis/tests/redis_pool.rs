@@ -154,7 +154,7 @@ fn ten_thousand_tasks_on_three_workers_survive_a_sigkilled_worker() {
         brood_redis::status(&server.url(), Some("kill")).unwrap()[0]
             .workers
             .iter()
-            .any(|w| w.pid == victim && w.pending > 0 && w.done > 0)
+            .any(|w| w.pid == victim && w.pending > 0)
     });
     let held: u64 = brood_redis::status(&server.url(), Some("kill")).unwrap()[0]
         .workers
@@ -216,6 +216,7 @@ fn a_restarted_redis_mid_run_loses_no_result() {
     });
     let before = handles.iter().filter(|h| h.done()).count();
     server.restart().unwrap();
+    assert!(before < n as usize, "the run ended before the restart");
     eprintln!("restarted Redis with {before} of {n} results in");
     for (i, h) in handles.iter().enumerate() {
         let v = h
