@@ -17,5 +17,5 @@ mod worker;
 
 pub use admin::{Status, WorkerStatus, requeue, status};
 pub use error::{Error, ErrorKind, Result};
-pub use pool::{ImapUnordered, RedisFuture, RedisPool, RedisPoolBuilder};
+pub use pool::{Chunked, ImapUnordered, RedisFuture, RedisPool, RedisPoolBuilder};
 pub use worker::{Worker, WorkerHandle};

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -15,6 +15,9 @@ use serde_bytes::ByteBuf;
 use crate::conn::{self, Entry, GROUP, Keys};
 use crate::error::{Error, ErrorKind, Result};
 use crate::wire::{self, Rec};
+
+/// A task to hand to the local pool again: when, entry id, part.
+type Retry = (Instant, String, usize);
 
 /// At most this many outcomes go in one writer pipeline.
 const FLUSH_MAX: usize = 4096;
@@ -214,6 +217,7 @@ impl Worker {
             consumer,
             pool,
             held: Mutex::new(HashMap::new()),
+            tasks: AtomicUsize::new(0),
             room: Condvar::new(),
             events: Mutex::new(tx),
             stop: AtomicBool::new(false),
@@ -346,25 +350,40 @@ fn run_task((name, args): (String, ByteBuf)) -> (u8, ByteBuf) {
     }
 }
 
-/// A task this node holds (read, not yet acknowledged).
+/// A stream entry this node holds (read, not yet acknowledged): one task,
+/// or a chunk of tasks of the same function (`n` > 1, consecutive seqs).
 struct Held {
     seq: u64,
     reply: String,
     name: String,
-    args: Vec<u8>,
     deliveries: u32,
+    parts: Vec<Part>,
+    /// Parts without an outcome yet.
+    open: usize,
+}
+
+/// One task of a held entry.
+struct Part {
+    args: Vec<u8>,
+    /// `(kind, payload)` once known.
+    outcome: Option<(u8, Vec<u8>)>,
 }
 
 enum Event {
-    /// The task ran: a value or its error.
+    /// A task ran: a value or its error.
     Done {
         id: String,
+        index: usize,
         kind: u8,
         payload: Vec<u8>,
     },
     /// Its pool worker died: a failed delivery.
-    Lost { id: String, why: String },
-    /// It goes to dead letters.
+    Lost {
+        id: String,
+        index: usize,
+        why: String,
+    },
+    /// The whole entry goes to dead letters.
     Dead { id: String, why: String },
 }
 
@@ -377,6 +396,8 @@ struct Node {
     known: HashSet<&'static str>,
     pool: brood::Pool,
     held: Mutex<HashMap<String, Held>>,
+    /// Tasks in `held` (parts of all entries).
+    tasks: AtomicUsize,
     room: Condvar,
     events: Mutex<Sender<Event>>,
     stop: AtomicBool,
@@ -424,11 +445,12 @@ impl Node {
         while !self.stopping() {
             let free = {
                 let held = lock(&self.held);
-                if held.len() >= self.window {
+                let tasks = self.tasks.load(Ordering::SeqCst);
+                if tasks >= self.window {
                     let _ = self.room.wait_timeout(held, Duration::from_millis(100));
                     continue;
                 }
-                self.window - held.len()
+                self.window - tasks
             };
             let Some(c) = con.as_mut() else {
                 con = self.reconnect(read_timeout);
@@ -541,22 +563,44 @@ impl Node {
         Ok(())
     }
 
-    /// Takes one entry: runs it, or sends it to dead letters.
+    /// Holds an entry (replacing an older copy of it, if any).
+    fn hold(&self, id: &str, held: Held) {
+        let n = held.parts.len();
+        if let Some(old) = lock(&self.held).insert(id.to_owned(), held) {
+            self.tasks.fetch_sub(old.parts.len(), Ordering::SeqCst);
+        }
+        self.tasks.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Takes one entry: runs its tasks, or sends it to dead letters.
     fn accept(&self, (id, fields): Entry, deliveries: u32) {
         let name = conn::field(&fields, "f").map(|b| String::from_utf8_lossy(b).into_owned());
         let seq = conn::field(&fields, "s")
             .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok());
         let reply = conn::field(&fields, "r").map(|b| String::from_utf8_lossy(b).into_owned());
-        let args = conn::field(&fields, "a").map(<[u8]>::to_vec);
+        let n = conn::field(&fields, "n")
+            .and_then(|b| std::str::from_utf8(b).ok()?.parse::<usize>().ok())
+            .unwrap_or(1);
+        let args: Option<Vec<Vec<u8>>> = conn::field(&fields, "a").and_then(|a| {
+            if n == 1 {
+                Some(vec![a.to_vec()])
+            } else {
+                brood::codec::decode::<Vec<ByteBuf>>(a)
+                    .ok()
+                    .filter(|v| v.len() == n)
+                    .map(|v| v.into_iter().map(ByteBuf::into_vec).collect())
+            }
+        });
         let (Some(name), Some(seq), Some(reply), Some(args)) = (name, seq, reply, args) else {
-            lock(&self.held).insert(
-                id.clone(),
+            self.hold(
+                &id,
                 Held {
                     seq: 0,
                     reply: String::new(),
                     name: String::new(),
-                    args: Vec::new(),
                     deliveries,
+                    parts: Vec::new(),
+                    open: 0,
                 },
             );
             self.send(Event::Dead {
@@ -566,14 +610,26 @@ impl Node {
             return;
         };
         let known = self.known.contains(name.as_str());
-        lock(&self.held).insert(
-            id.clone(),
+        let work: Vec<Vec<u8>> = if known && deliveries <= self.cfg.max_deliveries {
+            args.clone()
+        } else {
+            Vec::new()
+        };
+        self.hold(
+            &id,
             Held {
                 seq,
                 reply,
                 name: name.clone(),
-                args: args.clone(),
                 deliveries,
+                open: args.len(),
+                parts: args
+                    .into_iter()
+                    .map(|args| Part {
+                        args,
+                        outcome: None,
+                    })
+                    .collect(),
             },
         );
         if !known {
@@ -604,12 +660,14 @@ impl Node {
                 ),
             });
         } else {
-            self.submit(id, name, args);
+            for (index, args) in work.into_iter().enumerate() {
+                self.submit(id.clone(), index, name.clone(), args);
+            }
         }
     }
 
-    /// Hands a held task to the local pool.
-    fn submit(&self, id: String, name: String, args: Vec<u8>) {
+    /// Hands one task of a held entry to the local pool.
+    fn submit(&self, id: String, index: usize, name: String, args: Vec<u8>) {
         let tx_ok = lock(&self.events).clone();
         let tx_err = tx_ok.clone();
         let id_ok = id.clone();
@@ -618,12 +676,13 @@ impl Node {
             .on_success(move |(kind, payload): &(u8, ByteBuf)| {
                 let _ = tx_ok.send(Event::Done {
                     id: id_ok,
+                    index,
                     kind: *kind,
                     payload: payload.to_vec(),
                 });
             })
             .on_error(move |e: &brood::Error| {
-                let _ = tx_err.send(outcome_of_error(id_err, e));
+                let _ = tx_err.send(outcome_of_error(id_err, index, e));
             });
         if let Err(e) = self
             .pool
@@ -631,6 +690,7 @@ impl Node {
         {
             self.send(Event::Lost {
                 id,
+                index,
                 why: format!("the local pool refused it: {e}"),
             });
         }
@@ -642,7 +702,7 @@ impl Node {
         let mut con = Some(con);
         let heartbeat_every = self.cfg.lease / 3;
         let mut next_beat = Instant::now();
-        let mut retries: Vec<(Instant, String)> = Vec::new();
+        let mut retries: Vec<Retry> = Vec::new();
         let mut last_done = 0u64;
         let mut last_beat = Instant::now();
         let mut beats = 0u64;
@@ -677,12 +737,15 @@ impl Node {
             let now = Instant::now();
             let (due, later): (Vec<_>, Vec<_>) = retries.drain(..).partition(|r| r.0 <= now);
             retries = later;
-            for (_, id) in due {
-                let task = lock(&self.held)
-                    .get(&id)
-                    .map(|h| (h.name.clone(), h.args.clone()));
+            for (_, id, index) in due {
+                let task = lock(&self.held).get(&id).and_then(|h| {
+                    let p = h.parts.get(index)?;
+                    p.outcome
+                        .is_none()
+                        .then(|| (h.name.clone(), p.args.clone()))
+                });
                 if let Some((name, args)) = task {
-                    self.submit(id, name, args);
+                    self.submit(id, index, name, args);
                 }
             }
             if Instant::now() >= next_beat {
@@ -718,126 +781,161 @@ impl Node {
         }
     }
 
-    /// Stores results and dead letters, then acknowledges; handles lost
-    /// deliveries. Retries on a broken connection until it works (or the
-    /// node stops).
-    fn flush(
-        &self,
-        con: &mut Option<Connection>,
-        batch: Vec<Event>,
-        retries: &mut Vec<(Instant, String)>,
-    ) {
-        let mut finished: Vec<(String, u8, Vec<u8>)> = Vec::new();
-        let mut dead: Vec<(String, String)> = Vec::new();
-        let mut lost: Vec<(String, String)> = Vec::new();
+    /// Records outcomes; stores the entries that are complete (results,
+    /// dead letters), then acknowledges them. Retries on a broken
+    /// connection until it works (or the node stops).
+    fn flush(&self, con: &mut Option<Connection>, batch: Vec<Event>, retries: &mut Vec<Retry>) {
+        let mut complete: Vec<String> = Vec::new();
+        // Lost tasks first: one that reached max_deliveries gets its dead
+        // outcome here, and is stored with the rest.
+        let mut outcomes: Vec<(String, usize, u8, Vec<u8>)> = Vec::new();
+        let mut dead_entries: Vec<(String, String)> = Vec::new();
         for ev in batch {
             match ev {
-                Event::Done { id, kind, payload } => finished.push((id, kind, payload)),
-                Event::Dead { id, why } => dead.push((id, why)),
-                Event::Lost { id, why } => lost.push((id, why)),
+                Event::Done {
+                    id,
+                    index,
+                    kind,
+                    payload,
+                } => outcomes.push((id, index, kind, payload)),
+                Event::Dead { id, why } => dead_entries.push((id, why)),
+                Event::Lost { id, index, why } => {
+                    if let Some(why) = self.lost(con, &id, index, why, retries) {
+                        outcomes.push((id, index, wire::DEAD, why.into_bytes()));
+                    }
+                }
             }
         }
-        if !finished.is_empty() || !dead.is_empty() {
-            let mut attempt = 0;
-            loop {
-                let Some(c) = con.as_mut() else {
-                    *con = self.reconnect(None);
-                    if con.is_none() {
+        {
+            let mut held = lock(&self.held);
+            for (id, index, kind, payload) in outcomes {
+                if let Some(h) = held.get_mut(&id)
+                    && let Some(p) = h.parts.get_mut(index)
+                    && p.outcome.is_none()
+                {
+                    p.outcome = Some((kind, payload));
+                    h.open -= 1;
+                    if h.open == 0 {
+                        complete.push(id);
+                    }
+                }
+            }
+            for (id, why) in dead_entries {
+                if let Some(h) = held.get_mut(&id) {
+                    for p in &mut h.parts {
+                        if p.outcome.is_none() {
+                            p.outcome = Some((wire::DEAD, why.clone().into_bytes()));
+                        }
+                    }
+                    h.open = 0;
+                    complete.push(id);
+                }
+            }
+        }
+        if complete.is_empty() {
+            return;
+        }
+        let mut attempt = 0;
+        loop {
+            let Some(c) = con.as_mut() else {
+                *con = self.reconnect(None);
+                if con.is_none() {
+                    return;
+                }
+                continue;
+            };
+            match self.store(c, &complete) {
+                Ok(()) => break,
+                Err(e) if conn::retryable(&e) || conn::nogroup(&e) => {
+                    if conn::nogroup(&e) {
+                        let _ = conn::ensure_group(c, &self.keys);
+                    } else {
+                        *con = None;
+                    }
+                    std::thread::sleep(conn::backoff(attempt, Duration::from_secs(1)));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    self.say(&format!("cannot store results: {e}"));
+                    std::thread::sleep(conn::backoff(attempt, Duration::from_secs(1)));
+                    attempt += 1;
+                    if attempt > 20 {
                         return;
                     }
-                    continue;
-                };
-                match self.store(c, &finished, &dead) {
-                    Ok(()) => break,
-                    Err(e) if conn::retryable(&e) || conn::nogroup(&e) => {
-                        if conn::nogroup(&e) {
-                            let _ = conn::ensure_group(c, &self.keys);
-                        } else {
-                            *con = None;
-                        }
-                        std::thread::sleep(conn::backoff(attempt, Duration::from_secs(1)));
-                        attempt += 1;
-                    }
-                    Err(e) => {
-                        self.say(&format!("cannot store results: {e}"));
-                        std::thread::sleep(conn::backoff(attempt, Duration::from_secs(1)));
-                        attempt += 1;
-                        if attempt > 20 {
-                            return;
-                        }
-                    }
                 }
             }
-            let n = finished.len() as u64;
-            {
-                let mut held = lock(&self.held);
-                for (id, _, _) in &finished {
-                    held.remove(id);
-                }
-                for (id, _) in &dead {
-                    held.remove(id);
+        }
+        let mut n = 0;
+        {
+            let mut held = lock(&self.held);
+            for id in &complete {
+                if let Some(h) = held.remove(id) {
+                    n += h.parts.len();
                 }
             }
-            self.room.notify_all();
-            self.done.fetch_add(n, Ordering::Relaxed);
         }
-        for (id, why) in lost {
-            self.lost(con, id, why, retries);
-        }
+        self.tasks.fetch_sub(n, Ordering::SeqCst);
+        self.room.notify_all();
+        self.done.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// One pipeline: results per caller, dead letters, then XACK + XDEL.
-    fn store(
-        &self,
-        c: &mut Connection,
-        finished: &[(String, u8, Vec<u8>)],
-        dead: &[(String, String)],
-    ) -> redis::RedisResult<()> {
+    /// One pipeline: results per caller, dead letters, then XACK + XDEL
+    /// of the complete entries.
+    fn store(&self, c: &mut Connection, complete: &[String]) -> redis::RedisResult<()> {
         let held = lock(&self.held);
         let mut per_reply: HashMap<&str, Vec<Rec>> = HashMap::new();
         let mut ids: Vec<&str> = Vec::new();
-        for (id, kind, payload) in finished {
-            let Some(h) = held.get(id) else { continue };
-            per_reply.entry(&h.reply).or_default().push(Rec {
-                seq: h.seq,
-                deliveries: h.deliveries,
-                kind: *kind,
-                payload: payload.clone(),
-            });
-            ids.push(id);
-        }
         let mut pipe = redis::pipe();
-        for (id, why) in dead {
+        for id in complete {
             let Some(h) = held.get(id) else { continue };
-            pipe.cmd("XADD")
-                .arg(&self.keys.dead)
-                .arg("*")
-                .arg("f")
-                .arg(&h.name)
-                .arg("a")
-                .arg(&h.args)
-                .arg("r")
-                .arg(&h.reply)
-                .arg("s")
-                .arg(h.seq)
-                .arg("why")
-                .arg(why)
-                .arg("deliveries")
-                .arg(h.deliveries)
-                .arg("worker")
-                .arg(&self.consumer)
-                .arg("id")
-                .arg(id)
-                .ignore();
-            if !h.reply.is_empty() {
-                per_reply.entry(&h.reply).or_default().push(Rec {
-                    seq: h.seq,
-                    deliveries: h.deliveries,
-                    kind: wire::DEAD,
-                    payload: why.clone().into_bytes(),
-                });
-            }
             ids.push(id);
+            for (i, p) in h.parts.iter().enumerate() {
+                let Some((kind, payload)) = &p.outcome else {
+                    continue;
+                };
+                let seq = h.seq + i as u64;
+                if *kind == wire::DEAD {
+                    pipe.cmd("XADD")
+                        .arg(&self.keys.dead)
+                        .arg("*")
+                        .arg("f")
+                        .arg(&h.name)
+                        .arg("a")
+                        .arg(&p.args)
+                        .arg("r")
+                        .arg(&h.reply)
+                        .arg("s")
+                        .arg(seq)
+                        .arg("why")
+                        .arg(payload.as_slice())
+                        .arg("deliveries")
+                        .arg(h.deliveries)
+                        .arg("worker")
+                        .arg(&self.consumer)
+                        .arg("id")
+                        .arg(id)
+                        .ignore();
+                }
+                if !h.reply.is_empty() {
+                    per_reply.entry(&h.reply).or_default().push(Rec {
+                        seq,
+                        deliveries: h.deliveries,
+                        kind: *kind,
+                        payload: payload.clone(),
+                    });
+                }
+            }
+            if h.parts.is_empty() {
+                // A malformed entry: a dead letter of its own.
+                pipe.cmd("XADD")
+                    .arg(&self.keys.dead)
+                    .arg("*")
+                    .arg("why")
+                    .arg("malformed task entry (fields f, a, r, s expected)")
+                    .arg("id")
+                    .arg(id)
+                    .ignore();
+            }
         }
         for (reply, recs) in &per_reply {
             let blob = brood::codec::encode(recs).unwrap_or_default();
@@ -864,27 +962,28 @@ impl Node {
         pipe.query(c)
     }
 
-    /// A pool worker died under the task: count a delivery (XCLAIM), then
-    /// retry after a backoff or send it to dead letters.
+    /// A pool worker died under a task: count a delivery (XCLAIM), then
+    /// retry after a backoff; at max_deliveries, returns the dead-letter
+    /// reason instead.
     fn lost(
         &self,
         con: &mut Option<Connection>,
-        id: String,
+        id: &str,
+        index: usize,
         why: String,
-        retries: &mut Vec<(Instant, String)>,
-    ) {
+        retries: &mut Vec<Retry>,
+    ) -> Option<String> {
         let Some(c) = con.as_mut() else {
-            // No Redis now: keep it held; without heartbeats it is taken
-            // over after the lease, which counts the delivery.
-            retries.push((Instant::now() + self.cfg.lease, id));
-            return;
+            // No Redis now: try again after a lease.
+            retries.push((Instant::now() + self.cfg.lease, id.to_owned(), index));
+            return None;
         };
         // Deliveries so far; below the limit, XCLAIM counts one more.
         let count = redis::cmd("XPENDING")
             .arg(&self.keys.tasks)
             .arg(GROUP)
-            .arg(&id)
-            .arg(&id)
+            .arg(id)
+            .arg(id)
             .arg(1)
             .query::<redis::Value>(c)
             .map(|v| pending_count(&v));
@@ -894,55 +993,50 @@ impl Node {
                 if conn::retryable(&e) {
                     *con = None;
                 }
-                retries.push((Instant::now() + self.cfg.lease, id));
-                return;
+                retries.push((Instant::now() + self.cfg.lease, id.to_owned(), index));
+                return None;
             }
         };
         if count == 0 {
             // Not pending any more (deleted, or Redis lost it): the caller
             // resends what a restarted Redis lost.
-            lock(&self.held).remove(&id);
+            if let Some(h) = lock(&self.held).remove(id) {
+                self.tasks.fetch_sub(h.parts.len(), Ordering::SeqCst);
+            }
             self.room.notify_all();
-            return;
+            return None;
         }
         let name = {
             let mut held = lock(&self.held);
-            match held.get_mut(&id) {
-                Some(h) => {
-                    h.deliveries = count;
-                    h.name.clone()
-                }
-                None => return,
-            }
+            let h = held.get_mut(id)?;
+            h.deliveries = h.deliveries.max(count);
+            h.name.clone()
         };
         if count >= self.cfg.max_deliveries {
-            self.send(Event::Dead {
-                id,
-                why: format!(
-                    "task {name:?} was delivered {count} times (max_deliveries {}) and its \
-                     worker died every time; the last run ended with: {why}",
-                    self.cfg.max_deliveries
-                ),
-            });
-            return;
+            return Some(format!(
+                "task {name:?} was delivered {count} times (max_deliveries {}) and its \
+                 worker died every time; the last run ended with: {why}",
+                self.cfg.max_deliveries
+            ));
         }
         let claimed: redis::RedisResult<()> = redis::cmd("XCLAIM")
             .arg(&self.keys.tasks)
             .arg(GROUP)
             .arg(&self.consumer)
             .arg(0)
-            .arg(&id)
+            .arg(id)
             .query(c);
         if let Err(e) = claimed
             && conn::retryable(&e)
         {
             *con = None;
         }
-        if let Some(h) = lock(&self.held).get_mut(&id) {
-            h.deliveries = count + 1;
+        if let Some(h) = lock(&self.held).get_mut(id) {
+            h.deliveries = h.deliveries.max(count + 1);
         }
         let wait = conn::backoff(count.saturating_sub(1), Duration::from_secs(2));
-        retries.push((Instant::now() + wait, id));
+        retries.push((Instant::now() + wait, id.to_owned(), index));
+        None
     }
 
     /// Resets the idle time of every held task (XCLAIM JUSTID, which does
@@ -1027,15 +1121,17 @@ impl Node {
 /// What a local pool error means for a task: a dead pool worker (or a pool
 /// that cannot run it) is a failed delivery; anything else is the task's
 /// own error, its result.
-fn outcome_of_error(id: String, e: &brood::Error) -> Event {
+fn outcome_of_error(id: String, index: usize, e: &brood::Error) -> Event {
     use brood::ErrorKind as K;
     match e.kind() {
         K::WorkerLost | K::Signaled | K::Exited | K::PoolClosed | K::Interrupted => Event::Lost {
             id,
+            index,
             why: e.to_string(),
         },
         _ => Event::Done {
             id,
+            index,
             kind: wire::FAILED,
             payload: e.to_string().into_bytes(),
         },

@@ -34,6 +34,15 @@ fn fails(x: u64) -> u64 {
     panic!("task failed on {x}")
 }
 
+/// Kills the pool worker process that runs it when `x` is 3.
+#[brood::task]
+fn crash_on_3(x: u64) -> u64 {
+    if x == 3 {
+        brood::os::exit_now(7)
+    }
+    x + 1
+}
+
 /// Kills the pool worker process that runs it, every time.
 #[brood::task]
 fn poison(_x: u64) -> u64 {
@@ -406,4 +415,40 @@ fn the_pool_verbs_return_typed_values_and_errors() {
         "{s}"
     );
     let _ = raw(&server);
+}
+
+#[test]
+fn chunked_maps_pack_many_tasks_per_entry_and_a_poison_task_fails_alone() {
+    let server = server();
+    let _node = Node::start(&server.url(), "chunks", 2, 2);
+    let pool = connect(&server, "chunks");
+    let v: Vec<u64> = pool.chunksize(100).map(&name("inc"), 0..1_000u64).unwrap();
+    assert_eq!(v, (1..=1_000u64).collect::<Vec<_>>());
+    let v: Vec<u64> = pool
+        .chunksize(3)
+        .starmap(&name("add"), (0..10u64).map(|i| (i, i)))
+        .unwrap();
+    assert_eq!(v, (0..10u64).map(|i| 2 * i).collect::<Vec<_>>());
+    // One poison task inside a chunk: it alone is a dead letter; the
+    // chunk's other tasks have their values.
+    let hs = pool
+        .chunksize(5)
+        .submit_all::<u64, _, _>(&name("crash_on_3"), (0..5u64).map(|i| (i,)))
+        .unwrap();
+    for (i, h) in hs.iter().enumerate() {
+        let r = h.result_timeout(Duration::from_secs(60));
+        if i == 3 {
+            let err = r.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::DeadLetter, "{err}");
+            assert!(err.to_string().contains("delivered 2 times"), "{err}");
+        } else {
+            assert_eq!(r.unwrap(), i as u64 + 1);
+        }
+    }
+    assert!(
+        !hs[0].cancel().unwrap(),
+        "a chunk member is not cancelled alone"
+    );
+    let s = &brood_redis::status(&server.url(), Some("chunks")).unwrap()[0];
+    assert_eq!((s.queued, s.pending, s.dead), (0, 0, 1), "{s}");
 }
