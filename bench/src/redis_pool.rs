@@ -68,8 +68,14 @@ fn inc_name() -> String {
 
 /// Sends `n` tasks at once (pipelined) and waits for every value.
 fn batch(pool: &RedisPool, n: u64) -> Duration {
+    chunked(pool, n, 1)
+}
+
+/// Sends `n` tasks, `size` per stream entry, and waits for every value.
+fn chunked(pool: &RedisPool, n: u64, size: usize) -> Duration {
     let t = Instant::now();
     let hs = pool
+        .chunksize(size)
         .submit_all::<u64, _, _>(&inc_name(), (0..n).map(|i| (i,)))
         .unwrap();
     for (i, h) in hs.iter().enumerate() {
@@ -133,6 +139,20 @@ pub(crate) fn run(only: Option<&str>) {
         batch(&pool, 2_000); // warm-up: every node up and reading
         let rates: Vec<f64> = (0..5)
             .map(|_| n as f64 / batch(&pool, n).as_secs_f64())
+            .collect();
+        report(&row, rates, "tasks/s");
+    }
+    for nodes in [1usize, 2, 4] {
+        let row = format!("10k trivial tasks in chunks of 100, {nodes} worker node(s) x 1 process");
+        if !selected(only, "redis", &row) {
+            continue;
+        }
+        let name = format!("c{nodes}");
+        let _nodes: Vec<Node> = (0..nodes).map(|_| node(&url, &name, 1)).collect();
+        let pool = RedisPool::connect(&url, &name).unwrap();
+        chunked(&pool, 2_000, 100);
+        let rates: Vec<f64> = (0..5)
+            .map(|_| n as f64 / chunked(&pool, n, 100).as_secs_f64())
             .collect();
         report(&row, rates, "tasks/s");
     }
