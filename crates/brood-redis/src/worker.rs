@@ -832,6 +832,8 @@ impl Node {
                 }
             }
         }
+        complete.sort();
+        complete.dedup();
         if complete.is_empty() {
             return;
         }
