@@ -36,6 +36,7 @@ mod manager;
 mod pipes;
 mod pool;
 mod queue;
+mod redis_pool;
 mod sync;
 
 /// Starts a C floor program in `--driven` mode, found through `$env`, else
@@ -233,6 +234,8 @@ pub(crate) fn selected(only: Option<&str>, table: &str, name: &str) -> bool {
 }
 
 fn main() {
+    // A brood-redis worker node started by the redis table runs here.
+    redis_pool::worker_main();
     procspawn::init();
 
     let mut iters: Option<usize> = None;
@@ -252,14 +255,14 @@ fn main() {
             "--only" => only = Some(args.next().expect("--only needs a substring")),
             "--table" => {
                 let t = args.next().expect(
-                    "--table needs start, pipes, sync, queue, pool, executor, manager or events",
+                    "--table needs start, pipes, sync, queue, pool, executor, manager, events or redis",
                 );
                 assert!(
                     [
-                        "start", "pipes", "sync", "queue", "pool", "executor", "manager", "events"
+                        "start", "pipes", "sync", "queue", "pool", "executor", "manager", "events", "redis"
                     ]
                     .contains(&t.as_str()),
-                    "--table is start, pipes, sync, queue, pool, executor, manager or events, not {t:?}"
+                    "--table is start, pipes, sync, queue, pool, executor, manager, events or redis, not {t:?}"
                 );
                 table = Some(t);
             }
@@ -325,6 +328,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "events") {
         events::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "redis") {
+        redis_pool::run(only.as_deref());
     }
 }
 

@@ -7,3 +7,15 @@
 mod server;
 
 pub use server::LocalServer;
+
+mod admin;
+mod conn;
+mod error;
+mod pool;
+mod wire;
+mod worker;
+
+pub use admin::{Status, WorkerStatus, requeue, status};
+pub use error::{Error, ErrorKind, Result};
+pub use pool::{Chunked, ImapUnordered, RedisFuture, RedisPool, RedisPoolBuilder};
+pub use worker::{Worker, WorkerHandle};

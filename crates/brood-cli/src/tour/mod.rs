@@ -25,6 +25,7 @@ mod pool;
 mod pool_limits;
 mod process;
 mod queue;
+mod redis;
 pub(crate) mod reference;
 mod semaphore;
 mod shared_memory;
@@ -189,6 +190,13 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "an event engine: handlers in worker processes, a timer",
         summary: "a timer event handled in another process; a failing handler and a killed worker reported, never fatal",
         run: events::run,
+    },
+    Topic {
+        name: "redis",
+        section: "§links",
+        title: "distributed processes: the pool on Redis, workers on any machine",
+        summary: "a private redis-server, a worker node in another process, tasks by name, a crashing task in dead letters (skipped without redis-server)",
+        run: redis::run,
     },
 ];
 
