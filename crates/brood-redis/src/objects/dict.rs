@@ -98,7 +98,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     pub fn get(&self, key: &K) -> Result<Option<V>> {
         let field = enc(key)?;
         let v: Option<Vec<u8>> = self.conn.call("reading the dict", |c| {
-            redis::cmd("HGET").arg(&self.key).arg(field).query(c)
+            redis::cmd("HGET").arg(&self.key).arg(&field).query(c)
         })?;
         self.value(v)
     }
@@ -115,11 +115,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     pub fn insert(&self, key: &K, value: &V) -> Result<Option<V>> {
         let (field, value) = (enc(key)?, enc(value)?);
         let old: Option<Vec<u8>> = self.conn.call("writing the dict", |c| {
-            self.swap
-                .key(&self.key)
-                .arg(field)
-                .arg(value)
-                .invoke(c)
+            self.swap.key(&self.key).arg(&field).arg(&value).invoke(c)
         })?;
         self.value(old)
     }
@@ -136,9 +132,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// ```
     pub fn remove(&self, key: &K) -> Result<Option<V>> {
         let field = enc(key)?;
-        let old: Option<Vec<u8>> = self
-            .conn
-            .call("removing from the dict", |c| self.swap.key(&self.key).arg(field).invoke(c))?;
+        let old: Option<Vec<u8>> = self.conn.call("removing from the dict", |c| {
+            self.swap.key(&self.key).arg(&field).invoke(c)
+        })?;
         self.value(old)
     }
 
@@ -160,7 +156,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
                 .cmd("HSETNX")
                 .arg(&self.key)
                 .arg(&field)
-                .arg(value)
+                .arg(&value)
                 .cmd("HGET")
                 .arg(&self.key)
                 .arg(&field)
@@ -181,7 +177,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     pub fn contains_key(&self, key: &K) -> Result<bool> {
         let field = enc(key)?;
         self.conn.call("reading the dict", |c| {
-            redis::cmd("HEXISTS").arg(&self.key).arg(field).query(c)
+            redis::cmd("HEXISTS").arg(&self.key).arg(&field).query(c)
         })
     }
 
@@ -195,8 +191,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn len(&self) -> Result<usize> {
-        self.conn
-            .call("measuring the dict", |c| redis::cmd("HLEN").arg(&self.key).query(c))
+        self.conn.call("measuring the dict", |c| {
+            redis::cmd("HLEN").arg(&self.key).query(c)
+        })
     }
 
     /// Whether it has no entries.
@@ -221,9 +218,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn items(&self) -> Result<Vec<(K, V)>> {
-        let raw: Vec<(Vec<u8>, Vec<u8>)> = self
-            .conn
-            .call("reading the dict", |c| redis::cmd("HGETALL").arg(&self.key).query(c))?;
+        let raw: Vec<(Vec<u8>, Vec<u8>)> = self.conn.call("reading the dict", |c| {
+            redis::cmd("HGETALL").arg(&self.key).query(c)
+        })?;
         let what = format!("an entry of dict {:?}", self.name);
         raw.into_iter()
             .map(|(k, v)| Ok((dec(&k, &what)?, dec(&v, &what)?)))
@@ -240,9 +237,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn keys(&self) -> Result<Vec<K>> {
-        let raw: Vec<Vec<u8>> = self
-            .conn
-            .call("reading the dict", |c| redis::cmd("HKEYS").arg(&self.key).query(c))?;
+        let raw: Vec<Vec<u8>> = self.conn.call("reading the dict", |c| {
+            redis::cmd("HKEYS").arg(&self.key).query(c)
+        })?;
         let what = format!("a key of dict {:?}", self.name);
         raw.iter().map(|k| dec(k, &what)).collect()
     }
@@ -257,9 +254,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn values(&self) -> Result<Vec<V>> {
-        let raw: Vec<Vec<u8>> = self
-            .conn
-            .call("reading the dict", |c| redis::cmd("HVALS").arg(&self.key).query(c))?;
+        let raw: Vec<Vec<u8>> = self.conn.call("reading the dict", |c| {
+            redis::cmd("HVALS").arg(&self.key).query(c)
+        })?;
         let what = format!("a value of dict {:?}", self.name);
         raw.iter().map(|v| dec(v, &what)).collect()
     }
@@ -284,8 +281,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
         if !any {
             return Ok(());
         }
-        self.conn
-            .call("writing the dict", |c| cmd.query::<()>(c))
+        self.conn.call("writing the dict", |c| cmd.query::<()>(c))
     }
 
     /// Removes every entry.
@@ -299,7 +295,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<()> {
-        self.conn
-            .call("clearing the dict", |c| redis::cmd("DEL").arg(&self.key).query::<()>(c))
+        self.conn.call("clearing the dict", |c| {
+            redis::cmd("DEL").arg(&self.key).query::<()>(c)
+        })
     }
 }

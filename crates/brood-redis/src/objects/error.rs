@@ -92,7 +92,9 @@ impl Error {
         {
             (
                 ErrorKind::Auth,
-                format!("redis at {addr} refused the credentials (wrong or missing password): {err}"),
+                format!(
+                    "redis at {addr} refused the credentials (wrong or missing password): {err}"
+                ),
             )
         } else if err.is_timeout() {
             (
@@ -107,12 +109,16 @@ impl Error {
         } else if err.is_io_error() || err.is_connection_dropped() {
             (
                 ErrorKind::Closed,
-                format!("connection to redis at {addr} lost while {doing} (the next call reconnects): {err}"),
+                format!(
+                    "connection to redis at {addr} lost while {doing} (the next call reconnects): {err}"
+                ),
             )
         } else if code == "WRONGTYPE" {
             (
                 ErrorKind::InvalidState,
-                format!("redis at {addr}: the key is used by another kind of object ({doing}): {err}"),
+                format!(
+                    "redis at {addr}: the key is used by another kind of object ({doing}): {err}"
+                ),
             )
         } else {
             (

@@ -99,8 +99,9 @@ impl Event {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<()> {
-        self.conn
-            .call("clearing the event", |c| redis::cmd("DEL").arg(&self.key).query::<()>(c))
+        self.conn.call("clearing the event", |c| {
+            redis::cmd("DEL").arg(&self.key).query::<()>(c)
+        })
     }
 
     /// Whether the flag is set.
@@ -112,8 +113,9 @@ impl Event {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_set(&self) -> Result<bool> {
-        self.conn
-            .call("reading the event", |c| redis::cmd("EXISTS").arg(&self.key).query(c))
+        self.conn.call("reading the event", |c| {
+            redis::cmd("EXISTS").arg(&self.key).query(c)
+        })
     }
 
     /// Waits until the flag is set.

@@ -99,7 +99,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     pub fn push(&self, item: &T) -> Result<()> {
         let item = enc(item)?;
         self.conn.call("appending to the list", |c| {
-            redis::cmd("RPUSH").arg(&self.key).arg(item).query::<()>(c)
+            redis::cmd("RPUSH").arg(&self.key).arg(&item).query::<()>(c)
         })
     }
 
@@ -165,7 +165,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     pub fn set(&self, index: i64, item: &T) -> Result<()> {
         let item = enc(item)?;
         let done: i64 = self.conn.call("writing the list", |c| {
-            self.set.key(&self.key).arg(index).arg(item).invoke(c)
+            self.set.key(&self.key).arg(index).arg(&item).invoke(c)
         })?;
         if done == 1 {
             Ok(())
@@ -192,9 +192,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pop(&self) -> Result<T> {
-        let item: Option<Vec<u8>> = self
-            .conn
-            .call("popping from the list", |c| redis::cmd("RPOP").arg(&self.key).query(c))?;
+        let item: Option<Vec<u8>> = self.conn.call("popping from the list", |c| {
+            redis::cmd("RPOP").arg(&self.key).query(c)
+        })?;
         match item {
             Some(item) => self.decode(&item),
             None => Err(Error::new(
@@ -213,8 +213,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn len(&self) -> Result<usize> {
-        self.conn
-            .call("measuring the list", |c| redis::cmd("LLEN").arg(&self.key).query(c))
+        self.conn.call("measuring the list", |c| {
+            redis::cmd("LLEN").arg(&self.key).query(c)
+        })
     }
 
     /// Whether it has no items.
@@ -256,7 +257,8 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<()> {
-        self.conn
-            .call("clearing the list", |c| redis::cmd("DEL").arg(&self.key).query::<()>(c))
+        self.conn.call("clearing the list", |c| {
+            redis::cmd("DEL").arg(&self.key).query::<()>(c)
+        })
     }
 }

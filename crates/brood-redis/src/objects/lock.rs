@@ -260,7 +260,10 @@ impl Lock {
         let Some(held) = self.held().take() else {
             return Err(Error::new(
                 ErrorKind::InvalidState,
-                format!("release of lock {:?}, which this handle does not hold", self.name),
+                format!(
+                    "release of lock {:?}, which this handle does not hold",
+                    self.name
+                ),
             ));
         };
         let Held { token, keeper, .. } = held;
@@ -294,8 +297,9 @@ impl Lock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn locked(&self) -> Result<bool> {
-        self.conn
-            .call("reading the lock", |c| redis::cmd("EXISTS").arg(&self.key).query(c))
+        self.conn.call("reading the lock", |c| {
+            redis::cmd("EXISTS").arg(&self.key).query(c)
+        })
     }
 
     /// This handle's fencing token while it holds the lock.

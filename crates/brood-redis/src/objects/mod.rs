@@ -272,7 +272,11 @@ impl Conn {
 
     fn take(&self) -> Result<redis::Connection> {
         let pooled = {
-            let mut pool = self.inner.pool.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut pool = self
+                .inner
+                .pool
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let pid = std::process::id();
             if pool.pid != pid {
                 // A forked child: the parent's sockets are not ours to use.
@@ -288,7 +292,11 @@ impl Conn {
     }
 
     fn put_back(&self, con: redis::Connection) {
-        let mut pool = self.inner.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pool = self
+            .inner
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if pool.pid == std::process::id() && pool.idle.len() < MAX_IDLE {
             pool.idle.push(con);
         }
@@ -296,23 +304,35 @@ impl Conn {
 
     /// Runs `f` on a pooled connection. A connection that failed at the
     /// transport level (or timed out: its answer may still come) is dropped;
-    /// the next call connects anew.
+    /// the next call connects anew. While Redis says it is loading its data
+    /// (just restarted) the call is retried, for up to the response
+    /// timeout: the command did not run.
     pub(crate) fn call<R>(
         &self,
         doing: &str,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<R>,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<R>,
     ) -> Result<R> {
-        let mut con = self.take()?;
-        match f(&mut con) {
-            Ok(r) => {
-                self.put_back(con);
-                Ok(r)
-            }
-            Err(e) => {
-                if !broken(&e) {
+        let deadline = std::time::Instant::now() + self.inner.response_timeout;
+        let mut backoff = Backoff::new();
+        loop {
+            let mut con = self.take()?;
+            match f(&mut con) {
+                Ok(r) => {
                     self.put_back(con);
+                    return Ok(r);
                 }
-                Err(Error::from_redis(self.addr(), doing, e))
+                Err(e) => {
+                    if !broken(&e) {
+                        self.put_back(con);
+                    }
+                    let loading = matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                    );
+                    if !(loading && backoff.sleep(Some(deadline))) {
+                        return Err(Error::from_redis(self.addr(), doing, e));
+                    }
+                }
             }
         }
     }
@@ -324,7 +344,7 @@ impl Conn {
         &self,
         doing: &str,
         wait: Duration,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<R>,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<R>,
     ) -> Result<R> {
         let rt = self.inner.response_timeout;
         self.call(doing, |con| {

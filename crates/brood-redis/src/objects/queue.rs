@@ -137,9 +137,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn maxsize(&self) -> Result<u64> {
-        let max: Option<u64> = self
-            .conn
-            .call("reading the queue's bound", |c| redis::cmd("GET").arg(&self.max_key).query(c))?;
+        let max: Option<u64> = self.conn.call("reading the queue's bound", |c| {
+            redis::cmd("GET").arg(&self.max_key).query(c)
+        })?;
         Ok(max.unwrap_or(0))
     }
 
@@ -301,9 +301,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_nowait(&self) -> Result<T> {
-        let item: Option<Vec<u8>> = self
-            .conn
-            .call("taking from the queue", |c| redis::cmd("LPOP").arg(&self.key).query(c))?;
+        let item: Option<Vec<u8>> = self.conn.call("taking from the queue", |c| {
+            redis::cmd("LPOP").arg(&self.key).query(c)
+        })?;
         match item {
             Some(item) => self.decode(item),
             None => Err(Error::empty(&self.name)),
@@ -312,13 +312,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn blpop(&self, wait: Duration) -> Result<Option<Vec<u8>>> {
         let got: Option<(String, Vec<u8>)> =
-            self.conn
-                .call_blocking("waiting on the queue", wait, |c| {
-                    redis::cmd("BLPOP")
-                        .arg(&self.key)
-                        .arg(format!("{:.3}", wait.as_secs_f64().max(0.001)))
-                        .query(c)
-                })?;
+            self.conn.call_blocking("waiting on the queue", wait, |c| {
+                redis::cmd("BLPOP")
+                    .arg(&self.key)
+                    .arg(format!("{:.3}", wait.as_secs_f64().max(0.001)))
+                    .query(c)
+            })?;
         Ok(got.map(|(_, v)| v))
     }
 
@@ -331,8 +330,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn qsize(&self) -> Result<usize> {
-        self.conn
-            .call("measuring the queue", |c| redis::cmd("LLEN").arg(&self.key).query(c))
+        self.conn.call("measuring the queue", |c| {
+            redis::cmd("LLEN").arg(&self.key).query(c)
+        })
     }
 
     /// Whether no item waits.

@@ -316,10 +316,7 @@ impl Semaphore {
     /// ```
     pub fn value(&self) -> Result<u64> {
         let v: i64 = self.conn.call("reading the semaphore", |c| {
-            script(VALUE)
-                .key(&self.key)
-                .key(&self.limit_key)
-                .invoke(c)
+            script(VALUE).key(&self.key).key(&self.limit_key).invoke(c)
         })?;
         Ok(v.max(0) as u64)
     }

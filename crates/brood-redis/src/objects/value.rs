@@ -97,7 +97,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
         v.conn.call("creating the value", |c| {
             redis::cmd("SET")
                 .arg(&v.key)
-                .arg(initial)
+                .arg(&initial)
                 .arg("NX")
                 .query::<()>(c)
         })?;
@@ -127,9 +127,9 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get(&self) -> Result<T> {
-        let b: Option<Vec<u8>> = self
-            .conn
-            .call("reading the value", |c| redis::cmd("GET").arg(&self.key).query(c))?;
+        let b: Option<Vec<u8>> = self.conn.call("reading the value", |c| {
+            redis::cmd("GET").arg(&self.key).query(c)
+        })?;
         self.decode(b)
     }
 
@@ -145,7 +145,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     pub fn set(&self, value: &T) -> Result<()> {
         let b = enc(value)?;
         self.conn.call("writing the value", |c| {
-            redis::cmd("SET").arg(&self.key).arg(b).query::<()>(c)
+            redis::cmd("SET").arg(&self.key).arg(&b).query::<()>(c)
         })
     }
 
@@ -162,30 +162,28 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     /// ```
     pub fn update(&self, mut f: impl FnMut(T) -> T) -> Result<T> {
         loop {
-            let attempt: Result<Option<T>> = self
-                .conn
-                .call("updating the value", |c| {
-                    redis::cmd("WATCH").arg(&self.key).query::<()>(c)?;
-                    let now: Option<Vec<u8>> = redis::cmd("GET").arg(&self.key).query(c)?;
-                    let new = match self.decode(now).and_then(|v| {
-                        let new = f(v);
-                        enc(&new).map(|b| (new, b))
-                    }) {
-                        Ok(new) => new,
-                        Err(e) => {
-                            redis::cmd("UNWATCH").query::<()>(c)?;
-                            return Ok(Err(e));
-                        }
-                    };
-                    let done: Option<()> = redis::pipe()
-                        .atomic()
-                        .cmd("SET")
-                        .arg(&self.key)
-                        .arg(new.1)
-                        .ignore()
-                        .query(c)?;
-                    Ok(Ok(done.map(|()| new.0)))
-                })?;
+            let attempt: Result<Option<T>> = self.conn.call("updating the value", |c| {
+                redis::cmd("WATCH").arg(&self.key).query::<()>(c)?;
+                let now: Option<Vec<u8>> = redis::cmd("GET").arg(&self.key).query(c)?;
+                let new = match self.decode(now).and_then(|v| {
+                    let new = f(v);
+                    enc(&new).map(|b| (new, b))
+                }) {
+                    Ok(new) => new,
+                    Err(e) => {
+                        redis::cmd("UNWATCH").query::<()>(c)?;
+                        return Ok(Err(e));
+                    }
+                };
+                let done: Option<()> = redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(&self.key)
+                    .arg(&new.1)
+                    .ignore()
+                    .query(c)?;
+                Ok(Ok(done.map(|()| new.0)))
+            })?;
             if let Some(v) = attempt? {
                 return Ok(v);
             }
@@ -212,7 +210,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
             redis::Script::new(SET_FENCED)
                 .key(&self.key)
                 .key(&self.fence_key)
-                .arg(b)
+                .arg(&b)
                 .arg(token)
                 .invoke(c)
         })?;
