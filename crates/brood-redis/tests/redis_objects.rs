@@ -184,15 +184,19 @@ fn a_lock_excludes_other_processes_and_no_increment_is_lost() {
     let lock = Lock::new(url.as_str(), "counter").unwrap();
     assert!(!lock.locked().unwrap());
     assert!(start.elapsed() < Duration::from_secs(60));
-    // Not reentrant: an error, not Python's deadlock; a release without a
-    // hold is an error too.
+    // A release without a hold is an error (Python's RuntimeError). Not
+    // reentrant: a timed or non-blocking second acquire answers false as
+    // in Python; an untimed one is an error where Python deadlocks.
     assert_eq!(lock.release().unwrap_err().kind(), ErrorKind::InvalidState);
     lock.acquire().unwrap();
-    assert_eq!(
-        lock.acquire_timeout(Duration::from_millis(10))
-            .unwrap_err()
-            .kind(),
-        ErrorKind::InvalidState
+    let t = Instant::now();
+    assert!(!lock.acquire_timeout(Duration::from_millis(100)).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(90));
+    assert!(!lock.try_acquire().unwrap());
+    assert_eq!(lock.acquire().unwrap_err().kind(), ErrorKind::InvalidState);
+    assert!(
+        lock.acquire_timeout(Duration::MAX).is_err(),
+        "MAX: no limit"
     );
     let first = lock.token().unwrap();
     lock.release().unwrap();

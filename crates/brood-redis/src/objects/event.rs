@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Conn, Error, IntoTarget, Result, key};
+use super::{Conn, Error, IntoTarget, Result, deadline, key};
 
 /// How often a waiter re-reads the flag itself (a wake-up lost with a
 /// dropped pub/sub connection costs at most this).
@@ -142,7 +142,7 @@ impl Event {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(deadline(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<bool> {

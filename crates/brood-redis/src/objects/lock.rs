@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use brood::ErrorKind;
 
 use super::lease::Keeper;
-use super::{Backoff, Conn, Error, IntoTarget, Result, key, millis};
+use super::{Backoff, Conn, Error, IntoTarget, Result, deadline, key, millis};
 
 /// Takes the lock when free: a new fencing token, else 0.
 const ACQUIRE: &str = r"
@@ -46,9 +46,11 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 ///
 /// One `Lock` value is one holder: [`Clone`] gives a new holder on the same
 /// lock (for another thread), not a copy of this one's hold. The lock is
-/// not reentrant: acquiring it again through the same handle is an
-/// [`ErrorKind::InvalidState`] error (Python would deadlock). Dropping a
-/// handle that holds the lock releases it.
+/// not reentrant: acquiring it again through the same handle without a
+/// timeout is an [`ErrorKind::InvalidState`] error (Python would deadlock);
+/// with a timeout it waits the timeout out and answers false, and
+/// `try_acquire` answers false, as in Python. Dropping a handle that holds
+/// the lock releases it.
 ///
 /// ```no_run
 /// use brood_redis::objects::Lock;
@@ -150,14 +152,9 @@ impl Lock {
     }
 
     fn try_once(&self, held: &mut Option<Held>) -> Result<bool> {
-        if let Some(h) = held.as_ref() {
-            return Err(Error::new(
-                ErrorKind::InvalidState,
-                format!(
-                    "lock {:?} is already held by this handle (token {}); it is not reentrant",
-                    self.name, h.token
-                ),
-            ));
+        if held.is_some() {
+            // Not reentrant: this holder waits for itself, as in Python.
+            return Ok(false);
         }
         let token: u64 = self.conn.call("acquiring the lock", |c| {
             redis::Script::new(ACQUIRE)
@@ -187,6 +184,18 @@ impl Lock {
     }
 
     fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
+        if deadline.is_none()
+            && let Some(h) = self.held().as_ref()
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                format!(
+                    "lock {:?} is already held by this handle (token {}); it is not \
+                     reentrant, and waiting for itself would never end",
+                    self.name, h.token
+                ),
+            ));
+        }
         let mut backoff = Backoff::new();
         loop {
             if self.try_once(&mut self.held())? {
@@ -225,7 +234,7 @@ impl Lock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.acquire_until(Some(Instant::now() + timeout))
+        self.acquire_until(deadline(timeout))
     }
 
     /// Takes the lock if it is free now (Python's `acquire(False)`).

@@ -389,6 +389,12 @@ pub(crate) fn dec<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     })
 }
 
+/// The instant `timeout` from now; `None` (no limit) when it is too far
+/// to represent (`Duration::MAX`), as everywhere in brood.
+pub(crate) fn deadline(timeout: Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}
+
 /// Milliseconds for Redis, at least 1.
 pub(crate) fn millis(d: Duration) -> u64 {
     (d.as_millis() as u64).max(1)

@@ -7,7 +7,7 @@ use brood::ErrorKind;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Backoff, Conn, Error, IntoTarget, Result, dec, enc, key};
+use super::{Backoff, Conn, Error, IntoTarget, Result, deadline, dec, enc, key};
 
 /// Puts all of ARGV, or nothing when the bound (KEYS[2], absent = none)
 /// would be passed: -1 then, else the new length.
@@ -193,7 +193,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.put_until(&[enc(item)?], Some(Instant::now() + timeout))
+        self.put_until(&[enc(item)?], deadline(timeout))
     }
 
     /// Appends `item` if there is room now ([`Error::is_full`] otherwise).
@@ -279,7 +279,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        let deadline = Instant::now() + timeout;
+        let Some(deadline) = deadline(timeout) else {
+            return self.get();
+        };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

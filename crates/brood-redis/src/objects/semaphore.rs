@@ -8,7 +8,7 @@ use brood::ErrorKind;
 
 use super::lease::{Keeper, holder_id};
 use super::lock::DEFAULT_LEASE;
-use super::{Backoff, Conn, Error, IntoTarget, Result, key, millis};
+use super::{Backoff, Conn, Error, IntoTarget, Result, deadline, key, millis};
 
 /// Redis's clock in milliseconds, as a Lua prelude.
 const NOW: &str = r"
@@ -251,7 +251,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.acquire_until(Some(Instant::now() + timeout))
+        self.acquire_until(deadline(timeout))
     }
 
     /// Takes a permit if one is free now.
