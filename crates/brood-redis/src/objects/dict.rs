@@ -25,7 +25,7 @@ type Types<K, V> = fn(K, V) -> (K, V);
 /// are (as in brood's `ManagedMap`). Unlike Python (and `ManagedMap`) the
 /// order of `keys`/`items` is Redis's, not insertion order.
 ///
-/// ```no_run
+/// ```
 /// use brood_redis::objects::Dict;
 /// let server = brood_redis::LocalServer::start()?;
 /// let d = Dict::<String, u32>::new(server.url().as_str(), "scores")?;
@@ -65,7 +65,7 @@ impl<K, V> std::fmt::Debug for Dict<K, V> {
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V> {
     /// Attaches to dict `name` (empty when it does not exist yet).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// assert!(d.is_empty()?);
@@ -89,7 +89,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// The value for `key`, if any.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// assert_eq!(d.get(&1)?, None);
@@ -105,7 +105,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Sets `key` to `value`, returning the old value (atomically).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// assert_eq!(d.insert(&1, &10)?, None);
@@ -122,7 +122,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Removes `key`, returning its value (atomically).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// d.insert(&1, &10)?;
@@ -141,7 +141,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// Sets `key` to `value` only when it has no value; the value it has
     /// afterwards (Python's `setdefault`).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// assert_eq!(d.setdefault(&1, &10)?, 10);
@@ -167,7 +167,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Whether `key` is there (Python's `key in d`).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// d.insert(&1, &10)?;
@@ -183,7 +183,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// How many entries.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// d.update([(1, 1), (2, 2)])?;
@@ -198,7 +198,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Whether it has no entries.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// assert!(d.is_empty()?);
@@ -210,7 +210,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// The entries (a snapshot, in Redis's order).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// d.insert(&1, &10)?;
@@ -229,7 +229,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// The keys (a snapshot, in Redis's order).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// d.insert(&1, &10)?;
@@ -246,7 +246,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// The values (a snapshot, in Redis's order).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// d.insert(&1, &10)?;
@@ -263,7 +263,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Inserts every pair in one command (Python's `d.update(...)`).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<String, i32>::new(server.url().as_str(), "d")?;
     /// d.update([("a".to_string(), 1), ("b".to_string(), 2)])?;
@@ -286,7 +286,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Removes every entry.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let d = brood_redis::objects::Dict::<u8, u8>::new(server.url().as_str(), "d")?;
     /// d.insert(&1, &10)?;

@@ -29,7 +29,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// does not hold, a stale fencing token, a key of another Redis type)
 /// [`ErrorKind::InvalidState`].
 ///
-/// ```no_run
+/// ```
 /// use brood_redis::objects::Queue;
 /// let server = brood_redis::LocalServer::start()?;
 /// let q = Queue::<u8>::new(server.url().as_str(), "jobs")?;
@@ -134,7 +134,7 @@ impl Error {
 
     /// What went wrong, as one of brood's error kinds.
     ///
-    /// ```no_run
+    /// ```
     /// let err = brood_redis::objects::Dict::<u8, u8>::new("redis://127.0.0.1:1/", "d").unwrap_err();
     /// assert_eq!(err.kind(), brood::ErrorKind::Io);
     /// ```
@@ -145,7 +145,7 @@ impl Error {
     /// Whether a wait ran out (also true for [`is_empty`](Error::is_empty)
     /// and [`is_full`](Error::is_full), as brood's queues).
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::new(server.url().as_str(), "q")?;
@@ -159,7 +159,7 @@ impl Error {
     /// Python's `queue.Empty`: a get found nothing (now, or before its
     /// timeout ran out).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::new(server.url().as_str(), "q")?;
     /// assert!(q.get_nowait().unwrap_err().is_empty());
@@ -172,7 +172,7 @@ impl Error {
     /// Python's `queue.Full`: a bounded queue had no room (now, or before
     /// the put's timeout ran out).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::bounded(server.url().as_str(), "q", 1)?;
     /// q.put(&1)?;
@@ -186,7 +186,7 @@ impl Error {
     /// The redis-rs error underneath, when Redis (or the connection to it)
     /// failed.
     ///
-    /// ```no_run
+    /// ```
     /// let err = brood_redis::objects::List::<u8>::new("redis://127.0.0.1:1/", "l").unwrap_err();
     /// assert!(err.redis().is_some());
     /// ```

@@ -20,7 +20,7 @@ const RECHECK: Duration = Duration::from_millis(500);
 /// every 500 ms as a fallback. As in Python, a waiter woken by a `set`
 /// returns true even if the flag was cleared again right after.
 ///
-/// ```no_run
+/// ```
 /// use std::time::Duration;
 /// use brood_redis::objects::Event;
 /// let server = brood_redis::LocalServer::start()?;
@@ -49,7 +49,7 @@ impl std::fmt::Debug for Event {
 impl Event {
     /// Attaches to event `name` (clear when it does not exist yet).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let e = brood_redis::objects::Event::new(server.url().as_str(), "e")?;
     /// assert!(!e.is_set()?);
@@ -65,7 +65,7 @@ impl Event {
 
     /// Sets the flag and wakes every waiter.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let e = brood_redis::objects::Event::new(server.url().as_str(), "e")?;
     /// e.set()?;
@@ -90,7 +90,7 @@ impl Event {
 
     /// Resets the flag.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let e = brood_redis::objects::Event::new(server.url().as_str(), "e")?;
     /// e.set()?;
@@ -106,7 +106,7 @@ impl Event {
 
     /// Whether the flag is set.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let e = brood_redis::objects::Event::new(server.url().as_str(), "e")?;
     /// assert!(!e.is_set()?);
@@ -120,7 +120,7 @@ impl Event {
 
     /// Waits until the flag is set.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let e = brood_redis::objects::Event::new(server.url().as_str(), "e")?;
     /// e.set()?;
@@ -134,7 +134,7 @@ impl Event {
     /// Waits at most `timeout` for the flag: whether it was set (Python's
     /// `wait(timeout)`).
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// let server = brood_redis::LocalServer::start()?;
     /// let e = brood_redis::objects::Event::new(server.url().as_str(), "e")?;

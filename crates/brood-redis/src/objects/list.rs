@@ -26,7 +26,7 @@ return 1
 /// command, atomic on its own; a read-modify-write of several calls is not
 /// (hold a [`Lock`](super::Lock), as with Python's managed list).
 ///
-/// ```no_run
+/// ```
 /// use brood_redis::objects::List;
 /// let server = brood_redis::LocalServer::start()?;
 /// let l = List::<i32>::new(server.url().as_str(), "l")?;
@@ -67,7 +67,7 @@ impl<T> std::fmt::Debug for List<T> {
 impl<T: Serialize + DeserializeOwned> List<T> {
     /// Attaches to list `name` (empty when it does not exist yet).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let l = brood_redis::objects::List::<u8>::new(server.url().as_str(), "l")?;
     /// assert!(l.is_empty()?);
@@ -89,7 +89,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Appends `item` (Python's `append`).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let l = brood_redis::objects::List::<u8>::new(server.url().as_str(), "l")?;
     /// l.push(&7)?;
@@ -105,7 +105,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Appends every item in one command (Python's `extend`).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let l = brood_redis::objects::List::<u8>::new(server.url().as_str(), "l")?;
     /// l.extend([1, 2])?;
@@ -129,7 +129,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// The item at `index` (negative: from the end).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let l = brood_redis::objects::List::<u8>::new(server.url().as_str(), "l")?;
     /// l.extend([1, 2])?;
@@ -153,7 +153,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Replaces the item at `index` (negative: from the end).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let l = brood_redis::objects::List::<u8>::new(server.url().as_str(), "l")?;
     /// l.extend([1, 2])?;
@@ -183,7 +183,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// Removes and returns the last item (Python's `pop()`); an empty list
     /// is an [`ErrorKind::InvalidState`] error.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let l = brood_redis::objects::List::<u8>::new(server.url().as_str(), "l")?;
     /// l.push(&1)?;
@@ -206,7 +206,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// How many items.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let l = brood_redis::objects::List::<u8>::new(server.url().as_str(), "l")?;
     /// assert_eq!(l.len()?, 0);
@@ -220,7 +220,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Whether it has no items.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let l = brood_redis::objects::List::<u8>::new(server.url().as_str(), "l")?;
     /// assert!(l.is_empty()?);
@@ -232,7 +232,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Every item, in order (a snapshot).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let l = brood_redis::objects::List::<u8>::new(server.url().as_str(), "l")?;
     /// l.extend([3, 1])?;
@@ -248,7 +248,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Removes every item.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let l = brood_redis::objects::List::<u8>::new(server.url().as_str(), "l")?;
     /// l.push(&1)?;

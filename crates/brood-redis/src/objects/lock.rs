@@ -52,7 +52,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// `try_acquire` answers false, as in Python. Dropping a handle that holds
 /// the lock releases it.
 ///
-/// ```no_run
+/// ```
 /// use brood_redis::objects::Lock;
 /// let server = brood_redis::LocalServer::start()?;
 /// let lock = Lock::new(server.url().as_str(), "printer")?;
@@ -106,7 +106,7 @@ impl std::fmt::Debug for Lock {
 impl Lock {
     /// Attaches to lock `name` with the default lease (10 s).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
     /// assert!(!lock.locked()?);
@@ -120,7 +120,7 @@ impl Lock {
     /// renewal (its heartbeat renews every `lease / 3`). A short lease frees
     /// a dead holder's lock sooner, and lapses sooner under a stall.
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::with_lease(server.url().as_str(), "l", Duration::from_secs(2))?;
@@ -210,7 +210,7 @@ impl Lock {
     /// Takes the lock, waiting while another holder has it (polling, 1 ms
     /// growing to 50 ms; a dead holder's lock frees itself after its lease).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
     /// lock.acquire()?;
@@ -224,7 +224,7 @@ impl Lock {
     /// Takes the lock, waiting at most `timeout`: whether it was taken
     /// (Python's `acquire(timeout=...)`).
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// let server = brood_redis::LocalServer::start()?;
     /// let a = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
@@ -239,7 +239,7 @@ impl Lock {
 
     /// Takes the lock if it is free now (Python's `acquire(False)`).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
     /// assert!(lock.try_acquire()?);
@@ -257,7 +257,7 @@ impl Lock {
     /// run in between; nothing is freed, the lock is no longer this
     /// handle's).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
     /// assert!(lock.release().is_err());
@@ -299,7 +299,7 @@ impl Lock {
 
     /// Whether any holder has the lock now.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
     /// assert!(!lock.locked()?);
@@ -313,7 +313,7 @@ impl Lock {
 
     /// This handle's fencing token while it holds the lock.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
     /// assert_eq!(lock.token(), None);
@@ -329,7 +329,7 @@ impl Lock {
     /// then no longer safely this handle's; [`release`](Lock::release) will
     /// say so).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
     /// lock.acquire()?;
@@ -342,7 +342,7 @@ impl Lock {
 
     /// Takes the lock and returns a guard that releases it when dropped.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
     /// {
@@ -371,7 +371,7 @@ impl Drop for Lock {
 
 /// Holds a [`Lock`] until dropped.
 ///
-/// ```no_run
+/// ```
 /// let server = brood_redis::LocalServer::start()?;
 /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
 /// let guard = lock.lock()?;
@@ -387,7 +387,7 @@ pub struct LockGuard<'a> {
 impl LockGuard<'_> {
     /// The fencing token of this hold.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
     /// let first = lock.lock()?.token();
@@ -402,7 +402,7 @@ impl LockGuard<'_> {
     /// Releases now, reporting an error (a lapsed lease) that drop would
     /// swallow.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let lock = brood_redis::objects::Lock::new(server.url().as_str(), "l")?;
     /// lock.lock()?.release()?;

@@ -12,7 +12,7 @@
 //! What each object is in Redis, its invariants and what happens when a
 //! process dies mid-way: `README.md` in this folder.
 //!
-//! ```no_run
+//! ```
 //! use brood_redis::objects::{Dict, Queue};
 //! let server = brood_redis::LocalServer::start()?;
 //! let url = server.url();
@@ -62,14 +62,15 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the objects live: a Redis client and the timeouts to use with it.
 ///
-/// ```no_run
+/// ```
 /// use std::time::Duration;
 /// use brood_redis::objects::{Queue, Target};
-/// let target = Target::new("redis://127.0.0.1:6379/")?
+/// let server = brood_redis::LocalServer::start()?;
+/// let target = Target::new(&server.url())?
 ///     .connect_timeout(Duration::from_secs(1))
 ///     .response_timeout(Duration::from_secs(2));
 /// let q = Queue::<u32>::new(target, "jobs")?;
-/// # Ok::<(), brood_redis::objects::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Target {

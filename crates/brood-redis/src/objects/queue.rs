@@ -33,7 +33,7 @@ const BLOCK_STEP: Duration = Duration::from_secs(2);
 /// fail with [`Error::is_empty`] / [`Error::is_full`] (Python's
 /// `queue.Empty` / `queue.Full`, brood's [`ErrorKind::Timeout`]).
 ///
-/// ```no_run
+/// ```
 /// use brood_redis::objects::Queue;
 /// let server = brood_redis::LocalServer::start()?;
 /// let q = Queue::<(u32, String)>::new(server.url().as_str(), "work")?;
@@ -77,7 +77,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Attaches to queue `name`, creating it (unbounded) when it does not
     /// exist; an existing bound is kept.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::new(server.url().as_str(), "q")?;
     /// assert!(q.empty()?);
@@ -100,7 +100,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// bound). The first process to name a bound sets it; a different
     /// bound later is an [`ErrorKind::InvalidState`] error.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::bounded(server.url().as_str(), "q", 2)?;
     /// assert_eq!(q.maxsize()?, 2);
@@ -130,7 +130,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// The bound (0: none).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::new(server.url().as_str(), "q")?;
     /// assert_eq!(q.maxsize()?, 0);
@@ -171,7 +171,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Appends `item`, waiting while a bounded queue is full (it polls,
     /// 1 ms growing to 50 ms).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::new(server.url().as_str(), "q")?;
     /// q.put(&1)?;
@@ -184,7 +184,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Appends `item`, waiting at most `timeout` for room
     /// ([`Error::is_full`] otherwise: Python's `queue.Full`).
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::bounded(server.url().as_str(), "q", 1)?;
@@ -198,7 +198,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Appends `item` if there is room now ([`Error::is_full`] otherwise).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::bounded(server.url().as_str(), "q", 1)?;
     /// q.put_nowait(&1)?;
@@ -217,7 +217,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// queue it waits until all of them fit (more than the bound never
     /// fits: an [`ErrorKind::InvalidState`] error).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u32>::new(server.url().as_str(), "q")?;
     /// q.put_many(0..100)?;
@@ -253,7 +253,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the oldest item, waiting for one (in `BLPOP`s of 2 s, so a
     /// Redis that went away is an error, not a hang).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::new(server.url().as_str(), "q")?;
     /// q.put(&7)?;
@@ -271,7 +271,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the oldest item, waiting at most `timeout`
     /// ([`Error::is_empty`] otherwise: Python's `queue.Empty`).
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::new(server.url().as_str(), "q")?;
@@ -296,7 +296,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the oldest item if there is one now ([`Error::is_empty`]
     /// otherwise).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::new(server.url().as_str(), "q")?;
     /// assert!(q.get_nowait().unwrap_err().is_empty());
@@ -325,7 +325,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// How many items wait.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::new(server.url().as_str(), "q")?;
     /// assert_eq!(q.qsize()?, 0);
@@ -339,7 +339,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Whether no item waits.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::new(server.url().as_str(), "q")?;
     /// assert!(q.empty()?);
@@ -351,7 +351,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Whether a bounded queue has no room.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let q = brood_redis::objects::Queue::<u8>::bounded(server.url().as_str(), "q", 1)?;
     /// q.put(&1)?;

@@ -64,7 +64,7 @@ return limit - redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 /// and its count can grow: this one cannot). [`Clone`] gives another
 /// holder with no permits. Dropping a handle returns its permits.
 ///
-/// ```no_run
+/// ```
 /// use brood_redis::objects::Semaphore;
 /// let server = brood_redis::LocalServer::start()?;
 /// let slots = Semaphore::new(server.url().as_str(), "gpu", 2)?;
@@ -123,7 +123,7 @@ impl Semaphore {
     /// permits; another number later is an [`ErrorKind::InvalidState`]
     /// error.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let s = brood_redis::objects::Semaphore::new(server.url().as_str(), "s", 3)?;
     /// assert_eq!(s.value()?, 3);
@@ -136,7 +136,7 @@ impl Semaphore {
     /// As [`new`](Semaphore::new), with this handle's permits lasting
     /// `lease` without a renewal (renewed every `lease / 3`).
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// let server = brood_redis::LocalServer::start()?;
     /// let s = brood_redis::objects::Semaphore::with_lease(server.url().as_str(), "s", 1, Duration::from_secs(1))?;
@@ -230,7 +230,7 @@ impl Semaphore {
     /// Takes a permit, waiting while none is free (polling, 1 ms growing
     /// to 50 ms).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let s = brood_redis::objects::Semaphore::new(server.url().as_str(), "s", 1)?;
     /// s.acquire()?;
@@ -242,7 +242,7 @@ impl Semaphore {
 
     /// Takes a permit, waiting at most `timeout`: whether it got one.
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// let server = brood_redis::LocalServer::start()?;
     /// let s = brood_redis::objects::Semaphore::new(server.url().as_str(), "s", 1)?;
@@ -256,7 +256,7 @@ impl Semaphore {
 
     /// Takes a permit if one is free now.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let s = brood_redis::objects::Semaphore::new(server.url().as_str(), "s", 1)?;
     /// assert!(s.try_acquire()?);
@@ -270,7 +270,7 @@ impl Semaphore {
     /// Returns this handle's most recent permit. An error when it holds
     /// none, and when the permit's lease had lapsed (it was already back).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let s = brood_redis::objects::Semaphore::new(server.url().as_str(), "s", 1)?;
     /// assert!(s.release().is_err());
@@ -308,7 +308,7 @@ impl Semaphore {
 
     /// Permits free now (the bound less the live permits).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let s = brood_redis::objects::Semaphore::new(server.url().as_str(), "s", 2)?;
     /// assert_eq!(s.value()?, 2);
@@ -323,7 +323,7 @@ impl Semaphore {
 
     /// How many permits this handle holds.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let s = brood_redis::objects::Semaphore::new(server.url().as_str(), "s", 2)?;
     /// s.acquire()?;

@@ -33,7 +33,7 @@ return -1
 /// [`Lock`]'s fencing token and refuses a write from a holder older than
 /// the newest one that wrote.
 ///
-/// ```no_run
+/// ```
 /// use brood_redis::objects::Value;
 /// let server = brood_redis::LocalServer::start()?;
 /// let hits = Value::new(server.url().as_str(), "hits", &0u64)?;
@@ -75,7 +75,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     /// exist yet (an existing value is kept: every process may pass the
     /// same initial value).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let url = server.url();
     /// let a = brood_redis::objects::Value::new(url.as_str(), "v", &1i32)?;
@@ -120,7 +120,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
 
     /// The value now.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let v = brood_redis::objects::Value::new(server.url().as_str(), "v", &"hi".to_string())?;
     /// assert_eq!(v.get()?, "hi");
@@ -135,7 +135,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
 
     /// Replaces the value.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let v = brood_redis::objects::Value::new(server.url().as_str(), "v", &1u8)?;
     /// v.set(&2)?;
@@ -154,7 +154,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     /// transaction aborts and `f` runs again on the newer value, so `f`
     /// may run more than once and should have no side effects).
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let v = brood_redis::objects::Value::new(server.url().as_str(), "v", &vec![1u8])?;
     /// assert_eq!(v.update(|mut xs| { xs.push(2); xs })?, [1, 2]);
@@ -196,7 +196,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     /// wrote, i.e. when this writer's lock lease lapsed and someone else
     /// took the lock since.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let v = brood_redis::objects::Value::new(server.url().as_str(), "v", &0u32)?;
     /// v.set_fenced(&1, 7)?;
@@ -231,7 +231,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     /// A [`Lock`] that belongs with this value (Python's `get_lock()`):
     /// lock `value:NAME`, on the same Redis, with the default lease.
     ///
-    /// ```no_run
+    /// ```
     /// let server = brood_redis::LocalServer::start()?;
     /// let v = brood_redis::objects::Value::new(server.url().as_str(), "v", &0u32)?;
     /// let lock = v.get_lock()?;
@@ -245,7 +245,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
 
     /// As [`get_lock`](Value::get_lock), with a lease of `lease`.
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// let server = brood_redis::LocalServer::start()?;
     /// let v = brood_redis::objects::Value::new(server.url().as_str(), "v", &0u32)?;
