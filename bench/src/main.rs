@@ -35,6 +35,7 @@ mod manager;
 mod pipes;
 mod pool;
 mod queue;
+mod redis_objects;
 mod sync;
 
 /// Starts a C floor program in `--driven` mode, found through `$env`, else
@@ -252,13 +253,20 @@ fn main() {
             "--table" => {
                 let t = args
                     .next()
-                    .expect("--table needs start, pipes, sync, queue, pool, manager or events");
+                    .expect("--table needs start, pipes, sync, queue, pool, manager, events or redis-objects");
                 assert!(
                     [
-                        "start", "pipes", "sync", "queue", "pool", "manager", "events"
+                        "start",
+                        "pipes",
+                        "sync",
+                        "queue",
+                        "pool",
+                        "manager",
+                        "events",
+                        "redis-objects"
                     ]
                     .contains(&t.as_str()),
-                    "--table is start, pipes, sync, queue, pool, manager or events, not {t:?}"
+                    "--table is start, pipes, sync, queue, pool, manager, events or redis-objects, not {t:?}"
                 );
                 table = Some(t);
             }
@@ -292,6 +300,10 @@ fn main() {
                 for name in manager::row_names() {
                     eprintln!("  {name}");
                 }
+                eprintln!("redis-objects table (test: row):");
+                for name in redis_objects::row_names() {
+                    eprintln!("  {name}");
+                }
                 return;
             }
             other => panic!("unknown argument {other:?} (try --help)"),
@@ -317,6 +329,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "events") {
         events::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "redis-objects") {
+        redis_objects::run(only.as_deref());
     }
 }
 
