@@ -323,6 +323,40 @@ fn a_dead_holders_semaphore_permit_comes_back() {
 }
 
 #[test]
+fn a_semaphore_bounds_how_many_processes_are_inside_at_once() {
+    let server = server();
+    let url = server.url();
+    let mut children = Vec::new();
+    for _ in 0..4 {
+        let mut p = Process::with_args(
+            |url: String| {
+                let sem = Semaphore::new(url.as_str(), "two", 2).unwrap();
+                let inside = Value::new(url.as_str(), "inside", &0i64).unwrap();
+                let most = Value::new(url.as_str(), "most", &0i64).unwrap();
+                for _ in 0..10 {
+                    sem.acquire().unwrap();
+                    let now = inside.update(|n| n + 1).unwrap();
+                    most.update(|m| m.max(now)).unwrap();
+                    std::thread::sleep(Duration::from_millis(5));
+                    inside.update(|n| n - 1).unwrap();
+                    sem.release().unwrap();
+                }
+            },
+            url.clone(),
+        );
+        p.start().unwrap();
+        children.push(p);
+    }
+    for mut p in children {
+        p.join().unwrap();
+    }
+    let most = Value::new(url.as_str(), "most", &0i64).unwrap().get().unwrap();
+    assert!((1..=2).contains(&most), "{most} inside at once");
+    let sem = Semaphore::new(url.as_str(), "two", 2).unwrap();
+    assert_eq!(sem.value().unwrap(), 2);
+}
+
+#[test]
 fn an_event_wakes_waiters_in_other_processes() {
     let server = server();
     let url = server.url();
