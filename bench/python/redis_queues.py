@@ -247,7 +247,7 @@ def bench_rq(server, only):
     conn = redis.Redis.from_url(server.url)
     for w in WORKERS:
         if not selected(only, f"redis tasks-{w}", name) and not (
-                w == 1 and selected(only, "redis latency", "rq")):
+                w == 1 and selected(only, "redis latency", name)):
             continue
         server.flush()
         q = rq.Queue("bench", connection=conn)
@@ -274,13 +274,13 @@ def bench_rq(server, only):
             run(4 * w)
             if selected(only, f"redis tasks-{w}", name):
                 emit(f"tasks-{w}", name, [run(RQ_TASKS) for _ in range(RUNS)], False)
-            if w == 1 and selected(only, "redis latency", "rq"):
+            if w == 1 and selected(only, "redis latency", name):
                 def one():
                     job = q.enqueue(redis_rq_tasks.square, 3)
                     res = job.latest_result(timeout=60)
                     assert res is not None and res.return_value == 9
 
-                emit("latency", "rq", latency(one), True)
+                emit("latency", name, latency(one), True)
         finally:
             stop(procs)
 
@@ -300,7 +300,7 @@ def bench_dramatiq(server, only):
         return
     for w in WORKERS:
         if not selected(only, f"redis tasks-{w}", name) and not (
-                w == 1 and selected(only, "redis latency", "dramatiq")):
+                w == 1 and selected(only, "redis latency", name)):
             continue
         server.flush()
         procs = [spawn([sys.executable, "-m", "dramatiq", "redis_dramatiq_app", "--processes",
@@ -317,8 +317,8 @@ def bench_dramatiq(server, only):
             run(4 * w)
             if selected(only, f"redis tasks-{w}", name):
                 emit(f"tasks-{w}", name, [run(TASKS) for _ in range(RUNS)], False)
-            if w == 1 and selected(only, "redis latency", "dramatiq"):
-                emit("latency", "dramatiq",
+            if w == 1 and selected(only, "redis latency", name):
+                emit("latency", name,
                      latency(lambda: dapp.square.send(3).get_result(block=True, timeout=60_000)),
                      True)
         finally:
@@ -360,7 +360,7 @@ def bench_streams(server, only):
     ctx = multiprocessing.get_context("fork")
     for w in WORKERS:
         if not selected(only, f"redis tasks-{w}", name) and not (
-                w == 1 and selected(only, "redis latency", "python streams")):
+                w == 1 and selected(only, "redis latency", name)):
             continue
         server.flush()
         r = redis.Redis.from_url(server.url)
@@ -394,8 +394,8 @@ def bench_streams(server, only):
             run(4 * w)
             if selected(only, f"redis tasks-{w}", name):
                 emit(f"tasks-{w}", name, [run(TASKS) for _ in range(RUNS)], False)
-            if w == 1 and selected(only, "redis latency", "python streams"):
-                emit("latency", "python streams (redis-py)", latency(lambda: run(1)), True)
+            if w == 1 and selected(only, "redis latency", name):
+                emit("latency", name, latency(lambda: run(1)), True)
         finally:
             r.set("stop", 1)
             for p in procs:
@@ -415,7 +415,7 @@ def bench_basemanager(only):
     for w in WORKERS:
         if selected(only, f"redis tasks-{w}", name):
             emit(f"tasks-{w}", name, [mgr.master_worker(w) for _ in range(RUNS)], False)
-    if selected(only, "redis latency", "BaseManager"):
+    if selected(only, "redis latency", name):
         m = mgr.MasterManager(address=("127.0.0.1", 0), authkey=mgr.KEY)
         m.start()
         tasks, results = m.get_task_queue(), m.get_result_queue()
@@ -428,7 +428,7 @@ def bench_basemanager(only):
             tasks.put(3)
             assert results.get() == 9
 
-        emit("latency", "python BaseManager master/worker", latency(one), True)
+        emit("latency", name, latency(one), True)
         tasks.put(None)
         p.join()
         m.shutdown()
@@ -468,6 +468,8 @@ def fmt_num(x, unit):
         return ""
     if unit == "us":
         return f"{x / 1e3:.2f} ms" if x >= 1000 else f"{x:.0f} µs"
+    if unit == "kps" and x < 1:
+        return f"{x * 1e3:.0f}/s"
     return f"{x:,.1f} k/s" if x < 100 else f"{x:,.0f} k/s"
 
 
@@ -497,7 +499,7 @@ def report(files):
         out += [
             "## Redis: tasks end to end (issue 15)",
             "",
-            "Thousand trivial tasks per second from the first submit to the last result "
+            "Trivial tasks per second (k: thousand) from the first submit to the last result "
             "back at the caller, with 1, 2 and 4 worker processes on this machine, and one "
             "task's round trip with one worker (median, p10–p90). Every framework on its own "
             "private redis-server (append-only file, fsync every second) on loopback. "
@@ -522,17 +524,16 @@ def report(files):
                 else:
                     cells.append(fmt_num(row[0], "kps"))
             lat = tasks.get("latency", {}).get(name)
-            if lat is None:
-                # latency rows may be named without the tasks rows' suffix
-                lat = next((r for n, r in tasks.get("latency", {}).items()
-                            if name.startswith(n)), None)
             cells.append(f"{fmt_num(lat[0], 'us')} ({fmt_num(lat[1], 'us')}–"
                          f"{fmt_num(lat[2], 'us')})" if lat and lat[3] else "")
             label = f"{name} — {note}" if note else name
             out.append(f"| {label} | " + " | ".join(cells) + " |")
-        for name, row in tasks.get(CEILING_TEST, {}).items():
-            val = fmt_num(row[0], "kps").replace("k/s", "k ops/s") if row[3] else row[4]
-            out.append(f"| ceiling: {name} | {val} | | | |")
+        ceiling = tasks.get(CEILING_TEST, {})
+        if ceiling:
+            out += ["", "| ceiling (same kind of server) | requests/s |", "|---|---:|"]
+            for name, row in ceiling.items():
+                val = fmt_num(row[0], "kps") if row[3] else row[4]
+                out.append(f"| {name} | {val} |")
         brood = [n for n in names if n.startswith("brood")]
         if brood:
             out += ["", "| ratio (4 workers, tasks/s) | this run |", "|---|---:|"]
@@ -554,21 +555,24 @@ def report(files):
             "median and p10–p90. brood-redis rows on brood's private redis-server "
             "(`bench/src/redis_objects.rs`); Python rows (`bench/python/redis_objects.py`): "
             "`multiprocessing.Manager()` proxies (one machine) and the same operation with "
-            "plain redis-py on its own private redis-server. `vs python Manager`: the "
-            "Python Manager row's time over the row's.",
+            "plain redis-py on its own private redis-server. `vs python Manager` and `vs "
+            "python redis-py`: that Python row's time over the row's (above 1: faster).",
             "",
-            "| test | row | median | p10–p90 | vs python Manager |",
-            "|---|---|---:|---:|---:|",
+            "| test | row | median | p10–p90 | vs python Manager | vs python redis-py |",
+            "|---|---|---:|---:|---:|---:|",
         ]
         for test, rows in objs.items():
             py = next((r for n, r in rows.items() if n.startswith("python Manager")), None)
+            rp = next((r for n, r in rows.items() if n.startswith("python redis-py")), None)
             for name, row in rows.items():
                 if not row[3]:
-                    out.append(f"| {test} | {name} | {row[4]} | | |")
+                    out.append(f"| {test} | {name} | {row[4]} | | | |")
                     continue
-                vs = f"{py[0] / row[0]:.1f}x" if py and py[3] else ""
+                vs = [f"{o[0] / row[0]:.1f}x" if o and o[3] and o is not row else ""
+                      for o in (py, rp)]
                 out.append(f"| {test} | {name} | {fmt_num(row[0], 'us')} | "
-                           f"{fmt_num(row[1], 'us')}–{fmt_num(row[2], 'us')} | {vs} |")
+                           f"{fmt_num(row[1], 'us')}–{fmt_num(row[2], 'us')} | {vs[0]} | "
+                           f"{vs[1]} |")
     print("\n".join(out))
 
 
