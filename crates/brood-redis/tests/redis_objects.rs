@@ -350,7 +350,10 @@ fn a_semaphore_bounds_how_many_processes_are_inside_at_once() {
     for mut p in children {
         p.join().unwrap();
     }
-    let most = Value::new(url.as_str(), "most", &0i64).unwrap().get().unwrap();
+    let most = Value::new(url.as_str(), "most", &0i64)
+        .unwrap()
+        .get()
+        .unwrap();
     assert!((1..=2).contains(&most), "{most} inside at once");
     let sem = Semaphore::new(url.as_str(), "two", 2).unwrap();
     assert_eq!(sem.value().unwrap(), 2);

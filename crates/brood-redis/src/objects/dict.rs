@@ -97,7 +97,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// ```
     pub fn get(&self, key: &K) -> Result<Option<V>> {
         let field = enc(key)?;
-        let v: Option<Vec<u8>> = self.conn.call("reading the dict", |c| {
+        let v: Option<Vec<u8>> = self.conn.idem("reading the dict", |c| {
             redis::cmd("HGET").arg(&self.key).arg(&field).query(c)
         })?;
         self.value(v)
@@ -150,7 +150,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// ```
     pub fn setdefault(&self, key: &K, value: &V) -> Result<V> {
         let (field, value) = (enc(key)?, enc(value)?);
-        let (_, now): (bool, Vec<u8>) = self.conn.call("writing the dict", |c| {
+        let (_, now): (bool, Vec<u8>) = self.conn.idem("writing the dict", |c| {
             redis::pipe()
                 .atomic()
                 .cmd("HSETNX")
@@ -176,7 +176,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// ```
     pub fn contains_key(&self, key: &K) -> Result<bool> {
         let field = enc(key)?;
-        self.conn.call("reading the dict", |c| {
+        self.conn.idem("reading the dict", |c| {
             redis::cmd("HEXISTS").arg(&self.key).arg(&field).query(c)
         })
     }
@@ -191,7 +191,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn len(&self) -> Result<usize> {
-        self.conn.call("measuring the dict", |c| {
+        self.conn.idem("measuring the dict", |c| {
             redis::cmd("HLEN").arg(&self.key).query(c)
         })
     }
@@ -218,7 +218,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn items(&self) -> Result<Vec<(K, V)>> {
-        let raw: Vec<(Vec<u8>, Vec<u8>)> = self.conn.call("reading the dict", |c| {
+        let raw: Vec<(Vec<u8>, Vec<u8>)> = self.conn.idem("reading the dict", |c| {
             redis::cmd("HGETALL").arg(&self.key).query(c)
         })?;
         let what = format!("an entry of dict {:?}", self.name);
@@ -237,7 +237,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn keys(&self) -> Result<Vec<K>> {
-        let raw: Vec<Vec<u8>> = self.conn.call("reading the dict", |c| {
+        let raw: Vec<Vec<u8>> = self.conn.idem("reading the dict", |c| {
             redis::cmd("HKEYS").arg(&self.key).query(c)
         })?;
         let what = format!("a key of dict {:?}", self.name);
@@ -254,7 +254,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn values(&self) -> Result<Vec<V>> {
-        let raw: Vec<Vec<u8>> = self.conn.call("reading the dict", |c| {
+        let raw: Vec<Vec<u8>> = self.conn.idem("reading the dict", |c| {
             redis::cmd("HVALS").arg(&self.key).query(c)
         })?;
         let what = format!("a value of dict {:?}", self.name);
@@ -281,7 +281,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
         if !any {
             return Ok(());
         }
-        self.conn.call("writing the dict", |c| cmd.query::<()>(c))
+        self.conn.idem("writing the dict", |c| cmd.query::<()>(c))
     }
 
     /// Removes every entry.
@@ -295,7 +295,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<()> {
-        self.conn.call("clearing the dict", |c| {
+        self.conn.idem("clearing the dict", |c| {
             redis::cmd("DEL").arg(&self.key).query::<()>(c)
         })
     }

@@ -27,7 +27,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// [`ErrorKind::Closed`], a value of another type [`ErrorKind::Codec`], and a
 /// call that does not fit the object's state (releasing a lock this handle
 /// does not hold, a stale fencing token, a key of another Redis type)
-/// [`ErrorKind::InvalidState`].
+/// [`ErrorKind::InvalidState`], and a call cut by a stop signal (the
+/// process was stopped and continued inside it) [`ErrorKind::Interrupted`].
 ///
 /// ```
 /// use brood_redis::objects::Queue;
@@ -94,6 +95,16 @@ impl Error {
                 ErrorKind::Auth,
                 format!(
                     "redis at {addr} refused the credentials (wrong or missing password): {err}"
+                ),
+            )
+        } else if super::interrupted(&err) {
+            (
+                ErrorKind::Interrupted,
+                format!(
+                    "interrupted while {doing} on redis at {addr}: the process was stopped \
+                     (SIGSTOP, Ctrl-Z) and continued inside the call, and a socket with a \
+                     timeout is never resumed after that (signal(7)); a reply in flight is \
+                     dropped with the connection: {err}"
                 ),
             )
         } else if err.is_timeout() {

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use brood::ErrorKind;
+
 use super::{Conn, Error, IntoTarget, Result, deadline, key};
 
 /// How often a waiter re-reads the flag itself (a wake-up lost with a
@@ -73,7 +75,7 @@ impl Event {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set(&self) -> Result<()> {
-        self.conn.call("setting the event", |c| {
+        self.conn.idem("setting the event", |c| {
             redis::pipe()
                 .atomic()
                 .cmd("SET")
@@ -99,7 +101,7 @@ impl Event {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<()> {
-        self.conn.call("clearing the event", |c| {
+        self.conn.idem("clearing the event", |c| {
             redis::cmd("DEL").arg(&self.key).query::<()>(c)
         })
     }
@@ -113,7 +115,7 @@ impl Event {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_set(&self) -> Result<bool> {
-        self.conn.call("reading the event", |c| {
+        self.conn.idem("reading the event", |c| {
             redis::cmd("EXISTS").arg(&self.key).query(c)
         })
     }
@@ -146,6 +148,17 @@ impl Event {
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<bool> {
+        loop {
+            match self.wait_once(deadline) {
+                // Stopped and continued mid-wait (Ctrl-Z, SIGSTOP): the
+                // socket calls failed with EINTR; subscribe again.
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn wait_once(&self, deadline: Option<Instant>) -> Result<bool> {
         if self.is_set()? {
             return Ok(true);
         }

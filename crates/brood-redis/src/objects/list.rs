@@ -139,7 +139,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get(&self, index: i64) -> Result<T> {
-        let item: Option<Vec<u8>> = self.conn.call("reading the list", |c| {
+        let item: Option<Vec<u8>> = self.conn.idem("reading the list", |c| {
             redis::cmd("LINDEX").arg(&self.key).arg(index).query(c)
         })?;
         match item {
@@ -213,7 +213,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn len(&self) -> Result<usize> {
-        self.conn.call("measuring the list", |c| {
+        self.conn.idem("measuring the list", |c| {
             redis::cmd("LLEN").arg(&self.key).query(c)
         })
     }
@@ -240,7 +240,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        let raw: Vec<Vec<u8>> = self.conn.call("reading the list", |c| {
+        let raw: Vec<Vec<u8>> = self.conn.idem("reading the list", |c| {
             redis::cmd("LRANGE").arg(&self.key).arg(0).arg(-1).query(c)
         })?;
         raw.iter().map(|i| self.decode(i)).collect()
@@ -257,7 +257,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<()> {
-        self.conn.call("clearing the list", |c| {
+        self.conn.idem("clearing the list", |c| {
             redis::cmd("DEL").arg(&self.key).query::<()>(c)
         })
     }

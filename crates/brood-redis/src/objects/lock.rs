@@ -198,8 +198,14 @@ impl Lock {
         }
         let mut backoff = Backoff::new();
         loop {
-            if self.try_once(&mut self.held())? {
-                return Ok(true);
+            match self.try_once(&mut self.held()) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                // Stopped and continued mid-call: count it a miss. If the
+                // script ran, that hold has no heartbeat and lapses after
+                // one lease; then this loop takes the lock.
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
             if !backoff.sleep(deadline) {
                 return Ok(false);
@@ -306,7 +312,7 @@ impl Lock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn locked(&self) -> Result<bool> {
-        self.conn.call("reading the lock", |c| {
+        self.conn.idem("reading the lock", |c| {
             redis::cmd("EXISTS").arg(&self.key).query(c)
         })
     }

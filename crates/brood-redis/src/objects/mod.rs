@@ -245,11 +245,9 @@ impl Conn {
                 }),
             }),
         };
-        let mut con = conn.connect()?;
-        redis::cmd("PING")
-            .query::<String>(&mut con)
-            .map_err(|e| Error::from_redis(conn.addr(), "checking the connection", e))?;
-        conn.put_back(con);
+        conn.idem("checking the connection", |c| {
+            redis::cmd("PING").query::<String>(c)
+        })?;
         Ok(conn)
     }
 
@@ -261,10 +259,15 @@ impl Conn {
     /// A new connection, its timeouts set.
     pub(crate) fn connect(&self) -> Result<redis::Connection> {
         let i = &self.inner;
-        let con = i
-            .client
-            .get_connection_with_timeout(i.connect_timeout)
-            .map_err(|e| Error::from_redis(&i.addr, "connecting", e))?;
+        let mut tries = 0;
+        let con = loop {
+            match i.client.get_connection_with_timeout(i.connect_timeout) {
+                Ok(con) => break con,
+                // Stopped and continued while connecting: connect again.
+                Err(e) if interrupted(&e) && tries < 3 => tries += 1,
+                Err(e) => return Err(Error::from_redis(&i.addr, "connecting", e)),
+            }
+        };
         con.set_read_timeout(Some(i.response_timeout))
             .and_then(|()| con.set_write_timeout(Some(i.response_timeout)))
             .map_err(|e| Error::from_redis(&i.addr, "connecting", e))?;
@@ -311,6 +314,26 @@ impl Conn {
     pub(crate) fn call<R>(
         &self,
         doing: &str,
+        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<R>,
+    ) -> Result<R> {
+        self.call_with(doing, false, f)
+    }
+
+    /// As [`call`](Conn::call) for a command that may run twice (a read,
+    /// or a write of the same value): also retried after `EINTR` (the
+    /// process was stopped and continued inside it, see [`interrupted`]).
+    pub(crate) fn idem<R>(
+        &self,
+        doing: &str,
+        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<R>,
+    ) -> Result<R> {
+        self.call_with(doing, true, f)
+    }
+
+    fn call_with<R>(
+        &self,
+        doing: &str,
+        idempotent: bool,
         mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<R>,
     ) -> Result<R> {
         let deadline = std::time::Instant::now() + self.inner.response_timeout;
@@ -330,7 +353,8 @@ impl Conn {
                         e.kind(),
                         redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
                     );
-                    if !(loading && backoff.sleep(Some(deadline))) {
+                    let again = loading || (idempotent && interrupted(&e));
+                    if !(again && backoff.sleep(Some(deadline))) {
                         return Err(Error::from_redis(self.addr(), doing, e));
                     }
                 }
@@ -355,6 +379,14 @@ impl Conn {
             r
         })
     }
+}
+
+/// Whether `e` is `EINTR` from a socket read or write: Linux never resumes
+/// a socket call with a timeout after a stop signal (signal(7)), so a
+/// process stopped and continued inside a call gets it. redis-rs keeps the
+/// `io::Error` private, so this reads its message.
+pub(crate) fn interrupted(e: &redis::RedisError) -> bool {
+    e.is_io_error() && e.to_string().contains("os error 4")
 }
 
 /// Whether the connection must be dropped after `e`.

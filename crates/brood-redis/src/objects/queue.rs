@@ -108,7 +108,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn bounded(target: impl IntoTarget, name: &str, maxsize: u64) -> Result<Queue<T>> {
         let q = Queue::new(target, name)?;
-        let set: Option<u64> = q.conn.call("setting the queue's bound", |c| {
+        let set: Option<u64> = q.conn.idem("setting the queue's bound", |c| {
             redis::cmd("SET")
                 .arg(&q.max_key)
                 .arg(maxsize)
@@ -137,7 +137,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn maxsize(&self) -> Result<u64> {
-        let max: Option<u64> = self.conn.call("reading the queue's bound", |c| {
+        let max: Option<u64> = self.conn.idem("reading the queue's bound", |c| {
             redis::cmd("GET").arg(&self.max_key).query(c)
         })?;
         Ok(max.unwrap_or(0))
@@ -332,7 +332,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn qsize(&self) -> Result<usize> {
-        self.conn.call("measuring the queue", |c| {
+        self.conn.idem("measuring the queue", |c| {
             redis::cmd("LLEN").arg(&self.key).query(c)
         })
     }

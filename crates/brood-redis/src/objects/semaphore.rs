@@ -158,7 +158,7 @@ impl Semaphore {
             lease: lease.max(Duration::from_millis(30)),
             held: Mutex::new(Vec::new()),
         };
-        let old: Option<u64> = sem.conn.call("setting the semaphore's value", |c| {
+        let old: Option<u64> = sem.conn.idem("setting the semaphore's value", |c| {
             redis::cmd("SET")
                 .arg(&sem.limit_key)
                 .arg(value)
@@ -218,8 +218,13 @@ impl Semaphore {
     fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool> {
         let mut backoff = Backoff::new();
         loop {
-            if self.try_once()? {
-                return Ok(true);
+            match self.try_once() {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                // Stopped and continued mid-call: a miss (a permit taken
+                // without its answer lapses after one lease).
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
             if !backoff.sleep(deadline) {
                 return Ok(false);
@@ -315,7 +320,7 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn value(&self) -> Result<u64> {
-        let v: i64 = self.conn.call("reading the semaphore", |c| {
+        let v: i64 = self.conn.idem("reading the semaphore", |c| {
             script(VALUE).key(&self.key).key(&self.limit_key).invoke(c)
         })?;
         Ok(v.max(0) as u64)

@@ -94,7 +94,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
             _type: PhantomData,
         };
         let initial = enc(initial)?;
-        v.conn.call("creating the value", |c| {
+        v.conn.idem("creating the value", |c| {
             redis::cmd("SET")
                 .arg(&v.key)
                 .arg(&initial)
@@ -127,7 +127,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get(&self) -> Result<T> {
-        let b: Option<Vec<u8>> = self.conn.call("reading the value", |c| {
+        let b: Option<Vec<u8>> = self.conn.idem("reading the value", |c| {
             redis::cmd("GET").arg(&self.key).query(c)
         })?;
         self.decode(b)
@@ -144,7 +144,7 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     /// ```
     pub fn set(&self, value: &T) -> Result<()> {
         let b = enc(value)?;
-        self.conn.call("writing the value", |c| {
+        self.conn.idem("writing the value", |c| {
             redis::cmd("SET").arg(&self.key).arg(&b).query::<()>(c)
         })
     }
