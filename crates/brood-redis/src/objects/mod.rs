@@ -464,6 +464,20 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn every_object_crosses_threads() {
+        send_sync::<super::Queue<String>>();
+        send_sync::<super::Dict<String, Vec<u8>>>();
+        send_sync::<super::List<u8>>();
+        send_sync::<super::Lock>();
+        send_sync::<super::Event>();
+        send_sync::<super::Semaphore>();
+        send_sync::<super::Value<u64>>();
+        send_sync::<super::Error>();
+    }
+
     #[test]
     fn a_password_never_shows_in_messages() {
         assert_eq!(
