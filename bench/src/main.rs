@@ -37,6 +37,7 @@ mod pipes;
 mod pool;
 mod queue;
 mod redis_pool;
+mod redis_objects;
 mod sync;
 
 /// Starts a C floor program in `--driven` mode, found through `$env`, else
@@ -254,15 +255,25 @@ fn main() {
             }
             "--only" => only = Some(args.next().expect("--only needs a substring")),
             "--table" => {
-                let t = args.next().expect(
-                    "--table needs start, pipes, sync, queue, pool, executor, manager, events or redis",
-                );
+                let tables = [
+                    "start",
+                    "pipes",
+                    "sync",
+                    "queue",
+                    "pool",
+                    "executor",
+                    "manager",
+                    "events",
+                    "redis",
+                    "redis-objects",
+                ];
+                let t = args
+                    .next()
+                    .unwrap_or_else(|| panic!("--table needs one of {}", tables.join(", ")));
                 assert!(
-                    [
-                        "start", "pipes", "sync", "queue", "pool", "executor", "manager", "events", "redis"
-                    ]
-                    .contains(&t.as_str()),
-                    "--table is start, pipes, sync, queue, pool, executor, manager, events or redis, not {t:?}"
+                    tables.contains(&t.as_str()),
+                    "--table is one of {}, not {t:?}",
+                    tables.join(", ")
                 );
                 table = Some(t);
             }
@@ -300,6 +311,10 @@ fn main() {
                 for name in manager::row_names() {
                     eprintln!("  {name}");
                 }
+                eprintln!("redis-objects table (test: row):");
+                for name in redis_objects::row_names() {
+                    eprintln!("  {name}");
+                }
                 return;
             }
             other => panic!("unknown argument {other:?} (try --help)"),
@@ -331,6 +346,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "redis") {
         redis_pool::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "redis-objects") {
+        redis_objects::run(only.as_deref());
     }
 }
 

@@ -4,6 +4,7 @@
 //! that reach the same Redis; `Worker` runs them in a local brood `Pool`.
 //! See `README.md` in this folder for the design.
 
+pub mod objects;
 mod server;
 
 pub use server::LocalServer;
