@@ -24,8 +24,8 @@ use super::job::{self, Job, Signal};
 /// or `.await` it from async code.
 ///
 /// Its outcome is exactly one of: the value, the task's panic (message and
-/// location), [`ErrorKind::WorkerLost`], [`ErrorKind::TimedOut`] (a hard
-/// time limit), [`ErrorKind::Cancelled`], or [`ErrorKind::PoolClosed`]
+/// location), [`ErrorKind::WorkerLost`](crate::ErrorKind::WorkerLost), [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) (a hard
+/// time limit), [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled), or [`ErrorKind::PoolClosed`](crate::ErrorKind::PoolClosed)
 /// (terminated first). The outcome stays in the future: `result` may be
 /// called again and returns it again (as in Python).
 ///
@@ -95,7 +95,7 @@ impl<R: DeserializeOwned> TaskFuture<R> {
     }
 
     /// Waits at most `timeout` (Python's `result(timeout)`): after it, an
-    /// [`ErrorKind::Timeout`] error, and the task goes on (ask again
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error, and the task goes on (ask again
     /// later). `Duration::MAX` waits forever.
     ///
     /// ```
@@ -120,8 +120,9 @@ impl<R: DeserializeOwned> TaskFuture<R> {
 
 impl<R> TaskFuture<R> {
     /// Cancels the task if no worker has been handed it yet (Python's
-    /// `cancel()`): then its outcome is an [`ErrorKind::Cancelled`] error
-    /// and it never runs. False if it started (was handed to a worker —
+    /// `cancel()`): then its outcome is an [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) error
+    /// and it never runs; true again if it was cancelled already. False if
+    /// it started (was handed to a worker —
     /// as in Python's executor, a worker may hold one queued task behind
     /// the running one, which counts as started), or finished.
     ///
@@ -243,7 +244,7 @@ pub fn as_completed<R>(futures: &[TaskFuture<R>]) -> AsCompleted<'_, R> {
 
 /// [`as_completed`] with a time limit for the whole iteration (Python's
 /// `as_completed(fs, timeout)`): each item is `Ok(future)`, or, once the
-/// time is up with futures still pending, one [`ErrorKind::Timeout`] error
+/// time is up with futures still pending, one [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error
 /// and the end.
 ///
 /// ```

@@ -217,10 +217,14 @@ impl Job {
     }
 
     /// Cancels a one-unit job that no worker has been handed yet: its one
-    /// outcome becomes a `Cancelled` error. False if it was handed out or
-    /// is complete already.
+    /// outcome becomes a `Cancelled` error. True if it is cancelled (now
+    /// or before, as Python's `cancel()`); false if it was handed out or
+    /// finished.
     pub(crate) fn try_cancel(&self, why: &str) -> bool {
         let mut inner = self.lock();
+        if inner.cancelled {
+            return true;
+        }
         if inner.claimed || inner.complete {
             return false;
         }
@@ -248,8 +252,8 @@ impl Job {
         inner.attempts = inner.attempts.max(attempts);
     }
 
-    /// Asks for `waker` to be woken at completion; false (and nothing
-    /// stored) if it is complete already.
+    /// Asks for `waker` to be woken at completion (the caller holds the
+    /// lock and saw the job incomplete); replaces an earlier waker.
     pub(crate) fn set_waker(&self, inner: &mut JobInner, waker: &Waker) {
         match &mut inner.waker {
             Some(w) if w.will_wake(waker) => {}

@@ -533,6 +533,8 @@ impl Supervisor {
     fn cancel_queued(&mut self) {
         const WHY: &str = "cancelled by shutdown(cancel_futures) before it started";
         for unit in self.queue.drain(..) {
+            // A future's job may have been cancelled by its owner already
+            // (then `try_cancel` is true and nothing more happens).
             if !(unit.claim && unit.job.try_cancel(WHY)) {
                 unit.fail(Error::simple(ErrorKind::Cancelled, WHY));
             }
