@@ -489,3 +489,27 @@ fn a_redis_that_comes_back_empty_gets_every_unfinished_task_again() {
         assert_eq!(v, i as u64 + 1);
     }
 }
+
+#[test]
+fn a_redis_gone_for_longer_than_the_reconnect_window_fails_pending_tasks() {
+    let mut server = server();
+    let pool = RedisPool::builder(&server.url(), "gone")
+        .reconnect_for(Duration::from_secs(1))
+        .connect()
+        .unwrap();
+    // No worker: the task waits in the queue; then Redis goes for good.
+    let r = pool.submit::<u64, _>(&name("inc"), (1u64,)).unwrap();
+    server.kill();
+    let t = Instant::now();
+    let err = r.result_timeout(Duration::from_secs(30)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("127.0.0.1:{}", server.port())),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    // New work says so at once (within the window), not later.
+    let err = pool.submit::<u64, _>(&name("inc"), (2u64,)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+}
