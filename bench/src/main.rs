@@ -31,6 +31,7 @@
 //! which also runs the Python and C sides and writes the report.
 
 mod events;
+mod executor;
 mod manager;
 mod pipes;
 mod pool;
@@ -253,15 +254,15 @@ fn main() {
             }
             "--only" => only = Some(args.next().expect("--only needs a substring")),
             "--table" => {
-                let t = args
-                    .next()
-                    .expect("--table needs start, pipes, sync, queue, pool, manager or events");
+                let t = args.next().expect(
+                    "--table needs start, pipes, sync, queue, pool, executor, manager, events or redis",
+                );
                 assert!(
                     [
-                        "start", "pipes", "sync", "queue", "pool", "manager", "events", "redis"
+                        "start", "pipes", "sync", "queue", "pool", "executor", "manager", "events", "redis"
                     ]
                     .contains(&t.as_str()),
-                    "--table is start, pipes, sync, queue, pool, manager or events, not {t:?}"
+                    "--table is start, pipes, sync, queue, pool, executor, manager, events or redis, not {t:?}"
                 );
                 table = Some(t);
             }
@@ -285,6 +286,10 @@ fn main() {
                 }
                 eprintln!("pool table (workloads):");
                 for name in pool::row_names() {
+                    eprintln!("  {name}");
+                }
+                eprintln!("executor table (workloads):");
+                for name in executor::row_names() {
                     eprintln!("  {name}");
                 }
                 eprintln!("queue table (test: row):");
@@ -311,6 +316,9 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "pool") {
         pool::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "executor") {
+        executor::run(only.as_deref());
     }
     if table.as_deref().is_none_or(|t| t == "queue") {
         queue::run(only.as_deref());

@@ -4,20 +4,25 @@
 //!   tutorial's lessons on processes (states, `fork`, pids and exit codes,
 //!   orphans and zombies, `wait`, the double fork, `SIGCHLD`,
 //!   `brood::Process`, start methods, pipes, shared memory, semaphores) and
-//!   explains what happened and why; `brood tour --help` names the sections
-//!   not covered yet (the pool, the queue).
+//!   explains what happened and why, then the pool, queues, managers,
+//!   logging, events and brood-redis.
 //! - `brood ps [--tree] [PID]` prints the process table like `ps -ajx`, or as
 //!   a tree like `pstree`, with a legend for the STAT letters it shows and
 //!   zombies and orphans marked.
+//! - `brood top [--once]` shows every brood pool on the machine, live: per
+//!   pool its owner and name, per worker its pid, state, tasks done,
+//!   restarts and why, and resident memory (from the pools' status pages).
 //! - `brood worker --redis URL --name NAME` runs a brood-redis worker node
 //!   for the tasks this binary registers; `brood redis status URL [NAME]`
 //!   and `brood redis requeue URL NAME` look at a pool on Redis.
 
 mod ps;
 mod redis;
+mod top;
 mod tour;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -66,6 +71,20 @@ enum Command {
         /// Shows only this process and its descendants.
         pid: Option<i32>,
     },
+    /// Shows every brood pool on this machine, live, like `htop`.
+    ///
+    /// Per pool its owner pid and name; per worker its pid, state (idle,
+    /// running task N for how long, stopping, restarting), tasks done,
+    /// restarts and why, and resident memory. Read from the pools' status
+    /// pages in /dev/shm: no server.
+    Top {
+        /// Prints one snapshot and exits (for scripts).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between redraws.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Runs a brood-redis worker node for the tasks this binary registers,
     /// until killed.
     Worker {
@@ -113,6 +132,19 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 tour::run(&topics)
+            }
+        }
+        Command::Top { once, interval } => {
+            let interval = Duration::try_from_secs_f64(interval)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(1));
+            match top::run(once, interval) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("brood top: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Ps { tree, pid } => match ps::run(tree, pid) {

@@ -110,6 +110,7 @@ fn tour_list_lists_every_topic() {
         "process",
         "start-methods",
         "pool",
+        "pool-limits",
         "pipe",
         "queue",
         "shared-memory",

@@ -713,7 +713,9 @@ fn brood_shm_entries() -> Vec<String> {
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("brood"))
+                // Pools of tests running in parallel publish status pages
+                // (`brood-pool-*`, issue 13) that come and go meanwhile.
+                .filter(|n| n.starts_with("brood") && !n.starts_with("brood-pool-"))
                 .collect()
         })
         .unwrap_or_default();

@@ -22,6 +22,7 @@ mod orphan;
 mod pids;
 mod pipe;
 mod pool;
+mod pool_limits;
 mod process;
 mod queue;
 mod redis;
@@ -140,6 +141,13 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "Pool: worker processes for many tasks",
         summary: "the reference's Pool(4) with apply_async/close/join/get, map over a range, a killed worker's task reports WorkerLost",
         run: pool::run,
+    },
+    Topic {
+        name: "pool-limits",
+        section: "§6",
+        title: "beyond Python's pool: time limits, a memory ceiling, brood top",
+        summary: "an endless task killed at its 1 s hard limit, a leaking worker retired, a brood top snapshot from a child",
+        run: pool_limits::run,
     },
     Topic {
         name: "pipe",

@@ -27,11 +27,14 @@ mod arena;
 mod memory;
 mod tracker;
 mod value;
+// The pool's status page: shared memory as atomic words (issue 13).
+mod words;
 
 pub use bytemuck::{Pod, Zeroable};
 pub(crate) use memory::{Block, BlockWire, SharedState};
 pub use memory::{Options, SharedMemory};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Typecode, Value, ValueGuard};
+pub(crate) use words::ReadOnlyWords;
 
 /// Before a child starts: makes sure this process tree's resource tracker
 /// runs (so the child shares it) and returns the connection to hand to a
