@@ -452,3 +452,64 @@ fn chunked_maps_pack_many_tasks_per_entry_and_a_poison_task_fails_alone() {
     let s = &brood_redis::status(&server.url(), Some("chunks")).unwrap()[0];
     assert_eq!((s.queued, s.pending, s.dead), (0, 0, 1), "{s}");
 }
+
+#[test]
+fn a_redis_that_comes_back_empty_gets_every_unfinished_task_again() {
+    let mut server = server();
+    let _nodes: Vec<Node> = (0..2)
+        .map(|_| Node::start(&server.url(), "wiped", 2, 3))
+        .collect();
+    let pool = connect(&server, "wiped");
+    let n = 3_000u64;
+    let handles = pool
+        .submit_all::<u64, _, _>(&name("slow_inc"), (0..n).map(|i| (i,)))
+        .unwrap();
+    wait_for(60, "some results", || {
+        handles.iter().filter(|h| h.done()).count() > 300
+    });
+    // Redis dies and comes back with nothing: no queue, no group, no
+    // results. The caller sees a new run id and sends again every task
+    // it has no result for.
+    server.kill();
+    for entry in std::fs::read_dir(server.dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    server.restart().unwrap();
+    let before = handles.iter().filter(|h| h.done()).count();
+    assert!(before < n as usize, "the run ended before the wipe");
+    for (i, h) in handles.iter().enumerate() {
+        let v = h
+            .result_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("task {i}: {e}"));
+        assert_eq!(v, i as u64 + 1);
+    }
+}
+
+#[test]
+fn a_redis_gone_for_longer_than_the_reconnect_window_fails_pending_tasks() {
+    let mut server = server();
+    let pool = RedisPool::builder(&server.url(), "gone")
+        .reconnect_for(Duration::from_secs(1))
+        .connect()
+        .unwrap();
+    // No worker: the task waits in the queue; then Redis goes for good.
+    let r = pool.submit::<u64, _>(&name("inc"), (1u64,)).unwrap();
+    server.kill();
+    let t = Instant::now();
+    let err = r.result_timeout(Duration::from_secs(30)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("127.0.0.1:{}", server.port())),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    // New work says so at once (within the window), not later.
+    let err = pool.submit::<u64, _>(&name("inc"), (2u64,)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+}
