@@ -84,48 +84,60 @@ pub(crate) fn run() -> Result<()> {
     let ok = pool.submit(|(b, e): (u64, u32)| b.pow(e), (2u64, 10u32))?;
 
     // While the spinning task holds its worker: a snapshot from a child.
+    // The leaking task's worker may be retired (and replaced) while the
+    // child reads the page, so the snapshot counts only when the pool's own
+    // view was the same before and after it; else it is taken again.
     std::thread::sleep(Duration::from_millis(300));
-    kit::flush();
     let exe = std::env::current_exe().context("cannot find the brood binary")?;
-    let child = std::process::Command::new(&exe)
-        .args(["top", "--once"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {} top --once", exe.display()))?;
-    let child_pid = child.id();
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "brood top --once failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let ours: Vec<&str> = text
-        .lines()
-        .skip_while(|l| !l.contains("tour-limits"))
-        .take_while(|l| !l.trim().is_empty())
-        .collect();
-    ensure!(
-        !ours.is_empty(),
-        "brood top --once (a child process) did not list the pool \"tour-limits\":\n{text}"
-    );
+    let mut tries = 0;
+    let (child_pid, ours, pids_now) = loop {
+        tries += 1;
+        let before_top = pool.worker_pids();
+        kit::flush();
+        let child = std::process::Command::new(&exe)
+            .args(["top", "--once"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {} top --once", exe.display()))?;
+        let child_pid = child.id();
+        let out = child.wait_with_output()?;
+        let after_top = pool.worker_pids();
+        ensure!(
+            out.status.success(),
+            "brood top --once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ours: Vec<String> = text
+            .lines()
+            .skip_while(|l| !l.contains("tour-limits"))
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        ensure!(
+            !ours.is_empty(),
+            "brood top --once (a child process) did not list the pool \"tour-limits\":\n{text}"
+        );
+        if before_top != after_top && tries < 10 {
+            continue; // a worker was replaced while the child looked
+        }
+        for pid in &after_top {
+            ensure!(
+                ours.iter().any(|l| l.contains(&pid.to_string())),
+                "brood top does not show worker {pid}, which the pool has:\n{text}"
+            );
+        }
+        break (child_pid, ours, after_top);
+    };
     line(
         "child",
         format!(
-            "`brood top --once`, run in a child process (pid {}) while the pool works, says:",
-            child_pid
+            "`brood top --once`, run in a child process (pid {child_pid}) while the pool works, says:"
         ),
     );
     for row in &ours {
         kit::line_from("brood top", child_pid, row.trim_end());
-    }
-    let pids_now = pool.worker_pids();
-    for pid in &pids_now {
-        ensure!(
-            ours.iter().any(|l| l.contains(&pid.to_string())),
-            "brood top does not show worker {pid}, which the pool has"
-        );
     }
     line(
         "parent",
