@@ -265,6 +265,7 @@ fn open(
             format!("cannot reach the manager server at {address}: {e}"),
         )
     })?;
+    super::server::keep_alive(&conn);
     conn.send(&Hello {
         session: session()?,
     })?;
