@@ -116,6 +116,7 @@ fn tour_list_lists_every_topic() {
         "semaphore",
         "log",
         "events",
+        "manager",
     ];
     assert_eq!(names, expected);
     let run = brood(&["tour", "--list"], Duration::from_secs(30));
