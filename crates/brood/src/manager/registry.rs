@@ -5,7 +5,7 @@
 //! [`POLL`], asking between slices whether their client is still there.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,10 @@ struct Object {
     kind: Kind,
     state: Mutex<State>,
     changed: Condvar,
+    /// Threads inside `changed.wait_timeout` (counted under `state`'s
+    /// lock): `notify` skips the wake-up syscall when there are none, which
+    /// is every call of the common, non-blocking operations.
+    waiters: AtomicUsize,
 }
 
 enum State {
@@ -145,6 +149,13 @@ fn index(i: i64, len: usize) -> Result<usize> {
 }
 
 impl Object {
+    /// Wakes the threads waiting for a change, if any.
+    fn notify(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_all();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -172,11 +183,15 @@ impl Object {
                 }
                 None => POLL,
             };
+            // Counted while `guard` is held: a thread that changes the
+            // state takes the lock after this, so its `notify` sees us.
+            self.waiters.fetch_add(1, Ordering::SeqCst);
             guard = self
                 .changed
                 .wait_timeout(guard, slice)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
             if (caller.gone)() {
                 return Err(Error::simple(ErrorKind::Closed, "the client left"));
             }
@@ -287,6 +302,7 @@ impl Registry {
                     kind,
                     state: Mutex::new(state),
                     changed: Condvar::new(),
+                    waiters: AtomicUsize::new(0),
                 }),
             );
         if let Some(name) = name {
@@ -330,7 +346,7 @@ impl Registry {
                 _ => {}
             }
             drop(state);
-            obj.changed.notify_all();
+            obj.notify();
         }
     }
 
@@ -338,7 +354,7 @@ impl Registry {
     pub(crate) fn apply(&self, id: u64, op: Op, caller: &mut Caller<'_>) -> Result<Out> {
         let obj = self.get(id)?;
         let out = self.apply_to(&obj, id, op, caller);
-        obj.changed.notify_all();
+        obj.notify();
         out
     }
 
@@ -504,7 +520,7 @@ impl Registry {
                 *tickets += 1;
                 let ticket = *tickets;
                 waiters.push_back(ticket);
-                obj.changed.notify_all();
+                obj.notify();
                 let woke = obj.wait_until(
                     st,
                     deadline(timeout),
@@ -622,7 +638,7 @@ impl Registry {
                         }
                     }
                     // Getters may take items while a bounded queue fills.
-                    obj.changed.notify_all();
+                    obj.notify();
                 }
                 Ok(Out::Unit)
             }

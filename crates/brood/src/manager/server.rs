@@ -12,7 +12,6 @@ use sha2::Sha256;
 
 use super::protocol::{Hello, Op, Reply, Request, Welcome, WireError};
 use super::registry::{Caller, Registry};
-use crate::codec;
 use crate::connection::{self, Connection, Listener};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -165,16 +164,18 @@ fn serve_requests(conn: &mut Connection, shared: &Shared, session: u64) {
     // after it were dropped unrun: answered to the next request.
     let mut deferred: Option<(Error, u64)> = None;
     loop {
-        // Oversized frames, a peer gone mid-frame: the connection ends.
-        let Ok(bytes) = conn.recv_bytes() else { return };
-        let request = match codec::decode::<Request>(&bytes) {
+        // Decoded where it lies in the read-ahead buffer (no copy). A frame
+        // that does not decode gets an error reply (it is consumed whole);
+        // oversized frames, a peer gone mid-frame: the connection ends.
+        let request = match conn.recv::<Request>() {
             Ok(request) => request,
-            Err(e) => {
+            Err(e) if e.kind() == ErrorKind::Codec => {
                 if conn.send(&Reply::Err(e.into())).is_err() {
                     return;
                 }
                 continue;
             }
+            Err(_) => return,
         };
         if request.quiet {
             if let Some((_, dropped)) = &mut deferred {
