@@ -42,6 +42,11 @@ struct Object {
     /// lock): `notify` skips the wake-up syscall when there are none, which
     /// is every call of the common, non-blocking operations.
     waiters: AtomicUsize,
+    /// A queue's getters wait here instead, each put waking one of them
+    /// (not every getter, only for all but one to sleep again: with N
+    /// workers blocked in `get`, `notify_all` cost N wake-ups per task).
+    item: Condvar,
+    item_waiters: AtomicUsize,
 }
 
 enum State {
@@ -156,19 +161,59 @@ impl Object {
         }
     }
 
+    /// Wakes one getter waiting for a queue item, if any.
+    fn notify_item(&self) {
+        if self.item_waiters.load(Ordering::SeqCst) > 0 {
+            self.item.notify_one();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `wait_until` on the queue-item condition (getters only).
+    fn wait_for_item<'a>(
+        &'a self,
+        guard: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+        caller: &mut Caller<'_>,
+    ) -> Result<Option<MutexGuard<'a, State>>> {
+        let nonempty = |s: &mut State| matches!(s, State::Queue(q) if !q.items.is_empty());
+        let got = self.wait_on(true, guard, deadline, caller, nonempty);
+        if !matches!(got, Ok(Some(_))) {
+            // A getter that leaves without an item (timed out, client
+            // gone) may have been the one a put woke: pass the wake-up on.
+            self.notify_item();
+        }
+        got
     }
 
     /// Waits until `ready` says yes (`Ok(Some(guard))`), the deadline passes
     /// (`Ok(None)`), or the client leaves (an error).
     fn wait_until<'a>(
         &'a self,
+        guard: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+        caller: &mut Caller<'_>,
+        ready: impl FnMut(&mut State) -> bool,
+    ) -> Result<Option<MutexGuard<'a, State>>> {
+        self.wait_on(false, guard, deadline, caller, ready)
+    }
+
+    fn wait_on<'a>(
+        &'a self,
+        for_item: bool,
         mut guard: MutexGuard<'a, State>,
         deadline: Option<Instant>,
         caller: &mut Caller<'_>,
         mut ready: impl FnMut(&mut State) -> bool,
     ) -> Result<Option<MutexGuard<'a, State>>> {
+        let (cv, count) = if for_item {
+            (&self.item, &self.item_waiters)
+        } else {
+            (&self.changed, &self.waiters)
+        };
         loop {
             if ready(&mut guard) {
                 return Ok(Some(guard));
@@ -185,13 +230,12 @@ impl Object {
             };
             // Counted while `guard` is held: a thread that changes the
             // state takes the lock after this, so its `notify` sees us.
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            guard = self
-                .changed
+            count.fetch_add(1, Ordering::SeqCst);
+            guard = cv
                 .wait_timeout(guard, slice)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            count.fetch_sub(1, Ordering::SeqCst);
             if (caller.gone)() {
                 return Err(Error::simple(ErrorKind::Closed, "the client left"));
             }
@@ -303,6 +347,8 @@ impl Registry {
                     state: Mutex::new(state),
                     changed: Condvar::new(),
                     waiters: AtomicUsize::new(0),
+                    item: Condvar::new(),
+                    item_waiters: AtomicUsize::new(0),
                 }),
             );
         if let Some(name) = name {
@@ -620,6 +666,7 @@ impl Registry {
                         q.unfinished += 1;
                     }
                 }
+                obj.notify_item();
                 Ok(Out::Unit)
             }
             (State::Queue(_), Op::PutMany(items)) => {
@@ -639,14 +686,12 @@ impl Registry {
                     }
                     // Getters may take items while a bounded queue fills.
                     obj.notify();
+                    obj.notify_item();
                 }
                 Ok(Out::Unit)
             }
             (State::Queue(_), Op::Get(timeout)) => {
-                let got = obj.wait_until(st, deadline(timeout), caller, |s| match s {
-                    State::Queue(q) => !q.items.is_empty(),
-                    _ => false,
-                })?;
+                let got = obj.wait_for_item(st, deadline(timeout), caller)?;
                 let Some(mut st) = got else {
                     return Err(Error::timeout("the managed queue is empty"));
                 };
