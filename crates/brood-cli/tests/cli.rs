@@ -117,6 +117,7 @@ fn tour_list_lists_every_topic() {
         "semaphore",
         "log",
         "events",
+        "manager",
         "redis",
     ];
     assert_eq!(names, expected);

@@ -153,6 +153,28 @@ pub(crate) unsafe fn conjure<F>() -> F {
     unsafe { std::mem::zeroed::<F>() }
 }
 
+/// Calls the capture-free function type `F` on `arg`, making the `F` out of
+/// nothing: the safe face of [`conjure`] for code that names a function by
+/// its type only (the event engine's handler trampolines, which run in a
+/// worker process that never saw the handler value). A capturing closure
+/// is a compile error, as everywhere a function crosses to another process.
+///
+/// Only instantiate it for an `F` of which the program had a value (the
+/// event engine's `register` takes the handler by value): `F` is then a
+/// function item or a closure type, not a zero-sized token of some other
+/// API.
+pub(crate) fn call_capture_free<F, A, R>(arg: A) -> R
+where
+    F: Fn(A) -> R,
+{
+    // SAFETY: `conjure` checks at compile time that `F` is zero-sized; an
+    // `F: Fn` that is zero-sized is a function item or a closure that
+    // captures nothing (per this function's contract, one whose value the
+    // program had), which has no bytes and no validity invariant.
+    let f = unsafe { conjure::<F>() };
+    f(arg)
+}
+
 pub(crate) fn trampoline0<F, R>(args: &[u8]) -> std::result::Result<Vec<u8>, Fail>
 where
     F: FnOnce() -> R,

@@ -677,3 +677,74 @@ fn pipelined_puts_keep_their_order_and_reach_other_processes() {
     assert_eq!(small.get().unwrap(), 1);
     assert!(small.empty().unwrap());
 }
+
+/// A worker host that vanishes: connects over TCP, takes a lock, then makes
+/// its TCP sockets disappear without a word (`TCP_REPAIR` mode: closing
+/// such a socket sends neither FIN nor RST, as when a host loses power or
+/// its cable) and exits. Returns how many sockets it silenced, or why it
+/// could not.
+fn vanishing_host((address, key): (String, Vec<u8>)) -> Result<u32, String> {
+    let manager = Manager::connect(&address.parse().unwrap(), &key).map_err(|e| e.to_string())?;
+    let lock = manager.named("lease").lock().map_err(|e| e.to_string())?;
+    lock.acquire().map_err(|e| e.to_string())?;
+    // Let the kernel acknowledge the server's last reply first (delayed
+    // ACK): unacknowledged data would be retransmitted within 200 ms and
+    // answered with a reset, noticed without any keep-alive.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut silenced = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Ok(fd) = entry.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&on`, a
+        // live c_int; a descriptor that is not a TCP socket only fails.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_REPAIR,
+                (&raw const on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            silenced += 1;
+        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+            return Err("TCP_REPAIR needs CAP_NET_ADMIN: run this test as root".into());
+        }
+    }
+    Ok(silenced)
+}
+
+#[test]
+fn a_worker_host_that_vanishes_is_noticed_by_keep_alive_and_its_lock_released() {
+    let key = b"keep-alive key".to_vec();
+    let master = Manager::serve(&"127.0.0.1:0".parse().unwrap(), &key).unwrap();
+    let lock = master.named("lease").lock().unwrap();
+    let mut host = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .target_with(vanishing_host, (master.address().to_string(), key));
+    host.start().unwrap();
+    let silenced = host.join_timeout(Duration::from_secs(60)).unwrap();
+    assert!(silenced.unwrap() >= 1, "the worker silenced no socket");
+    let gone = Instant::now();
+    // The worker's process is gone, but its host said nothing: the server
+    // still sees the connection, so the lease still holds.
+    assert!(lock.locked().unwrap());
+    // Keep-alive probes it after KEEPALIVE_IDLE; the worker's kernel has no
+    // such connection any more and answers with a reset (a host that
+    // stays silent is given up on after idle + interval x count).
+    let bound = brood::manager::KEEPALIVE_IDLE
+        + brood::manager::KEEPALIVE_INTERVAL * brood::manager::KEEPALIVE_COUNT;
+    assert!(
+        lock.acquire_timeout(bound + Duration::from_secs(10))
+            .unwrap()
+    );
+    let took = gone.elapsed();
+    assert!(
+        took >= brood::manager::KEEPALIVE_IDLE - Duration::from_secs(2),
+        "released after {took:?}: too soon for keep-alive, so the worker's socket was not silent"
+    );
+    lock.release().unwrap();
+}

@@ -18,6 +18,7 @@ mod exit;
 mod fork;
 pub(crate) mod kit;
 mod log;
+mod manager;
 mod orphan;
 mod pids;
 mod pipe;
@@ -190,6 +191,13 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "an event engine: handlers in worker processes, a timer",
         summary: "a timer event handled in another process; a failing handler and a killed worker reported, never fatal",
         run: events::run,
+    },
+    Topic {
+        name: "manager",
+        section: "§links",
+        title: "distributed processes: a master and workers over TCP (a topic the reference links to)",
+        summary: "the master/worker queues of Python's BaseManager on 127.0.0.1 with an auth key; a killed worker's task reported, not lost",
+        run: manager::run,
     },
     Topic {
         name: "redis",

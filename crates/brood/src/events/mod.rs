@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -219,14 +220,51 @@ pub struct StopReport {
 /// ```
 pub const FAILURES_BOUND: usize = 65_536;
 
-/// One event as it travels to a worker: its number, the handlers to run
-/// (trampoline offsets, resolved at `put`) and the encoded event.
+/// One event as it travels to a worker, built by hand in one buffer at
+/// `put` so that the event is encoded once and the job adds no second
+/// encoding: `seq` (u64, little-endian), the number of handlers (u32 LE),
+/// each handler's trampoline offset (i64 LE), then the event's codec
+/// bytes, which the worker hands to each handler's trampoline as they lie.
 #[derive(Serialize, Deserialize)]
-struct Job {
+struct Job(#[serde(with = "serde_bytes")] Vec<u8>);
+
+/// Where a job's handler offsets start.
+const JOB_HEAD: usize = 12;
+
+/// A job's parts, read in place.
+struct JobView<'a> {
     seq: u64,
-    handlers: Vec<i64>,
-    #[serde(with = "serde_bytes")]
-    event: Vec<u8>,
+    handlers: &'a [u8],
+    event: &'a [u8],
+}
+
+impl Job {
+    /// The job's parts; `None` if the bytes are not a job (never from
+    /// `put`, but a queue is shared memory: do not trust it blindly).
+    fn view(&self) -> Option<JobView<'_>> {
+        let b = &self.0;
+        let seq = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+        let n = u32::from_le_bytes(b.get(8..JOB_HEAD)?.try_into().ok()?) as usize;
+        let end = n.checked_mul(8)?.checked_add(JOB_HEAD)?;
+        Some(JobView {
+            seq,
+            handlers: b.get(JOB_HEAD..end)?,
+            event: b.get(end..)?,
+        })
+    }
+}
+
+impl JobView<'_> {
+    fn handlers(&self) -> impl Iterator<Item = i64> + '_ {
+        self.handlers
+            .chunks_exact(8)
+            .map(|h| i64::from_le_bytes(h.try_into().expect("8 bytes")))
+    }
+}
+
+thread_local! {
+    /// The job buffer `put` builds in, reused by every put of the thread.
+    static JOB: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// A failure as a worker reports it.
@@ -240,15 +278,16 @@ struct Report {
     reason: Reason,
 }
 
-/// `(index, inbox, outbox, stats)`: what a worker process is started with.
-type WorkerArgs = (usize, Queue<Job>, Queue<Report>, RawArray<u64>);
+/// `(index, inbox, outbox, stats, exe)`: what a worker process is started
+/// with (`exe`: the engine's executable, which handler offsets are valid for).
+type WorkerArgs = (usize, Queue<Job>, Queue<Report>, RawArray<u64>, (u64, u64));
 
 /// Per worker slot `i`, in `stats`: `[2i]` the seq + 1 of the event in hand
 /// (0: none), `[2i + 1]` the events finished so far (across replacements).
 const IN_HAND: usize = 0;
 const FINISHED: usize = 1;
 
-fn worker_main((index, inbox, outbox, stats): WorkerArgs) {
+fn worker_main((index, inbox, outbox, stats, exe): WorkerArgs) {
     let pid = crate::os::getpid().as_raw();
     let mut finished = stats.get(2 * index + FINISHED).unwrap_or(0);
     loop {
@@ -268,10 +307,23 @@ fn worker_main((index, inbox, outbox, stats): WorkerArgs) {
                 continue;
             }
         };
+        let Some(job) = job.view() else {
+            let _ = outbox.put(Report {
+                worker: index,
+                pid,
+                seq: None,
+                kind: None,
+                handler: None,
+                reason: Reason::Undelivered("a malformed job in the inbox".to_string()),
+            });
+            finished += 1;
+            let _ = stats.set(2 * index + FINISHED, finished);
+            continue;
+        };
         let _ = stats.set(2 * index + IN_HAND, job.seq + 1);
-        for &handler in &job.handlers {
-            if let Some(reason) = run_handler(handler, &job.event) {
-                let kind = codec::decode::<Event<IgnoredAny>>(&job.event)
+        for handler in job.handlers() {
+            if let Some(reason) = run_handler(handler, exe, job.event) {
+                let kind = codec::decode::<Event<IgnoredAny>>(job.event)
                     .ok()
                     .map(|e| e.kind);
                 let _ = outbox.put(Report {
@@ -291,12 +343,14 @@ fn worker_main((index, inbox, outbox, stats): WorkerArgs) {
 }
 
 /// Runs one handler on one encoded event; `None` when it succeeded.
-fn run_handler(offset: i64, event: &[u8]) -> Option<Reason> {
-    // SAFETY: `offset` was made by `task::to_offset` from a
-    // `handler_trampoline` in the engine's process, and this worker is a
-    // brood child running the same executable (the launcher checks it), so
-    // it names that trampoline here.
-    let call = unsafe { task::from_offset(offset) };
+/// `exe` is the engine's executable: the offset names a trampoline there,
+/// which `task::resolve` checks is this worker's executable too.
+fn run_handler(offset: i64, exe: (u64, u64), event: &[u8]) -> Option<Reason> {
+    let Some(call) = task::resolve(offset, exe) else {
+        return Some(Reason::Undelivered(
+            "the worker runs another executable than the engine".to_string(),
+        ));
+    };
     match call(event) {
         Ok(bytes) if bytes.is_empty() => None,
         Ok(bytes) => Some(
@@ -317,11 +371,10 @@ where
     R: Outcome,
 {
     let event: Event<E> = codec::decode(bytes).map_err(|e| Fail::BadArgs(e.to_string()))?;
-    // SAFETY: only instantiated by `EventEngine::register` for an `F` that is
-    // a function item or closure type (`Fn`) and that `conjure` checks, at
-    // compile time, to be zero-sized (captures nothing).
-    let f = unsafe { task::conjure::<F>() };
-    let reason = match catch_unwind(AssertUnwindSafe(|| f(&event).into_outcome())) {
+    // Only instantiated by `EventEngine::register`, which was given a value
+    // of `F` (a function item or a capture-free closure).
+    let call = || task::call_capture_free::<F, _, _>(&event).into_outcome();
+    let reason = match catch_unwind(AssertUnwindSafe(call)) {
         // Success is no bytes (no allocation): the common case stays cheap.
         Ok(Ok(())) => return Ok(Vec::new()),
         Ok(Err(m)) => Reason::Error(m),
@@ -340,15 +393,34 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// FNV-1a: the registry's hash (kinds are short strings looked up on every
+/// `put`; no hostile input reaches the engine's own map) and the route.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { FNV_BASIS } else { self.0 };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// The worker a kind goes to: FNV-1a of the kind, modulo the workers (the
 /// same kind always goes to the same worker, hence per-kind order).
 fn route(kind: &str, workers: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in kind.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % workers as u64) as usize
+    let mut h = Fnv(FNV_BASIS);
+    h.write(kind.as_bytes());
+    (h.finish() % workers as u64) as usize
 }
 
 /// One worker slot's inbox and the number of jobs the engine put into it
@@ -361,7 +433,7 @@ struct Slot {
 /// What `put` (from any thread, timers included) and the supervisor share.
 struct Shared {
     slots: Vec<Slot>,
-    registry: RwLock<HashMap<String, Vec<i64>>>,
+    registry: RwLock<HashMap<String, Vec<i64>, BuildHasherDefault<Fnv>>>,
     names: RwLock<HashMap<i64, &'static str>>,
     seq: AtomicU64,
     stopped: AtomicBool,
@@ -377,32 +449,54 @@ impl Shared {
                 "the event engine is stopped",
             ));
         }
-        let handlers = self
-            .registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&event.kind)
-            .cloned()
-            .unwrap_or_default();
-        let bytes = codec::encode(event)?;
+        // The job is built in this thread's buffer: the header, the
+        // handlers as they are now (no copy of the registry's list), then
+        // the event, encoded once.
+        let mut buf = JOB.take();
+        buf.clear();
+        buf.extend_from_slice(&[0; JOB_HEAD]);
+        let handlers = {
+            let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+            let list = registry
+                .get(event.kind.as_str())
+                .map_or(&[][..], |l| &l[..]);
+            for h in list {
+                buf.extend_from_slice(&h.to_le_bytes());
+            }
+            list.len()
+        };
+        let result = self.put_job(&mut buf, handlers, event);
+        if buf.capacity() <= 1 << 20 {
+            JOB.set(buf);
+        }
+        result
+    }
+
+    fn put_job<E: Serialize>(
+        &self,
+        buf: &mut Vec<u8>,
+        handlers: usize,
+        event: &Event<E>,
+    ) -> Result<u64> {
+        codec::encode_into(buf, event)?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        if handlers.is_empty() {
+        if handlers == 0 {
             return Ok(seq);
         }
+        buf[..8].copy_from_slice(&seq.to_le_bytes());
+        let n = u32::try_from(handlers).map_err(|_| Error::invalid("too many handlers"))?;
+        buf[8..JOB_HEAD].copy_from_slice(&n.to_le_bytes());
+        let job = Job(std::mem::take(buf));
         let slot = &self.slots[route(&event.kind, self.slots.len())];
         let mut puts = slot.puts.lock().unwrap_or_else(|p| p.into_inner());
-        slot.inbox
-            .put(Job {
-                seq,
-                handlers,
-                event: bytes,
-            })
-            .map_err(|e| match e {
-                crate::queue::PutError::Closed(_) => {
-                    Error::simple(ErrorKind::Closed, "the event engine is stopped")
-                }
-                other => Error::from(other),
-            })?;
+        let put = slot.inbox.put_ref(&job).map_err(|e| match e {
+            crate::queue::PutError::Closed(_) => {
+                Error::simple(ErrorKind::Closed, "the event engine is stopped")
+            }
+            other => Error::from(other),
+        });
+        *buf = job.0;
+        put?;
         *puts += 1;
         Ok(seq)
     }
@@ -486,7 +580,7 @@ impl<E: Serialize + DeserializeOwned + 'static> EngineBuilder<E> {
         Ok(EventEngine {
             shared: Arc::new(Shared {
                 slots,
-                registry: RwLock::new(HashMap::new()),
+                registry: RwLock::new(HashMap::default()),
                 names: RwLock::new(HashMap::new()),
                 seq: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
@@ -997,6 +1091,7 @@ impl Supervisor {
                 self.shared.slots[index].inbox.clone(),
                 self.outbox.clone(),
                 self.stats.clone(),
+                task::exe_identity(),
             ),
         );
         p.start()?;
@@ -1173,5 +1268,44 @@ impl Supervisor {
             lost: self.lost.iter().sum(),
             unreported: self.unreported,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(seq: u64, handlers: &[i64], event: &[u8]) -> Job {
+        let mut b = seq.to_le_bytes().to_vec();
+        b.extend_from_slice(&(handlers.len() as u32).to_le_bytes());
+        for h in handlers {
+            b.extend_from_slice(&h.to_le_bytes());
+        }
+        b.extend_from_slice(event);
+        Job(b)
+    }
+
+    #[test]
+    fn a_job_reads_back_its_parts() {
+        let j = job(7, &[-3, 9], b"\x92\xa1k\x01");
+        let v = j.view().unwrap();
+        assert_eq!(v.seq, 7);
+        assert_eq!(v.handlers().collect::<Vec<_>>(), [-3, 9]);
+        assert_eq!(v.event, b"\x92\xa1k\x01");
+    }
+
+    #[test]
+    fn malformed_jobs_are_refused_not_misread() {
+        // Too short for the header, a handler count past the end, a count
+        // that would overflow the length arithmetic.
+        assert!(Job(vec![0; 11]).view().is_none());
+        let mut j = job(1, &[5], b"");
+        j.0[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert!(j.view().is_none());
+        j.0[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(j.view().is_none());
+        // An empty event is a job whose event fails to decode in the
+        // handler (reported as undelivered), not a malformed one.
+        assert!(job(1, &[], b"").view().is_some());
     }
 }

@@ -74,7 +74,9 @@ pub use proxy::{
     ManagedArray, ManagedBarrier, ManagedCondition, ManagedEvent, ManagedList, ManagedLock,
     ManagedLockGuard, ManagedMap, ManagedQueue, ManagedSemaphore, ManagedValue, Namespace,
 };
-pub use server::{MAX_CONNECTIONS, MAX_REQUEST};
+pub use server::{
+    KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, MAX_CONNECTIONS, MAX_REQUEST,
+};
 
 /// How long `start`/`serve` wait for the server process to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -5,7 +5,7 @@
 //! [`POLL`], asking between slices whether their client is still there.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,15 @@ struct Object {
     kind: Kind,
     state: Mutex<State>,
     changed: Condvar,
+    /// Threads inside `changed.wait_timeout` (counted under `state`'s
+    /// lock): `notify` skips the wake-up syscall when there are none, which
+    /// is every call of the common, non-blocking operations.
+    waiters: AtomicUsize,
+    /// A queue's getters wait here instead, each put waking one of them
+    /// (not every getter, only for all but one to sleep again: with N
+    /// workers blocked in `get`, `notify_all` cost N wake-ups per task).
+    item: Condvar,
+    item_waiters: AtomicUsize,
 }
 
 enum State {
@@ -145,19 +154,66 @@ fn index(i: i64, len: usize) -> Result<usize> {
 }
 
 impl Object {
+    /// Wakes the threads waiting for a change, if any.
+    fn notify(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Wakes one getter waiting for a queue item, if any.
+    fn notify_item(&self) {
+        if self.item_waiters.load(Ordering::SeqCst) > 0 {
+            self.item.notify_one();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `wait_until` on the queue-item condition (getters only).
+    fn wait_for_item<'a>(
+        &'a self,
+        guard: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+        caller: &mut Caller<'_>,
+    ) -> Result<Option<MutexGuard<'a, State>>> {
+        let nonempty = |s: &mut State| matches!(s, State::Queue(q) if !q.items.is_empty());
+        let got = self.wait_on(true, guard, deadline, caller, nonempty);
+        if !matches!(got, Ok(Some(_))) {
+            // A getter that leaves without an item (timed out, client
+            // gone) may have been the one a put woke: pass the wake-up on.
+            self.notify_item();
+        }
+        got
     }
 
     /// Waits until `ready` says yes (`Ok(Some(guard))`), the deadline passes
     /// (`Ok(None)`), or the client leaves (an error).
     fn wait_until<'a>(
         &'a self,
+        guard: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+        caller: &mut Caller<'_>,
+        ready: impl FnMut(&mut State) -> bool,
+    ) -> Result<Option<MutexGuard<'a, State>>> {
+        self.wait_on(false, guard, deadline, caller, ready)
+    }
+
+    fn wait_on<'a>(
+        &'a self,
+        for_item: bool,
         mut guard: MutexGuard<'a, State>,
         deadline: Option<Instant>,
         caller: &mut Caller<'_>,
         mut ready: impl FnMut(&mut State) -> bool,
     ) -> Result<Option<MutexGuard<'a, State>>> {
+        let (cv, count) = if for_item {
+            (&self.item, &self.item_waiters)
+        } else {
+            (&self.changed, &self.waiters)
+        };
         loop {
             if ready(&mut guard) {
                 return Ok(Some(guard));
@@ -172,11 +228,14 @@ impl Object {
                 }
                 None => POLL,
             };
-            guard = self
-                .changed
+            // Counted while `guard` is held: a thread that changes the
+            // state takes the lock after this, so its `notify` sees us.
+            count.fetch_add(1, Ordering::SeqCst);
+            guard = cv
                 .wait_timeout(guard, slice)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            count.fetch_sub(1, Ordering::SeqCst);
             if (caller.gone)() {
                 return Err(Error::simple(ErrorKind::Closed, "the client left"));
             }
@@ -287,6 +346,9 @@ impl Registry {
                     kind,
                     state: Mutex::new(state),
                     changed: Condvar::new(),
+                    waiters: AtomicUsize::new(0),
+                    item: Condvar::new(),
+                    item_waiters: AtomicUsize::new(0),
                 }),
             );
         if let Some(name) = name {
@@ -330,7 +392,7 @@ impl Registry {
                 _ => {}
             }
             drop(state);
-            obj.changed.notify_all();
+            obj.notify();
         }
     }
 
@@ -338,7 +400,7 @@ impl Registry {
     pub(crate) fn apply(&self, id: u64, op: Op, caller: &mut Caller<'_>) -> Result<Out> {
         let obj = self.get(id)?;
         let out = self.apply_to(&obj, id, op, caller);
-        obj.changed.notify_all();
+        obj.notify();
         out
     }
 
@@ -504,7 +566,7 @@ impl Registry {
                 *tickets += 1;
                 let ticket = *tickets;
                 waiters.push_back(ticket);
-                obj.changed.notify_all();
+                obj.notify();
                 let woke = obj.wait_until(
                     st,
                     deadline(timeout),
@@ -604,6 +666,7 @@ impl Registry {
                         q.unfinished += 1;
                     }
                 }
+                obj.notify_item();
                 Ok(Out::Unit)
             }
             (State::Queue(_), Op::PutMany(items)) => {
@@ -622,15 +685,13 @@ impl Registry {
                         }
                     }
                     // Getters may take items while a bounded queue fills.
-                    obj.changed.notify_all();
+                    obj.notify();
+                    obj.notify_item();
                 }
                 Ok(Out::Unit)
             }
             (State::Queue(_), Op::Get(timeout)) => {
-                let got = obj.wait_until(st, deadline(timeout), caller, |s| match s {
-                    State::Queue(q) => !q.items.is_empty(),
-                    _ => false,
-                })?;
+                let got = obj.wait_for_item(st, deadline(timeout), caller)?;
                 let Some(mut st) = got else {
                     return Err(Error::timeout("the managed queue is empty"));
                 };

@@ -12,7 +12,6 @@ use sha2::Sha256;
 
 use super::protocol::{Hello, Op, Reply, Request, Welcome, WireError};
 use super::registry::{Caller, Registry};
-use crate::codec;
 use crate::connection::{self, Connection, Listener};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -27,6 +26,53 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_MAX: usize = 256;
 /// Stack of a client thread: requests are decoded into the heap.
 const CLIENT_STACK: usize = 256 << 10;
+
+/// TCP keep-alive on manager connections (both ends): after this long
+/// without traffic the kernel probes the peer...
+///
+/// ```
+/// assert_eq!(brood::manager::KEEPALIVE_IDLE, std::time::Duration::from_secs(5));
+/// ```
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// ...every this long...
+///
+/// ```
+/// assert_eq!(brood::manager::KEEPALIVE_INTERVAL, std::time::Duration::from_secs(2));
+/// ```
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// ...and gives up after this many unanswered probes; the same bound
+/// (`TCP_USER_TIMEOUT`, idle + interval × count = 11 s) applies to data
+/// sent and never acknowledged. So a peer host that vanishes without
+/// closing its sockets (power loss, a cut cable) is noticed within 11 s:
+/// the server ends that client's session (its locks are released, its
+/// unfinished joinable-queue items move to `abandoned()`), and a proxy
+/// call waiting on a vanished server fails with an `ErrorKind::Closed`
+/// error. A host that is up but lost the connection (a reboot) answers
+/// the first probe with a reset: noticed after [`KEEPALIVE_IDLE`].
+///
+/// ```
+/// use brood::manager::{KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL};
+/// let bound = KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT;
+/// assert_eq!(bound, std::time::Duration::from_secs(11));
+/// ```
+pub const KEEPALIVE_COUNT: u32 = 3;
+
+/// Turns TCP keep-alive on for a TCP connection (a Unix socket needs none:
+/// its peer is on this host, and the kernel closes it with the process).
+/// Best effort: an option the kernel refuses leaves its default.
+pub(crate) fn keep_alive(conn: &Connection) {
+    use rustix::net::{AddressFamily, sockopt};
+    match sockopt::socket_domain(conn) {
+        Ok(family) if family == AddressFamily::INET || family == AddressFamily::INET6 => {}
+        _ => return,
+    }
+    let _ = sockopt::set_socket_keepalive(conn, true);
+    let _ = sockopt::set_tcp_keepidle(conn, KEEPALIVE_IDLE);
+    let _ = sockopt::set_tcp_keepintvl(conn, KEEPALIVE_INTERVAL);
+    let _ = sockopt::set_tcp_keepcnt(conn, KEEPALIVE_COUNT);
+    let total = KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT;
+    let _ = sockopt::set_tcp_user_timeout(conn, total.as_millis() as u32);
+}
 
 struct Shared {
     registry: Registry,
@@ -76,6 +122,7 @@ pub(crate) fn run(listener: Listener, key: Vec<u8>, instance: u64) -> Result<()>
 }
 
 fn serve_client(mut conn: Connection, shared: &Shared) {
+    keep_alive(&conn);
     conn.set_max_message(HANDSHAKE_MAX);
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     if handshake(&mut conn, &shared.key, deadline).is_err() {
@@ -117,16 +164,18 @@ fn serve_requests(conn: &mut Connection, shared: &Shared, session: u64) {
     // after it were dropped unrun: answered to the next request.
     let mut deferred: Option<(Error, u64)> = None;
     loop {
-        // Oversized frames, a peer gone mid-frame: the connection ends.
-        let Ok(bytes) = conn.recv_bytes() else { return };
-        let request = match codec::decode::<Request>(&bytes) {
+        // Decoded where it lies in the read-ahead buffer (no copy). A frame
+        // that does not decode gets an error reply (it is consumed whole);
+        // oversized frames, a peer gone mid-frame: the connection ends.
+        let request = match conn.recv::<Request>() {
             Ok(request) => request,
-            Err(e) => {
+            Err(e) if e.kind() == ErrorKind::Codec => {
                 if conn.send(&Reply::Err(e.into())).is_err() {
                     return;
                 }
                 continue;
             }
+            Err(_) => return,
         };
         if request.quiet {
             if let Some((_, dropped)) = &mut deferred {

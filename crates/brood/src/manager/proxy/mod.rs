@@ -114,13 +114,14 @@ impl Server {
             .clone()
     }
 
-    fn checkout(&self) -> Result<Connection> {
+    /// An idle connection of this process (`pid`), or a new one.
+    fn checkout(&self, pid: u32) -> Result<Connection> {
         {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.0 != std::process::id() {
+            if pool.0 != pid {
                 // Inherited through fork: the parent's connections, not ours.
                 pool.1.clear();
-                pool.0 = std::process::id();
+                pool.0 = pid;
             }
             if let Some(conn) = pool.1.pop() {
                 return Ok(conn);
@@ -136,8 +137,12 @@ impl Server {
     }
 
     fn checkin(&self, conn: Connection) {
+        self.checkin_as(conn, std::process::id());
+    }
+
+    fn checkin_as(&self, conn: Connection, pid: u32) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.0 == std::process::id() {
+        if pool.0 == pid {
             pool.1.push(conn);
         }
     }
@@ -145,11 +150,13 @@ impl Server {
     /// The connection this thread pipelined on, if any: every later call
     /// of the thread goes through it, so they stay in order after its
     /// pipelined requests.
-    fn take_sticky(&self) -> Option<Connection> {
+    fn take_sticky(&self, pid: u32) -> Option<Connection> {
         let me = self as *const Server as usize;
-        let pid = std::process::id();
         STICKY.with(|s| {
             let mut s = s.borrow_mut();
+            if s.is_empty() {
+                return None;
+            }
             // Connections a forked child inherited are not its own.
             s.retain(|(_, p, _)| *p == pid);
             let i = s.iter().position(|(server, _, _)| *server == me)?;
@@ -157,41 +164,46 @@ impl Server {
         })
     }
 
-    fn keep_sticky(&self, conn: Connection) {
+    fn keep_sticky(&self, conn: Connection, pid: u32) {
         let me = self as *const Server as usize;
-        STICKY.with(|s| s.borrow_mut().push((me, std::process::id(), conn)));
+        STICKY.with(|s| s.borrow_mut().push((me, pid, conn)));
     }
 
-    fn take(&self) -> Result<(Connection, bool)> {
-        match self.take_sticky() {
+    /// A connection for one call, and whether it is this thread's sticky
+    /// one. `pid` is this process's id, read once per call (`getpid` is a
+    /// system call: the pool and the sticky list check it so that a forked
+    /// child never uses its parent's connections).
+    fn take(&self, pid: u32) -> Result<(Connection, bool)> {
+        match self.take_sticky(pid) {
             Some(conn) => Ok((conn, true)),
-            None => Ok((self.checkout()?, false)),
+            None => Ok((self.checkout(pid)?, false)),
         }
     }
 
-    fn give_back(&self, conn: Connection, sticky: bool) {
+    fn give_back(&self, conn: Connection, sticky: bool, pid: u32) {
         if sticky {
-            self.keep_sticky(conn);
+            self.keep_sticky(conn, pid);
         } else {
-            self.checkin(conn);
+            self.checkin_as(conn, pid);
         }
     }
 
     /// One request without a reply (pipelined); see
     /// `ManagedQueue::put_pipelined`.
     pub(crate) fn call_quiet(&self, object: u64, op: Op) -> Result<()> {
-        let (mut conn, _) = self.take()?;
+        let pid = std::process::id();
+        let (mut conn, _) = self.take(pid)?;
         match conn.send(&Request {
             object,
             op,
             quiet: true,
         }) {
             Ok(()) => {
-                self.keep_sticky(conn);
+                self.keep_sticky(conn, pid);
                 Ok(())
             }
             Err(e) if e.kind() == ErrorKind::Codec && !conn.closed() => {
-                self.keep_sticky(conn);
+                self.keep_sticky(conn, pid);
                 Err(e)
             }
             Err(e) => Err(self.lost(e)),
@@ -200,7 +212,8 @@ impl Server {
 
     /// One request, one reply.
     pub(crate) fn call(&self, object: u64, op: Op) -> Result<Out> {
-        let (mut conn, sticky) = self.take()?;
+        let pid = std::process::id();
+        let (mut conn, sticky) = self.take(pid)?;
         let reply = conn
             .send(&Request {
                 object,
@@ -210,12 +223,12 @@ impl Server {
             .and_then(|()| conn.recv::<Reply>());
         match reply {
             Ok(reply) => {
-                self.give_back(conn, sticky);
+                self.give_back(conn, sticky, pid);
                 reply.map_err(Error::from)
             }
             // A request that cannot be encoded never left: the connection is fine.
             Err(e) if e.kind() == ErrorKind::Codec && !conn.closed() => {
-                self.give_back(conn, sticky);
+                self.give_back(conn, sticky, pid);
                 Err(e)
             }
             Err(e) => Err(self.lost(e)),
@@ -265,6 +278,7 @@ fn open(
             format!("cannot reach the manager server at {address}: {e}"),
         )
     })?;
+    super::server::keep_alive(&conn);
     conn.send(&Hello {
         session: session()?,
     })?;
