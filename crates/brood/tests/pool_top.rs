@@ -101,6 +101,39 @@ fn the_snapshot_shows_the_pools_workers_and_counts() {
 }
 
 #[test]
+fn a_killed_worker_shows_as_a_restart_with_its_cause() {
+    common::allow_fork();
+    let pool = Pool::builder()
+        .processes(2)
+        .name("top-killed")
+        .build()
+        .unwrap();
+    let before = pool.worker_pids();
+    let victim = before[0];
+    os::kill(victim, libc::SIGKILL).unwrap();
+    // The pool notices, reaps and replaces it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = my_page("top-killed").unwrap();
+        let pids: Vec<Pid> = page.workers.iter().filter_map(|w| w.pid).collect();
+        if page.restarts == 1 && pids.len() == 2 && !pids.contains(&victim) {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "{page:#?}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        sorted(page.workers.iter().filter_map(|w| w.pid).collect()),
+        sorted(pool.worker_pids())
+    );
+    let replaced: Vec<_> = page.workers.iter().filter(|w| w.restarts == 1).collect();
+    assert_eq!(replaced.len(), 1, "{page:#?}");
+    let why = replaced[0].last_restart.as_deref().unwrap();
+    assert!(why.contains("signal 9 (SIGKILL)"), "{why}");
+    assert_eq!(pool.map(|x: u8| x, 0..10).unwrap().len(), 10);
+}
+
+#[test]
 fn pages_vanish_with_their_pool() {
     common::allow_fork();
     let pool = Pool::builder()
