@@ -58,9 +58,9 @@ impl ReadOnlyWords {
         }
         let len = meta.len();
         let len = usize::try_from(len).unwrap_or(usize::MAX) & !7;
-        // More than 1 MiB is not a status page: refuse rather than map
+        // More than 64 MiB is not a status page: refuse rather than map
         // whatever someone named like one.
-        if !(8..=1 << 20).contains(&len) {
+        if !(8..=64 << 20).contains(&len) {
             return Ok(None);
         }
         // SAFETY: a fresh shared read-only mapping of an open file; the
