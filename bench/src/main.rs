@@ -31,10 +31,13 @@
 //! which also runs the Python and C sides and writes the report.
 
 mod events;
+mod executor;
 mod manager;
 mod pipes;
 mod pool;
 mod queue;
+mod redis_pool;
+mod redis_objects;
 mod sync;
 
 /// Starts a C floor program in `--driven` mode, found through `$env`, else
@@ -232,6 +235,8 @@ pub(crate) fn selected(only: Option<&str>, table: &str, name: &str) -> bool {
 }
 
 fn main() {
+    // A brood-redis worker node started by the redis table runs here.
+    redis_pool::worker_main();
     procspawn::init();
 
     let mut iters: Option<usize> = None;
@@ -250,15 +255,25 @@ fn main() {
             }
             "--only" => only = Some(args.next().expect("--only needs a substring")),
             "--table" => {
+                let tables = [
+                    "start",
+                    "pipes",
+                    "sync",
+                    "queue",
+                    "pool",
+                    "executor",
+                    "manager",
+                    "events",
+                    "redis",
+                    "redis-objects",
+                ];
                 let t = args
                     .next()
-                    .expect("--table needs start, pipes, sync, queue, pool, manager or events");
+                    .unwrap_or_else(|| panic!("--table needs one of {}", tables.join(", ")));
                 assert!(
-                    [
-                        "start", "pipes", "sync", "queue", "pool", "manager", "events"
-                    ]
-                    .contains(&t.as_str()),
-                    "--table is start, pipes, sync, queue, pool, manager or events, not {t:?}"
+                    tables.contains(&t.as_str()),
+                    "--table is one of {}, not {t:?}",
+                    tables.join(", ")
                 );
                 table = Some(t);
             }
@@ -284,12 +299,20 @@ fn main() {
                 for name in pool::row_names() {
                     eprintln!("  {name}");
                 }
+                eprintln!("executor table (workloads):");
+                for name in executor::row_names() {
+                    eprintln!("  {name}");
+                }
                 eprintln!("queue table (test: row):");
                 for (test, name) in queue::ROW_NAMES {
                     eprintln!("  {test}: {name}");
                 }
                 eprintln!("manager table:");
                 for name in manager::row_names() {
+                    eprintln!("  {name}");
+                }
+                eprintln!("redis-objects table (test: row):");
+                for name in redis_objects::row_names() {
                     eprintln!("  {name}");
                 }
                 return;
@@ -309,6 +332,9 @@ fn main() {
     if table.as_deref().is_none_or(|t| t == "pool") {
         pool::run(only.as_deref());
     }
+    if table.as_deref().is_none_or(|t| t == "executor") {
+        executor::run(only.as_deref());
+    }
     if table.as_deref().is_none_or(|t| t == "queue") {
         queue::run(only.as_deref());
     }
@@ -317,6 +343,12 @@ fn main() {
     }
     if table.as_deref().is_none_or(|t| t == "events") {
         events::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "redis") {
+        redis_pool::run(only.as_deref());
+    }
+    if table.as_deref().is_none_or(|t| t == "redis-objects") {
+        redis_objects::run(only.as_deref());
     }
 }
 

@@ -4,16 +4,20 @@
 //!   tutorial's lessons on processes (states, `fork`, pids and exit codes,
 //!   orphans and zombies, `wait`, the double fork, `SIGCHLD`,
 //!   `brood::Process`, start methods, pipes, shared memory, semaphores) and
-//!   explains what happened and why; `brood tour --help` names the sections
-//!   not covered yet (the pool, the queue).
+//!   explains what happened and why, then the pool, queues, managers,
+//!   logging, events and brood-redis.
 //! - `brood ps [--tree] [PID]` prints the process table like `ps -ajx`, or as
 //!   a tree like `pstree`, with a legend for the STAT letters it shows and
 //!   zombies and orphans marked.
 //! - `brood top [--once]` shows every brood pool on the machine, live: per
 //!   pool its owner and name, per worker its pid, state, tasks done,
 //!   restarts and why, and resident memory (from the pools' status pages).
+//! - `brood worker --redis URL --name NAME` runs a brood-redis worker node
+//!   for the tasks this binary registers; `brood redis status URL [NAME]`
+//!   and `brood redis requeue URL NAME` look at a pool on Redis.
 
 mod ps;
+mod redis;
 mod top;
 mod tour;
 
@@ -81,6 +85,36 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// Runs a brood-redis worker node for the tasks this binary registers,
+    /// until killed.
+    Worker {
+        /// The Redis URL, `redis://[:password@]host:port/[db]`.
+        #[arg(long)]
+        redis: String,
+        /// The pool's name (callers use the same in `RedisPool::connect`).
+        #[arg(long)]
+        name: String,
+        /// Local worker processes (default: one per CPU).
+        #[arg(long)]
+        processes: Option<usize>,
+        /// Seconds a task may go without a heartbeat before another worker
+        /// takes it over.
+        #[arg(long, default_value_t = 5.0)]
+        lease: f64,
+        /// Deliveries before a task that keeps killing its worker becomes a
+        /// dead letter.
+        #[arg(long, default_value_t = 3)]
+        max_deliveries: u32,
+        /// Prints nothing about reconnections.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Looks at brood-redis pools: `status`, `requeue`.
+    Redis {
+        /// What to do.
+        #[command(subcommand)]
+        command: redis::RedisCommand,
+    },
 }
 
 /// Parses the command line and runs the subcommand.
@@ -117,6 +151,27 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("brood ps: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Worker {
+            redis,
+            name,
+            processes,
+            lease,
+            max_deliveries,
+            quiet,
+        } => match redis::worker(&redis, &name, processes, lease, max_deliveries, quiet) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("brood worker: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Redis { command } => match redis::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("brood redis: {e:#}");
                 ExitCode::FAILURE
             }
         },

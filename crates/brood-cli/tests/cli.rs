@@ -110,12 +110,14 @@ fn tour_list_lists_every_topic() {
         "process",
         "start-methods",
         "pool",
+        "pool-limits",
         "pipe",
         "queue",
         "shared-memory",
         "semaphore",
         "log",
         "events",
+        "redis",
     ];
     assert_eq!(names, expected);
     let run = brood(&["tour", "--list"], Duration::from_secs(30));
@@ -829,4 +831,78 @@ fn ps_shows_the_l_flag_for_locked_pages() {
         assert!(!locked[5].contains('L'), "nothing was locked: {locked:?}");
         assert!(vm_lck.ends_with(" 0 kB"), "{vm_lck}");
     }
+}
+
+#[test]
+fn brood_worker_and_redis_status_and_requeue_on_a_private_redis() {
+    // Redis down: a clear error naming the URL, quickly.
+    let down = brood(
+        &["redis", "status", "redis://127.0.0.1:1/"],
+        Duration::from_secs(30),
+    );
+    assert!(!down.success);
+    assert!(
+        down.stderr
+            .contains("cannot reach Redis at redis://127.0.0.1:1/"),
+        "{}",
+        down.stderr
+    );
+    let down = brood(
+        &["worker", "--redis", "redis://127.0.0.1:1/", "--name", "x"],
+        Duration::from_secs(30),
+    );
+    assert!(!down.success);
+    assert!(
+        down.stderr.contains("cannot reach Redis"),
+        "{}",
+        down.stderr
+    );
+
+    let server = brood_redis::LocalServer::start().expect("redis-server");
+    let url = server.url();
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_brood"))
+        .args([
+            "worker",
+            "--redis",
+            &url,
+            "--name",
+            "cli",
+            "--processes",
+            "1",
+        ])
+        .args(["--lease", "1", "--max-deliveries", "1", "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pool = brood_redis::RedisPool::connect(&url, "cli").unwrap();
+    let v: u64 = pool.apply("brood::redis::square", (9u64,)).unwrap();
+    assert_eq!(v, 81);
+    let err = pool
+        .apply::<u64, _>("brood::redis::crash", (0u64,))
+        .unwrap_err();
+    assert_eq!(err.kind(), brood_redis::ErrorKind::DeadLetter, "{err}");
+    let status = brood(&["redis", "status", &url, "cli"], Duration::from_secs(30));
+    assert!(status.success, "{}", status.stderr);
+    for needle in [
+        "pool \"cli\"",
+        "dead letters 1",
+        "heartbeat",
+        "brood::redis::crash",
+    ] {
+        assert!(
+            status.stdout.contains(needle),
+            "{needle}: {}",
+            status.stdout
+        );
+    }
+    let requeue = brood(&["redis", "requeue", &url, "cli"], Duration::from_secs(30));
+    assert!(requeue.success, "{}", requeue.stderr);
+    assert!(
+        requeue.stdout.contains("moved 1 dead letter"),
+        "{}",
+        requeue.stdout
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
 }

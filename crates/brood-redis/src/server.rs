@@ -151,7 +151,8 @@ impl LocalServer {
     }
 
     /// Kills the server if it runs, and starts it again on the same port
-    /// and directory, so it reloads its append-only file.
+    /// and directory, so it reloads its append-only file; returns once it
+    /// has loaded it and answers commands.
     ///
     /// ```no_run
     /// let mut server = brood_redis::LocalServer::start()?;
@@ -193,7 +194,9 @@ impl LocalServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port))
+                && ready(stream)
+            {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
@@ -224,6 +227,25 @@ impl Drop for LocalServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether the server answers commands (not `-LOADING` its append-only
+/// file any more): a PING answered with `+PONG`, or with an auth error
+/// when a password is set.
+fn ready(mut stream: TcpStream) -> bool {
+    use std::io::{Read, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(n) if n > 0 => {
+            let reply = &buf[..n];
+            reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
+        }
+        _ => false,
     }
 }
 

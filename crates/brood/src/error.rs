@@ -74,6 +74,17 @@ pub enum ErrorKind {
     /// The pool was closed or terminated: it takes no more work, or the
     /// work was cut off.
     PoolClosed,
+    /// A pool task ran past its hard time limit: the pool killed the worker
+    /// that ran it (SIGKILL) and replaced it; the message says how long it
+    /// ran. (Not to be confused with [`ErrorKind::Timeout`], a wait of the
+    /// caller's that ran out.) See
+    /// [`PoolBuilder::hard_time_limit`](crate::PoolBuilder::hard_time_limit).
+    TimedOut,
+    /// The task was cancelled before it started
+    /// ([`TaskFuture::cancel`](crate::TaskFuture::cancel), or
+    /// [`Pool::shutdown`](crate::Pool::shutdown) with `cancel_futures`);
+    /// Python's `CancelledError`.
+    Cancelled,
 }
 
 /// A panic caught in a child process, carried back to the parent.
@@ -128,6 +139,8 @@ enum Repr {
 pub struct Error {
     repr: Box<Repr>,
     process: Option<String>,
+    /// Said after the message (how many attempts a retried task took).
+    note: Option<String>,
 }
 
 impl Error {
@@ -170,6 +183,40 @@ impl Error {
         Error {
             repr: Box::new(repr),
             process: None,
+            note: None,
+        }
+    }
+
+    /// Adds a note after the message (`"...; after 2 attempts"`).
+    pub(crate) fn with_note(mut self, note: impl Into<String>) -> Error {
+        self.note = Some(note.into());
+        self
+    }
+
+    /// A copy of this error (same kind, message, panic report, exit status;
+    /// an I/O error keeps its kind and text), for a result handed out more
+    /// than once.
+    pub(crate) fn duplicate(&self) -> Error {
+        let repr = match &*self.repr {
+            Repr::Panicked(report) => Repr::Panicked(report.clone()),
+            Repr::Signaled {
+                signal,
+                core_dumped,
+            } => Repr::Signaled {
+                signal: *signal,
+                core_dumped: *core_dumped,
+            },
+            Repr::Exited(code) => Repr::Exited(*code),
+            Repr::Simple(kind, message) => Repr::Simple(*kind, message.clone()),
+            Repr::Io(context, err) => {
+                Repr::Io(context.clone(), io::Error::new(err.kind(), err.to_string()))
+            }
+            Repr::WorkerLost(message, status) => Repr::WorkerLost(message.clone(), *status),
+        };
+        Error {
+            repr: Box::new(repr),
+            process: self.process.clone(),
+            note: self.note.clone(),
         }
     }
 
@@ -291,10 +338,13 @@ impl fmt::Display for Error {
             Repr::Panicked(report) => {
                 prefix(f)?;
                 write!(f, "panicked: {report}")?;
+                if let Some(note) = &self.note {
+                    write!(f, "; {note}")?;
+                }
                 if let Some(bt) = &report.backtrace {
                     write!(f, "\nchild backtrace:\n{bt}")?;
                 }
-                Ok(())
+                return Ok(());
             }
             Repr::Signaled {
                 signal,
@@ -314,6 +364,10 @@ impl fmt::Display for Error {
             }
             Repr::Simple(_, message) | Repr::WorkerLost(message, _) => f.write_str(message),
             Repr::Io(context, err) => write!(f, "{context}: {err}"),
+        }?;
+        match &self.note {
+            Some(note) => write!(f, "; {note}"),
+            None => Ok(()),
         }
     }
 }

@@ -31,6 +31,9 @@
 //!   reported rather than deadlocking.
 //! - [`Pool`] ([`pool`]): worker processes for `apply`, `map`, `imap` and
 //!   friends; a dead worker fails only the task it held, never a hang.
+//!   Futures as in `concurrent.futures` ([`Pool::submit`], [`TaskFuture`],
+//!   [`as_completed`], [`wait`]; `.await`-able), per-task soft and hard
+//!   time limits ([`task_deadline`], [`task_cancelled`]) and retries.
 //! - [`queue`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] — first in,
 //!   first out between processes, in shared memory, with no feeder thread;
 //!   a producer or consumer killed mid-operation blocks no one.
@@ -98,7 +101,10 @@ pub use context::{Context, get_context};
 pub use error::{Error, ErrorKind, PanicReport, Result};
 pub use events::EventEngine;
 pub use manager::{ManagedList, ManagedMap, Manager};
-pub use pool::{AsyncResult, Pool, PoolBuilder};
+pub use pool::{
+    AsyncResult, Done, Pool, PoolBuilder, TaskFuture, WaitMode, as_completed, as_completed_timeout,
+    task_cancelled, task_deadline, wait,
+};
 pub use process::{
     Builder, ParentProcess, Process, ProcessInfo, active_children, allow_fork_with_threads,
     authkey, cpu_count, current_process, parent_process, set_authkey,

@@ -294,3 +294,38 @@ where
     let args: A = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
     encode_value(&f(args))
 }
+
+/// Calls the registered task `name` in this process with its arguments
+/// already encoded by the codec (the task's parameters as a tuple), and
+/// returns its value encoded by the codec. For backends that carry tasks
+/// as bytes (brood-redis runs this inside a pool worker). A panic in the
+/// task unwinds out of this call, as the task's own panic would.
+///
+/// ```
+/// #[brood::task]
+/// fn add2(a: u32, b: u32) -> u32 { a + b }
+///
+/// let args = brood::codec::encode(&(2u32, 3u32))?;
+/// let value = brood::task::call(concat!(module_path!(), "::add2"), &args)?;
+/// assert_eq!(brood::codec::decode::<u32>(&value)?, 5);
+/// assert!(brood::task::call("no::such::task", &args).is_err());
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub fn call(name: &str, args: &[u8]) -> Result<Vec<u8>> {
+    match lookup(name)?(args) {
+        Ok(v) if v.is_empty() => Ok(UNIT_ENCODING.to_vec()),
+        Ok(v) => Ok(v),
+        Err(Fail::BadArgs(e)) => Err(Error::simple(
+            ErrorKind::Codec,
+            format!("task {name:?}: arguments do not decode: {e}"),
+        )),
+        Err(Fail::Encode(e)) => Err(Error::simple(
+            ErrorKind::Codec,
+            format!("task {name:?}: value does not encode: {e}"),
+        )),
+        Err(Fail::UnknownTask(n)) => Err(Error::simple(
+            ErrorKind::UnknownTask,
+            format!("no task named {n:?} is registered in this program"),
+        )),
+    }
+}

@@ -22,8 +22,10 @@ mod orphan;
 mod pids;
 mod pipe;
 mod pool;
+mod pool_limits;
 mod process;
 mod queue;
+mod redis;
 pub(crate) mod reference;
 mod semaphore;
 mod shared_memory;
@@ -141,6 +143,13 @@ pub(crate) const TOPICS: &[Topic] = &[
         run: pool::run,
     },
     Topic {
+        name: "pool-limits",
+        section: "§6",
+        title: "beyond Python's pool: time limits, a memory ceiling, brood top",
+        summary: "an endless task killed at its 1 s hard limit, a leaking worker retired, a brood top snapshot from a child",
+        run: pool_limits::run,
+    },
+    Topic {
         name: "pipe",
         section: "§7.1",
         title: "Pipe(): messages between processes",
@@ -181,6 +190,13 @@ pub(crate) const TOPICS: &[Topic] = &[
         title: "an event engine: handlers in worker processes, a timer",
         summary: "a timer event handled in another process; a failing handler and a killed worker reported, never fatal",
         run: events::run,
+    },
+    Topic {
+        name: "redis",
+        section: "§links",
+        title: "distributed processes: the pool on Redis, workers on any machine",
+        summary: "a private redis-server, a worker node in another process, tasks by name, a crashing task in dead letters (skipped without redis-server)",
+        run: redis::run,
     },
 ];
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -32,6 +33,8 @@ pub(crate) enum UnitOutcome {
         worker: Arc<str>,
         frame: Vec<u8>,
         items: Vec<Item>,
+        /// How many times the unit was run (1 unless it was retried).
+        attempts: u32,
     },
     /// No result: the worker died holding it, or the pool was terminated
     /// or interrupted. Every item of the unit fails with this error.
@@ -53,7 +56,7 @@ pub(crate) struct JobInner {
     /// Whether `get` handed the value out already.
     taken: bool,
     /// Set once `expected == received` and the hook ran.
-    complete: bool,
+    pub(crate) complete: bool,
     /// Threads waiting for arrivals (`imap`): only then does a delivery
     /// wake anyone.
     arrival_waiters: usize,
@@ -61,6 +64,66 @@ pub(crate) struct JobInner {
     /// there are any (a notify is a syscall; most `apply_async` results
     /// are complete before their `get`).
     complete_waiters: usize,
+    /// A future's job: the supervisor handed its unit to a worker (from
+    /// then on `cancel` fails).
+    claimed: bool,
+    /// A future's job: `cancel` won (its one outcome is `Cancelled`).
+    pub(crate) cancelled: bool,
+    /// Attempts so far (the most of any unit; 1 unless retried).
+    pub(crate) attempts: u32,
+    /// The async task awaiting this job (`TaskFuture` as a `Future`).
+    waker: Option<Waker>,
+    /// `as_completed` / `wait` sets waiting on this job, with this job's
+    /// index in theirs.
+    listeners: Vec<(Arc<Signal>, usize)>,
+}
+
+/// Where completions of many jobs meet (`as_completed`, `wait`): each job
+/// pushes its index once, at completion.
+pub(crate) struct Signal {
+    done: Mutex<VecDeque<usize>>,
+    cond: Condvar,
+}
+
+impl Signal {
+    pub(crate) fn new() -> Arc<Signal> {
+        Arc::new(Signal {
+            done: Mutex::new(VecDeque::new()),
+            cond: Condvar::new(),
+        })
+    }
+
+    fn push(&self, index: usize) {
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(index);
+        self.cond.notify_all();
+    }
+
+    /// The next completed index, waiting until `deadline`; `None` when it
+    /// passed first.
+    pub(crate) fn next(&self, deadline: Option<Instant>) -> Option<usize> {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(i) = done.pop_front() {
+                return Some(i);
+            }
+            done = match deadline {
+                None => self.cond.wait(done).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.cond
+                        .wait_timeout(done, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
 }
 
 /// Shared by the supervisor (which delivers) and one typed handle.
@@ -84,6 +147,11 @@ impl Job {
                 complete: false,
                 arrival_waiters: 0,
                 complete_waiters: 0,
+                claimed: false,
+                cancelled: false,
+                attempts: 1,
+                waker: None,
+                listeners: Vec::new(),
             }),
             cond: Condvar::new(),
             meter: std::sync::OnceLock::new(),
@@ -100,23 +168,110 @@ impl Job {
 
     /// Records a unit's outcome; the last one runs the hook and wakes
     /// everyone waiting.
-    pub(crate) fn deliver(&self, index: usize, outcome: UnitOutcome) {
+    pub(crate) fn deliver(&self, index: usize, outcome: UnitOutcome, attempts: u32) {
         // Progress reports (issue 13): one atomic load when there are none.
         if let Some(meter) = self.meter.get() {
             meter.on_unit(index, &outcome);
         }
         let mut inner = self.lock();
+        if inner.cancelled {
+            return; // its one outcome was the cancel
+        }
+        inner.attempts = inner.attempts.max(attempts);
         inner.arrived.push_back((index, outcome));
         inner.received += 1;
         let mut wake = inner.arrival_waiters > 0;
+        let mut waker = None;
+        let mut listeners = Vec::new();
         if inner.expected == Some(inner.received) {
             self.finish(&mut inner);
             wake |= inner.complete_waiters > 0;
+            waker = inner.waker.take();
+            listeners = std::mem::take(&mut inner.listeners);
         }
         drop(inner);
         if wake {
             self.cond.notify_all();
         }
+        Job::wake_others(waker, listeners);
+    }
+
+    fn wake_others(waker: Option<Waker>, listeners: Vec<(Arc<Signal>, usize)>) {
+        if let Some(w) = waker {
+            w.wake();
+        }
+        for (signal, index) in listeners {
+            signal.push(index);
+        }
+    }
+
+    /// A future's unit is about to go to a worker: whether it may (false
+    /// if it was cancelled; then the supervisor drops it).
+    pub(crate) fn claim(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.cancelled {
+            return false;
+        }
+        inner.claimed = true;
+        true
+    }
+
+    /// Cancels a one-unit job that no worker has been handed yet: its one
+    /// outcome becomes a `Cancelled` error. False if it was handed out or
+    /// is complete already.
+    pub(crate) fn try_cancel(&self, why: &str) -> bool {
+        let mut inner = self.lock();
+        if inner.claimed || inner.complete {
+            return false;
+        }
+        inner.cancelled = true;
+        inner.arrived.push_back((
+            0,
+            UnitOutcome::Failed(Error::simple(ErrorKind::Cancelled, why)),
+        ));
+        inner.received += 1;
+        self.finish(&mut inner);
+        let wake = inner.complete_waiters > 0 || inner.arrival_waiters > 0;
+        let waker = inner.waker.take();
+        let listeners = std::mem::take(&mut inner.listeners);
+        drop(inner);
+        if wake {
+            self.cond.notify_all();
+        }
+        Job::wake_others(waker, listeners);
+        true
+    }
+
+    /// Records that a unit of this job runs again (attempt `attempts`).
+    pub(crate) fn note_attempt(&self, attempts: u32) {
+        let mut inner = self.lock();
+        inner.attempts = inner.attempts.max(attempts);
+    }
+
+    /// Asks for `waker` to be woken at completion; false (and nothing
+    /// stored) if it is complete already.
+    pub(crate) fn set_waker(&self, inner: &mut JobInner, waker: &Waker) {
+        match &mut inner.waker {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// Has `signal` told (with `index`) when this job completes: at once if
+    /// it already is.
+    pub(crate) fn listen(&self, signal: &Arc<Signal>, index: usize) {
+        let mut inner = self.lock();
+        if inner.complete {
+            drop(inner);
+            signal.push(index);
+        } else {
+            inner.listeners.push((signal.clone(), index));
+        }
+    }
+
+    /// Waits until complete or `deadline`; whether it is complete.
+    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        self.wait_complete(self.lock(), deadline).1
     }
 
     fn finish(&self, inner: &mut JobInner) {
@@ -180,6 +335,24 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// Says how many attempts a retried unit took, in its error.
+pub(crate) fn note_attempts<R>(result: Result<R>, attempts: u32) -> Result<R> {
+    match result {
+        Err(e) if attempts > 1 => Err(e.with_note(format!("after {attempts} attempts"))),
+        other => other,
+    }
+}
+
+/// Decodes one item's result; `attempts` over 1 is said in an error.
+pub(crate) fn decode_item_of<R: DeserializeOwned>(
+    worker: &str,
+    frame: &[u8],
+    item: &Item,
+    attempts: u32,
+) -> Result<R> {
+    note_attempts(decode_item(worker, frame, item), attempts)
+}
+
 /// Decodes one item's result.
 pub(crate) fn decode_item<R: DeserializeOwned>(
     worker: &str,
@@ -231,9 +404,10 @@ pub(crate) fn decode_unit<R: DeserializeOwned>(outcome: UnitOutcome, n: usize) -
             worker,
             frame,
             items,
+            attempts,
         } => items
             .iter()
-            .map(|item| decode_item(&worker, &frame, item))
+            .map(|item| decode_item_of(&worker, &frame, item, attempts))
             .collect(),
         UnitOutcome::Failed(err) => fan_out(err, n.max(1)).into_iter().map(Err).collect(),
     }
@@ -251,9 +425,10 @@ pub(crate) fn decode_one<R: DeserializeOwned>(inner: &mut JobInner) -> Result<R>
                 worker,
                 frame,
                 items,
+                attempts,
             },
         )) => match items.first() {
-            Some(item) => decode_item(&worker, &frame, item),
+            Some(item) => decode_item_of(&worker, &frame, item, attempts),
             None => Err(Error::simple(ErrorKind::Codec, "the worker sent no result")),
         },
         Some((_, UnitOutcome::Failed(err))) => Err(err),
@@ -280,9 +455,10 @@ pub(crate) fn decode_all<R: DeserializeOwned>(inner: &mut JobInner) -> Result<Ve
                 worker,
                 frame,
                 items,
+                attempts,
             } => {
                 for item in &items {
-                    out.push(decode_item(&worker, &frame, item)?);
+                    out.push(decode_item_of(&worker, &frame, item, attempts)?);
                 }
             }
             UnitOutcome::Failed(err) => return Err(err),
@@ -291,8 +467,29 @@ pub(crate) fn decode_all<R: DeserializeOwned>(inner: &mut JobInner) -> Result<Ve
     Ok(out)
 }
 
+/// The value of a one-unit, one-item job, decoded again each time (the
+/// outcome stays in the job): a future's `result` may be asked for twice.
+pub(crate) fn peek_one<R: DeserializeOwned>(inner: &JobInner) -> Result<R> {
+    match inner.arrived.front() {
+        Some((
+            _,
+            UnitOutcome::Items {
+                worker,
+                frame,
+                items,
+                attempts,
+            },
+        )) => match items.first() {
+            Some(item) => decode_item_of(worker, frame, item, *attempts),
+            None => Err(Error::simple(ErrorKind::Codec, "the worker sent no result")),
+        },
+        Some((_, UnitOutcome::Failed(err))) => Err(err.duplicate()),
+        None => Err(Error::invalid("the result is not there")),
+    }
+}
+
 /// Whether a complete job succeeded (Python's `successful()`).
-fn job_successful(inner: &JobInner) -> bool {
+pub(crate) fn job_successful(inner: &JobInner) -> bool {
     if let Some(decoded) = &inner.decoded {
         // Hooks store a `bool` beside the value: see `with_callbacks`.
         if let Some(ok) = decoded.downcast_ref::<Decoded>() {

@@ -51,7 +51,9 @@
 //! workers, each worker has its own channel, and the invariants that make
 //! every task end with exactly one outcome.
 
+mod future;
 mod job;
+mod limits;
 mod supervisor;
 mod worker;
 // Issue 13: status page (`brood top`), progress, recycling by memory.
@@ -62,6 +64,7 @@ pub mod status;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -72,10 +75,16 @@ use crate::os::Pid;
 use crate::start_method::StartMethod;
 use crate::task;
 
+pub use future::{
+    AsCompleted, AsCompletedTimeout, Done, TaskFuture, WaitMode, as_completed,
+    as_completed_timeout, wait,
+};
 pub use job::{AsyncResult, Callbacks, IMap};
+pub use limits::{RetryOn, RetryPolicy, TaskOptions, task_cancelled, task_deadline};
 pub use progress::{Progress, ProgressEvent, WithProgress};
 
 use job::{Decode, Hook, Job};
+use limits::{Limits, UnitLimits, check_limit};
 use supervisor::{Config, Phase, Shared, Unit};
 use worker::{FdArg, InitBlob};
 
@@ -105,6 +114,8 @@ pub struct PoolBuilder {
     init: Option<Result<InitBlob>>,
     max_tasks: Option<usize>,
     sigint: bool,
+    limits: Limits,
+    limit_error: Option<Error>,
     /// Name, status page, `max_rss`, cgroups (issue 13, `status.rs`).
     status: status::Setup,
 }
@@ -117,6 +128,9 @@ impl std::fmt::Debug for PoolBuilder {
             .field("initializer", &self.init.is_some())
             .field("max_tasks_per_child", &self.max_tasks)
             .field("interrupt_on_sigint", &self.sigint)
+            .field("soft_time_limit", &self.limits.soft)
+            .field("hard_time_limit", &self.limits.hard)
+            .field("retry", &self.limits.retry)
             .field("status", &self.status)
             .finish()
     }
@@ -224,6 +238,88 @@ impl PoolBuilder {
         self
     }
 
+    /// A soft time limit for every task (per task:
+    /// [`Pool::options`]): from when a worker begins a task,
+    /// [`task_deadline`] returns the instant the limit runs out, and
+    /// [`task_cancelled`] turns true after it. The task is never
+    /// interrupted; it may poll either and stop early (Celery's
+    /// `soft_time_limit`, without an exception: Rust has no asynchronous
+    /// ones). With a chunksize over 1, the limit counts for the whole
+    /// chunk, from its first item. Zero is an [`ErrorKind::InvalidState`]
+    /// error from `build`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = brood::Pool::builder()
+    ///     .processes(1)
+    ///     .soft_time_limit(Duration::from_millis(50))
+    ///     .build()?;
+    /// let stopped_early = pool.apply(|()| {
+    ///     while !brood::task_cancelled() {
+    ///         std::thread::sleep(Duration::from_millis(5));
+    ///     }
+    ///     true
+    /// }, ())?;
+    /// assert!(stopped_early);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn soft_time_limit(mut self, limit: Duration) -> PoolBuilder {
+        match check_limit("soft time limit", limit) {
+            Ok(d) => self.limits.soft = Some(d),
+            Err(e) => self.limit_error = Some(e),
+        }
+        self
+    }
+
+    /// A hard time limit for every task (per task: [`Pool::options`]):
+    /// once a task has run this long, the supervisor kills its worker
+    /// (SIGKILL: a task in an endless loop or blocked in a system call is
+    /// stopped too), the task fails with [`ErrorKind::TimedOut`] (whose
+    /// message says how long it ran), a new worker takes the old one's
+    /// place and the pool goes on (Celery's `time_limit`). The limit counts
+    /// from when the worker began the task; with a chunksize over 1, for
+    /// the whole chunk (all its items fail). Zero is an
+    /// [`ErrorKind::InvalidState`] error from `build`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = brood::Pool::builder()
+    ///     .processes(1)
+    ///     .hard_time_limit(Duration::from_millis(200))
+    ///     .build()?;
+    /// let err = pool.apply(|()| -> u8 { loop { std::hint::spin_loop() } }, ()).unwrap_err();
+    /// assert_eq!(err.kind(), brood::ErrorKind::TimedOut);
+    /// assert_eq!(pool.apply(|x: u8| x + 1, 1)?, 2); // the pool goes on
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn hard_time_limit(mut self, limit: Duration) -> PoolBuilder {
+        match check_limit("hard time limit", limit) {
+            Ok(d) => self.limits.hard = Some(d),
+            Err(e) => self.limit_error = Some(e),
+        }
+        self
+    }
+
+    /// The retry policy of every task (per task: [`Pool::options`]); the
+    /// default is none. See [`RetryPolicy`].
+    ///
+    /// ```
+    /// use brood::pool::{RetryOn, RetryPolicy};
+    ///
+    /// let pool = brood::Pool::builder()
+    ///     .processes(1)
+    ///     .retry(RetryPolicy::new(2).on(RetryOn::WORKER_LOST))
+    ///     .build()?;
+    /// # let _ = pool;
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> PoolBuilder {
+        self.limits.retry = Some(policy);
+        self
+    }
+
     /// Starts the supervisor and the workers.
     ///
     /// ```
@@ -237,7 +333,11 @@ impl PoolBuilder {
         if processes == 0 {
             return Err(Error::invalid("a pool needs at least one process"));
         }
+        if let Some(e) = self.limit_error {
+            return Err(e);
+        }
         let init = self.init.transpose()?;
+        let defaults = self.limits;
         // Issue 13: the status page, max_rss and cgroups (`status.rs`).
         let board = status::Board::new(self.status, processes)?;
         let info = board.info();
@@ -268,6 +368,8 @@ impl PoolBuilder {
             shared,
             supervisor: Mutex::new(Some(handle)),
             processes,
+            unit_defaults: defaults.for_unit(),
+            defaults,
             board: info,
         };
         match started {
@@ -294,6 +396,10 @@ pub struct Pool {
     shared: Arc<Shared>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     processes: usize,
+    /// The builder's time limits and retry policy, for every unit.
+    defaults: Limits,
+    /// The same, as each unit carries them.
+    unit_defaults: UnitLimits,
     /// Name, status page, counters (issue 13, `status.rs`).
     board: status::BoardInfo,
 }
@@ -310,7 +416,7 @@ impl std::fmt::Debug for Pool {
 }
 
 /// The encoded reference to a function that captures nothing.
-fn func1<F, A, R>() -> Arc<[u8]>
+pub(crate) fn func1<F, A, R>() -> Arc<[u8]>
 where
     F: FnOnce(A) -> R + Send + 'static,
     A: DeserializeOwned + 'static,
@@ -332,7 +438,7 @@ where
     worker::encode_func(&WireTarget::Offset(task::to_offset(call))).into()
 }
 
-fn func_named(name: &str) -> Result<Arc<[u8]>> {
+pub(crate) fn func_named(name: &str) -> Result<Arc<[u8]>> {
     task::lookup(name)?;
     Ok(worker::encode_func(&WireTarget::Named(name.to_string())).into())
 }
@@ -442,14 +548,36 @@ impl Pool {
         let mut items = Vec::new();
         encode_item(&mut items, args)?;
         let job = Job::new(Some(1), hook);
-        self.shared.submit(vec![Unit {
-            job: job.clone(),
-            index: 0,
+        self.shared.submit(vec![Unit::new(
+            job.clone(),
+            0,
             func,
             items,
-            n: 1,
-        }])?;
+            1,
+            self.unit_defaults.clone(),
+        )])?;
         Ok(job)
+    }
+
+    /// Submits a one-item job whose handle is a future (cancellable until a
+    /// worker is handed it). `limits`: the task's own, over the pool's.
+    pub(crate) fn submit_future<A: Serialize, R: DeserializeOwned>(
+        &self,
+        func: Arc<[u8]>,
+        args: &A,
+        limits: Option<Limits>,
+    ) -> Result<TaskFuture<R>> {
+        let mut items = Vec::new();
+        encode_item(&mut items, args)?;
+        let limits = match limits {
+            None => self.unit_defaults.clone(),
+            Some(own) => own.over(&self.defaults).for_unit(),
+        };
+        let job = Job::new(Some(1), None);
+        let mut unit = Unit::new(job.clone(), 0, func, items, 1, limits);
+        unit.claim = true;
+        self.shared.submit(vec![unit])?;
+        Ok(TaskFuture::new(job))
     }
 
     /// Submits a job over a whole list, cut into chunks.
@@ -465,18 +593,20 @@ impl Pool {
         let count = items.len().div_ceil(size);
         let job = Job::new(Some(count), hook);
         let mut units = Vec::with_capacity(count);
+        let limits = self.unit_defaults.clone();
         for (index, chunk) in items.chunks(size).enumerate() {
             let mut bytes = Vec::new();
             for item in chunk {
                 encode_item(&mut bytes, item)?;
             }
-            units.push(Unit {
-                job: job.clone(),
+            units.push(Unit::new(
+                job.clone(),
                 index,
-                func: func.clone(),
-                items: bytes,
-                n: chunk.len() as u32,
-            });
+                func.clone(),
+                bytes,
+                chunk.len() as u32,
+                limits.clone(),
+            ));
         }
         self.shared.submit(units)?;
         Ok(job)
@@ -502,6 +632,7 @@ impl Pool {
             Ok(func) => (Some(func), None),
             Err(e) => (None, Some(e)),
         };
+        let limits = self.unit_defaults.clone();
         let feed: job::Feed<'a> = Box::new(move |index| {
             if let Some(e) = first_error.take() {
                 return Some(Err(e));
@@ -518,13 +649,14 @@ impl Pool {
             if n == 0 {
                 return None;
             }
-            Some(Ok(Unit {
-                job: unit_job.clone(),
+            Some(Ok(Unit::new(
+                unit_job.clone(),
                 index,
                 func,
-                items: bytes,
+                bytes,
                 n,
-            }))
+                limits.clone(),
+            )))
         });
         IMap {
             job,
@@ -610,6 +742,69 @@ impl Pool {
         let hook = callbacks.into_hook(job::decode_one::<R>);
         let job = self.submit_one(func1::<F, A, R>(), &args, hook)?;
         Ok(async_result(job, job::decode_one::<R>))
+    }
+
+    /// Submits `f(args)` and returns a future for it (Python's
+    /// `ProcessPoolExecutor.submit`): wait on it with
+    /// [`TaskFuture::result`], `.await` it, cancel it while it is queued,
+    /// or gather many with [`as_completed`] and [`wait`]. The pool's time
+    /// limits and retry policy apply; per task, see
+    /// [`options`](Pool::options).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let futures: Vec<_> = (0..8u64).map(|x| pool.submit(|x: u64| x * 3, x)).collect::<Result<_, _>>()?;
+    /// let total: u64 = futures.iter().map(|f| f.result()).sum::<Result<_, _>>()?;
+    /// assert_eq!(total, 84);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn submit<F, A, R>(&self, f: F, args: A) -> Result<TaskFuture<R>>
+    where
+        F: FnOnce(A) -> R + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        drop(f);
+        self.submit_future(func1::<F, A, R>(), &args, None)
+    }
+
+    /// [`submit`](Pool::submit) for the `#[brood::task]` named `name`
+    /// (`args` is its argument tuple). An unknown name is an
+    /// [`ErrorKind::UnknownTask`] error at once.
+    ///
+    /// ```
+    /// #[brood::task]
+    /// fn shout(s: String) -> String { s.to_uppercase() }
+    ///
+    /// let pool = brood::Pool::new(1)?;
+    /// let f = pool.submit_task::<String, _>(concat!(module_path!(), "::shout"), ("hey".to_string(),))?;
+    /// assert_eq!(f.result()?, "HEY");
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn submit_task<R, A>(&self, name: &str, args: A) -> Result<TaskFuture<R>>
+    where
+        A: Serialize,
+        R: DeserializeOwned + 'static,
+    {
+        self.submit_future(func_named(name)?, &args, None)
+    }
+
+    /// Per-task time limits and retry policy, over the pool's defaults:
+    /// `pool.options().hard_time_limit(d).retry(policy).submit(f, args)`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = brood::Pool::new(1)?;
+    /// let f = pool.options().hard_time_limit(Duration::from_secs(5)).submit(|x: u8| x, 7)?;
+    /// assert_eq!(f.result()?, 7);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn options(&self) -> TaskOptions<'_> {
+        TaskOptions {
+            pool: self,
+            limits: Limits::default(),
+            error: None,
+        }
     }
 
     /// Calls the `#[brood::task]` named `name` with `args` in a worker.
@@ -826,6 +1021,40 @@ impl Pool {
     pub fn terminate(&self) {
         self.shared.set_phase(Phase::Terminating);
         self.wait_supervisor();
+    }
+
+    /// Takes no more work and, with `wait`, waits for the work submitted to
+    /// finish and the workers to leave (Python's `Executor.shutdown(wait,
+    /// cancel_futures)`). With `cancel_futures`, every task no worker has
+    /// been handed yet is cancelled first (its outcome is
+    /// [`ErrorKind::Cancelled`]; a future's [`TaskFuture::cancelled`] is
+    /// true); running tasks finish. Without `wait` it returns at once and
+    /// the pool winds down in the background: call [`join`](Pool::join)
+    /// later to wait, because dropping the pool still terminates it (its
+    /// running tasks then end with [`ErrorKind::PoolClosed`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = brood::Pool::new(1)?;
+    /// let running = pool.submit(|()| std::thread::sleep(Duration::from_millis(200)), ())?;
+    /// std::thread::sleep(Duration::from_millis(50)); // let it start
+    /// let queued: Vec<_> = (0..5).map(|i| pool.submit(|x: u8| x, i)).collect::<Result<_, _>>()?;
+    /// pool.shutdown(false, true);
+    /// assert!(queued[4].cancelled());
+    /// pool.join()?;
+    /// running.result()?; // it was running: it finished
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        if cancel_futures {
+            // Returns once the supervisor has cancelled every queued task.
+            self.shared.cancel_queued();
+        }
+        self.shared.set_phase(Phase::Closing);
+        if wait {
+            self.wait_supervisor();
+        }
     }
 
     /// Waits for the workers to leave (Python's `join`): after

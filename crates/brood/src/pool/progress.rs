@@ -492,13 +492,14 @@ impl<'a> WithProgress<'a> {
             for item in chunk {
                 super::encode_item(&mut bytes, item)?;
             }
-            units.push(Unit {
-                job: job.clone(),
+            units.push(Unit::new(
+                job.clone(),
                 index,
-                func: func.clone(),
-                items: bytes,
-                n: chunk.len() as u32,
-            });
+                func.clone(),
+                bytes,
+                chunk.len() as u32,
+                self.pool.unit_defaults.clone(),
+            ));
         }
         if n == 0 {
             meter.maybe_emit(0);

@@ -3,7 +3,7 @@
 //! replaces, and ends them. See `README.md` for the invariants it keeps.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::connection::{self, Connection, Waitable};
@@ -14,7 +14,8 @@ use crate::shm::RawValue;
 use crate::start_method::StartMethod;
 
 use super::job::{Item, Job, UnitOutcome};
-use super::worker::{self, Boot, InitBlob, Reader, SEQ_INIT_FAILED};
+use super::limits::{RetryOn, RetryPolicy, UnitLimits};
+use super::worker::{self, Boot, FUNC_LIMITS, FUNC_SOFT_LIMIT, InitBlob, Reader, SEQ_INIT_FAILED};
 
 /// Unacknowledged bytes a worker may hold (invariant 3).
 const MAX_IN_FLIGHT_BYTES: usize = 64 << 10;
@@ -34,16 +35,82 @@ pub(crate) struct Unit {
     /// `n` items, each `[len u32][codec bytes]`.
     pub(crate) items: Vec<u8>,
     pub(crate) n: u32,
+    /// Time limits and retry policy (the task's, else the pool's).
+    pub(crate) limits: UnitLimits,
+    /// A future's unit: it goes to a worker only if its job is not
+    /// cancelled (`Job::claim`).
+    pub(crate) claim: bool,
+    /// Which attempt this is (1 unless retried).
+    pub(crate) attempts: u32,
 }
 
 impl Unit {
+    /// A unit on its first attempt.
+    pub(crate) fn new(
+        job: Arc<Job>,
+        index: usize,
+        func: Arc<[u8]>,
+        items: Vec<u8>,
+        n: u32,
+        limits: UnitLimits,
+    ) -> Unit {
+        Unit {
+            job,
+            index,
+            func,
+            items,
+            n,
+            limits,
+            claim: false,
+            attempts: 1,
+        }
+    }
+
     fn wire_len(&self) -> usize {
-        8 + self.func.len() + 4 + self.items.len()
+        let limits = if self.limits.on_wire() { 9 } else { 0 };
+        8 + limits + self.func.len() + 4 + self.items.len()
+    }
+
+    fn hard_limit(&self) -> Option<Duration> {
+        self.limits.hard
+    }
+
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        self.limits.retry.as_deref().copied()
     }
 
     fn fail(self, err: Error) {
-        self.job.deliver(self.index, UnitOutcome::Failed(err));
+        let err = if self.attempts > 1 {
+            err.with_note(format!("after {} attempts", self.attempts))
+        } else {
+            err
+        };
+        self.job
+            .deliver(self.index, UnitOutcome::Failed(err), self.attempts);
     }
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: one clock for every process
+/// on the machine, so a worker's "began at" is comparable with the
+/// supervisor's "now", and one the worker reads per unit for a few
+/// nanoseconds (the fine clock costs ~60 ns on a VM: 4% of a trivial
+/// task). It moves once per kernel tick; [`coarse_tick`] says how far it
+/// may lag.
+pub(crate) fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
+/// The coarse clock's resolution (one kernel tick, 1 to 10 ms).
+fn coarse_tick() -> Duration {
+    static TICK: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        let t = rustix::time::clock_getres(rustix::time::ClockId::MonotonicCoarse);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+            .clamp(Duration::from_millis(1), Duration::from_millis(10))
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,10 +136,18 @@ pub(crate) struct State {
     pub(crate) pids: Vec<Pid>,
     /// Why the pool stopped taking work, if it broke (an initializer failed).
     pub(crate) broken: Option<String>,
+    /// `shutdown(cancel_futures)` calls so far, and how many of them the
+    /// supervisor has carried out (cancelled every queued unit that no
+    /// worker had been handed).
+    cancel_requests: u64,
+    cancels_done: u64,
 }
 
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Signalled when a cancel request is carried out, or the supervisor
+    /// ends.
+    acked: Condvar,
 }
 
 impl Shared {
@@ -99,6 +174,21 @@ impl Shared {
         st.pending.extend(units);
         st.wake();
         Ok(())
+    }
+
+    /// Has the supervisor cancel every queued unit (`shutdown` with
+    /// `cancel_futures`); returns once it did, or once it has ended.
+    pub(crate) fn cancel_queued(&self) {
+        let mut st = self.lock();
+        if st.phase == Phase::Done {
+            return;
+        }
+        st.cancel_requests += 1;
+        let want = st.cancel_requests;
+        st.wake();
+        while st.cancels_done < want && st.phase != Phase::Done {
+            st = self.acked.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Moves the pool to `phase` (never backwards) and wakes the supervisor.
@@ -141,6 +231,12 @@ struct Worker {
     process: Process<()>,
     /// `seq + 1` of the unit it began last (see `Boot::started`).
     started: RawValue<u64>,
+    /// When it began that unit, if the unit has time limits (see
+    /// `Boot::began_at`).
+    began_at: RawValue<u64>,
+    /// The pool killed it for a hard time limit: the unit's seq, how long
+    /// it had run, and the limit.
+    killed: Option<(u64, Duration, Duration)>,
     conn: Connection,
     name: Arc<str>,
     pid: Pid,
@@ -187,6 +283,10 @@ pub(crate) struct Supervisor {
     /// from any worker: too many means they cannot start (an initializer
     /// that crashes the process), and the pool breaks instead of looping.
     boot_deaths: usize,
+    /// Units waiting out a retry's backoff, with when they may go again.
+    delayed: Vec<(Instant, Unit)>,
+    /// The backoff jitter's generator (xorshift).
+    rng: u64,
 }
 
 impl Waitable for os::SigintPipe {
@@ -213,7 +313,10 @@ pub(crate) fn new(config: Config) -> Result<(Arc<Shared>, Supervisor)> {
             waker,
             pids: Vec::new(),
             broken: None,
+            cancel_requests: 0,
+            cancels_done: 0,
         }),
+        acked: Condvar::new(),
     });
     let sup = Supervisor {
         shared: shared.clone(),
@@ -227,6 +330,8 @@ pub(crate) fn new(config: Config) -> Result<(Arc<Shared>, Supervisor)> {
         start_failure: None,
         broken: false,
         boot_deaths: 0,
+        delayed: Vec::new(),
+        rng: (u64::from(std::process::id()) << 32) ^ monotonic_ns() | 1,
     };
     Ok((shared, sup))
 }
@@ -250,8 +355,10 @@ impl Supervisor {
         let name: Arc<str> = format!("PoolWorker-{}", self.next_worker).into();
         self.next_worker += 1;
         let started = RawValue::new(0u64)?;
+        let began_at = RawValue::new(0u64)?;
         let boot = Boot {
             started: started.clone(),
+            began_at: began_at.clone(),
             conn: theirs,
             exe: crate::launch::exe_identity(),
             init: self.config.init.clone(),
@@ -276,6 +383,8 @@ impl Supervisor {
         Ok(Worker {
             process,
             started,
+            began_at,
+            killed: None,
             conn: mine,
             name,
             pid,
@@ -307,11 +416,12 @@ impl Supervisor {
         // the SIGINT pipe are read only then (each read is a syscall).
         let (mut woken, mut signalled) = (false, self.sigint.is_some());
         loop {
-            let phase = {
+            let (phase, cancel) = {
                 let mut st = self.shared.lock();
                 st.sleeping = false;
                 self.queue.extend(st.pending.drain(..));
-                st.phase.clone()
+                let cancel = (st.cancels_done < st.cancel_requests).then_some(st.cancel_requests);
+                (st.phase.clone(), cancel)
             };
             if std::mem::take(&mut woken) {
                 self.drain_wake();
@@ -332,24 +442,43 @@ impl Supervisor {
                 });
                 return;
             }
+            if let Some(request) = cancel {
+                self.cancel_queued();
+                self.shared.lock().cancels_done = request;
+                self.shared.acked.notify_all();
+            }
+            let next_retry = self.release_delayed();
             self.retire_or_replace(&phase);
             self.dispatch();
+            let (killed, next_limit) = self.enforce_limits();
+            if killed {
+                continue; // replace the worker, retry or go on
+            }
             if phase == Phase::Closing && self.idle() {
                 self.quit_all();
                 return;
             }
-            // Sleep until a worker, a submitter or a signal has news.
+            // Sleep until a worker, a submitter or a signal has news, or
+            // until the next hard deadline or retry.
             {
                 let mut st = self.shared.lock();
-                if !st.pending.is_empty() || st.phase != phase {
+                if !st.pending.is_empty()
+                    || st.phase != phase
+                    || st.cancels_done < st.cancel_requests
+                {
                     continue;
                 }
                 st.sleeping = true;
             }
-            let timeout = self
-                .start_failure
-                .as_ref()
-                .map(|(_, at)| at.saturating_duration_since(Instant::now()));
+            let wake_at = [
+                self.start_failure.as_ref().map(|(_, at)| *at),
+                next_limit,
+                next_retry,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
             let ready = {
                 let mut objects: Vec<&dyn Waitable> = vec![&self.wake_rx];
                 if let Some(sig) = &self.sigint {
@@ -392,7 +521,118 @@ impl Supervisor {
 
     /// No work anywhere.
     fn idle(&self) -> bool {
-        self.queue.is_empty() && self.workers.iter().all(|w| w.outstanding.is_empty())
+        self.queue.is_empty()
+            && self.delayed.is_empty()
+            && self.workers.iter().all(|w| w.outstanding.is_empty())
+    }
+
+    /// `shutdown(cancel_futures)`: every queued unit no worker was handed
+    /// gets its one outcome, `Cancelled` (a future's through its job, so
+    /// that `cancelled()` says so). Units waiting to be retried have begun
+    /// once: they are left to run, as running tasks are.
+    fn cancel_queued(&mut self) {
+        const WHY: &str = "cancelled by shutdown(cancel_futures) before it started";
+        for unit in self.queue.drain(..) {
+            if !(unit.claim && unit.job.try_cancel(WHY)) {
+                unit.fail(Error::simple(ErrorKind::Cancelled, WHY));
+            }
+        }
+    }
+
+    /// Moves retries whose backoff is over to the front of the queue;
+    /// when the next one is due.
+    fn release_delayed(&mut self) -> Option<Instant> {
+        if self.delayed.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut next = None::<Instant>;
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed[i].0 <= now {
+                let (_, unit) = self.delayed.swap_remove(i);
+                self.queue.push_front(unit);
+            } else {
+                let at = self.delayed[i].0;
+                next = Some(next.map_or(at, |n| n.min(at)));
+                i += 1;
+            }
+        }
+        next
+    }
+
+    /// A random number in `[0, 1)` (xorshift64; for jitter only).
+    fn random(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Fails `unit` with `err`, or, if its retry policy says so, queues it
+    /// to run again after its backoff.
+    fn fail_or_retry(&mut self, mut unit: Unit, err: Error) {
+        match unit.retry_policy() {
+            Some(policy) if !self.broken && policy.retries(err.kind(), unit.attempts) => {
+                let delay = policy.delay(unit.attempts, self.random());
+                unit.attempts += 1;
+                unit.job.note_attempt(unit.attempts);
+                self.delayed.push((Instant::now() + delay, unit));
+            }
+            _ => unit.fail(err),
+        }
+    }
+
+    /// Kills every worker whose running unit is past its hard time limit
+    /// (the unit then fails with `TimedOut` in `bury_dead`); whether it
+    /// killed any, and when the next limit runs out.
+    fn enforce_limits(&mut self) -> (bool, Option<Instant>) {
+        let mut next = None::<Instant>;
+        let mut killed = false;
+        // Both clocks read once per scan, and only if a unit has a limit.
+        let mut clock = None::<(u64, Instant)>;
+        for w in &mut self.workers {
+            let Some((seq, unit, _)) = w.outstanding.front() else {
+                continue;
+            };
+            let Some(hard) = unit.hard_limit() else {
+                continue;
+            };
+            if w.dead || w.killed.is_some() {
+                continue;
+            }
+            let at = if w.started.get() == seq.wrapping_add(1) {
+                // Pairs with the worker's fence between its two stores:
+                // `began_at` is this unit's.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+                let began = w.began_at.get();
+                let (now, instant) = *clock.get_or_insert_with(|| (monotonic_ns(), Instant::now()));
+                // Both ends read the coarse clock: `ran` may be short or
+                // long by one tick. Kill only once it is past the limit by
+                // a tick, so never early (late by at most two ticks).
+                let ran = Duration::from_nanos(now.saturating_sub(began));
+                let hard = hard + coarse_tick();
+                if ran >= hard {
+                    w.killed = Some((*seq, ran, hard - coarse_tick()));
+                    let _ = w.process.kill();
+                    w.dead = true;
+                    killed = true;
+                    continue;
+                }
+                instant + (hard - ran)
+            } else {
+                // Not begun yet (the worker is busy before it, or has not
+                // read it): look again soon; its result or this timer
+                // brings the supervisor back.
+                let (_, instant) = *clock.get_or_insert_with(|| (monotonic_ns(), Instant::now()));
+                instant + hard.min(Duration::from_millis(20))
+            };
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        if killed {
+            self.bury_dead();
+        }
+        (killed, next)
     }
 
     /// Reads every result frame worker `i` has sent so far. Frames already
@@ -482,13 +722,27 @@ impl Supervisor {
         }
         let worker = w.name.clone();
         self.boot_deaths = 0;
+        if let Some(policy) = unit.retry_policy()
+            && policy.on.contains(RetryOn::TASK_ERROR)
+            && items.iter().any(|it| it.tag == crate::launch::TAG_PANICKED)
+        {
+            // A panic is only retried through `fail_or_retry`'s policy
+            // check; the unit's frame is dropped if it runs again.
+            if policy.retries(ErrorKind::Panicked, unit.attempts) {
+                self.fail_or_retry(unit, Error::simple(ErrorKind::Panicked, ""));
+                return Some(());
+            }
+        }
+        let attempts = unit.attempts;
         unit.job.deliver(
             unit.index,
             UnitOutcome::Items {
                 worker,
                 frame,
                 items,
+                attempts,
             },
+            attempts,
         );
         Some(())
     }
@@ -537,22 +791,41 @@ impl Supervisor {
             let began = w.started.get();
             if let Some((seq, _, _)) = held.front()
                 && began == seq.wrapping_add(1)
-                && let Some((_, unit, _)) = held.pop_front()
+                && let Some((seq, unit, _)) = held.pop_front()
             {
                 let how = format!("{}{note}", describe(status));
-                unit.fail(Error::worker_lost(
-                    format!(
-                        "worker {} (pid {}) {how} while it held this task",
-                        w.name, w.pid
+                let err = match w.killed {
+                    Some((killed_seq, ran, limit)) if killed_seq == seq => Error::simple(
+                        ErrorKind::TimedOut,
+                        format!(
+                            "the task ran for {ran:.2?}, past its hard time limit of {limit:?}: \
+                             the pool killed worker {} (pid {}) and replaced it",
+                            w.name, w.pid
+                        ),
                     ),
-                    status,
-                ));
+                    Some(_) => Error::worker_lost(
+                        format!(
+                            "worker {} (pid {}) was killed by the pool for the hard time limit \
+                             of the task before this one, which finished just then",
+                            w.name, w.pid
+                        ),
+                        status,
+                    ),
+                    None => Error::worker_lost(
+                        format!(
+                            "worker {} (pid {}) {how} while it held this task",
+                            w.name, w.pid
+                        ),
+                        status,
+                    ),
+                };
+                self.fail_or_retry(unit, err);
             }
             // The rest never began: back to the front, in order.
             while let Some((_, unit, _)) = held.pop_back() {
                 self.queue.push_front(unit);
             }
-            if began == 0 && !w.quitting {
+            if began == 0 && !w.quitting && w.killed.is_none() {
                 self.boot_deaths += 1;
                 if self.boot_deaths > 2 * self.config.processes + 2 && !self.broken {
                     let message = format!(
@@ -597,7 +870,9 @@ impl Supervisor {
         let wanted = match phase {
             _ if self.broken => 0,
             Phase::Running => self.config.processes,
-            Phase::Closing if !self.queue.is_empty() => self.config.processes,
+            Phase::Closing if !self.queue.is_empty() || !self.delayed.is_empty() => {
+                self.config.processes
+            }
             _ => 0,
         };
         if live >= wanted {
@@ -656,10 +931,24 @@ impl Supervisor {
                 break;
             };
             let unit = self.queue.pop_front().expect("front exists");
+            if unit.claim && !unit.job.claim() {
+                continue; // cancelled: its one outcome is given
+            }
             let seq = self.next_seq;
             self.next_seq += 1;
             let batch = &mut batches[i];
             batch.extend_from_slice(&seq.to_le_bytes());
+            if unit.limits.on_wire() {
+                let soft = unit.limits.soft.map_or(u64::MAX, |d| {
+                    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+                });
+                batch.push(if unit.limits.hard.is_some() {
+                    FUNC_LIMITS
+                } else {
+                    FUNC_SOFT_LIMIT
+                });
+                batch.extend_from_slice(&soft.to_le_bytes());
+            }
             batch.extend_from_slice(&unit.func);
             batch.extend_from_slice(&unit.n.to_le_bytes());
             batch.extend_from_slice(&unit.items);
@@ -736,7 +1025,8 @@ impl Supervisor {
 
     fn fail_queued(&mut self, err: &impl Fn() -> Error) {
         let pending: Vec<Unit> = self.shared.lock().pending.drain(..).collect();
-        for unit in self.queue.drain(..).chain(pending) {
+        let delayed: Vec<Unit> = self.delayed.drain(..).map(|(_, u)| u).collect();
+        for unit in self.queue.drain(..).chain(delayed).chain(pending) {
             unit.fail(err());
         }
     }
@@ -770,6 +1060,8 @@ impl Drop for Supervisor {
         let mut st = self.shared.lock();
         st.phase = Phase::Done;
         st.pids.clear();
+        drop(st);
+        self.shared.acked.notify_all();
     }
 }
 

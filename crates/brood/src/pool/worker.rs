@@ -17,6 +17,13 @@ use crate::task::{Fail, Trampoline};
 pub(crate) const FUNC_OFFSET: u8 = 0;
 /// `func` tag: a registered task's name follows (`u16` LE length, bytes).
 pub(crate) const FUNC_NAMED: u8 = 1;
+/// Before `func`: the unit has a hard time limit (the worker records when
+/// it began it); its soft limit follows (`u64` LE nanoseconds, `u64::MAX`:
+/// none), then the real `func`.
+pub(crate) const FUNC_LIMITS: u8 = 2;
+/// Before `func`: the unit has a soft time limit only; it follows as for
+/// [`FUNC_LIMITS`].
+pub(crate) const FUNC_SOFT_LIMIT: u8 = 3;
 /// The `seq` of the frame a worker sends when its initializer failed.
 pub(crate) const SEQ_INIT_FAILED: u64 = u64::MAX;
 
@@ -36,6 +43,11 @@ pub(crate) struct Boot {
     /// last (0: none yet), so that a death is charged to the unit it held
     /// and never to one it had not started.
     pub(crate) started: RawValue<u64>,
+    /// Shared with the supervisor: when (`CLOCK_MONOTONIC` ns) the worker
+    /// began the unit `started` names, written before `started` (with a
+    /// fence) for units that have time limits: the supervisor's hard limit
+    /// counts from it.
+    pub(crate) began_at: RawValue<u64>,
 }
 
 /// An initializer as it crosses to each worker: its function, its encoded
@@ -158,6 +170,7 @@ pub(crate) fn worker_main(boot: Boot) {
         init,
         ignore_sigint,
         started,
+        began_at,
     } = boot;
     conn.set_max_message(crate::codec::DEFAULT_MAX_FRAME);
     crate::os::forget_sigint_in_child();
@@ -185,7 +198,7 @@ pub(crate) fn worker_main(boot: Boot) {
         }
         let mut r = Reader::new(&batch);
         while !r.is_empty() {
-            let Some(()) = run_unit(&mut r, &mut out, exe, &mut named, &started) else {
+            let Some(()) = run_unit(&mut r, &mut out, exe, &mut named, &started, &began_at) else {
                 return; // a malformed batch: leave, the supervisor sees why
             };
             if conn.send_bytes(&out).is_err() {
@@ -203,10 +216,27 @@ fn run_unit(
     exe: (u64, u64),
     named: &mut HashMap<Vec<u8>, Resolved>,
     started: &RawValue<u64>,
+    began_at: &RawValue<u64>,
 ) -> Option<()> {
     let seq = r.u64()?;
+    let mut tag = r.u8()?;
+    if tag == FUNC_LIMITS || tag == FUNC_SOFT_LIMIT {
+        let soft = r.u64()?;
+        if tag == FUNC_LIMITS {
+            began_at.set(super::supervisor::monotonic_ns());
+            // `began_at` is visible before `started` names this unit.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        }
+        let deadline = (soft != u64::MAX)
+            .then(|| std::time::Instant::now().checked_add(std::time::Duration::from_nanos(soft)))
+            .flatten();
+        super::limits::set_task_deadline(deadline);
+        tag = r.u8()?;
+    } else {
+        super::limits::set_task_deadline(None);
+    }
     started.set(seq.wrapping_add(1));
-    let func = match r.u8()? {
+    let func = match tag {
         FUNC_OFFSET => {
             let offset = r.u64()? as i64;
             match launch::trampoline_at(exe, offset) {
