@@ -511,7 +511,10 @@ fn retries_run_out_and_the_error_says_how_many(m: StartMethod) {
         .submit(|x: u8| -> u8 { panic!("bad {x}") }, 7)
         .unwrap();
     let err = f.result_timeout(BOUND).unwrap_err();
-    assert_eq!(err.panic().expect(&err.to_string()).message, "bad 7");
+    assert_eq!(
+        err.panic().unwrap_or_else(|| panic!("{err}")).message,
+        "bad 7"
+    );
     assert!(err.to_string().contains("after 3 attempts"), "{err}");
     assert_eq!(f.attempts(), 3);
     // Per task: no retries for this one.
