@@ -101,6 +101,39 @@ fn the_snapshot_shows_the_pools_workers_and_counts() {
 }
 
 #[test]
+fn a_killed_worker_shows_as_a_restart_with_its_cause() {
+    common::allow_fork();
+    let pool = Pool::builder()
+        .processes(2)
+        .name("top-killed")
+        .build()
+        .unwrap();
+    let before = pool.worker_pids();
+    let victim = before[0];
+    os::kill(victim, libc::SIGKILL).unwrap();
+    // The pool notices, reaps and replaces it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = my_page("top-killed").unwrap();
+        let pids: Vec<Pid> = page.workers.iter().filter_map(|w| w.pid).collect();
+        if page.restarts == 1 && pids.len() == 2 && !pids.contains(&victim) {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "{page:#?}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        sorted(page.workers.iter().filter_map(|w| w.pid).collect()),
+        sorted(pool.worker_pids())
+    );
+    let replaced: Vec<_> = page.workers.iter().filter(|w| w.restarts == 1).collect();
+    assert_eq!(replaced.len(), 1, "{page:#?}");
+    let why = replaced[0].last_restart.as_deref().unwrap();
+    assert!(why.contains("signal 9 (SIGKILL)"), "{why}");
+    assert_eq!(pool.map(|x: u8| x, 0..10).unwrap().len(), 10);
+}
+
+#[test]
 fn pages_vanish_with_their_pool() {
     common::allow_fork();
     let pool = Pool::builder()
@@ -188,6 +221,57 @@ fn a_dead_owners_page_is_skipped_and_cleaned() {
         status::clean_stale().unwrap();
         assert!(Instant::now() < deadline, "{page} is still there");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn hostile_files_named_like_pages_are_skipped_without_hanging() {
+    let me = os::getpid();
+    let dir = std::path::Path::new("/dev/shm");
+    let garbage = dir.join(format!("brood-pool-{me}-900001"));
+    let short = dir.join(format!("brood-pool-{me}-900002"));
+    let huge_rows = dir.join(format!("brood-pool-{me}-900003"));
+    let fifo = dir.join(format!("brood-pool-{me}-900004"));
+    std::fs::write(&garbage, vec![0xA5u8; 4096]).unwrap();
+    std::fs::write(&short, b"BROOD").unwrap();
+    // A valid header that claims a million rows and a name that is not
+    // UTF-8, in a file that holds two.
+    let mut page = vec![0u8; (32 + 2 * 16) * 8];
+    let word = |page: &mut Vec<u8>, i: usize, v: u64| {
+        page[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes())
+    };
+    word(&mut page, 0, u64::from_le_bytes(*b"BROODTOP"));
+    word(&mut page, 1, 1);
+    word(&mut page, 2, me.as_raw() as u64);
+    word(&mut page, 4, 1_000_000);
+    page[16 * 8..16 * 8 + 4].copy_from_slice(&[0xff, 0xfe, b'x', 0]);
+    word(&mut page, 32, (3 << 56) | 5); // running unit 4
+    word(&mut page, 34, u64::MAX); // pid out of range
+    std::fs::write(&huge_rows, &page).unwrap();
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path, alive for the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+
+    let t = Instant::now();
+    let pools = status::snapshot().unwrap();
+    status::clean_stale().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    let odd: Vec<_> = pools
+        .iter()
+        .filter(|p| p.page.starts_with(dir) && p.page.to_string_lossy().contains("-9000"))
+        .collect();
+    // Only the well-formed one is read, and read within its bounds.
+    assert_eq!(odd.len(), 1, "{odd:#?}");
+    assert_eq!(odd[0].page, huge_rows);
+    assert_eq!(odd[0].workers.len(), 1);
+    assert_eq!(odd[0].workers[0].pid, None);
+    for f in [garbage, short, huge_rows, fifo] {
+        assert!(f.exists(), "a live owner's file is not removed");
+        std::fs::remove_file(f).unwrap();
     }
 }
 

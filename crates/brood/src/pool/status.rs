@@ -78,6 +78,7 @@ const R_CAUSE_GEN: usize = 6; // odd while the cause text is being written
 const R_CAUSE: usize = 8; // 8 words of text
 const ROW_WORDS: usize = 16;
 const TEXT_WORDS: usize = 8;
+const MAX_ROWS: usize = 100_000;
 
 const ST_EMPTY: u64 = 0;
 const ST_STARTING: u64 = 1;
@@ -145,7 +146,8 @@ struct Page {
 
 impl Page {
     fn create(number: usize, name: &str, processes: usize, created_ms: u64) -> Result<Page> {
-        let rows = 2 * processes + 4;
+        // Positions past the cap get no row (the page stays under 16 MiB).
+        let rows = (2 * processes + 4).min(MAX_ROWS);
         let size = (HEADER_WORDS + rows * ROW_WORDS) * 8;
         let owner = crate::os::getpid();
         let mut number = number;

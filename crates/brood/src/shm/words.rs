@@ -46,12 +46,21 @@ impl ReadOnlyWords {
     /// Maps all of `path` read-only; `Ok(None)` if it is shorter than 8
     /// bytes (a page still being created).
     pub(crate) fn open(path: &Path) -> io::Result<Option<ReadOnlyWords>> {
-        let file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never block on a FIFO or follow a link someone named like a page.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let len = meta.len();
         let len = usize::try_from(len).unwrap_or(usize::MAX) & !7;
-        // More than 1 MiB is not a status page: refuse rather than map
+        // More than 64 MiB is not a status page: refuse rather than map
         // whatever someone named like one.
-        if !(8..=1 << 20).contains(&len) {
+        if !(8..=64 << 20).contains(&len) {
             return Ok(None);
         }
         // SAFETY: a fresh shared read-only mapping of an open file; the
