@@ -244,19 +244,34 @@ pub fn requeue(url: &str, name: &str) -> Result<u64> {
     let mut c = open(url)?;
     let keys = Keys::new(name);
     let mut moved = 0;
+    // Only the dead letters there now: a poison task moved back may die
+    // again while this runs, and must not be moved round and round.
+    let last: redis::Value = redis::cmd("XREVRANGE")
+        .arg(&keys.dead)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut c)
+        .map_err(|e| redis_err(url, e))?;
+    let Some((end, _)) = conn::parse_entries(&last).into_iter().next() else {
+        return Ok(0);
+    };
+    let mut start = "-".to_owned();
     loop {
         let v: redis::Value = redis::cmd("XRANGE")
             .arg(&keys.dead)
-            .arg("-")
-            .arg("+")
+            .arg(&start)
+            .arg(&end)
             .arg("COUNT")
             .arg(1000)
             .query(&mut c)
             .map_err(|e| redis_err(url, e))?;
         let entries = conn::parse_entries(&v);
-        if entries.is_empty() {
+        let Some((newest, _)) = entries.last() else {
             return Ok(moved);
-        }
+        };
+        start = format!("({newest}");
         let mut pipe = redis::pipe();
         for (id, fields) in &entries {
             let mut add = redis::cmd("XADD");
