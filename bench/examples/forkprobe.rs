@@ -186,6 +186,14 @@ fn brood_unit() {
     p.join().unwrap();
 }
 
+fn brood_server() {
+    let mut p = brood::Process::builder()
+        .start_method(brood::StartMethod::ForkServer)
+        .target(|| ());
+    p.start().unwrap();
+    p.join().unwrap();
+}
+
 fn brood_u64() {
     let mut p = brood::Process::fork(|| 7u64);
     p.start().unwrap();
@@ -209,6 +217,7 @@ fn main() {
         ("nowrite hold", nowrite_hold),
         ("brood ()", brood_unit),
         ("brood u64", brood_u64),
+        ("brood forkserver", brood_server),
     ];
     let rows: Vec<_> = rows
         .into_iter()

@@ -114,7 +114,10 @@ pub(crate) const UNIT_ENCODING: &[u8] = &[0xc0];
 
 /// Encodes a child's return value. A zero-sized value that encodes as nil
 /// (`()`, unit structs) gives an empty vector, allocating nothing: the
-/// child then sends [`UNIT_ENCODING`], or under fork no frame.
+/// child then sends [`UNIT_ENCODING`], or under fork no frame. Inlined
+/// into its caller (a forked child maps each 64 KiB of code it runs with a
+/// page fault; for a zero-sized value this is a few instructions).
+#[inline]
 pub(crate) fn encode_value<R: Serialize>(value: &R) -> Result<Vec<u8>, Fail> {
     if std::mem::size_of::<R>() == 0 {
         let mut buf = [0u8; 8];
