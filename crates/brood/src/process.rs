@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -306,8 +306,6 @@ impl Builder {
     }
 }
 
-static FORK_WITH_THREADS: AtomicBool = AtomicBool::new(false);
-
 /// Lets brood fork this program even while it runs other threads.
 ///
 /// Without it, a capturing closure ([`Process::fork`]) is refused in a
@@ -346,13 +344,13 @@ static FORK_WITH_THREADS: AtomicBool = AtomicBool::new(false);
 /// unsafe { brood::allow_fork_with_threads() };
 /// ```
 pub unsafe fn allow_fork_with_threads() {
-    FORK_WITH_THREADS.store(true, Ordering::SeqCst);
+    os::sys::allow_threaded_fork();
 }
 
 /// Whether forking now could deadlock the child: other threads run and the
 /// program did not opt in.
 fn fork_is_hazardous() -> bool {
-    if FORK_WITH_THREADS.load(Ordering::SeqCst) || os::single_threaded() {
+    if os::sys::threaded_fork_allowed() || os::single_threaded() {
         return false;
     }
     let ours = usize::from(children::reaper_running());

@@ -66,12 +66,21 @@ impl Launcher for Fork {
         // thread.
         let mut default_method = (!alone).then(crate::start_method::hold_for_fork);
         let client = (!alone).then(super::forkserver::hold_for_fork);
+        // brood's reaper thread, if it runs, does not make the fork
+        // hazardous (asked before the table is locked: the question locks
+        // it too).
+        let extra = if alone {
+            0
+        } else {
+            usize::from(children::reaper_running())
+        };
         let mut table = children::lock();
         table.reap_orphans();
-        // SAFETY: the child runs `child_main`, which ends in `_exit` and never
-        // returns into the caller. Forking a multi-threaded parent is the
-        // caller's hazard, documented on `Process` and `os::fork`.
-        match unsafe { os::fork() }? {
+        // The child runs `child_main`, which ends in `_exit` and never
+        // returns into the caller. The fork is refused if other threads run
+        // (but for brood's reaper, which needs the table held here) unless
+        // the program opted in (`allow_fork_with_threads`).
+        match os::sys::fork_checked(extra)? {
             ForkResult::Child => {
                 super::CHILD
                     .forked

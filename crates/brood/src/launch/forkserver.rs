@@ -32,7 +32,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -79,7 +78,7 @@ pub(crate) struct Client {
 
 static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
 /// The client socket's fd, so a forked child can close it without a lock.
-static CLIENT_FD: AtomicI32 = AtomicI32::new(-1);
+static CLIENT_FD: os::fd::ForkFdSlot = os::fd::ForkFdSlot::new();
 
 fn client() -> MutexGuard<'static, Option<Client>> {
     let mut guard = CLIENT.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,13 +123,9 @@ pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
 /// parent) the first time the child asks for a client.
 #[inline]
 pub(crate) fn close_in_child() {
-    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
-    if fd >= 0 {
-        // SAFETY: the fd is this process's inherited copy of the parent's
-        // client socket, whose owner was just forgotten, so it is closed
-        // once.
-        unsafe { crate::os::close_raw_now(fd) };
-    }
+    // The client that owns it is forgotten in the child (by the caller, or
+    // by `client` the first time this process asks for one).
+    CLIENT_FD.close_in_child();
 }
 
 pub(crate) struct ForkServer;
@@ -201,7 +196,7 @@ impl Client {
         let (ours, theirs) = socketpair()?;
         let server = spawn_self("forkserver", &[(theirs.as_fd(), CHILD_FD)])?;
         drop(theirs);
-        CLIENT_FD.store(ours.as_raw_fd(), Ordering::SeqCst);
+        CLIENT_FD.publish(&ours);
         Ok(Client {
             owner: os::getpid().as_raw(),
             server,
@@ -216,7 +211,7 @@ impl Client {
 
     /// Closes the connection and reaps a dead server.
     fn shut(self) {
-        CLIENT_FD.store(-1, Ordering::SeqCst);
+        CLIENT_FD.withdraw();
         drop(self.sock);
         let _ = os::waitpid(Some(self.server), os::WaitFlags::NOHANG);
     }

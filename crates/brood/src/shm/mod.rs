@@ -29,7 +29,7 @@ mod tracker;
 mod value;
 
 pub use bytemuck::{Pod, Zeroable};
-pub(crate) use memory::{Block, BlockWire, SharedState};
+pub(crate) use memory::{Block, BlockWire, Fresh, SharedState};
 pub use memory::{Options, SharedMemory};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Typecode, Value, ValueGuard};
 
