@@ -3,7 +3,8 @@
 //! cycle (child's, from RUSAGE_CHILDREN; parent's, from RUSAGE_SELF).
 //!
 //! Usage: `forkprobe [ITERS [ROW-SUBSTRING [noraw]]]`; `FORKPROBE_SERVER=1`
-//! starts a forkserver first, as the bench's start table does. A
+//! starts a forkserver first, as the bench's start table does;
+//! `FORKPROBE_LIVE=N` keeps N `Value`s alive in the parent throughout. A
 //! diagnostic: the raw rows call libc directly (each child only `_exit`s).
 use std::time::Instant;
 
@@ -186,6 +187,14 @@ fn brood_unit() {
     p.join().unwrap();
 }
 
+fn brood_server() {
+    let mut p = brood::Process::builder()
+        .start_method(brood::StartMethod::ForkServer)
+        .target(|| ());
+    p.start().unwrap();
+    p.join().unwrap();
+}
+
 fn brood_u64() {
     let mut p = brood::Process::fork(|| 7u64);
     p.start().unwrap();
@@ -209,6 +218,7 @@ fn main() {
         ("nowrite hold", nowrite_hold),
         ("brood ()", brood_unit),
         ("brood u64", brood_u64),
+        ("brood forkserver", brood_server),
     ];
     let rows: Vec<_> = rows
         .into_iter()
@@ -216,6 +226,15 @@ fn main() {
             (*n == "raw" && std::env::args().nth(3).is_none())
                 || only.as_deref().is_none_or(|o| n.contains(o))
         })
+        .collect();
+    // FORKPROBE_LIVE=N: N Values live in the parent for the whole run
+    // (each fork counts a reference for each, each brood child gives them
+    // back as it ends: the arena's cross-process reference counts).
+    let live: Vec<brood::shm::Value<u64>> = (0..std::env::var("FORKPROBE_LIVE")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0))
+        .map(|i| brood::shm::Value::new(i).unwrap())
         .collect();
     if std::env::var_os("FORKPROBE_SERVER").is_some() {
         // As in the bench's start table: a forkserver client exists.
@@ -246,6 +265,7 @@ fn main() {
             pflt[i] += rusage(libc::RUSAGE_SELF) - p0;
         }
     }
+    drop(live);
     let med = |t: &Vec<f64>, q: f64| {
         let mut t = t.clone();
         t.sort_by(f64::total_cmp);

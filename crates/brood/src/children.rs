@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use crate::os::{self, Pid, PidFd};
@@ -80,6 +81,13 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
 
 static ATEXIT: Once = Once::new();
 
+/// The pid of the last process that registered a child (-1: none yet; a
+/// non-zero start keeps it in `.data` beside `TABLE`). A forked child
+/// inherits its parent's pid here, so [`exit_cleanup`] in a child that
+/// started no children of its own returns without taking the table's lock
+/// (no lock code to map: one page fault fewer per child).
+static REGISTERED_IN: AtomicI32 = AtomicI32::new(-1);
+
 /// A child whose handle was dropped while it ran.
 enum Orphan {
     /// Ours to reap.
@@ -125,6 +133,7 @@ pub(crate) fn lock() -> MutexGuard<'static, Table> {
 }
 
 impl Table {
+    #[inline]
     fn reset(&mut self, owner: i32) {
         self.owner = owner;
         // The parent's entries are not ours. They are forgotten, not freed:
@@ -133,8 +142,10 @@ impl Table {
         // life does not need back. The orphans' pidfds and the eventfd are
         // closed (they would keep the parent's children's fds open here).
         std::mem::forget(std::mem::take(&mut self.live));
-        for orphan in self.orphans.drain(..) {
-            drop(orphan);
+        // (Checked first: a forked child of a parent without orphans runs
+        // no drain code, one code page, so one page fault, fewer.)
+        if !self.orphans.is_empty() {
+            self.orphans.clear();
         }
         self.reaper_wake = None;
     }
@@ -144,8 +155,16 @@ impl Table {
     /// from the launch's `Spec` by `launch`; the fork launcher builds it in
     /// the parent, so the child allocates nothing: every allocation there
     /// is a copy-on-write fault).
+    #[inline]
     pub(crate) fn become_child(&mut self, me: Me) {
-        self.reset(os::getpid().as_raw());
+        self.become_child_as(me, os::getpid());
+    }
+
+    /// [`become_child`](Table::become_child) for the process whose pid is
+    /// `pid` (the fork launcher's child knows it: one `getpid` fewer).
+    #[inline]
+    pub(crate) fn become_child_as(&mut self, me: Me, pid: Pid) {
+        self.reset(pid.as_raw());
         // Forgotten, not freed, as in `reset`.
         std::mem::forget(std::mem::replace(&mut self.me, me));
     }
@@ -159,10 +178,17 @@ impl Table {
     /// `Process-1`, `Process-1:2` for a grandchild).
     pub(crate) fn next_identity(&mut self) -> (Vec<u32>, String) {
         self.me.counter += 1;
-        let mut identity = self.me.identity.clone();
+        let mut identity = Vec::with_capacity(self.me.identity.len() + 1);
+        identity.extend_from_slice(&self.me.identity);
         identity.push(self.me.counter);
-        let digits: Vec<String> = identity.iter().map(u32::to_string).collect();
-        let name = format!("Process-{}", digits.join(":"));
+        // One allocation for the name (each allocation and free is a heap
+        // page written, so a copy-on-write fault after a fork).
+        let mut name = String::with_capacity(8 + 11 * identity.len());
+        name.push_str("Process");
+        for (i, n) in identity.iter().enumerate() {
+            use std::fmt::Write;
+            let _ = write!(name, "{}{n}", if i == 0 { '-' } else { ':' });
+        }
         (identity, name)
     }
 
@@ -172,6 +198,11 @@ impl Table {
             // it, children are still waited for by `join` and `Drop`.
             let _ = os::sys::at_exit(at_exit);
         });
+        // Written once per process, not per child: each write is a page
+        // written between two forks.
+        if REGISTERED_IN.load(Ordering::Relaxed) != self.owner {
+            REGISTERED_IN.store(self.owner, Ordering::Relaxed);
+        }
         self.live.insert(pid, entry);
     }
 
@@ -284,6 +315,16 @@ fn reaper_loop(wake: i32) {
 /// `_exit_function` does. Runs at normal exit of the main process (atexit)
 /// and at the end of every forked child's body.
 pub(crate) fn exit_cleanup() {
+    exit_cleanup_in(os::getpid());
+}
+
+/// [`exit_cleanup`] in the process whose pid is `me` (the caller's, which
+/// it knows already: one `getpid` fewer).
+pub(crate) fn exit_cleanup_in(me: Pid) {
+    if REGISTERED_IN.load(Ordering::Relaxed) != me.as_raw() {
+        // This process never registered a child: nothing to wait for.
+        return;
+    }
     let table = lock();
     if table.live.is_empty() {
         return;

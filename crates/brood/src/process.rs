@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -306,8 +306,6 @@ impl Builder {
     }
 }
 
-static FORK_WITH_THREADS: AtomicBool = AtomicBool::new(false);
-
 /// Lets brood fork this program even while it runs other threads.
 ///
 /// Without it, a capturing closure ([`Process::fork`]) is refused in a
@@ -346,13 +344,13 @@ static FORK_WITH_THREADS: AtomicBool = AtomicBool::new(false);
 /// unsafe { brood::allow_fork_with_threads() };
 /// ```
 pub unsafe fn allow_fork_with_threads() {
-    FORK_WITH_THREADS.store(true, Ordering::SeqCst);
+    os::sys::allow_threaded_fork();
 }
 
 /// Whether forking now could deadlock the child: other threads run and the
 /// program did not opt in.
 fn fork_is_hazardous() -> bool {
-    if FORK_WITH_THREADS.load(Ordering::SeqCst) || os::single_threaded() {
+    if os::sys::threaded_fork_allowed() || os::single_threaded() {
         return false;
     }
     let ours = usize::from(children::reaper_running());
@@ -543,13 +541,14 @@ where
             (_, StartMethod::Fork) if fork_is_hazardous() => StartMethod::ForkServer,
             (_, method) => method,
         };
+        let me = os::getpid();
         let spec = Spec {
             name: self.name.clone(),
             daemon: self.daemon,
             identity: self.identity.clone(),
-            parent_pid: os::getpid().as_raw(),
+            parent_pid: me.as_raw(),
             parent_name,
-            parent_start: own_start_time(),
+            parent_start: own_start_time(me),
             authkey: self.authkey.clone().unwrap_or_else(authkey),
             start_method: requested,
         };
@@ -557,9 +556,9 @@ where
         let _ = crate::shm::tracker_for_child();
         let mut work = Some(work);
         let launched = match method {
-            StartMethod::Fork => launch::fork::Fork.launch(&spec, &mut work),
-            StartMethod::Spawn => launch::spawn::Spawn.launch(&spec, &mut work),
-            StartMethod::ForkServer => launch::forkserver::ForkServer.launch(&spec, &mut work),
+            StartMethod::Fork => launch::fork::Fork.launch(spec, &mut work),
+            StartMethod::Spawn => launch::spawn::Spawn.launch(spec, &mut work),
+            StartMethod::ForkServer => launch::forkserver::ForkServer.launch(spec, &mut work),
         };
         if launched.is_ok() {
             // What the launcher left of the work is the parent's copy.
@@ -889,14 +888,38 @@ impl Running {
 
     /// Waits for exit while draining the result pipe (a large value must not
     /// block the child's write while we wait for its exit).
+    ///
+    /// Two syscalls are saved on the common path (each is a kernel entry):
+    /// the first check for an exit is the `poll` itself, which returns at
+    /// once for a child that has exited already (no `waitid` before it),
+    /// and a pipe that poll saw empty *after* the exit is not read again.
+    /// The kernel checks poll's fds in order, the pidfd first: when it is
+    /// readable the child has exited, so everything it wrote is in the
+    /// pipe by then, and a pipe seen unreadable in that same pass is empty
+    /// for good (only the process `child_main` started in writes a frame).
     fn wait(&mut self, deadline: Option<Instant>) -> Result<Option<Option<ExitStatus>>> {
+        let mut polled = self.status.get().is_some();
+        // Set by a poll that saw the exit and an empty pipe.
+        let mut empty = false;
+        let mut quick = true;
         loop {
-            if let Some(status) = self.poll_status() {
-                self.drain()?;
+            if self.eof && quick && self.status.get().is_none() {
+                // The frame is in: a forkserver child's status comes on the
+                // server's socket (one wake-up instead of two).
+                quick = false;
+                if let Some(status) = self.popen.quick_status(deadline) {
+                    self.status.set(Some(status));
+                    return Ok(Some(Some(status)));
+                }
+            }
+            if polled && let Some(status) = self.poll_status() {
+                if !empty {
+                    self.drain()?;
+                }
                 return Ok(Some(status));
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left == Some(Duration::ZERO) {
+            if polled && left == Some(Duration::ZERO) {
                 return Ok(None);
             }
             let mut fds = [
@@ -910,8 +933,12 @@ impl Running {
                 }
                 continue;
             }
+            polled = true;
+            let exited = fds[0].revents != 0;
             if !self.eof && fds[1].revents != 0 {
                 self.drain()?;
+            } else if exited {
+                empty = true;
             }
         }
     }
@@ -1273,10 +1300,9 @@ impl ParentProcess {
 }
 
 /// This process's start time since boot, read once per process.
-fn own_start_time() -> Option<Duration> {
+fn own_start_time(me: Pid) -> Option<Duration> {
     static PID: AtomicI32 = AtomicI32::new(0);
     static NANOS: AtomicU64 = AtomicU64::new(0);
-    let me = os::getpid();
     if PID.load(Ordering::Acquire) == me.as_raw() {
         return Some(Duration::from_nanos(NANOS.load(Ordering::Relaxed)));
     }

@@ -99,7 +99,9 @@ impl FromStr for StartMethod {
 static DEFAULT: Mutex<Option<StartMethod>> = Mutex::new(None);
 
 /// Takes the default's lock around a fork (first of brood's locks), so a
-/// forked child never inherits it held by another thread.
+/// forked child never inherits it held by another thread. Inlined: a
+/// forked child calls it too, and each 64 KiB of code it runs is a fault.
+#[inline]
 pub(crate) fn hold_for_fork() -> std::sync::MutexGuard<'static, Option<StartMethod>> {
     DEFAULT.lock().unwrap_or_else(|p| p.into_inner())
 }

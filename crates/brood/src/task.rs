@@ -63,47 +63,40 @@ pub(crate) type Trampoline = fn(&[u8]) -> std::result::Result<Vec<u8>, Fail>;
 fn anchor() {}
 
 pub(crate) fn to_offset(t: Trampoline) -> i64 {
-    (t as usize as i64).wrapping_sub(anchor as fn() as usize as i64)
+    crate::os::code::offset_of(t, anchor)
 }
 
-/// Turns an offset back into a trampoline, unchecked: for offsets that
-/// never left this program's processes (the event engine's workers, forked
-/// or spawned from the engine's process). Offsets that arrive with a job go
-/// through [`resolve`], which checks the executable first.
+/// The trampoline at `offset`, for an offset that never left this
+/// program's processes (the event engine's workers, forked or spawned from
+/// the engine's process): checked against this process's own executable,
+/// which is the sender's.
+pub(crate) fn resolve_here(offset: i64) -> Option<Trampoline> {
+    resolve(offset, exe_identity())
+}
+
+/// [`resolve_here`] under its former contract, for events/: kept until
+/// it calls `resolve_here` and [`summon`].
 ///
 /// # Safety
 ///
-/// `offset` must come from [`to_offset`] in a process running the same
-/// executable (same file, so the same code at the same offsets).
+/// None beyond `resolve_here`'s: `offset` comes from [`to_offset`] in this
+/// program's processes.
 pub(crate) unsafe fn from_offset(offset: i64) -> Trampoline {
-    let addr = (anchor as fn() as usize as i64).wrapping_add(offset) as usize;
-    // SAFETY: per the contract, `addr` is the address of a `Trampoline` in
-    // this very executable, so it is a valid fn pointer of that type.
-    unsafe { std::mem::transmute::<usize, Trampoline>(addr) }
+    resolve_here(offset).expect("brood: an offset from this executable")
 }
 
 /// Device and inode of `/proc/self/exe` ((0, 0) if unreadable): what a code
 /// offset is valid for.
 pub(crate) fn exe_identity() -> (u64, u64) {
-    use std::os::linux::fs::MetadataExt;
-    static EXE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-    *EXE.get_or_init(|| {
-        std::fs::metadata("/proc/self/exe").map_or((0, 0), |m| (m.st_dev(), m.st_ino()))
-    })
+    crate::os::code::exe_identity()
 }
 
 /// The trampoline at `offset`, if `exe` (the sender's [`exe_identity`]) is
 /// this very executable file; `None` otherwise (an offset from another
-/// program names no code here).
+/// program names no code here). The transmute behind it lives in
+/// `os::code`.
 pub(crate) fn resolve(offset: i64, exe: (u64, u64)) -> Option<Trampoline> {
-    if exe != exe_identity() || exe == (0, 0) {
-        return None;
-    }
-    // SAFETY: the offset came from `to_offset` in a process running this
-    // same executable file (device and inode checked just above: the same
-    // code at the same offsets). Rust has no safe way to make a function
-    // pointer from an address.
-    Some(unsafe { from_offset(offset) })
+    crate::os::code::fn_at(anchor, offset, exe)
 }
 
 /// What `()` (and any other value of a zero-sized type that encodes as
@@ -114,7 +107,10 @@ pub(crate) const UNIT_ENCODING: &[u8] = &[0xc0];
 
 /// Encodes a child's return value. A zero-sized value that encodes as nil
 /// (`()`, unit structs) gives an empty vector, allocating nothing: the
-/// child then sends [`UNIT_ENCODING`], or under fork no frame.
+/// child then sends [`UNIT_ENCODING`], or under fork no frame. Inlined
+/// into its caller (a forked child maps each 64 KiB of code it runs with a
+/// page fault; for a zero-sized value this is a few instructions).
+#[inline]
 pub(crate) fn encode_value<R: Serialize>(value: &R) -> Result<Vec<u8>, Fail> {
     if std::mem::size_of::<R>() == 0 {
         let mut buf = [0u8; 8];
@@ -139,18 +135,22 @@ pub(crate) const fn assert_captures_nothing<F>() {
     );
 }
 
-/// Makes an `F` out of nothing.
+/// Makes an `F` out of nothing: `F` must be a function item or a closure
+/// that captures nothing (zero-sized, checked at compile time); see
+/// `os::code::conjure`.
+pub(crate) fn summon<F>() -> F {
+    const { assert_captures_nothing::<F>() };
+    crate::os::code::conjure::<F>()
+}
+
+/// [`summon`] under its former contract, for events/: kept until it
+/// calls `summon`.
 ///
 /// # Safety
 ///
-/// `F` must be zero-sized and a function item or a closure that captures
-/// nothing (what [`assert_captures_nothing`] checks for the size): such a
-/// value has no bytes and no invariant, so every "instance" is the same.
+/// None beyond `summon`'s: `F` is a function or capture-free closure type.
 pub(crate) unsafe fn conjure<F>() -> F {
-    const { assert_captures_nothing::<F>() };
-    // SAFETY: F is zero-sized (checked above) and, per the contract, a
-    // function or capture-free closure type, which has no validity invariant.
-    unsafe { std::mem::zeroed::<F>() }
+    summon::<F>()
 }
 
 /// Calls the capture-free function type `F` on `arg`, making the `F` out of
@@ -181,9 +181,9 @@ where
     R: Serialize,
 {
     let () = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
-    // SAFETY: only instantiated by `Process::new` and friends for an `F` that
+    // Only instantiated by `Process::new` and friends for an `F` that
     // passed `assert_captures_nothing` and is a function or closure type.
-    let f = unsafe { conjure::<F>() };
+    let f = summon::<F>();
     encode_value(&f())
 }
 
@@ -194,8 +194,8 @@ where
     R: Serialize,
 {
     let args: A = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
-    // SAFETY: as in `trampoline0`.
-    let f = unsafe { conjure::<F>() };
+    // As in `trampoline0`.
+    let f = summon::<F>();
     encode_value(&f(args))
 }
 
@@ -243,9 +243,9 @@ where
     R: Serialize,
 {
     let args: A = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
-    // SAFETY: only instantiated by the pool's `starmap` for an `F` that
-    // passed `assert_captures_nothing` and is a function or closure type.
-    let f = unsafe { conjure::<F>() };
+    // Only instantiated by the pool's `starmap` for an `F` that passed
+    // `assert_captures_nothing` and is a function or closure type.
+    let f = summon::<F>();
     codec::encode(&f.call_star(args)).map_err(|e| Fail::Encode(e.to_string()))
 }
 

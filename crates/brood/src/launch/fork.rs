@@ -12,13 +12,13 @@ use crate::task::Fail;
 pub(crate) struct Fork;
 
 impl Launcher for Fork {
-    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched> {
+    fn launch(&self, spec: Spec, work: &mut Option<Work>) -> io::Result<Launched> {
         if work.is_none() {
             return Err(super::spawn::no_work());
         }
         // Both ends non-blocking (the child's frame writer waits out a full
         // pipe with poll): the last joined child's, else a new one.
-        let parent = os::getpid();
+        let parent = os::Pid::from_raw(spec.parent_pid).unwrap_or_else(os::getpid);
         let (read, write) = match SPARE.take(parent) {
             Some(pair) => pair,
             None => os::pipe_cloexec_nonblocking()?,
@@ -57,23 +57,36 @@ impl Launcher for Fork {
         };
         // Hold the children table across the fork so the child never
         // inherits it locked by another thread.
-        let child_me = spec.me();
+        // Made of the spec's own strings (moved, not copied): the parent
+        // frees only what the child alone needs, after the fork.
+        let (start_method, daemon) = (spec.start_method, spec.daemon);
+        let mut child_me = spec.into_me();
         // The forkserver client's lock first, then the table's (the order
         // used everywhere): the child inherits neither held by another
         // thread.
         let mut default_method = (!alone).then(crate::start_method::hold_for_fork);
         let client = (!alone).then(super::forkserver::hold_for_fork);
+        // brood's reaper thread, if it runs, does not make the fork
+        // hazardous (asked before the table is locked: the question locks
+        // it too).
+        let extra = if alone {
+            0
+        } else {
+            usize::from(children::reaper_running())
+        };
         let mut table = children::lock();
         table.reap_orphans();
-        // SAFETY: the child runs `child_main`, which ends in `_exit` and never
-        // returns into the caller. Forking a multi-threaded parent is the
-        // caller's hazard, documented on `Process` and `os::fork`.
-        match unsafe { os::fork() }? {
+        // The child runs `child_main`, which ends in `_exit` and never
+        // returns into the caller. The fork is refused if other threads run
+        // (but for brood's reaper, which needs the table held here) unless
+        // the program opted in (`allow_fork_with_threads`).
+        match os::sys::fork_checked(extra)? {
             ForkResult::Child => {
                 super::CHILD
                     .forked
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                table.become_child(child_me);
+                let me = os::getpid();
+                table.become_child_as(child_me, me);
                 drop(table);
                 match client {
                     Some(guard) => super::forkserver::release_in_child(guard),
@@ -84,15 +97,15 @@ impl Launcher for Fork {
                 // The child starts its own children the way it was started
                 // (Python's inherited context). Alone, the lock is free.
                 match default_method.as_mut() {
-                    Some(held) => **held = Some(spec.start_method),
-                    None => *crate::start_method::hold_for_fork() = Some(spec.start_method),
+                    Some(held) => **held = Some(start_method),
+                    None => *crate::start_method::hold_for_fork() = Some(start_method),
                 }
                 drop(default_method);
                 drop(std_streams);
                 // Closed with a bare syscall: the child would otherwise fault
                 // in libc's `close` code for it.
                 os::close_now(read);
-                if spec.daemon {
+                if daemon {
                     // Die with the parent, even when it is SIGKILLed.
                     super::die_with_parent(parent);
                 }
@@ -117,6 +130,7 @@ impl Launcher for Fork {
                         None => Err(Fail::BadArgs("internal error: nothing to run".into())),
                     },
                     write,
+                    me,
                 )
             }
             ForkResult::Parent { child } => {
@@ -148,8 +162,8 @@ impl Launcher for Fork {
                         // The child's copy of its own name, reused: every
                         // allocation and free here touches heap pages the
                         // child shares.
-                        name: child_me.name.unwrap_or_else(|| spec.name.clone()),
-                        daemon: spec.daemon,
+                        name: child_me.name.take().unwrap_or_default(),
+                        daemon,
                         served: None,
                     },
                 );

@@ -32,7 +32,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,7 +39,7 @@ use super::spawn::capturing_closure;
 use super::{Job, Launched, Launcher, Popen, Spec, Work, child_main, die_with_parent};
 use crate::children;
 use crate::codec;
-use crate::os::fd::{set_nonblocking, socketpair};
+use crate::os::fd::socketpair;
 use crate::os::scm::{recv_exact_with_fds, send_all, send_with_fds};
 use crate::os::{self, ExitStatus, ForkResult, Pid, PidFd};
 use crate::reexec::{CHILD_FD, program_name, set_name, spawn_self};
@@ -79,7 +78,7 @@ pub(crate) struct Client {
 
 static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
 /// The client socket's fd, so a forked child can close it without a lock.
-static CLIENT_FD: AtomicI32 = AtomicI32::new(-1);
+static CLIENT_FD: os::fd::ForkFdSlot = os::fd::ForkFdSlot::new();
 
 fn client() -> MutexGuard<'static, Option<Client>> {
     let mut guard = CLIENT.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,21 +123,17 @@ pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
 /// parent) the first time the child asks for a client.
 #[inline]
 pub(crate) fn close_in_child() {
-    let fd = CLIENT_FD.swap(-1, Ordering::SeqCst);
-    if fd >= 0 {
-        // SAFETY: the fd is this process's inherited copy of the parent's
-        // client socket, whose owner was just forgotten, so it is closed
-        // once.
-        unsafe { crate::os::close_raw_now(fd) };
-    }
+    // The client that owns it is forgotten in the child (by the caller, or
+    // by `client` the first time this process asks for one).
+    CLIENT_FD.close_in_child();
 }
 
 pub(crate) struct ForkServer;
 
 impl Launcher for ForkServer {
-    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched> {
+    fn launch(&self, spec: Spec, work: &mut Option<Work>) -> io::Result<Launched> {
         let work = work.as_ref().ok_or_else(super::spawn::no_work)?;
-        let (job, arg_fds) = Job::new(spec, work).ok_or_else(capturing_closure)?;
+        let (job, arg_fds) = Job::new(&spec, work).ok_or_else(capturing_closure)?;
         let bytes = codec::encode(&job).map_err(io::Error::other)?;
         if bytes.len() > codec::DEFAULT_MAX_FRAME {
             return Err(io::Error::new(
@@ -146,10 +141,11 @@ impl Launcher for ForkServer {
                 "the job (its arguments) is larger than the frame limit",
             ));
         }
-        let (read, write) = os::pipe_cloexec()?;
+        // Both ends non-blocking, in one `pipe2` (no `fcntl` after it): the
+        // child's frame writer waits out a full pipe with poll.
+        let (read, write) = os::pipe_cloexec_nonblocking()?;
         let mut fds = vec![write.as_raw_fd()];
         fds.extend(arg_fds);
-        set_nonblocking(&read)?;
         let mut guard = client();
         let mut last_error = None;
         for _attempt in 0..2 {
@@ -200,7 +196,7 @@ impl Client {
         let (ours, theirs) = socketpair()?;
         let server = spawn_self("forkserver", &[(theirs.as_fd(), CHILD_FD)])?;
         drop(theirs);
-        CLIENT_FD.store(ours.as_raw_fd(), Ordering::SeqCst);
+        CLIENT_FD.publish(&ours);
         Ok(Client {
             owner: os::getpid().as_raw(),
             server,
@@ -215,7 +211,7 @@ impl Client {
 
     /// Closes the connection and reaps a dead server.
     fn shut(self) {
-        CLIENT_FD.store(-1, Ordering::SeqCst);
+        CLIENT_FD.withdraw();
         drop(self.sock);
         let _ = os::waitpid(Some(self.server), os::WaitFlags::NOHANG);
     }
@@ -223,8 +219,23 @@ impl Client {
     /// Asks for a child; `fds` are the result pipe's write end, then the
     /// fds the arguments carry.
     fn request(&mut self, job: &[u8], fds: &[RawFd]) -> io::Result<PidFd> {
-        send_with_fds(&self.sock, &(job.len() as u64).to_le_bytes(), fds)?;
-        send_all(&self.sock, job)?;
+        // Header, fds and job in one `sendmsg` (the fds ride with the
+        // header's first byte; the server reads the header first).
+        let header = (job.len() as u64).to_le_bytes();
+        let sent = crate::os::scm::sendmsg_fds(
+            self.sock.as_raw_fd(),
+            &[&header, job],
+            fds,
+            libc::MSG_NOSIGNAL,
+        )?;
+        if sent < header.len() {
+            // Not even the header went (fds go with its first byte): the
+            // rest of it, then the job.
+            send_all(&self.sock, &header[sent..])?;
+            send_all(&self.sock, job)?;
+        } else {
+            send_all(&self.sock, &job[sent - header.len()..])?;
+        }
         loop {
             let (kind, pid, value, fd) = self.read_reply(None)?;
             let fd = fd.into_iter().next();
@@ -301,6 +312,60 @@ impl Client {
                     "the forkserver did not answer",
                 ));
             }
+        }
+    }
+}
+
+/// How long [`quick_status`] waits for the server's reply.
+const QUICK: Duration = Duration::from_millis(5);
+
+/// Once a served child has sent its frame (it exits right after): waits up
+/// to `QUICK` (or `deadline`) for the server's EXITED reply on the socket
+/// itself, which says the child exited *and* carries its status: one
+/// wake-up, where waiting on the child's pidfd first is two (the exit, then
+/// the reply the server sends once it has reaped it). `None`: no status
+/// yet (the caller then waits on the pidfd as usual, which also covers a
+/// reply another thread took from the socket meanwhile: it is kept for us).
+/// The socket is polled without the client's lock, so other threads can
+/// start children meanwhile.
+pub(crate) fn quick_status(fd: &PidFd, deadline: Option<Instant>) -> Option<ExitStatus> {
+    let pid = fd.pid().as_raw();
+    let limit = Instant::now() + QUICK;
+    let limit = deadline.map_or(limit, |d| d.min(limit));
+    let mut readable = false;
+    loop {
+        let (sock, server) = {
+            let mut guard = client();
+            let c = guard.as_mut()?;
+            // The reply poll saw (if another thread has not taken it).
+            if readable && c.read_reply(Some(Instant::now())).is_err() {
+                return None;
+            }
+            match c.statuses.get(&pid) {
+                Some(Ok(raw)) => {
+                    let raw = *raw;
+                    c.statuses.remove(&pid);
+                    return Some(ExitStatus::from_raw(raw));
+                }
+                Some(Err(_)) => return None,
+                None if !c.started.contains(&pid) => return None,
+                None => {}
+            }
+            let server = c.server_fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+            (c.sock.as_raw_fd(), server)
+        };
+        let left = limit.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        // Without the lock: a stale fd number (the client was replaced
+        // meanwhile) costs at most this short wait.
+        let mut fds = [sock, server].map(os::fd::pollin);
+        match os::fd::poll(&mut fds, Some(left)) {
+            Ok(_) if fds[1].revents != 0 => return None,
+            Ok(_) => readable = fds[0].revents != 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => readable = false,
+            Err(_) => return None,
         }
     }
 }

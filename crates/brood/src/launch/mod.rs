@@ -58,7 +58,9 @@ pub(crate) enum Work {
 
 impl Work {
     /// Runs the work in this address space (a forked child): like
-    /// [`into_body`](Work::into_body) but without boxing it first.
+    /// [`into_body`](Work::into_body) but without boxing it first. Inlined
+    /// into the fork launcher (see `child_main_with`).
+    #[inline(always)]
     pub(crate) fn run(self) -> Result<Vec<u8>, Fail> {
         match self {
             Work::Closure(body) => body(),
@@ -133,6 +135,22 @@ pub(crate) struct Spec {
 }
 
 impl Spec {
+    /// Who the child this spec describes is, as its children table knows
+    /// it, made of the spec's own fields (no copy: the fork launcher builds
+    /// it in the parent, where each allocation and each free is a page
+    /// written between two forks, so a copy-on-write fault).
+    pub(crate) fn into_me(self) -> crate::children::Me {
+        crate::children::Me {
+            name: Some(self.name),
+            identity: self.identity,
+            counter: 0,
+            daemon: self.daemon,
+            parent: Pid::from_raw(self.parent_pid).map(|pid| (pid, self.parent_name)),
+            parent_start: self.parent_start,
+            authkey: Some(self.authkey),
+        }
+    }
+
     /// Who the child this spec describes is, as its children table knows it.
     pub(crate) fn me(&self) -> crate::children::Me {
         crate::children::Me {
@@ -234,7 +252,7 @@ pub(crate) fn trampoline_at(exe: (u64, u64), offset: i64) -> Option<Trampoline> 
 /// where a child runs it (the fork child's own copy), and kills a child it
 /// created but could not hold before it reports the error.
 pub(crate) trait Launcher {
-    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched>;
+    fn launch(&self, spec: Spec, work: &mut Option<Work>) -> io::Result<Launched>;
 }
 
 /// A started child, as the parent sees it.
@@ -275,6 +293,17 @@ impl Popen {
         match self {
             Popen::Direct(fd) => fd.try_reap(),
             Popen::Served(fd) => forkserver::try_reap(fd),
+        }
+    }
+
+    /// For a forkserver child that has sent its frame: its status, if the
+    /// server's reply comes within a few milliseconds (see
+    /// `forkserver::quick_status`); `None` otherwise, and always for a
+    /// direct child.
+    pub(crate) fn quick_status(&self, deadline: Option<std::time::Instant>) -> Option<ExitStatus> {
+        match self {
+            Popen::Direct(_) => None,
+            Popen::Served(fd) => forkserver::quick_status(fd, deadline),
         }
     }
 
@@ -476,7 +505,8 @@ pub(crate) use crate::task::{UNIT_ENCODING, encode_value};
 /// not run twice. Rust never drops statics, so a buffered writer kept in a
 /// static is flushed by nobody, under any method: flush it in the function.
 pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
-    child_main_with(body, result)
+    install_panic_hook();
+    child_main_with(body, result, os::getpid())
 }
 
 /// The frame's tag, payload and exit code for a body that did not return a
@@ -510,16 +540,22 @@ fn failure_frame(
 /// [`child_main`] for any function (a forked child runs its copy of the
 /// work in place). Inlined into the fork launcher: a forked child maps each
 /// 64 KiB of code it runs with a page fault, so its path stays together.
+/// The panic hook must be installed already (the fork launcher installs it
+/// in the parent, so the child does not run `install_panic_hook`'s code:
+/// one page fault fewer).
+/// `me` is this process's pid (the caller has it: one `getpid` fewer).
 #[inline(always)]
-pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, result: OwnedFd) -> ! {
-    install_panic_hook();
+pub(crate) fn child_main_with(
+    body: impl FnOnce() -> Result<Vec<u8>, Fail>,
+    result: OwnedFd,
+    me: Pid,
+) -> ! {
     CHILD
         .in_child
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    // Who writes the frame: this process, not a process the function
-    // forked and let return here (its frame would land in a pipe the
-    // parent may have reused for another child by then).
-    let me = os::getpid();
+    // Who writes the frame: this process (`me`), not a process the
+    // function forked and let return here (its frame would land in a pipe
+    // the parent may have reused for another child by then).
     let outcome = panic::catch_unwind(AssertUnwindSafe(body));
     let (tag, payload, code) = match outcome {
         Ok(Ok(bytes)) => (TAG_RETURNED, bytes, 0),
@@ -533,15 +569,21 @@ pub(crate) fn child_main_with(body: impl FnOnce() -> Result<Vec<u8>, Fail>, resu
     // Clean up first and write the result last, right before `_exit`: the
     // parent wakes for the result and finds the child gone (or nearly), one
     // wake-up instead of two.
-    let _ = panic::catch_unwind(crate::children::exit_cleanup);
+    let now = os::getpid();
+    let _ = panic::catch_unwind(|| crate::children::exit_cleanup_in(now));
     let _ = panic::catch_unwind(|| {
         use std::io::Write;
         let _ = std::io::stdout().flush();
     });
+    // The process ends: its references to arena objects go now (their
+    // space can be reused by the processes that made them), unless another
+    // thread still runs and may use one (they then stay, a bounded leak).
+    if os::single_threaded() || os::thread_count_fast().is_ok_and(|n| n == 1) {
+        crate::shm::release_references();
+    }
     // A returned nil-encoded value needs no frame under fork: exit code 0
     // says it (the parent decodes `UNIT_ENCODING`). Elsewhere it is sent.
     let unit = tag == TAG_RETURNED && payload.is_empty();
-    let now = os::getpid();
     if now == me
         && !(unit
             && CHILD

@@ -16,9 +16,9 @@ use crate::task::Fail;
 pub(crate) struct Spawn;
 
 impl Launcher for Spawn {
-    fn launch(&self, spec: &Spec, work: &mut Option<Work>) -> io::Result<Launched> {
+    fn launch(&self, spec: Spec, work: &mut Option<Work>) -> io::Result<Launched> {
         let work = work.as_ref().ok_or_else(no_work)?;
-        let (job, fds) = Job::new(spec, work).ok_or_else(capturing_closure)?;
+        let (job, fds) = Job::new(&spec, work).ok_or_else(capturing_closure)?;
         let bytes = codec::encode(&job).map_err(io::Error::other)?;
         let (ours, theirs) = os::fd::socketpair()?;
         let pid = spawn_self("spawn", &[(theirs.as_fd(), CHILD_FD)])?;

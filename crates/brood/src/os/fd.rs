@@ -90,6 +90,49 @@ pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fcntl_setfl(fd, flags | OFlags::NONBLOCK)?)
 }
 
+/// The raw number of an fd that an owner elsewhere holds (an `OwnedFd` of
+/// a process-wide client), published so that a forked child can close its
+/// copy without taking the owner's lock (a forked child of a
+/// single-threaded parent takes no lock: each is a copy-on-write fault).
+///
+/// The owner's side: [`publish`](Self::publish) when it opens the fd,
+/// [`withdraw`](Self::withdraw) before it closes it. The child's side:
+/// [`close_in_child`](Self::close_in_child), after which the child must
+/// never drop its copy of the owner (it forgets it): the fd is closed once.
+pub(crate) struct ForkFdSlot(std::sync::atomic::AtomicI32);
+
+impl ForkFdSlot {
+    pub(crate) const fn new() -> ForkFdSlot {
+        ForkFdSlot(std::sync::atomic::AtomicI32::new(-1))
+    }
+
+    /// Publishes the owner's fd.
+    pub(crate) fn publish(&self, fd: &impl AsRawFd) {
+        self.0.store(fd.as_raw_fd(), Ordering::SeqCst);
+    }
+
+    /// Withdraws it (the owner is about to close it).
+    pub(crate) fn withdraw(&self) {
+        self.0.store(-1, Ordering::SeqCst);
+    }
+
+    /// In a freshly forked child: closes the inherited copy of the
+    /// published fd, once (the slot is emptied), with a bare syscall.
+    /// Inlined: a forked child maps each 64 KiB of code it runs.
+    #[inline]
+    pub(crate) fn close_in_child(&self) {
+        let fd = self.0.swap(-1, Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: the fd was published by its owner and not withdrawn,
+            // so it is open here (inherited), and the slot is now empty, so
+            // this is the only close through the slot; the owner's copy in
+            // this process is forgotten, never dropped (the contract
+            // above), so the fd is closed once.
+            unsafe { super::close_raw_now(fd) };
+        }
+    }
+}
+
 /// A connected pair of Unix stream sockets, close-on-exec.
 pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType};

@@ -24,6 +24,7 @@
 //! assert_ne!(os::getppid(), me);
 //! ```
 
+pub(crate) mod code;
 pub(crate) mod fd;
 pub(crate) mod flock;
 mod pidfd;

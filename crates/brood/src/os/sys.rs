@@ -11,6 +11,8 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::{ForkResult, Pid};
 
 /// Registers `f` to run at normal process exit (`atexit(3)`).
@@ -111,6 +113,47 @@ pub(crate) fn fork_single_threaded() -> io::Result<ForkResult> {
     }
     // SAFETY: the process has one thread (checked above; only this thread
     // could start another), so the child inherits no lock held elsewhere.
+    unsafe { super::fork() }
+}
+
+/// Set by `brood::allow_fork_with_threads` (whose caller promises that no
+/// other thread holds a lock at a fork): brood then forks this program
+/// even while it runs other threads.
+static THREADED_FORK_ALLOWED: AtomicBool = AtomicBool::new(false);
+
+/// Records the program's promise (see `brood::allow_fork_with_threads`,
+/// the `unsafe fn` that calls this: its caller took on the contract).
+pub(crate) fn allow_threaded_fork() {
+    THREADED_FORK_ALLOWED.store(true, Ordering::SeqCst);
+}
+
+/// Whether the program promised forks with threads are safe.
+pub(crate) fn threaded_fork_allowed() -> bool {
+    THREADED_FORK_ALLOWED.load(Ordering::SeqCst)
+}
+
+/// [`fork`](super::fork) for the fork launcher: made safe by checking
+/// first that the caller is the process's only thread, or has no threads
+/// but brood's own `extra` helpers (which take no lock the child needs:
+/// the launcher holds the one they use, the children table, across the
+/// fork), or that the program promised it is safe
+/// ([`allow_threaded_fork`]). Fails (and forks nothing) otherwise.
+///
+/// The child must still end with [`exit_now`](super::exit_now) (or `exec`),
+/// not return into code that expects to run once.
+pub(crate) fn fork_checked(extra: usize) -> io::Result<ForkResult> {
+    let alone = super::single_threaded()
+        || threaded_fork_allowed()
+        || super::thread_count_fast().is_ok_and(|n| n <= 1 + extra);
+    if !alone {
+        return Err(io::Error::other(
+            "fork refused: this process runs other threads (see allow_fork_with_threads)",
+        ));
+    }
+    // SAFETY: as checked above, no thread but this one and brood's own
+    // helpers runs (so the child inherits no lock held elsewhere), or the
+    // program's author accepted the hazard through the `unsafe fn`
+    // `allow_fork_with_threads`.
     unsafe { super::fork() }
 }
 

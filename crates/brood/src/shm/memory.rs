@@ -726,8 +726,13 @@ pub(crate) unsafe trait SharedState: Sync {
 #[repr(C)]
 struct Slot<T> {
     magic: u32,
+    /// The arena allocator's cross-process reference count
+    /// (`arena::REFS_AT`); unused in a segment of its own.
+    refs: std::sync::atomic::AtomicU32,
     state: T,
 }
+
+const _: () = assert!(std::mem::offset_of!(Slot<u8>, refs) == arena::REFS_AT);
 
 /// A block of shared memory holding a `T` at its start (after a magic
 /// word), and any bytes after it: a piece of an arena when it is small
@@ -763,6 +768,9 @@ impl<T: SharedState> Drop for Block<T> {
     fn drop(&mut self) {
         if self.place.is_last() && self.get().must_stay_mapped() {
             // Never unmapped, never reused: a robust list points into it.
+            if let Place::Arena(a) = &self.place {
+                a.pin_forever();
+            }
             std::mem::forget(self.place.clone());
         }
     }
@@ -820,7 +828,64 @@ impl<T: SharedState> Serialize for Block<T> {
     }
 }
 
+/// The state of a block just allocated: zeroed, and known to no one else
+/// yet. What [`Block::new_fresh`]'s set-up gets, so that setting up a
+/// shared primitive needs no `unsafe` outside `shm/` and `sync/`'s mutex.
+/// Only `new_fresh` makes one, and only for the duration of the set-up.
+pub(crate) struct Fresh<'a, T> {
+    ptr: *mut T,
+    _life: PhantomData<&'a mut T>,
+}
+
+impl<'a, T> Fresh<'a, T> {
+    /// The state, to set through its atomics. Valid: a `SharedState` is
+    /// valid all-zero, and so is each of its fields.
+    pub(crate) fn get(&self) -> &T {
+        // SAFETY: `ptr` points at a zeroed (so valid, per `SharedState`),
+        // aligned `T` in a live mapping, for the set-up's duration; no one
+        // else knows it, and it is only changed through shared references
+        // (atomics) or by the owner of this `Fresh`.
+        unsafe { &*self.ptr }
+    }
+
+    /// One part of the state (a field), itself fresh; `part` must return a
+    /// reference into the state, or this panics.
+    pub(crate) fn part<U>(&self, part: impl FnOnce(&T) -> &U) -> Fresh<'a, U> {
+        let start = self.ptr as usize;
+        let at = part(self.get()) as *const U as usize;
+        assert!(
+            at >= start && at + std::mem::size_of::<U>() <= start + std::mem::size_of::<T>(),
+            "brood: Fresh::part must name a field of the fresh state"
+        );
+        Fresh {
+            ptr: at as *mut U,
+            _life: PhantomData,
+        }
+    }
+
+    /// The raw address, for the raw-memory types that set themselves up in
+    /// place (`sync::mutex`).
+    pub(crate) fn as_mut_ptr(&self) -> *mut T {
+        self.ptr
+    }
+}
+
 impl<T: SharedState> Block<T> {
+    /// [`new`](Block::new), with the set-up given the fresh state as a
+    /// [`Fresh`] instead of a raw pointer.
+    pub(crate) fn new_fresh(
+        tail: usize,
+        align: usize,
+        init: impl FnOnce(Fresh<'_, T>) -> io::Result<()>,
+    ) -> Result<Block<T>> {
+        Block::new(tail, align, |ptr| {
+            init(Fresh {
+                ptr,
+                _life: PhantomData,
+            })
+        })
+    }
+
     /// The offset of the first byte after the state, aligned to `align`.
     pub(crate) fn tail_offset(align: usize) -> usize {
         std::mem::size_of::<Slot<T>>().next_multiple_of(align.max(64))

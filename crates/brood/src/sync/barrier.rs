@@ -161,13 +161,10 @@ impl Barrier {
             return Err(Error::invalid("a barrier needs at least one party"));
         }
         let ns = timeout.map_or(u64::MAX, |t| t.as_nanos().min(u64::MAX as u128 - 1) as u64);
-        let block = Block::<BarrierState>::new(0, 1, |s| {
-            // SAFETY: fresh, zeroed, unshared memory.
-            unsafe {
-                RobustMutex::init(&raw mut (*s).mutex, false)?;
-                (*s).parties = AtomicU32::new(parties);
-                (*s).timeout_ns = AtomicU64::new(ns);
-            }
+        let block = Block::<BarrierState>::new_fresh(0, 1, |s| {
+            RobustMutex::init_fresh(s.part(|s| &s.mutex), false)?;
+            s.get().parties.store(parties, Ordering::Relaxed);
+            s.get().timeout_ns.store(ns, Ordering::Relaxed);
             Ok(())
         })?;
         Ok(Barrier { block })

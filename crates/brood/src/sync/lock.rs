@@ -411,9 +411,8 @@ impl Lock {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn new() -> Result<Lock> {
-        let block = Block::<LockState>::new(0, 1, |state| {
-            // SAFETY: fresh, zeroed, unshared memory.
-            unsafe { RobustMutex::init(&raw mut (*state).mutex, false) }
+        let block = Block::<LockState>::new_fresh(0, 1, |state| {
+            RobustMutex::init_fresh(state.part(|s| &s.mutex), false)
         })?;
         Ok(Lock { block })
     }
@@ -454,9 +453,8 @@ impl RLock {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn new() -> Result<RLock> {
-        let block = Block::<RLockState>::new(0, 1, |state| {
-            // SAFETY: fresh, zeroed, unshared memory.
-            unsafe { RobustMutex::init(&raw mut (*state).mutex, true) }
+        let block = Block::<RLockState>::new_fresh(0, 1, |state| {
+            RobustMutex::init_fresh(state.part(|s| &s.mutex), true)
         })?;
         Ok(RLock { block })
     }

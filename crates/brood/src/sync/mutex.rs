@@ -439,6 +439,17 @@ unsafe fn dequeue(entry: usize) {
 // ----- the mutex -----
 
 impl RobustMutex {
+    /// Sets up a mutex in a block's fresh state (zeroed, unshared): the
+    /// safe form of [`init`](RobustMutex::init) for `Block::new_fresh`.
+    pub(crate) fn init_fresh(
+        fresh: crate::shm::Fresh<'_, RobustMutex>,
+        recursive: bool,
+    ) -> io::Result<()> {
+        // SAFETY: a `Fresh` is zeroed, aligned memory in a live mapping that
+        // no one else knows yet, which is `init`'s contract.
+        unsafe { RobustMutex::init(fresh.as_mut_ptr(), recursive) }
+    }
+
     /// Sets up the mutex in place.
     ///
     /// # Safety

@@ -167,9 +167,8 @@ impl Semaphore {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn new(value: u32) -> Result<Semaphore> {
-        let block = Block::<SemState>::new(0, 1, |state| {
-            // SAFETY: fresh, unshared memory.
-            unsafe { (*state).value = AtomicU32::new(value) };
+        let block = Block::<SemState>::new_fresh(0, 1, |state| {
+            state.get().value.store(value, Ordering::Relaxed);
             Ok(())
         })?;
         Ok(Semaphore { block })
@@ -226,12 +225,9 @@ impl BoundedSemaphore {
                 "a BoundedSemaphore bounded at 0 could never be acquired",
             ));
         }
-        let block = Block::<BoundedState>::new(0, 1, |state| {
-            // SAFETY: fresh, unshared memory.
-            unsafe {
-                (*state).sem.value = AtomicU32::new(value);
-                (*state).sem.max = AtomicU32::new(value);
-            }
+        let block = Block::<BoundedState>::new_fresh(0, 1, |state| {
+            state.get().sem.value.store(value, Ordering::Relaxed);
+            state.get().sem.max.store(value, Ordering::Relaxed);
             Ok(())
         })?;
         Ok(BoundedSemaphore { block })
