@@ -3,8 +3,7 @@
 //! cycle (child's, from RUSAGE_CHILDREN; parent's, from RUSAGE_SELF).
 //!
 //! Usage: `forkprobe [ITERS [ROW-SUBSTRING [noraw]]]`; `FORKPROBE_SERVER=1`
-//! starts a forkserver first, as the bench's start table does;
-//! `FORKPROBE_LIVE=N` keeps N `Value`s alive in the parent throughout. A
+//! starts a forkserver first, as the bench's start table does. A
 //! diagnostic: the raw rows call libc directly (each child only `_exit`s).
 use std::time::Instant;
 
@@ -227,15 +226,6 @@ fn main() {
                 || only.as_deref().is_none_or(|o| n.contains(o))
         })
         .collect();
-    // FORKPROBE_LIVE=N: N Values live in the parent for the whole run
-    // (each fork counts a reference for each, each brood child gives them
-    // back as it ends: the arena's cross-process reference counts).
-    let live: Vec<brood::shm::Value<u64>> = (0..std::env::var("FORKPROBE_LIVE")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0))
-        .map(|i| brood::shm::Value::new(i).unwrap())
-        .collect();
     if std::env::var_os("FORKPROBE_SERVER").is_some() {
         // As in the bench's start table: a forkserver client exists.
         let mut p = brood::Process::builder()
@@ -265,7 +255,6 @@ fn main() {
             pflt[i] += rusage(libc::RUSAGE_SELF) - p0;
         }
     }
-    drop(live);
     let med = |t: &Vec<f64>, q: f64| {
         let mut t = t.clone();
         t.sort_by(f64::total_cmp);

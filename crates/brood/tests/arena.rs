@@ -211,47 +211,39 @@ suite!(
     hundred_thousand_values_and_locks_under_ulimit_1024,
     values_over_a_connection_map_their_arena_once,
     a_crossed_object_is_never_reused_under_its_holder,
+    space_freed_by_a_childs_drop_is_reused_by_the_parent,
     a_killed_childs_references_leak_only_its_objects_and_are_never_freed_twice,
 );
 
-/// Round after round, the parent makes 2,000 `Value`s, forks a child that
-/// captures them (inherited, not serialized), drops its own handles while
-/// the child still holds them and makes 2,000 more, which must not take
-/// the child's blocks; then the child finishes. The child's references go
-/// when it ends, and the next round takes the same space (cross-process
-/// reference counts): the mapping stays the size of round 1. Without reuse
-/// 12 rounds (24,000 objects of 128 bytes) would map 3 MiB more.
-#[test]
-fn space_inherited_by_a_forked_child_is_reused_after_it_ends() {
-    common::allow_fork();
+/// Round after round, the parent makes 2,000 `Value`s, hands them all to a
+/// child, drops its own handles while the child still holds them, and
+/// joins it: the child's references go when it ends, and the next round
+/// takes the same space (cross-process reference counts). Without reuse,
+/// 12 rounds (24,000 objects of 128 bytes) would map 2 MiB more.
+fn space_freed_by_a_childs_drop_is_reused_by_the_parent(m: StartMethod) {
     let mut after_first = None;
     for round in 0..12u64 {
         let values: Vec<Value<u64>> = (0..2000)
             .map(|i| Value::new(round * 10_000 + i).unwrap())
             .collect();
-        let expected: u64 = values.iter().map(|v| v.get().unwrap()).sum();
         let held = brood::sync::Event::new().unwrap();
         let go = brood::sync::Event::new().unwrap();
-        let mut child = Process::fork({
-            let (values, held, go) = (values.clone(), held.clone(), go.clone());
-            move || {
+        let mut child = common::builder(m).target_with(
+            |(values, held, go): (Vec<Value<u64>>, brood::sync::Event, brood::sync::Event)| {
                 held.set();
                 assert!(go.wait(Some(LONG)));
+                // Its own handles: dropped when the function returns.
                 values.iter().map(|v| v.get().unwrap()).sum::<u64>()
-            }
-        });
+            },
+            (values.clone(), held.clone(), go.clone()),
+        );
         child.start().unwrap();
         assert!(held.wait(Some(LONG)));
         // The parent lets go first: the child still holds every object.
+        let expected: u64 = values.iter().map(|v| v.get().unwrap()).sum();
         drop(values);
-        let others: Vec<Value<u64>> = (0..2000).map(|_| Value::new(u64::MAX).unwrap()).collect();
         go.set();
-        assert_eq!(
-            child.join_timeout(LONG).unwrap(),
-            expected,
-            "round {round}: the child's objects are its own"
-        );
-        drop(others);
+        assert_eq!(child.join_timeout(LONG).unwrap(), expected, "round {round}");
         let mapped = arena_bytes();
         match after_first {
             None => after_first = Some(mapped),

@@ -116,11 +116,10 @@ pub(crate) const REFS_AT: usize = 4;
 /// One object's bytes in an arena: `len` (a multiple of `GRAIN`) at
 /// `offset`. Each `Allocation` is one reference of this process, counted in
 /// the block's shared reference count (see `shm/README.md`): +1 when it is
-/// made or decoded from another process's bytes, and for a forked child
-/// (every live `Allocation` of the parent, at the fork); -1 when it is
-/// dropped (or, for a child that ends in `child_main`, when the process
-/// ends). Serializing a handle pins the block for good (+1, never given
-/// back). The space is reused once the count is 0, by the process
+/// made, when a handle to it is serialized for another process, and for a
+/// forked child (every live `Allocation` of the parent, at the fork); -1
+/// when it is dropped (or, for a child that ends in `child_main`, when the
+/// process ends). The space is reused once the count is 0, by the process
 /// that allocated it (its allocator's generation).
 pub(crate) struct Allocation {
     arena: Arc<Arena>,
@@ -148,12 +147,9 @@ impl Allocation {
 
     /// What crosses to another process: the arena's key, (a duplicate of)
     /// its fd — recorded once per transfer however many objects of the
-    /// arena it carries — the offset and the length. Pins the block: one
-    /// reference that is never given back, because the same bytes may be
-    /// decoded any number of times, by any number of processes, at any
-    /// time (the pool hands its initializer's arguments to every worker it
-    /// ever starts), and each decoder counts its own reference: a block
-    /// that crossed this way is never reused (see `shm/README.md`).
+    /// arena it carries — the offset and the length. Counts one reference
+    /// for the receiver (a handle never received keeps it: the block is
+    /// then never reused, see `shm/README.md`).
     pub(crate) fn wire(&self) -> std::result::Result<(u64, u32, u64, u64), String> {
         let fd = crate::handle::outgoing_fd_once(self.arena.key, self.arena.fd.as_fd())?;
         self.refs().fetch_add(1, Ordering::AcqRel);
@@ -522,22 +518,12 @@ pub(crate) fn receive(key: u64, fd: u32, offset: u64, len: u64) -> Result<Alloca
     if !fits || len == 0 || len > MAX_OBJECT || offset % GRAIN != 0 || len % GRAIN != 0 {
         return Err(Error::invalid("a shared object lies outside its arena"));
     }
-    // The receiver's own reference. The sender's serialization pinned the
-    // block (a reference never given back, see `Allocation::wire`), so
-    // the count cannot have reached 0 in transit: a zero count means a
-    // forged or stale handle.
-    let refs = refs_at(arena.ptr + offset);
-    let mut now = refs.load(Ordering::Acquire);
-    loop {
-        if now == 0 {
-            return Err(Error::invalid(
-                "a shared object arrived that no process holds any more",
-            ));
-        }
-        match refs.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => break,
-            Err(seen) => now = seen,
-        }
+    if refs_at(arena.ptr + offset).load(Ordering::Acquire) == 0 {
+        // Its sender counted a reference for us before it sent the handle:
+        // a zero count means no process holds it (a forged or stale handle).
+        return Err(Error::invalid(
+            "a shared object arrived that no process holds any more",
+        ));
     }
     let allocation = Allocation {
         arena,
