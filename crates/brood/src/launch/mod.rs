@@ -575,12 +575,6 @@ pub(crate) fn child_main_with(
         use std::io::Write;
         let _ = std::io::stdout().flush();
     });
-    // The process ends: its references to arena objects go now (their
-    // space can be reused by the processes that made them), unless another
-    // thread still runs and may use one (they then stay, a bounded leak).
-    if os::single_threaded() || os::thread_count_fast().is_ok_and(|n| n == 1) {
-        crate::shm::release_references();
-    }
     // A returned nil-encoded value needs no frame under fork: exit code 0
     // says it (the parent decodes `UNIT_ENCODING`). Elsewhere it is sent.
     let unit = tag == TAG_RETURNED && payload.is_empty();

@@ -3,11 +3,10 @@
 //! `sync` primitives cost a few fds, not one or two each. The allocator and
 //! its invariants are described in `shm/README.md`.
 
-use std::cell::UnsafeCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
 use crate::error::{Error, Result};
@@ -108,27 +107,22 @@ fn random_key() -> Result<u64> {
     Ok(u64::from_ne_bytes(bytes))
 }
 
-/// Where, in every arena allocation, its cross-process reference count
-/// lives: bytes 4..8, right after the block's magic word (`memory.rs`'s
-/// `Slot` keeps the field there). An `AtomicU32` in shared memory.
-pub(crate) const REFS_AT: usize = 4;
-
 /// One object's bytes in an arena: `len` (a multiple of `GRAIN`) at
-/// `offset`. Each `Allocation` is one reference of this process, counted in
-/// the block's shared reference count (see `shm/README.md`): +1 when it is
-/// made, when a handle to it is serialized for another process, and for a
-/// forked child (every live `Allocation` of the parent, at the fork); -1
-/// when it is dropped (or, for a child that ends in `child_main`, when the
-/// process ends). The space is reused once the count is 0, by the process
-/// that allocated it (its allocator's generation).
+/// `offset`. Dropped in the process that allocated it, its bytes go back to
+/// the free list — unless another process may hold it: it crossed to one
+/// (serialized) or this process forked since it was allocated. Another
+/// process may hold its lock then, with the lock on that thread's robust
+/// list: reused, the space would be zeroed under that list.
 pub(crate) struct Allocation {
     arena: Arc<Arena>,
     offset: usize,
     len: usize,
-    /// (allocator generation, arena index) where this process allocated
-    /// it; `None` when it came from another process or was inherited at a
-    /// fork (only its allocator reuses it).
-    home: Option<(u64, u32)>,
+    /// (allocator generation, arena index, forks of this process so far)
+    /// where this process allocated it; `None` when it came from another
+    /// process (never freed here).
+    home: Option<(u64, u32, u64)>,
+    /// Serialized at least once: another process may hold it.
+    crossed: AtomicBool,
 }
 
 impl Allocation {
@@ -140,197 +134,37 @@ impl Allocation {
         self.len
     }
 
-    /// The block's shared reference count.
-    fn refs(&self) -> &AtomicU32 {
-        refs_at(self.arena.ptr + self.offset)
-    }
-
     /// What crosses to another process: the arena's key, (a duplicate of)
     /// its fd — recorded once per transfer however many objects of the
-    /// arena it carries — the offset and the length. Counts one reference
-    /// for the receiver (a handle never received keeps it: the block is
-    /// then never reused, see `shm/README.md`).
+    /// arena it carries — the offset and the length.
     pub(crate) fn wire(&self) -> std::result::Result<(u64, u32, u64, u64), String> {
         let fd = crate::handle::outgoing_fd_once(self.arena.key, self.arena.fd.as_fd())?;
-        self.refs().fetch_add(1, Ordering::AcqRel);
+        self.crossed.store(true, Ordering::Relaxed);
         Ok((self.arena.key, fd, self.offset as u64, self.len as u64))
     }
-
-    /// Never let this process's reference go, not even when the process
-    /// ends: the block stays as it is for good (a robust list of a thread
-    /// of this process points into it; see `SharedState::must_stay_mapped`).
-    /// Called on an allocation whose last handle is leaked.
-    pub(crate) fn pin_forever(&self) {
-        with_registry(|r| forget_ref(r, self.refs_addr()));
-    }
-
-    fn refs_addr(&self) -> usize {
-        self.arena.ptr + self.offset + REFS_AT
-    }
-}
-
-/// The reference count word at `block + REFS_AT`.
-fn refs_at(block: usize) -> &'static AtomicU32 {
-    // SAFETY: `block` is the start of an allocation in a mapped arena
-    // (GRAIN-aligned, at least GRAIN bytes), so `block + REFS_AT` is a
-    // 4-aligned word inside it, shared by every process only through this
-    // atomic. The reference is used only while the caller holds the
-    // allocation (so the arena stays mapped); `'static` only spares a
-    // lifetime parameter on this private helper.
-    unsafe { AtomicU32::from_ptr((block + REFS_AT) as *mut u32) }
 }
 
 impl Drop for Allocation {
     fn drop(&mut self) {
-        let addr = self.refs_addr();
-        if !with_registry(|r| forget_ref(r, addr)) {
-            // Pinned for good (`pin_forever`), or given up already as this
-            // process ends (`release_all`).
-            return;
-        }
-        let before = self.refs().fetch_sub(1, Ordering::AcqRel);
-        let Some((generation, index)) = self.home else {
+        let Some((generation, index, forks)) = self.home else {
             return;
         };
+        if self.crossed.load(Ordering::Relaxed) || FORKS.load(Ordering::Acquire) != forks {
+            // Another process may use it (and hold its lock): never reused.
+            return;
+        }
         if GENERATION.load(Ordering::Acquire) != generation {
+            // Allocated by the process this one was forked from: its free
+            // list is not ours (Python's heap behaves the same).
             return;
         }
         let state = state();
         if state.generation != generation {
             return;
         }
-        let class = self.len / GRAIN - 1;
         let mut inner = lock(&state.inner);
-        if before == 1 {
-            // The last reference anywhere: reusable now.
-            inner.free[class].push((index, self.offset as u32));
-        } else {
-            // Another process still holds it: looked at again when this
-            // class runs out of free space.
-            inner.lent[class].push_back((index, self.offset as u32));
-        }
+        inner.free[self.len / GRAIN - 1].push((index, self.offset as u32));
     }
-}
-
-/// The live `Allocation`s of this process: the address of each one's count
-/// word, and how many `Allocation`s of this process name it. A forked child
-/// inherits this table with the objects it lists; the fork counts one more
-/// reference for each (`count_for_fork`), under this lock, held across the
-/// fork so that no allocation is made or dropped in between.
-struct Registry {
-    locked: AtomicBool,
-    refs: UnsafeCell<Option<Table>>,
-}
-
-/// Addresses of count words (distinct multiples of `GRAIN` plus 4): a
-/// multiplicative hash of the grain number spreads them well, at a
-/// fraction of SipHash's cost (the table is touched on every allocation
-/// and drop).
-type Table = HashMap<usize, u32, std::hash::BuildHasherDefault<AddrHasher>>;
-
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl std::hash::Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.0 = ((n as u64) >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-// SAFETY: `refs` is only touched by the thread holding `locked`.
-unsafe impl Sync for Registry {}
-
-static REGISTRY: Registry = Registry {
-    locked: AtomicBool::new(false),
-    refs: UnsafeCell::new(None),
-};
-
-fn registry_lock() {
-    while REGISTRY
-        .locked
-        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        std::thread::yield_now();
-    }
-}
-
-fn registry_unlock() {
-    REGISTRY.locked.store(false, Ordering::Release);
-}
-
-/// Runs `f` on the registry, under its lock.
-fn with_registry<R>(f: impl FnOnce(&mut Table) -> R) -> R {
-    registry_lock();
-    // SAFETY: the lock is held, so no other thread touches `refs`; the
-    // reference does not outlive this call.
-    let refs = unsafe { &mut *REGISTRY.refs.get() };
-    let out = f(refs.get_or_insert_with(Table::default));
-    registry_unlock();
-    out
-}
-
-fn note_ref(r: &mut Table, addr: usize) {
-    *r.entry(addr).or_insert(0) += 1;
-}
-
-/// Drops one reference of this process from the table; `false` if it was
-/// not there (pinned for good).
-fn forget_ref(r: &mut Table, addr: usize) -> bool {
-    match r.get_mut(&addr) {
-        Some(n) if *n > 1 => {
-            *n -= 1;
-            true
-        }
-        Some(_) => {
-            r.remove(&addr);
-            true
-        }
-        None => false,
-    }
-}
-
-/// `pthread_atfork` prepare handler: takes the registry's lock (released in
-/// both processes after the fork) and counts one reference more for each
-/// live `Allocation` (the child's copy of it).
-extern "C" fn count_for_fork() {
-    registry_lock();
-    // SAFETY: the lock is held (until the parent and child handlers).
-    if let Some(refs) = unsafe { &*REGISTRY.refs.get() } {
-        for (&addr, &n) in refs {
-            refs_at(addr - REFS_AT).fetch_add(n, Ordering::AcqRel);
-        }
-    }
-}
-
-/// Gives up every reference this process holds, as it ends: called by a
-/// brood child in `child_main` once its function has returned and it has
-/// one thread left (a thread still running could still use an object). A
-/// process that ends otherwise (killed, or with threads) keeps its
-/// references: their blocks are never reused (see `shm/README.md`).
-pub(crate) fn release_all() {
-    if !ATFORK.is_completed() {
-        // No arena was ever used here or before the fork: nothing to do
-        // (and no page written).
-        return;
-    }
-    // Emptied: a drop after this finds nothing to give up.
-    with_registry(|r| {
-        for (&addr, &n) in r.iter() {
-            refs_at(addr - REFS_AT).fetch_sub(n, Ordering::AcqRel);
-        }
-        r.clear();
-    });
 }
 
 /// The allocator of one process (one generation: a forked child starts a
@@ -352,14 +186,7 @@ struct Inner {
     /// Per size class (`len / GRAIN - 1`): (arena index, offset) of freed
     /// allocations.
     free: Vec<Vec<(u32, u32)>>,
-    /// Per size class: allocations this process dropped while another
-    /// process still held them; reused once their count is 0.
-    lent: Vec<VecDeque<(u32, u32)>>,
 }
-
-/// How many lent blocks an allocation looks at, at most, before it takes
-/// fresh space (the queue rotates, so every block is looked at in turn).
-const LENT_LOOKS: usize = 16;
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Forks this process made (a `pthread_atfork` parent handler counts them).
@@ -368,12 +195,10 @@ static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
 static ATFORK: Once = Once::new();
 
 extern "C" fn forked_child() {
-    registry_unlock();
     GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
 extern "C" fn forked_parent() {
-    registry_unlock();
     FORKS.fetch_add(1, Ordering::AcqRel);
 }
 
@@ -384,16 +209,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// This generation's allocator, made on first use.
 fn state() -> &'static State {
     ATFORK.call_once(|| {
-        // SAFETY: the handlers take and release a spin lock, read a table
-        // nobody changes under that lock and bump atomics (in shared
-        // memory and here): fit to run around fork.
-        unsafe {
-            libc::pthread_atfork(
-                Some(count_for_fork),
-                Some(forked_parent),
-                Some(forked_child),
-            )
-        };
+        // SAFETY: both handlers only bump an atomic, fit to run right after
+        // fork (in the parent, in the child).
+        unsafe { libc::pthread_atfork(None, Some(forked_parent), Some(forked_child)) };
     });
     loop {
         let generation = GENERATION.load(Ordering::Acquire);
@@ -408,7 +226,6 @@ fn state() -> &'static State {
             generation,
             inner: Mutex::new(Inner {
                 free: vec![Vec::new(); CLASSES],
-                lent: vec![VecDeque::new(); CLASSES],
                 ..Inner::default()
             }),
             mapped: Mutex::new(HashMap::new()),
@@ -431,70 +248,53 @@ fn remember(state: &State, arena: &Arc<Arena>) {
     mapped.insert(arena.key, Arc::downgrade(arena));
 }
 
-/// A lent block of this class that no process holds any more, if one of
-/// the first `LENT_LOOKS` in the queue is.
-fn reclaim(inner: &mut Inner, class: usize) -> Option<(u32, u32)> {
-    for _ in 0..LENT_LOOKS.min(inner.lent[class].len()) {
-        let (index, offset) = inner.lent[class].pop_front()?;
-        let block = inner.arenas[index as usize].ptr + offset as usize;
-        if refs_at(block).load(Ordering::Acquire) == 0 {
-            return Some((index, offset));
-        }
-        inner.lent[class].push_back((index, offset));
-    }
-    None
-}
-
-/// `size` bytes (rounded up to `GRAIN`; at most `MAX_OBJECT`), zeroed but
-/// for its reference count (1: this process's), `GRAIN`-aligned, in one of
-/// this process's arenas.
+/// `size` bytes (rounded up to `GRAIN`; at most `MAX_OBJECT`), zeroed,
+/// `GRAIN`-aligned, in one of this process's arenas.
 pub(crate) fn alloc(size: usize) -> Result<Allocation> {
     debug_assert!(size <= MAX_OBJECT);
     let class = size.div_ceil(GRAIN).clamp(1, CLASSES);
     let len = class * GRAIN;
     let state = state();
     let mut inner = lock(&state.inner);
-    let reused = match inner.free[class - 1].pop() {
-        Some(slot) => Some(slot),
-        None => reclaim(&mut inner, class - 1),
-    };
-    let allocation = if let Some((index, offset)) = reused {
+    if let Some((index, offset)) = inner.free[class - 1].pop() {
         let arena = inner.arenas[index as usize].clone();
         drop(inner);
         let offset = offset as usize;
         // SAFETY: `offset..offset + len` lies in the arena (it was allocated
         // there) and is ours alone now: it left the free list under the
-        // lock, and its count is 0, so no process holds it.
+        // lock, and no handle of its previous object is left here.
         unsafe { std::ptr::write_bytes((arena.ptr + offset) as *mut u8, 0, len) };
-        Allocation {
+        return Ok(Allocation {
             arena,
             offset,
             len,
-            home: Some((state.generation, index)),
-        }
-    } else {
-        let full = inner.arenas.last().is_none_or(|a| inner.bump + len > a.len);
-        if full {
-            let size = (FIRST_ARENA << inner.arenas.len().min(6)).min(MAX_ARENA);
-            let arena = Arc::new(Arena::create(size)?);
-            remember(state, &arena);
-            inner.arenas.push(arena);
-            inner.bump = 0;
-        }
-        let index = inner.arenas.len() - 1;
-        let offset = inner.bump;
-        inner.bump += len;
-        // Fresh memfd pages are zero.
-        Allocation {
-            arena: inner.arenas[index].clone(),
-            offset,
-            len,
-            home: Some((state.generation, index as u32)),
-        }
-    };
-    allocation.refs().store(1, Ordering::Release);
-    with_registry(|r| note_ref(r, allocation.refs_addr()));
-    Ok(allocation)
+            home: Some((state.generation, index, FORKS.load(Ordering::Acquire))),
+            crossed: AtomicBool::new(false),
+        });
+    }
+    let full = inner.arenas.last().is_none_or(|a| inner.bump + len > a.len);
+    if full {
+        let size = (FIRST_ARENA << inner.arenas.len().min(6)).min(MAX_ARENA);
+        let arena = Arc::new(Arena::create(size)?);
+        remember(state, &arena);
+        inner.arenas.push(arena);
+        inner.bump = 0;
+    }
+    let index = inner.arenas.len() - 1;
+    let offset = inner.bump;
+    inner.bump += len;
+    // Fresh memfd pages are zero.
+    Ok(Allocation {
+        arena: inner.arenas[index].clone(),
+        offset,
+        len,
+        home: Some((
+            state.generation,
+            index as u32,
+            FORKS.load(Ordering::Acquire),
+        )),
+        crossed: AtomicBool::new(false),
+    })
 }
 
 /// An allocation that came from another process: its arena's mapping here
@@ -518,21 +318,13 @@ pub(crate) fn receive(key: u64, fd: u32, offset: u64, len: u64) -> Result<Alloca
     if !fits || len == 0 || len > MAX_OBJECT || offset % GRAIN != 0 || len % GRAIN != 0 {
         return Err(Error::invalid("a shared object lies outside its arena"));
     }
-    if refs_at(arena.ptr + offset).load(Ordering::Acquire) == 0 {
-        // Its sender counted a reference for us before it sent the handle:
-        // a zero count means no process holds it (a forged or stale handle).
-        return Err(Error::invalid(
-            "a shared object arrived that no process holds any more",
-        ));
-    }
-    let allocation = Allocation {
+    Ok(Allocation {
         arena,
         offset,
         len,
         home: None,
-    };
-    with_registry(|r| note_ref(r, allocation.refs_addr()));
-    Ok(allocation)
+        crossed: AtomicBool::new(true),
+    })
 }
 
 /// Forks this process has made since its allocator started (test support).

@@ -726,13 +726,8 @@ pub(crate) unsafe trait SharedState: Sync {
 #[repr(C)]
 struct Slot<T> {
     magic: u32,
-    /// The arena allocator's cross-process reference count
-    /// (`arena::REFS_AT`); unused in a segment of its own.
-    refs: std::sync::atomic::AtomicU32,
     state: T,
 }
-
-const _: () = assert!(std::mem::offset_of!(Slot<u8>, refs) == arena::REFS_AT);
 
 /// A block of shared memory holding a `T` at its start (after a magic
 /// word), and any bytes after it: a piece of an arena when it is small
@@ -768,9 +763,6 @@ impl<T: SharedState> Drop for Block<T> {
     fn drop(&mut self) {
         if self.place.is_last() && self.get().must_stay_mapped() {
             // Never unmapped, never reused: a robust list points into it.
-            if let Place::Arena(a) = &self.place {
-                a.pin_forever();
-            }
             std::mem::forget(self.place.clone());
         }
     }

@@ -36,12 +36,6 @@ pub use memory::{Options, SharedMemory};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Typecode, Value, ValueGuard};
 pub(crate) use words::ReadOnlyWords;
 
-/// As a brood child ends: gives up its references to arena objects, so the
-/// processes that made them can reuse their space (`arena::release_all`).
-pub(crate) fn release_references() {
-    arena::release_all()
-}
-
 /// Before a child starts: makes sure this process tree's resource tracker
 /// runs (so the child shares it) and returns the connection to hand to a
 /// spawn or forkserver child, if there is one.
