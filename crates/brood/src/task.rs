@@ -66,25 +66,6 @@ pub(crate) fn to_offset(t: Trampoline) -> i64 {
     crate::os::code::offset_of(t, anchor)
 }
 
-/// The trampoline at `offset`, for an offset that never left this
-/// program's processes (the event engine's workers, forked or spawned from
-/// the engine's process): checked against this process's own executable,
-/// which is the sender's.
-pub(crate) fn resolve_here(offset: i64) -> Option<Trampoline> {
-    resolve(offset, exe_identity())
-}
-
-/// [`resolve_here`] under its former contract, for events/: kept until
-/// it calls `resolve_here` and [`summon`].
-///
-/// # Safety
-///
-/// None beyond `resolve_here`'s: `offset` comes from [`to_offset`] in this
-/// program's processes.
-pub(crate) unsafe fn from_offset(offset: i64) -> Trampoline {
-    resolve_here(offset).expect("brood: an offset from this executable")
-}
-
 /// Device and inode of `/proc/self/exe` ((0, 0) if unreadable): what a code
 /// offset is valid for.
 pub(crate) fn exe_identity() -> (u64, u64) {
@@ -143,18 +124,8 @@ pub(crate) fn summon<F>() -> F {
     crate::os::code::conjure::<F>()
 }
 
-/// [`summon`] under its former contract, for events/: kept until it
-/// calls `summon`.
-///
-/// # Safety
-///
-/// None beyond `summon`'s: `F` is a function or capture-free closure type.
-pub(crate) unsafe fn conjure<F>() -> F {
-    summon::<F>()
-}
-
 /// Calls the capture-free function type `F` on `arg`, making the `F` out of
-/// nothing: the safe face of [`conjure`] for code that names a function by
+/// nothing: [`summon`] for code that names a function by
 /// its type only (the event engine's handler trampolines, which run in a
 /// worker process that never saw the handler value). A capturing closure
 /// is a compile error, as everywhere a function crosses to another process.
@@ -167,11 +138,11 @@ pub(crate) fn call_capture_free<F, A, R>(arg: A) -> R
 where
     F: Fn(A) -> R,
 {
-    // SAFETY: `conjure` checks at compile time that `F` is zero-sized; an
-    // `F: Fn` that is zero-sized is a function item or a closure that
-    // captures nothing (per this function's contract, one whose value the
-    // program had), which has no bytes and no validity invariant.
-    let f = unsafe { conjure::<F>() };
+    // `summon` checks at compile time that `F` is zero-sized; an `F: Fn`
+    // that is zero-sized is a function item or a closure that captures
+    // nothing (per this function's contract, one whose value the program
+    // had), which has no bytes and no validity invariant.
+    let f = summon::<F>();
     f(arg)
 }
 
