@@ -87,13 +87,20 @@ fn chunked(pool: &RedisPool, n: u64, size: usize) -> Duration {
     t.elapsed()
 }
 
-fn report(row: &str, mut values: Vec<f64>, unit: &str) {
+/// One row in bench/python/redis_queues.py's format, so its report puts
+/// brood's rows in the same table as Celery's, RQ's and Dramatiq's:
+/// `redis<TAB>test<TAB>name<TAB>median<TAB>lo<TAB>hi<TAB>n`, rates in
+/// thousands per second, latencies in µs (p10 and p90 as the spread).
+fn report(test: &str, name: &str, mut values: Vec<f64>, percentiles: bool) {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (lo, hi) = if percentiles {
+        (percentile(&values, 0.1), percentile(&values, 0.9))
+    } else {
+        (values[0], values[values.len() - 1])
+    };
     println!(
-        "redis\t{row}\t{:.1}\t{:.1}\t{:.1}\t{unit}\t{}",
+        "redis\t{test}\t{name}\t{:.3}\t{lo:.3}\t{hi:.3}\t{}",
         percentile(&values, 0.5),
-        values[0],
-        values[values.len() - 1],
         values.len()
     );
 }
@@ -138,9 +145,14 @@ pub(crate) fn run(only: Option<&str>) {
         let pool = RedisPool::connect(&url, &name).unwrap();
         batch(&pool, 2_000); // warm-up: every node up and reading
         let rates: Vec<f64> = (0..5)
-            .map(|_| n as f64 / batch(&pool, n).as_secs_f64())
+            .map(|_| n as f64 / batch(&pool, n).as_secs_f64() / 1e3)
             .collect();
-        report(&row, rates, "tasks/s");
+        report(
+            &format!("tasks-{nodes}"),
+            "brood-redis, a task per entry",
+            rates,
+            false,
+        );
     }
     for nodes in [1usize, 2, 4] {
         let row = format!("10k trivial tasks in chunks of 100, {nodes} worker node(s) x 1 process");
@@ -152,9 +164,14 @@ pub(crate) fn run(only: Option<&str>) {
         let pool = RedisPool::connect(&url, &name).unwrap();
         chunked(&pool, 2_000, 100);
         let rates: Vec<f64> = (0..5)
-            .map(|_| n as f64 / chunked(&pool, n, 100).as_secs_f64())
+            .map(|_| n as f64 / chunked(&pool, n, 100).as_secs_f64() / 1e3)
             .collect();
-        report(&row, rates, "tasks/s");
+        report(
+            &format!("tasks-{nodes}"),
+            "brood-redis, chunks of 100",
+            rates,
+            false,
+        );
     }
     for processes in [2usize, 4] {
         let row = format!("10k trivial tasks, 1 worker node x {processes} processes");
@@ -166,9 +183,14 @@ pub(crate) fn run(only: Option<&str>) {
         let pool = RedisPool::connect(&url, &name).unwrap();
         batch(&pool, 2_000);
         let rates: Vec<f64> = (0..5)
-            .map(|_| n as f64 / batch(&pool, n).as_secs_f64())
+            .map(|_| n as f64 / batch(&pool, n).as_secs_f64() / 1e3)
             .collect();
-        report(&row, rates, "tasks/s");
+        report(
+            &format!("tasks-{processes}"),
+            "brood-redis, 1 node with that many processes",
+            rates,
+            false,
+        );
     }
     let row = "one task round trip (apply), 1 worker node";
     if selected(only, "redis", row) {
@@ -183,14 +205,19 @@ pub(crate) fn run(only: Option<&str>) {
                 t.elapsed().as_secs_f64() * 1e6
             })
             .collect();
-        report(row, lat, "us");
+        report("latency", "brood-redis, a task per entry", lat, true);
     }
     for pipeline in [1usize, 64] {
         let row = format!("redis-benchmark XADD, pipeline {pipeline} (ceiling)");
         if selected(only, "redis", &row)
             && let Some(rate) = redis_benchmark(server.port(), pipeline)
         {
-            report(&row, vec![rate], "ops/s");
+            report(
+                "ceiling",
+                &format!("redis-benchmark XADD, pipeline {pipeline}"),
+                vec![rate / 1e3],
+                false,
+            );
         }
     }
 }
