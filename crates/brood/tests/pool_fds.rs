@@ -84,6 +84,15 @@ fn shared_objects_as_task_arguments(m: StartMethod) {
         .unwrap();
     assert_eq!(added, (0..40).map(|i| 3 * i).collect::<Vec<_>>());
 
+    // Chunks of 100 fds each: at most 253 fds are in flight at once, so
+    // units wait for results rather than overrun the kernel's limit.
+    let many: Vec<Value<u32>> = (0..600).map(|i| Value::new(i).unwrap()).collect();
+    let got = pool
+        .chunksize(100)
+        .map(|v: Value<u32>| v.get().unwrap(), many)
+        .unwrap();
+    assert_eq!(got, (0..600).collect::<Vec<_>>());
+
     // A chunk where only some items hold fds.
     let mixed = pool
         .chunksize(4)

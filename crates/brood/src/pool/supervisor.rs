@@ -106,7 +106,7 @@ impl Unit {
     /// sends them again.)
     fn close_fds(&mut self) {
         if !self.fds.fds.is_empty() {
-            drop(std::mem::take(&mut self.fds));
+            drop(std::mem::take(&mut self.fds.fds));
         }
     }
 
@@ -283,6 +283,8 @@ struct Worker {
     /// Units sent, in order, with their sequence numbers and send times.
     outstanding: VecDeque<(u64, Unit, Instant)>,
     bytes_in_flight: usize,
+    /// The fds its outstanding units hold (sent to it or being run).
+    fds_in_flight: usize,
     units_sent: usize,
     /// The quit frame went out: it takes no more work.
     quitting: bool,
@@ -430,6 +432,7 @@ impl Supervisor {
             pid,
             outstanding: VecDeque::new(),
             bytes_in_flight: 0,
+            fds_in_flight: 0,
             units_sent: 0,
             quitting: false,
             dead: false,
@@ -741,6 +744,7 @@ impl Supervisor {
         }
         let (_, mut unit, sent) = w.outstanding.pop_front().expect("checked above");
         w.bytes_in_flight -= unit.wire_len();
+        w.fds_in_flight -= unit.fds.fds.len();
         // Service time: since the previous result if the worker was busy
         // all along, else since this unit was sent.
         let since = if sent < w.last_result {
@@ -967,15 +971,21 @@ impl Supervisor {
         while let Some(unit) = self.queue.front() {
             let bytes = unit.wire_len();
             let nfds = unit.fds.fds.len();
+            // At most one `sendmsg`'s worth of fds (253) in flight across
+            // all workers (the kernel counts fds in flight against the
+            // user's RLIMIT_NOFILE and refuses a send past it); a unit with
+            // fds waits for results while they are out.
+            if nfds > 0 {
+                let out: usize = self.workers.iter().map(|w| w.fds_in_flight).sum();
+                if out > 0 && out + nfds > os::scm::MAX_FDS {
+                    break;
+                }
+            }
             let best = self
                 .workers
                 .iter()
                 .enumerate()
-                .filter(|(i, w)| {
-                    w.can_take(bytes, self.config.max_tasks)
-                        && (nfds == 0
-                            || batch_fds.get(*i).map_or(0, Vec::len) + nfds <= os::scm::MAX_FDS)
-                })
+                .filter(|(_, w)| w.can_take(bytes, self.config.max_tasks))
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
             let Some(i) = best else {
@@ -1014,6 +1024,7 @@ impl Supervisor {
             batch.extend_from_slice(&unit.items);
             let w = &mut self.workers[i];
             w.bytes_in_flight += bytes;
+            w.fds_in_flight += unit.fds.fds.len();
             w.units_sent += 1;
             w.outstanding.push_back((seq, unit, now));
             if w.outstanding.len() == 1 {
@@ -1089,6 +1100,7 @@ impl Supervisor {
                 unit.fail(err());
             }
             w.bytes_in_flight = 0;
+            w.fds_in_flight = 0;
         }
         self.fail_queued(&err);
     }
