@@ -758,6 +758,19 @@ impl Pool {
     /// assert_eq!(pool.apply(|(a, b): (i32, i32)| a * b, (6, 7))?, 42);
     /// # Ok::<(), brood::Error>(())
     /// ```
+    ///
+    /// Arguments may hold shared objects (a [`Value`](crate::Value),
+    /// [`Connection`](crate::Connection), lock or [`Queue`](crate::Queue)),
+    /// in every verb: their fds go with the task (`SCM_RIGHTS`), at most
+    /// 253 per task (or chunk).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// let hits = brood::Value::new(0u32)?;
+    /// pool.apply(|v: brood::Value<u32>| *v.lock().unwrap() += 1, hits.clone())?;
+    /// assert_eq!(hits.get()?, 1);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
     pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
     where
         F: FnOnce(A) -> R + Send + 'static,
