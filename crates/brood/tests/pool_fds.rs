@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use brood::os::{self, Pid};
+use brood::pool::{RetryOn, RetryPolicy};
 use brood::sync::Lock;
 use brood::{Connection, ErrorKind, Pool, PoolBuilder, Queue, StartMethod, Value};
 
@@ -220,6 +221,49 @@ fn requeued_units_keep_their_fds(m: StartMethod) {
     assert_eq!(count.get().unwrap(), 20);
 }
 
+/// A task retried after its worker died runs again with the fds it was
+/// given: the parent kept its duplicates until the unit's outcome.
+fn a_retried_task_gets_its_fds_again(m: StartMethod) {
+    let _serial = serial();
+    let pool = builder(m)
+        .processes(1)
+        .retry(
+            RetryPolicy::new(1)
+                .on(RetryOn::WORKER_LOST)
+                .backoff(Duration::from_millis(10), Duration::from_millis(10)),
+        )
+        .build()
+        .unwrap();
+    pool.apply(|x: u8| x, 1).unwrap();
+    let tries = Value::new(0u32).unwrap();
+    let (mut rx, tx) = brood::pipe(false).unwrap();
+    let before = common::open_fds();
+    let f = pool
+        .submit(
+            |(v, mut c): (Value<u32>, Connection)| {
+                let attempt = {
+                    let mut g = v.lock().unwrap();
+                    *g += 1;
+                    *g
+                };
+                c.send(&attempt).unwrap();
+                if attempt == 1 {
+                    let _ = os::kill(os::getpid(), 9);
+                    std::thread::sleep(Duration::from_secs(10));
+                }
+                attempt
+            },
+            (tries.clone(), tx.try_clone().unwrap()),
+        )
+        .unwrap();
+    assert_eq!(f.result_timeout(BOUND).unwrap(), 2);
+    assert_eq!(f.attempts(), 2);
+    assert_eq!(rx.recv_timeout(BOUND).map(|n: u32| n).unwrap(), 1);
+    assert_eq!(rx.recv_timeout(BOUND).map(|n: u32| n).unwrap(), 2);
+    assert_eq!(tries.get().unwrap(), 2);
+    assert_eq!(common::open_fds(), before, "fds leaked in the parent");
+}
+
 /// Futures cancelled before a worker took them close their fds.
 fn cancelled_units_close_their_fds(m: StartMethod) {
     let _serial = serial();
@@ -279,5 +323,6 @@ suite!(
     many_fd_tasks_leak_nothing,
     requeued_units_keep_their_fds,
     cancelled_units_close_their_fds,
+    a_retried_task_gets_its_fds_again,
     too_many_fds_in_one_unit_is_an_error,
 );
