@@ -492,6 +492,24 @@ impl Connection {
         self.write_frame(bytes, &[], None)
     }
 
+    /// Sends raw bytes as one message with `fds` attached to it
+    /// (`SCM_RIGHTS`, at most 253); the caller keeps its own fds. The pool's
+    /// supervisor sends a batch of units whose arguments hold fds this way.
+    pub(crate) fn send_bytes_with_fds(&mut self, bytes: &[u8], fds: &[RawFd]) -> Result<()> {
+        if !self.unix {
+            return Err(Error::invalid(
+                "file descriptors can only be passed over Unix sockets",
+            ));
+        }
+        self.write_frame(bytes, fds, None)
+    }
+
+    /// Receives the next message's bytes and the fds that came with it
+    /// (a pool worker's batch: the fds of its units' arguments).
+    pub(crate) fn recv_bytes_with_fds(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        self.read_frame_with_fds(None)
+    }
+
     /// Sends raw bytes, giving up after `timeout` (see
     /// [`send_timeout`](Connection::send_timeout)).
     ///

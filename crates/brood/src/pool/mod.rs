@@ -85,7 +85,7 @@ pub use progress::{Progress, ProgressEvent, WithProgress};
 
 use job::{Decode, Hook, Job};
 use limits::{Limits, UnitLimits, check_limit};
-use supervisor::{Config, Phase, Shared, Unit};
+use supervisor::{Config, Phase, Shared, Unit, UnitFds};
 use worker::{FdArg, InitBlob};
 
 // Defined with the trampolines that call it (`task`, below this module).
@@ -454,6 +454,95 @@ fn encode_item<A: Serialize>(out: &mut Vec<u8>, item: &A) -> Result<()> {
     Ok(())
 }
 
+/// A unit's items as the caller's thread encodes them: `[len u32][codec
+/// bytes]` each, and the fds they hold. An item is first encoded as plain
+/// bytes (the fast path: no fds, nothing more to do); only if that fails is
+/// it encoded again collecting its fds (`SCM_RIGHTS` duplicates the parent
+/// keeps until the unit's outcome).
+#[derive(Default)]
+pub(crate) struct Items {
+    bytes: Vec<u8>,
+    n: u32,
+    fds: UnitFds,
+}
+
+impl Items {
+    /// Appends one item.
+    pub(crate) fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
+        let at = self.bytes.len();
+        match encode_item(&mut self.bytes, item) {
+            Ok(()) => {
+                if !self.fds.counts.is_empty() {
+                    self.fds.counts.push(0);
+                }
+            }
+            Err(plain) => {
+                self.bytes.truncate(at);
+                let fds = match encode_item_with_fds(&mut self.bytes, item) {
+                    Ok(fds) if !fds.is_empty() => fds,
+                    Ok(_) => {
+                        self.bytes.truncate(at);
+                        return Err(plain);
+                    }
+                    Err(e) => {
+                        self.bytes.truncate(at);
+                        return Err(e);
+                    }
+                };
+                if self.fds.fds.len() + fds.len() > crate::os::scm::MAX_FDS {
+                    self.bytes.truncate(at);
+                    return Err(Error::simple(
+                        ErrorKind::TooLarge,
+                        format!(
+                            "the arguments of one task (or chunk) hold {} file descriptors; \
+                             at most {} cross at once (use a smaller chunksize)",
+                            self.fds.fds.len() + fds.len(),
+                            crate::os::scm::MAX_FDS
+                        ),
+                    ));
+                }
+                self.fds.counts.resize(self.n as usize, 0);
+                self.fds.counts.push(fds.len() as u8);
+                self.fds.fds.extend(fds);
+            }
+        }
+        self.n += 1;
+        Ok(())
+    }
+
+    /// Whether it holds no item.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The unit these items make.
+    pub(crate) fn into_unit(
+        self,
+        job: Arc<Job>,
+        index: usize,
+        func: Arc<[u8]>,
+        limits: UnitLimits,
+    ) -> Unit {
+        let mut unit = Unit::new(job, index, func, self.bytes, self.n, limits);
+        unit.fds = self.fds;
+        unit
+    }
+}
+
+/// Appends one item whose value holds fds; returns (duplicates of) them.
+fn encode_item_with_fds<A: Serialize>(
+    out: &mut Vec<u8>,
+    item: &A,
+) -> Result<Vec<std::os::fd::OwnedFd>> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let fds = crate::handle::encode_into_with_fds(out, item)?;
+    let len = u32::try_from(out.len() - at - 4)
+        .map_err(|_| Error::simple(ErrorKind::TooLarge, "a task's arguments are over 4 GiB"))?;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(fds)
+}
+
 /// Python's automatic chunksize: `divmod(len, 4 * processes)`, plus one
 /// if there is a remainder (at least 1).
 fn auto_chunksize(len: usize, processes: usize) -> usize {
@@ -545,15 +634,13 @@ impl Pool {
         args: &A,
         hook: Option<Hook>,
     ) -> Result<Arc<Job>> {
-        let mut items = Vec::new();
-        encode_item(&mut items, args)?;
+        let mut items = Items::default();
+        items.push(args)?;
         let job = Job::new(Some(1), hook);
-        self.shared.submit(vec![Unit::new(
+        self.shared.submit(vec![items.into_unit(
             job.clone(),
             0,
             func,
-            items,
-            1,
             self.unit_defaults.clone(),
         )])?;
         Ok(job)
@@ -567,14 +654,14 @@ impl Pool {
         args: &A,
         limits: Option<Limits>,
     ) -> Result<TaskFuture<R>> {
-        let mut items = Vec::new();
-        encode_item(&mut items, args)?;
+        let mut items = Items::default();
+        items.push(args)?;
         let limits = match limits {
             None => self.unit_defaults.clone(),
             Some(own) => own.over(&self.defaults).for_unit(),
         };
         let job = Job::new(Some(1), None);
-        let mut unit = Unit::new(job.clone(), 0, func, items, 1, limits);
+        let mut unit = items.into_unit(job.clone(), 0, func, limits);
         unit.claim = true;
         self.shared.submit(vec![unit])?;
         Ok(TaskFuture::new(job))
@@ -595,18 +682,11 @@ impl Pool {
         let mut units = Vec::with_capacity(count);
         let limits = self.unit_defaults.clone();
         for (index, chunk) in items.chunks(size).enumerate() {
-            let mut bytes = Vec::new();
+            let mut bytes = Items::default();
             for item in chunk {
-                encode_item(&mut bytes, item)?;
+                bytes.push(item)?;
             }
-            units.push(Unit::new(
-                job.clone(),
-                index,
-                func.clone(),
-                bytes,
-                chunk.len() as u32,
-                limits.clone(),
-            ));
+            units.push(bytes.into_unit(job.clone(), index, func.clone(), limits.clone()));
         }
         self.shared.submit(units)?;
         Ok(job)
@@ -638,23 +718,19 @@ impl Pool {
                 return Some(Err(e));
             }
             let func = func.clone()?;
-            let mut bytes = Vec::new();
-            let mut n = 0u32;
+            let mut bytes = Items::default();
             for item in input.by_ref().take(size) {
-                if let Err(e) = encode_item(&mut bytes, &item) {
+                if let Err(e) = bytes.push(&item) {
                     return Some(Err(e));
                 }
-                n += 1;
             }
-            if n == 0 {
+            if bytes.is_empty() {
                 return None;
             }
-            Some(Ok(Unit::new(
+            Some(Ok(bytes.into_unit(
                 unit_job.clone(),
                 index,
                 func,
-                bytes,
-                n,
                 limits.clone(),
             )))
         });
@@ -680,6 +756,19 @@ impl Pool {
     /// ```
     /// let pool = brood::Pool::new(1)?;
     /// assert_eq!(pool.apply(|(a, b): (i32, i32)| a * b, (6, 7))?, 42);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    ///
+    /// Arguments may hold shared objects (a [`Value`](crate::Value),
+    /// [`Connection`](crate::Connection), lock or [`Queue`](crate::Queue)),
+    /// in every verb: their fds go with the task (`SCM_RIGHTS`), at most
+    /// 253 per task (or chunk).
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(1)?;
+    /// let hits = brood::Value::new(0u32)?;
+    /// pool.apply(|v: brood::Value<u32>| *v.lock().unwrap() += 1, hits.clone())?;
+    /// assert_eq!(hits.get()?, 1);
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>

@@ -35,7 +35,6 @@ use crate::launch;
 
 use super::job::{Job, UnitOutcome};
 use super::status::Counters;
-use super::supervisor::Unit;
 use super::{IMap, Pool};
 
 type Callback = Box<dyn FnMut(&ProgressEvent) + Send>;
@@ -488,16 +487,14 @@ impl<'a> WithProgress<'a> {
         let func = super::func1::<F, A, R>();
         let mut units = Vec::with_capacity(n.div_ceil(size));
         for (index, chunk) in items.chunks(size).enumerate() {
-            let mut bytes = Vec::new();
+            let mut bytes = super::Items::default();
             for item in chunk {
-                super::encode_item(&mut bytes, item)?;
+                bytes.push(item)?;
             }
-            units.push(Unit::new(
+            units.push(bytes.into_unit(
                 job.clone(),
                 index,
                 func.clone(),
-                bytes,
-                chunk.len() as u32,
                 self.pool.unit_defaults.clone(),
             ));
         }

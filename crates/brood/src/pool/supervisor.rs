@@ -15,7 +15,9 @@ use crate::start_method::StartMethod;
 
 use super::job::{Item, Job, UnitOutcome};
 use super::limits::{RetryOn, RetryPolicy, UnitLimits};
-use super::worker::{self, Boot, FUNC_LIMITS, FUNC_SOFT_LIMIT, InitBlob, Reader, SEQ_INIT_FAILED};
+use super::worker::{
+    self, Boot, FUNC_LIMITS, FUNC_SOFT_LIMIT, InitBlob, Reader, SEQ_INIT_FAILED, UNIT_FDS,
+};
 
 /// Unacknowledged bytes a worker may hold (invariant 3).
 const MAX_IN_FLIGHT_BYTES: usize = 64 << 10;
@@ -42,6 +44,32 @@ pub(crate) struct Unit {
     pub(crate) claim: bool,
     /// Which attempt this is (1 unless retried).
     pub(crate) attempts: u32,
+    /// The fds its items hold (empty, without an allocation, on the fast
+    /// path). The parent keeps them until the unit is dropped (its outcome
+    /// delivered, or cancelled): a unit requeued after a worker's death
+    /// sends them again.
+    pub(crate) fds: UnitFds,
+}
+
+/// The fds a unit's items hold, and how many belong to each item.
+#[derive(Default)]
+pub(crate) struct UnitFds {
+    /// Per item, how many of `fds` it takes, in order; empty when no item
+    /// holds any.
+    pub(crate) counts: Vec<u8>,
+    /// The parent's duplicates, in item order.
+    pub(crate) fds: Vec<std::os::fd::OwnedFd>,
+}
+
+impl UnitFds {
+    /// Bytes of the `[UNIT_FDS][n u32][n × u8]` header (0: none).
+    fn wire_len(&self) -> usize {
+        if self.counts.is_empty() {
+            0
+        } else {
+            5 + self.counts.len()
+        }
+    }
 }
 
 impl Unit {
@@ -63,12 +91,23 @@ impl Unit {
             limits,
             claim: false,
             attempts: 1,
+            fds: UnitFds::default(),
         }
     }
 
     fn wire_len(&self) -> usize {
         let limits = if self.limits.on_wire() { 9 } else { 0 };
-        8 + limits + self.func.len() + 4 + self.items.len()
+        8 + limits + self.fds.wire_len() + self.func.len() + 4 + self.items.len()
+    }
+
+    /// Closes the parent's duplicates of the fds its items hold, just
+    /// before its one outcome is delivered: whoever sees the outcome sees
+    /// them closed. (Never before: a unit that is retried or requeued
+    /// sends them again.)
+    fn close_fds(&mut self) {
+        if !self.fds.fds.is_empty() {
+            drop(std::mem::take(&mut self.fds.fds));
+        }
     }
 
     fn hard_limit(&self) -> Option<Duration> {
@@ -79,7 +118,8 @@ impl Unit {
         self.limits.retry.as_deref().copied()
     }
 
-    fn fail(self, err: Error) {
+    fn fail(mut self, err: Error) {
+        self.close_fds();
         let err = if self.attempts > 1 {
             err.with_note(format!("after {} attempts", self.attempts))
         } else {
@@ -243,6 +283,8 @@ struct Worker {
     /// Units sent, in order, with their sequence numbers and send times.
     outstanding: VecDeque<(u64, Unit, Instant)>,
     bytes_in_flight: usize,
+    /// The fds its outstanding units hold (sent to it or being run).
+    fds_in_flight: usize,
     units_sent: usize,
     /// The quit frame went out: it takes no more work.
     quitting: bool,
@@ -390,6 +432,7 @@ impl Supervisor {
             pid,
             outstanding: VecDeque::new(),
             bytes_in_flight: 0,
+            fds_in_flight: 0,
             units_sent: 0,
             quitting: false,
             dead: false,
@@ -699,8 +742,9 @@ impl Supervisor {
         if *expect != seq || items.len() != w.outstanding.front()?.1.n as usize {
             return None;
         }
-        let (_, unit, sent) = w.outstanding.pop_front().expect("checked above");
+        let (_, mut unit, sent) = w.outstanding.pop_front().expect("checked above");
         w.bytes_in_flight -= unit.wire_len();
+        w.fds_in_flight -= unit.fds.fds.len();
         // Service time: since the previous result if the worker was busy
         // all along, else since this unit was sent.
         let since = if sent < w.last_result {
@@ -736,6 +780,7 @@ impl Supervisor {
             }
         }
         let attempts = unit.attempts;
+        unit.close_fds();
         unit.job.deliver(
             unit.index,
             UnitOutcome::Items {
@@ -919,9 +964,23 @@ impl Supervisor {
             return;
         }
         let mut batches: Vec<Vec<u8>> = vec![Vec::new(); self.workers.len()];
+        // The raw fds each batch carries; allocated only once a unit that
+        // holds fds is sent (the fast path has none).
+        let mut batch_fds: Vec<Vec<std::os::fd::RawFd>> = Vec::new();
         let now = Instant::now();
         while let Some(unit) = self.queue.front() {
             let bytes = unit.wire_len();
+            let nfds = unit.fds.fds.len();
+            // At most one `sendmsg`'s worth of fds (253) in flight across
+            // all workers (the kernel counts fds in flight against the
+            // user's RLIMIT_NOFILE and refuses a send past it); a unit with
+            // fds waits for results while they are out.
+            if nfds > 0 {
+                let out: usize = self.workers.iter().map(|w| w.fds_in_flight).sum();
+                if out > 0 && out + nfds > os::scm::MAX_FDS {
+                    break;
+                }
+            }
             let best = self
                 .workers
                 .iter()
@@ -951,11 +1010,21 @@ impl Supervisor {
                 });
                 batch.extend_from_slice(&soft.to_le_bytes());
             }
+            if !unit.fds.counts.is_empty() {
+                batch.push(UNIT_FDS);
+                batch.extend_from_slice(&(unit.fds.counts.len() as u32).to_le_bytes());
+                batch.extend_from_slice(&unit.fds.counts);
+                if batch_fds.is_empty() {
+                    batch_fds.resize_with(self.workers.len(), Vec::new);
+                }
+                batch_fds[i].extend(unit.fds.fds.iter().map(std::os::fd::AsRawFd::as_raw_fd));
+            }
             batch.extend_from_slice(&unit.func);
             batch.extend_from_slice(&unit.n.to_le_bytes());
             batch.extend_from_slice(&unit.items);
             let w = &mut self.workers[i];
             w.bytes_in_flight += bytes;
+            w.fds_in_flight += unit.fds.fds.len();
             w.units_sent += 1;
             w.outstanding.push_back((seq, unit, now));
             if w.outstanding.len() == 1 {
@@ -964,7 +1033,17 @@ impl Supervisor {
             }
         }
         for (i, batch) in batches.into_iter().enumerate() {
-            if !batch.is_empty() && self.workers[i].conn.send_bytes(&batch).is_err() {
+            if batch.is_empty() {
+                continue;
+            }
+            // The fds stay open in the units now in `outstanding`.
+            let sent = match batch_fds.get(i) {
+                Some(fds) if !fds.is_empty() => {
+                    self.workers[i].conn.send_bytes_with_fds(&batch, fds)
+                }
+                _ => self.workers[i].conn.send_bytes(&batch),
+            };
+            if sent.is_err() {
                 // It died: `bury_dead` fails the first unit and requeues
                 // the others.
                 self.workers[i].dead = true;
@@ -1021,6 +1100,7 @@ impl Supervisor {
                 unit.fail(err());
             }
             w.bytes_in_flight = 0;
+            w.fds_in_flight = 0;
         }
         self.fail_queued(&err);
     }

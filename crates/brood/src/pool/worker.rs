@@ -24,6 +24,10 @@ pub(crate) const FUNC_LIMITS: u8 = 2;
 /// Before `func`: the unit has a soft time limit only; it follows as for
 /// [`FUNC_LIMITS`].
 pub(crate) const FUNC_SOFT_LIMIT: u8 = 3;
+/// Before `func` (after the limits, if any): some of the unit's items hold
+/// fds. `[n u32][n × u8]` follows: per item, how many of the batch's fds
+/// (`SCM_RIGHTS`, in item order) it takes; then the real `func`.
+pub(crate) const UNIT_FDS: u8 = 4;
 /// The `seq` of the frame a worker sends when its initializer failed.
 pub(crate) const SEQ_INIT_FAILED: u64 = u64::MAX;
 
@@ -190,15 +194,23 @@ pub(crate) fn worker_main(boot: Boot) {
     }
     let mut named: HashMap<Vec<u8>, Resolved> = HashMap::new();
     loop {
-        let Ok(batch) = conn.recv_bytes() else {
+        // The fds of the batch's arguments (none on the fast path); those
+        // an item does not take are closed when the batch is done.
+        let Ok((batch, fds)) = conn.recv_bytes_with_fds() else {
             return;
         };
         if batch.is_empty() {
             return; // the quit frame
         }
+        let mut fds = fds.into_iter();
         let mut r = Reader::new(&batch);
         while !r.is_empty() {
-            let Some(()) = run_unit(&mut r, &mut out, exe, &mut named, &started, &began_at) else {
+            let ctx = UnitCtx {
+                exe,
+                started: &started,
+                began_at: &began_at,
+            };
+            let Some(()) = run_unit(&mut r, &mut out, &ctx, &mut named, &mut fds) else {
                 return; // a malformed batch: leave, the supervisor sees why
             };
             if conn.send_bytes(&out).is_err() {
@@ -208,16 +220,27 @@ pub(crate) fn worker_main(boot: Boot) {
     }
 }
 
-/// Reads one unit from `r`, runs its items, and leaves its result frame
-/// in `out`.
+/// What every unit of a worker reads besides its batch.
+struct UnitCtx<'a> {
+    exe: (u64, u64),
+    started: &'a RawValue<u64>,
+    began_at: &'a RawValue<u64>,
+}
+
+/// Reads one unit from `r`, runs its items (each with its own fds, taken
+/// in order from `fds`), and leaves its result frame in `out`.
 fn run_unit(
     r: &mut Reader<'_>,
     out: &mut Vec<u8>,
-    exe: (u64, u64),
+    ctx: &UnitCtx<'_>,
     named: &mut HashMap<Vec<u8>, Resolved>,
-    started: &RawValue<u64>,
-    began_at: &RawValue<u64>,
+    fds: &mut std::vec::IntoIter<OwnedFd>,
 ) -> Option<()> {
+    let UnitCtx {
+        exe,
+        started,
+        began_at,
+    } = *ctx;
     let seq = r.u64()?;
     let mut tag = r.u8()?;
     if tag == FUNC_LIMITS || tag == FUNC_SOFT_LIMIT {
@@ -234,6 +257,12 @@ fn run_unit(
         tag = r.u8()?;
     } else {
         super::limits::set_task_deadline(None);
+    }
+    let mut counts: Option<&[u8]> = None;
+    if tag == UNIT_FDS {
+        let k = r.u32()? as usize;
+        counts = Some(r.take(k)?);
+        tag = r.u8()?;
     }
     started.set(seq.wrapping_add(1));
     let func = match tag {
@@ -264,14 +293,26 @@ fn run_unit(
         _ => return None,
     };
     let n = r.u32()?;
+    if counts.is_some_and(|c| c.len() != n as usize) {
+        return None;
+    }
     out.clear();
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&n.to_le_bytes());
-    for _ in 0..n {
+    for k in 0..n as usize {
         let args = r.bytes()?;
+        let own = counts.map_or(0, |c| usize::from(c[k]));
         let (tag, payload) = match &func {
-            Resolved::Call(call) => run_item(*call, args),
-            Resolved::Missing(m) => (launch::TAG_UNKNOWN_TASK, m.clone().into_bytes()),
+            Resolved::Call(call) if own == 0 => run_item(*call, args),
+            Resolved::Call(call) => {
+                let mine: Vec<OwnedFd> = fds.by_ref().take(own).collect();
+                // Whatever the task does not keep is closed here.
+                crate::handle::with_incoming(mine, || run_item(*call, args))
+            }
+            Resolved::Missing(m) => {
+                fds.by_ref().take(own).for_each(drop);
+                (launch::TAG_UNKNOWN_TASK, m.clone().into_bytes())
+            }
         };
         out.push(tag);
         put_bytes(out, &payload);
