@@ -101,9 +101,7 @@ fn through_non_blocking(dir: &Path, total: u32, lossy: bool) -> std::io::Result<
         inner: appender(dir),
         bytes: bytes.clone(),
     };
-    let (mut writer, guard) = NonBlockingBuilder::default()
-        .lossy(lossy)
-        .finish(counted);
+    let (mut writer, guard) = NonBlockingBuilder::default().lossy(lossy).finish(counted);
     let dropped = writer.error_counter();
     let t0 = Instant::now();
     for seq in 0..total {

@@ -36,8 +36,8 @@ mod manager;
 mod pipes;
 mod pool;
 mod queue;
-mod redis_pool;
 mod redis_objects;
+mod redis_pool;
 mod sync;
 
 /// Starts a C floor program in `--driven` mode, found through `$env`, else
