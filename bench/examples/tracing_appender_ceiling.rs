@@ -109,6 +109,12 @@ fn through_non_blocking(dir: &Path, total: u32, lossy: bool) -> std::io::Result<
     }
     let expected = (u64::from(total) - dropped.dropped_lines() as u64) * LINE_LEN;
     while bytes.load(Ordering::Acquire) < expected {
+        // The worker ignores its write errors: give up rather than hang.
+        if t0.elapsed() > Duration::from_secs(120) {
+            return Err(std::io::Error::other(
+                "the non_blocking worker wrote too little in 120 s",
+            ));
+        }
         std::thread::sleep(Duration::from_micros(100));
     }
     let secs = t0.elapsed().as_secs_f64();
