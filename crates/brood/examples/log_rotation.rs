@@ -1,10 +1,14 @@
 //! brood's side of the log-rotation comparison (issue 16): N processes
 //! write L numbered lines each through `brood::log` onto one file rotated at
 //! MAX bytes, with enough backups to keep every line; then every file is
-//! read back and the lines counted (lost, duplicated, torn). Two ceilings
-//! from one process: the same `LogFile`, and a plain `O_APPEND` file
-//! without rotation. Python's side: `bench/python/log_rotation.py`;
-//! `bench/log_rotation.sh` runs both.
+//! read back and the lines counted (lost, duplicated, torn). The same N
+//! processes again with daily rotation instead of size (never due during a
+//! run: the like of tracing-appender's `Rotation::DAILY`, which has no size
+//! rotation). Two ceilings from one process: the same `LogFile`, and a plain
+//! `O_APPEND` file without rotation. Python's side:
+//! `bench/python/log_rotation.py`; tracing-appender's:
+//! `bench/examples/tracing_appender_ceiling.rs`; `bench/log_rotation.sh`
+//! runs them all and prints the ratios.
 //!
 //! Usage: log_rotation [--procs 4] [--lines 100000] [--max-bytes 1048576]
 //!        [--backups 60]
@@ -57,6 +61,21 @@ fn count(config: &LogConfig, procs: u32, lines: u32) -> (u64, u64, u64, usize) {
     (lost, dup, torn, files)
 }
 
+/// Seconds for `procs` processes to write `lines` lines each through `config`.
+fn many(config: &LogConfig, procs: u32, lines: u32) -> brood::Result<f64> {
+    let t0 = Instant::now();
+    let mut kids = Vec::new();
+    for id in 1..=procs {
+        let mut p = Process::with_args(write_lines, (config.clone(), id, lines));
+        p.start()?;
+        kids.push(p);
+    }
+    for mut p in kids {
+        p.join()?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (mut procs, mut lines, mut max, mut backups) = (4u32, 100_000u32, 1u64 << 20, 60u32);
@@ -79,22 +98,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .backups(backups))
     };
 
-    let config = fresh("many")?;
-    let t0 = Instant::now();
-    let mut kids = Vec::new();
-    for id in 1..=procs {
-        let mut p = Process::with_args(write_lines, (config.clone(), id, lines));
-        p.start()?;
-        kids.push(p);
-    }
-    for mut p in kids {
-        p.join()?;
-    }
-    let secs = t0.elapsed().as_secs_f64();
     let total = f64::from(procs) * f64::from(lines);
+    let config = fresh("many")?;
+    let secs = many(&config, procs, lines)?;
     let (lost, dup, torn, files) = count(&config, procs, lines);
     println!(
         "brood LogFile, {procs} processes\t{:.0} lines/s\tlost {lost}\tduplicated {dup}\ttorn {torn}\tfiles {files}",
+        total / secs
+    );
+
+    let d = dir.join("daily");
+    std::fs::create_dir_all(&d)?;
+    let config = LogConfig::new(d.join("app.log")).daily().backups(backups);
+    let secs = many(&config, procs, lines)?;
+    let (lost, dup, torn, files) = count(&config, procs, lines);
+    println!(
+        "brood LogFile, {procs} processes, daily rotation\t{:.0} lines/s\tlost {lost}\tduplicated {dup}\ttorn {torn}\tfiles {files}",
         total / secs
     );
 
