@@ -50,7 +50,7 @@ impl FileWords {
     /// Maps `len` bytes (a multiple of 8) of `file` from offset 0; the
     /// caller has made the file at least that long.
     pub(crate) fn map(file: &std::fs::File, len: usize) -> io::Result<FileWords> {
-        if len == 0 || len % 8 != 0 || file.metadata()?.len() < len as u64 {
+        if len == 0 || !len.is_multiple_of(8) || file.metadata()?.len() < len as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "file too short to map its words",
