@@ -9,7 +9,9 @@
 //! time ([`LogConfig::every`], [`hourly`](LogConfig::hourly),
 //! [`daily`](LogConfig::daily)) into numbered backups (`app.log.1` newest …
 //! `app.log.N` oldest, optionally gzipped) is decided under an `flock` on a
-//! sidecar `app.log.lock`, so it happens once. The protocol, its invariants
+//! sidecar `app.log.lock`, so it happens once; a record that fits takes no
+//! lock (the writers count the file's size in the mapped lock file), so the
+//! common path is that one `write(2)`. The protocol, its invariants
 //! and what a process killed mid-write or mid-rotation leaves behind are in
 //! `src/log/README.md`.
 //!
