@@ -775,3 +775,63 @@ fn fitting_writes_take_no_lock_and_a_rotation_waits_for_the_lock() {
     assert_eq!(read(), format!("{}\n", "x".repeat(99)));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The shared size in the lock file (byte 2048 + 8, see log/README.md)
+/// left far ahead of the file, as a writer killed between counting a record
+/// and writing it leaves it: the next writer checks the file itself, does
+/// not rotate a file that is not full, and takes the size from the file.
+#[test]
+fn a_wrong_shared_size_never_rotates_a_file_that_is_not_full() {
+    use std::os::unix::fs::FileExt;
+    let dir = scratch("drift");
+    let config = LogConfig::new(dir.join("app.log"))
+        .max_bytes(1000)
+        .backups(3);
+    let log = config.clone().open().unwrap();
+    log.write_record(b"first").unwrap();
+    let lock = fs::OpenOptions::new()
+        .write(true)
+        .open(config.lock_path())
+        .unwrap();
+    lock.write_all_at(&(1u64 << 40).to_ne_bytes(), 2048 + 8)
+        .unwrap();
+    log.write_record(b"second").unwrap();
+    assert!(
+        !config.backup_path(1, false).exists(),
+        "rotated a 13-byte file"
+    );
+    assert_eq!(
+        fs::read_to_string(config.path()).unwrap(),
+        "first\nsecond\n"
+    );
+    // The count is right again: the file fills up and rotates once, full.
+    for seq in 0..60 {
+        log.write_record(line(1, seq).trim_end().as_bytes())
+            .unwrap();
+    }
+    let files = files_oldest_first(&config);
+    assert_eq!(files.len(), 3, "two full backups and the current file");
+    assert_backups_full(&files, 1000, 1);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Another program renames `app.log` away (logrotate without
+/// `copytruncate`): writers notice within a second (their periodic `stat`)
+/// and go on in a new `app.log`; what they wrote meanwhile is in the renamed
+/// file, nothing is lost.
+#[test]
+fn an_external_rename_is_noticed_within_a_second() {
+    let dir = scratch("external");
+    let config = LogConfig::new(dir.join("app.log"))
+        .max_bytes(1 << 20)
+        .backups(3);
+    let log = config.clone().open().unwrap();
+    log.write_record(b"before").unwrap();
+    let moved = dir.join("moved.log");
+    fs::rename(config.path(), &moved).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    log.write_record(b"after").unwrap();
+    assert_eq!(fs::read_to_string(&moved).unwrap(), "before\n");
+    assert_eq!(fs::read_to_string(config.path()).unwrap(), "after\n");
+    fs::remove_dir_all(&dir).unwrap();
+}
