@@ -9,7 +9,9 @@
 //! time ([`LogConfig::every`], [`hourly`](LogConfig::hourly),
 //! [`daily`](LogConfig::daily)) into numbered backups (`app.log.1` newest …
 //! `app.log.N` oldest, optionally gzipped) is decided under an `flock` on a
-//! sidecar `app.log.lock`, so it happens once. The protocol, its invariants
+//! sidecar `app.log.lock`, so it happens once; a record that fits takes no
+//! lock (the writers count the file's size in the mapped lock file), so the
+//! common path is that one `write(2)`. The protocol, its invariants
 //! and what a process killed mid-write or mid-rotation leaves behind are in
 //! `src/log/README.md`.
 //!
@@ -65,12 +67,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::os::flock::{FlockOp, flock};
+use crate::shm::FileWords;
 use crate::{Error, Result};
 
 /// The default cap on one buffered record, [`LogConfig::max_record`].
@@ -78,6 +82,27 @@ const DEFAULT_MAX_RECORD: usize = 1 << 20;
 
 /// How long after a failed rotation the next attempt waits.
 const ROTATION_RETRY: Duration = Duration::from_secs(1);
+
+/// How often a writer on the lock-free path checks the path itself (`stat`,
+/// under the lock), to notice a file renamed or truncated by another program.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// How far the shared size may run ahead of the file (records counted by
+/// writers and not yet written) before the slow path, finding no rotation
+/// due, takes the size from the file again.
+const RESYNC_SLACK: u64 = 64 << 10;
+
+/// The lock file is extended to this length; the first bytes are the state
+/// line, the shared words live at [`WORDS_AT`].
+const LOCK_FILE_LEN: usize = 4096;
+/// Index (in 64-bit words) of the shared words in the lock file's mapping.
+const WORDS_AT: usize = 2048 / 8;
+/// Shared word: the inode of the current `app.log`, written under the
+/// exclusive lock each time a writer (re)opens or rotates it.
+const W_INO: usize = WORDS_AT;
+/// Shared word: bytes written (or about to be) to the current `app.log`,
+/// added to by every writer without the lock, reset under it.
+const W_SIZE: usize = WORDS_AT + 1;
 
 /// Where the log goes and when it rotates. Plain data: it is `Serialize`, so
 /// a parent can hand it to its children, which [`open`](LogConfig::open) it.
@@ -550,6 +575,12 @@ struct Core {
     /// The time bucket of `file` (from the lock file's state line).
     period: u64,
     lock: File,
+    /// The lock file's shared words (`W_INO`, `W_SIZE`); `None` when the
+    /// lock file could not be extended or mapped (e.g. a file-size limit
+    /// under 4 KiB): this process then writes under the shared lock.
+    shared: Option<Arc<FileWords>>,
+    /// When this process last checked the path itself under the lock.
+    checked: Instant,
     write_errors: u64,
     rotation_error: Option<String>,
     retry_rotation_at: Option<Instant>,
@@ -592,6 +623,17 @@ fn open_log(path: &Path) -> io::Result<File> {
         .map_err(|e| os_err("opening log file", path, e))
 }
 
+/// Extends the lock file to [`LOCK_FILE_LEN`] (under its lock) and maps it.
+fn map_lock(lock: &File) -> io::Result<FileWords> {
+    {
+        let _exclusive = Held::take(lock, FlockOp::Exclusive)?;
+        if lock.metadata()?.len() < LOCK_FILE_LEN as u64 {
+            lock.set_len(LOCK_FILE_LEN as u64)?;
+        }
+    }
+    FileWords::map(lock, LOCK_FILE_LEN)
+}
+
 fn open_lock(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -623,6 +665,7 @@ impl Core {
     fn open(config: LogConfig) -> Result<Core> {
         let lock = open_lock(&config.lock_path())
             .map_err(|e| Error::os_error("opening the log's lock file", e))?;
+        let shared = map_lock(&lock).ok().map(Arc::new);
         let file =
             open_log(&config.path).map_err(|e| Error::os_error("opening the log file", e))?;
         let mut core = Core {
@@ -633,6 +676,8 @@ impl Core {
             ino: 0,
             period: 0,
             lock,
+            shared,
+            checked: Instant::now(),
             write_errors: 0,
             rotation_error: None,
             retry_rotation_at: None,
@@ -656,6 +701,11 @@ impl Core {
 
     fn write_record(&mut self, record: &[u8]) -> io::Result<()> {
         self.after_fork()?;
+        if !self.config.gzip
+            && let Some(shared) = self.shared.clone()
+        {
+            return self.write_lock_free(&shared, record);
+        }
         // Each pass either writes or makes progress (a reopen after someone
         // else's rotation, or a rotation); the bound only guards against a
         // pathological storm of rotations by others.
@@ -672,6 +722,47 @@ impl Core {
         }
         let _shared = Held::take(&self.lock, FlockOp::Shared)?;
         self.write_once(record)
+    }
+
+    /// Without gzip: one `write(2)` and no lock while the file is current,
+    /// no rotation is due and the shared size stays under `max_bytes`;
+    /// otherwise the slow path under the exclusive lock (see README.md).
+    fn write_lock_free(&mut self, shared: &FileWords, record: &[u8]) -> io::Result<()> {
+        let len = record.len() as u64;
+        let words = shared.words();
+        let fast = words[W_INO].load(Ordering::Acquire) == self.ino
+            && !self.period_over()
+            && self.checked.elapsed() < RECHECK;
+        if fast {
+            let Some(max) = self.config.max_bytes else {
+                return self.write_once(record);
+            };
+            let before = words[W_SIZE].fetch_add(len, Ordering::AcqRel);
+            if before == 0 || before.saturating_add(len) <= max {
+                return self.write_once(record);
+            }
+            // Over the limit: the slow path decides from the file itself
+            // (and resets the shared size), so this reservation is not undone.
+        }
+        self.write_locked(shared, record)
+    }
+
+    /// The slow path: under the exclusive lock, reopen if the path changed,
+    /// rotate if due (decided from `stat`), write, count the bytes.
+    fn write_locked(&mut self, shared: &FileWords, record: &[u8]) -> io::Result<()> {
+        let lock = self.lock.try_clone()?;
+        let _exclusive = Held::take(&lock, FlockOp::Exclusive)?;
+        match self.rotate_locked(record.len()) {
+            Ok(()) => {}
+            Err(e) => {
+                self.rotation_error = Some(e.to_string());
+                self.retry_rotation_at = Some(Instant::now() + ROTATION_RETRY);
+            }
+        }
+        self.checked = Instant::now();
+        self.write_once(record)?;
+        shared.words()[W_SIZE].fetch_add(record.len() as u64, Ordering::AcqRel);
+        Ok(())
     }
 
     /// With the lock held shared: write if our file is current and no
@@ -767,7 +858,39 @@ impl Core {
         self.dev = meta.dev();
         self.ino = meta.ino();
         self.period = period;
+        // Published already (by the rotating writer, or an earlier reopen):
+        // leave the count alone, other writers are adding to it right now.
+        let known = self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.words()[W_INO].load(Ordering::Acquire) == self.ino);
+        if !known {
+            self.publish(meta.len());
+        }
         Ok(())
+    }
+
+    /// See [`RESYNC_SLACK`].
+    fn resync(&self, len: u64) {
+        if let Some(shared) = &self.shared {
+            let words = shared.words();
+            let counted = words[W_SIZE].load(Ordering::Acquire);
+            if counted > len.saturating_add(RESYNC_SLACK) || counted < len {
+                words[W_SIZE].store(len, Ordering::Release);
+            }
+            words[W_INO].store(self.ino, Ordering::Release);
+        }
+    }
+
+    /// Under the exclusive lock: tell the lock-free writers which file is
+    /// current and how long it is (size first, so a writer that sees the new
+    /// inode counts against the new size).
+    fn publish(&self, size: u64) {
+        if let Some(shared) = &self.shared {
+            let words = shared.words();
+            words[W_SIZE].store(size, Ordering::Release);
+            words[W_INO].store(self.ino, Ordering::Release);
+        }
     }
 
     fn read_state(&self) -> Option<State> {
@@ -778,8 +901,9 @@ impl Core {
 
     fn write_state(&self, state: &State) -> io::Result<()> {
         let text = state.render();
-        self.lock.write_all_at(text.as_bytes(), 0)?;
-        self.lock.set_len(text.len() as u64)
+        // No truncation: the file stays mapped ([`LOCK_FILE_LEN`] bytes);
+        // the parser reads the first line only.
+        self.lock.write_all_at(text.as_bytes(), 0)
     }
 
     /// Rotates if, under the exclusive lock, it is still due; a failure is
@@ -817,9 +941,16 @@ impl Core {
                 period,
             })?;
             self.period = period;
+            self.publish(0);
             return Ok(());
         }
-        if !self.due(meta.len(), incoming) {
+        if !self.due(meta.len(), incoming) || !self.may_rotate() {
+            // Not due after all. The shared size runs ahead of the file by
+            // the records other writers have counted and not yet written;
+            // further ahead than [`RESYNC_SLACK`], it is wrong (a writer
+            // died between counting and writing, or the file was truncated
+            // by someone else): take the size from the file itself.
+            self.resync(meta.len());
             return Ok(());
         }
         rotate::shift_backups(&self.config)?;
@@ -837,6 +968,7 @@ impl Core {
         self.dev = meta.dev();
         self.ino = meta.ino();
         self.period = period;
+        self.publish(0);
         if self.config.gzip {
             rotate::compress_backup(&self.config, 1)?;
         }

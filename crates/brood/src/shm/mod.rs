@@ -34,7 +34,7 @@ pub use bytemuck::{Pod, Zeroable};
 pub(crate) use memory::{Block, BlockWire, Fresh, SharedState};
 pub use memory::{Options, SharedMemory};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Typecode, Value, ValueGuard};
-pub(crate) use words::ReadOnlyWords;
+pub(crate) use words::{FileWords, ReadOnlyWords};
 
 /// Before a child starts: makes sure this process tree's resource tracker
 /// runs (so the child shares it) and returns the connection to hand to a

@@ -31,6 +31,72 @@ impl SharedMemory {
     }
 }
 
+/// The first `len` bytes of a regular file mapped read-write and shared,
+/// seen as atomic 64-bit words: how `brood::log`'s writers share the current
+/// file's size and identity through the log's lock file, across unrelated
+/// processes (see `log/README.md`). The file must stay at least `len` bytes
+/// long while mapped (a store past its end would be `SIGBUS`).
+pub(crate) struct FileWords {
+    ptr: NonNull<AtomicU64>,
+    words: usize,
+}
+
+// SAFETY: the mapping is owned by this value and only reached through atomics.
+unsafe impl Send for FileWords {}
+// SAFETY: as above: every access through a shared reference is atomic.
+unsafe impl Sync for FileWords {}
+
+impl FileWords {
+    /// Maps `len` bytes (a multiple of 8) of `file` from offset 0; the
+    /// caller has made the file at least that long.
+    pub(crate) fn map(file: &std::fs::File, len: usize) -> io::Result<FileWords> {
+        if len == 0 || !len.is_multiple_of(8) || file.metadata()?.len() < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "file too short to map its words",
+            ));
+        }
+        // SAFETY: a fresh shared mapping of an open file; the kernel picks
+        // the address, so no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<AtomicU64>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(FileWords {
+            ptr,
+            words: len / 8,
+        })
+    }
+
+    /// The words.
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `ptr` is page-aligned and `words * 8` bytes are mapped
+        // read-write for as long as `self` lives; `AtomicU64` has the size
+        // and alignment of `u64`, and other processes' stores are atomic
+        // too, so there is no data race.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for FileWords {
+    fn drop(&mut self) {
+        // SAFETY: exactly the region mmap returned; no borrow of it can
+        // outlive `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.words * 8) };
+    }
+}
+
 /// A file mapped read-only, seen as atomic 64-bit words.
 pub(crate) struct ReadOnlyWords {
     ptr: NonNull<AtomicU64>,
