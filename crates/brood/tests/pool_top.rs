@@ -435,3 +435,41 @@ fn progress_ends_with_done_equal_total() {
     assert_eq!((e.done, e.total, e.failures), (8, Some(8), 2));
     assert!(e.restarts >= 1, "{e:?}");
 }
+
+#[test]
+fn as_completed_progress_counts_each_future_as_it_is_yielded() {
+    common::allow_fork();
+    let pool = Pool::new(2).unwrap();
+    let futures = (0..40u64)
+        .map(|x| {
+            pool.submit(
+                |x: u64| -> u64 {
+                    if x % 10 == 3 {
+                        panic!("bad {x}")
+                    }
+                    std::thread::sleep(Duration::from_millis(x % 5));
+                    x
+                },
+                x,
+            )
+            .unwrap()
+        })
+        .collect::<Vec<_>>();
+    let (progress, events) = Progress::channel();
+    let mut seen = 0u64;
+    let mut all: Vec<ProgressEvent> = Vec::new();
+    for f in pool.progress(progress.every(Duration::ZERO)).as_completed(&futures) {
+        seen += 1;
+        assert!(f.done(), "as_completed yields done futures only");
+        // Events so far never count more than what was yielded.
+        all.extend(events.try_iter());
+        let counted = all.iter().map(|e| e.done).max().unwrap_or(0);
+        assert!(counted <= seen, "{counted} counted, {seen} yielded");
+    }
+    assert_eq!(seen, 40);
+    all.extend(events.try_iter());
+    let e = all.last().cloned().expect("a final event");
+    assert_eq!((e.done, e.total, e.failures), (40, Some(40), 4));
+    assert!(e.finished);
+    assert_eq!(all.iter().filter(|e| e.finished).count(), 1);
+}

@@ -201,7 +201,7 @@ impl<R> TaskFuture<R> {
 
     /// Whether it is done with an error other than a cancel (what
     /// [`WaitMode::FirstException`] waits for).
-    fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         let inner = self.job.lock();
         inner.complete && !inner.cancelled && !job::job_successful(&inner)
     }

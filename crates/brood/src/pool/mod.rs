@@ -81,7 +81,7 @@ pub use future::{
 };
 pub use job::{AsyncResult, Callbacks, IMap};
 pub use limits::{RetryOn, RetryPolicy, TaskOptions, task_cancelled, task_deadline};
-pub use progress::{Progress, ProgressEvent, WithProgress};
+pub use progress::{AsCompletedProgress, Progress, ProgressEvent, WithProgress};
 
 use job::{Decode, Hook, Job};
 use limits::{Limits, UnitLimits, check_limit};

@@ -1,4 +1,4 @@
-//! Progress of a `map`/`imap`/`imap_unordered`: an opt-in bar (indicatif,
+//! Progress of a `map`/`imap`/`imap_unordered`/`as_completed`: an opt-in bar (indicatif,
 //! drawn on standard error only when it is a terminal) and a stream of
 //! [`ProgressEvent`]s for programs that draw their own (issue 13).
 //!
@@ -35,6 +35,7 @@ use crate::launch;
 
 use super::job::{Job, UnitOutcome};
 use super::status::Counters;
+use super::future::{AsCompleted, TaskFuture};
 use super::{IMap, Pool};
 
 type Callback = Box<dyn FnMut(&ProgressEvent) + Send>;
@@ -414,7 +415,7 @@ pub struct WithProgress<'a> {
 }
 
 impl Pool {
-    /// The verbs `map`, `imap` and `imap_unordered` with a progress
+    /// The verbs `map`, `imap`, `imap_unordered` and `as_completed` with a progress
     /// report: a bar on a terminal, events, or both (see [`Progress`]).
     ///
     /// ```
@@ -578,6 +579,87 @@ impl<'a> WithProgress<'a> {
         // Set before the first unit is submitted (the iterator is lazy).
         let _ = imap.job.meter.set(meter);
         imap
+    }
+}
+
+impl<'a> WithProgress<'a> {
+    /// [`as_completed`](crate::as_completed) with progress: the futures in
+    /// the order they finish, each counted (and a failure counted as one)
+    /// as the iterator yields it, like `tqdm(as_completed(fs),
+    /// total=len(fs))` in Python. The total is `futures.len()`; the last
+    /// event (`finished`) comes with the last future.
+    ///
+    /// ```
+    /// let pool = brood::Pool::new(2)?;
+    /// let futures = (0..6u32)
+    ///     .map(|x| pool.submit(|x: u32| -> u32 { if x == 4 { panic!("four") } else { x } }, x))
+    ///     .collect::<brood::Result<Vec<_>>>()?;
+    /// let (progress, rx) = brood::pool::Progress::channel();
+    /// let n = pool.progress(progress).as_completed(&futures).count();
+    /// assert_eq!(n, 6);
+    /// let last = rx.try_iter().last().unwrap();
+    /// assert_eq!((last.done, last.total, last.failures, last.finished), (6, Some(6), 1, true));
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn as_completed<R>(self, futures: &'a [TaskFuture<R>]) -> AsCompletedProgress<'a, R> {
+        let meter = Meter::new(
+            self.progress,
+            1,
+            Some(futures.len() as u64),
+            self.pool.board.counters.clone(),
+        );
+        if futures.is_empty() {
+            meter.maybe_emit(0);
+        }
+        AsCompletedProgress {
+            inner: crate::as_completed(futures),
+            meter,
+        }
+    }
+}
+
+/// The iterator of [`WithProgress::as_completed`]: [`AsCompleted`] that
+/// counts each future it yields.
+///
+/// ```
+/// let pool = brood::Pool::new(1)?;
+/// let futures = vec![pool.submit(|x: u8| x, 1)?];
+/// let mut it = pool.progress(brood::pool::Progress::new()).as_completed(&futures);
+/// assert_eq!(it.next().unwrap().result()?, 1);
+/// assert!(it.next().is_none());
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub struct AsCompletedProgress<'a, R> {
+    inner: AsCompleted<'a, R>,
+    meter: Meter,
+}
+
+impl<'a, R> Iterator for AsCompletedProgress<'a, R> {
+    type Item = &'a TaskFuture<R>;
+
+    fn next(&mut self) -> Option<&'a TaskFuture<R>> {
+        let f = self.inner.next()?;
+        if f.failed() {
+            self.meter.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let done = self.meter.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(bar) = &self.meter.bar {
+            bar.set_position(done);
+        }
+        self.meter.maybe_emit(done);
+        Some(f)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl<R> std::fmt::Debug for AsCompletedProgress<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsCompletedProgress")
+            .field("left", &self.inner.size_hint().0)
+            .finish()
     }
 }
 
