@@ -458,7 +458,10 @@ fn as_completed_progress_counts_each_future_as_it_is_yielded() {
     let (progress, events) = Progress::channel();
     let mut seen = 0u64;
     let mut all: Vec<ProgressEvent> = Vec::new();
-    for f in pool.progress(progress.every(Duration::ZERO)).as_completed(&futures) {
+    for f in pool
+        .progress(progress.every(Duration::ZERO))
+        .as_completed(&futures)
+    {
         seen += 1;
         assert!(f.done(), "as_completed yields done futures only");
         // Events so far never count more than what was yielded.

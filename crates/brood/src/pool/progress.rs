@@ -33,9 +33,9 @@ use serde::de::DeserializeOwned;
 use crate::error::Result;
 use crate::launch;
 
+use super::future::{AsCompleted, TaskFuture};
 use super::job::{Job, UnitOutcome};
 use super::status::Counters;
-use super::future::{AsCompleted, TaskFuture};
 use super::{IMap, Pool};
 
 type Callback = Box<dyn FnMut(&ProgressEvent) + Send>;
