@@ -528,6 +528,16 @@ def report(files):
                          f"{fmt_num(lat[2], 'us')})" if lat and lat[3] else "")
             label = f"{name} — {note}" if note else name
             out.append(f"| {label} | " + " | ".join(cells) + " |")
+        cpu = {t: r for t, r in tasks.items() if t.startswith("cpu-")}
+        if cpu:
+            out += ["", "Scaling where the workers are the bottleneck (400 tasks of 2 ms "
+                    "CPU each, worker nodes of one process; `bench/src/redis_pool.rs`):", "",
+                    "| worker nodes | k tasks/s | vs 1 node |", "|---|---:|---:|"]
+            one = next(iter(cpu.get("cpu-1", {}).values()), None)
+            for t in sorted(cpu, key=lambda t: int(t.split("-")[1])):
+                for name, row in cpu[t].items():
+                    rel = f"{row[0] / one[0]:.2f}x" if one and one[0] else ""
+                    out.append(f"| {t.split('-')[1]} ({name}) | {row[0]:.3f} | {rel} |")
         ceiling = tasks.get(CEILING_TEST, {})
         if ceiling:
             out += ["", "| ceiling (same kind of server) | requests/s |", "|---|---:|"]

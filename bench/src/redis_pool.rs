@@ -21,6 +21,19 @@ fn inc(x: u64) -> u64 {
     x + 1
 }
 
+/// A CPU-bound task: spins for `micros` µs (wall clock, busy),
+/// then returns it (for the scaling rows: trivial tasks are bound by the
+/// caller and Redis, not by the workers).
+#[brood::task]
+fn spin(micros: u64) -> u64 {
+    let t = Instant::now();
+    let mut x = 0u64;
+    while t.elapsed() < Duration::from_micros(micros) {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+    micros
+}
+
 const ENV: &str = "BROOD_BENCH_REDIS_WORKER";
 
 /// In a worker node started by this table: runs the worker (never
@@ -188,6 +201,39 @@ pub(crate) fn run(only: Option<&str>) {
         report(
             &format!("tasks-{processes}"),
             "brood-redis, 1 node with that many processes",
+            rates,
+            false,
+        );
+    }
+    // Scaling where the workers are the bottleneck: 2 ms CPU-bound tasks,
+    // 1 and 2 worker nodes of one process each (this machine's cores).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for nodes in [1usize, 2, 4].into_iter().filter(|&n| n <= cores.max(2)) {
+        let row = format!("400 CPU-bound 2 ms tasks, {nodes} worker node(s) x 1 process");
+        if !selected(only, "redis", &row) {
+            continue;
+        }
+        let name = format!("s{nodes}");
+        let _nodes: Vec<Node> = (0..nodes).map(|_| node(&url, &name, 1)).collect();
+        let pool = RedisPool::connect(&url, &name).unwrap();
+        let spin_name = format!("{}::spin", module_path!());
+        let run = |n: u64| {
+            let t = Instant::now();
+            let hs = pool
+                .submit_all::<u64, _, _>(&spin_name, (0..n).map(|_| (2_000u64,)))
+                .unwrap();
+            for h in &hs {
+                assert_eq!(h.result_timeout(Duration::from_secs(120)).unwrap(), 2_000);
+            }
+            t.elapsed()
+        };
+        run(20); // warm-up: every node up and reading
+        let rates: Vec<f64> = (0..3)
+            .map(|_| 400.0 / run(400).as_secs_f64() / 1e3)
+            .collect();
+        report(
+            &format!("cpu-{nodes}"),
+            "brood-redis, 2 ms CPU-bound tasks",
             rates,
             false,
         );
