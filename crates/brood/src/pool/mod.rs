@@ -675,10 +675,25 @@ impl Pool {
         chunksize: Option<usize>,
         hook: Option<Hook>,
     ) -> Result<Arc<Job>> {
+        self.submit_many_with(func, items, chunksize, hook, |_, _| {})
+    }
+
+    /// [`submit_many`](Pool::submit_many), calling `prepare` with the job
+    /// and the chunksize before the first unit is queued (progress hangs
+    /// its meter on the job there).
+    fn submit_many_with<A: Serialize>(
+        &self,
+        func: Arc<[u8]>,
+        items: &[A],
+        chunksize: Option<usize>,
+        hook: Option<Hook>,
+        prepare: impl FnOnce(&Arc<Job>, usize),
+    ) -> Result<Arc<Job>> {
         check_chunksize(chunksize)?;
         let size = chunksize.unwrap_or_else(|| auto_chunksize(items.len(), self.processes));
         let count = items.len().div_ceil(size);
         let job = Job::new(Some(count), hook);
+        prepare(&job, size);
         let mut units = Vec::with_capacity(count);
         let limits = self.unit_defaults.clone();
         for (index, chunk) in items.chunks(size).enumerate() {

@@ -34,7 +34,7 @@ use crate::error::Result;
 use crate::launch;
 
 use super::future::{AsCompleted, TaskFuture};
-use super::job::{Job, UnitOutcome};
+use super::job::UnitOutcome;
 use super::status::Counters;
 use super::{IMap, Pool};
 
@@ -470,39 +470,24 @@ impl<'a> WithProgress<'a> {
     {
         drop(f);
         let items: Vec<A> = items.into_iter().collect();
-        super::check_chunksize(self.chunksize)?;
-        let n = items.len();
-        let size = self
-            .chunksize
-            .unwrap_or_else(|| super::auto_chunksize(n, self.pool.processes()));
+        let n = items.len() as u64;
+        let counters = self.pool.board.counters.clone();
+        let progress = self.progress;
         // As `Pool::map`, with the meter on the job before its first unit
         // is queued.
-        let meter = Arc::new(Meter::new(
-            self.progress,
-            size,
-            Some(n as u64),
-            self.pool.board.counters.clone(),
-        ));
-        let job = Job::new(Some(n.div_ceil(size)), None);
-        let _ = job.meter.set(meter.clone());
-        let func = super::func1::<F, A, R>();
-        let mut units = Vec::with_capacity(n.div_ceil(size));
-        for (index, chunk) in items.chunks(size).enumerate() {
-            let mut bytes = super::Items::default();
-            for item in chunk {
-                bytes.push(item)?;
-            }
-            units.push(bytes.into_unit(
-                job.clone(),
-                index,
-                func.clone(),
-                self.pool.unit_defaults.clone(),
-            ));
-        }
-        if n == 0 {
-            meter.maybe_emit(0);
-        }
-        self.pool.shared.submit(units)?;
+        let job = self.pool.submit_many_with(
+            super::func1::<F, A, R>(),
+            &items,
+            self.chunksize,
+            None,
+            |job, size| {
+                let meter = Arc::new(Meter::new(progress, size, Some(n), counters));
+                if n == 0 {
+                    meter.maybe_emit(0);
+                }
+                let _ = job.meter.set(meter);
+            },
+        )?;
         super::async_result(job, super::job::decode_all::<R>).get()
     }
 
