@@ -35,7 +35,7 @@
 //! The ring protocol, its invariants and what a SIGKILL loses are
 //! described in `queue/README.md`.
 
-mod ring;
+use crate::shm::ring;
 
 use std::fmt;
 use std::marker::PhantomData;

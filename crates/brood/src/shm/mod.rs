@@ -25,6 +25,8 @@
 
 mod arena;
 mod memory;
+// The queue's shared-memory ring (a raw-memory type, used by `queue`).
+pub(crate) mod ring;
 mod tracker;
 mod value;
 // The pool's status page: shared memory as atomic words (issue 13).
