@@ -103,4 +103,11 @@ impl From<brood::Error> for Error {
 }
 
 /// brood-redis's result type.
+///
+/// ```
+/// fn connect(url: &str) -> brood_redis::Result<brood_redis::RedisPool> {
+///     brood_redis::RedisPool::connect(url, "jobs")
+/// }
+/// assert!(connect("redis://127.0.0.1:1/").is_err());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;

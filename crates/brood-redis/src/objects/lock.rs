@@ -33,6 +33,10 @@ return 0
 ";
 
 /// How long a lease lasts by default without a renewal.
+///
+/// ```
+/// assert_eq!(brood_redis::objects::DEFAULT_LEASE, std::time::Duration::from_secs(10));
+/// ```
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// A mutual-exclusion lock on Redis for processes on any machine (Python's

@@ -47,17 +47,25 @@ pub use dict::Dict;
 pub use error::{Error, Result};
 pub use event::Event;
 pub use list::List;
-pub use lock::{Lock, LockGuard};
+pub use lock::{DEFAULT_LEASE, Lock, LockGuard};
 pub use queue::Queue;
 pub use semaphore::Semaphore;
 pub use value::Value;
 
 /// How long a connection attempt (TCP connect, `AUTH`, the first `PING`)
 /// may take by default.
+///
+/// ```
+/// assert!(brood_redis::objects::CONNECT_TIMEOUT >= std::time::Duration::from_secs(1));
+/// ```
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long Redis may take to answer one command by default (blocking
 /// commands get their own wait on top).
+///
+/// ```
+/// assert!(brood_redis::objects::RESPONSE_TIMEOUT >= brood_redis::objects::CONNECT_TIMEOUT);
+/// ```
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the objects live: a Redis client and the timeouts to use with it.

@@ -28,14 +28,39 @@ pub struct RetryOn(u8);
 
 impl RetryOn {
     /// Nothing is retried.
+    ///
+    /// ```
+    /// use brood::pool::RetryOn;
+    /// assert!(!RetryOn::NOTHING.contains(RetryOn::WORKER_LOST));
+    /// ```
     pub const NOTHING: RetryOn = RetryOn(0);
     /// The worker died while it held the task ([`ErrorKind::WorkerLost`]).
+    ///
+    /// ```
+    /// let p = brood::pool::RetryPolicy::new(1).on(brood::pool::RetryOn::WORKER_LOST);
+    /// # let _ = p;
+    /// ```
     pub const WORKER_LOST: RetryOn = RetryOn(1);
     /// The task ran past its hard time limit ([`ErrorKind::TimedOut`]).
+    ///
+    /// ```
+    /// use brood::pool::RetryOn;
+    /// assert!(RetryOn::ANY.contains(RetryOn::TIMED_OUT));
+    /// ```
     pub const TIMED_OUT: RetryOn = RetryOn(2);
     /// The task itself failed: it panicked ([`ErrorKind::Panicked`]).
+    ///
+    /// ```
+    /// use brood::pool::RetryOn;
+    /// assert!(!RetryOn::TIMED_OUT.contains(RetryOn::TASK_ERROR));
+    /// ```
     pub const TASK_ERROR: RetryOn = RetryOn(4);
     /// All three.
+    ///
+    /// ```
+    /// use brood::pool::RetryOn;
+    /// assert!(RetryOn::ANY.contains(RetryOn::WORKER_LOST) && RetryOn::ANY.contains(RetryOn::TASK_ERROR));
+    /// ```
     pub const ANY: RetryOn = RetryOn(7);
 
     /// Whether every failure in `other` is in `self`.
