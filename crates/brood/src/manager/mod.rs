@@ -47,6 +47,7 @@
 //! server dies mid-request are in this module's `README.md`.
 
 mod custom;
+mod link;
 mod protocol;
 mod proxy;
 mod registry;

@@ -61,12 +61,20 @@ pub(crate) enum Create {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Hello {
     pub session: u64,
+    /// A local client (Unix socket) sends its request and reply rings
+    /// right after this message (`link.rs`).
+    #[serde(default)]
+    pub rings: bool,
 }
 
 /// The server's answer to [`Hello`].
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Welcome {
     pub instance: u64,
+    /// Whether the server took the client's rings (the link is in ring
+    /// mode from the next request on); if not, the socket carries all.
+    #[serde(default)]
+    pub rings: bool,
 }
 
 /// One request: an operation on an object (`object` 0 for the manager).
@@ -167,6 +175,9 @@ pub(crate) enum Out {
     Items(Vec<Bytes>),
     Pairs(Vec<(Bytes, Bytes)>),
     Created(u64, Kind),
+    /// Never sent: the server's own mark for a `get` whose answer another
+    /// thread already wrote to the client (a put handed its item over).
+    Handed,
 }
 
 /// An error reply: a kind and a message, rebuilt as a brood [`Error`].

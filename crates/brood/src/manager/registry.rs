@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use std::any::Any;
 
 use super::custom::{self, SharedType};
-use super::protocol::{Bytes, Create, Kind, Micros, Op, Out};
+use super::protocol::{Bytes, Create, Kind, Micros, Op, Out, WireError};
+use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How often a blocked operation checks that its client is still connected.
@@ -22,7 +23,33 @@ pub(crate) const POLL: Duration = Duration::from_millis(50);
 pub(crate) struct Caller<'a> {
     pub session: u64,
     pub gone: &'a mut dyn FnMut() -> bool,
+    /// A handle for writing to this client's connection from another
+    /// thread (a `dup` of it, made once per connection), so a `get` can
+    /// park and be answered by the put that brings its item; `None` when
+    /// it cannot be had (the getter then waits on the condition variable).
+    pub writer: &'a mut dyn FnMut() -> Option<Writer>,
+    /// Waits until this client's connection is readable (its next request,
+    /// or its end) or the deadline passes; true if readable.
+    pub wait_readable: &'a mut dyn FnMut(Option<Instant>) -> bool,
 }
+
+/// The write side of a client's connection, shared with the threads that
+/// may answer its parked `get`.
+pub(crate) type Writer = Arc<Mutex<Connection>>;
+
+/// A `get` waiting on an empty (non-joinable) queue whose answer the next
+/// put sends itself, straight to the getter's connection: the getter's
+/// server thread is not woken to pass the item on (one wake-up less per
+/// item, the price of a hand-off on two vCPUs being mostly wake-ups).
+struct Parked {
+    ticket: u64,
+    writer: Writer,
+}
+
+/// How long a put waits to write a handed-off item to a getter whose
+/// connection does not take it (a client that stopped reading): then the
+/// getter's connection is cut and the item goes to the next getter.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// All objects of one server.
 #[derive(Default)]
@@ -30,6 +57,8 @@ pub(crate) struct Registry {
     objects: RwLock<HashMap<u64, Arc<Object>>>,
     names: Mutex<HashMap<String, u64>>,
     next: AtomicU64,
+    /// Tickets of parked getters.
+    tickets: AtomicU64,
     /// Objects on which a session holds a lease (a lock, taken queue items).
     leases: Mutex<HashMap<u64, HashSet<u64>>>,
 }
@@ -120,6 +149,9 @@ struct QueueState {
     taken: HashMap<u64, VecDeque<Bytes>>,
     /// Items taken by sessions that ended before `task_done`.
     abandoned: Vec<Bytes>,
+    /// Getters waiting for an item, first come first served (never while
+    /// `items` holds any: a put hands its item to the first of them).
+    parked: VecDeque<Parked>,
 }
 
 fn lock_state(reentrant: bool) -> State {
@@ -165,6 +197,49 @@ impl Object {
     fn notify_item(&self) {
         if self.item_waiters.load(Ordering::SeqCst) > 0 {
             self.item.notify_one();
+        }
+    }
+
+    /// Gives `item` to the first parked getter (of a non-joinable queue)
+    /// whose connection takes its answer whole: `Ok` once it did. With no
+    /// getter parked, `Err` hands back the state, locked, and the item.
+    ///
+    /// The getter is taken off the parked list first (under the lock) and
+    /// written to after unlocking, so a slow connection holds up only this
+    /// put. A getter whose connection does not take the answer within
+    /// [`HANDOFF_TIMEOUT`] (gone, or not reading) is cut off: it never saw
+    /// a whole answer, so the item is not lost but goes to the next one.
+    fn hand_off<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        mut item: Bytes,
+    ) -> std::result::Result<(), (MutexGuard<'a, State>, Bytes)> {
+        loop {
+            let parked = match &mut *st {
+                State::Queue(q) if !q.joinable => q.parked.pop_front(),
+                _ => None,
+            };
+            let Some(parked) = parked else {
+                return Err((st, item));
+            };
+            drop(st);
+            let reply: std::result::Result<Out, WireError> = Ok(Out::Item(Some(item)));
+            let mut writer = parked.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let sent = writer.send_timeout(&reply, HANDOFF_TIMEOUT);
+            if sent.is_err() {
+                // Nothing, or a cut part of a frame, reached it: make sure
+                // it never reads an answer to this `get`.
+                let _ = rustix::net::shutdown(&*writer, rustix::net::Shutdown::Both);
+            }
+            drop(writer);
+            let Ok(Out::Item(Some(back))) = reply else {
+                unreachable!("built above")
+            };
+            if sent.is_ok() {
+                return Ok(());
+            }
+            item = back;
+            st = self.lock();
         }
     }
 
@@ -298,6 +373,7 @@ impl Registry {
                     unfinished: 0,
                     taken: HashMap::new(),
                     abandoned: Vec::new(),
+                    parked: VecDeque::new(),
                 }),
             ),
             Create::Barrier { parties } => {
@@ -402,6 +478,35 @@ impl Registry {
         let out = self.apply_to(&obj, id, op, caller);
         obj.notify();
         out
+    }
+
+    /// A `get` that waits on the item condition variable (joinable
+    /// queues, whose taken items are leased to the getter's session).
+    fn get_waiting<'a>(
+        &self,
+        obj: &'a Object,
+        st: MutexGuard<'a, State>,
+        id: u64,
+        timeout: Micros,
+        caller: &mut Caller<'_>,
+    ) -> Result<Out> {
+        let got = obj.wait_for_item(st, deadline(timeout), caller)?;
+        let Some(mut st) = got else {
+            return Err(Error::timeout("the managed queue is empty"));
+        };
+        let State::Queue(q) = &mut *st else {
+            unreachable!("the state of a queue is a queue")
+        };
+        let item = q.items.pop_front().expect("a non-empty queue");
+        if q.joinable {
+            q.taken
+                .entry(caller.session)
+                .or_default()
+                .push_back(item.clone());
+            drop(st);
+            self.lease(caller.session, id);
+        }
+        Ok(Out::Item(Some(item)))
     }
 
     fn apply_to(&self, obj: &Object, id: u64, op: Op, caller: &mut Caller<'_>) -> Result<Out> {
@@ -657,8 +762,12 @@ impl Registry {
                     State::Queue(q) => q.maxsize == 0 || (q.items.len() as u64) < q.maxsize,
                     _ => false,
                 })?;
-                let Some(mut st) = got else {
+                let Some(st) = got else {
                     return Err(Error::timeout("the managed queue is full"));
+                };
+                let (mut st, item) = match obj.hand_off(st, item) {
+                    Ok(()) => return Ok(Out::Unit),
+                    Err(back) => back,
                 };
                 if let State::Queue(q) = &mut *st {
                     q.items.push_back(item);
@@ -678,37 +787,59 @@ impl Registry {
                             _ => false,
                         })?
                         .expect("no deadline");
-                    if let State::Queue(q) = &mut *st {
-                        q.items.push_back(item);
-                        if q.joinable {
-                            q.unfinished += 1;
+                    st = match obj.hand_off(st, item) {
+                        Ok(()) => obj.lock(),
+                        Err((mut st, item)) => {
+                            if let State::Queue(q) = &mut *st {
+                                q.items.push_back(item);
+                                if q.joinable {
+                                    q.unfinished += 1;
+                                }
+                            }
+                            st
                         }
-                    }
+                    };
                     // Getters may take items while a bounded queue fills.
                     obj.notify();
                     obj.notify_item();
                 }
                 Ok(Out::Unit)
             }
-            (State::Queue(_), Op::Get(timeout)) => {
-                let got = obj.wait_for_item(st, deadline(timeout), caller)?;
-                let Some(mut st) = got else {
-                    return Err(Error::timeout("the managed queue is empty"));
+            (State::Queue(q), Op::Get(timeout))
+                if q.items.is_empty()
+                    && !q.joinable
+                    && deadline(timeout).is_none_or(|d| d > Instant::now()) =>
+            {
+                let Some(writer) = (caller.writer)() else {
+                    return self.get_waiting(obj, st, id, timeout, caller);
                 };
-                let State::Queue(q) = &mut *st else {
-                    unreachable!("the state of a queue is a queue")
-                };
-                let item = q.items.pop_front().expect("a non-empty queue");
-                if q.joinable {
-                    q.taken
-                        .entry(caller.session)
-                        .or_default()
-                        .push_back(item.clone());
-                    drop(st);
-                    self.lease(caller.session, id);
+                let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+                q.parked.push_back(Parked { ticket, writer });
+                drop(st);
+                let deadline = deadline(timeout);
+                loop {
+                    let readable = (caller.wait_readable)(deadline);
+                    let mut st = obj.lock();
+                    let State::Queue(q) = &mut *st else {
+                        unreachable!("the state of a queue is a queue")
+                    };
+                    let Some(at) = q.parked.iter().position(|p| p.ticket == ticket) else {
+                        // A put took the ticket: it answers (or answered) us.
+                        return Ok(Out::Handed);
+                    };
+                    if readable {
+                        // Our client sent something before its answer: it
+                        // left (or broke the protocol).
+                        q.parked.remove(at);
+                        return Err(Error::simple(ErrorKind::Closed, "the client left"));
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        q.parked.remove(at);
+                        return Err(Error::timeout("the managed queue is empty"));
+                    }
                 }
-                Ok(Out::Item(Some(item)))
             }
+            (State::Queue(_), Op::Get(timeout)) => self.get_waiting(obj, st, id, timeout, caller),
             (State::Queue(q), Op::Qsize) => Ok(Out::Count(q.items.len() as u64)),
             (State::Queue(q), Op::TaskDone) => {
                 if !q.joinable {

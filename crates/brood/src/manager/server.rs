@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::protocol::{Hello, Op, Reply, Request, Welcome, WireError};
-use super::registry::{Caller, Registry};
+use super::link::{Link, Rings, ring_peer_gone};
+use super::protocol::{Hello, Op, Out, Reply, Request, Welcome, WireError};
+use super::registry::{Caller, Registry, Writer};
 use crate::connection::{self, Connection, Listener};
 use crate::error::{Error, ErrorKind, Result};
+use crate::queue::Queue;
+use crate::shm::SharedMemory;
 
 /// Live client connections a server accepts; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -131,15 +134,28 @@ fn serve_client(mut conn: Connection, shared: &Shared) {
     let Ok(hello) = conn.recv_timeout::<Hello>(left(deadline)) else {
         return;
     };
+    // A local client's rings (mapped here; a pair that does not map, or
+    // fails its checks, leaves the link on the socket).
+    let rings = if hello.rings {
+        match conn.recv_timeout::<(Queue<Request>, Queue<Reply>, SharedMemory)>(left(deadline)) {
+            Ok((req, rep, bell)) => Rings::received(req, rep, bell),
+            Err(e) if e.kind() == ErrorKind::Codec => None,
+            Err(_) => return,
+        }
+    } else {
+        None
+    };
     conn.set_max_message(MAX_REQUEST);
     if conn
         .send(&Welcome {
             instance: shared.instance,
+            rings: rings.is_some(),
         })
         .is_err()
     {
         return;
     }
+    let mut link = Link { conn, rings };
     let session = hello.session;
     *shared
         .sessions
@@ -147,7 +163,7 @@ fn serve_client(mut conn: Connection, shared: &Shared) {
         .unwrap_or_else(|p| p.into_inner())
         .entry(session)
         .or_default() += 1;
-    serve_requests(&mut conn, shared, session);
+    serve_requests(&mut link, shared, session);
     let ended = {
         let mut sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let n = sessions.get_mut(&session).expect("a counted session");
@@ -159,18 +175,21 @@ fn serve_client(mut conn: Connection, shared: &Shared) {
     }
 }
 
-fn serve_requests(conn: &mut Connection, shared: &Shared, session: u64) {
+fn serve_requests(link: &mut Link, shared: &Shared, session: u64) {
     // A pipelined request that failed, and how many pipelined requests
     // after it were dropped unrun: answered to the next request.
     let mut deferred: Option<(Error, u64)> = None;
+    // A second handle on this connection, made when a `get` first parks,
+    // through which puts in other threads answer it.
+    let mut writer: Option<Writer> = None;
     loop {
         // Decoded where it lies in the read-ahead buffer (no copy). A frame
         // that does not decode gets an error reply (it is consumed whole);
         // oversized frames, a peer gone mid-frame: the connection ends.
-        let request = match conn.recv::<Request>() {
+        let request = match link.recv_request() {
             Ok(request) => request,
             Err(e) if e.kind() == ErrorKind::Codec => {
-                if conn.send(&Reply::Err(e.into())).is_err() {
+                if link.send_reply(Reply::Err(e.into())).is_err() {
                     return;
                 }
                 continue;
@@ -194,7 +213,7 @@ fn serve_requests(conn: &mut Connection, shared: &Shared, session: u64) {
                     }
                 ),
             });
-            if conn.send(&reply).is_err() {
+            if link.send_reply(reply).is_err() {
                 return;
             }
             continue;
@@ -210,12 +229,36 @@ fn serve_requests(conn: &mut Connection, shared: &Shared, session: u64) {
             }
             op => op,
         };
-        let peer = &*conn;
-        let mut gone =
-            || connection::wait(&[peer], Some(Duration::ZERO)).map_or(true, |r| !r.is_empty());
+        // In ring mode the socket is only the liveness line, and a parked
+        // `get` could not see the next request coming (it comes through
+        // the ring): getters wait on the condition variable instead.
+        let ring_mode = link.rings.is_some();
+        let peer = &link.conn;
+        let mut gone = || {
+            if ring_mode {
+                ring_peer_gone(peer)
+            } else {
+                connection::wait(&[peer], Some(Duration::ZERO)).map_or(true, |r| !r.is_empty())
+            }
+        };
+        let mut wait_readable = |deadline: Option<Instant>| {
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            connection::wait(&[peer], timeout).map_or(true, |r| !r.is_empty())
+        };
+        let mut get_writer = || {
+            if ring_mode {
+                return None;
+            }
+            if writer.is_none() {
+                writer = peer.try_clone().ok().map(|w| Arc::new(Mutex::new(w)));
+            }
+            writer.clone()
+        };
         let mut caller = Caller {
             session,
             gone: &mut gone,
+            writer: &mut get_writer,
+            wait_readable: &mut wait_readable,
         };
         let out = match (object, op) {
             (0, Op::Create(how, name)) => shared.registry.create(how, name),
@@ -227,6 +270,8 @@ fn serve_requests(conn: &mut Connection, shared: &Shared, session: u64) {
         let reply: Reply = match out {
             // The client left while we waited for it: nothing to answer.
             Err(e) if e.kind() == ErrorKind::Closed => return,
+            // A put in another thread wrote the answer.
+            Ok(Out::Handed) => continue,
             Err(e) if quiet => {
                 deferred = Some((e, 0));
                 continue;
@@ -234,7 +279,7 @@ fn serve_requests(conn: &mut Connection, shared: &Shared, session: u64) {
             Ok(_) if quiet => continue,
             out => out.map_err(Into::into),
         };
-        if conn.send(&reply).is_err() {
+        if link.send_reply(reply).is_err() {
             return;
         }
     }

@@ -15,10 +15,11 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::protocol::{Bytes, Create, Hello, Kind, Micros, Op, Out, Reply, Request, Welcome};
+use super::link::{Link, Rings};
+use super::protocol::{Bytes, Create, Hello, Kind, Micros, Op, Out, Request, Welcome};
 use super::server::HANDSHAKE_TIMEOUT;
 use crate::codec;
-use crate::connection::{self, Address, Client, Connection};
+use crate::connection::{self, Address, Client};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How long a failed call may spend finding out whether the server was
@@ -32,7 +33,7 @@ pub(crate) struct Server {
     pub(crate) instance: u64,
     /// Idle connections, with the pid that opened them (a forked child
     /// must not share its parent's).
-    pool: Mutex<(u32, Vec<Connection>)>,
+    pool: Mutex<(u32, Vec<Link>)>,
 }
 
 type ServerKey = (String, u64);
@@ -43,7 +44,7 @@ static SESSION: Mutex<(u32, u64)> = Mutex::new((0, 0));
 
 thread_local! {
     /// Per thread: the connections it pipelined on (server, pid, connection).
-    static STICKY: std::cell::RefCell<Vec<(usize, u32, Connection)>> =
+    static STICKY: std::cell::RefCell<Vec<(usize, u32, Link)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -115,7 +116,7 @@ impl Server {
     }
 
     /// An idle connection of this process (`pid`), or a new one.
-    fn checkout(&self, pid: u32) -> Result<Connection> {
+    fn checkout(&self, pid: u32) -> Result<Link> {
         {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.0 != pid {
@@ -136,11 +137,11 @@ impl Server {
         .0)
     }
 
-    fn checkin(&self, conn: Connection) {
+    fn checkin(&self, conn: Link) {
         self.checkin_as(conn, std::process::id());
     }
 
-    fn checkin_as(&self, conn: Connection, pid: u32) {
+    fn checkin_as(&self, conn: Link, pid: u32) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.0 == pid {
             pool.1.push(conn);
@@ -150,7 +151,7 @@ impl Server {
     /// The connection this thread pipelined on, if any: every later call
     /// of the thread goes through it, so they stay in order after its
     /// pipelined requests.
-    fn take_sticky(&self, pid: u32) -> Option<Connection> {
+    fn take_sticky(&self, pid: u32) -> Option<Link> {
         let me = self as *const Server as usize;
         STICKY.with(|s| {
             let mut s = s.borrow_mut();
@@ -164,7 +165,7 @@ impl Server {
         })
     }
 
-    fn keep_sticky(&self, conn: Connection, pid: u32) {
+    fn keep_sticky(&self, conn: Link, pid: u32) {
         let me = self as *const Server as usize;
         STICKY.with(|s| s.borrow_mut().push((me, pid, conn)));
     }
@@ -173,14 +174,14 @@ impl Server {
     /// one. `pid` is this process's id, read once per call (`getpid` is a
     /// system call: the pool and the sticky list check it so that a forked
     /// child never uses its parent's connections).
-    fn take(&self, pid: u32) -> Result<(Connection, bool)> {
+    fn take(&self, pid: u32) -> Result<(Link, bool)> {
         match self.take_sticky(pid) {
             Some(conn) => Ok((conn, true)),
             None => Ok((self.checkout(pid)?, false)),
         }
     }
 
-    fn give_back(&self, conn: Connection, sticky: bool, pid: u32) {
+    fn give_back(&self, conn: Link, sticky: bool, pid: u32) {
         if sticky {
             self.keep_sticky(conn, pid);
         } else {
@@ -193,7 +194,7 @@ impl Server {
     pub(crate) fn call_quiet(&self, object: u64, op: Op) -> Result<()> {
         let pid = std::process::id();
         let (mut conn, _) = self.take(pid)?;
-        match conn.send(&Request {
+        match conn.send_request(Request {
             object,
             op,
             quiet: true,
@@ -215,12 +216,12 @@ impl Server {
         let pid = std::process::id();
         let (mut conn, sticky) = self.take(pid)?;
         let reply = conn
-            .send(&Request {
+            .send_request(Request {
                 object,
                 op,
                 quiet: false,
             })
-            .and_then(|()| conn.recv::<Reply>());
+            .and_then(|()| conn.recv_reply());
         match reply {
             Ok(reply) => {
                 self.give_back(conn, sticky, pid);
@@ -267,7 +268,7 @@ fn open(
     key: &[u8],
     expect: Option<u64>,
     timeout: Duration,
-) -> Result<(Connection, u64)> {
+) -> Result<(Link, u64)> {
     let mut conn = Client::connect_timeout(address, Some(key), timeout).map_err(|e| {
         let kind = match e.kind() {
             ErrorKind::Auth => ErrorKind::Auth,
@@ -279,9 +280,17 @@ fn open(
         )
     })?;
     super::server::keep_alive(&conn);
+    // A client on this host offers shared-memory rings (`link.rs`); a pair
+    // that cannot be made leaves the link on the socket.
+    let local = matches!(address, Address::Unix(_) | Address::Abstract(_)) && rings_enabled();
+    let rings = if local { Rings::new().ok() } else { None };
     conn.send(&Hello {
         session: session()?,
+        rings: rings.is_some(),
     })?;
+    if let Some(r) = &rings {
+        conn.send(&(&r.req, &r.rep, &r.bell))?;
+    }
     let welcome: Welcome = conn.recv_timeout(timeout).map_err(|e| {
         Error::simple(
             ErrorKind::Closed,
@@ -296,7 +305,16 @@ fn open(
              (make new ones from a new Manager::connect)"
         )));
     }
-    Ok((conn, welcome.instance))
+    let rings = if welcome.rings { rings } else { None };
+    Ok((Link { conn, rings }, welcome.instance))
+}
+
+/// Whether local connections use shared-memory rings: yes, unless the
+/// environment says `BROOD_MANAGER_RINGS=0` (to compare, or to rule them
+/// out).
+fn rings_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("BROOD_MANAGER_RINGS").is_none_or(|v| v != "0"))
 }
 
 fn unexpected(out: &Out) -> Error {

@@ -1,0 +1,299 @@
+//! One client connection, as both ends use it: the authenticated socket,
+//! and, for a client on this host (a Unix socket), a pair of shared-memory
+//! rings that carry the requests and replies instead of the socket.
+//!
+//! A round trip over a socket costs two system calls a side and two
+//! wake-ups through the kernel's socket layer. Over the rings (brood's own
+//! queue, `shm/ring.rs`) a message is a copy into shared memory; a side
+//! waiting for one spins a little (while spinning pays off on this thread:
+//! on busy CPUs the peer is not running while we spin) and then sleeps on
+//! the *socket*: it raises its flag in a shared doorbell word, looks at its
+//! ring once more, and blocks reading the socket. A side that has put a
+//! message and finds the peer's flag up takes it down and writes one byte
+//! to the socket. Sleeping on the socket rather than on a futex matters on
+//! a busy machine: a socket wake-up is a "sync" one (the kernel runs the
+//! woken thread on the waker's CPU, which is about to block), a futex
+//! wake-up is not (the woken thread queues behind whatever its own CPU
+//! runs): measured on 2 busy vCPUs, futex sleeping made a dict round trip
+//! over rings 5-10x slower than over the socket, and this way it is not.
+//!
+//! The socket is also the liveness line: it reads end-of-file when the
+//! peer's process is gone (the kernel closes its end), which wakes a
+//! sleeper at once. A side busy putting into a full ring checks it every
+//! [`LIVENESS`].
+//!
+//! Lost wake-ups cannot happen: the sleeper raises its flag, then (after a
+//! SeqCst fence) looks at the ring; the waker commits its message, then
+//! (after a SeqCst fence) looks at the flag. One of them sees the other.
+//! A wake-up byte that arrives after the sleeper found its message by
+//! itself is stale: it is read the next time that side sleeps (a spurious
+//! wake-up, which looks again), or drained when the server asks whether
+//! the client is still there.
+
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::time::Duration;
+
+use super::protocol::{Reply, Request};
+use crate::connection::Connection;
+use crate::error::{Error, ErrorKind, Result};
+use crate::queue::{GetError, Options, PutError, Queue};
+use crate::shm::SharedMemory;
+
+/// How often a side putting into a full ring asks whether its peer is
+/// still there.
+pub(crate) const LIVENESS: Duration = Duration::from_millis(100);
+
+/// Bytes of each ring; a longer message streams through it in pieces.
+const RING_BYTES: usize = 1 << 20;
+
+/// The two rings of a local client (requests to the server, replies
+/// back) and their doorbell: word [`CLIENT`] is up while the client
+/// sleeps waiting for a reply, word [`SERVER`] while the server's thread
+/// for it sleeps waiting for a request.
+pub(crate) struct Rings {
+    pub req: Queue<Request>,
+    pub rep: Queue<Reply>,
+    pub bell: SharedMemory,
+}
+
+pub(crate) const CLIENT: usize = 0;
+pub(crate) const SERVER: usize = 1;
+
+impl Rings {
+    /// A fresh set (the client makes them and sends them over the socket).
+    pub(crate) fn new() -> Result<Rings> {
+        Ok(Rings {
+            req: Queue::with_options(Options::new().max_bytes(RING_BYTES))?,
+            rep: Queue::with_options(Options::new().max_bytes(RING_BYTES))?,
+            bell: SharedMemory::new(64)?,
+        })
+    }
+
+    /// A set received from a client, if its doorbell is large enough.
+    pub(crate) fn received(
+        req: Queue<Request>,
+        rep: Queue<Reply>,
+        bell: SharedMemory,
+    ) -> Option<Rings> {
+        (bell.words().len() >= 2).then_some(Rings { req, rep, bell })
+    }
+
+    fn word(&self, side: usize) -> &AtomicU64 {
+        &self.bell.words()[side]
+    }
+}
+
+/// A connection to (or, in the server, from) one client.
+pub(crate) struct Link {
+    pub conn: Connection,
+    pub rings: Option<Rings>,
+}
+
+fn closed() -> Error {
+    Error::simple(ErrorKind::Closed, "the peer closed the connection")
+}
+
+/// The first wait of a put into a full ring is this short: a ring that
+/// is full while its reader sleeps needs the reader woken (the put rings
+/// the doorbell after it).
+const FIRST_PUT_WAIT: Duration = Duration::from_millis(1);
+
+/// Puts `value` on `q` and wakes the peer (`peer`'s doorbell word) if it
+/// sleeps.
+fn send<T: serde::Serialize + serde::de::DeserializeOwned>(
+    rings: &Rings,
+    q: &Queue<T>,
+    conn: &Connection,
+    peer: usize,
+    mut value: T,
+) -> Result<()> {
+    let mut wait = FIRST_PUT_WAIT;
+    loop {
+        match q.put_timeout(value, wait) {
+            Ok(()) => break,
+            Err(PutError::Timeout(back) | PutError::Full(back)) => {
+                // Full: the reader must be awake to make room.
+                ring(rings, conn, peer)?;
+                if gone(conn) {
+                    return Err(closed());
+                }
+                value = back;
+                wait = LIVENESS;
+            }
+            Err(PutError::Encode(_, message)) => {
+                return Err(Error::simple(ErrorKind::Codec, message));
+            }
+            Err(PutError::Closed(_)) => return Err(closed()),
+            Err(PutError::Corrupt(_, message)) => return Err(scribbled(&message)),
+        }
+    }
+    fence(Ordering::SeqCst);
+    ring(rings, conn, peer)
+}
+
+/// Wakes `peer` if its flag is up.
+fn ring(rings: &Rings, conn: &Connection, peer: usize) -> Result<()> {
+    if rings.word(peer).swap(0, Ordering::SeqCst) != 0 {
+        match rustix::net::send(conn, &[1], rustix::net::SendFlags::NOSIGNAL) {
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
+            Err(_) => return Err(closed()),
+        }
+    }
+    Ok(())
+}
+
+fn scribbled(message: &str) -> Error {
+    Error::simple(
+        ErrorKind::Closed,
+        format!("the connection's shared memory was scribbled on: {message}"),
+    )
+}
+
+/// Takes the next message from `q` if there is one.
+fn take<T: serde::Serialize + serde::de::DeserializeOwned>(q: &Queue<T>) -> Result<Option<T>> {
+    match q.try_get() {
+        Ok(value) => Ok(Some(value)),
+        Err(GetError::Empty | GetError::Timeout) => Ok(None),
+        Err(GetError::Decode(message)) => Err(Error::simple(ErrorKind::Codec, message)),
+        Err(GetError::Closed) => Err(closed()),
+        Err(GetError::Corrupt(message)) => Err(scribbled(&message)),
+    }
+}
+
+/// The next message from `q`, sleeping on the socket (`me`'s doorbell
+/// word up) when there is none.
+fn receive<T: serde::Serialize + serde::de::DeserializeOwned>(
+    rings: &Rings,
+    q: &Queue<T>,
+    conn: &Connection,
+    me: usize,
+) -> Result<T> {
+    loop {
+        if let Some(value) = take(q)? {
+            return Ok(value);
+        }
+        if spin_until(|| !q.is_empty()) {
+            continue;
+        }
+        let flag = rings.word(me);
+        flag.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !q.is_empty() {
+            flag.store(0, Ordering::SeqCst);
+            continue;
+        }
+        // Sleep until a wake-up byte (or several, stale ones included)
+        // or the end of the socket.
+        let mut buf = [0u8; 64];
+        match rustix::io::read(conn, &mut buf) {
+            Ok(0) => {
+                flag.store(0, Ordering::SeqCst);
+                // The peer is gone; it may have answered first.
+                return take(q)?.ok_or_else(closed);
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+            Err(_) => return take(q)?.ok_or_else(closed),
+        }
+    }
+}
+
+/// Whether the peer of a ring-mode link is gone: the socket is at its end.
+/// Stale wake-up bytes are read and dropped on the way.
+pub(crate) fn ring_peer_gone(conn: &Connection) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match rustix::net::recv(conn, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
+            Ok((0, _)) => return true,
+            Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Whether the peer is gone, for a side busy putting into a full ring.
+fn gone(conn: &Connection) -> bool {
+    ring_peer_gone(conn)
+}
+
+thread_local! {
+    /// This thread's recent spins that ran out (adaptive spinning).
+    static SPIN_MISSES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// How long a waiter spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(30);
+/// After this many spins in a row that ran out, a thread spins only on
+/// every [`SPIN_PROBE`]th wait until one pays off again.
+const SPIN_MISSES_MAX: u32 = 4;
+const SPIN_PROBE: u32 = 16;
+
+/// Spins until `ready` (at most [`SPIN`], on a machine with more than one
+/// CPU, while spinning pays off on this thread); whether it did.
+fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+    static CPUS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*CPUS.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)) {
+        return false;
+    }
+    let misses = SPIN_MISSES.with(|m| m.get());
+    if misses >= SPIN_MISSES_MAX {
+        let next = SPIN_MISSES_MAX + (misses - SPIN_MISSES_MAX + 1) % SPIN_PROBE;
+        SPIN_MISSES.with(|m| m.set(next));
+        if next != SPIN_MISSES_MAX {
+            return false;
+        }
+    }
+    let start = std::time::Instant::now();
+    let mut i = 0u32;
+    loop {
+        std::hint::spin_loop();
+        if ready() {
+            SPIN_MISSES.with(|m| m.set(0));
+            return true;
+        }
+        i += 1;
+        if i.is_multiple_of(64) && start.elapsed() > SPIN {
+            SPIN_MISSES.with(|m| m.set((m.get() + 1).min(SPIN_MISSES_MAX + 1)));
+            return false;
+        }
+    }
+}
+
+impl Link {
+    /// Client: sends one request.
+    pub(crate) fn send_request(&mut self, request: Request) -> Result<()> {
+        match &self.rings {
+            Some(r) => send(r, &r.req, &self.conn, SERVER, request),
+            None => self.conn.send(&request),
+        }
+    }
+
+    /// Client: the next reply.
+    pub(crate) fn recv_reply(&mut self) -> Result<Reply> {
+        match &self.rings {
+            Some(r) => receive(r, &r.rep, &self.conn, CLIENT),
+            None => self.conn.recv::<Reply>(),
+        }
+    }
+
+    /// Server: the next request.
+    pub(crate) fn recv_request(&mut self) -> Result<Request> {
+        match &self.rings {
+            Some(r) => receive(r, &r.req, &self.conn, SERVER),
+            None => self.conn.recv::<Request>(),
+        }
+    }
+
+    /// Server: sends one reply.
+    pub(crate) fn send_reply(&mut self, reply: Reply) -> Result<()> {
+        match &self.rings {
+            Some(r) => send(r, &r.rep, &self.conn, CLIENT, reply),
+            None => self.conn.send(&reply),
+        }
+    }
+
+    /// Whether the link was cut (a send stopped mid-message).
+    pub(crate) fn closed(&self) -> bool {
+        self.conn.closed()
+    }
+}
