@@ -684,6 +684,9 @@ fn pipelined_puts_keep_their_order_and_reach_other_processes() {
 /// its cable) and exits. Returns how many sockets it silenced, or why it
 /// could not.
 fn vanishing_host((address, key): (String, Vec<u8>)) -> Result<u32, String> {
+    // Play a remote host: stay on TCP (a client on the server's host would
+    // move to shared-memory rings through the server's local alias).
+    brood::manager::use_local_rings(false);
     let manager = Manager::connect(&address.parse().unwrap(), &key).map_err(|e| e.to_string())?;
     let lock = manager.named("lease").lock().map_err(|e| e.to_string())?;
     lock.acquire().map_err(|e| e.to_string())?;
@@ -747,4 +750,76 @@ fn a_worker_host_that_vanishes_is_noticed_by_keep_alive_and_its_lock_released() 
         "released after {took:?}: too soon for keep-alive, so the worker's socket was not silent"
     );
     lock.release().unwrap();
+}
+
+/// Memory-file descriptors this process holds (rings and doorbells are).
+fn memfds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("memfd:"))
+        .count()
+}
+
+/// Connects over TCP (rings on or off), checks a round trip, and says how
+/// many memory files the connection added.
+fn tcp_client((address, key, rings): (String, Vec<u8>, bool)) -> Result<usize, String> {
+    brood::manager::use_local_rings(rings);
+    let before = memfds();
+    let manager = Manager::connect(&address.parse().unwrap(), &key).map_err(|e| e.to_string())?;
+    let d = manager
+        .named("d")
+        .dict::<u32, String>()
+        .map_err(|e| e.to_string())?;
+    d.insert(&7, &format!("rings {rings}"))
+        .map_err(|e| e.to_string())?;
+    let got = d.get(&7).map_err(|e| e.to_string())?;
+    if got.as_deref() != Some(&*format!("rings {rings}")) {
+        return Err(format!("read back {got:?}"));
+    }
+    Ok(memfds() - before)
+}
+
+#[test]
+fn a_tcp_client_on_the_server_host_moves_to_shared_memory_rings() {
+    let key = b"local alias".to_vec();
+    let master = Manager::serve(&"127.0.0.1:0".parse().unwrap(), &key).unwrap();
+    let address = master.address().to_string();
+    let run = |rings: bool| {
+        let mut p = Process::builder()
+            .start_method(StartMethod::Spawn)
+            .target_with(tcp_client, (address.clone(), key.clone(), rings));
+        p.start().unwrap();
+        p.join_timeout(Duration::from_secs(60)).unwrap().unwrap()
+    };
+    // Two rings and a doorbell: three memory files, only with rings on.
+    assert!(run(true) >= 3, "a local TCP client did not move to rings");
+    assert_eq!(run(false), 0, "rings were made although turned off");
+    let d = master.named("d").dict::<u32, String>().unwrap();
+    assert_eq!(d.get(&7).unwrap().as_deref(), Some("rings false"));
+}
+
+#[test]
+fn large_values_stream_through_the_rings_both_ways() {
+    let manager = Manager::start().unwrap();
+    let q = manager.queue::<Vec<u8>>(0).unwrap();
+    let d = manager.dict::<u32, Vec<u8>>().unwrap();
+    // Larger than a ring (1 MiB): the message goes in pieces.
+    let big: Vec<u8> = (0..1_200_000u32).map(|i| (i % 251) as u8).collect();
+    for round in 0..2u8 {
+        let mut value = big.clone();
+        value[0] = round;
+        q.put(&value).unwrap();
+        d.insert(&u32::from(round), &value).unwrap();
+        assert_eq!(q.get().unwrap(), value);
+        assert_eq!(d.get(&u32::from(round)).unwrap(), Some(value));
+    }
+    // A child reads what the owner put, through its own rings.
+    q.put(&big).unwrap();
+    let mut child = Process::with_args(
+        |(q, n): (ManagedQueue<Vec<u8>>, usize)| q.get().unwrap().len() == n,
+        (q.clone(), big.len()),
+    );
+    child.start().unwrap();
+    assert!(child.join_timeout(Duration::from_secs(60)).unwrap());
 }

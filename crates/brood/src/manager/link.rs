@@ -33,6 +33,8 @@
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::Duration;
 
+use serde_bytes::ByteBuf;
+
 use super::protocol::{Reply, Request};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
@@ -51,8 +53,8 @@ const RING_BYTES: usize = 1 << 20;
 /// sleeps waiting for a reply, word [`SERVER`] while the server's thread
 /// for it sleeps waiting for a request.
 pub(crate) struct Rings {
-    pub req: Queue<Request>,
-    pub rep: Queue<Reply>,
+    pub req: Queue<ByteBuf>,
+    pub rep: Queue<ByteBuf>,
     pub bell: SharedMemory,
 }
 
@@ -71,8 +73,8 @@ impl Rings {
 
     /// A set received from a client, if its doorbell is large enough.
     pub(crate) fn received(
-        req: Queue<Request>,
-        rep: Queue<Reply>,
+        req: Queue<ByteBuf>,
+        rep: Queue<ByteBuf>,
         bell: SharedMemory,
     ) -> Option<Rings> {
         (bell.words().len() >= 2).then_some(Rings { req, rep, bell })
@@ -93,32 +95,60 @@ fn closed() -> Error {
     Error::simple(ErrorKind::Closed, "the peer closed the connection")
 }
 
-/// The first wait of a put into a full ring is this short: a ring that
-/// is full while its reader sleeps needs the reader woken (the put rings
-/// the doorbell after it).
-const FIRST_PUT_WAIT: Duration = Duration::from_millis(1);
+/// The longest piece of a message one ring message carries: a longer
+/// message goes as several, so that every ring message is whole (the
+/// ring's own piece-wise messages would let a reader sleep on the socket
+/// while a writer waits for room mid-message).
+const PIECE: usize = 128 << 10;
 
-/// Puts `value` on `q` and wakes the peer (`peer`'s doorbell word) if it
-/// sleeps.
-fn send<T: serde::Serialize + serde::de::DeserializeOwned>(
+/// Tags, the last byte of every ring message.
+const WHOLE: u8 = 0;
+const MORE: u8 = 1;
+const LAST: u8 = 2;
+
+/// Sends `value` as ring messages on `q` and wakes the peer (`peer`'s
+/// doorbell word) if it sleeps.
+fn send<T: serde::Serialize>(
     rings: &Rings,
-    q: &Queue<T>,
+    q: &Queue<ByteBuf>,
     conn: &Connection,
     peer: usize,
-    mut value: T,
+    value: &T,
 ) -> Result<()> {
-    let mut wait = FIRST_PUT_WAIT;
+    let mut bytes = crate::codec::encode(value)?;
+    if bytes.len() < PIECE {
+        bytes.push(WHOLE);
+        return put(rings, q, conn, peer, bytes);
+    }
+    let count = bytes.len().div_ceil(PIECE);
+    for (i, chunk) in bytes.chunks(PIECE).enumerate() {
+        let mut piece = Vec::with_capacity(chunk.len() + 1);
+        piece.extend_from_slice(chunk);
+        piece.push(if i + 1 == count { LAST } else { MORE });
+        put(rings, q, conn, peer, piece)?;
+    }
+    Ok(())
+}
+
+/// Puts one ring message; rings the doorbell after it (and while the ring
+/// is full: its reader must be awake to make room).
+fn put(
+    rings: &Rings,
+    q: &Queue<ByteBuf>,
+    conn: &Connection,
+    peer: usize,
+    msg: Vec<u8>,
+) -> Result<()> {
+    let mut msg = ByteBuf::from(msg);
     loop {
-        match q.put_timeout(value, wait) {
+        match q.put_timeout(msg, LIVENESS) {
             Ok(()) => break,
             Err(PutError::Timeout(back) | PutError::Full(back)) => {
-                // Full: the reader must be awake to make room.
                 ring(rings, conn, peer)?;
                 if gone(conn) {
                     return Err(closed());
                 }
-                value = back;
-                wait = LIVENESS;
+                msg = back;
             }
             Err(PutError::Encode(_, message)) => {
                 return Err(Error::simple(ErrorKind::Codec, message));
@@ -149,10 +179,10 @@ fn scribbled(message: &str) -> Error {
     )
 }
 
-/// Takes the next message from `q` if there is one.
-fn take<T: serde::Serialize + serde::de::DeserializeOwned>(q: &Queue<T>) -> Result<Option<T>> {
+/// Takes the next ring message from `q` if there is one.
+fn take(q: &Queue<ByteBuf>) -> Result<Option<Vec<u8>>> {
     match q.try_get() {
-        Ok(value) => Ok(Some(value)),
+        Ok(msg) => Ok(Some(msg.into_vec())),
         Err(GetError::Empty | GetError::Timeout) => Ok(None),
         Err(GetError::Decode(message)) => Err(Error::simple(ErrorKind::Codec, message)),
         Err(GetError::Closed) => Err(closed()),
@@ -160,17 +190,48 @@ fn take<T: serde::Serialize + serde::de::DeserializeOwned>(q: &Queue<T>) -> Resu
     }
 }
 
-/// The next message from `q`, sleeping on the socket (`me`'s doorbell
-/// word up) when there is none.
-fn receive<T: serde::Serialize + serde::de::DeserializeOwned>(
+/// The next message from `q` (its pieces put together, at most `limit`
+/// bytes), decoded.
+fn receive<T: serde::de::DeserializeOwned>(
     rings: &Rings,
-    q: &Queue<T>,
+    q: &Queue<ByteBuf>,
     conn: &Connection,
     me: usize,
+    limit: usize,
 ) -> Result<T> {
+    let mut whole: Vec<u8> = Vec::new();
     loop {
-        if let Some(value) = take(q)? {
-            return Ok(value);
+        let mut msg = next(rings, q, conn, me)?;
+        let tag = msg.pop();
+        if whole.len().saturating_add(msg.len()) > limit {
+            return Err(Error::simple(
+                ErrorKind::TooLarge,
+                format!("a message over this connection's limit of {limit} bytes"),
+            ));
+        }
+        match tag {
+            Some(WHOLE) if whole.is_empty() => return crate::codec::decode(&msg),
+            Some(MORE) => whole.extend_from_slice(&msg),
+            Some(LAST) => {
+                whole.extend_from_slice(&msg);
+                return crate::codec::decode(&whole);
+            }
+            _ => {
+                return Err(Error::simple(
+                    ErrorKind::Closed,
+                    "a ring message out of order: the connection is broken",
+                ));
+            }
+        }
+    }
+}
+
+/// The next ring message, sleeping on the socket (`me`'s doorbell word
+/// up) when there is none.
+fn next(rings: &Rings, q: &Queue<ByteBuf>, conn: &Connection, me: usize) -> Result<Vec<u8>> {
+    loop {
+        if let Some(msg) = take(q)? {
+            return Ok(msg);
         }
         if spin_until(|| !q.is_empty()) {
             continue;
@@ -188,7 +249,7 @@ fn receive<T: serde::Serialize + serde::de::DeserializeOwned>(
         match rustix::io::read(conn, &mut buf) {
             Ok(0) => {
                 flag.store(0, Ordering::SeqCst);
-                // The peer is gone; it may have answered first.
+                // The peer is gone; it may have sent first.
                 return take(q)?.ok_or_else(closed);
             }
             Ok(_) | Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
@@ -263,7 +324,7 @@ impl Link {
     /// Client: sends one request.
     pub(crate) fn send_request(&mut self, request: Request) -> Result<()> {
         match &self.rings {
-            Some(r) => send(r, &r.req, &self.conn, SERVER, request),
+            Some(r) => send(r, &r.req, &self.conn, SERVER, &request),
             None => self.conn.send(&request),
         }
     }
@@ -271,7 +332,7 @@ impl Link {
     /// Client: the next reply.
     pub(crate) fn recv_reply(&mut self) -> Result<Reply> {
         match &self.rings {
-            Some(r) => receive(r, &r.rep, &self.conn, CLIENT),
+            Some(r) => receive(r, &r.rep, &self.conn, CLIENT, usize::MAX),
             None => self.conn.recv::<Reply>(),
         }
     }
@@ -279,7 +340,7 @@ impl Link {
     /// Server: the next request.
     pub(crate) fn recv_request(&mut self) -> Result<Request> {
         match &self.rings {
-            Some(r) => receive(r, &r.req, &self.conn, SERVER),
+            Some(r) => receive(r, &r.req, &self.conn, SERVER, super::server::MAX_REQUEST),
             None => self.conn.recv::<Request>(),
         }
     }
@@ -287,7 +348,7 @@ impl Link {
     /// Server: sends one reply.
     pub(crate) fn send_reply(&mut self, reply: Reply) -> Result<()> {
         match &self.rings {
-            Some(r) => send(r, &r.rep, &self.conn, CLIENT, reply),
+            Some(r) => send(r, &r.rep, &self.conn, CLIENT, &reply),
             None => self.conn.send(&reply),
         }
     }

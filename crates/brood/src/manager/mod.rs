@@ -74,6 +74,7 @@ pub use custom::{__call, __make, __unknown_method, FromRawProxy, RawProxy, Share
 pub use proxy::{
     ManagedArray, ManagedBarrier, ManagedCondition, ManagedEvent, ManagedList, ManagedLock,
     ManagedLockGuard, ManagedMap, ManagedQueue, ManagedSemaphore, ManagedValue, Namespace,
+    use_local_rings,
 };
 pub use server::{
     KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, MAX_CONNECTIONS, MAX_REQUEST,

@@ -75,6 +75,11 @@ pub(crate) struct Welcome {
     /// mode from the next request on); if not, the socket carries all.
     #[serde(default)]
     pub rings: bool,
+    /// For a server on TCP: an abstract Unix socket name it also listens
+    /// on, so that a client on the same host (and network namespace) can
+    /// reconnect there and use shared-memory rings.
+    #[serde(default)]
+    pub local: Option<String>,
 }
 
 /// One request: an operation on an object (`object` 0 for the manager).

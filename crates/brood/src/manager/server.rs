@@ -13,10 +13,11 @@ use sha2::Sha256;
 use super::link::{Link, Rings, ring_peer_gone};
 use super::protocol::{Hello, Op, Out, Reply, Request, Welcome, WireError};
 use super::registry::{Caller, Registry, Writer};
-use crate::connection::{self, Connection, Listener};
+use crate::connection::{self, Address, Connection, Listener};
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::Queue;
 use crate::shm::SharedMemory;
+use serde_bytes::ByteBuf;
 
 /// Live client connections a server accepts; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -82,19 +83,46 @@ struct Shared {
     key: Vec<u8>,
     instance: u64,
     live: AtomicUsize,
+    /// The abstract Unix name this (TCP) server also listens on.
+    local: Option<String>,
     /// Open connections per client session.
     sessions: Mutex<HashMap<u64, usize>>,
 }
 
-/// Serves `listener` until the process ends.
+/// Serves `listener` until the process ends. A TCP server also listens on
+/// an abstract Unix name (`@brood-manager-<instance>`) that it tells its
+/// clients in [`Welcome`]: one on the same host reconnects there, with the
+/// same key, and gets shared-memory rings (`link.rs`).
 pub(crate) fn run(listener: Listener, key: Vec<u8>, instance: u64) -> Result<()> {
+    let local = match listener.address() {
+        Address::Tcp(_) => {
+            let name = format!("brood-manager-{instance:016x}");
+            Listener::bind(&Address::Abstract(name.clone().into_bytes()), None)
+                .ok()
+                .map(|l| (name, l))
+        }
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         registry: Registry::default(),
         key,
         instance,
         live: AtomicUsize::new(0),
+        local: local.as_ref().map(|(name, _)| name.clone()),
         sessions: Mutex::new(HashMap::new()),
     });
+    if let Some((_, alias)) = local {
+        let mine = shared.clone();
+        // Should the thread not start, the alias is closed with it, and
+        // clients that try it stay on TCP.
+        let _ = std::thread::Builder::new()
+            .name("brood-manager-local".into())
+            .spawn(move || accept_loop(alias, &mine));
+    }
+    accept_loop(listener, &shared)
+}
+
+fn accept_loop(listener: Listener, shared: &Arc<Shared>) -> Result<()> {
     loop {
         let conn = match listener.accept() {
             Ok(conn) => conn,
@@ -137,7 +165,7 @@ fn serve_client(mut conn: Connection, shared: &Shared) {
     // A local client's rings (mapped here; a pair that does not map, or
     // fails its checks, leaves the link on the socket).
     let rings = if hello.rings {
-        match conn.recv_timeout::<(Queue<Request>, Queue<Reply>, SharedMemory)>(left(deadline)) {
+        match conn.recv_timeout::<(Queue<ByteBuf>, Queue<ByteBuf>, SharedMemory)>(left(deadline)) {
             Ok((req, rep, bell)) => Rings::received(req, rep, bell),
             Err(e) if e.kind() == ErrorKind::Codec => None,
             Err(_) => return,
@@ -150,6 +178,7 @@ fn serve_client(mut conn: Connection, shared: &Shared) {
         .send(&Welcome {
             instance: shared.instance,
             rings: rings.is_some(),
+            local: shared.local.clone(),
         })
         .is_err()
     {

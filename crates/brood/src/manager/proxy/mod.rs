@@ -306,15 +306,53 @@ fn open(
         )));
     }
     let rings = if welcome.rings { rings } else { None };
+    // A TCP server on this host: reconnect through its local alias for
+    // rings (the TCP connection closes once that one is up; a server on
+    // another host or network namespace has no such name here).
+    if rings.is_none()
+        && rings_enabled()
+        && let Some(name) = &welcome.local
+        && matches!(address, Address::Tcp(_))
+    {
+        let alias = Address::Abstract(name.clone().into_bytes());
+        if let Ok((local, instance)) = open(&alias, key, Some(welcome.instance), timeout)
+            && local.rings.is_some()
+        {
+            return Ok((local, instance));
+        }
+    }
     Ok((Link { conn, rings }, welcome.instance))
 }
 
-/// Whether local connections use shared-memory rings: yes, unless the
-/// environment says `BROOD_MANAGER_RINGS=0` (to compare, or to rule them
-/// out).
+/// Set by [`use_local_rings`](crate::manager::use_local_rings).
+static RINGS_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether local connections use shared-memory rings: yes, unless turned
+/// off in this process or the environment says `BROOD_MANAGER_RINGS=0`.
 fn rings_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("BROOD_MANAGER_RINGS").is_none_or(|v| v != "0"))
+    static ENV_ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !RINGS_OFF.load(Ordering::Relaxed)
+        && *ENV_ON.get_or_init(|| std::env::var_os("BROOD_MANAGER_RINGS").is_none_or(|v| v != "0"))
+}
+
+/// Whether this process's new connections to manager servers on this host
+/// use shared-memory rings (the default: on). Off, every request and
+/// reply goes through the socket, as it does to a server on another host:
+/// for a client that must stay on the network path (measuring it, or a
+/// test that plays a remote host). Connections already open keep their
+/// way. The environment variable `BROOD_MANAGER_RINGS=0` turns them off
+/// for a whole program.
+///
+/// ```
+/// brood::manager::use_local_rings(false);
+/// let manager = brood::Manager::start()?;
+/// let d = manager.dict::<u32, u32>()?;
+/// d.insert(&1, &2)?; // through the socket
+/// brood::manager::use_local_rings(true);
+/// # Ok::<(), brood::Error>(())
+/// ```
+pub fn use_local_rings(on: bool) {
+    RINGS_OFF.store(!on, Ordering::Relaxed);
 }
 
 fn unexpected(out: &Out) -> Error {
