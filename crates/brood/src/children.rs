@@ -125,7 +125,7 @@ impl Orphan {
 /// made outside brood (brood's own fork clears it in the child).
 pub(crate) fn lock() -> MutexGuard<'static, Table> {
     let mut table = TABLE.lock().unwrap_or_else(|poison| poison.into_inner());
-    let me = os::getpid().as_raw();
+    let me = os::pid::current().as_raw();
     if table.owner != me {
         table.reset(me);
     }
@@ -157,7 +157,7 @@ impl Table {
     /// is a copy-on-write fault).
     #[inline]
     pub(crate) fn become_child(&mut self, me: Me) {
-        self.become_child_as(me, os::getpid());
+        self.become_child_as(me, os::pid::current());
     }
 
     /// [`become_child`](Table::become_child) for the process whose pid is
@@ -285,12 +285,12 @@ fn start_reaper() -> std::io::Result<OwnedFd> {
 /// eventfd, and reaps each orphan as it exits. It holds the table's lock only
 /// while it builds the poll set and while it reaps, never while it sleeps.
 fn reaper_loop(wake: i32) {
-    let owner = os::getpid();
+    let owner = os::pid::current();
     loop {
         let mut fds = vec![os::fd::pollin(wake)];
         {
             let table = lock();
-            if os::getpid() != owner {
+            if os::pid::current() != owner {
                 return;
             }
             fds.extend(table.orphans.iter().map(|o| os::fd::pollin(o.raw_fd())));
@@ -315,7 +315,7 @@ fn reaper_loop(wake: i32) {
 /// `_exit_function` does. Runs at normal exit of the main process (atexit)
 /// and at the end of every forked child's body.
 pub(crate) fn exit_cleanup() {
-    exit_cleanup_in(os::getpid());
+    exit_cleanup_in(os::pid::current());
 }
 
 /// [`exit_cleanup`] in the process whose pid is `me` (the caller's, which

@@ -541,7 +541,7 @@ where
             (_, StartMethod::Fork) if fork_is_hazardous() => StartMethod::ForkServer,
             (_, method) => method,
         };
-        let me = os::getpid();
+        let me = os::pid::current();
         let spec = Spec {
             name: self.name.clone(),
             daemon: self.daemon,
@@ -1138,7 +1138,7 @@ pub fn current_process() -> ProcessInfo {
             .name
             .clone()
             .unwrap_or_else(|| "MainProcess".into()),
-        pid: os::getpid(),
+        pid: os::pid::current(),
         daemon: table.me.daemon,
     }
 }

@@ -84,7 +84,7 @@ fn client() -> MutexGuard<'static, Option<Client>> {
     let mut guard = CLIENT.lock().unwrap_or_else(|p| p.into_inner());
     if guard
         .as_ref()
-        .is_some_and(|c| c.owner != os::getpid().as_raw())
+        .is_some_and(|c| c.owner != os::pid::current().as_raw())
     {
         // Inherited through a fork: the socket was closed in the child (or
         // belongs to the parent); forget it without closing again.
@@ -198,7 +198,7 @@ impl Client {
         drop(theirs);
         CLIENT_FD.publish(&ours);
         Ok(Client {
-            owner: os::getpid().as_raw(),
+            owner: os::pid::current().as_raw(),
             server,
             // The server is our unreaped child: its pid is still its own.
             server_fd: PidFd::open(server).ok(),
@@ -607,7 +607,7 @@ fn handle(
             return None;
         }
     };
-    let server = os::getpid();
+    let server = os::pid::current();
     // The server is single-threaded (it never starts a thread and runs
     // before main), so the checked fork succeeds and the child may do
     // anything; it ends in `_exit`.
