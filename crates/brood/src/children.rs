@@ -57,10 +57,80 @@ pub(crate) struct Table {
     /// pid here clears the inherited copy.
     owner: i32,
     pub(crate) me: Me,
-    pub(crate) live: BTreeMap<Pid, Entry>,
+    pub(crate) live: Live,
     orphans: Vec<Orphan>,
     /// Wakes the reaper thread when an orphan is added (an eventfd).
     reaper_wake: Option<OwnedFd>,
+}
+
+/// The live children, by pid. The first [`INLINE`] sit in the table itself
+/// (in the static, beside its lock, on a page a start writes anyway): a
+/// start+join then writes no heap node. A `BTreeMap`'s node is a heap page
+/// the parent writes between two forks, so one more copy-on-write fault
+/// per child. More children than that spill into the map.
+pub(crate) struct Live {
+    inline: [Option<(Pid, Entry)>; INLINE],
+    spill: BTreeMap<Pid, Entry>,
+}
+
+const INLINE: usize = 2;
+
+impl Live {
+    const fn new() -> Live {
+        Live {
+            inline: [None, None],
+            spill: BTreeMap::new(),
+        }
+    }
+
+    fn insert(&mut self, pid: Pid, entry: Entry) {
+        if let Some(slot) = self.inline.iter_mut().find(|s| s.is_none()) {
+            *slot = Some((pid, entry));
+        } else {
+            self.spill.insert(pid, entry);
+        }
+    }
+
+    fn remove(&mut self, pid: &Pid) -> Option<Entry> {
+        for slot in &mut self.inline {
+            if slot.as_ref().is_some_and(|(p, _)| p == pid) {
+                return slot.take().map(|(_, e)| e);
+            }
+        }
+        self.spill.remove(pid)
+    }
+
+    pub(crate) fn get(&self, pid: &Pid) -> Option<&Entry> {
+        self.inline
+            .iter()
+            .flatten()
+            .find(|(p, _)| p == pid)
+            .map(|(_, e)| e)
+            .or_else(|| self.spill.get(pid))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.inline.iter().all(Option::is_none) && self.spill.is_empty()
+    }
+
+    /// Every live child, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Pid, &Entry)> {
+        self.inline
+            .iter()
+            .flatten()
+            .map(|(p, e)| (*p, e))
+            .chain(self.spill.iter().map(|(p, e)| (*p, e)))
+    }
+
+    /// Keeps the children for which `keep` says true.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Pid, &Entry) -> bool) {
+        for slot in &mut self.inline {
+            if slot.as_ref().is_some_and(|(p, e)| !keep(p, e)) {
+                *slot = None;
+            }
+        }
+        self.spill.retain(|p, e| keep(p, e));
+    }
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
@@ -74,7 +144,7 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
         parent_start: None,
         authkey: None,
     },
-    live: BTreeMap::new(),
+    live: Live::new(),
     orphans: Vec::new(),
     reaper_wake: None,
 });
@@ -141,7 +211,7 @@ impl Table {
         // with its parent, a page fault each, for memory the child's short
         // life does not need back. The orphans' pidfds and the eventfd are
         // closed (they would keep the parent's children's fds open here).
-        std::mem::forget(std::mem::take(&mut self.live));
+        std::mem::forget(std::mem::replace(&mut self.live, Live::new()));
         // (Checked first: a forked child of a parent without orphans runs
         // no drain code, one code page, so one page fault, fewer.)
         if !self.orphans.is_empty() {
@@ -329,7 +399,7 @@ pub(crate) fn exit_cleanup_in(me: Pid) {
     if table.live.is_empty() {
         return;
     }
-    let live: Vec<(Pid, Entry)> = table.live.iter().map(|(p, e)| (*p, e.clone())).collect();
+    let live: Vec<(Pid, Entry)> = table.live.iter().map(|(p, e)| (p, e.clone())).collect();
     drop(table);
     let mut waits = Vec::new();
     for (pid, entry) in live {

@@ -153,6 +153,7 @@ pub enum ForkResult {
 /// the parent could. Either way the child must not return into code that
 /// expects to run once (a test harness, `main`'s cleanup): end it with
 /// [`exit_now`].
+#[inline]
 pub unsafe fn fork() -> io::Result<ForkResult> {
     // SAFETY: fork(2) has no memory-safety preconditions of its own; the
     // caller upholds what the child may do afterwards (see `# Safety`).

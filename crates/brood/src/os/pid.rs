@@ -131,6 +131,7 @@ extern "C" fn forget_in_child() {
 /// ```
 /// assert_eq!(brood::os::pid::refresh(), brood::os::getpid());
 /// ```
+#[inline]
 pub fn refresh() -> Pid {
     let pid = super::getpid();
     // Cached only under the invariant (handler registered): else forgotten,
