@@ -54,9 +54,11 @@ pub(crate) fn block_sigint(block: bool) {
     }
 }
 
-/// Whether the calling thread is the only thread of the process.
+/// Whether the calling thread is the only thread of the process: certain
+/// without a syscall while glibc says no second thread ever ran (the
+/// forkserver and the tracker, which fork per request), else counted.
 fn single_threaded() -> bool {
-    matches!(super::thread_count_fast(), Ok(1))
+    super::single_threaded() || matches!(super::thread_count_fast(), Ok(1))
 }
 
 /// Reads and removes the environment variable `name`, if this process has
