@@ -428,3 +428,55 @@ pub(crate) fn exit_cleanup_in(me: Pid) {
 extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(exit_cleanup);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> Entry {
+        Entry {
+            name: name.into(),
+            daemon: false,
+            served: None,
+        }
+    }
+
+    fn pid(n: i32) -> Pid {
+        Pid::from_raw(n).unwrap()
+    }
+
+    fn pids(live: &Live) -> Vec<i32> {
+        let mut all: Vec<i32> = live.iter().map(|(p, _)| p.as_raw()).collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn live_children_past_the_inline_slots_spill_and_come_back() {
+        let mut live = Live::new();
+        assert!(live.is_empty());
+        for n in 1..=5 {
+            live.insert(pid(n), entry(&format!("c{n}")));
+        }
+        assert_eq!(pids(&live), [1, 2, 3, 4, 5]);
+        assert_eq!(live.spill.len(), 5 - INLINE);
+        for n in 1..=5 {
+            assert_eq!(live.get(&pid(n)).unwrap().name, format!("c{n}"));
+        }
+        assert!(live.get(&pid(6)).is_none());
+        // An inline slot freed is taken by the next child.
+        assert_eq!(live.remove(&pid(1)).unwrap().name, "c1");
+        assert!(live.remove(&pid(1)).is_none());
+        live.insert(pid(7), entry("c7"));
+        assert_eq!(live.spill.len(), 5 - INLINE);
+        assert_eq!(pids(&live), [2, 3, 4, 5, 7]);
+        // From the spill map too.
+        assert_eq!(live.remove(&pid(4)).unwrap().name, "c4");
+        live.retain(|p, _| p.as_raw() % 2 == 1);
+        assert_eq!(pids(&live), [3, 5, 7]);
+        for n in [3, 5, 7] {
+            assert!(live.remove(&pid(n)).is_some());
+        }
+        assert!(live.is_empty());
+    }
+}
