@@ -138,6 +138,7 @@ SYNC_RATIOS = [
      C_ROBUST, None),
     ("fill: brood / C", "fill", BROOD_FILL, C_FILL, ("<=", 1.2)),
     ("fill: best python / brood", "fill", BEST_PY, BROOD_FILL, None),
+    # (median of per-pair ratios: see the shm-paired lines)
     ("shm: brood write_at / C memcpy", "shm", BROOD_WRITE_AT, C_MEMCPY, (">=", 0.95)),
     ("shm: brood as_mut_slice().fill / C memset", "shm", BROOD_MEMSET, C_MEMSET, (">=", 0.90)),
     ("shm: python buf[:] / C memcpy", "shm", PY_SHM, C_MEMCPY, None),
@@ -285,11 +286,14 @@ def sync_table(data):
         if not rows:
             continue
         best_py = None if test in SYNC_NO_PY else best_python(rows, more)
+        paired = tests.get(f"{test}-paired", {})
         for name, (med, lo, hi, n) in rows.items():
             floor = rows.get(SYNC_FLOOR.get(name, floor_name))
             vs = ""
             if floor:
-                r = med / floor[0]
+                # The median of per-pair ratios where the harness made them
+                # (shm), else the ratio of the medians.
+                r = paired[name][0] if name in paired else med / floor[0]
                 vs = f"{r * 100:.0f}%" if more else f"{r:.2f}x"
             speedup = ""
             # (memset has no Python twin)
@@ -318,6 +322,9 @@ def sync_ratios(data):
         if not a or not b:
             continue
         r = a[0] / b[0]
+        paired = tests.get(f"{test}-paired", {})
+        if num in paired and den is not None and den.startswith("C "):
+            r = paired[num][0]  # the median of per-pair ratios
         # A rate over a C floor reads best as a percentage; an absolute
         # value in its unit.
         as_share = more and den is not None and den.startswith("C ")
@@ -456,10 +463,16 @@ def main():
             "alone; 15 children. "
             "**shm**: one write of all of a 100 MiB `shm_open` segment (memcpy "
             "from a warm buffer, or memset); every run maps a fresh segment and "
-            "faults it all in (untimed) first, and the rows run in reverse order "
-            "every other round, so which side's pages are placed first alternates: "
+            "faults it all in (untimed) first; each brood row runs back to back "
+            "with its C floor, and which of the two goes first (is placed first) "
+            "alternates from round to round: "
             "the rows compare the writes, not where one segment's pages landed; "
-            "GB/s = 10^9 bytes written per second; 10 runs. "
+            "GB/s = 10^9 bytes written per second; 16 runs (Python: 10). A brood "
+            "row's share of its C floor (`vs C floor` and the ratio below) is the "
+            "median of 16 per-round ratios, each from one brood run and one C run "
+            "made back to back on fresh segments: a pair sees the same moment on "
+            "the machine, where two independent medians swing with load and page "
+            "placement (the range beside it is each row's own). "
             "**sem**: round trips over two semaphores between the parent and one "
             "child, 20000 after 2000 warm-up; as the scheduler places the two "
             "processes, then both pinned to one CPU (a round trip is then two "

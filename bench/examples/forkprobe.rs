@@ -40,6 +40,25 @@ fn waitid_fd(fd: i32) {
     unsafe { libc::waitid(libc::P_PIDFD, fd as u32, &mut info, libc::WEXITED) };
 }
 
+/// Raw fork with what a brood start+join allocates around it: seven
+/// small blocks made before the fork and freed after it (brood's are the
+/// `Process`'s name and identity, the child's copies of them, its parent's
+/// name and its auth key). Each page malloc and free write between two
+/// forks (glibc's tcache, the chunks, errno's page on every `free`) is a
+/// copy-on-write fault: this row prices them.
+fn raw_allocs() {
+    let blocks: Vec<Box<[u8]>> = (0..7)
+        .map(|i| vec![i as u8; if i == 5 { 32 } else { 12 }].into_boxed_slice())
+        .collect();
+    let blocks = std::hint::black_box(blocks);
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        unsafe { libc::_exit(0) };
+    }
+    drop(blocks);
+    reap(pid);
+}
+
 fn raw_pidfd() {
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -209,6 +228,7 @@ fn main() {
     let rows: Vec<(&str, fn())> = vec![
         ("raw", raw),
         ("raw+pidfd poll", raw_pidfd),
+        ("raw + 7 allocs", raw_allocs),
         ("clone3 pidfd", raw_clone3),
         ("pipe 1 wake", pipe1),
         ("pipe 2 wakes", pipe2w),

@@ -24,10 +24,13 @@
 //!   (`shm_open`; the name is unlinked at once, the mapping stays), by
 //!   memcpy from a warm private buffer or by memset; [`SHM_RUNS`] runs;
 //!   GB/s (10^9 bytes written per second). Every run maps a fresh segment
-//!   and faults all of it in (untimed) before the timed write, and the
-//!   rows run in reverse order every other round: which side's pages are
-//!   placed first alternates, so the rows compare the writes, not where
-//!   one long-lived segment's pages happened to land.
+//!   and faults all of it in (untimed) before the timed write. Each brood
+//!   row runs back to back with its C floor, as a pair, and which of the
+//!   two goes first (gets its pages placed first) alternates from round
+//!   to round (`shm_order`), so the rows compare the writes, not where one
+//!   long-lived segment's pages happened to land; the median of the
+//!   per-pair ratios is the row's share of the floor (`shm-paired` lines;
+//!   see `print_paired_shm`).
 //! - `sem`: round trips between the parent and one child (started once)
 //!   over two semaphores; each round trip timed, [`SEM_ITERS`] in
 //!   [`SEM_ROUNDS`] rounds after [`SEM_WARMUP`]; µs. Run twice, as the
@@ -64,7 +67,7 @@ pub(crate) const COUNTER_RUNS: usize = 15;
 pub(crate) const FILL_N: usize = 1_000_000;
 pub(crate) const FILL_RUNS: usize = 15;
 pub(crate) const SHM_BYTES: usize = 100 << 20;
-pub(crate) const SHM_RUNS: usize = 10;
+pub(crate) const SHM_RUNS: usize = 16;
 pub(crate) const SEM_WARMUP: usize = 2_000;
 pub(crate) const SEM_ITERS: usize = 20_000;
 pub(crate) const SEM_ROUNDS: usize = 10;
@@ -529,6 +532,66 @@ impl Ctx {
 
 // ----- the schedule -----
 
+/// The shm rows that each have a C floor, as (brood row, C row).
+const SHM_PAIRS: &[(&str, &str)] = &[
+    ("brood SharedMemory write_at (memcpy)", "C memcpy"),
+    (
+        "brood SharedMemory as_mut_slice().fill (memset)",
+        "C memset",
+    ),
+];
+
+/// The order of the shm rows in `round`: each pair of [`SHM_PAIRS`] back
+/// to back, brood first in even rounds and the C floor first in odd ones;
+/// the rows of no pair after them.
+fn shm_order(rows: &[&Row], round: usize) -> Vec<usize> {
+    let find = |name: &str| rows.iter().position(|r| r.name == name);
+    let mut order = Vec::new();
+    for &(brood, floor) in SHM_PAIRS {
+        let mut pair: Vec<usize> = [find(brood), find(floor)].into_iter().flatten().collect();
+        if round % 2 == 1 {
+            pair.reverse();
+        }
+        order.extend(pair);
+    }
+    let rest: Vec<usize> = (0..rows.len()).filter(|i| !order.contains(i)).collect();
+    order.extend(rest);
+    order
+}
+
+/// For each brood shm row and its C floor: the median, lowest and highest
+/// of the per-round ratios (brood's rate / C's), each from one pair of runs
+/// made back to back in the same round, on fresh segments, the pair's
+/// order alternating from round to round ([`shm_order`]). Two independent medians of 100
+/// MiB writes swing with where each run's pages land and with load from
+/// elsewhere on the machine; a pair sees the same moment, and its ratio
+/// compares the writes. Printed as `sync<TAB>shm-paired<TAB>brood row<TAB>
+/// median<TAB>lo<TAB>hi<TAB>pairs` (ratios, not GB/s).
+fn print_paired_shm(rows: &[&Row], samples: &[Vec<f64>]) {
+    let find = |name: &str| rows.iter().position(|r| r.name == name);
+    for &(brood, floor) in SHM_PAIRS {
+        let (Some(b), Some(c)) = (find(brood), find(floor)) else {
+            continue;
+        };
+        let mut ratios: Vec<f64> = samples[b]
+            .iter()
+            .zip(&samples[c])
+            .map(|(b, c)| b / c)
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "sync\tshm-paired\t{brood}\t{:.4}\t{:.4}\t{:.4}\t{}",
+            percentile(&ratios, 0.5),
+            ratios[0],
+            ratios[ratios.len() - 1],
+            ratios.len()
+        );
+    }
+}
+
 /// Allows this process (and the children it forks from now on) only
 /// `cpus`; returns the CPUs it was allowed before.
 fn set_cpus(cpus: &[usize]) -> Vec<usize> {
@@ -588,12 +651,14 @@ pub(crate) fn run(only: Option<&str>) {
         }
         let mut samples: Vec<Vec<f64>> = rows.iter().map(|_| Vec::new()).collect();
         for round in 0..runs {
-            // shm: every run maps and fills a fresh segment; which side
-            // gets its pages first alternates from round to round.
-            let mut order: Vec<usize> = (0..runners.len()).collect();
-            if test.rows() == Test::Shm && round % 2 == 1 {
-                order.reverse();
-            }
+            // shm: every run maps and fills a fresh segment; each brood row
+            // runs back to back with its C floor (a pair), and which of the
+            // two gets its pages first alternates from round to round.
+            let order: Vec<usize> = if test.rows() == Test::Shm {
+                shm_order(&rows, round)
+            } else {
+                (0..runners.len()).collect()
+            };
             for i in order {
                 samples[i].extend(runners[i].run(n));
             }
@@ -606,6 +671,9 @@ pub(crate) fn run(only: Option<&str>) {
             if let Some(Some(d)) = &ctx.driver {
                 d.borrow_mut().say("pin -1");
             }
+        }
+        if test.rows() == Test::Shm {
+            print_paired_shm(&rows, &samples);
         }
         for (row, mut s) in rows.iter().zip(samples) {
             s.sort_by(f64::total_cmp);

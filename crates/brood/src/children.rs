@@ -57,10 +57,80 @@ pub(crate) struct Table {
     /// pid here clears the inherited copy.
     owner: i32,
     pub(crate) me: Me,
-    pub(crate) live: BTreeMap<Pid, Entry>,
+    pub(crate) live: Live,
     orphans: Vec<Orphan>,
     /// Wakes the reaper thread when an orphan is added (an eventfd).
     reaper_wake: Option<OwnedFd>,
+}
+
+/// The live children, by pid. The first [`INLINE`] sit in the table itself
+/// (in the static, beside its lock, on a page a start writes anyway): a
+/// start+join then writes no heap node. A `BTreeMap`'s node is a heap page
+/// the parent writes between two forks, so one more copy-on-write fault
+/// per child. More children than that spill into the map.
+pub(crate) struct Live {
+    inline: [Option<(Pid, Entry)>; INLINE],
+    spill: BTreeMap<Pid, Entry>,
+}
+
+const INLINE: usize = 2;
+
+impl Live {
+    const fn new() -> Live {
+        Live {
+            inline: [None, None],
+            spill: BTreeMap::new(),
+        }
+    }
+
+    fn insert(&mut self, pid: Pid, entry: Entry) {
+        if let Some(slot) = self.inline.iter_mut().find(|s| s.is_none()) {
+            *slot = Some((pid, entry));
+        } else {
+            self.spill.insert(pid, entry);
+        }
+    }
+
+    fn remove(&mut self, pid: &Pid) -> Option<Entry> {
+        for slot in &mut self.inline {
+            if slot.as_ref().is_some_and(|(p, _)| p == pid) {
+                return slot.take().map(|(_, e)| e);
+            }
+        }
+        self.spill.remove(pid)
+    }
+
+    pub(crate) fn get(&self, pid: &Pid) -> Option<&Entry> {
+        self.inline
+            .iter()
+            .flatten()
+            .find(|(p, _)| p == pid)
+            .map(|(_, e)| e)
+            .or_else(|| self.spill.get(pid))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.inline.iter().all(Option::is_none) && self.spill.is_empty()
+    }
+
+    /// Every live child, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Pid, &Entry)> {
+        self.inline
+            .iter()
+            .flatten()
+            .map(|(p, e)| (*p, e))
+            .chain(self.spill.iter().map(|(p, e)| (*p, e)))
+    }
+
+    /// Keeps the children for which `keep` says true.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Pid, &Entry) -> bool) {
+        for slot in &mut self.inline {
+            if slot.as_ref().is_some_and(|(p, e)| !keep(p, e)) {
+                *slot = None;
+            }
+        }
+        self.spill.retain(|p, e| keep(p, e));
+    }
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
@@ -74,7 +144,7 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
         parent_start: None,
         authkey: None,
     },
-    live: BTreeMap::new(),
+    live: Live::new(),
     orphans: Vec::new(),
     reaper_wake: None,
 });
@@ -125,7 +195,7 @@ impl Orphan {
 /// made outside brood (brood's own fork clears it in the child).
 pub(crate) fn lock() -> MutexGuard<'static, Table> {
     let mut table = TABLE.lock().unwrap_or_else(|poison| poison.into_inner());
-    let me = os::getpid().as_raw();
+    let me = os::pid::current().as_raw();
     if table.owner != me {
         table.reset(me);
     }
@@ -141,7 +211,7 @@ impl Table {
         // with its parent, a page fault each, for memory the child's short
         // life does not need back. The orphans' pidfds and the eventfd are
         // closed (they would keep the parent's children's fds open here).
-        std::mem::forget(std::mem::take(&mut self.live));
+        std::mem::forget(std::mem::replace(&mut self.live, Live::new()));
         // (Checked first: a forked child of a parent without orphans runs
         // no drain code, one code page, so one page fault, fewer.)
         if !self.orphans.is_empty() {
@@ -157,7 +227,7 @@ impl Table {
     /// is a copy-on-write fault).
     #[inline]
     pub(crate) fn become_child(&mut self, me: Me) {
-        self.become_child_as(me, os::getpid());
+        self.become_child_as(me, os::pid::current());
     }
 
     /// [`become_child`](Table::become_child) for the process whose pid is
@@ -285,12 +355,12 @@ fn start_reaper() -> std::io::Result<OwnedFd> {
 /// eventfd, and reaps each orphan as it exits. It holds the table's lock only
 /// while it builds the poll set and while it reaps, never while it sleeps.
 fn reaper_loop(wake: i32) {
-    let owner = os::getpid();
+    let owner = os::pid::current();
     loop {
         let mut fds = vec![os::fd::pollin(wake)];
         {
             let table = lock();
-            if os::getpid() != owner {
+            if os::pid::current() != owner {
                 return;
             }
             fds.extend(table.orphans.iter().map(|o| os::fd::pollin(o.raw_fd())));
@@ -315,7 +385,7 @@ fn reaper_loop(wake: i32) {
 /// `_exit_function` does. Runs at normal exit of the main process (atexit)
 /// and at the end of every forked child's body.
 pub(crate) fn exit_cleanup() {
-    exit_cleanup_in(os::getpid());
+    exit_cleanup_in(os::pid::current());
 }
 
 /// [`exit_cleanup`] in the process whose pid is `me` (the caller's, which
@@ -329,7 +399,7 @@ pub(crate) fn exit_cleanup_in(me: Pid) {
     if table.live.is_empty() {
         return;
     }
-    let live: Vec<(Pid, Entry)> = table.live.iter().map(|(p, e)| (*p, e.clone())).collect();
+    let live: Vec<(Pid, Entry)> = table.live.iter().map(|(p, e)| (p, e.clone())).collect();
     drop(table);
     let mut waits = Vec::new();
     for (pid, entry) in live {
@@ -357,4 +427,56 @@ pub(crate) fn exit_cleanup_in(me: Pid) {
 
 extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(exit_cleanup);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> Entry {
+        Entry {
+            name: name.into(),
+            daemon: false,
+            served: None,
+        }
+    }
+
+    fn pid(n: i32) -> Pid {
+        Pid::from_raw(n).unwrap()
+    }
+
+    fn pids(live: &Live) -> Vec<i32> {
+        let mut all: Vec<i32> = live.iter().map(|(p, _)| p.as_raw()).collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn live_children_past_the_inline_slots_spill_and_come_back() {
+        let mut live = Live::new();
+        assert!(live.is_empty());
+        for n in 1..=5 {
+            live.insert(pid(n), entry(&format!("c{n}")));
+        }
+        assert_eq!(pids(&live), [1, 2, 3, 4, 5]);
+        assert_eq!(live.spill.len(), 5 - INLINE);
+        for n in 1..=5 {
+            assert_eq!(live.get(&pid(n)).unwrap().name, format!("c{n}"));
+        }
+        assert!(live.get(&pid(6)).is_none());
+        // An inline slot freed is taken by the next child.
+        assert_eq!(live.remove(&pid(1)).unwrap().name, "c1");
+        assert!(live.remove(&pid(1)).is_none());
+        live.insert(pid(7), entry("c7"));
+        assert_eq!(live.spill.len(), 5 - INLINE);
+        assert_eq!(pids(&live), [2, 3, 4, 5, 7]);
+        // From the spill map too.
+        assert_eq!(live.remove(&pid(4)).unwrap().name, "c4");
+        live.retain(|p, _| p.as_raw() % 2 == 1);
+        assert_eq!(pids(&live), [3, 5, 7]);
+        for n in [3, 5, 7] {
+            assert!(live.remove(&pid(n)).is_some());
+        }
+        assert!(live.is_empty());
+    }
 }

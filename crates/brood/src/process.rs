@@ -541,7 +541,7 @@ where
             (_, StartMethod::Fork) if fork_is_hazardous() => StartMethod::ForkServer,
             (_, method) => method,
         };
-        let me = os::getpid();
+        let me = os::pid::current();
         let spec = Spec {
             name: self.name.clone(),
             daemon: self.daemon,
@@ -1138,7 +1138,7 @@ pub fn current_process() -> ProcessInfo {
             .name
             .clone()
             .unwrap_or_else(|| "MainProcess".into()),
-        pid: os::getpid(),
+        pid: os::pid::current(),
         daemon: table.me.daemon,
     }
 }
@@ -1391,19 +1391,21 @@ pub fn active_children() -> Vec<ProcessInfo> {
         Some(fd) => !os::fd::ready_now(&**fd),
         None => os::ProcInfo::read(*pid).is_ok(),
     });
-    table
+    let mut children: Vec<ProcessInfo> = table
         .live
         .iter()
         .filter(|(pid, _)| {
             // Still running? A zombie (exited, not yet joined) does not count.
-            os::ProcInfo::read(**pid).is_ok_and(|info| info.state != os::ProcState::Zombie)
+            os::ProcInfo::read(*pid).is_ok_and(|info| info.state != os::ProcState::Zombie)
         })
         .map(|(pid, entry)| ProcessInfo {
             name: entry.name.clone(),
-            pid: *pid,
+            pid,
             daemon: entry.daemon,
         })
-        .collect()
+        .collect();
+    children.sort_by_key(|c| c.pid);
+    children
 }
 
 /// The number of CPUs this process may use (Python's `cpu_count()`, but

@@ -211,6 +211,42 @@ fn active_children_lists_running_ones(m: StartMethod) {
     assert!(!brood::active_children().iter().any(|c| c.name == "listed"));
 }
 
+/// Five at once: more than the children table keeps inline (two), so the
+/// rest live in its map; all are listed, in pid order, and each joins.
+fn active_children_lists_more_children_than_the_table_keeps_inline(m: StartMethod) {
+    let mut kids: Vec<_> = (0..5)
+        .map(|i| {
+            builder(m)
+                .name(format!("many-{i}"))
+                .target(|| sleep_secs(10))
+        })
+        .collect();
+    for k in &mut kids {
+        k.start().unwrap();
+    }
+    let listed: Vec<_> = brood::active_children()
+        .into_iter()
+        .filter(|c| c.name.starts_with("many-"))
+        .collect();
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    assert!(listed.windows(2).all(|w| w[0].pid < w[1].pid));
+    // Joined out of order: the first (an inline slot) and the last (the map).
+    for i in [0, 4, 2, 1, 3] {
+        kids[i].kill().unwrap();
+        assert_eq!(kids[i].join().unwrap_err().signal(), Some(9));
+        assert!(
+            !brood::active_children()
+                .iter()
+                .any(|c| c.name == format!("many-{i}"))
+        );
+    }
+    assert!(
+        !brood::active_children()
+            .iter()
+            .any(|c| c.name.starts_with("many-"))
+    );
+}
+
 fn dropped_handle_of_a_finished_child_leaves_no_zombie(m: StartMethod) {
     let mut p = builder(m).target(|| ());
     p.start().unwrap();
@@ -428,6 +464,7 @@ suite!(
     default_names_follow_python,
     daemon_children_may_not_have_children,
     active_children_lists_running_ones,
+    active_children_lists_more_children_than_the_table_keeps_inline,
     dropped_handle_of_a_finished_child_leaves_no_zombie,
     dropped_handle_of_a_running_child_is_reaped_when_it_exits,
     daemon_child_dies_with_a_sigkilled_parent,

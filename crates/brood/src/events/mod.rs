@@ -288,7 +288,7 @@ const IN_HAND: usize = 0;
 const FINISHED: usize = 1;
 
 fn worker_main((index, inbox, outbox, stats, exe): WorkerArgs) {
-    let pid = crate::os::getpid().as_raw();
+    let pid = crate::os::pid::current().as_raw();
     let mut finished = stats.get(2 * index + FINISHED).unwrap_or(0);
     loop {
         let job = match inbox.get() {

@@ -18,7 +18,7 @@ impl Launcher for Fork {
         }
         // Both ends non-blocking (the child's frame writer waits out a full
         // pipe with poll): the last joined child's, else a new one.
-        let parent = os::Pid::from_raw(spec.parent_pid).unwrap_or_else(os::getpid);
+        let parent = os::Pid::from_raw(spec.parent_pid).unwrap_or_else(os::pid::current);
         let (read, write) = match SPARE.take(parent) {
             Some(pair) => pair,
             None => os::pipe_cloexec_nonblocking()?,
@@ -85,7 +85,7 @@ impl Launcher for Fork {
                 super::CHILD
                     .forked
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                let me = os::getpid();
+                let me = os::pid::current();
                 table.become_child_as(child_me, me);
                 drop(table);
                 match client {
@@ -196,7 +196,7 @@ static SPARE: os::FdPairSlot = os::FdPairSlot::new();
 /// their own pipes.
 pub(crate) fn recycle(read: OwnedFd, write: OwnedFd, drained: bool) {
     if drained || os::is_drained(&read) {
-        SPARE.put(os::getpid(), (read, write));
+        SPARE.put(os::pid::current(), (read, write));
     }
 }
 

@@ -84,7 +84,7 @@ fn client() -> MutexGuard<'static, Option<Client>> {
     let mut guard = CLIENT.lock().unwrap_or_else(|p| p.into_inner());
     if guard
         .as_ref()
-        .is_some_and(|c| c.owner != os::getpid().as_raw())
+        .is_some_and(|c| c.owner != os::pid::current().as_raw())
     {
         // Inherited through a fork: the socket was closed in the child (or
         // belongs to the parent); forget it without closing again.
@@ -198,7 +198,7 @@ impl Client {
         drop(theirs);
         CLIENT_FD.publish(&ours);
         Ok(Client {
-            owner: os::getpid().as_raw(),
+            owner: os::pid::current().as_raw(),
             server,
             // The server is our unreaped child: its pid is still its own.
             server_fd: PidFd::open(server).ok(),
@@ -431,6 +431,11 @@ pub(crate) fn serve(fd: RawFd) -> ! {
     // Block (not ignore) SIGINT: a Ctrl-C stays pending here forever, while
     // a SIGINT sent to a child before it unblocks is delivered, not lost.
     os::sys::block_sigint(true);
+    // What every child needs and the server can know once, before its first
+    // fork (each child would otherwise read /proc for them: six syscalls
+    // before the user's function runs, while the client waits).
+    let name = program_name();
+    let _ = crate::task::exe_identity();
     let mut kids: Vec<(PidFd, bool)> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
@@ -466,7 +471,7 @@ pub(crate) fn serve(fd: RawFd) -> ! {
         if fds[0].revents != 0 {
             match read_request(&sock) {
                 Request::Job(job, fds) => {
-                    if let Some(child) = handle(&sock, &mut kids, &job, fds) {
+                    if let Some(child) = handle(&sock, &mut kids, &job, fds, &name) {
                         // In the new child: it keeps only its result pipe.
                         drop(sock);
                         for (kid, _) in kids.drain(..) {
@@ -597,6 +602,7 @@ fn handle(
     kids: &mut Vec<(PidFd, bool)>,
     job: &[u8],
     mut fds: Vec<OwnedFd>,
+    name: &[u8],
 ) -> Option<ForkedChild> {
     let result = fds.remove(0);
     let job: Job = match codec::decode(job) {
@@ -607,7 +613,7 @@ fn handle(
             return None;
         }
     };
-    let server = os::getpid();
+    let server = os::pid::current();
     // The server is single-threaded (it never starts a thread and runs
     // before main), so the checked fork succeeds and the child may do
     // anything; it ends in `_exit`.
@@ -618,7 +624,7 @@ fn handle(
         }
         Ok(ForkResult::Child) => {
             os::sys::block_sigint(false);
-            set_name(&program_name());
+            set_name(name);
             Some(ForkedChild {
                 server,
                 job,

@@ -370,7 +370,10 @@ static EXIT_HOOKS_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI
 /// Called by a spawned child: it ends through `exit`, as a Rust `main`
 /// ending with `std::process::exit` would (see [`child_main`]).
 pub(crate) fn run_exit_hooks_here() {
-    EXIT_HOOKS_PID.store(os::getpid().as_raw(), std::sync::atomic::Ordering::Relaxed);
+    EXIT_HOOKS_PID.store(
+        os::pid::current().as_raw(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 /// `RUST_BACKTRACE` as the parent read it just before the fork.
@@ -506,7 +509,7 @@ pub(crate) use crate::task::{UNIT_ENCODING, encode_value};
 /// static is flushed by nobody, under any method: flush it in the function.
 pub(crate) fn child_main(body: Body, result: OwnedFd) -> ! {
     install_panic_hook();
-    child_main_with(body, result, os::getpid())
+    child_main_with(body, result, os::pid::current())
 }
 
 /// The frame's tag, payload and exit code for a body that did not return a

@@ -82,7 +82,7 @@ impl ::log::Log for Logger {
             rfc3339(SystemTime::now()),
             record.level(),
             record.target(),
-            std::process::id(),
+            crate::os::pid::current(),
             record.args()
         );
         // Errors are counted in `LogFile::write_errors`.

@@ -670,7 +670,7 @@ impl Core {
             open_log(&config.path).map_err(|e| Error::os_error("opening the log file", e))?;
         let mut core = Core {
             config,
-            pid: std::process::id(),
+            pid: crate::os::pid::current().as_raw() as u32,
             file,
             dev: 0,
             ino: 0,
@@ -690,7 +690,7 @@ impl Core {
     /// After a fork the lock file's open description is shared with the
     /// parent (an `flock` taken by one would count for both): open our own.
     fn after_fork(&mut self) -> io::Result<()> {
-        let me = std::process::id();
+        let me = crate::os::pid::current().as_raw() as u32;
         if me != self.pid {
             self.lock = open_lock(&self.config.lock_path())?;
             self.pid = me;

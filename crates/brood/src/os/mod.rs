@@ -27,6 +27,7 @@
 pub(crate) mod code;
 pub(crate) mod fd;
 pub(crate) mod flock;
+pub mod pid;
 mod pidfd;
 pub mod proc;
 pub(crate) mod scm;
@@ -152,18 +153,25 @@ pub enum ForkResult {
 /// the parent could. Either way the child must not return into code that
 /// expects to run once (a test harness, `main`'s cleanup): end it with
 /// [`exit_now`].
+#[inline]
 pub unsafe fn fork() -> io::Result<ForkResult> {
     // SAFETY: fork(2) has no memory-safety preconditions of its own; the
     // caller upholds what the child may do afterwards (see `# Safety`).
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => Err(io::Error::last_os_error()),
-        0 => Ok(ForkResult::Child),
+        0 => {
+            // The cached pid is the parent's: the child's own, before
+            // anything reads it (see `pid`).
+            pid::refresh();
+            Ok(ForkResult::Child)
+        }
         child => Ok(ForkResult::Parent { child: Pid(child) }),
     }
 }
 
-/// The calling process's id (`getpid(2)`, Python's `os.getpid()`).
+/// The calling process's id (`getpid(2)`, Python's `os.getpid()`): a
+/// syscall every time; [`pid::current`] is the cached copy.
 ///
 /// ```
 /// assert_eq!(brood::os::getpid().as_raw() as u32, std::process::id());

@@ -54,9 +54,11 @@ pub(crate) fn block_sigint(block: bool) {
     }
 }
 
-/// Whether the calling thread is the only thread of the process.
+/// Whether the calling thread is the only thread of the process: certain
+/// without a syscall while glibc says no second thread ever ran (the
+/// forkserver and the tracker, which fork per request), else counted.
 fn single_threaded() -> bool {
-    matches!(super::thread_count_fast(), Ok(1))
+    super::single_threaded() || matches!(super::thread_count_fast(), Ok(1))
 }
 
 /// Reads and removes the environment variable `name`, if this process has
@@ -141,6 +143,11 @@ pub(crate) fn threaded_fork_allowed() -> bool {
 ///
 /// The child must still end with [`exit_now`](super::exit_now) (or `exec`),
 /// not return into code that expects to run once.
+///
+/// Inlined into the fork launcher: a forked child maps each 64 KiB of code
+/// it runs with a page fault, and this function's code lay in another
+/// window than the launcher's (one fault per child fewer).
+#[inline(always)]
 pub(crate) fn fork_checked(extra: usize) -> io::Result<ForkResult> {
     let alone = super::single_threaded()
         || threaded_fork_allowed()

@@ -184,7 +184,7 @@ impl PoolCgroup {
                 "cgroup_limits: cpu_max must be a positive number of CPUs",
             ));
         }
-        let name = format!("brood-{}-{tag}", std::process::id());
+        let name = format!("brood-{}-{tag}", crate::os::pid::current());
         let all = mounts();
         let v2_failure = match create_v2(&all, limits, &name) {
             Ok(group) => return Ok(PoolCgroup::with(vec![group], limits)),

@@ -149,7 +149,7 @@ impl Page {
         // Positions past the cap get no row (the page stays under 16 MiB).
         let rows = (2 * processes + 4).min(MAX_ROWS);
         let size = (HEADER_WORDS + rows * ROW_WORDS) * 8;
-        let owner = crate::os::getpid();
+        let owner = crate::os::pid::current();
         let mut number = number;
         let shm = loop {
             let page_name = format!("{PREFIX}{owner}-{number}");

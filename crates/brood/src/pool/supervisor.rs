@@ -373,7 +373,7 @@ pub(crate) fn new(config: Config) -> Result<(Arc<Shared>, Supervisor)> {
         broken: false,
         boot_deaths: 0,
         delayed: Vec::new(),
-        rng: (u64::from(std::process::id()) << 32) ^ monotonic_ns() | 1,
+        rng: (u64::from(crate::os::pid::current().as_raw() as u32) << 32) ^ monotonic_ns() | 1,
     };
     Ok((shared, sup))
 }
