@@ -196,7 +196,7 @@ impl Manager {
             server: Server::connect(address, authkey)?,
             process: None,
             dir: None,
-            owner: std::process::id(),
+            owner: crate::os::pid::current().as_raw() as u32,
         })
     }
 
@@ -247,7 +247,7 @@ impl Manager {
                 server,
                 process: Some(process),
                 dir: None,
-                owner: std::process::id(),
+                owner: crate::os::pid::current().as_raw() as u32,
             }),
             Err(e) => fail(&mut process, e),
         }
@@ -288,7 +288,7 @@ impl Manager {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn shutdown(&mut self) -> Result<()> {
-        if self.owner != std::process::id() {
+        if self.owner != crate::os::pid::current().as_raw() as u32 {
             // A copy inherited through fork: the server is not ours to stop.
             if let Some(process) = self.process.take() {
                 std::mem::forget(process);

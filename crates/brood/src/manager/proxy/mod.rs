@@ -51,7 +51,7 @@ thread_local! {
 /// This process's session id (a fresh one in a forked child).
 fn session() -> Result<u64> {
     let mut s = SESSION.lock().unwrap_or_else(|p| p.into_inner());
-    let pid = std::process::id();
+    let pid = crate::os::pid::current().as_raw() as u32;
     if s.0 != pid {
         let mut random = [0u8; 8];
         connection::fill_random(&mut random)?;
@@ -109,7 +109,7 @@ impl Server {
                     address,
                     key,
                     instance,
-                    pool: Mutex::new((std::process::id(), Vec::new())),
+                    pool: Mutex::new((crate::os::pid::current().as_raw() as u32, Vec::new())),
                 })
             })
             .clone()
@@ -138,7 +138,7 @@ impl Server {
     }
 
     fn checkin(&self, conn: Link) {
-        self.checkin_as(conn, std::process::id());
+        self.checkin_as(conn, crate::os::pid::current().as_raw() as u32);
     }
 
     fn checkin_as(&self, conn: Link, pid: u32) {
@@ -192,7 +192,7 @@ impl Server {
     /// One request without a reply (pipelined); see
     /// `ManagedQueue::put_pipelined`.
     pub(crate) fn call_quiet(&self, object: u64, op: Op) -> Result<()> {
-        let pid = std::process::id();
+        let pid = crate::os::pid::current().as_raw() as u32;
         let (mut conn, _) = self.take(pid)?;
         match conn.send_request(Request {
             object,
@@ -213,7 +213,7 @@ impl Server {
 
     /// One request, one reply.
     pub(crate) fn call(&self, object: u64, op: Op) -> Result<Out> {
-        let pid = std::process::id();
+        let pid = crate::os::pid::current().as_raw() as u32;
         let (mut conn, sticky) = self.take(pid)?;
         let reply = conn
             .send_request(Request {
