@@ -2,16 +2,22 @@
 //! `multiprocessing.Manager` (`bench/python/manager.py` runs the same tests).
 //!
 //! - `dict`: one `insert` + one `get` on a managed dict from the owner
-//!   process (two round trips to the server), each pair timed; µs.
-//! - `queue`: one `put` + one `get` on a managed queue; µs (a second brood
-//!   row pipelines the put: one round trip per pair).
+//!   process (two round trips to the server), each pair timed; µs. The
+//!   owner is on the server's host, so its link uses shared-memory rings;
+//!   a second brood row turns them off (`use_local_rings(false)`): the
+//!   socket, as a client on another host has it.
+//! - `queue`: one `put` + one `get` on a managed queue; µs (brood rows:
+//!   rings, socket, and rings with the put pipelined: one round trip per
+//!   pair).
 //! - `workers-N`: the reference's master/worker pattern over TCP on
 //!   127.0.0.1 with an auth key: N worker processes, connected first, take
 //!   10,000 integer tasks from a task queue and put each square on a result
 //!   queue; the time runs from the master's first `put` to its 10,000th
-//!   result; thousand tasks per second. A second brood row puts the tasks
-//!   with one `put_many` (one round trip) and the workers put results with
-//!   `put_pipelined` (no round trip): one round trip per task.
+//!   result; thousand tasks per second. The workers are on the server's
+//!   host, so they move to rings through its local alias; the "TCP only"
+//!   row keeps every process on TCP (what workers on other hosts get). A
+//!   third brood row puts the tasks with one `put_many` (one round trip)
+//!   and the workers put results with `put_pipelined` (no round trip).
 //!
 //! Prints `mgr<TAB>test<TAB>name<TAB>median<TAB>lo<TAB>hi<TAB>n` (lo/hi:
 //! p10/p90 of the pairs, or the slowest/fastest run).
@@ -55,7 +61,8 @@ fn time_pairs(mut pair: impl FnMut(u64)) -> Vec<f64> {
         .collect()
 }
 
-fn worker((address, key, pipelined): (String, Vec<u8>, bool)) {
+fn worker((address, key, pipelined, rings): (String, Vec<u8>, bool, bool)) {
+    brood::manager::use_local_rings(rings);
     let manager = Manager::connect(&address.parse().unwrap(), &key).unwrap();
     let tasks = manager.named("tasks").queue::<Option<u64>>(0).unwrap();
     let results = manager.named("results").queue::<u64>(0).unwrap();
@@ -75,7 +82,8 @@ fn worker((address, key, pipelined): (String, Vec<u8>, bool)) {
 }
 
 /// One master/worker run with `workers` workers; thousand tasks per second.
-fn master_worker(workers: usize, batch: bool) -> f64 {
+fn master_worker(workers: usize, batch: bool, rings: bool) -> f64 {
+    brood::manager::use_local_rings(rings);
     let master = Manager::serve(&"127.0.0.1:0".parse().unwrap(), KEY).unwrap();
     let tasks = master.named("tasks").queue::<Option<u64>>(0).unwrap();
     let results = master.named("results").queue::<u64>(0).unwrap();
@@ -84,7 +92,7 @@ fn master_worker(workers: usize, batch: bool) -> f64 {
         .map(|_| {
             let mut p = brood::Process::with_args(
                 worker,
-                (master.address().to_string(), KEY.to_vec(), batch),
+                (master.address().to_string(), KEY.to_vec(), batch, rings),
             );
             p.start().unwrap();
             p
@@ -113,40 +121,50 @@ fn master_worker(workers: usize, batch: bool) -> f64 {
     for p in &mut procs {
         p.join().unwrap();
     }
+    brood::manager::use_local_rings(true);
     TASKS as f64 / secs / 1e3
 }
 
 pub(crate) fn row_names() -> impl Iterator<Item = &'static str> {
     [
         "dict: brood ManagedMap insert + get",
+        "dict: brood ManagedMap insert + get, socket",
         "queue: brood ManagedQueue put + get",
+        "queue: brood ManagedQueue put + get, socket",
         "queue: brood ManagedQueue put_pipelined + get",
         "workers-1/2/4: brood master/worker over TCP",
-        "workers-1/2/4: brood master/worker over TCP, tasks put_many",
+        "workers-1/2/4: brood master/worker over TCP only",
+        "workers-1/2/4: brood master/worker over TCP, put_many + put_pipelined",
     ]
     .into_iter()
 }
 
 pub(crate) fn run(only: Option<&str>) {
+    for (rings, suffix) in [(true, ""), (false, ", socket")] {
+        // A server per transport: a link keeps the way it was opened.
+        brood::manager::use_local_rings(rings);
+        let manager = Manager::start().unwrap();
+        let name = format!("brood ManagedMap insert + get{suffix}");
+        if selected(only, "manager dict", &name) {
+            let d = manager.dict::<u64, u64>().unwrap();
+            let v = time_pairs(|i| {
+                d.insert(&i, &i).unwrap();
+                assert_eq!(d.get(&i).unwrap(), Some(i));
+            });
+            emit("dict", &name, v, true);
+        }
+        let name = format!("brood ManagedQueue put + get{suffix}");
+        if selected(only, "manager queue", &name) {
+            let q = manager.queue::<u64>(0).unwrap();
+            let v = time_pairs(|i| {
+                q.put(&i).unwrap();
+                assert_eq!(q.get().unwrap(), i);
+            });
+            emit("queue", &name, v, true);
+        }
+    }
+    brood::manager::use_local_rings(true);
     let manager = Manager::start().unwrap();
-    let name = "brood ManagedMap insert + get";
-    if selected(only, "manager dict", name) {
-        let d = manager.dict::<u64, u64>().unwrap();
-        let v = time_pairs(|i| {
-            d.insert(&i, &i).unwrap();
-            assert_eq!(d.get(&i).unwrap(), Some(i));
-        });
-        emit("dict", name, v, true);
-    }
-    let name = "brood ManagedQueue put + get";
-    if selected(only, "manager queue", name) {
-        let q = manager.queue::<u64>(0).unwrap();
-        let v = time_pairs(|i| {
-            q.put(&i).unwrap();
-            assert_eq!(q.get().unwrap(), i);
-        });
-        emit("queue", name, v, true);
-    }
     let name = "brood ManagedQueue put_pipelined + get";
     if selected(only, "manager queue", name) {
         let q = manager.queue::<u64>(0).unwrap();
@@ -158,15 +176,19 @@ pub(crate) fn run(only: Option<&str>) {
     }
     for workers in [1, 2, 4] {
         let test = format!("workers-{workers}");
-        for (batch, name) in [
-            (false, "brood master/worker over TCP"),
+        for (batch, rings, name) in [
+            (false, true, "brood master/worker over TCP"),
+            (false, false, "brood master/worker over TCP only"),
             (
+                true,
                 true,
                 "brood master/worker over TCP, put_many + put_pipelined",
             ),
         ] {
             if selected(only, &format!("manager {test}"), name) {
-                let runs = (0..RUNS).map(|_| master_worker(workers, batch)).collect();
+                let runs = (0..RUNS)
+                    .map(|_| master_worker(workers, batch, rings))
+                    .collect();
                 emit(&test, name, runs, false);
             }
         }
