@@ -265,6 +265,9 @@ pub(crate) struct Config {
     pub(crate) sigint: bool,
     /// Status page, `max_rss`, cgroups (issue 13, `status.rs`).
     pub(crate) board: super::status::Board,
+    /// A forked call's closure (`forked.rs`): its workers are forked with
+    /// it. `None` for a pool's own workers.
+    pub(crate) closure: Option<super::forked::JobFn>,
 }
 
 struct Worker {
@@ -410,7 +413,11 @@ impl Supervisor {
         if let Some(m) = self.config.method {
             builder = builder.start_method(m);
         }
-        let mut process = builder.target_with(worker::worker_main, boot);
+        let mut process = match &self.config.closure {
+            // A forked call's short-lived worker (`forked.rs`).
+            Some(f) => super::forked::fork_worker(builder, f.clone(), boot),
+            None => builder.target_with(worker::worker_main, boot),
+        };
         process.start()?;
         let pid = process.pid().expect("a started process has a pid");
         // Issue 13: a row on the status page, its cgroup (which may fail).
