@@ -530,7 +530,7 @@ impl<'a> Forked<'a> {
     /// unsafe { brood::allow_fork_with_threads() };
     /// let pool = Pool::builder().processes(1).start_method(StartMethod::Fork).build()?;
     /// let greeting = String::from("hello");
-    /// let r = pool.forked().apply_async(move |who: &'static str| format!("{greeting}, {who}"), "you")?;
+    /// let r = pool.forked().apply_async(move |who: String| format!("{greeting}, {who}"), "you".to_string())?;
     /// assert_eq!(r.get()?, "hello, you");
     /// # Ok::<(), brood::Error>(())
     /// ```
