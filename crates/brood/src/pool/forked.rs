@@ -311,6 +311,20 @@ impl Forks {
             done: Mutex::new(false),
             cond: Condvar::new(),
         });
+        // Listed before its thread starts: a `terminate` from now on
+        // reaches it (and waits for its workers) even if it races with
+        // this start.
+        {
+            let mut subs = self.lock();
+            if subs.phase != Phase::Running {
+                return Err(Error::simple(
+                    ErrorKind::PoolClosed,
+                    "the pool is not running (it was closed or terminated)",
+                ));
+            }
+            subs.live.retain(|w| w.strong_count() > 0);
+            subs.live.push(Arc::downgrade(&sub));
+        }
         let guard = DoneGuard(sub.clone());
         let (tx, rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
@@ -348,19 +362,6 @@ impl Forks {
                 ));
             }
         }
-        let mut subs = self.lock();
-        if subs.phase != Phase::Running {
-            // The pool was closed or terminated meanwhile.
-            drop(subs);
-            sub.shared.set_phase(Phase::Terminating);
-            sub.wait_done();
-            return Err(Error::simple(
-                ErrorKind::PoolClosed,
-                "the pool is not running (it was closed or terminated)",
-            ));
-        }
-        subs.live.retain(|w| w.strong_count() > 0);
-        subs.live.push(Arc::downgrade(&sub));
         Ok(sub)
     }
 }
