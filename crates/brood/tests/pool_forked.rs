@@ -465,3 +465,71 @@ fn terminate_and_join_reach_forked_calls() {
     assert!(children().is_subset(&kids));
     common::assert_no_zombie_children();
 }
+
+#[test]
+fn chaos_short_lived_workers_killed_every_20_ms_are_replaced() {
+    let pool = fork_pool(2);
+    let warm = 1;
+    pool.forked().apply(move |x: u8| x + warm, 1).unwrap();
+    let kids = children();
+    let fds = common::open_fds();
+    let ordinary = pool.worker_pids();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (stop, kids) = (stop.clone(), kids.clone());
+        std::thread::spawn(move || {
+            let mut killed = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sleep_ms(20);
+                // A short-lived worker: a child that was not there before.
+                if let Some(&pid) = children().difference(&kids).next() {
+                    let _ = os::kill(pid, libc::SIGKILL);
+                    killed += 1;
+                }
+            }
+            killed
+        })
+    };
+    let factor = Arc::new(3u64);
+    let n = 1500u64;
+    let out: Vec<brood::Result<(u64, Pid)>> = pool
+        .forked()
+        .imap(
+            move |x: u64| {
+                sleep_ms(1);
+                (x * *factor, os::getpid())
+            },
+            0..n,
+        )
+        .unwrap()
+        .collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let killed = killer.join().unwrap();
+    assert_eq!(out.len(), n as usize, "every task has exactly one outcome");
+    let mut lost = 0;
+    let mut ran_in = BTreeSet::new();
+    for (i, r) in out.iter().enumerate() {
+        match r {
+            Ok((v, pid)) => {
+                assert_eq!(*v, i as u64 * 3);
+                assert!(!ordinary.contains(pid));
+                ran_in.insert(*pid);
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::WorkerLost, "{e}");
+                lost += 1;
+            }
+        }
+    }
+    assert!(killed >= 3, "only {killed} kills");
+    assert!(lost >= 1 && lost <= killed, "{lost} lost to {killed} kills");
+    // Killed workers were replaced by new forks of the same closure.
+    assert!(
+        ran_in.len() > 2,
+        "values came from {} workers",
+        ran_in.len()
+    );
+    assert_clean(&kids, fds);
+    assert_eq!(pool.worker_pids(), ordinary);
+    assert_eq!(pool.apply(|x: u8| x + 1, 1).unwrap(), 2);
+}
