@@ -409,6 +409,15 @@ fn sub_name(pool: &str) -> String {
 /// assert_eq!(v, [6, 10, 14]);
 /// # Ok::<(), brood::Error>(())
 /// ```
+///
+/// The ordinary verbs still refuse the same closure, at compile time:
+///
+/// ```compile_fail
+/// let pool = brood::Pool::new(2)?;
+/// let rate = 2;
+/// let v = pool.map(move |x: u32| x * rate, 0..3)?; // captures `rate`: a compile error
+/// # Ok::<(), brood::Error>(())
+/// ```
 #[derive(Clone, Copy)]
 pub struct Forked<'a> {
     pub(crate) pool: &'a Pool,
