@@ -533,3 +533,51 @@ fn chaos_short_lived_workers_killed_every_20_ms_are_replaced() {
     assert_eq!(pool.worker_pids(), ordinary);
     assert_eq!(pool.apply(|x: u8| x + 1, 1).unwrap(), 2);
 }
+
+#[test]
+fn the_pools_initializer_and_limits_apply_to_short_lived_workers() {
+    common::allow_fork();
+    let started = brood::Value::new(0u32).unwrap();
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Fork)
+        .initializer(
+            |v: brood::Value<u32>| *v.lock().unwrap() += 1,
+            started.clone(),
+        )
+        .hard_time_limit(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert_eq!(pool.map(|x: u8| x, 0..4).unwrap().len(), 4);
+    assert_eq!(started.get().unwrap(), 2);
+    // min(processes, units) workers per call, each running the
+    // initializer (with its own copy of the Value's fd) first.
+    let k = 1u8;
+    assert_eq!(pool.forked().apply(move |x: u8| x + k, 1).unwrap(), 2);
+    assert_eq!(started.get().unwrap(), 3);
+    assert_eq!(
+        pool.forked()
+            .chunksize(1)
+            .map(move |x: u8| x + k, 0..9)
+            .unwrap(),
+        (1..10).collect::<Vec<u8>>()
+    );
+    assert_eq!(started.get().unwrap(), 5);
+    // The pool's hard time limit holds for a forked task: its worker is
+    // killed, the task fails with TimedOut, and the call ends.
+    let t = Instant::now();
+    let err = pool
+        .forked()
+        .apply(
+            move |x: u8| -> u8 {
+                loop {
+                    std::hint::black_box(x + k);
+                }
+            },
+            1,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(pool.apply(|x: u8| x + 1, 1).unwrap(), 2);
+}

@@ -26,7 +26,7 @@ use crate::task::{self, Fail};
 use super::job::{self, AsyncResult, IMap, Job};
 use super::limits::UnitLimits;
 use super::supervisor::{self, Config, Phase, Shared, Unit};
-use super::worker::{self, Boot, InitBlob};
+use super::worker::{self, Boot, FdArg, InitBlob};
 use super::{Items, Pool, async_result, auto_chunksize, check_chunksize, status};
 
 /// A call's closure as its short-lived workers run it: decode the
@@ -64,9 +64,20 @@ fn job_func() -> Arc<[u8]> {
 /// A short-lived worker: the ordinary worker loop, in a child forked (from
 /// the supervisor's thread) with the call's closure (`supervisor.rs`,
 /// `start_worker`, when `Config::closure` is set).
-pub(crate) fn fork_worker(builder: Builder, f: JobFn, boot: Boot) -> Process<()> {
+pub(crate) fn fork_worker(builder: Builder, f: JobFn, mut boot: Boot) -> Process<()> {
     builder.fork(move || {
         JOB_FN.with(|j| *j.borrow_mut() = Some(f));
+        // The initializer's fds are the supervisor's own, shared (`Arc`)
+        // with its `Config`: a spawned worker gets them as fresh fds
+        // through its encoded `Boot`, this forked one takes duplicates
+        // (`run_init` uses an fd only if it alone holds it).
+        if let Some(init) = &mut boot.init {
+            for fd in &mut init.fds {
+                if let Ok(own) = fd.0.try_clone() {
+                    *fd = FdArg(Arc::new(own));
+                }
+            }
+        }
         worker::worker_main(boot);
     })
 }
