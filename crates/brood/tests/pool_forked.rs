@@ -581,3 +581,51 @@ fn the_pools_initializer_and_limits_apply_to_short_lived_workers() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert_eq!(pool.apply(|x: u8| x + 1, 1).unwrap(), 2);
 }
+
+#[test]
+fn a_killed_parent_leaves_no_short_lived_worker() {
+    // Slots the short-lived workers write their pids into, made here so
+    // that this test reads them after their parent is gone.
+    let slots = brood::RawArray::new(&[0i32; 2]).unwrap();
+    common::allow_fork();
+    let mut parent = Process::builder()
+        .start_method(StartMethod::Fork)
+        .target_with(
+            |slots: brood::RawArray<i32>| {
+                let pool = Pool::builder()
+                    .processes(2)
+                    .start_method(StartMethod::Fork)
+                    .build()
+                    .unwrap();
+                let s = slots.clone();
+                let busy = pool
+                    .forked()
+                    .chunksize(1)
+                    .map_async(
+                        move |i: usize| {
+                            s.set(i, os::getpid().as_raw()).unwrap();
+                            sleep_ms(60_000);
+                        },
+                        0..2,
+                    )
+                    .unwrap();
+                let _ = busy.get();
+            },
+            slots.clone(),
+        );
+    parent.start().unwrap();
+    wait_for("both short-lived workers", Duration::from_secs(30), || {
+        (0..2).all(|i| slots.get(i).unwrap() != 0)
+    });
+    let pids: Vec<Pid> = (0..2)
+        .map(|i| Pid::from_raw(slots.get(i).unwrap()).unwrap())
+        .collect();
+    assert!(pids.iter().all(|&p| !gone(p)));
+    parent.kill().unwrap();
+    assert_eq!(parent.join().unwrap_err().signal(), Some(libc::SIGKILL));
+    for pid in pids {
+        wait_for("a short-lived worker gone", Duration::from_secs(10), || {
+            gone(pid)
+        });
+    }
+}
