@@ -360,7 +360,15 @@ fn a_killed_short_lived_worker_fails_only_its_task() {
 
 #[test]
 fn the_pools_workers_serve_other_work_meanwhile() {
-    let pool = Arc::new(fork_pool(2));
+    common::allow_fork();
+    let pool = Arc::new(
+        Pool::builder()
+            .processes(2)
+            .start_method(StartMethod::Fork)
+            .name("meanwhile")
+            .build()
+            .unwrap(),
+    );
     // Before.
     assert_eq!(pool.map(|x: u32| x + 1, 0..10).unwrap().len(), 10);
     let ordinary = pool.worker_pids();
@@ -399,6 +407,30 @@ fn the_pools_workers_serve_other_work_meanwhile() {
     assert_eq!(other.join().unwrap(), 3);
     assert_eq!(gate.get(), 0, "the forked tasks were released early");
     assert_eq!(pool.worker_pids(), ordinary);
+    // `brood top` shows the call's workers on a page of its own.
+    let pages = brood::pool::status::snapshot().unwrap();
+    let mine = |name: &str| {
+        pages
+            .iter()
+            .find(|p| p.owner == os::getpid() && p.name == name)
+            .unwrap_or_else(|| panic!("no page {name:?}"))
+    };
+    let forked_pids: BTreeSet<Pid> = mine("meanwhile (forked)")
+        .workers
+        .iter()
+        .filter_map(|w| w.pid)
+        .collect();
+    assert_eq!(forked_pids.len(), 2, "{forked_pids:?}");
+    assert!(forked_pids.iter().all(|p| !ordinary.contains(p)));
+    assert!(forked_pids.is_subset(&children()));
+    assert_eq!(
+        mine("meanwhile")
+            .workers
+            .iter()
+            .filter(|w| w.pid.is_some())
+            .count(),
+        2
+    );
     gate.set(1);
     let out = forked.join().unwrap().unwrap();
     assert_eq!(out, ["held-0", "held-1", "held-2", "held-3"]);
@@ -407,6 +439,13 @@ fn the_pools_workers_serve_other_work_meanwhile() {
     assert_eq!(pool.worker_pids(), ordinary);
     assert_eq!(children(), kids);
     common::assert_no_zombie_children();
+    // The call's page went with it.
+    assert!(
+        !brood::pool::status::snapshot()
+            .unwrap()
+            .iter()
+            .any(|p| p.owner == os::getpid() && p.name == "meanwhile (forked)")
+    );
 }
 
 #[test]
