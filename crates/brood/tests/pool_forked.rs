@@ -319,6 +319,7 @@ fn a_killed_short_lived_worker_fails_only_its_task() {
             assert_eq!(err.kind(), ErrorKind::WorkerLost, "{err}");
             assert_eq!(err.signal(), Some(libc::SIGKILL), "{err}");
             assert!(err.to_string().contains(&pid.to_string()), "{err}");
+            assert!(err.to_string().contains("ForkedWorker-"), "{err}");
         } else {
             assert_eq!(*r.as_ref().unwrap(), i as u64 * 10);
         }

@@ -397,7 +397,12 @@ impl Supervisor {
         let (mine, theirs) = connection::pipe(true)?;
         let mut mine = mine;
         mine.set_max_message(crate::codec::DEFAULT_MAX_FRAME);
-        let name: Arc<str> = format!("PoolWorker-{}", self.next_worker).into();
+        // A forked call's workers are told apart (`forked.rs`).
+        let kind = match self.config.closure {
+            Some(_) => "ForkedWorker",
+            None => "PoolWorker",
+        };
+        let name: Arc<str> = format!("{kind}-{}", self.next_worker).into();
         self.next_worker += 1;
         let started = RawValue::new(0u64)?;
         let began_at = RawValue::new(0u64)?;
