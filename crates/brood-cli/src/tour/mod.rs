@@ -140,7 +140,7 @@ pub(crate) const TOPICS: &[Topic] = &[
         name: "pool",
         section: "§6",
         title: "Pool: worker processes for many tasks",
-        summary: "the reference's Pool(4) with apply_async/close/join/get, map over a range, a killed worker's task reports WorkerLost",
+        summary: "the reference's Pool(4) with apply_async/close/join/get, map over a range, a killed worker's task reports WorkerLost, a capturing closure under a forked pool",
         run: pool::run,
     },
     Topic {

@@ -2,7 +2,8 @@
 //! example (four workers, `apply_async`, `close`, `join`, `get`), `map` over
 //! a range, and what brood fixes: a worker killed mid-task fails that task
 //! with `WorkerLost` while the others finish (Python's `get()` would wait
-//! forever), and a `Queue` handed to the workers without a Manager.
+//! forever), a `Queue` handed to the workers without a Manager, and a
+//! closure that captures in a pool that forks (`pool.forked()`).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -256,5 +257,96 @@ pub(crate) fn run() -> Result<()> {
     ensure!(got.iter().map(|g| g.0).eq(0..8), "the queue held {got:?}");
     pool.close();
     pool.join()?;
+    println!();
+
+    explain(
+        "A closure that captures, in a pool that forks: pool.forked() forks short-lived \
+         workers after the closure exists, which run only that call's tasks and are gone when \
+         it returns, while the pool's own workers serve other work. Python's fork pool still \
+         pickles the function: a lambda fails. Under spawn or forkserver brood says so \
+         (InvalidState). Shown in a spawned child, which opts in to forking with threads (the \
+         pool's supervisor is one) without changing this process.",
+    );
+    python(
+        "with get_context('fork').Pool(2) as pool:\n\
+         \x20   pool.map(lambda i: prices[i] * rate, range(4))  # PicklingError: Can't pickle <lambda>",
+    );
+    kit::rust(
+        "unsafe { brood::allow_fork_with_threads() };  // SAFETY: no other thread holds a lock it takes\n\
+         let pool = Pool::builder().processes(2).start_method(StartMethod::Fork).build()?;\n\
+         let prices = Arc::new(vec![10, 20, 30, 40]);\n\
+         pool.forked().map(move |i: usize| prices[i] * rate, 0..4)?",
+    );
+    let mut child = brood::Process::builder()
+        .start_method(brood::StartMethod::Spawn)
+        .target(forked_map);
+    child.start()?;
+    let child_pid = child.pid().map_or(0, |p| p.as_raw());
+    let (values, ran_in, own, refused) = child.join_timeout(BOUND)?.map_err(anyhow::Error::msg)?;
+    kit::line_from(
+        "child",
+        child_pid,
+        format!(
+            "pool.forked().map(..) = {values:?}, in short-lived workers {ran_in:?} \
+             (the pool's own: {own:?})"
+        ),
+    );
+    // The error, wrapped, each line labelled with the child that saw it.
+    let mut text = String::from("under spawn:");
+    for word in refused.split(' ') {
+        if text.len() + word.len() > 68 {
+            kit::line_from("child", child_pid, &text);
+            text = String::from(" ");
+        }
+        text.push(' ');
+        text.push_str(word);
+    }
+    kit::line_from("child", child_pid, &text);
+    ensure!(
+        refused.starts_with("InvalidState"),
+        "under spawn: {refused}"
+    );
+    ensure!(values == [30, 60, 90, 120], "forked map gave {values:?}");
+    ensure!(
+        ran_in.iter().all(|p| !own.contains(p)),
+        "the closure ran in the pool's own workers"
+    );
     Ok(())
+}
+
+/// What [`forked_map`] reports: values, pids the closure ran in, the pool's
+/// own worker pids, and the error under spawn.
+type ForkedMap = (Vec<u64>, Vec<i32>, Vec<i32>, String);
+
+/// The forked-pool part of the topic, run in a spawned child.
+fn forked_map() -> std::result::Result<ForkedMap, String> {
+    // SAFETY: this child's only other threads are its pools' supervisors,
+    // which hold no lock the closure takes.
+    unsafe { brood::allow_fork_with_threads() };
+    let go = || -> brood::Result<ForkedMap> {
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(brood::StartMethod::Fork)
+            .build()?;
+        let prices = std::sync::Arc::new(vec![10u64, 20, 30, 40]);
+        let rate = 3;
+        let out = pool.forked().map(
+            move |i: usize| (prices[i] * rate, os::getpid().as_raw()),
+            0..4,
+        )?;
+        let own = pool.worker_pids().iter().map(|p| p.as_raw()).collect();
+        let mut ran_in: Vec<i32> = out.iter().map(|o| o.1).collect();
+        ran_in.sort();
+        ran_in.dedup();
+        let spawned = Pool::builder()
+            .processes(1)
+            .start_method(brood::StartMethod::Spawn)
+            .build()?;
+        let refused = match spawned.forked().apply(move |x: u64| x + rate, 1) {
+            Err(e) => format!("{:?}: {e}", e.kind()),
+            Ok(v) => format!("unexpectedly ran: {v}"),
+        };
+        Ok((out.iter().map(|o| o.0).collect(), ran_in, own, refused))
+    };
+    go().map_err(|e| e.to_string())
 }

@@ -797,7 +797,9 @@ pub(crate) type Feed<'a> = Box<dyn FnMut(usize) -> Option<Result<Unit>> + 'a>;
 pub struct IMap<'a, R> {
     pub(crate) job: Arc<Job>,
     pub(crate) feed: Feed<'a>,
-    pub(crate) shared: &'a Shared,
+    /// Owned: a forked call's iterator feeds its own supervisor
+    /// (`forked.rs`).
+    pub(crate) shared: Arc<Shared>,
     /// An error to yield once everything before it was yielded (an item
     /// that did not encode, or a pool that stopped taking work).
     pub(crate) deferred: Option<Error>,

@@ -15,7 +15,9 @@
 //! that capture nothing (under every start method; a capturing closure is a
 //! compile error), and `#[brood::task]` functions by name
 //! ([`Pool::apply_task`], [`Pool::map_task`]). Arguments and values cross
-//! through the codec.
+//! through the codec. A pool that forks also runs closures that capture,
+//! through [`Pool::forked`] (each call forks short-lived workers after the
+//! closure exists).
 //!
 //! # Never a hang
 //!
@@ -51,6 +53,7 @@
 //! workers, each worker has its own channel, and the invariants that make
 //! every task end with exactly one outcome.
 
+mod forked;
 mod future;
 mod job;
 mod limits;
@@ -75,6 +78,7 @@ use crate::os::Pid;
 use crate::start_method::StartMethod;
 use crate::task;
 
+pub use forked::{ForkStarFn, Forked, ForkedIMap};
 pub use future::{
     AsCompleted, AsCompletedTimeout, Done, TaskFuture, WaitMode, as_completed,
     as_completed_timeout, wait,
@@ -338,6 +342,14 @@ impl PoolBuilder {
         }
         let init = self.init.transpose()?;
         let defaults = self.limits;
+        // What a forked call's short-lived workers share (`forked.rs`).
+        let forks = forked::Forks::new(forked::Recipe {
+            method: self.method,
+            init: init.clone(),
+            sigint: self.sigint,
+            setup: self.status.clone(),
+            limits: defaults.for_unit(),
+        });
         // Issue 13: the status page, max_rss and cgroups (`status.rs`).
         let board = status::Board::new(self.status, processes)?;
         let info = board.info();
@@ -348,6 +360,7 @@ impl PoolBuilder {
             max_tasks: self.max_tasks,
             sigint: self.sigint,
             board,
+            closure: None,
         };
         let (shared, mut sup) = supervisor::new(config)?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -371,6 +384,7 @@ impl PoolBuilder {
             unit_defaults: defaults.for_unit(),
             defaults,
             board: info,
+            forks,
         };
         match started {
             Ok(Ok(())) => Ok(pool),
@@ -402,6 +416,8 @@ pub struct Pool {
     unit_defaults: UnitLimits,
     /// Name, status page, counters (issue 13, `status.rs`).
     board: status::BoardInfo,
+    /// Forked calls (`forked.rs`): how to make them, and those running.
+    forks: forked::Forks,
 }
 
 impl std::fmt::Debug for Pool {
@@ -620,6 +636,42 @@ impl Pool {
         }
     }
 
+    /// Verbs that take closures which capture (`Fn(A) -> R + Send + Sync +
+    /// 'static`), for a pool that forks: each call forks short-lived
+    /// workers after the closure exists, which run only that call's tasks
+    /// and leave when its last one is done, while the pool's own workers
+    /// serve other work. Under any start method other than
+    /// [`StartMethod::Fork`] every verb is an [`ErrorKind::InvalidState`]
+    /// error; the program must also have opted in with
+    /// [`allow_fork_with_threads`](crate::allow_fork_with_threads) (the
+    /// pool's supervisor is a thread). See [`Forked`] for the costs.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use brood::{Pool, StartMethod};
+    ///
+    /// // SAFETY: this program's other threads (the pool's) hold no lock the
+    /// // closure takes.
+    /// unsafe { brood::allow_fork_with_threads() };
+    /// let pool = Pool::builder().processes(2).start_method(StartMethod::Fork).build()?;
+    /// let lookup = Arc::new(vec!["zero", "one", "two"]);
+    /// let names = pool.forked().map(move |i: usize| lookup[i].to_uppercase(), [2, 0])?;
+    /// assert_eq!(names, ["TWO", "ZERO"]);
+    ///
+    /// // Under another start method, a clear error rather than a surprise:
+    /// let spawned = Pool::builder().processes(1).start_method(StartMethod::Spawn).build()?;
+    /// let n = 7;
+    /// let err = spawned.forked().apply(move |x: u32| x + n, 1).unwrap_err();
+    /// assert_eq!(err.kind(), brood::ErrorKind::InvalidState);
+    /// # Ok::<(), brood::Error>(())
+    /// ```
+    pub fn forked(&self) -> Forked<'_> {
+        Forked {
+            pool: self,
+            chunksize: None,
+        }
+    }
+
     fn verbs(&self) -> Chunked<'_> {
         Chunked {
             pool: self,
@@ -752,7 +804,7 @@ impl Pool {
         IMap {
             job,
             feed,
-            shared: &self.shared,
+            shared: self.shared.clone(),
             deferred: None,
             ordered,
             window: (32 * self.processes).max(64),
@@ -1108,6 +1160,7 @@ impl Pool {
     /// ```
     pub fn close(&self) {
         self.shared.set_phase(Phase::Closing);
+        self.forks.close();
     }
 
     /// Stops the workers now (Python's `terminate`): they are killed
@@ -1124,6 +1177,7 @@ impl Pool {
     /// ```
     pub fn terminate(&self) {
         self.shared.set_phase(Phase::Terminating);
+        self.forks.terminate();
         self.wait_supervisor();
     }
 
@@ -1156,6 +1210,7 @@ impl Pool {
             self.shared.cancel_queued();
         }
         self.shared.set_phase(Phase::Closing);
+        self.forks.close();
         if wait {
             self.wait_supervisor();
         }
@@ -1194,6 +1249,8 @@ impl Pool {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        // Forked calls' workers too (`forked.rs`).
+        self.forks.wait();
     }
 }
 

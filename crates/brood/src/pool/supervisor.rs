@@ -265,6 +265,9 @@ pub(crate) struct Config {
     pub(crate) sigint: bool,
     /// Status page, `max_rss`, cgroups (issue 13, `status.rs`).
     pub(crate) board: super::status::Board,
+    /// A forked call's closure (`forked.rs`): its workers are forked with
+    /// it. `None` for a pool's own workers.
+    pub(crate) closure: Option<super::forked::JobFn>,
 }
 
 struct Worker {
@@ -394,7 +397,12 @@ impl Supervisor {
         let (mine, theirs) = connection::pipe(true)?;
         let mut mine = mine;
         mine.set_max_message(crate::codec::DEFAULT_MAX_FRAME);
-        let name: Arc<str> = format!("PoolWorker-{}", self.next_worker).into();
+        // A forked call's workers are told apart (`forked.rs`).
+        let kind = match self.config.closure {
+            Some(_) => "ForkedWorker",
+            None => "PoolWorker",
+        };
+        let name: Arc<str> = format!("{kind}-{}", self.next_worker).into();
         self.next_worker += 1;
         let started = RawValue::new(0u64)?;
         let began_at = RawValue::new(0u64)?;
@@ -410,7 +418,11 @@ impl Supervisor {
         if let Some(m) = self.config.method {
             builder = builder.start_method(m);
         }
-        let mut process = builder.target_with(worker::worker_main, boot);
+        let mut process = match &self.config.closure {
+            // A forked call's short-lived worker (`forked.rs`).
+            Some(f) => super::forked::fork_worker(builder, f.clone(), boot),
+            None => builder.target_with(worker::worker_main, boot),
+        };
         process.start()?;
         let pid = process.pid().expect("a started process has a pid");
         // Issue 13: a row on the status page, its cgroup (which may fail).
