@@ -223,7 +223,11 @@ pub(crate) fn run() -> Result<()> {
         "Where brood differs: Python's managers pickle (anyone with the key can run code in \
          the server), and a worker that dies with a task in hand loses it while the master \
          waits forever. brood sends typed values only, and a joinable queue hands a dead \
-         worker's unfinished tasks back as abandoned(), so join() returns.",
+         worker's unfinished tasks back as abandoned(), so join() returns. And the \
+         workers here run on the master's host: after the handshake over TCP they move \
+         to shared-memory rings (the server also listens on a local name it tells them), \
+         so a proxy call costs a copy, not two trips through the network stack; workers \
+         on other hosts stay on TCP.",
     );
     killed_worker()?;
     ensure!(
