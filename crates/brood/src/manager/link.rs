@@ -233,7 +233,7 @@ fn next(rings: &Rings, q: &Queue<ByteBuf>, conn: &Connection, me: usize) -> Resu
         if let Some(msg) = take(q)? {
             return Ok(msg);
         }
-        if spin_until(|| !q.is_empty()) {
+        if crate::shm::ring::spin_until(|| !q.is_empty()) {
             continue;
         }
         let flag = rings.word(me);
@@ -275,49 +275,6 @@ pub(crate) fn ring_peer_gone(conn: &Connection) -> bool {
 /// Whether the peer is gone, for a side busy putting into a full ring.
 fn gone(conn: &Connection) -> bool {
     ring_peer_gone(conn)
-}
-
-thread_local! {
-    /// This thread's recent spins that ran out (adaptive spinning).
-    static SPIN_MISSES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// How long a waiter spins before it sleeps.
-const SPIN: Duration = Duration::from_micros(30);
-/// After this many spins in a row that ran out, a thread spins only on
-/// every [`SPIN_PROBE`]th wait until one pays off again.
-const SPIN_MISSES_MAX: u32 = 4;
-const SPIN_PROBE: u32 = 16;
-
-/// Spins until `ready` (at most [`SPIN`], on a machine with more than one
-/// CPU, while spinning pays off on this thread); whether it did.
-fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
-    static CPUS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*CPUS.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)) {
-        return false;
-    }
-    let misses = SPIN_MISSES.with(|m| m.get());
-    if misses >= SPIN_MISSES_MAX {
-        let next = SPIN_MISSES_MAX + (misses - SPIN_MISSES_MAX + 1) % SPIN_PROBE;
-        SPIN_MISSES.with(|m| m.set(next));
-        if next != SPIN_MISSES_MAX {
-            return false;
-        }
-    }
-    let start = std::time::Instant::now();
-    let mut i = 0u32;
-    loop {
-        std::hint::spin_loop();
-        if ready() {
-            SPIN_MISSES.with(|m| m.set(0));
-            return true;
-        }
-        i += 1;
-        if i.is_multiple_of(64) && start.elapsed() > SPIN {
-            SPIN_MISSES.with(|m| m.set((m.get() + 1).min(SPIN_MISSES_MAX + 1)));
-            return false;
-        }
-    }
 }
 
 impl Link {

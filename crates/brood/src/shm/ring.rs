@@ -200,26 +200,52 @@ fn may_spin() -> bool {
     *SPIN.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
 
-/// Spins (at most `SPIN`, only when another CPU can make progress) until
-/// `ready` holds; returns whether it did.
+thread_local! {
+    /// This thread's spins in a row that ran out without their condition
+    /// coming true (adaptive spinning, as glibc's adaptive mutexes do).
+    static SPIN_MISSES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// After this many spins in a row that ran out, a thread spins only on
+/// every [`SPIN_PROBE`]th wait until one pays off again: on a machine whose
+/// CPUs are all busy the peer is not running while we spin, and each spin
+/// would only burn the `SPIN` the peer needs.
+const SPIN_MISSES_MAX: u32 = 4;
+const SPIN_PROBE: u32 = 16;
+
+/// Spins (at most `SPIN`, only when another CPU can make progress, and
+/// while spinning pays off on this thread) until `ready` holds; returns
+/// whether it did. Also the manager's ring links wait with it.
 #[inline]
-fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
     if ready() {
         return true;
     }
     if !may_spin() {
         return false;
     }
+    let misses = SPIN_MISSES.with(|m| m.get());
+    if misses >= SPIN_MISSES_MAX {
+        // Skipping: counted from SPIN_MISSES_MAX + 1 up, back at
+        // SPIN_MISSES_MAX every SPIN_PROBE waits, which spin once more.
+        let next = SPIN_MISSES_MAX + (misses - SPIN_MISSES_MAX + 1) % SPIN_PROBE;
+        SPIN_MISSES.with(|m| m.set(next));
+        if next != SPIN_MISSES_MAX {
+            return false;
+        }
+    }
     let start = std::time::Instant::now();
     let mut i = 0u32;
     loop {
         std::hint::spin_loop();
         if ready() {
+            SPIN_MISSES.with(|m| m.set(0));
             return true;
         }
         i += 1;
         if i.is_multiple_of(64) {
             if start.elapsed() > SPIN {
+                SPIN_MISSES.with(|m| m.set((m.get() + 1).min(SPIN_MISSES_MAX + 1)));
                 return false;
             }
             if i.is_multiple_of(1024) {
