@@ -68,8 +68,7 @@ enum Decoded {
     /// decoded keep it for ever.
     AtMostOnce,
     /// Any number of times (a pool's initializer, a task that may be
-    /// retried): the hold is kept for ever (the block is never reused) and
-    /// each decoder takes one of its own.
+    /// retried): the block is never reused (its count is stuck).
     AnyNumber,
 }
 
@@ -158,18 +157,24 @@ pub(crate) fn encode_into_once_with_fds<T: Serialize + ?Sized>(
     Ok((fds, pins))
 }
 
-/// Records the hold a transfer took on an arena block; whether its decoder
-/// takes the hold over (bytes decoded at most once).
-pub(crate) fn note_pin(pin: Pin) -> bool {
-    PINS.with(|p| match p.borrow_mut().as_mut() {
-        Some((decoded, pins)) => {
-            pins.push(pin);
-            *decoded == Decoded::AtMostOnce
-        }
-        // Not in a transfer (never: an arena block records its fd first,
-        // which fails outside one): the hold is kept for ever.
-        None => false,
+/// Whether the transfer in progress is decoded at most once (its arena
+/// blocks are then handed over to the decoder, see [`Decoded`]).
+pub(crate) fn decoded_at_most_once() -> bool {
+    PINS.with(|p| {
+        p.borrow()
+            .as_ref()
+            .is_some_and(|(decoded, _)| *decoded == Decoded::AtMostOnce)
     })
+}
+
+/// Records the hold the transfer in progress took on an arena block, to
+/// give back if the transfer fails.
+pub(crate) fn note_pin(pin: Pin) {
+    PINS.with(|p| match p.borrow_mut().as_mut() {
+        Some((_, pins)) => pins.push(pin),
+        // Not in a transfer (never: `decoded_at_most_once` said it was).
+        None => drop(pin),
+    });
 }
 
 /// Runs `f` (which decodes) with `fds` available to [`deserialize_fd`].

@@ -24,8 +24,9 @@ const CLASSES: usize = MAX_OBJECT / GRAIN;
 const FIRST_ARENA: usize = 1 << 20;
 const MAX_ARENA: usize = 64 << 20;
 /// In a block's length on the wire: the serialization took a hold that its
-/// one decoder takes over (a message, a child's arguments); without it the
-/// sender's hold stays for ever and each decoder takes a hold of its own.
+/// one decoder takes over (a message, a child's arguments). Without it the
+/// bytes may be decoded any number of times: the block's count is stuck
+/// (never reused) and each decoder takes a hold of its own (a no-op).
 const HANDED_OVER: u64 = 1 << 32;
 /// A holders count that no longer moves (saturated): its block is never
 /// reused.
@@ -202,11 +203,19 @@ impl Allocation {
     /// hold on the block first (see `HANDED_OVER`).
     pub(crate) fn wire(&self) -> std::result::Result<(u64, u32, u64, u64), String> {
         let fd = crate::handle::outgoing_fd_once(self.arena.key, self.arena.fd.as_fd())?;
-        take_hold(self.arena.holders(self.offset));
-        let handed_over = crate::handle::note_pin(Pin {
-            arena: self.arena.clone(),
-            offset: self.offset,
-        });
+        let count = self.arena.holders(self.offset);
+        let handed_over = crate::handle::decoded_at_most_once();
+        if handed_over {
+            take_hold(count);
+            crate::handle::note_pin(Pin {
+                arena: self.arena.clone(),
+                offset: self.offset,
+            });
+        } else {
+            // Bytes any number of processes may decode, for as long as
+            // they exist: the block is never reused (nor watched).
+            count.swap(STUCK, Ordering::AcqRel);
+        }
         let len = self.len as u64 | if handed_over { HANDED_OVER } else { 0 };
         Ok((self.arena.key, fd, self.offset as u64, len))
     }
