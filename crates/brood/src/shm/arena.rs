@@ -259,7 +259,8 @@ static FOREVER: Lease = Lease {
     up: AtomicUsize::new(0),
 };
 
-/// Adds `delta` (+1 or -1) to every lease of the chain from `lease` up.
+/// Takes (or gives back) one hold on every lease of the chain from `lease`
+/// up.
 fn walk_chain(lease: *const Lease, take: bool) {
     let mut at = lease;
     while !at.is_null() {
