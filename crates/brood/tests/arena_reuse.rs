@@ -325,15 +325,19 @@ fn a_grandchild_keeps_what_it_inherited_after_its_parent_exits() {
     );
 }
 
-/// Fork start+join costs the same with 100,000 live `Value`s as with none:
-/// a fork does O(1) work for the arenas (a lease), never a walk over the
-/// live objects (a generous bound: the reverted per-object scheme took
-/// 12–25 ms here, release build).
+/// Fork start+join costs no more with 100,000 live `Value`s than with a
+/// plain heap of the same size: a fork does O(1) work for the arenas (a
+/// lease), never a walk over the live objects (the reverted per-object
+/// scheme took 12–25 ms here, release build). What 100,000 handles do cost
+/// a fork is the kernel's, for their heap pages (page tables, the child's
+/// teardown), paid the same by 100,000 boxes. The fastest of 31 rounds is
+/// compared, with a generous bound: the machine's load only ever adds
+/// time, and an O(live objects) fork is slow every time.
 #[test]
 fn fork_cost_does_not_grow_with_live_objects() {
     common::allow_fork();
-    let median_start_join = || {
-        let mut times: Vec<Duration> = (0..31)
+    let fastest_start_join = || {
+        (0..31)
             .map(|_| {
                 let t = Instant::now();
                 let mut p = Process::builder()
@@ -343,18 +347,26 @@ fn fork_cost_does_not_grow_with_live_objects() {
                 p.join_timeout(LONG).unwrap();
                 t.elapsed()
             })
-            .collect();
-        times.sort();
-        times[times.len() / 2]
+            .min()
+            .unwrap()
     };
     let _warm = Value::new(0u64).unwrap();
-    median_start_join();
-    let without = median_start_join();
+    fastest_start_join();
+    let bare = fastest_start_join();
+    // About the heap 100,000 `Value` handles take (23 vs 29 MiB of data).
+    let plain: Vec<Box<[u64; 24]>> = (0..100_000u64).map(|i| Box::new([i; 24])).collect();
+    let heap = fastest_start_join();
+    drop(plain);
     let live: Vec<Value<u64>> = (0..100_000u64).map(|i| Value::new(i).unwrap()).collect();
-    let with = median_start_join();
+    let with = fastest_start_join();
+    eprintln!(
+        "fork start+join, fastest of 31: {bare:?} bare, {heap:?} with 100,000 boxes, \
+         {with:?} with 100,000 live values"
+    );
     assert!(
-        with < without * 4 + Duration::from_millis(2),
-        "fork start+join: {without:?} with no live values, {with:?} with {}",
+        with < heap * 2 + Duration::from_millis(2),
+        "fork start+join: {bare:?} bare, {heap:?} with 100,000 boxes, {with:?} with {} live \
+         values",
         live.len()
     );
     assert_eq!(live[99_999].get().unwrap(), 99_999);
