@@ -115,7 +115,9 @@ impl Arena {
     /// The holders count of the block at `offset` (a multiple of `GRAIN`
     /// past the table and inside the arena, checked by every caller).
     fn holders(&self, offset: usize) -> &AtomicU32 {
-        debug_assert!(offset % GRAIN == 0 && offset >= table_len(self.len) && offset < self.len);
+        debug_assert!(
+            offset.is_multiple_of(GRAIN) && offset >= table_len(self.len) && offset < self.len
+        );
         // SAFETY: entry `offset / GRAIN` lies in the table at the head of
         // the mapping (`offset < len`, so `offset / GRAIN * 4 <
         // table_len(len)`), 4-aligned (the mapping is page-aligned), and
