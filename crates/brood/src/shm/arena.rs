@@ -566,10 +566,13 @@ fn current_state(generation: u64) -> Option<&'static State> {
         return None;
     }
     let current = STATE.load(Ordering::Acquire);
+    if current.is_null() {
+        return None;
+    }
     // SAFETY: a non-null STATE was leaked by `Box::into_raw` in `state` and
     // is never freed.
-    (!current.is_null() && unsafe { (*current).generation } == generation)
-        .then(|| unsafe { &*current })
+    let state: &'static State = unsafe { &*current };
+    (state.generation == generation).then_some(state)
 }
 
 /// This generation's allocator, made on first use.
