@@ -440,14 +440,28 @@ impl Inner {
     }
 }
 
-static GENERATION: AtomicU64 = AtomicU64::new(1);
-/// This process's forks: (forks started << 16) | forks in flight. A hold
-/// taken while forks are in flight counts them as possibly seeing it.
-static FORK_WORD: AtomicU64 = AtomicU64::new(0);
-/// The lease this process holds (taken by its parent at the fork that
-/// made it; null in a process no fork made since arenas were used), the
-/// head of its chain.
-static HEAD: AtomicPtr<Lease> = AtomicPtr::new(std::ptr::null_mut());
+/// What a fork changes in the child, together in one cache line of
+/// `.data` (the generation starts at 1), so the child's handler writes one
+/// page.
+#[repr(C, align(64))]
+struct Forks {
+    /// The allocator generation (a forked child starts a new one).
+    generation: AtomicU64,
+    /// This process's forks: (forks started << 16) | forks in flight. A
+    /// hold taken while forks are in flight counts them as possibly
+    /// seeing it.
+    word: AtomicU64,
+    /// The lease this process holds (taken by its parent at the fork that
+    /// made it; null in a process no fork made since arenas were used),
+    /// the head of its chain.
+    head: AtomicPtr<Lease>,
+}
+
+static FORKS: Forks = Forks {
+    generation: AtomicU64::new(1),
+    word: AtomicU64::new(0),
+    head: AtomicPtr::new(std::ptr::null_mut()),
+};
 static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
 static ATFORK: Once = Once::new();
 
@@ -461,13 +475,13 @@ thread_local! {
 
 /// Forks surely made before now (those in flight count as not yet made).
 fn fork_epoch() -> u64 {
-    let word = FORK_WORD.load(Ordering::Acquire);
+    let word = FORKS.word.load(Ordering::Acquire);
     (word >> 16) - (word & 0xffff)
 }
 
 /// Forks started so far.
 fn started_forks() -> u64 {
-    FORK_WORD.load(Ordering::Acquire) >> 16
+    FORKS.word.load(Ordering::Acquire) >> 16
 }
 
 /// `pthread_atfork` prepare handler: this fork's lease, held by the child
@@ -478,7 +492,7 @@ extern "C" fn before_fork() {
     let state = state();
     let mut inner = lock(&state.inner);
     let number = started_forks() + 1;
-    let head = HEAD.load(Ordering::Acquire);
+    let head = FORKS.head.load(Ordering::Acquire);
     let lease = match inner.lease() {
         Some(lease) => {
             lease.up.store(head as usize, Ordering::Release);
@@ -496,22 +510,24 @@ extern "C" fn before_fork() {
         }
     };
     inner.leases.insert(number, lease);
-    FORK_WORD.fetch_add((1 << 16) | 1, Ordering::AcqRel);
+    FORKS.word.fetch_add((1 << 16) | 1, Ordering::AcqRel);
 }
 
 /// `pthread_atfork` parent handler.
 extern "C" fn after_fork_parent() {
-    FORK_WORD.fetch_sub(1, Ordering::AcqRel);
+    FORKS.word.fetch_sub(1, Ordering::AcqRel);
     LAST.set(PENDING.get().1);
 }
 
 /// `pthread_atfork` child handler: a new generation (a new allocator on
 /// first use), no fork in flight, and the lease taken for it as its head.
 extern "C" fn after_fork_child() {
-    GENERATION.fetch_add(1, Ordering::AcqRel);
-    let word = FORK_WORD.load(Ordering::Relaxed);
-    FORK_WORD.store(word >> 16 << 16, Ordering::Release);
-    HEAD.store(PENDING.get().0 as *mut Lease, Ordering::Release);
+    FORKS.generation.fetch_add(1, Ordering::AcqRel);
+    let word = FORKS.word.load(Ordering::Relaxed);
+    FORKS.word.store(word >> 16 << 16, Ordering::Release);
+    FORKS
+        .head
+        .store(PENDING.get().0 as *mut Lease, Ordering::Release);
 }
 
 /// Names the child of the fork this thread just made (the fork launcher
@@ -556,13 +572,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// This generation's allocator, if it was made.
 fn existing_state() -> Option<&'static State> {
-    current_state(GENERATION.load(Ordering::Acquire))
+    current_state(FORKS.generation.load(Ordering::Acquire))
 }
 
 /// Generation `generation`'s allocator, if it is this process's current
 /// one and was made.
 fn current_state(generation: u64) -> Option<&'static State> {
-    if GENERATION.load(Ordering::Acquire) != generation {
+    if FORKS.generation.load(Ordering::Acquire) != generation {
         return None;
     }
     let current = STATE.load(Ordering::Acquire);
@@ -591,7 +607,7 @@ fn state() -> &'static State {
         };
     });
     loop {
-        let generation = GENERATION.load(Ordering::Acquire);
+        let generation = FORKS.generation.load(Ordering::Acquire);
         let current = STATE.load(Ordering::Acquire);
         // SAFETY: a non-null STATE was leaked by `Box::into_raw` below and
         // is never freed.
