@@ -45,6 +45,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::error::Result;
+use crate::shm::arena::Pin;
 
 thread_local! {
     static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
@@ -52,34 +53,128 @@ thread_local! {
     /// The fds recorded once per key (an arena's) in the transfer in
     /// progress: key → index.
     static OUTGOING_KEYS: RefCell<Option<HashMap<u64, u32>>> = const { RefCell::new(None) };
+    /// The holds the transfer in progress took on arena blocks, and how its
+    /// bytes are decoded.
+    static PINS: RefCell<Option<(Decoded, Vec<Pin>)>> = const { RefCell::new(None) };
 }
 
-/// Encodes `value`, collecting (duplicates of) the fds it holds.
-pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+/// How many times a transfer's bytes may be decoded; says what becomes of
+/// the hold its serialization takes on each arena block it carries
+/// (`shm/README.md`, "Freeing").
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Decoded {
+    /// At most once (a message, a child's arguments): the decoder takes
+    /// the hold over and gives it back when its handle goes; bytes never
+    /// decoded keep it for ever.
+    AtMostOnce,
+    /// Any number of times (a pool's initializer, a task that may be
+    /// retried): the block is never reused (its count is stuck).
+    AnyNumber,
+}
+
+/// The holds a transfer took on arena blocks: given back when dropped
+/// (the bytes were not sent), kept by [`Pinned::keep`].
+#[must_use]
+pub(crate) struct Pinned(Vec<Pin>);
+
+impl Pinned {
+    /// The bytes are sent: the holds now belong to them.
+    pub(crate) fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        for pin in self.0.drain(..) {
+            pin.undo();
+        }
+    }
+}
+
+/// Runs `encode` as one transfer: the fds its value holds are duplicated
+/// into it, and its arena blocks pinned (see [`Decoded`]).
+fn transfer<R>(
+    decoded: Decoded,
+    encode: impl FnOnce() -> Result<R>,
+) -> Result<(R, Vec<OwnedFd>, Pinned)> {
     let previous = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
     let previous_keys = OUTGOING_KEYS.with(|k| k.borrow_mut().replace(HashMap::new()));
-    let bytes = codec::encode(value);
+    let previous_pins = PINS.with(|p| p.borrow_mut().replace((decoded, Vec::new())));
+    let encoded = encode();
     let fds = OUTGOING
         .with(|o| std::mem::replace(&mut *o.borrow_mut(), previous))
         .unwrap_or_default();
     OUTGOING_KEYS.with(|k| *k.borrow_mut() = previous_keys);
-    Ok((bytes?, fds))
+    let pins = PINS
+        .with(|p| std::mem::replace(&mut *p.borrow_mut(), previous_pins))
+        .map(|(_, pins)| Pinned(pins))
+        .unwrap_or(Pinned(Vec::new()));
+    // On failure `pins` is dropped here: the holds are given back.
+    encoded.map(|r| (r, fds, pins))
+}
+
+/// Encodes `value`, collecting (duplicates of) the fds it holds. The bytes
+/// may be decoded any number of times: the arena blocks they carry are
+/// never reused by their creator.
+pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let (bytes, fds, pins) = transfer(Decoded::AnyNumber, || codec::encode(value))?;
+    pins.keep();
+    Ok((bytes, fds))
+}
+
+/// Encodes `value` for bytes decoded at most once (a child's arguments):
+/// the decoder takes over the holds on the arena blocks they carry, so
+/// their space comes back once every process is done with them.
+pub(crate) fn encode_once_with_fds<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let (bytes, fds, pins) = transfer(Decoded::AtMostOnce, || codec::encode(value))?;
+    pins.keep();
+    Ok((bytes, fds))
 }
 
 /// Encodes `value` into `buf`, collecting (duplicates of) the fds it holds
-/// (what `Connection::send` does: the fds travel with the message).
+/// (bytes that may be decoded any number of times: a pool's task).
 pub(crate) fn encode_into_with_fds<T: Serialize + ?Sized>(
     buf: &mut Vec<u8>,
     value: &T,
 ) -> Result<Vec<OwnedFd>> {
-    let previous = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
-    let previous_keys = OUTGOING_KEYS.with(|k| k.borrow_mut().replace(HashMap::new()));
-    let encoded = codec::encode_into(buf, value);
-    let fds = OUTGOING
-        .with(|o| std::mem::replace(&mut *o.borrow_mut(), previous))
-        .unwrap_or_default();
-    OUTGOING_KEYS.with(|k| *k.borrow_mut() = previous_keys);
-    encoded.map(|()| fds)
+    let ((), fds, pins) = transfer(Decoded::AnyNumber, || codec::encode_into(buf, value))?;
+    pins.keep();
+    Ok(fds)
+}
+
+/// Encodes `value` into `buf` for one message (`Connection::send`: decoded
+/// at most once), collecting (duplicates of) the fds it holds; the holds
+/// taken on arena blocks are given back unless the caller keeps them once
+/// the message is on its way ([`Pinned::keep`]).
+pub(crate) fn encode_into_once_with_fds<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    value: &T,
+) -> Result<(Vec<OwnedFd>, Pinned)> {
+    let ((), fds, pins) = transfer(Decoded::AtMostOnce, || codec::encode_into(buf, value))?;
+    Ok((fds, pins))
+}
+
+/// Whether the transfer in progress is decoded at most once (its arena
+/// blocks are then handed over to the decoder, see [`Decoded`]).
+pub(crate) fn decoded_at_most_once() -> bool {
+    PINS.with(|p| {
+        p.borrow()
+            .as_ref()
+            .is_some_and(|(decoded, _)| *decoded == Decoded::AtMostOnce)
+    })
+}
+
+/// Records the hold the transfer in progress took on an arena block, to
+/// give back if the transfer fails.
+pub(crate) fn note_pin(pin: Pin) {
+    PINS.with(|p| match p.borrow_mut().as_mut() {
+        Some((_, pins)) => pins.push(pin),
+        // Not in a transfer (never: `decoded_at_most_once` said it was).
+        None => drop(pin),
+    });
 }
 
 /// Runs `f` (which decodes) with `fds` available to [`deserialize_fd`].

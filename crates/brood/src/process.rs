@@ -228,7 +228,7 @@ impl Builder {
     {
         const { task::assert_captures_nothing::<F>() };
         drop(f);
-        let work = handle::encode_with_fds(&args).map(|(args, fds)| Work::Function {
+        let work = handle::encode_once_with_fds(&args).map(|(args, fds)| Work::Function {
             call: task::trampoline1::<F, A, R>,
             args,
             fds,
@@ -277,7 +277,7 @@ impl Builder {
         A: Serialize,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let work = handle::encode_with_fds(&args).map(|(args, fds)| Work::Task {
+        let work = handle::encode_once_with_fds(&args).map(|(args, fds)| Work::Task {
             name: name.to_string(),
             args,
             fds,

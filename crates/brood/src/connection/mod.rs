@@ -436,7 +436,7 @@ impl Connection {
     ) -> Result<()> {
         let mut buf = std::mem::take(&mut self.wbuf);
         buf.clear();
-        let sent = handle::encode_into_with_fds(&mut buf, value).and_then(|fds| {
+        let sent = handle::encode_into_once_with_fds(&mut buf, value).and_then(|(fds, pins)| {
             if fds.is_empty() {
                 return self.write_frame(&buf, &[], deadline);
             }
@@ -456,6 +456,9 @@ impl Connection {
                 )));
             }
             let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+            // The holds taken on arena blocks belong to the message now
+            // (its receiver takes them over), even if the write fails.
+            pins.keep();
             // `fds` are duplicates, closed here once sent.
             self.write_frame(&buf, &raw, deadline)
         });

@@ -134,6 +134,8 @@ impl Launcher for Fork {
                 )
             }
             ForkResult::Parent { child } => {
+                // The arenas' lease for this fork ends with this child.
+                crate::shm::arena::forked(child.as_raw());
                 drop(client);
                 drop(default_method);
                 drop(std_streams);

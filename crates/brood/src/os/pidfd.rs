@@ -158,6 +158,10 @@ impl PidFd {
             } else {
                 ExitStatus::Continued
             };
+            if matches!(decoded, ExitStatus::Exited(_) | ExitStatus::Signaled { .. }) {
+                // Reaped: what its fork lent it is free (shm/arena.rs).
+                crate::shm::arena::child_exited(self.pid.as_raw());
+            }
             return Ok(Some(decoded));
         }
     }

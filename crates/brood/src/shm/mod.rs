@@ -23,7 +23,7 @@
 //! process tree, started with a process's first child) unlinks it (see
 //! [`SharedMemory`] and this folder's README.md).
 
-mod arena;
+pub(crate) mod arena;
 mod memory;
 // The queue's shared-memory ring (a raw-memory type, used by `queue`).
 pub(crate) mod ring;
