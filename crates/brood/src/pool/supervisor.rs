@@ -11,6 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::os::{self, ExitStatus, Pid};
 use crate::process::Process;
 use crate::shm::RawValue;
+use crate::shm::spsc::Spsc;
 use crate::start_method::StartMethod;
 
 use super::job::{Item, Job, UnitOutcome};
@@ -288,6 +289,8 @@ struct Worker {
     units_sent: usize,
     /// The quit frame went out: it takes no more work.
     quitting: bool,
+    /// Its results (`worker::send_result`): the consumer's end.
+    results: Spsc,
     /// Its pidfd fired or its connection ended.
     dead: bool,
     /// Mean time per unit, for the window.
@@ -398,7 +401,9 @@ impl Supervisor {
         self.next_worker += 1;
         let started = RawValue::new(0u64)?;
         let began_at = RawValue::new(0u64)?;
+        let results = Spsc::new(worker::RESULT_RING_BYTES)?;
         let boot = Boot {
+            results: results.handle(),
             started: started.clone(),
             began_at: began_at.clone(),
             conn: theirs,
@@ -435,6 +440,7 @@ impl Supervisor {
             fds_in_flight: 0,
             units_sent: 0,
             quitting: false,
+            results,
             dead: false,
             service: Duration::from_millis(1),
             last_result: Instant::now(),
@@ -501,14 +507,26 @@ impl Supervisor {
                 self.quit_all();
                 return;
             }
+            // Results that came through the rings while we were busy:
+            // take them and go round again (more work may go out).
+            if self.drain_rings() {
+                continue;
+            }
             // Sleep until a worker, a submitter or a signal has news, or
-            // until the next hard deadline or retry.
+            // until the next hard deadline or retry. Each worker rings
+            // (a byte on its socket) only if asked to (`sleep_begin`).
+            if !self.workers.iter().all(|w| w.results.sleep_begin()) {
+                self.wake_rings();
+                continue;
+            }
             {
                 let mut st = self.shared.lock();
                 if !st.pending.is_empty()
                     || st.phase != phase
                     || st.cancels_done < st.cancel_requests
                 {
+                    drop(st);
+                    self.wake_rings();
                     continue;
                 }
                 st.sleeping = true;
@@ -548,13 +566,38 @@ impl Supervisor {
                     }
                 }
             };
+            self.wake_rings();
             for (i, sentinel) in ready {
                 if sentinel {
                     self.workers[i].dead = true;
                 }
-                self.read_results(i);
+                self.read_results(i, true);
             }
             self.bury_dead();
+        }
+    }
+
+    /// Takes every result waiting in the workers' rings (no system call
+    /// unless one announces a frame on the socket); whether there were
+    /// any.
+    fn drain_rings(&mut self) -> bool {
+        let mut any = false;
+        for i in 0..self.workers.len() {
+            if self.workers[i].results.has_data() {
+                any = true;
+                self.read_results(i, false);
+            }
+        }
+        if any {
+            self.bury_dead();
+        }
+        any
+    }
+
+    /// Awake: no worker needs to ring.
+    fn wake_rings(&self) {
+        for w in &self.workers {
+            w.results.sleep_end();
         }
     }
 
@@ -680,39 +723,83 @@ impl Supervisor {
         (killed, next)
     }
 
-    /// Reads every result frame worker `i` has sent so far. Frames already
-    /// read ahead are parsed without a syscall; a frame cut by the read-ahead
-    /// is finished with a blocking read, whose rest is already on its way
-    /// (one `sendmsg` per frame) or is end of file if the worker died.
-    fn read_results(&mut self, i: usize) {
+    /// Reads every result worker `i` has handed over so far: its ring's
+    /// records in order, each a result frame or (empty) the announcement
+    /// of one on the socket, which is then read (blocking: the worker sends
+    /// it right after; end of file if it died first, and the unit stays
+    /// outstanding). With `socket`, also the socket's own frames (the
+    /// doorbells, an initializer's failure), until it has none; the
+    /// socket's end of file marks the worker dead.
+    fn read_results(&mut self, i: usize, socket: bool) {
         let now = Instant::now();
+        // A frame read off the socket before its announcement in the ring
+        // was seen (the worker publishes the record before it sends).
+        let mut early: Option<Vec<u8>> = None;
         loop {
             let w = &mut self.workers[i];
-            match w.conn.poll(Some(Duration::ZERO)) {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(_) => {
-                    w.dead = true;
+            let frame = match w.results.pop() {
+                Ok(Some(record)) if record.is_empty() => match early.take() {
+                    Some(frame) => frame,
+                    None => match recv_announced(&mut w.conn) {
+                        Some(frame) => frame,
+                        None => {
+                            w.dead = true;
+                            return;
+                        }
+                    },
+                },
+                Ok(Some(record)) => record,
+                Ok(None) if early.is_some() => {
+                    // A frame nothing announced: not a worker we know.
+                    self.distrust(i);
                     return;
                 }
-            }
-            match w.conn.recv_bytes() {
-                Ok(frame) => {
-                    if self.on_result(i, frame, now).is_none() {
-                        // A frame that makes no sense: the worker is not
-                        // trustworthy any more.
-                        let w = &mut self.workers[i];
-                        let _ = w.process.kill();
-                        w.dead = true;
+                Ok(None) => {
+                    if !socket {
                         return;
+                    }
+                    match w.conn.poll(Some(Duration::ZERO)) {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(_) => {
+                            w.dead = true;
+                            return;
+                        }
+                    }
+                    match w.conn.recv_bytes() {
+                        // A doorbell: the ring has news (or had).
+                        Ok(frame) if frame.is_empty() => continue,
+                        Ok(frame) if frame.get(..8) == Some(&SEQ_INIT_FAILED.to_le_bytes()) => {
+                            frame
+                        }
+                        Ok(frame) => {
+                            early = Some(frame);
+                            continue;
+                        }
+                        Err(_) => {
+                            w.dead = true;
+                            return;
+                        }
                     }
                 }
                 Err(_) => {
-                    self.workers[i].dead = true;
+                    self.distrust(i);
                     return;
                 }
+            };
+            if self.on_result(i, frame, now).is_none() {
+                self.distrust(i);
+                return;
             }
         }
+    }
+
+    /// A worker sent something that makes no sense: it is not trustworthy
+    /// any more.
+    fn distrust(&mut self, i: usize) {
+        let w = &mut self.workers[i];
+        let _ = w.process.kill();
+        w.dead = true;
     }
 
     /// Handles one result frame; `None` if it is malformed.
@@ -825,8 +912,9 @@ impl Supervisor {
                 continue;
             }
             changed = true;
-            // Results written before it died are still in the socket.
-            self.read_results(i);
+            // Results written before it died are still in its ring and
+            // socket.
+            self.read_results(i, true);
             let mut w = self.workers.remove(i);
             let status = reap(&mut w.process);
             // Issue 13: the status page, and an OOM kill by its cgroup.
@@ -1144,6 +1232,19 @@ impl Drop for Supervisor {
         st.pids.clear();
         drop(st);
         self.shared.acked.notify_all();
+    }
+}
+
+/// The frame a ring record announced: the next non-empty frame on the
+/// socket (doorbells skipped); `None` at end of file (the worker died
+/// before it sent it all) or on an error.
+fn recv_announced(conn: &mut Connection) -> Option<Vec<u8>> {
+    loop {
+        match conn.recv_bytes() {
+            Ok(frame) if frame.is_empty() => continue,
+            Ok(frame) => return Some(frame),
+            Err(_) => return None,
+        }
     }
 }
 
