@@ -1,0 +1,198 @@
+//! The pool's result path (`pool/README.md`, "Wire protocol"): a worker
+//! hands each result to the supervisor through a ring in shared memory,
+//! and a result over 1 KiB through its socket, announced in the ring.
+//! Results of every size, mixed, come back whole and in order; a worker
+//! SIGKILLed at any moment while it hands over results of both kinds
+//! fails exactly the task it held, under each start method. Every wait
+//! has a bound: a hang fails the test.
+
+#[macro_use]
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use brood::os;
+use brood::{ErrorKind, Pool, PoolBuilder, StartMethod};
+
+fn builder(m: StartMethod) -> PoolBuilder {
+    common::allow_fork();
+    Pool::builder().start_method(m)
+}
+
+/// Result sizes around the ring's 1 KiB limit (the frame adds a header),
+/// and far over it.
+fn len_of(x: u64) -> usize {
+    [0, 1, 900, 1000, 1010, 1024, 1100, 5000, 20_000][(x % 9) as usize]
+}
+
+fn result_of(x: u64) -> Vec<u8> {
+    vec![x as u8; len_of(x)]
+}
+
+fn results_of_every_size_keep_their_order(m: StartMethod) {
+    let pool = builder(m).processes(2).build().unwrap();
+    let want: Vec<Vec<u8>> = (0..900).map(result_of).collect();
+    let got = pool
+        .chunksize(1)
+        .map(
+            |x: u64| {
+                let len = [0, 1, 900, 1000, 1010, 1024, 1100, 5000, 20_000][(x % 9) as usize];
+                vec![x as u8; len]
+            },
+            0..900u64,
+        )
+        .unwrap();
+    assert!(got == want, "chunksize(1).map's results differ");
+    // Chunks whose result frames are small, large, or both in turn.
+    let got = pool
+        .chunksize(3)
+        .map(
+            |x: u64| {
+                let len = [0, 1, 900, 1000, 1010, 1024, 1100, 5000, 20_000][(x % 9) as usize];
+                vec![x as u8; len]
+            },
+            0..900u64,
+        )
+        .unwrap();
+    assert!(got == want, "chunksize(3).map's results differ");
+    let mut got: Vec<(u64, Vec<u8>)> = pool
+        .imap_unordered(
+            |x: u64| {
+                let len = [0, 1, 900, 1000, 1010, 1024, 1100, 5000, 20_000][(x % 9) as usize];
+                (x, vec![x as u8; len])
+            },
+            0..900u64,
+        )
+        .map(|r| r.unwrap())
+        .collect();
+    got.sort();
+    assert!(
+        got.into_iter().map(|(_, v)| v).collect::<Vec<_>>() == want,
+        "imap_unordered's results differ"
+    );
+    // Slow tasks: the supervisor sleeps between results and is woken.
+    let rs: Vec<_> = (0..20u64)
+        .map(|i| {
+            pool.apply_async(
+                |x: u64| {
+                    std::thread::sleep(Duration::from_millis(5));
+                    let len = [0, 1, 900, 1000, 1010, 1024, 1100, 5000, 20_000][(x % 9) as usize];
+                    vec![x as u8; len]
+                },
+                i,
+            )
+            .unwrap()
+        })
+        .collect();
+    for (i, r) in rs.into_iter().enumerate() {
+        assert_eq!(
+            r.get_timeout(Duration::from_secs(30)).unwrap(),
+            result_of(i as u64)
+        );
+    }
+    pool.close();
+    pool.join().unwrap();
+    common::assert_no_zombie_children();
+}
+
+fn a_worker_killed_while_handing_over_results(m: StartMethod) {
+    let n: u64 = if m == StartMethod::Spawn {
+        1_500
+    } else {
+        4_000
+    };
+    {
+        // Warm up what a first pool creates once per process (forkserver).
+        let p = builder(m).processes(1).build().unwrap();
+        p.apply(|x: u8| x, 1).unwrap();
+        p.close();
+        p.join().unwrap();
+    }
+    let fds_before = common::open_fds();
+    let pool = builder(m).processes(4).build().unwrap();
+    let stop = AtomicBool::new(false);
+    let kills = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut seed = 0x2545f4914f6cdd1du64 ^ u64::from(os::getpid().as_raw() as u32);
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+                let pids = pool.worker_pids();
+                if pids.is_empty() {
+                    continue;
+                }
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let victim = pids[(seed % pids.len() as u64) as usize];
+                if os::kill(victim, libc::SIGKILL).is_ok() {
+                    kills.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let rs: Vec<_> = (0..n)
+            .map(|i| {
+                pool.apply_async(
+                    |x: u64| {
+                        std::thread::sleep(Duration::from_micros(100));
+                        let len =
+                            [0, 1, 900, 1000, 1010, 1024, 1100, 5000, 20_000][(x % 9) as usize];
+                        vec![x as u8; len]
+                    },
+                    i,
+                )
+                .unwrap()
+            })
+            .collect();
+        // Stop killing once every task is done: kills of fresh, idle
+        // workers would count as workers that cannot start (the pool
+        // breaks after a run of those, by design).
+        for r in &rs {
+            r.wait_timeout(Duration::from_secs(120));
+        }
+        stop.store(true, Ordering::SeqCst);
+        let (mut values, mut lost) = (0u64, 0usize);
+        for (i, r) in rs.iter().enumerate() {
+            match r.get_timeout(Duration::from_secs(120)) {
+                Ok(v) => {
+                    assert_eq!(v, result_of(i as u64), "task {i}");
+                    values += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::WorkerLost, "{e}");
+                    assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
+                    lost += 1;
+                }
+            }
+        }
+        let kills = kills.load(Ordering::SeqCst);
+        assert_eq!(values + lost as u64, n);
+        assert!(kills >= 5, "only {kills} kills in {:?}", started.elapsed());
+        assert!(lost >= 1 && lost <= kills, "{lost} lost, {kills} kills");
+        eprintln!(
+            "{m}: {n} tasks, {kills} kills, {lost} WorkerLost, {:?}",
+            started.elapsed()
+        );
+    });
+    assert_eq!(pool.map(|x: u32| x, 0..100).unwrap().len(), 100);
+    let pids = pool.worker_pids();
+    pool.close();
+    pool.join().unwrap();
+    drop(pool);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for pid in pids {
+        while os::ProcInfo::read(pid).is_ok_and(|i| i.state != os::ProcState::Zombie) {
+            assert!(Instant::now() < deadline, "worker {pid} still alive");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    common::assert_no_zombie_children();
+    assert_eq!(common::open_fds(), fds_before, "fds leaked");
+}
+
+suite!(
+    results_of_every_size_keep_their_order,
+    a_worker_killed_while_handing_over_results,
+);
