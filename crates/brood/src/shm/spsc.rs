@@ -206,7 +206,7 @@ impl Spsc {
             if avail == 0 {
                 return Ok(None);
             }
-            if avail > cap || avail % 8 != 0 {
+            if avail > cap || !avail.is_multiple_of(8) {
                 return Err(corrupt());
             }
             let off = self.pos & (cap - 1);
