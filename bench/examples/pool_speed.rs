@@ -7,8 +7,9 @@
 //! `cargo run --release --manifest-path bench/Cargo.toml --example
 //! pool_speed -- [ROUNDS]` (5 by default). Rows run interleaved (one run
 //! each per round) on pools started once, after one untimed run; prints
-//! per row the median rate, slowest and fastest, and the parent's CPU
-//! time per task (caller and supervisor threads together).
+//! per row the median rate, slowest and fastest, the parent's CPU time
+//! per task (caller and supervisor threads together), and the CPU time per
+//! task of the parent and the workers together.
 
 use std::time::Instant;
 
@@ -23,7 +24,18 @@ fn cpu_now() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-type Run = Box<dyn FnMut() -> u64>;
+/// CPU time (ns) the workers of `pool` have used so far (their threads'
+/// `schedstat`): with the parent's, what a task costs the machine, which
+/// other load disturbs less than wall time.
+fn workers_cpu(pool: &Pool) -> f64 {
+    pool.worker_pids()
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{}/schedstat", pid.as_raw())).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum()
+}
+
+type Run = Box<dyn FnMut() -> (u64, f64)>;
 
 fn main() {
     let rounds: usize = std::env::args()
@@ -36,36 +48,43 @@ fn main() {
     rows.push((
         "trivial chunksize(1).map",
         Box::new(move || {
+            let c = workers_cpu(&p);
             let v = p.chunksize(1).map(|x: u64| x + 1, 0..100_000u64).unwrap();
             assert_eq!(v.len(), 100_000);
-            100_000
+            (100_000, workers_cpu(&p) - c)
         }),
     ));
     let p = mk();
     rows.push((
         "trivial imap_unordered",
-        Box::new(move || p.imap_unordered(|x: u64| x + 1, 0..100_000u64).count() as u64),
+        Box::new(move || {
+            let c = workers_cpu(&p);
+            let n = p.imap_unordered(|x: u64| x + 1, 0..100_000u64).count() as u64;
+            (n, workers_cpu(&p) - c)
+        }),
     ));
     let p = mk();
     rows.push((
         "apply_async 10,000",
         Box::new(move || {
+            let c = workers_cpu(&p);
             let rs: Vec<_> = (0..10_000u64)
                 .map(|x| p.apply_async(|x: u64| x + 1, x).unwrap())
                 .collect();
             for r in rs {
                 r.get().unwrap();
             }
-            10_000
+            (10_000, workers_cpu(&p) - c)
         }),
     ));
     let p = mk();
     rows.push((
         "automap 1,000,000",
         Box::new(move || {
+            let c = workers_cpu(&p);
             let v = p.map(|x: u64| x + 1, 0..1_000_000u64).unwrap();
             assert_eq!(v.len(), 1_000_000);
-            1_000_000
+            (1_000_000, workers_cpu(&p) - c)
         }),
     ));
     if let Some(only) = &only {
@@ -74,24 +93,30 @@ fn main() {
     for (_, run) in &mut rows {
         run();
     }
-    let mut rates: Vec<Vec<(f64, f64)>> = rows.iter().map(|_| Vec::new()).collect();
+    let mut rates: Vec<Vec<(f64, f64, f64)>> = rows.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
         for ((_, run), out) in rows.iter_mut().zip(&mut rates) {
             let (t, c) = (Instant::now(), cpu_now());
-            let n = run() as f64;
-            out.push((n / t.elapsed().as_secs_f64(), (cpu_now() - c) / n));
+            let (n, wc) = run();
+            let n = n as f64;
+            let parent = cpu_now() - c;
+            out.push((n / t.elapsed().as_secs_f64(), parent / n, (parent + wc) / n));
         }
     }
     for ((name, _), mut r) in rows.iter().zip(rates) {
         r.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut cpu: Vec<f64> = r.iter().map(|x| x.1).collect();
-        cpu.sort_by(f64::total_cmp);
+        let median = |k: fn(&(f64, f64, f64)) -> f64| {
+            let mut v: Vec<f64> = r.iter().map(k).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
         println!(
-            "{name}\t{:.0}\t{:.0}\t{:.0}\tcpu_ns/task {:.0}",
+            "{name}\t{:.0}\t{:.0}\t{:.0}\tparent_cpu_ns/task {:.0}\tall_cpu_ns/task {:.0}",
             r[r.len() / 2].0,
             r[0].0,
             r[r.len() - 1].0,
-            cpu[cpu.len() / 2]
+            median(|x| x.1),
+            median(|x| x.2),
         );
     }
 }

@@ -1069,11 +1069,17 @@ impl Supervisor {
                     break;
                 }
             }
+            // A busy worker is refilled only once it has run down to half
+            // its window (then up to all of it): one send per half window
+            // of units rather than one per result.
             let best = self
                 .workers
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| w.can_take(bytes, self.config.max_tasks))
+                .filter(|(i, w)| {
+                    w.can_take(bytes, self.config.max_tasks)
+                        && (!batches[*i].is_empty() || w.outstanding.len() <= w.window / 2)
+                })
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
             let Some(i) = best else {
