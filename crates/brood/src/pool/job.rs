@@ -25,6 +25,53 @@ pub(crate) struct Item {
     pub(crate) payload: std::ops::Range<usize>,
 }
 
+/// A unit's items: one inline (`apply`, chunksize 1: no allocation per
+/// result), or many.
+pub(crate) enum ItemList {
+    One(Item),
+    Many(Vec<Item>),
+}
+
+impl ItemList {
+    /// Room for `n` items (at most `cap`: a lying count cannot allocate
+    /// more than its frame justifies).
+    pub(crate) fn with_capacity(n: usize, cap: usize) -> ItemList {
+        ItemList::Many(Vec::with_capacity(n.min(cap)))
+    }
+
+    pub(crate) fn push(&mut self, item: Item) {
+        match self {
+            ItemList::Many(v) if v.is_empty() && v.capacity() == 0 => *self = ItemList::One(item),
+            ItemList::Many(v) => v.push(item),
+            ItemList::One(_) => {
+                let ItemList::One(first) = std::mem::replace(self, ItemList::Many(Vec::new()))
+                else {
+                    unreachable!()
+                };
+                *self = ItemList::Many(vec![first, item]);
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for ItemList {
+    type Target = [Item];
+    fn deref(&self) -> &[Item] {
+        match self {
+            ItemList::One(item) => std::slice::from_ref(item),
+            ItemList::Many(v) => v,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a ItemList {
+    type Item = &'a Item;
+    type IntoIter = std::slice::Iter<'a, Item>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// What became of one unit (a chunk of items).
 pub(crate) enum UnitOutcome {
     /// The worker ran every item; each has its own result, a slice of
@@ -32,7 +79,7 @@ pub(crate) enum UnitOutcome {
     Items {
         worker: Arc<str>,
         frame: Vec<u8>,
-        items: Vec<Item>,
+        items: ItemList,
         /// How many times the unit was run (1 unless it was retried).
         attempts: u32,
     },
@@ -443,8 +490,32 @@ pub(crate) fn decode_one<R: DeserializeOwned>(inner: &mut JobInner) -> Result<R>
 /// The values of a many-unit job in input order (`map`): the first error
 /// in input order fails the whole map, as in Python.
 pub(crate) fn decode_all<R: DeserializeOwned>(inner: &mut JobInner) -> Result<Vec<R>> {
-    let mut units: Vec<(usize, UnitOutcome)> = inner.arrived.drain(..).collect();
-    units.sort_by_key(|(i, _)| *i);
+    // Units arrive in about input order; each goes to its index's slot
+    // (their indices are 0..count, each once) rather than being sorted.
+    let count = inner.arrived.len();
+    let mut slots: Vec<Option<UnitOutcome>> = Vec::with_capacity(count);
+    slots.resize_with(count, || None);
+    for (i, unit) in inner.arrived.drain(..) {
+        match slots.get_mut(i) {
+            Some(slot @ None) => *slot = Some(unit),
+            _ => {
+                return Err(Error::simple(
+                    ErrorKind::Codec,
+                    format!("a map's unit {i} arrived twice or out of range"),
+                ));
+            }
+        }
+    }
+    let units: Vec<(usize, UnitOutcome)> = slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| {
+            (
+                i,
+                u.expect("every slot is filled: count units, distinct indices"),
+            )
+        })
+        .collect();
     let total = units
         .iter()
         .map(|(_, unit)| match unit {

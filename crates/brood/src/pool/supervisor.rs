@@ -14,7 +14,7 @@ use crate::shm::RawValue;
 use crate::shm::spsc::Spsc;
 use crate::start_method::StartMethod;
 
-use super::job::{Item, Job, UnitOutcome};
+use super::job::{Item, ItemList, Job, UnitOutcome};
 use super::limits::{RetryOn, RetryPolicy, UnitLimits};
 use super::worker::{
     self, Boot, FUNC_LIMITS, FUNC_SOFT_LIMIT, InitBlob, Reader, SEQ_INIT_FAILED, UNIT_FDS,
@@ -809,7 +809,11 @@ impl Supervisor {
         let n = r.u32()?;
         // Each item is at least 5 bytes: a lying count cannot allocate
         // more than the frame justifies.
-        let mut items = Vec::with_capacity((n as usize).min(frame.len() / 5));
+        let mut items = if n == 1 {
+            ItemList::Many(Vec::new()) // the one item goes inline
+        } else {
+            ItemList::with_capacity(n as usize, frame.len() / 5)
+        };
         for _ in 0..n {
             let tag = r.u8()?;
             let len = r.u32()? as usize;
@@ -883,7 +887,7 @@ impl Supervisor {
 
     /// A worker's initializer failed: the pool cannot run anything. Fail
     /// all work with the initializer's error and take no more.
-    fn initializer_failed(&mut self, i: usize, frame: &[u8], items: Vec<Item>) {
+    fn initializer_failed(&mut self, i: usize, frame: &[u8], items: ItemList) {
         let why = items
             .first()
             .map(|item| {
