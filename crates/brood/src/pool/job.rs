@@ -32,28 +32,6 @@ pub(crate) enum ItemList {
     Many(Vec<Item>),
 }
 
-impl ItemList {
-    /// Room for `n` items (at most `cap`: a lying count cannot allocate
-    /// more than its frame justifies).
-    pub(crate) fn with_capacity(n: usize, cap: usize) -> ItemList {
-        ItemList::Many(Vec::with_capacity(n.min(cap)))
-    }
-
-    pub(crate) fn push(&mut self, item: Item) {
-        match self {
-            ItemList::Many(v) if v.is_empty() && v.capacity() == 0 => *self = ItemList::One(item),
-            ItemList::Many(v) => v.push(item),
-            ItemList::One(_) => {
-                let ItemList::One(first) = std::mem::replace(self, ItemList::Many(Vec::new()))
-                else {
-                    unreachable!()
-                };
-                *self = ItemList::Many(vec![first, item]);
-            }
-        }
-    }
-}
-
 impl std::ops::Deref for ItemList {
     type Target = [Item];
     fn deref(&self) -> &[Item] {

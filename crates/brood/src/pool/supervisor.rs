@@ -807,23 +807,27 @@ impl Supervisor {
         let mut r = Reader::new(&frame);
         let seq = r.u64()?;
         let n = r.u32()?;
-        // Each item is at least 5 bytes: a lying count cannot allocate
-        // more than the frame justifies.
-        let mut items = if n == 1 {
-            ItemList::Many(Vec::new()) // the one item goes inline
-        } else {
-            ItemList::with_capacity(n as usize, frame.len() / 5)
-        };
-        for _ in 0..n {
+        let mut item = || -> Option<Item> {
             let tag = r.u8()?;
             let len = r.u32()? as usize;
             let start = frame.len() - r.remaining();
             r.take(len)?;
-            items.push(Item {
+            Some(Item {
                 tag,
                 payload: start..start + len,
-            });
-        }
+            })
+        };
+        let items = if n == 1 {
+            ItemList::One(item()?) // no allocation
+        } else {
+            // Each item is at least 5 bytes: a lying count cannot
+            // allocate more than the frame justifies.
+            let mut items = Vec::with_capacity((n as usize).min(frame.len() / 5));
+            for _ in 0..n {
+                items.push(item()?);
+            }
+            ItemList::Many(items)
+        };
         if seq == SEQ_INIT_FAILED {
             self.initializer_failed(i, &frame, items);
             return Some(());
