@@ -424,7 +424,16 @@ where
 {
     const { task::assert_captures_nothing::<F>() };
     let call = task::trampoline1::<F, A, R>;
-    worker::encode_func(&WireTarget::Offset(task::to_offset(call))).into()
+    offset_func(task::to_offset(call))
+}
+
+/// `worker::encode_func` of a trampoline offset, in one allocation (this
+/// runs once per `apply_async`).
+fn offset_func(offset: i64) -> Arc<[u8]> {
+    let mut out = [0u8; 9];
+    out[0] = worker::FUNC_OFFSET;
+    out[1..].copy_from_slice(&offset.to_le_bytes());
+    Arc::from(&out[..])
 }
 
 fn func_star<F, A, R>() -> Arc<[u8]>
@@ -435,7 +444,7 @@ where
 {
     const { task::assert_captures_nothing::<F>() };
     let call = task::trampoline_star::<F, A, R>;
-    worker::encode_func(&WireTarget::Offset(task::to_offset(call))).into()
+    offset_func(task::to_offset(call))
 }
 
 pub(crate) fn func_named(name: &str) -> Result<Arc<[u8]>> {
@@ -467,6 +476,14 @@ pub(crate) struct Items {
 }
 
 impl Items {
+    /// Room for one small item without growing (`apply`, `submit`).
+    pub(crate) fn one() -> Items {
+        Items {
+            bytes: Vec::with_capacity(32),
+            ..Items::default()
+        }
+    }
+
     /// Appends one item.
     pub(crate) fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
         let at = self.bytes.len();
@@ -634,15 +651,15 @@ impl Pool {
         args: &A,
         hook: Option<Hook>,
     ) -> Result<Arc<Job>> {
-        let mut items = Items::default();
+        let mut items = Items::one();
         items.push(args)?;
         let job = Job::new(Some(1), hook);
-        self.shared.submit(vec![items.into_unit(
+        self.shared.submit_one(items.into_unit(
             job.clone(),
             0,
             func,
             self.unit_defaults.clone(),
-        )])?;
+        ))?;
         Ok(job)
     }
 
@@ -654,7 +671,7 @@ impl Pool {
         args: &A,
         limits: Option<Limits>,
     ) -> Result<TaskFuture<R>> {
-        let mut items = Items::default();
+        let mut items = Items::one();
         items.push(args)?;
         let limits = match limits {
             None => self.unit_defaults.clone(),
@@ -663,7 +680,7 @@ impl Pool {
         let job = Job::new(Some(1), None);
         let mut unit = items.into_unit(job.clone(), 0, func, limits);
         unit.claim = true;
-        self.shared.submit(vec![unit])?;
+        self.shared.submit_one(unit)?;
         Ok(TaskFuture::new(job))
     }
 

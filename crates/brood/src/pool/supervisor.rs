@@ -199,6 +199,15 @@ impl Shared {
     /// Queues units for the workers; an error once the pool stopped taking
     /// work.
     pub(crate) fn submit(&self, units: Vec<Unit>) -> Result<()> {
+        self.submit_iter(units)
+    }
+
+    /// [`submit`](Shared::submit) of one unit (no `Vec`: `apply_async`).
+    pub(crate) fn submit_one(&self, unit: Unit) -> Result<()> {
+        self.submit_iter(std::iter::once(unit))
+    }
+
+    fn submit_iter(&self, units: impl IntoIterator<Item = Unit>) -> Result<()> {
         let mut st = self.lock();
         if st.phase != Phase::Running {
             return Err(Error::simple(
