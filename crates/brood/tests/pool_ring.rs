@@ -192,7 +192,46 @@ fn a_worker_killed_while_handing_over_results(m: StartMethod) {
     assert_eq!(common::open_fds(), fds_before, "fds leaked");
 }
 
+/// An argument that cannot be encoded when it is 7,000.
+#[derive(serde::Deserialize)]
+struct Picky(u64);
+
+impl serde::Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 7_000 {
+            return Err(serde::ser::Error::custom("seven thousand"));
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+fn a_map_whose_late_item_cannot_be_encoded_fails_and_the_pool_goes_on(m: StartMethod) {
+    let pool = builder(m).processes(2).build().unwrap();
+    // `map` hands units over as it encodes them: the first thousands are
+    // with the workers before item 7,000 fails.
+    let err = pool
+        .chunksize(1)
+        .map(|p: Picky| p.0, (0..10_000).map(Picky))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+    assert!(err.to_string().contains("seven thousand"), "{err}");
+    let err = pool
+        .map(|p: Picky| p.0, (0..10_000).map(Picky))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+    // The pool goes on, and whatever it still held of those maps is gone
+    // (dropped, or run for no one) before the next result.
+    assert_eq!(
+        pool.chunksize(1).map(|x: u64| x * 3, 0..1000u64).unwrap(),
+        (0..1000u64).map(|x| x * 3).collect::<Vec<_>>()
+    );
+    pool.close();
+    pool.join().unwrap();
+    common::assert_no_zombie_children();
+}
+
 suite!(
+    a_map_whose_late_item_cannot_be_encoded_fails_and_the_pool_goes_on,
     results_of_every_size_keep_their_order,
     a_worker_killed_while_handing_over_results,
 );

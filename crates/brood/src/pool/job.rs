@@ -157,6 +157,11 @@ pub(crate) struct Job {
     cond: Condvar,
     /// Progress reports (issue 13, `progress.rs`): fed as units arrive.
     pub(crate) meter: std::sync::OnceLock<Arc<super::progress::Meter>>,
+    /// Its verb failed after some of its units were queued (an item that
+    /// cannot be encoded, `map` hands units over as it encodes them): no
+    /// one will read it, and the supervisor drops its units that no
+    /// worker was handed yet.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl Job {
@@ -180,11 +185,23 @@ impl Job {
             }),
             cond: Condvar::new(),
             meter: std::sync::OnceLock::new(),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         });
         if expected == Some(0) {
             job.finish(&mut job.lock());
         }
         job
+    }
+
+    /// Marks the job abandoned (see the field).
+    pub(crate) fn abandon(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the job was abandoned: its queued units need not run.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, JobInner> {

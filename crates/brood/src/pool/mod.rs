@@ -560,6 +560,11 @@ fn encode_item_with_fds<A: Serialize>(
     Ok(fds)
 }
 
+/// A `map` hands its units to the supervisor once it has encoded this
+/// many bytes of them, or this many units, whichever comes first.
+const PIPELINE_BYTES: usize = 64 << 10;
+const PIPELINE_UNITS: usize = 512;
+
 /// Python's automatic chunksize: `divmod(len, 4 * processes)`, plus one
 /// if there is a remainder (at least 1).
 fn auto_chunksize(len: usize, processes: usize) -> usize {
@@ -711,16 +716,35 @@ impl Pool {
         let count = items.len().div_ceil(size);
         let job = Job::new(Some(count), hook);
         prepare(&job, size);
-        let mut units = Vec::with_capacity(count);
+        // Units are handed over as they are encoded (every
+        // `PIPELINE_BYTES` or `PIPELINE_UNITS`), so the workers start
+        // while the caller encodes the rest.
+        let mut units = Vec::new();
+        let mut queued = 0;
         let limits = self.unit_defaults.clone();
         for (index, chunk) in items.chunks(size).enumerate() {
             let mut bytes = Items::default();
             for item in chunk {
-                bytes.push(item)?;
+                if let Err(e) = bytes.push(item) {
+                    // Units already handed over may run (as Python's
+                    // earlier batches do); those not begun are dropped.
+                    job.abandon();
+                    return Err(e);
+                }
             }
+            queued += bytes.bytes.len();
             units.push(bytes.into_unit(job.clone(), index, func.clone(), limits.clone()));
+            if queued >= PIPELINE_BYTES || units.len() >= PIPELINE_UNITS {
+                queued = 0;
+                if let Err(e) = self.shared.submit(std::mem::take(&mut units)) {
+                    job.abandon();
+                    return Err(e);
+                }
+            }
         }
-        self.shared.submit(units)?;
+        if !units.is_empty() {
+            self.shared.submit(units)?;
+        }
         Ok(job)
     }
 

@@ -1106,6 +1106,9 @@ impl Supervisor {
             if unit.claim && !unit.job.claim() {
                 continue; // cancelled: its one outcome is given
             }
+            if unit.job.is_abandoned() {
+                continue; // its verb failed: no one reads it
+            }
             let seq = self.next_seq;
             self.next_seq += 1;
             let batch = &mut batches[i];
