@@ -230,7 +230,77 @@ fn a_map_whose_late_item_cannot_be_encoded_fails_and_the_pool_goes_on(m: StartMe
     common::assert_no_zombie_children();
 }
 
+fn large_chunks_are_decoded_as_they_arrive_with_the_same_outcome(m: StartMethod) {
+    let pool = builder(m).processes(2).build().unwrap();
+    // Chunks of 1,000 (decoded as they arrive): values in input order.
+    let f = |x: u64| x * 7;
+    assert_eq!(
+        pool.chunksize(1000).map(f, 0..20_000u64).unwrap(),
+        (0..20_000u64).map(|x| x * 7).collect::<Vec<_>>()
+    );
+    // The automatic chunksize (here 2,500).
+    assert_eq!(
+        pool.map(f, 0..20_000u64).unwrap(),
+        (0..20_000u64).map(|x| x * 7).collect::<Vec<_>>()
+    );
+    // The first error in input order, whichever unit arrives first.
+    let err = pool
+        .chunksize(1000)
+        .map(
+            |x: u64| {
+                if x == 15_500 {
+                    panic!("late {x}");
+                }
+                if x == 5_500 {
+                    std::thread::sleep(Duration::from_millis(200));
+                    panic!("early {x}");
+                }
+                x
+            },
+            0..20_000u64,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
+    assert!(err.to_string().contains("early 5500"), "{err}");
+    // A chunk whose worker dies fails the map with WorkerLost, unless an
+    // earlier chunk failed first.
+    let err = pool
+        .chunksize(1000)
+        .map(
+            |x: u64| {
+                if x == 12_345 {
+                    os::exit_now(9);
+                }
+                x
+            },
+            0..20_000u64,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WorkerLost, "{err}");
+    let err = pool
+        .chunksize(1000)
+        .map(
+            |x: u64| {
+                if x == 12_345 {
+                    os::exit_now(9);
+                }
+                if x == 3_000 {
+                    panic!("first {x}");
+                }
+                x
+            },
+            0..20_000u64,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("first 3000"), "{err}");
+    assert_eq!(pool.map(|x: u8| x, 0..10).unwrap().len(), 10);
+    pool.close();
+    pool.join().unwrap();
+    common::assert_no_zombie_children();
+}
+
 suite!(
+    large_chunks_are_decoded_as_they_arrive_with_the_same_outcome,
     a_map_whose_late_item_cannot_be_encoded_fails_and_the_pool_goes_on,
     results_of_every_size_keep_their_order,
     a_worker_killed_while_handing_over_results,

@@ -537,6 +537,84 @@ pub(crate) fn decode_all<R: DeserializeOwned>(inner: &mut JobInner) -> Result<Ve
     Ok(out)
 }
 
+/// `map`'s values in input order, decoding each unit as soon as it and
+/// those before it are in, while the workers still run later ones (for
+/// jobs of few, large units: the caller is woken once per arrival). Same
+/// outcome as [`decode_all`]: the values, or the first error in input
+/// order, returned once every unit is in.
+pub(crate) fn collect_streaming<R: DeserializeOwned>(job: &Job, items: usize) -> Result<Vec<R>> {
+    let mut inner = job.lock();
+    let expected = inner.expected.unwrap_or(0);
+    let mut slots: Vec<Option<UnitOutcome>> = Vec::with_capacity(expected);
+    slots.resize_with(expected, || None);
+    let mut out = Vec::with_capacity(items);
+    let mut next = 0;
+    let mut first_err: Option<Error> = None;
+    loop {
+        let arrived: Vec<(usize, UnitOutcome)> = inner.arrived.drain(..).collect();
+        if arrived.is_empty() {
+            if inner.complete {
+                break;
+            }
+            // Counted under the lock, so `deliver` cannot miss us.
+            inner.arrival_waiters += 1;
+            inner = job.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
+            inner.arrival_waiters -= 1;
+            continue;
+        }
+        drop(inner);
+        for (i, unit) in arrived {
+            match slots.get_mut(i) {
+                Some(slot @ None) => *slot = Some(unit),
+                _ => {
+                    first_err.get_or_insert_with(|| {
+                        Error::simple(
+                            ErrorKind::Codec,
+                            format!("a map's unit {i} arrived twice or out of range"),
+                        )
+                    });
+                }
+            }
+        }
+        while let Some(unit) = slots.get_mut(next).and_then(Option::take) {
+            next += 1;
+            if first_err.is_some() {
+                continue; // the map's outcome is that error
+            }
+            match unit {
+                UnitOutcome::Items {
+                    worker,
+                    frame,
+                    items,
+                    attempts,
+                } => {
+                    for item in &items {
+                        match decode_item_of(&worker, &frame, item, attempts) {
+                            Ok(v) => out.push(v),
+                            Err(e) => {
+                                first_err = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                UnitOutcome::Failed(err) => first_err = Some(err),
+            }
+        }
+        inner = job.lock();
+    }
+    inner.taken = true;
+    drop(inner);
+    match first_err {
+        Some(e) => Err(e),
+        None if next != expected => Err(Error::simple(
+            ErrorKind::Codec,
+            "a map's units did not all arrive",
+        )),
+        None => Ok(out),
+    }
+}
+
 /// The value of a one-unit, one-item job, decoded again each time (the
 /// outcome stays in the job): a future's `result` may be asked for twice.
 pub(crate) fn peek_one<R: DeserializeOwned>(inner: &JobInner) -> Result<R> {

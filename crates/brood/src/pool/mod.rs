@@ -565,6 +565,10 @@ fn encode_item_with_fds<A: Serialize>(
 const PIPELINE_BYTES: usize = 64 << 10;
 const PIPELINE_UNITS: usize = 512;
 
+/// `map` decodes units as they arrive (rather than once all are in) when
+/// they hold at least this many items.
+const STREAM_MIN_ITEMS: usize = 256;
+
 /// Python's automatic chunksize: `divmod(len, 4 * processes)`, plus one
 /// if there is a remainder (at least 1).
 fn auto_chunksize(len: usize, processes: usize) -> usize {
@@ -1283,7 +1287,21 @@ impl<'a> Chunked<'a> {
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        self.map_async(f, items)?.get()
+        drop(f);
+        let items: Vec<A> = items.into_iter().collect();
+        let job = self
+            .pool
+            .submit_many(func1::<F, A, R>(), &items, self.chunksize, None)?;
+        let size = self
+            .chunksize
+            .unwrap_or_else(|| auto_chunksize(items.len(), self.pool.processes));
+        if size >= STREAM_MIN_ITEMS {
+            // Few, large units: decode each as it arrives, while the
+            // workers run the next ones.
+            job::collect_streaming::<R>(&job, items.len())
+        } else {
+            async_result(job, job::decode_all::<R>).get()
+        }
     }
 
     /// [`Pool::map_async`] with this chunksize.
