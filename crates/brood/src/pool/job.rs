@@ -361,12 +361,14 @@ impl Job {
         (inner, true)
     }
 
-    /// Waits for the next arrival (streaming jobs).
-    fn wait_arrival(&self) -> (usize, UnitOutcome) {
+    /// Waits for the next arrivals (streaming jobs) and moves them all
+    /// to `into` (one lock for however many came).
+    fn wait_arrivals(&self, into: &mut VecDeque<(usize, UnitOutcome)>) {
         let mut inner = self.lock();
         loop {
-            if let Some(arrival) = inner.arrived.pop_front() {
-                return arrival;
+            if !inner.arrived.is_empty() {
+                into.extend(inner.arrived.drain(..));
+                return;
             }
             inner.arrival_waiters += 1;
             inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
@@ -953,14 +955,20 @@ pub struct IMap<'a, R> {
     pub(crate) consumed: usize,
     pub(crate) exhausted: bool,
     pub(crate) held: BTreeMap<usize, UnitOutcome>,
+    /// Units arrived and taken from the job, not yet looked at.
+    pub(crate) arrivals: VecDeque<(usize, UnitOutcome)>,
     pub(crate) current: VecDeque<Result<R>>,
     pub(crate) _value: PhantomData<fn() -> R>,
 }
 
 impl<R: DeserializeOwned> IMap<'_, R> {
-    /// Pulls input while fewer than `window` units are in flight, and
-    /// submits what it pulled in one go.
+    /// Once at most half of `window` units are in flight, pulls input
+    /// until `window` are, and submits what it pulled in one go (one
+    /// submission per half window, not one per unit).
     fn top_up(&mut self) {
+        if self.sizes.len() - self.consumed > self.window / 2 {
+            return;
+        }
         let mut units = Vec::new();
         while !self.exhausted && self.sizes.len() + units.len() - self.consumed < self.window {
             match (self.feed)(self.sizes.len() + units.len()) {
@@ -986,6 +994,17 @@ impl<R: DeserializeOwned> IMap<'_, R> {
     }
 }
 
+impl<R> IMap<'_, R> {
+    fn next_arrival(&mut self) -> (usize, UnitOutcome) {
+        loop {
+            if let Some(arrival) = self.arrivals.pop_front() {
+                return arrival;
+            }
+            self.job.wait_arrivals(&mut self.arrivals);
+        }
+    }
+}
+
 impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
     type Item = Result<R>;
 
@@ -1004,11 +1023,11 @@ impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
                     if let Some(outcome) = self.held.remove(&want) {
                         break (want, outcome);
                     }
-                    let (i, outcome) = self.job.wait_arrival();
+                    let (i, outcome) = self.next_arrival();
                     self.held.insert(i, outcome);
                 }
             } else {
-                self.job.wait_arrival()
+                self.next_arrival()
             };
             self.consumed += 1;
             let n = self.sizes[index];

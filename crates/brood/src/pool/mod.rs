@@ -805,6 +805,7 @@ impl Pool {
             consumed: 0,
             exhausted: false,
             held: Default::default(),
+            arrivals: Default::default(),
             current: Default::default(),
             _value: PhantomData,
         }
