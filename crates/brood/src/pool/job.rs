@@ -962,13 +962,9 @@ pub struct IMap<'a, R> {
 }
 
 impl<R: DeserializeOwned> IMap<'_, R> {
-    /// Once at most half of `window` units are in flight, pulls input
-    /// until `window` are, and submits what it pulled in one go (one
-    /// submission per half window, not one per unit).
+    /// Pulls input while fewer than `window` units are in flight, and
+    /// submits what it pulled in one go.
     fn top_up(&mut self) {
-        if self.sizes.len() - self.consumed > self.window / 2 {
-            return;
-        }
         let mut units = Vec::new();
         while !self.exhausted && self.sizes.len() + units.len() - self.consumed < self.window {
             match (self.feed)(self.sizes.len() + units.len()) {
