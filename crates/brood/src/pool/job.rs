@@ -25,6 +25,31 @@ pub(crate) struct Item {
     pub(crate) payload: std::ops::Range<usize>,
 }
 
+/// A unit's items: one inline (`apply`, chunksize 1: no allocation per
+/// result), or many.
+pub(crate) enum ItemList {
+    One(Item),
+    Many(Vec<Item>),
+}
+
+impl std::ops::Deref for ItemList {
+    type Target = [Item];
+    fn deref(&self) -> &[Item] {
+        match self {
+            ItemList::One(item) => std::slice::from_ref(item),
+            ItemList::Many(v) => v,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a ItemList {
+    type Item = &'a Item;
+    type IntoIter = std::slice::Iter<'a, Item>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// What became of one unit (a chunk of items).
 pub(crate) enum UnitOutcome {
     /// The worker ran every item; each has its own result, a slice of
@@ -32,7 +57,7 @@ pub(crate) enum UnitOutcome {
     Items {
         worker: Arc<str>,
         frame: Vec<u8>,
-        items: Vec<Item>,
+        items: ItemList,
         /// How many times the unit was run (1 unless it was retried).
         attempts: u32,
     },
@@ -132,6 +157,11 @@ pub(crate) struct Job {
     cond: Condvar,
     /// Progress reports (issue 13, `progress.rs`): fed as units arrive.
     pub(crate) meter: std::sync::OnceLock<Arc<super::progress::Meter>>,
+    /// Its verb failed after some of its units were queued (an item that
+    /// cannot be encoded, `map` hands units over as it encodes them): no
+    /// one will read it, and the supervisor drops its units that no
+    /// worker was handed yet.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl Job {
@@ -155,11 +185,23 @@ impl Job {
             }),
             cond: Condvar::new(),
             meter: std::sync::OnceLock::new(),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         });
         if expected == Some(0) {
             job.finish(&mut job.lock());
         }
         job
+    }
+
+    /// Marks the job abandoned (see the field).
+    pub(crate) fn abandon(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the job was abandoned: its queued units need not run.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, JobInner> {
@@ -319,12 +361,14 @@ impl Job {
         (inner, true)
     }
 
-    /// Waits for the next arrival (streaming jobs).
-    fn wait_arrival(&self) -> (usize, UnitOutcome) {
+    /// Waits for the next arrivals (streaming jobs) and moves them all
+    /// to `into` (one lock for however many came).
+    fn wait_arrivals(&self, into: &mut VecDeque<(usize, UnitOutcome)>) {
         let mut inner = self.lock();
         loop {
-            if let Some(arrival) = inner.arrived.pop_front() {
-                return arrival;
+            if !inner.arrived.is_empty() {
+                into.extend(inner.arrived.drain(..));
+                return;
             }
             inner.arrival_waiters += 1;
             inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
@@ -443,8 +487,32 @@ pub(crate) fn decode_one<R: DeserializeOwned>(inner: &mut JobInner) -> Result<R>
 /// The values of a many-unit job in input order (`map`): the first error
 /// in input order fails the whole map, as in Python.
 pub(crate) fn decode_all<R: DeserializeOwned>(inner: &mut JobInner) -> Result<Vec<R>> {
-    let mut units: Vec<(usize, UnitOutcome)> = inner.arrived.drain(..).collect();
-    units.sort_by_key(|(i, _)| *i);
+    // Units arrive in about input order; each goes to its index's slot
+    // (their indices are 0..count, each once) rather than being sorted.
+    let count = inner.arrived.len();
+    let mut slots: Vec<Option<UnitOutcome>> = Vec::with_capacity(count);
+    slots.resize_with(count, || None);
+    for (i, unit) in inner.arrived.drain(..) {
+        match slots.get_mut(i) {
+            Some(slot @ None) => *slot = Some(unit),
+            _ => {
+                return Err(Error::simple(
+                    ErrorKind::Codec,
+                    format!("a map's unit {i} arrived twice or out of range"),
+                ));
+            }
+        }
+    }
+    let units: Vec<(usize, UnitOutcome)> = slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| {
+            (
+                i,
+                u.expect("every slot is filled: count units, distinct indices"),
+            )
+        })
+        .collect();
     let total = units
         .iter()
         .map(|(_, unit)| match unit {
@@ -469,6 +537,84 @@ pub(crate) fn decode_all<R: DeserializeOwned>(inner: &mut JobInner) -> Result<Ve
         }
     }
     Ok(out)
+}
+
+/// `map`'s values in input order, decoding each unit as soon as it and
+/// those before it are in, while the workers still run later ones (for
+/// jobs of few, large units: the caller is woken once per arrival). Same
+/// outcome as [`decode_all`]: the values, or the first error in input
+/// order, returned once every unit is in.
+pub(crate) fn collect_streaming<R: DeserializeOwned>(job: &Job, items: usize) -> Result<Vec<R>> {
+    let mut inner = job.lock();
+    let expected = inner.expected.unwrap_or(0);
+    let mut slots: Vec<Option<UnitOutcome>> = Vec::with_capacity(expected);
+    slots.resize_with(expected, || None);
+    let mut out = Vec::with_capacity(items);
+    let mut next = 0;
+    let mut first_err: Option<Error> = None;
+    loop {
+        let arrived: Vec<(usize, UnitOutcome)> = inner.arrived.drain(..).collect();
+        if arrived.is_empty() {
+            if inner.complete {
+                break;
+            }
+            // Counted under the lock, so `deliver` cannot miss us.
+            inner.arrival_waiters += 1;
+            inner = job.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
+            inner.arrival_waiters -= 1;
+            continue;
+        }
+        drop(inner);
+        for (i, unit) in arrived {
+            match slots.get_mut(i) {
+                Some(slot @ None) => *slot = Some(unit),
+                _ => {
+                    first_err.get_or_insert_with(|| {
+                        Error::simple(
+                            ErrorKind::Codec,
+                            format!("a map's unit {i} arrived twice or out of range"),
+                        )
+                    });
+                }
+            }
+        }
+        while let Some(unit) = slots.get_mut(next).and_then(Option::take) {
+            next += 1;
+            if first_err.is_some() {
+                continue; // the map's outcome is that error
+            }
+            match unit {
+                UnitOutcome::Items {
+                    worker,
+                    frame,
+                    items,
+                    attempts,
+                } => {
+                    for item in &items {
+                        match decode_item_of(&worker, &frame, item, attempts) {
+                            Ok(v) => out.push(v),
+                            Err(e) => {
+                                first_err = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                UnitOutcome::Failed(err) => first_err = Some(err),
+            }
+        }
+        inner = job.lock();
+    }
+    inner.taken = true;
+    drop(inner);
+    match first_err {
+        Some(e) => Err(e),
+        None if next != expected => Err(Error::simple(
+            ErrorKind::Codec,
+            "a map's units did not all arrive",
+        )),
+        None => Ok(out),
+    }
 }
 
 /// The value of a one-unit, one-item job, decoded again each time (the
@@ -811,6 +957,8 @@ pub struct IMap<'a, R> {
     pub(crate) consumed: usize,
     pub(crate) exhausted: bool,
     pub(crate) held: BTreeMap<usize, UnitOutcome>,
+    /// Units arrived and taken from the job, not yet looked at.
+    pub(crate) arrivals: VecDeque<(usize, UnitOutcome)>,
     pub(crate) current: VecDeque<Result<R>>,
     pub(crate) _value: PhantomData<fn() -> R>,
 }
@@ -844,6 +992,17 @@ impl<R: DeserializeOwned> IMap<'_, R> {
     }
 }
 
+impl<R> IMap<'_, R> {
+    fn next_arrival(&mut self) -> (usize, UnitOutcome) {
+        loop {
+            if let Some(arrival) = self.arrivals.pop_front() {
+                return arrival;
+            }
+            self.job.wait_arrivals(&mut self.arrivals);
+        }
+    }
+}
+
 impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
     type Item = Result<R>;
 
@@ -862,11 +1021,11 @@ impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
                     if let Some(outcome) = self.held.remove(&want) {
                         break (want, outcome);
                     }
-                    let (i, outcome) = self.job.wait_arrival();
+                    let (i, outcome) = self.next_arrival();
                     self.held.insert(i, outcome);
                 }
             } else {
-                self.job.wait_arrival()
+                self.next_arrival()
             };
             self.consumed += 1;
             let n = self.sizes[index];

@@ -440,7 +440,16 @@ where
 {
     const { task::assert_captures_nothing::<F>() };
     let call = task::trampoline1::<F, A, R>;
-    worker::encode_func(&WireTarget::Offset(task::to_offset(call))).into()
+    offset_func(task::to_offset(call))
+}
+
+/// `worker::encode_func` of a trampoline offset, in one allocation (this
+/// runs once per `apply_async`).
+fn offset_func(offset: i64) -> Arc<[u8]> {
+    let mut out = [0u8; 9];
+    out[0] = worker::FUNC_OFFSET;
+    out[1..].copy_from_slice(&offset.to_le_bytes());
+    Arc::from(&out[..])
 }
 
 fn func_star<F, A, R>() -> Arc<[u8]>
@@ -451,7 +460,7 @@ where
 {
     const { task::assert_captures_nothing::<F>() };
     let call = task::trampoline_star::<F, A, R>;
-    worker::encode_func(&WireTarget::Offset(task::to_offset(call))).into()
+    offset_func(task::to_offset(call))
 }
 
 pub(crate) fn func_named(name: &str) -> Result<Arc<[u8]>> {
@@ -483,6 +492,14 @@ pub(crate) struct Items {
 }
 
 impl Items {
+    /// Room for one small item without growing (`apply`, `submit`).
+    pub(crate) fn one() -> Items {
+        Items {
+            bytes: Vec::with_capacity(32),
+            ..Items::default()
+        }
+    }
+
     /// Appends one item.
     pub(crate) fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
         let at = self.bytes.len();
@@ -558,6 +575,15 @@ fn encode_item_with_fds<A: Serialize>(
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     Ok(fds)
 }
+
+/// A `map` hands its units to the supervisor once it has encoded this
+/// many bytes of them, or this many units, whichever comes first.
+const PIPELINE_BYTES: usize = 64 << 10;
+const PIPELINE_UNITS: usize = 512;
+
+/// `map` decodes units as they arrive (rather than once all are in) when
+/// they hold at least this many items.
+const STREAM_MIN_ITEMS: usize = 256;
 
 /// Python's automatic chunksize: `divmod(len, 4 * processes)`, plus one
 /// if there is a remainder (at least 1).
@@ -686,15 +712,15 @@ impl Pool {
         args: &A,
         hook: Option<Hook>,
     ) -> Result<Arc<Job>> {
-        let mut items = Items::default();
+        let mut items = Items::one();
         items.push(args)?;
         let job = Job::new(Some(1), hook);
-        self.shared.submit(vec![items.into_unit(
+        self.shared.submit_one(items.into_unit(
             job.clone(),
             0,
             func,
             self.unit_defaults.clone(),
-        )])?;
+        ))?;
         Ok(job)
     }
 
@@ -706,7 +732,7 @@ impl Pool {
         args: &A,
         limits: Option<Limits>,
     ) -> Result<TaskFuture<R>> {
-        let mut items = Items::default();
+        let mut items = Items::one();
         items.push(args)?;
         let limits = match limits {
             None => self.unit_defaults.clone(),
@@ -715,7 +741,7 @@ impl Pool {
         let job = Job::new(Some(1), None);
         let mut unit = items.into_unit(job.clone(), 0, func, limits);
         unit.claim = true;
-        self.shared.submit(vec![unit])?;
+        self.shared.submit_one(unit)?;
         Ok(TaskFuture::new(job))
     }
 
@@ -746,16 +772,35 @@ impl Pool {
         let count = items.len().div_ceil(size);
         let job = Job::new(Some(count), hook);
         prepare(&job, size);
-        let mut units = Vec::with_capacity(count);
+        // Units are handed over as they are encoded (every
+        // `PIPELINE_BYTES` or `PIPELINE_UNITS`), so the workers start
+        // while the caller encodes the rest.
+        let mut units = Vec::new();
+        let mut queued = 0;
         let limits = self.unit_defaults.clone();
         for (index, chunk) in items.chunks(size).enumerate() {
             let mut bytes = Items::default();
             for item in chunk {
-                bytes.push(item)?;
+                if let Err(e) = bytes.push(item) {
+                    // Units already handed over may run (as Python's
+                    // earlier batches do); those not begun are dropped.
+                    job.abandon();
+                    return Err(e);
+                }
             }
+            queued += bytes.bytes.len();
             units.push(bytes.into_unit(job.clone(), index, func.clone(), limits.clone()));
+            if queued >= PIPELINE_BYTES || units.len() >= PIPELINE_UNITS {
+                queued = 0;
+                if let Err(e) = self.shared.submit(std::mem::take(&mut units)) {
+                    job.abandon();
+                    return Err(e);
+                }
+            }
         }
-        self.shared.submit(units)?;
+        if !units.is_empty() {
+            self.shared.submit(units)?;
+        }
         Ok(job)
     }
 
@@ -812,6 +857,7 @@ impl Pool {
             consumed: 0,
             exhausted: false,
             held: Default::default(),
+            arrivals: Default::default(),
             current: Default::default(),
             _value: PhantomData,
         }
@@ -1299,7 +1345,21 @@ impl<'a> Chunked<'a> {
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        self.map_async(f, items)?.get()
+        drop(f);
+        let items: Vec<A> = items.into_iter().collect();
+        let job = self
+            .pool
+            .submit_many(func1::<F, A, R>(), &items, self.chunksize, None)?;
+        let size = self
+            .chunksize
+            .unwrap_or_else(|| auto_chunksize(items.len(), self.pool.processes));
+        if size >= STREAM_MIN_ITEMS {
+            // Few, large units: decode each as it arrives, while the
+            // workers run the next ones.
+            job::collect_streaming::<R>(&job, items.len())
+        } else {
+            async_result(job, job::decode_all::<R>).get()
+        }
     }
 
     /// [`Pool::map_async`] with this chunksize.

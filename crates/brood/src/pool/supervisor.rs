@@ -11,9 +11,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::os::{self, ExitStatus, Pid};
 use crate::process::Process;
 use crate::shm::RawValue;
+use crate::shm::spsc::Spsc;
 use crate::start_method::StartMethod;
 
-use super::job::{Item, Job, UnitOutcome};
+use super::job::{Item, ItemList, Job, UnitOutcome};
 use super::limits::{RetryOn, RetryPolicy, UnitLimits};
 use super::worker::{
     self, Boot, FUNC_LIMITS, FUNC_SOFT_LIMIT, InitBlob, Reader, SEQ_INIT_FAILED, UNIT_FDS,
@@ -198,6 +199,15 @@ impl Shared {
     /// Queues units for the workers; an error once the pool stopped taking
     /// work.
     pub(crate) fn submit(&self, units: Vec<Unit>) -> Result<()> {
+        self.submit_iter(units)
+    }
+
+    /// [`submit`](Shared::submit) of one unit (no `Vec`: `apply_async`).
+    pub(crate) fn submit_one(&self, unit: Unit) -> Result<()> {
+        self.submit_iter(std::iter::once(unit))
+    }
+
+    fn submit_iter(&self, units: impl IntoIterator<Item = Unit>) -> Result<()> {
         let mut st = self.lock();
         if st.phase != Phase::Running {
             return Err(Error::simple(
@@ -291,6 +301,8 @@ struct Worker {
     units_sent: usize,
     /// The quit frame went out: it takes no more work.
     quitting: bool,
+    /// Its results (`worker::send_result`): the consumer's end.
+    results: Spsc,
     /// Its pidfd fired or its connection ended.
     dead: bool,
     /// Mean time per unit, for the window.
@@ -406,7 +418,9 @@ impl Supervisor {
         self.next_worker += 1;
         let started = RawValue::new(0u64)?;
         let began_at = RawValue::new(0u64)?;
+        let results = Spsc::new(worker::RESULT_RING_BYTES)?;
         let boot = Boot {
+            results: results.handle(),
             started: started.clone(),
             began_at: began_at.clone(),
             conn: theirs,
@@ -447,6 +461,7 @@ impl Supervisor {
             fds_in_flight: 0,
             units_sent: 0,
             quitting: false,
+            results,
             dead: false,
             service: Duration::from_millis(1),
             last_result: Instant::now(),
@@ -513,14 +528,26 @@ impl Supervisor {
                 self.quit_all();
                 return;
             }
+            // Results that came through the rings while we were busy:
+            // take them and go round again (more work may go out).
+            if self.drain_rings() {
+                continue;
+            }
             // Sleep until a worker, a submitter or a signal has news, or
-            // until the next hard deadline or retry.
+            // until the next hard deadline or retry. Each worker rings
+            // (a byte on its socket) only if asked to (`sleep_begin`).
+            if !self.workers.iter().all(|w| w.results.sleep_begin()) {
+                self.wake_rings();
+                continue;
+            }
             {
                 let mut st = self.shared.lock();
                 if !st.pending.is_empty()
                     || st.phase != phase
                     || st.cancels_done < st.cancel_requests
                 {
+                    drop(st);
+                    self.wake_rings();
                     continue;
                 }
                 st.sleeping = true;
@@ -560,13 +587,38 @@ impl Supervisor {
                     }
                 }
             };
+            self.wake_rings();
             for (i, sentinel) in ready {
                 if sentinel {
                     self.workers[i].dead = true;
                 }
-                self.read_results(i);
+                self.read_results(i, true);
             }
             self.bury_dead();
+        }
+    }
+
+    /// Takes every result waiting in the workers' rings (no system call
+    /// unless one announces a frame on the socket); whether there were
+    /// any.
+    fn drain_rings(&mut self) -> bool {
+        let mut any = false;
+        for i in 0..self.workers.len() {
+            if self.workers[i].results.has_data() {
+                any = true;
+                self.read_results(i, false);
+            }
+        }
+        if any {
+            self.bury_dead();
+        }
+        any
+    }
+
+    /// Awake: no worker needs to ring.
+    fn wake_rings(&self) {
+        for w in &self.workers {
+            w.results.sleep_end();
         }
     }
 
@@ -692,39 +744,83 @@ impl Supervisor {
         (killed, next)
     }
 
-    /// Reads every result frame worker `i` has sent so far. Frames already
-    /// read ahead are parsed without a syscall; a frame cut by the read-ahead
-    /// is finished with a blocking read, whose rest is already on its way
-    /// (one `sendmsg` per frame) or is end of file if the worker died.
-    fn read_results(&mut self, i: usize) {
+    /// Reads every result worker `i` has handed over so far: its ring's
+    /// records in order, each a result frame or (empty) the announcement
+    /// of one on the socket, which is then read (blocking: the worker sends
+    /// it right after; end of file if it died first, and the unit stays
+    /// outstanding). With `socket`, also the socket's own frames (the
+    /// doorbells, an initializer's failure), until it has none; the
+    /// socket's end of file marks the worker dead.
+    fn read_results(&mut self, i: usize, socket: bool) {
         let now = Instant::now();
+        // A frame read off the socket before its announcement in the ring
+        // was seen (the worker publishes the record before it sends).
+        let mut early: Option<Vec<u8>> = None;
         loop {
             let w = &mut self.workers[i];
-            match w.conn.poll(Some(Duration::ZERO)) {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(_) => {
-                    w.dead = true;
+            let frame = match w.results.pop() {
+                Ok(Some(record)) if record.is_empty() => match early.take() {
+                    Some(frame) => frame,
+                    None => match recv_announced(&mut w.conn) {
+                        Some(frame) => frame,
+                        None => {
+                            w.dead = true;
+                            return;
+                        }
+                    },
+                },
+                Ok(Some(record)) => record,
+                Ok(None) if early.is_some() => {
+                    // A frame nothing announced: not a worker we know.
+                    self.distrust(i);
                     return;
                 }
-            }
-            match w.conn.recv_bytes() {
-                Ok(frame) => {
-                    if self.on_result(i, frame, now).is_none() {
-                        // A frame that makes no sense: the worker is not
-                        // trustworthy any more.
-                        let w = &mut self.workers[i];
-                        let _ = w.process.kill();
-                        w.dead = true;
+                Ok(None) => {
+                    if !socket {
                         return;
+                    }
+                    match w.conn.poll(Some(Duration::ZERO)) {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(_) => {
+                            w.dead = true;
+                            return;
+                        }
+                    }
+                    match w.conn.recv_bytes() {
+                        // A doorbell: the ring has news (or had).
+                        Ok(frame) if frame.is_empty() => continue,
+                        Ok(frame) if frame.get(..8) == Some(&SEQ_INIT_FAILED.to_le_bytes()) => {
+                            frame
+                        }
+                        Ok(frame) => {
+                            early = Some(frame);
+                            continue;
+                        }
+                        Err(_) => {
+                            w.dead = true;
+                            return;
+                        }
                     }
                 }
                 Err(_) => {
-                    self.workers[i].dead = true;
+                    self.distrust(i);
                     return;
                 }
+            };
+            if self.on_result(i, frame, now).is_none() {
+                self.distrust(i);
+                return;
             }
         }
+    }
+
+    /// A worker sent something that makes no sense: it is not trustworthy
+    /// any more.
+    fn distrust(&mut self, i: usize) {
+        let w = &mut self.workers[i];
+        let _ = w.process.kill();
+        w.dead = true;
     }
 
     /// Handles one result frame; `None` if it is malformed.
@@ -732,19 +828,27 @@ impl Supervisor {
         let mut r = Reader::new(&frame);
         let seq = r.u64()?;
         let n = r.u32()?;
-        // Each item is at least 5 bytes: a lying count cannot allocate
-        // more than the frame justifies.
-        let mut items = Vec::with_capacity((n as usize).min(frame.len() / 5));
-        for _ in 0..n {
+        let mut item = || -> Option<Item> {
             let tag = r.u8()?;
             let len = r.u32()? as usize;
             let start = frame.len() - r.remaining();
             r.take(len)?;
-            items.push(Item {
+            Some(Item {
                 tag,
                 payload: start..start + len,
-            });
-        }
+            })
+        };
+        let items = if n == 1 {
+            ItemList::One(item()?) // no allocation
+        } else {
+            // Each item is at least 5 bytes: a lying count cannot
+            // allocate more than the frame justifies.
+            let mut items = Vec::with_capacity((n as usize).min(frame.len() / 5));
+            for _ in 0..n {
+                items.push(item()?);
+            }
+            ItemList::Many(items)
+        };
         if seq == SEQ_INIT_FAILED {
             self.initializer_failed(i, &frame, items);
             return Some(());
@@ -808,7 +912,7 @@ impl Supervisor {
 
     /// A worker's initializer failed: the pool cannot run anything. Fail
     /// all work with the initializer's error and take no more.
-    fn initializer_failed(&mut self, i: usize, frame: &[u8], items: Vec<Item>) {
+    fn initializer_failed(&mut self, i: usize, frame: &[u8], items: ItemList) {
         let why = items
             .first()
             .map(|item| {
@@ -837,8 +941,9 @@ impl Supervisor {
                 continue;
             }
             changed = true;
-            // Results written before it died are still in the socket.
-            self.read_results(i);
+            // Results written before it died are still in its ring and
+            // socket.
+            self.read_results(i, true);
             let mut w = self.workers.remove(i);
             let status = reap(&mut w.process);
             // Issue 13: the status page, and an OOM kill by its cgroup.
@@ -993,11 +1098,17 @@ impl Supervisor {
                     break;
                 }
             }
+            // A busy worker is refilled only once it has run down to half
+            // its window (then up to all of it): one send per half window
+            // of units rather than one per result.
             let best = self
                 .workers
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| w.can_take(bytes, self.config.max_tasks))
+                .filter(|(i, w)| {
+                    w.can_take(bytes, self.config.max_tasks)
+                        && (!batches[*i].is_empty() || w.outstanding.len() <= w.window / 2)
+                })
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
             let Some(i) = best else {
@@ -1006,6 +1117,9 @@ impl Supervisor {
             let unit = self.queue.pop_front().expect("front exists");
             if unit.claim && !unit.job.claim() {
                 continue; // cancelled: its one outcome is given
+            }
+            if unit.job.is_abandoned() {
+                continue; // its verb failed: no one reads it
             }
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -1156,6 +1270,19 @@ impl Drop for Supervisor {
         st.pids.clear();
         drop(st);
         self.shared.acked.notify_all();
+    }
+}
+
+/// The frame a ring record announced: the next non-empty frame on the
+/// socket (doorbells skipped); `None` at end of file (the worker died
+/// before it sent it all) or on an error.
+fn recv_announced(conn: &mut Connection) -> Option<Vec<u8>> {
+    loop {
+        match conn.recv_bytes() {
+            Ok(frame) if frame.is_empty() => continue,
+            Ok(frame) => return Some(frame),
+            Err(_) => return None,
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::connection::Connection;
 use crate::launch::{self, WireTarget};
 use crate::shm::RawValue;
+use crate::shm::spsc::Spsc;
 use crate::task::{Fail, Trampoline};
 
 /// `func` tag: a trampoline offset follows (`i64` LE).
@@ -30,6 +31,13 @@ pub(crate) const FUNC_SOFT_LIMIT: u8 = 3;
 pub(crate) const UNIT_FDS: u8 = 4;
 /// The `seq` of the frame a worker sends when its initializer failed.
 pub(crate) const SEQ_INIT_FAILED: u64 = u64::MAX;
+/// Bytes of a worker's result ring (`Boot::results`).
+pub(crate) const RESULT_RING_BYTES: u64 = 256 << 10;
+/// The largest result frame that goes through the ring; a larger one goes
+/// on the socket, announced by an empty record. With at most
+/// `MAX_WINDOW` (128) units out per worker, the ring never fills:
+/// 128 × (1 KiB + 8) plus one record lost to a wrap < 256 KiB.
+pub(crate) const MAX_RING_RESULT: usize = 1 << 10;
 
 /// What every worker is started with.
 #[derive(Serialize, Deserialize)]
@@ -52,6 +60,9 @@ pub(crate) struct Boot {
     /// fence) for units that have time limits: the supervisor's hard limit
     /// counts from it.
     pub(crate) began_at: RawValue<u64>,
+    /// Shared with the supervisor: the worker's results, one record per
+    /// unit (see `send_result`).
+    pub(crate) results: Spsc,
 }
 
 /// An initializer as it crosses to each worker: its function, its encoded
@@ -175,6 +186,7 @@ pub(crate) fn worker_main(boot: Boot) {
         ignore_sigint,
         started,
         began_at,
+        mut results,
     } = boot;
     conn.set_max_message(crate::codec::DEFAULT_MAX_FRAME);
     crate::os::forget_sigint_in_child();
@@ -213,11 +225,37 @@ pub(crate) fn worker_main(boot: Boot) {
             let Some(()) = run_unit(&mut r, &mut out, &ctx, &mut named, &mut fds) else {
                 return; // a malformed batch: leave, the supervisor sees why
             };
-            if conn.send_bytes(&out).is_err() {
+            if !send_result(&mut conn, &mut results, &out) {
                 return;
             }
         }
     }
+}
+
+/// Hands a unit's result frame to the supervisor before the next unit
+/// begins (invariant 2): into the shared ring (no system call; a doorbell,
+/// an empty frame on the socket, only if the supervisor sleeps), or, for
+/// a frame over [`MAX_RING_RESULT`], an empty record in the ring that
+/// announces it, then the frame on the socket. False if the supervisor is
+/// gone.
+fn send_result(conn: &mut Connection, ring: &mut Spsc, frame: &[u8]) -> bool {
+    let small = frame.len() <= MAX_RING_RESULT.min(ring.max_record());
+    loop {
+        if ring.try_put(if small { frame } else { &[] }) {
+            break;
+        }
+        // Full: never, while the supervisor keeps its window (see
+        // `RESULT_RING_BYTES`); wake it if it sleeps and give it time.
+        if ring.consumer_asleep() && conn.send_bytes(&[]).is_err() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+    if !small {
+        // The frame itself wakes a sleeping supervisor.
+        return conn.send_bytes(frame).is_ok();
+    }
+    !ring.consumer_asleep() || conn.send_bytes(&[]).is_ok()
 }
 
 /// What every unit of a worker reads besides its batch.

@@ -27,6 +27,8 @@ pub(crate) mod arena;
 mod memory;
 // The queue's shared-memory ring (a raw-memory type, used by `queue`).
 pub(crate) mod ring;
+// The pool's result rings: one producer, one consumer (worker → supervisor).
+pub(crate) mod spsc;
 mod tracker;
 mod value;
 // The pool's status page: shared memory as atomic words (issue 13).
