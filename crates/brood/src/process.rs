@@ -16,7 +16,7 @@
 //! # Ok::<(), brood::Error>(())
 //! ```
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -81,13 +81,16 @@ use crate::task;
 /// # Ok::<(), brood::Error>(())
 /// ```
 pub struct Process<R> {
-    name: String,
+    /// The given name; `None`: the default for `identity` (made in
+    /// `default_name` when asked for: a start allocates nothing for it).
+    name: Option<String>,
+    default_name: OnceCell<String>,
     daemon: bool,
-    identity: Vec<u32>,
+    identity: children::Ident,
     /// The start method asked for (`None`: the default), then the one used.
     method: Option<StartMethod>,
     /// The child's auth key: its own, else its creator's when it was made.
-    authkey: Option<Vec<u8>>,
+    authkey: Option<children::Key>,
     state: State<R>,
     _value: PhantomData<fn() -> R>,
 }
@@ -287,15 +290,21 @@ impl Builder {
 
     fn build<R>(self, work: Result<Work>, forced: Option<StartMethod>) -> Process<R> {
         let mut table = children::lock();
-        let (identity, default_name) = table.next_identity();
+        let identity = table.next_identity();
         // As in Python, a process takes its creator's key when it is made
         // (`Process.__init__` copies the config), not when it starts.
-        let authkey = self
-            .authkey
-            .unwrap_or_else(|| table.me.authkey.get_or_insert_with(random_key).clone());
+        let authkey = match self.authkey {
+            Some(key) => children::Key::given(key),
+            None => table
+                .me
+                .authkey
+                .get_or_insert_with(children::Key::random)
+                .clone(),
+        };
         drop(table);
         Process {
-            name: self.name.unwrap_or(default_name),
+            name: self.name,
+            default_name: OnceCell::new(),
             daemon: self.daemon,
             identity,
             method: forced.or(self.method),
@@ -440,7 +449,7 @@ impl<R> Process<R> {
                 "the auth key of a started process cannot change",
             ));
         }
-        self.authkey = Some(key.into());
+        self.authkey = Some(children::Key::given(key.into()));
         Ok(())
     }
 }
@@ -501,12 +510,12 @@ where
                 // nothing can succeed).
                 let again = Error::simple(e.kind(), e.to_string());
                 self.state = State::Ready(Err(again));
-                return Err(e.in_process(&self.name));
+                return Err(e.in_process(self.name()));
             }
         };
         let (daemonic, parent_name) = {
             let table = children::lock();
-            (table.me.daemon, table.my_name())
+            (table.me.daemon, table.me.name.clone())
         };
         if daemonic {
             self.state = State::Ready(Ok(work));
@@ -533,7 +542,7 @@ where
                          them holds at the fork would stay locked in the child. Use a function that \
                          captures nothing (Process::new / Process::with_args) with the spawn or \
                          forkserver start method, or opt in with brood::allow_fork_with_threads()",
-                        self.name
+                        self.name()
                     ),
                 ));
             }
@@ -549,7 +558,14 @@ where
             parent_pid: me.as_raw(),
             parent_name,
             parent_start: own_start_time(me),
-            authkey: self.authkey.clone().unwrap_or_else(authkey),
+            authkey: match &self.authkey {
+                Some(key) => key.clone(),
+                None => children::lock()
+                    .me
+                    .authkey
+                    .get_or_insert_with(children::Key::random)
+                    .clone(),
+            },
             start_method: requested,
         };
         // One resource tracker per process tree: the child shares ours.
@@ -581,7 +597,7 @@ where
                 Ok(())
             }
             Err(e) => Err(Error::os_error(
-                format!("cannot start process {} ({method})", self.name),
+                format!("cannot start process {} ({method})", self.name()),
                 e,
             )),
         }
@@ -647,14 +663,14 @@ where
             Ok(None) => {
                 return Err(Error::timeout(format!(
                     "process {} is still running",
-                    self.name
+                    self.name()
                 )));
             }
-            Err(e) => return Err(e.in_process(&self.name)),
+            Err(e) => return Err(e.in_process(self.name())),
         };
         let outcome = running
             .outcome(status)
-            .map_err(|e| e.in_process(&self.name));
+            .map_err(|e| e.in_process(name_of(&self.name, &self.default_name, &self.identity)));
         let pid = running.popen.pid();
         children::lock().forget(pid);
         let done = State::Done(Done {
@@ -768,7 +784,7 @@ where
     /// assert!(brood::Process::new(|| ()).name().starts_with("Process-"));
     /// ```
     pub fn name(&self) -> &str {
-        &self.name
+        name_of(&self.name, &self.default_name, &self.identity)
     }
 
     /// Whether this is a daemon process (see [`Builder::daemon`]).
@@ -825,7 +841,7 @@ where
                     // Exited, not yet reaped: nothing to signal.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
                     Err(e) => Err(Error::os_error(
-                        format!("cannot signal process {}", self.name),
+                        format!("cannot signal process {}", self.name()),
                         e,
                     )),
                 }
@@ -863,7 +879,7 @@ where
     fn closed_error(&self) -> Error {
         Error::simple(
             ErrorKind::Closed,
-            format!("process object {} is closed", self.name),
+            format!("process object {} is closed", self.name()),
         )
     }
 }
@@ -1097,7 +1113,10 @@ impl<R> fmt::Debug for Process<R> {
             State::Closed => "closed".into(),
         };
         f.debug_struct("Process")
-            .field("name", &self.name)
+            .field(
+                "name",
+                &name_of(&self.name, &self.default_name, &self.identity),
+            )
             .field("daemon", &self.daemon)
             .field("state", &state)
             .finish()
@@ -1133,11 +1152,7 @@ pub struct ProcessInfo {
 pub fn current_process() -> ProcessInfo {
     let table = children::lock();
     ProcessInfo {
-        name: table
-            .me
-            .name
-            .clone()
-            .unwrap_or_else(|| "MainProcess".into()),
+        name: table.me.name(),
         pid: os::pid::current(),
         daemon: table.me.daemon,
     }
@@ -1158,8 +1173,9 @@ pub fn current_process() -> ProcessInfo {
 /// ```
 pub fn parent_process() -> Option<ParentProcess> {
     let table = children::lock();
-    table.me.parent.as_ref().map(|(pid, name)| ParentProcess {
-        name: name.clone(),
+    let name = table.me.parent_name()?;
+    table.me.parent.as_ref().map(|(pid, _)| ParentProcess {
+        name,
         pid: *pid,
         start: table.me.parent_start,
     })
@@ -1299,6 +1315,19 @@ impl ParentProcess {
     }
 }
 
+/// A process's name: the given one, else the default for its identity
+/// (made once, when first asked for).
+fn name_of<'a>(
+    name: &'a Option<String>,
+    default_name: &'a OnceCell<String>,
+    identity: &children::Ident,
+) -> &'a str {
+    match name {
+        Some(name) => name,
+        None => default_name.get_or_init(|| identity.default_name()),
+    }
+}
+
 /// This process's start time since boot, read once per process.
 fn own_start_time(me: Pid) -> Option<Duration> {
     static PID: AtomicI32 = AtomicI32::new(0);
@@ -1339,8 +1368,9 @@ pub fn authkey() -> Vec<u8> {
     children::lock()
         .me
         .authkey
-        .get_or_insert_with(random_key)
-        .clone()
+        .get_or_insert_with(children::Key::random)
+        .bytes()
+        .to_vec()
 }
 
 /// Sets this process's auth key (Python's `current_process().authkey =
@@ -1356,18 +1386,7 @@ pub fn authkey() -> Vec<u8> {
 /// # Ok::<(), brood::Error>(())
 /// ```
 pub fn set_authkey(key: impl Into<Vec<u8>>) {
-    children::lock().me.authkey = Some(key.into());
-}
-
-/// 32 random bytes, as Python's `os.urandom(32)`.
-fn random_key() -> Vec<u8> {
-    let mut key = vec![0u8; 32];
-    if let Err(e) = crate::connection::fill_random(&mut key) {
-        // getrandom(2) fails only on kernels older than 3.17, which brood
-        // does not run on (it needs pidfds); there is no key to make up.
-        panic!("brood: no random bytes for an auth key: {e}");
-    }
-    key
+    children::lock().me.authkey = Some(children::Key::given(key.into()));
 }
 
 /// The children of this process that are still running, including those
@@ -1399,7 +1418,7 @@ pub fn active_children() -> Vec<ProcessInfo> {
             os::ProcInfo::read(*pid).is_ok_and(|info| info.state != os::ProcState::Zombie)
         })
         .map(|(pid, entry)| ProcessInfo {
-            name: entry.name.clone(),
+            name: entry.name(),
             pid,
             daemon: entry.daemon,
         })
