@@ -105,7 +105,12 @@ enum State<R> {
 struct Running {
     popen: Popen,
     result: OwnedFd,
-    /// Bytes of the result frame read so far.
+    /// Bytes of the result frame read so far: the first read's in
+    /// `small` (a small frame, the usual case, then allocates nothing: each
+    /// allocation and free is a heap page written while a child may share
+    /// it, so a copy-on-write fault), later ones in `buf`.
+    small: [u8; SMALL_FRAME],
+    small_len: u8,
     buf: Vec<u8>,
     /// Whether the result pipe has reached end of file.
     eof: bool,
@@ -589,6 +594,8 @@ where
                 self.state = State::Running(Running {
                     popen: launched.popen,
                     result: launched.result,
+                    small: [0; SMALL_FRAME],
+                    small_len: 0,
                     buf: Vec::new(),
                     eof: false,
                     status: Cell::new(None),
@@ -965,19 +972,24 @@ impl Running {
         // for a child that sends nothing (`()` under fork) or a small frame
         // (a 4 KiB allocation here would make glibc consolidate its free
         // chunks: copy-on-write faults while a child shares the heap).
-        let mut small = [std::mem::MaybeUninit::<u8>::uninit(); 64];
         while !self.eof {
             // Read straight into the buffer's spare room: no zeroed scratch
             // buffer, whose pages would be copy-on-write faults after a fork.
-            let first = self.buf.is_empty();
-            if !first && self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(self.buf.len().clamp(4096, 1 << 20));
+            let first = self.small_len == 0;
+            if !first {
+                if self.buf.is_empty() {
+                    // A second read: the frame is larger than `small`.
+                    self.buf.reserve(4096);
+                    self.buf
+                        .extend_from_slice(&self.small[..usize::from(self.small_len)]);
+                }
+                if self.buf.capacity() - self.buf.len() < 4096 {
+                    self.buf.reserve(self.buf.len().clamp(4096, 1 << 20));
+                }
             }
             let n = if first {
-                // rustix hands back the part of the stack buffer it wrote.
-                rustix::io::read(&self.result, &mut small[..]).map(|(got, _)| {
-                    self.buf.extend_from_slice(got);
-                    got.len()
+                rustix::io::read(&self.result, &mut self.small[..]).inspect(|&n| {
+                    self.small_len = n as u8;
                 })
             } else {
                 // rustix reads into the spare capacity and extends the
@@ -1014,20 +1026,31 @@ impl Running {
         Ok(())
     }
 
+    /// The bytes of the result frame read so far.
+    fn frame(&self) -> &[u8] {
+        if self.buf.is_empty() {
+            &self.small[..usize::from(self.small_len)]
+        } else {
+            &self.buf
+        }
+    }
+
     /// Whether the buffer holds a whole result frame.
     fn frame_complete(&self) -> bool {
-        self.buf.len() >= HEADER_LEN
-            && u64::from_le_bytes(self.buf[1..HEADER_LEN].try_into().expect("8 bytes"))
-                == (self.buf.len() - HEADER_LEN) as u64
+        let frame = self.frame();
+        frame.len() >= HEADER_LEN
+            && u64::from_le_bytes(frame[1..HEADER_LEN].try_into().expect("8 bytes"))
+                == (frame.len() - HEADER_LEN) as u64
     }
 
     /// Decodes the result frame, or explains its absence from the status.
     fn outcome<R: DeserializeOwned>(&self, status: Option<ExitStatus>) -> Result<R> {
-        if self.buf.len() >= HEADER_LEN {
-            let len = u64::from_le_bytes(self.buf[1..HEADER_LEN].try_into().expect("8 bytes"));
-            let payload = &self.buf[HEADER_LEN..];
+        let frame = self.frame();
+        if frame.len() >= HEADER_LEN {
+            let len = u64::from_le_bytes(frame[1..HEADER_LEN].try_into().expect("8 bytes"));
+            let payload = &frame[HEADER_LEN..];
             if payload.len() as u64 == len {
-                return match self.buf[0] {
+                return match frame[0] {
                     launch::TAG_RETURNED => codec::decode(payload),
                     launch::TAG_PANICKED => {
                         Err(Error::panicked(codec::decode::<PanicReport>(payload)?))
@@ -1060,7 +1083,7 @@ impl Running {
         // No frame and exit code 0: under fork, a function that returned
         // `()` (or another zero-sized value encoded as nil) sends none.
         if std::mem::size_of::<R>() == 0
-            && self.buf.is_empty()
+            && frame.is_empty()
             && status == Some(ExitStatus::Exited(0))
             && let Ok(value) = codec::decode(launch::UNIT_ENCODING)
         {
@@ -1314,6 +1337,9 @@ impl ParentProcess {
         self.pidfd()
     }
 }
+
+/// The room for a result frame read without allocating (a `u8` length).
+const SMALL_FRAME: usize = 64;
 
 /// A process's name: the given one, else the default for its identity
 /// (made once, when first asked for).
