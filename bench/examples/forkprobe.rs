@@ -40,12 +40,13 @@ fn waitid_fd(fd: i32) {
     unsafe { libc::waitid(libc::P_PIDFD, fd as u32, &mut info, libc::WEXITED) };
 }
 
-/// Raw fork with what a brood start+join allocates around it: seven
-/// small blocks made before the fork and freed after it (brood's are the
-/// `Process`'s name and identity, the child's copies of them, its parent's
-/// name and its auth key). Each page malloc and free write between two
-/// forks (glibc's tcache, the chunks, errno's page on every `free`) is a
-/// copy-on-write fault: this row prices them.
+/// Raw fork with what a brood start+join allocated around it until issue
+/// 10 removed them: seven small blocks made before the fork and freed
+/// after it (the `Process`'s name and identity, the child's copies of
+/// them, its parent's name and its auth key; a start+join of a child with
+/// a default name now allocates none). Each page malloc and free write
+/// between two forks (glibc's tcache, the chunks, errno's page on every
+/// `free`) is a copy-on-write fault: this row prices them.
 fn raw_allocs() {
     let blocks: Vec<Box<[u8]>> = (0..7)
         .map(|i| vec![i as u8; if i == 5 { 32 } else { 12 }].into_boxed_slice())
