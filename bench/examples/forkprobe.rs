@@ -1,11 +1,43 @@
 //! Where brood's fork start+join time goes: interleaved variants of raw
 //! fork against brood fork: per-cycle median time, and page faults per
-//! cycle (child's, from RUSAGE_CHILDREN; parent's, from RUSAGE_SELF).
+//! cycle (child's, from RUSAGE_CHILDREN; parent's, from RUSAGE_SELF), and
+//! the parent's heap allocations per cycle (a counting global allocator;
+//! the harness's own are made before the timed loops).
 //!
 //! Usage: `forkprobe [ITERS [ROW-SUBSTRING [noraw]]]`; `FORKPROBE_SERVER=1`
 //! starts a forkserver first, as the bench's start table does. A
 //! diagnostic: the raw rows call libc directly (each child only `_exit`s).
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+/// Counts the allocations made in this process (a forked child counts in
+/// its own copy, which the parent never sees).
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; the count is a
+// relaxed atomic add, which neither allocates nor blocks.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
 
 fn rusage(who: i32) -> i64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -40,12 +72,13 @@ fn waitid_fd(fd: i32) {
     unsafe { libc::waitid(libc::P_PIDFD, fd as u32, &mut info, libc::WEXITED) };
 }
 
-/// Raw fork with what a brood start+join allocates around it: seven
-/// small blocks made before the fork and freed after it (brood's are the
-/// `Process`'s name and identity, the child's copies of them, its parent's
-/// name and its auth key). Each page malloc and free write between two
-/// forks (glibc's tcache, the chunks, errno's page on every `free`) is a
-/// copy-on-write fault: this row prices them.
+/// Raw fork with what a brood start+join allocated around it until issue
+/// 10 removed them: seven small blocks made before the fork and freed
+/// after it (the `Process`'s name and identity, the child's copies of
+/// them, its parent's name and its auth key; a start+join of a child with
+/// a default name now allocates none). Each page malloc and free write
+/// between two forks (glibc's tcache, the chunks, errno's page on every
+/// `free`) is a copy-on-write fault: this row prices them.
 fn raw_allocs() {
     let blocks: Vec<Box<[u8]>> = (0..7)
         .map(|i| vec![i as u8; if i == 5 { 32 } else { 12 }].into_boxed_slice())
@@ -259,19 +292,24 @@ fn main() {
             f();
         }
     }
-    let mut times = vec![Vec::new(); rows.len()];
+    let mut times: Vec<Vec<f64>> = (0..rows.len())
+        .map(|_| Vec::with_capacity(n + 10))
+        .collect();
     let mut cflt = vec![0i64; rows.len()];
     let mut pflt = vec![0i64; rows.len()];
+    let mut allocs = vec![0u64; rows.len()];
     for _round in 0..10 {
         for (i, (_, f)) in rows.iter().enumerate() {
             let c0 = rusage(libc::RUSAGE_CHILDREN);
             let p0 = rusage(libc::RUSAGE_SELF);
+            let a0 = ALLOCS.load(Ordering::Relaxed);
             for _ in 0..n / 10 {
                 let t = Instant::now();
                 f();
                 times[i].push(t.elapsed().as_secs_f64() * 1e6);
             }
             cflt[i] += rusage(libc::RUSAGE_CHILDREN) - c0;
+            allocs[i] += ALLOCS.load(Ordering::Relaxed) - a0;
             pflt[i] += rusage(libc::RUSAGE_SELF) - p0;
         }
     }
@@ -288,11 +326,12 @@ fn main() {
     for (i, (name, _)) in rows.iter().enumerate() {
         let m = med(&times[i], 0.5);
         println!(
-            "{name:16} median {m:7.1} us  p10 {:7.1}  ratio {:.2}x  child flt/cycle {:5.1}  parent flt/cycle {:5.2}",
+            "{name:16} median {m:7.1} us  p10 {:7.1}  ratio {:.2}x  child flt/cycle {:5.1}  parent flt/cycle {:5.2}  parent allocs/cycle {:4.1}",
             med(&times[i], 0.1),
             m / med0,
             cflt[i] as f64 / n as f64,
-            pflt[i] as f64 / n as f64
+            pflt[i] as f64 / n as f64,
+            allocs[i] as f64 / n as f64
         );
     }
 }

@@ -22,14 +22,16 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
 
 use crate::os::{self, Pid, PidFd};
 
 /// What the table knows of one child.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    pub(crate) name: String,
+    /// Its given name; `None`: the default for its identity.
+    pub(crate) name: Option<String>,
+    pub(crate) identity: Ident,
     pub(crate) daemon: bool,
     /// For a forkserver child (not ours to reap, so its pid may be reused
     /// once the server reaps it): a copy of its pidfd, so that exit never
@@ -37,19 +39,210 @@ pub(crate) struct Entry {
     pub(crate) served: Option<std::sync::Arc<OwnedFd>>,
 }
 
+impl Entry {
+    /// The child's name.
+    pub(crate) fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.identity.default_name())
+    }
+}
+
 /// Who the current process is (Python's `current_process()`).
+///
+/// Names are kept only when given: a default name (`MainProcess`,
+/// `Process-1:2`) is made from the identity when asked for, so starting a
+/// child with one allocates nothing (each allocation and free is a heap
+/// page written between two forks, so a copy-on-write fault).
 #[derive(Debug, Clone)]
 pub(crate) struct Me {
+    /// The given name; `None`: the default for `identity`.
     pub(crate) name: Option<String>,
-    pub(crate) identity: Vec<u32>,
+    pub(crate) identity: Ident,
     pub(crate) counter: u32,
     pub(crate) daemon: bool,
-    pub(crate) parent: Option<(Pid, String)>,
+    /// The parent's pid and given name (`None`: the default for the
+    /// parent's identity, which is ours less its last number).
+    pub(crate) parent: Option<(Pid, Option<String>)>,
     /// The parent's start time (see `Spec::parent_start`).
     pub(crate) parent_start: Option<std::time::Duration>,
     /// This process's auth key; `None` in the main process until first
     /// asked for (then random, as Python's `os.urandom(32)`).
-    pub(crate) authkey: Option<Vec<u8>>,
+    pub(crate) authkey: Option<Key>,
+}
+
+impl Me {
+    /// This process's name.
+    pub(crate) fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.identity.default_name())
+    }
+
+    /// The parent's name, if this process has a parent.
+    pub(crate) fn parent_name(&self) -> Option<String> {
+        let (_, given) = self.parent.as_ref()?;
+        Some(
+            given
+                .clone()
+                .unwrap_or_else(|| self.identity.parent().default_name()),
+        )
+    }
+}
+
+/// How many numbers of an identity are kept inline.
+const IDS: usize = 6;
+
+/// A process's identity (Python's `_identity`): the main process's is
+/// empty, its third child's `[3]`, that child's first child's `[3, 1]`.
+/// Up to [`IDS`] deep it is kept inline, so making, copying and dropping
+/// one touches no heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ident {
+    Inline { len: u8, ids: [u32; IDS] },
+    Heap(Vec<u32>),
+}
+
+impl Ident {
+    /// The main process's (empty) identity.
+    pub(crate) const fn main() -> Ident {
+        Ident::Inline {
+            len: 0,
+            ids: [0; IDS],
+        }
+    }
+
+    fn from_slice(ids: &[u32]) -> Ident {
+        if ids.len() <= IDS {
+            let mut inline = [0; IDS];
+            inline[..ids.len()].copy_from_slice(ids);
+            Ident::Inline {
+                len: ids.len() as u8,
+                ids: inline,
+            }
+        } else {
+            Ident::Heap(ids.to_vec())
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u32] {
+        match self {
+            Ident::Inline { len, ids } => &ids[..usize::from(*len)],
+            Ident::Heap(ids) => ids,
+        }
+    }
+
+    /// The identity of this process's `n`th child.
+    pub(crate) fn child(&self, n: u32) -> Ident {
+        let me = self.as_slice();
+        if me.len() < IDS {
+            let mut ids = [0; IDS];
+            ids[..me.len()].copy_from_slice(me);
+            ids[me.len()] = n;
+            Ident::Inline {
+                len: me.len() as u8 + 1,
+                ids,
+            }
+        } else {
+            let mut ids = Vec::with_capacity(me.len() + 1);
+            ids.extend_from_slice(me);
+            ids.push(n);
+            Ident::Heap(ids)
+        }
+    }
+
+    /// The identity of this process's parent (the main process's own for
+    /// the main process).
+    pub(crate) fn parent(&self) -> Ident {
+        let me = self.as_slice();
+        Ident::from_slice(&me[..me.len().saturating_sub(1)])
+    }
+
+    /// The default name: `MainProcess` for the empty identity, else
+    /// Python's `Process-1`, `Process-1:2`.
+    pub(crate) fn default_name(&self) -> String {
+        let ids = self.as_slice();
+        if ids.is_empty() {
+            return "MainProcess".into();
+        }
+        let mut name = String::with_capacity(8 + 11 * ids.len());
+        name.push_str("Process");
+        for (i, n) in ids.iter().enumerate() {
+            use std::fmt::Write;
+            let _ = write!(name, "{}{n}", if i == 0 { '-' } else { ':' });
+        }
+        name
+    }
+}
+
+impl serde::Serialize for Ident {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.as_slice().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Ident {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ident, D::Error> {
+        Vec::<u32>::deserialize(d).map(|ids| Ident::from_slice(&ids))
+    }
+}
+
+/// An auth key. The random one a process makes for itself lives in a
+/// static, made once: copying it (into each `Process` and each child's
+/// `Spec`) writes nothing, where a `Vec` would be an allocation and a free
+/// each time.
+#[derive(Debug, Clone)]
+pub(crate) enum Key {
+    Random(&'static [u8; 32]),
+    Given(Arc<[u8]>),
+}
+
+impl Key {
+    /// This process's random key (32 bytes from the kernel, as Python's
+    /// `os.urandom(32)`), made the first time it is asked for. A forked
+    /// child inherits its parent's, which is also its key.
+    pub(crate) fn random() -> Key {
+        static RANDOM: OnceLock<[u8; 32]> = OnceLock::new();
+        Key::Random(RANDOM.get_or_init(|| {
+            let mut key = [0u8; 32];
+            if let Err(e) = crate::connection::fill_random(&mut key) {
+                // getrandom(2) fails only on kernels older than 3.17, which
+                // brood does not run on (it needs pidfds); there is no key
+                // to make up.
+                panic!("brood: no random bytes for an auth key: {e}");
+            }
+            key
+        }))
+    }
+
+    pub(crate) fn given(key: Vec<u8>) -> Key {
+        Key::Given(key.into())
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Key::Random(key) => &key[..],
+            Key::Given(key) => key,
+        }
+    }
+}
+
+impl Default for Key {
+    fn default() -> Key {
+        Key::given(Vec::new())
+    }
+}
+
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::Bytes::new(self.bytes()).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        serde_bytes::ByteBuf::deserialize(d).map(|key| Key::given(key.into_vec()))
+    }
 }
 
 pub(crate) struct Table {
@@ -137,7 +330,7 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
     owner: 0,
     me: Me {
         name: None,
-        identity: Vec::new(),
+        identity: Ident::main(),
         counter: 0,
         daemon: false,
         parent: None,
@@ -239,27 +432,11 @@ impl Table {
         std::mem::forget(std::mem::replace(&mut self.me, me));
     }
 
-    /// This process's name, as its children know their parent.
-    pub(crate) fn my_name(&self) -> String {
-        self.me.name.clone().unwrap_or_else(|| "MainProcess".into())
-    }
-
-    /// The identity and default name of the next child (Python's
-    /// `Process-1`, `Process-1:2` for a grandchild).
-    pub(crate) fn next_identity(&mut self) -> (Vec<u32>, String) {
+    /// The identity of the next child (Python's `Process-1`, `Process-1:2`
+    /// for a grandchild, is its default name).
+    pub(crate) fn next_identity(&mut self) -> Ident {
         self.me.counter += 1;
-        let mut identity = Vec::with_capacity(self.me.identity.len() + 1);
-        identity.extend_from_slice(&self.me.identity);
-        identity.push(self.me.counter);
-        // One allocation for the name (each allocation and free is a heap
-        // page written, so a copy-on-write fault after a fork).
-        let mut name = String::with_capacity(8 + 11 * identity.len());
-        name.push_str("Process");
-        for (i, n) in identity.iter().enumerate() {
-            use std::fmt::Write;
-            let _ = write!(name, "{}{n}", if i == 0 { '-' } else { ':' });
-        }
-        (identity, name)
+        self.me.identity.child(self.me.counter)
     }
 
     pub(crate) fn register(&mut self, pid: Pid, entry: Entry) {
@@ -435,7 +612,8 @@ mod tests {
 
     fn entry(name: &str) -> Entry {
         Entry {
-            name: name.into(),
+            name: Some(name.into()),
+            identity: Ident::main(),
             daemon: false,
             served: None,
         }
@@ -461,22 +639,88 @@ mod tests {
         assert_eq!(pids(&live), [1, 2, 3, 4, 5]);
         assert_eq!(live.spill.len(), 5 - INLINE);
         for n in 1..=5 {
-            assert_eq!(live.get(&pid(n)).unwrap().name, format!("c{n}"));
+            assert_eq!(live.get(&pid(n)).unwrap().name(), format!("c{n}"));
         }
         assert!(live.get(&pid(6)).is_none());
         // An inline slot freed is taken by the next child.
-        assert_eq!(live.remove(&pid(1)).unwrap().name, "c1");
+        assert_eq!(live.remove(&pid(1)).unwrap().name(), "c1");
         assert!(live.remove(&pid(1)).is_none());
         live.insert(pid(7), entry("c7"));
         assert_eq!(live.spill.len(), 5 - INLINE);
         assert_eq!(pids(&live), [2, 3, 4, 5, 7]);
         // From the spill map too.
-        assert_eq!(live.remove(&pid(4)).unwrap().name, "c4");
+        assert_eq!(live.remove(&pid(4)).unwrap().name(), "c4");
         live.retain(|p, _| p.as_raw() % 2 == 1);
         assert_eq!(pids(&live), [3, 5, 7]);
         for n in [3, 5, 7] {
             assert!(live.remove(&pid(n)).is_some());
         }
         assert!(live.is_empty());
+    }
+
+    #[test]
+    fn identities_stay_inline_six_deep_then_spill_and_name_themselves() {
+        let main = Ident::main();
+        assert_eq!(main.default_name(), "MainProcess");
+        assert_eq!(main.parent(), main);
+        let mut id = main.child(3);
+        assert_eq!(id.default_name(), "Process-3");
+        assert_eq!(id.parent().default_name(), "MainProcess");
+        for n in 1..=5 {
+            id = id.child(n);
+        }
+        assert!(matches!(id, Ident::Inline { len: 6, .. }));
+        assert_eq!(id.default_name(), "Process-3:1:2:3:4:5");
+        let deep = id.child(9);
+        assert!(matches!(deep, Ident::Heap(_)));
+        assert_eq!(deep.as_slice(), [3, 1, 2, 3, 4, 5, 9]);
+        assert_eq!(deep.default_name(), "Process-3:1:2:3:4:5:9");
+        assert_eq!(deep.parent(), id);
+        // On the wire, an identity is its numbers, inline or not.
+        for id in [main, id, deep] {
+            let bytes = rmp_serde::to_vec(&id).unwrap();
+            assert_eq!(bytes, rmp_serde::to_vec(id.as_slice()).unwrap());
+            assert_eq!(rmp_serde::from_slice::<Ident>(&bytes).unwrap(), id);
+        }
+    }
+
+    #[test]
+    fn the_random_key_is_made_once_and_keys_cross_as_bytes() {
+        let a = Key::random();
+        let b = Key::random();
+        assert_eq!(a.bytes().len(), 32);
+        assert!(std::ptr::eq(a.bytes(), b.bytes()));
+        for key in [a, Key::given(b"given".to_vec()), Key::default()] {
+            let bytes = rmp_serde::to_vec(&key).unwrap();
+            let back: Key = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(back.bytes(), key.bytes());
+        }
+    }
+
+    #[test]
+    fn default_names_come_from_identities() {
+        let me = Me {
+            name: None,
+            identity: Ident::main().child(2).child(7),
+            counter: 0,
+            daemon: false,
+            parent: Some((pid(1), None)),
+            parent_start: None,
+            authkey: None,
+        };
+        assert_eq!(me.name(), "Process-2:7");
+        assert_eq!(me.parent_name().as_deref(), Some("Process-2"));
+        let named = Me {
+            name: Some("kid".into()),
+            parent: Some((pid(1), Some("mum".into()))),
+            ..me
+        };
+        assert_eq!(named.name(), "kid");
+        assert_eq!(named.parent_name().as_deref(), Some("mum"));
+        let orphan = Me {
+            parent: None,
+            ..named
+        };
+        assert_eq!(orphan.parent_name(), None);
     }
 }

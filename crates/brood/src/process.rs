@@ -16,7 +16,7 @@
 //! # Ok::<(), brood::Error>(())
 //! ```
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -81,13 +81,16 @@ use crate::task;
 /// # Ok::<(), brood::Error>(())
 /// ```
 pub struct Process<R> {
-    name: String,
+    /// The given name; `None`: the default for `identity` (made in
+    /// `default_name` when asked for: a start allocates nothing for it).
+    name: Option<String>,
+    default_name: OnceCell<String>,
     daemon: bool,
-    identity: Vec<u32>,
+    identity: children::Ident,
     /// The start method asked for (`None`: the default), then the one used.
     method: Option<StartMethod>,
     /// The child's auth key: its own, else its creator's when it was made.
-    authkey: Option<Vec<u8>>,
+    authkey: Option<children::Key>,
     state: State<R>,
     _value: PhantomData<fn() -> R>,
 }
@@ -102,7 +105,12 @@ enum State<R> {
 struct Running {
     popen: Popen,
     result: OwnedFd,
-    /// Bytes of the result frame read so far.
+    /// Bytes of the result frame read so far: the first read's in
+    /// `small` (a small frame, the usual case, then allocates nothing: each
+    /// allocation and free is a heap page written while a child may share
+    /// it, so a copy-on-write fault), later ones in `buf`.
+    small: [u8; SMALL_FRAME],
+    small_len: u8,
     buf: Vec<u8>,
     /// Whether the result pipe has reached end of file.
     eof: bool,
@@ -287,15 +295,21 @@ impl Builder {
 
     fn build<R>(self, work: Result<Work>, forced: Option<StartMethod>) -> Process<R> {
         let mut table = children::lock();
-        let (identity, default_name) = table.next_identity();
+        let identity = table.next_identity();
         // As in Python, a process takes its creator's key when it is made
         // (`Process.__init__` copies the config), not when it starts.
-        let authkey = self
-            .authkey
-            .unwrap_or_else(|| table.me.authkey.get_or_insert_with(random_key).clone());
+        let authkey = match self.authkey {
+            Some(key) => children::Key::given(key),
+            None => table
+                .me
+                .authkey
+                .get_or_insert_with(children::Key::random)
+                .clone(),
+        };
         drop(table);
         Process {
-            name: self.name.unwrap_or(default_name),
+            name: self.name,
+            default_name: OnceCell::new(),
             daemon: self.daemon,
             identity,
             method: forced.or(self.method),
@@ -440,7 +454,7 @@ impl<R> Process<R> {
                 "the auth key of a started process cannot change",
             ));
         }
-        self.authkey = Some(key.into());
+        self.authkey = Some(children::Key::given(key.into()));
         Ok(())
     }
 }
@@ -501,12 +515,12 @@ where
                 // nothing can succeed).
                 let again = Error::simple(e.kind(), e.to_string());
                 self.state = State::Ready(Err(again));
-                return Err(e.in_process(&self.name));
+                return Err(e.in_process(self.name()));
             }
         };
         let (daemonic, parent_name) = {
             let table = children::lock();
-            (table.me.daemon, table.my_name())
+            (table.me.daemon, table.me.name.clone())
         };
         if daemonic {
             self.state = State::Ready(Ok(work));
@@ -533,7 +547,7 @@ where
                          them holds at the fork would stay locked in the child. Use a function that \
                          captures nothing (Process::new / Process::with_args) with the spawn or \
                          forkserver start method, or opt in with brood::allow_fork_with_threads()",
-                        self.name
+                        self.name()
                     ),
                 ));
             }
@@ -549,7 +563,14 @@ where
             parent_pid: me.as_raw(),
             parent_name,
             parent_start: own_start_time(me),
-            authkey: self.authkey.clone().unwrap_or_else(authkey),
+            authkey: match &self.authkey {
+                Some(key) => key.clone(),
+                None => children::lock()
+                    .me
+                    .authkey
+                    .get_or_insert_with(children::Key::random)
+                    .clone(),
+            },
             start_method: requested,
         };
         // One resource tracker per process tree: the child shares ours.
@@ -573,6 +594,8 @@ where
                 self.state = State::Running(Running {
                     popen: launched.popen,
                     result: launched.result,
+                    small: [0; SMALL_FRAME],
+                    small_len: 0,
                     buf: Vec::new(),
                     eof: false,
                     status: Cell::new(None),
@@ -581,7 +604,7 @@ where
                 Ok(())
             }
             Err(e) => Err(Error::os_error(
-                format!("cannot start process {} ({method})", self.name),
+                format!("cannot start process {} ({method})", self.name()),
                 e,
             )),
         }
@@ -647,14 +670,14 @@ where
             Ok(None) => {
                 return Err(Error::timeout(format!(
                     "process {} is still running",
-                    self.name
+                    self.name()
                 )));
             }
-            Err(e) => return Err(e.in_process(&self.name)),
+            Err(e) => return Err(e.in_process(self.name())),
         };
         let outcome = running
             .outcome(status)
-            .map_err(|e| e.in_process(&self.name));
+            .map_err(|e| e.in_process(name_of(&self.name, &self.default_name, &self.identity)));
         let pid = running.popen.pid();
         children::lock().forget(pid);
         let done = State::Done(Done {
@@ -768,7 +791,7 @@ where
     /// assert!(brood::Process::new(|| ()).name().starts_with("Process-"));
     /// ```
     pub fn name(&self) -> &str {
-        &self.name
+        name_of(&self.name, &self.default_name, &self.identity)
     }
 
     /// Whether this is a daemon process (see [`Builder::daemon`]).
@@ -825,7 +848,7 @@ where
                     // Exited, not yet reaped: nothing to signal.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
                     Err(e) => Err(Error::os_error(
-                        format!("cannot signal process {}", self.name),
+                        format!("cannot signal process {}", self.name()),
                         e,
                     )),
                 }
@@ -863,7 +886,7 @@ where
     fn closed_error(&self) -> Error {
         Error::simple(
             ErrorKind::Closed,
-            format!("process object {} is closed", self.name),
+            format!("process object {} is closed", self.name()),
         )
     }
 }
@@ -949,19 +972,24 @@ impl Running {
         // for a child that sends nothing (`()` under fork) or a small frame
         // (a 4 KiB allocation here would make glibc consolidate its free
         // chunks: copy-on-write faults while a child shares the heap).
-        let mut small = [std::mem::MaybeUninit::<u8>::uninit(); 64];
         while !self.eof {
             // Read straight into the buffer's spare room: no zeroed scratch
             // buffer, whose pages would be copy-on-write faults after a fork.
-            let first = self.buf.is_empty();
-            if !first && self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(self.buf.len().clamp(4096, 1 << 20));
+            let first = self.small_len == 0;
+            if !first {
+                if self.buf.is_empty() {
+                    // A second read: the frame is larger than `small`.
+                    self.buf.reserve(4096);
+                    self.buf
+                        .extend_from_slice(&self.small[..usize::from(self.small_len)]);
+                }
+                if self.buf.capacity() - self.buf.len() < 4096 {
+                    self.buf.reserve(self.buf.len().clamp(4096, 1 << 20));
+                }
             }
             let n = if first {
-                // rustix hands back the part of the stack buffer it wrote.
-                rustix::io::read(&self.result, &mut small[..]).map(|(got, _)| {
-                    self.buf.extend_from_slice(got);
-                    got.len()
+                rustix::io::read(&self.result, &mut self.small[..]).inspect(|&n| {
+                    self.small_len = n as u8;
                 })
             } else {
                 // rustix reads into the spare capacity and extends the
@@ -998,20 +1026,31 @@ impl Running {
         Ok(())
     }
 
+    /// The bytes of the result frame read so far.
+    fn frame(&self) -> &[u8] {
+        if self.buf.is_empty() {
+            &self.small[..usize::from(self.small_len)]
+        } else {
+            &self.buf
+        }
+    }
+
     /// Whether the buffer holds a whole result frame.
     fn frame_complete(&self) -> bool {
-        self.buf.len() >= HEADER_LEN
-            && u64::from_le_bytes(self.buf[1..HEADER_LEN].try_into().expect("8 bytes"))
-                == (self.buf.len() - HEADER_LEN) as u64
+        let frame = self.frame();
+        frame.len() >= HEADER_LEN
+            && u64::from_le_bytes(frame[1..HEADER_LEN].try_into().expect("8 bytes"))
+                == (frame.len() - HEADER_LEN) as u64
     }
 
     /// Decodes the result frame, or explains its absence from the status.
     fn outcome<R: DeserializeOwned>(&self, status: Option<ExitStatus>) -> Result<R> {
-        if self.buf.len() >= HEADER_LEN {
-            let len = u64::from_le_bytes(self.buf[1..HEADER_LEN].try_into().expect("8 bytes"));
-            let payload = &self.buf[HEADER_LEN..];
+        let frame = self.frame();
+        if frame.len() >= HEADER_LEN {
+            let len = u64::from_le_bytes(frame[1..HEADER_LEN].try_into().expect("8 bytes"));
+            let payload = &frame[HEADER_LEN..];
             if payload.len() as u64 == len {
-                return match self.buf[0] {
+                return match frame[0] {
                     launch::TAG_RETURNED => codec::decode(payload),
                     launch::TAG_PANICKED => {
                         Err(Error::panicked(codec::decode::<PanicReport>(payload)?))
@@ -1044,7 +1083,7 @@ impl Running {
         // No frame and exit code 0: under fork, a function that returned
         // `()` (or another zero-sized value encoded as nil) sends none.
         if std::mem::size_of::<R>() == 0
-            && self.buf.is_empty()
+            && frame.is_empty()
             && status == Some(ExitStatus::Exited(0))
             && let Ok(value) = codec::decode(launch::UNIT_ENCODING)
         {
@@ -1097,7 +1136,10 @@ impl<R> fmt::Debug for Process<R> {
             State::Closed => "closed".into(),
         };
         f.debug_struct("Process")
-            .field("name", &self.name)
+            .field(
+                "name",
+                &name_of(&self.name, &self.default_name, &self.identity),
+            )
             .field("daemon", &self.daemon)
             .field("state", &state)
             .finish()
@@ -1133,11 +1175,7 @@ pub struct ProcessInfo {
 pub fn current_process() -> ProcessInfo {
     let table = children::lock();
     ProcessInfo {
-        name: table
-            .me
-            .name
-            .clone()
-            .unwrap_or_else(|| "MainProcess".into()),
+        name: table.me.name(),
         pid: os::pid::current(),
         daemon: table.me.daemon,
     }
@@ -1158,8 +1196,9 @@ pub fn current_process() -> ProcessInfo {
 /// ```
 pub fn parent_process() -> Option<ParentProcess> {
     let table = children::lock();
-    table.me.parent.as_ref().map(|(pid, name)| ParentProcess {
-        name: name.clone(),
+    let name = table.me.parent_name()?;
+    table.me.parent.as_ref().map(|(pid, _)| ParentProcess {
+        name,
         pid: *pid,
         start: table.me.parent_start,
     })
@@ -1299,6 +1338,22 @@ impl ParentProcess {
     }
 }
 
+/// The room for a result frame read without allocating (a `u8` length).
+const SMALL_FRAME: usize = 64;
+
+/// A process's name: the given one, else the default for its identity
+/// (made once, when first asked for).
+fn name_of<'a>(
+    name: &'a Option<String>,
+    default_name: &'a OnceCell<String>,
+    identity: &children::Ident,
+) -> &'a str {
+    match name {
+        Some(name) => name,
+        None => default_name.get_or_init(|| identity.default_name()),
+    }
+}
+
 /// This process's start time since boot, read once per process.
 fn own_start_time(me: Pid) -> Option<Duration> {
     static PID: AtomicI32 = AtomicI32::new(0);
@@ -1339,8 +1394,9 @@ pub fn authkey() -> Vec<u8> {
     children::lock()
         .me
         .authkey
-        .get_or_insert_with(random_key)
-        .clone()
+        .get_or_insert_with(children::Key::random)
+        .bytes()
+        .to_vec()
 }
 
 /// Sets this process's auth key (Python's `current_process().authkey =
@@ -1356,18 +1412,7 @@ pub fn authkey() -> Vec<u8> {
 /// # Ok::<(), brood::Error>(())
 /// ```
 pub fn set_authkey(key: impl Into<Vec<u8>>) {
-    children::lock().me.authkey = Some(key.into());
-}
-
-/// 32 random bytes, as Python's `os.urandom(32)`.
-fn random_key() -> Vec<u8> {
-    let mut key = vec![0u8; 32];
-    if let Err(e) = crate::connection::fill_random(&mut key) {
-        // getrandom(2) fails only on kernels older than 3.17, which brood
-        // does not run on (it needs pidfds); there is no key to make up.
-        panic!("brood: no random bytes for an auth key: {e}");
-    }
-    key
+    children::lock().me.authkey = Some(children::Key::given(key.into()));
 }
 
 /// The children of this process that are still running, including those
@@ -1399,7 +1444,7 @@ pub fn active_children() -> Vec<ProcessInfo> {
             os::ProcInfo::read(*pid).is_ok_and(|info| info.state != os::ProcState::Zombie)
         })
         .map(|(pid, entry)| ProcessInfo {
-            name: entry.name.clone(),
+            name: entry.name(),
             pid,
             daemon: entry.daemon,
         })

@@ -161,10 +161,14 @@ impl Launcher for Fork {
                 table.register(
                     child,
                     children::Entry {
-                        // The child's copy of its own name, reused: every
-                        // allocation and free here touches heap pages the
-                        // child shares.
-                        name: child_me.name.take().unwrap_or_default(),
+                        // The child's copy of its own name and identity,
+                        // reused: every allocation and free here touches
+                        // heap pages the child shares.
+                        name: child_me.name.take(),
+                        identity: std::mem::replace(
+                            &mut child_me.identity,
+                            children::Ident::main(),
+                        ),
                         daemon,
                         served: None,
                     },

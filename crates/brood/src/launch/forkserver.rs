@@ -159,9 +159,8 @@ impl Launcher for ForkServer {
                     children::lock().register(
                         pidfd.pid(),
                         children::Entry {
-                            name: spec.name.clone(),
-                            daemon: spec.daemon,
                             served: held.map(std::sync::Arc::new),
+                            ..spec.entry()
                         },
                     );
                     return Ok(Launched {

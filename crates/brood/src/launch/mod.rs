@@ -113,14 +113,19 @@ pub(crate) enum WireTarget {
     Named(String),
 }
 
-/// What a child needs to know about itself.
+/// What a child needs to know about itself. Default names are not
+/// carried (the child makes them from its identity when asked), and the
+/// random auth key is a static's address: for a child with a default name
+/// the fork launcher makes a `Spec` without allocating.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Spec {
-    pub(crate) name: String,
+    /// The given name; `None`: the default for `identity`.
+    pub(crate) name: Option<String>,
     pub(crate) daemon: bool,
-    pub(crate) identity: Vec<u32>,
+    pub(crate) identity: crate::children::Ident,
     pub(crate) parent_pid: i32,
-    pub(crate) parent_name: String,
+    /// The parent's given name; `None`: the default for its identity.
+    pub(crate) parent_name: Option<String>,
     /// The parent's start time (since boot, `/proc/PID/stat`): with
     /// `parent_pid`, names the parent for `parent_process()` even after its
     /// pid is reused.
@@ -128,8 +133,8 @@ pub(crate) struct Spec {
     pub(crate) parent_start: Option<std::time::Duration>,
     /// The child's auth key (Python's `authkey`): its `Process`'s own, else
     /// the parent's.
-    #[serde(default, with = "serde_bytes")]
-    pub(crate) authkey: Vec<u8>,
+    #[serde(default)]
+    pub(crate) authkey: crate::children::Key,
     /// The start method the parent asked for: the child's own default.
     pub(crate) start_method: crate::start_method::StartMethod,
 }
@@ -141,7 +146,7 @@ impl Spec {
     /// written between two forks, so a copy-on-write fault).
     pub(crate) fn into_me(self) -> crate::children::Me {
         crate::children::Me {
-            name: Some(self.name),
+            name: self.name,
             identity: self.identity,
             counter: 0,
             daemon: self.daemon,
@@ -153,14 +158,16 @@ impl Spec {
 
     /// Who the child this spec describes is, as its children table knows it.
     pub(crate) fn me(&self) -> crate::children::Me {
-        crate::children::Me {
-            name: Some(self.name.clone()),
+        self.clone().into_me()
+    }
+
+    /// The entry for this child in its parent's table.
+    pub(crate) fn entry(&self) -> crate::children::Entry {
+        crate::children::Entry {
+            name: self.name.clone(),
             identity: self.identity.clone(),
-            counter: 0,
             daemon: self.daemon,
-            parent: Pid::from_raw(self.parent_pid).map(|pid| (pid, self.parent_name.clone())),
-            parent_start: self.parent_start,
-            authkey: Some(self.authkey.clone()),
+            served: None,
         }
     }
 }

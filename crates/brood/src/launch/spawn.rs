@@ -31,14 +31,7 @@ impl Launcher for Spawn {
                 return Err(e);
             }
         };
-        children::lock().register(
-            pid,
-            children::Entry {
-                name: spec.name.clone(),
-                daemon: spec.daemon,
-                served: None,
-            },
-        );
+        children::lock().register(pid, spec.entry());
         // A child that died before reading gives EPIPE here; its exit status
         // then tells the story, so the error is not the caller's.
         let _ = send_frame(&ours, &bytes, &fds);
