@@ -58,8 +58,8 @@ pub(crate) struct Rings {
     pub bell: SharedMemory,
 }
 
-pub(crate) const CLIENT: usize = 0;
-pub(crate) const SERVER: usize = 1;
+const CLIENT: usize = 0;
+const SERVER: usize = 1;
 
 impl Rings {
     /// A fresh set (the client makes them and sends them over the socket).
@@ -145,7 +145,7 @@ fn put(
             Ok(()) => break,
             Err(PutError::Timeout(back) | PutError::Full(back)) => {
                 ring(rings, conn, peer)?;
-                if gone(conn) {
+                if ring_peer_gone(conn) {
                     return Err(closed());
                 }
                 msg = back;
@@ -270,11 +270,6 @@ pub(crate) fn ring_peer_gone(conn: &Connection) -> bool {
             Err(_) => return true,
         }
     }
-}
-
-/// Whether the peer is gone, for a side busy putting into a full ring.
-fn gone(conn: &Connection) -> bool {
-    ring_peer_gone(conn)
 }
 
 impl Link {

@@ -49,7 +49,7 @@ struct Parked {
 /// How long a put waits to write a handed-off item to a getter whose
 /// connection does not take it (a client that stopped reading): then the
 /// getter's connection is cut and the item goes to the next getter.
-const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// All objects of one server.
 #[derive(Default)]
@@ -788,6 +788,7 @@ impl Registry {
                         })?
                         .expect("no deadline");
                     st = match obj.hand_off(st, item) {
+                        // Handed to a parked getter: the queue is unchanged.
                         Ok(()) => obj.lock(),
                         Err((mut st, item)) => {
                             if let State::Queue(q) = &mut *st {
@@ -796,12 +797,12 @@ impl Registry {
                                     q.unfinished += 1;
                                 }
                             }
+                            // Getters may take items while a bounded queue fills.
+                            obj.notify();
+                            obj.notify_item();
                             st
                         }
                     };
-                    // Getters may take items while a bounded queue fills.
-                    obj.notify();
-                    obj.notify_item();
                 }
                 Ok(Out::Unit)
             }

@@ -405,3 +405,64 @@ pub(crate) fn child_main(address: String, key: Vec<u8>, mut ready: Connection) {
     drop(ready);
     let _ = run(listener, key, instance);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_bytes::ByteBuf;
+
+    use super::super::protocol::{Create, Hello, Op, Out, Reply, Request, Welcome};
+    use crate::connection::Client;
+    use crate::manager::Manager;
+
+    /// A getter parked on a socket link that stops reading is cut off once
+    /// the put's reply does not go through within `HANDOFF_TIMEOUT`, and the
+    /// item is not lost: it goes into the queue for the next getter.
+    #[test]
+    fn a_parked_getter_that_stops_reading_is_cut_off_and_the_item_kept() {
+        let key = b"hand-off".to_vec();
+        let server = Manager::serve(&"127.0.0.1:0".parse().unwrap(), &key).unwrap();
+        // A raw client on TCP (no rings): names the queue, then asks for an
+        // item and never reads its answer.
+        let mut raw = Client::connect(server.address(), Some(&key)).unwrap();
+        raw.send(&Hello {
+            session: 0x5eed,
+            rings: false,
+        })
+        .unwrap();
+        let _: Welcome = raw.recv().unwrap();
+        let create = Op::Create(
+            Create::Queue {
+                maxsize: 0,
+                joinable: false,
+            },
+            Some("q".into()),
+        );
+        let request = |object, op| Request {
+            object,
+            op,
+            quiet: false,
+        };
+        raw.send(&request(0, create)).unwrap();
+        let id = match raw.recv::<Reply>().unwrap() {
+            Ok(Out::Created(id, _)) => id,
+            other => panic!("unexpected reply {other:?}"),
+        };
+        raw.send(&request(id, Op::Get(None))).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // 32 MiB: more than the socket's buffers take while nobody reads.
+        let q = server.named("q").queue::<ByteBuf>(0).unwrap();
+        let item = ByteBuf::from(vec![7u8; 32 << 20]);
+        let t = Instant::now();
+        q.put(&item).unwrap();
+        assert!(
+            t.elapsed() >= super::super::registry::HANDOFF_TIMEOUT - Duration::from_millis(500),
+            "the put returned after {:?}: it did not wait on the getter",
+            t.elapsed()
+        );
+        assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), item);
+        // The raw getter never gets a whole answer: its connection is cut.
+        assert!(raw.recv::<Reply>().is_err());
+    }
+}
