@@ -238,13 +238,7 @@ fn chaos(m: StartMethod) {
     } else {
         10_000
     };
-    {
-        // Warm up what a first pool creates once per process (forkserver).
-        let p = builder(m).processes(1).build().unwrap();
-        p.apply(|x: u8| x, 1).unwrap();
-        p.close();
-        p.join().unwrap();
-    }
+    common::warm_up_pools(builder(m).processes(1).build().unwrap());
     let fds_before = common::open_fds();
     let ok = Arc::new(AtomicUsize::new(0));
     let lost = Arc::new(AtomicUsize::new(0));

@@ -102,13 +102,7 @@ fn a_worker_killed_while_handing_over_results(m: StartMethod) {
     } else {
         4_000
     };
-    {
-        // Warm up what a first pool creates once per process (forkserver).
-        let p = builder(m).processes(1).build().unwrap();
-        p.apply(|x: u8| x, 1).unwrap();
-        p.close();
-        p.join().unwrap();
-    }
+    common::warm_up_pools(builder(m).processes(1).build().unwrap());
     let fds_before = common::open_fds();
     let pool = builder(m).processes(4).build().unwrap();
     let stop = AtomicBool::new(false);

@@ -131,3 +131,12 @@ pub fn assert_unlinked_soon(name: &str) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// Runs one task on a throwaway one-worker pool, so that what a first pool
+/// creates once per process (the forkserver, the tracker) exists before a
+/// test counts fds or processes.
+pub fn warm_up_pools(pool: brood::Pool) {
+    pool.apply(|x: u8| x, 1).unwrap();
+    pool.close();
+    pool.join().unwrap();
+}
