@@ -41,20 +41,6 @@ impl Drop for FdLimit {
     }
 }
 
-/// Bytes of brood arenas mapped in this process (`/proc/self/maps`).
-fn arena_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("memfd:brood-arena"))
-        .map(|l| {
-            let range = l.split_whitespace().next().unwrap();
-            let (a, b) = range.split_once('-').unwrap();
-            u64::from_str_radix(b, 16).unwrap() - u64::from_str_radix(a, 16).unwrap()
-        })
-        .sum()
-}
-
 const N: usize = 100_000;
 
 /// The child: checks a sample of the values and locks it was handed (and
@@ -107,7 +93,7 @@ fn hundred_thousand_values_and_locks_under_ulimit_1024(m: StartMethod) {
 #[test]
 fn creating_and_dropping_a_million_values_keeps_the_mapping_bounded() {
     let keep = Value::new(0u64).unwrap();
-    let mapped = arena_bytes();
+    let mapped = common::arena_bytes();
     assert!(mapped > 0, "Values live in arenas");
     let fds = common::open_fds();
     for i in 0..1_000_000u64 {
@@ -118,7 +104,7 @@ fn creating_and_dropping_a_million_values_keeps_the_mapping_bounded() {
         }
     }
     assert_eq!(keep.get().unwrap(), 10);
-    assert_eq!(arena_bytes(), mapped, "freed space is reused");
+    assert_eq!(common::arena_bytes(), mapped, "freed space is reused");
     assert_eq!(common::open_fds(), fds);
 }
 

@@ -15,20 +15,6 @@ use brood::{Connection, Process, StartMethod};
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// Bytes of brood arenas mapped in this process (`/proc/self/maps`).
-fn arena_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("memfd:brood-arena"))
-        .map(|l| {
-            let range = l.split_whitespace().next().unwrap();
-            let (a, b) = range.split_once('-').unwrap();
-            u64::from_str_radix(b, 16).unwrap() - u64::from_str_radix(a, 16).unwrap()
-        })
-        .sum()
-}
-
 /// Where a value's bytes lie in this process.
 fn address(v: &Value<u64>) -> usize {
     &*v.lock().unwrap() as *const u64 as usize
@@ -46,9 +32,9 @@ fn fresh(n: usize) -> (Vec<Value<u64>>, HashSet<usize>) {
 /// tests in this process freed is gone, so the allocations that follow
 /// sweep the list of watched blocks within a few dozen. Kept by the test.
 fn drain() -> Vec<Value<u64>> {
-    let mapped = arena_bytes();
+    let mapped = common::arena_bytes();
     let mut kept = Vec::new();
-    while arena_bytes() == mapped {
+    while common::arena_bytes() == mapped {
         kept.extend((0..500).map(|_| Value::new(0u64).unwrap()));
         assert!(kept.len() < 4_000_000, "the arenas never grow");
     }
@@ -81,11 +67,11 @@ fn values_handed_to_children_are_reused(m: StartMethod) {
         }
     };
     round();
-    let mapped = arena_bytes();
+    let mapped = common::arena_bytes();
     for _ in 1..ROUNDS {
         round();
     }
-    assert_eq!(arena_bytes(), mapped, "crossed space is reused");
+    assert_eq!(common::arena_bytes(), mapped, "crossed space is reused");
 }
 
 /// An object sent over a connection to a child that keeps it is not
@@ -202,11 +188,11 @@ fn a_loop_of_twenty_thousand_values_each_handed_to_a_forked_child_reuses_one_are
         assert_eq!(v.get().unwrap(), 2 * i);
     };
     round(0);
-    let mapped = arena_bytes();
+    let mapped = common::arena_bytes();
     for i in 1..20_000 {
         round(i);
     }
-    assert_eq!(arena_bytes(), mapped, "crossed space is reused");
+    assert_eq!(common::arena_bytes(), mapped, "crossed space is reused");
 }
 
 /// Values a forked child inherits (captured by its closure, no
@@ -233,11 +219,11 @@ fn values_inherited_by_forked_children_are_reused() {
         }
     };
     round();
-    let mapped = arena_bytes();
+    let mapped = common::arena_bytes();
     for _ in 1..ROUNDS {
         round();
     }
-    assert_eq!(arena_bytes(), mapped, "inherited space is reused");
+    assert_eq!(common::arena_bytes(), mapped, "inherited space is reused");
 }
 
 /// A forked child that inherited a block and holds its lock is SIGKILLed:

@@ -140,3 +140,17 @@ pub fn warm_up_pools(pool: brood::Pool) {
     pool.close();
     pool.join().unwrap();
 }
+
+/// Bytes of brood arenas mapped in this process (`/proc/self/maps`).
+pub fn arena_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:brood-arena"))
+        .map(|l| {
+            let range = l.split_whitespace().next().unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            u64::from_str_radix(b, 16).unwrap() - u64::from_str_radix(a, 16).unwrap()
+        })
+        .sum()
+}
