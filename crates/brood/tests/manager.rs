@@ -662,9 +662,20 @@ fn pipelined_puts_keep_their_order_and_reach_other_processes() {
     assert_eq!(&got[..999], &(1..1000).collect::<Vec<_>>()[..]);
     got.sort();
     assert_eq!(got, (1..2000).collect::<Vec<_>>());
-    // A refused pipelined put is reported once, by the next call, and the
-    // connection goes on.
+    // On the server's host the proxy puts on the queue's ring itself: a
+    // refused pipelined put fails at once, and nothing else is lost.
     let small = manager.queue::<u32>(1).unwrap();
+    small.put_pipelined(&1).unwrap();
+    let err = small.put_pipelined(&2).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(small.get().unwrap(), 1);
+    assert!(small.empty().unwrap());
+    // Through the socket (as a client on another host has it): a refused
+    // pipelined put is reported once, by the next call, and the
+    // connection goes on.
+    brood::manager::use_local_rings(false);
+    let remote = Manager::start().unwrap();
+    let small = remote.queue::<u32>(1).unwrap();
     small.put_pipelined(&1).unwrap();
     small.put_pipelined(&2).unwrap();
     small.put_pipelined(&3).unwrap();
@@ -676,6 +687,7 @@ fn pipelined_puts_keep_their_order_and_reach_other_processes() {
     );
     assert_eq!(small.get().unwrap(), 1);
     assert!(small.empty().unwrap());
+    brood::manager::use_local_rings(true);
 }
 
 /// A worker host that vanishes: connects over TCP, takes a lock, then makes
@@ -754,7 +766,12 @@ fn a_worker_host_that_vanishes_is_noticed_by_keep_alive_and_its_lock_released() 
 
 /// Memory-file descriptors this process holds (rings and doorbells are).
 fn memfds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
+    memfds_in("self")
+}
+
+/// Memory-file descriptors process `pid` ("self": this one) holds.
+fn memfds_in(pid: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter(|target| target.to_string_lossy().contains("memfd:"))
@@ -822,4 +839,94 @@ fn large_values_stream_through_the_rings_both_ways() {
     );
     child.start().unwrap();
     assert!(child.join_timeout(Duration::from_secs(60)).unwrap());
+}
+
+/// A consumer of a plain managed queue: on this host (maps the queue's
+/// ring) or playing a remote host (rings off: every call goes through the
+/// server). Takes `n` items and puts each on `out`, tagged.
+fn consumer((address, key, local, n): (String, Vec<u8>, bool, u32)) -> Result<(), String> {
+    brood::manager::use_local_rings(local);
+    let manager = Manager::connect(&address.parse().unwrap(), &key).map_err(|e| e.to_string())?;
+    let q = manager
+        .named("q")
+        .queue::<u32>(2)
+        .map_err(|e| e.to_string())?;
+    let out = manager
+        .named("out")
+        .queue::<(bool, u32)>(0)
+        .map_err(|e| e.to_string())?;
+    for _ in 0..n {
+        let item = q.get().map_err(|e| e.to_string())?;
+        out.put(&(local, item)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_plain_queue_is_one_ring_for_clients_on_this_host_and_elsewhere() {
+    let key = b"one ring".to_vec();
+    let mut master = Manager::serve(&"127.0.0.1:0".parse().unwrap(), &key).unwrap();
+    let address = master.address().to_string();
+    // Bounded (2): the owner's puts wait for both consumers' gets.
+    let q = master.named("q").queue::<u32>(2).unwrap();
+    let out = master.named("out").queue::<(bool, u32)>(0).unwrap();
+    let before = memfds();
+    q.put(&u32::MAX).unwrap();
+    assert_eq!(
+        memfds(),
+        before + 1,
+        "the owner did not map the queue's ring"
+    );
+    assert_eq!(q.get().unwrap(), u32::MAX);
+    let start = |local: bool| {
+        let mut p = Process::builder()
+            .start_method(StartMethod::Spawn)
+            .target_with(consumer, (address.clone(), key.clone(), local, 100));
+        p.start().unwrap();
+        p
+    };
+    let mut consumers = [start(true), start(false)];
+    for i in 0..200 {
+        q.put_timeout(&i, Duration::from_secs(30)).unwrap();
+    }
+    let mut got: Vec<(bool, u32)> = (0..200)
+        .map(|_| out.get_timeout(Duration::from_secs(30)).unwrap())
+        .collect();
+    for c in &mut consumers {
+        c.join_timeout(Duration::from_secs(30)).unwrap().unwrap();
+    }
+    // Each item reached exactly one consumer, and both took theirs.
+    assert_eq!(got.iter().filter(|(local, _)| *local).count(), 100);
+    got.sort_by_key(|&(_, i)| i);
+    assert_eq!(
+        got.iter().map(|&(_, i)| i).collect::<Vec<_>>(),
+        (0..200).collect::<Vec<_>>()
+    );
+    // A client on this host killed while it waits in `get` on the ring:
+    // the queue goes on, nothing is lost.
+    let mut victim = start(true);
+    // Its link's two rings and doorbell, and the queue's ring: mapped in
+    // its first `get`, which then waits.
+    let pid = victim.pid().unwrap().to_string();
+    let t = Instant::now();
+    while memfds_in(&pid) < 4 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the victim never got to its get"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    victim.kill().unwrap();
+    assert_eq!(victim.join().unwrap_err().kind(), ErrorKind::Signaled);
+    q.put(&7).unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 7);
+    assert!(q.empty().unwrap());
+    // The server shut down: a call on the ring fails at once, clearly.
+    master.shutdown().unwrap();
+    let t = Instant::now();
+    let err = q.put(&8).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(err.to_string().contains("manager server"), "{err}");
 }

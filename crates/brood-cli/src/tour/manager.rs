@@ -226,8 +226,9 @@ pub(crate) fn run() -> Result<()> {
          worker's unfinished tasks back as abandoned(), so join() returns. And the \
          workers here run on the master's host: after the handshake over TCP they move \
          to shared-memory rings (the server also listens on a local name it tells them), \
-         so a proxy call costs a copy, not two trips through the network stack; workers \
-         on other hosts stay on TCP.",
+         so a proxy call costs a copy, not two trips through the network stack, and the \
+         plain results queue is a ring in shared memory they put on themselves, with no \
+         call to the server at all; workers on other hosts stay on TCP.",
     );
     killed_worker()?;
     ensure!(

@@ -161,6 +161,10 @@ pub(crate) enum Op {
     TaskDone,
     Join(Micros),
     Abandoned,
+    /// A client on this host asks for a plain queue's ring: the reply
+    /// (`Unit`) is followed on the socket by the ring itself (its fd), so
+    /// only over a socket-mode link.
+    Attach,
     // ----- barriers -----
     BarrierWait(Micros),
     BarrierAbort,

@@ -15,6 +15,7 @@ use super::custom::{self, SharedType};
 use super::protocol::{Bytes, Create, Kind, Micros, Op, Out, WireError};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
+use crate::queue::{GetError, PutError};
 
 /// How often a blocked operation checks that its client is still connected.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
@@ -23,33 +24,26 @@ pub(crate) const POLL: Duration = Duration::from_millis(50);
 pub(crate) struct Caller<'a> {
     pub session: u64,
     pub gone: &'a mut dyn FnMut() -> bool,
-    /// A handle for writing to this client's connection from another
-    /// thread (a `dup` of it, made once per connection), so a `get` can
-    /// park and be answered by the put that brings its item; `None` when
-    /// it cannot be had (the getter then waits on the condition variable).
+    /// A handle for writing to this client's socket with a deadline (a
+    /// `dup` of it, made once per connection): a `get` on a ring queue
+    /// writes its own answer, so that an item never sticks in a
+    /// connection that does not take it. `None` for a ring-mode link (the
+    /// answer goes through the link's ring, read by brood's own proxy).
     pub writer: &'a mut dyn FnMut() -> Option<Writer>,
-    /// Waits until this client's connection is readable (its next request,
-    /// or its end) or the deadline passes; true if readable.
-    pub wait_readable: &'a mut dyn FnMut(Option<Instant>) -> bool,
 }
 
-/// The write side of a client's connection, shared with the threads that
-/// may answer its parked `get`.
+/// The write side of a client's connection.
 pub(crate) type Writer = Arc<Mutex<Connection>>;
 
-/// A `get` waiting on an empty (non-joinable) queue whose answer the next
-/// put sends itself, straight to the getter's connection: the getter's
-/// server thread is not woken to pass the item on (one wake-up less per
-/// item, the price of a hand-off on two vCPUs being mostly wake-ups).
-struct Parked {
-    ticket: u64,
-    writer: Writer,
-}
-
-/// How long a put waits to write a handed-off item to a getter whose
-/// connection does not take it (a client that stopped reading): then the
-/// getter's connection is cut and the item goes to the next getter.
+/// How long the answer to a `get` on a ring queue may take to go through
+/// a client's socket: a client that does not take it whole (gone, or not
+/// reading) has its connection cut, and the item goes back into the queue.
 pub(crate) const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The ring of a plain managed queue: brood's shared-memory `Queue` of
+/// codec bytes. The server keeps it, and clients on this host map it
+/// (`Op::Attach`) and put and get on it themselves.
+pub(crate) type RingQueue = crate::queue::Queue<Bytes>;
 
 /// All objects of one server.
 #[derive(Default)]
@@ -57,8 +51,6 @@ pub(crate) struct Registry {
     objects: RwLock<HashMap<u64, Arc<Object>>>,
     names: Mutex<HashMap<String, u64>>,
     next: AtomicU64,
-    /// Tickets of parked getters.
-    tickets: AtomicU64,
     /// Objects on which a session holds a lease (a lock, taken queue items).
     leases: Mutex<HashMap<u64, HashSet<u64>>>,
 }
@@ -96,7 +88,11 @@ enum State {
         value: u64,
         bound: Option<u64>,
     },
+    /// A joinable queue (its items leased to the session that took them).
     Queue(QueueState),
+    /// A plain queue: a shared-memory ring that clients on this host use
+    /// directly; the server's threads use it for clients elsewhere.
+    Ring(RingQueue),
     Barrier {
         parties: u64,
         count: u64,
@@ -143,15 +139,11 @@ impl OrderedMap {
 struct QueueState {
     items: VecDeque<Bytes>,
     maxsize: u64,
-    joinable: bool,
     unfinished: u64,
     /// Joinable queues: items each session took and has not marked done.
     taken: HashMap<u64, VecDeque<Bytes>>,
     /// Items taken by sessions that ended before `task_done`.
     abandoned: Vec<Bytes>,
-    /// Getters waiting for an item, first come first served (never while
-    /// `items` holds any: a put hands its item to the first of them).
-    parked: VecDeque<Parked>,
 }
 
 fn lock_state(reentrant: bool) -> State {
@@ -197,49 +189,6 @@ impl Object {
     fn notify_item(&self) {
         if self.item_waiters.load(Ordering::SeqCst) > 0 {
             self.item.notify_one();
-        }
-    }
-
-    /// Gives `item` to the first parked getter (of a non-joinable queue)
-    /// whose connection takes its answer whole: `Ok` once it did. With no
-    /// getter parked, `Err` hands back the state, locked, and the item.
-    ///
-    /// The getter is taken off the parked list first (under the lock) and
-    /// written to after unlocking, so a slow connection holds up only this
-    /// put. A getter whose connection does not take the answer within
-    /// [`HANDOFF_TIMEOUT`] (gone, or not reading) is cut off: it never saw
-    /// a whole answer, so the item is not lost but goes to the next one.
-    fn hand_off<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, State>,
-        mut item: Bytes,
-    ) -> std::result::Result<(), (MutexGuard<'a, State>, Bytes)> {
-        loop {
-            let parked = match &mut *st {
-                State::Queue(q) if !q.joinable => q.parked.pop_front(),
-                _ => None,
-            };
-            let Some(parked) = parked else {
-                return Err((st, item));
-            };
-            drop(st);
-            let reply: std::result::Result<Out, WireError> = Ok(Out::Item(Some(item)));
-            let mut writer = parked.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let sent = writer.send_timeout(&reply, HANDOFF_TIMEOUT);
-            if sent.is_err() {
-                // Nothing, or a cut part of a frame, reached it: make sure
-                // it never reads an answer to this `get`.
-                let _ = rustix::net::shutdown(&*writer, rustix::net::Shutdown::Both);
-            }
-            drop(writer);
-            let Ok(Out::Item(Some(back))) = reply else {
-                unreachable!("built above")
-            };
-            if sent.is_ok() {
-                return Ok(());
-            }
-            item = back;
-            st = self.lock();
         }
     }
 
@@ -318,7 +267,113 @@ impl Object {
     }
 }
 
+/// One operation on a plain queue's ring, in a server thread (for a
+/// client that does not map the ring: on another host, or with rings
+/// off). Blocking puts and gets wait in slices of [`POLL`], asking
+/// between slices whether the client is still there.
+fn ring_op(q: &RingQueue, kind: Kind, op: Op, caller: &mut Caller<'_>) -> Result<Out> {
+    match op {
+        Op::Put(item, timeout) => ring_put(q, item, deadline(timeout), caller).map(|()| Out::Unit),
+        Op::PutMany(items) => {
+            for item in items {
+                ring_put(q, item, None, caller)?;
+            }
+            Ok(Out::Unit)
+        }
+        Op::Get(timeout) => {
+            let item = ring_get(q, deadline(timeout), caller)?;
+            let Some(writer) = (caller.writer)() else {
+                return Ok(Out::Item(Some(item)));
+            };
+            // Answer through the socket with a deadline: a client that
+            // does not take the answer whole never saw it, so the item
+            // goes back into the queue (at its end) for the next getter.
+            let reply: std::result::Result<Out, WireError> = Ok(Out::Item(Some(item)));
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            if w.send_timeout(&reply, HANDOFF_TIMEOUT).is_ok() {
+                return Ok(Out::Handed);
+            }
+            let _ = rustix::net::shutdown(&*w, rustix::net::Shutdown::Both);
+            drop(w);
+            let Ok(Out::Item(Some(mut item))) = reply else {
+                unreachable!("built above")
+            };
+            // Put back, waiting for room as long as it takes (nobody else
+            // waits on this thread: its client is gone).
+            loop {
+                match q.put_timeout(item, POLL) {
+                    Ok(()) => break,
+                    Err(PutError::Timeout(back) | PutError::Full(back)) => item = back,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(Error::simple(ErrorKind::Closed, "the client left"))
+        }
+        Op::Qsize => Ok(Out::Count(q.qsize() as u64)),
+        Op::Abandoned => Ok(Out::Items(Vec::new())),
+        op => Err(wrong(kind, &op)),
+    }
+}
+
+/// How long a blocked ring operation may wait before its next look at its
+/// client: [`POLL`], or less before `deadline`.
+fn slice(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(POLL, |d| {
+        d.saturating_duration_since(Instant::now()).min(POLL)
+    })
+}
+
+fn ring_put(
+    q: &RingQueue,
+    mut item: Bytes,
+    deadline: Option<Instant>,
+    caller: &mut Caller<'_>,
+) -> Result<()> {
+    loop {
+        match q.put_timeout(item, slice(deadline)) {
+            Ok(()) => return Ok(()),
+            Err(PutError::Timeout(back) | PutError::Full(back)) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Error::timeout("the managed queue is full"));
+                }
+                if (caller.gone)() {
+                    return Err(Error::simple(ErrorKind::Closed, "the client left"));
+                }
+                item = back;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn ring_get(q: &RingQueue, deadline: Option<Instant>, caller: &mut Caller<'_>) -> Result<Bytes> {
+    loop {
+        match q.get_timeout(slice(deadline)) {
+            Ok(item) => return Ok(item),
+            Err(GetError::Timeout | GetError::Empty) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Error::timeout("the managed queue is empty"));
+                }
+                if (caller.gone)() {
+                    return Err(Error::simple(ErrorKind::Closed, "the client left"));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl Registry {
+    /// The ring of plain queue `id`, for a client on this host to map.
+    pub(crate) fn ring_of(&self, id: u64) -> Result<RingQueue> {
+        match &*self.get(id)?.lock() {
+            State::Ring(q) => Ok(q.clone()),
+            _ => Err(Error::invalid(format!(
+                "managed object #{id} is not a plain queue"
+            ))),
+        }
+    }
+
     fn get(&self, id: u64) -> Result<Arc<Object>> {
         self.objects
             .read()
@@ -360,22 +415,27 @@ impl Registry {
                     bound: bounded.then_some(value),
                 },
             ),
-            Create::Queue { maxsize, joinable } => (
-                if joinable {
-                    Kind::JoinableQueue
-                } else {
-                    Kind::Queue
-                },
+            Create::Queue {
+                maxsize,
+                joinable: true,
+            } => (
+                Kind::JoinableQueue,
                 State::Queue(QueueState {
                     items: VecDeque::new(),
                     maxsize,
-                    joinable,
                     unfinished: 0,
                     taken: HashMap::new(),
                     abandoned: Vec::new(),
-                    parked: VecDeque::new(),
                 }),
             ),
+            Create::Queue {
+                maxsize,
+                joinable: false,
+            } => {
+                let options = crate::queue::Options::new()
+                    .maxsize(usize::try_from(maxsize).unwrap_or(usize::MAX));
+                (Kind::Queue, State::Ring(RingQueue::with_options(options)?))
+            }
             Create::Barrier { parties } => {
                 if parties == 0 {
                     return Err(Error::invalid("a barrier needs at least one party"));
@@ -498,14 +558,12 @@ impl Registry {
             unreachable!("the state of a queue is a queue")
         };
         let item = q.items.pop_front().expect("a non-empty queue");
-        if q.joinable {
-            q.taken
-                .entry(caller.session)
-                .or_default()
-                .push_back(item.clone());
-            drop(st);
-            self.lease(caller.session, id);
-        }
+        q.taken
+            .entry(caller.session)
+            .or_default()
+            .push_back(item.clone());
+        drop(st);
+        self.lease(caller.session, id);
         Ok(Out::Item(Some(item)))
     }
 
@@ -756,24 +814,24 @@ impl Registry {
                 Ok(Out::Unit)
             }
             (State::Semaphore { value, .. }, Op::SemValue) => Ok(Out::Count(*value)),
-            // ----- queues -----
+            // ----- plain queues: their ring, outside the object's lock -----
+            (State::Ring(q), op) => {
+                let q = q.clone();
+                drop(st);
+                ring_op(&q, kind, op, caller)
+            }
+            // ----- joinable queues -----
             (State::Queue(_), Op::Put(item, timeout)) => {
                 let got = obj.wait_until(st, deadline(timeout), caller, |s| match s {
                     State::Queue(q) => q.maxsize == 0 || (q.items.len() as u64) < q.maxsize,
                     _ => false,
                 })?;
-                let Some(st) = got else {
+                let Some(mut st) = got else {
                     return Err(Error::timeout("the managed queue is full"));
-                };
-                let (mut st, item) = match obj.hand_off(st, item) {
-                    Ok(()) => return Ok(Out::Unit),
-                    Err(back) => back,
                 };
                 if let State::Queue(q) = &mut *st {
                     q.items.push_back(item);
-                    if q.joinable {
-                        q.unfinished += 1;
-                    }
+                    q.unfinished += 1;
                 }
                 obj.notify_item();
                 Ok(Out::Unit)
@@ -787,65 +845,19 @@ impl Registry {
                             _ => false,
                         })?
                         .expect("no deadline");
-                    st = match obj.hand_off(st, item) {
-                        // Handed to a parked getter: the queue is unchanged.
-                        Ok(()) => obj.lock(),
-                        Err((mut st, item)) => {
-                            if let State::Queue(q) = &mut *st {
-                                q.items.push_back(item);
-                                if q.joinable {
-                                    q.unfinished += 1;
-                                }
-                            }
-                            // Getters may take items while a bounded queue fills.
-                            obj.notify();
-                            obj.notify_item();
-                            st
-                        }
-                    };
+                    if let State::Queue(q) = &mut *st {
+                        q.items.push_back(item);
+                        q.unfinished += 1;
+                    }
+                    // Getters may take items while a bounded queue fills.
+                    obj.notify();
+                    obj.notify_item();
                 }
                 Ok(Out::Unit)
-            }
-            (State::Queue(q), Op::Get(timeout))
-                if q.items.is_empty()
-                    && !q.joinable
-                    && deadline(timeout).is_none_or(|d| d > Instant::now()) =>
-            {
-                let Some(writer) = (caller.writer)() else {
-                    return self.get_waiting(obj, st, id, timeout, caller);
-                };
-                let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
-                q.parked.push_back(Parked { ticket, writer });
-                drop(st);
-                let deadline = deadline(timeout);
-                loop {
-                    let readable = (caller.wait_readable)(deadline);
-                    let mut st = obj.lock();
-                    let State::Queue(q) = &mut *st else {
-                        unreachable!("the state of a queue is a queue")
-                    };
-                    let Some(at) = q.parked.iter().position(|p| p.ticket == ticket) else {
-                        // A put took the ticket: it answers (or answered) us.
-                        return Ok(Out::Handed);
-                    };
-                    if readable {
-                        // Our client sent something before its answer: it
-                        // left (or broke the protocol).
-                        q.parked.remove(at);
-                        return Err(Error::simple(ErrorKind::Closed, "the client left"));
-                    }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        q.parked.remove(at);
-                        return Err(Error::timeout("the managed queue is empty"));
-                    }
-                }
             }
             (State::Queue(_), Op::Get(timeout)) => self.get_waiting(obj, st, id, timeout, caller),
             (State::Queue(q), Op::Qsize) => Ok(Out::Count(q.items.len() as u64)),
             (State::Queue(q), Op::TaskDone) => {
-                if !q.joinable {
-                    return Err(wrong(kind, &Op::TaskDone));
-                }
                 if q.unfinished == 0 {
                     return Err(Error::invalid("task_done() called too many times"));
                 }
@@ -855,10 +867,7 @@ impl Registry {
                 }
                 Ok(Out::Unit)
             }
-            (State::Queue(q), Op::Join(timeout)) => {
-                if !q.joinable {
-                    return Err(wrong(kind, &Op::Join(timeout)));
-                }
+            (State::Queue(_), Op::Join(timeout)) => {
                 let got = obj.wait_until(st, deadline(timeout), caller, |s| match s {
                     State::Queue(q) => q.unfinished == 0,
                     _ => false,

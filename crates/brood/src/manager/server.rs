@@ -208,8 +208,8 @@ fn serve_requests(link: &mut Link, shared: &Shared, session: u64) {
     // A pipelined request that failed, and how many pipelined requests
     // after it were dropped unrun: answered to the next request.
     let mut deferred: Option<(Error, u64)> = None;
-    // A second handle on this connection, made when a `get` first parks,
-    // through which puts in other threads answer it.
+    // A second handle on this connection, made when a `get` on a ring
+    // queue first answers through it (with a deadline).
     let mut writer: Option<Writer> = None;
     loop {
         // Decoded where it lies in the read-ahead buffer (no copy). A frame
@@ -258,10 +258,31 @@ fn serve_requests(link: &mut Link, shared: &Shared, session: u64) {
             }
             op => op,
         };
-        // In ring mode the socket is only the liveness line, and a parked
-        // `get` could not see the next request coming (it comes through
-        // the ring): getters wait on the condition variable instead.
+        // In ring mode the socket is only the liveness line (a stale
+        // wake-up byte is no request): a client gone reads end-of-file.
         let ring_mode = link.rings.is_some();
+        if let (id, Op::Attach) = (object, &op) {
+            // The ring of a plain queue, for a client on this host: the
+            // reply, then the ring's fd on the socket (not in ring mode:
+            // the socket is the doorbell there).
+            let ring = if ring_mode {
+                Err(Error::invalid(
+                    "a queue's ring is sent over a socket link only",
+                ))
+            } else {
+                shared.registry.ring_of(id)
+            };
+            let sent = match ring {
+                Ok(q) => link
+                    .send_reply(Ok(Out::Unit))
+                    .and_then(|()| q.send_to(&mut link.conn)),
+                Err(e) => link.send_reply(Err(e.into())),
+            };
+            if sent.is_err() {
+                return;
+            }
+            continue;
+        }
         let peer = &link.conn;
         let mut gone = || {
             if ring_mode {
@@ -269,10 +290,6 @@ fn serve_requests(link: &mut Link, shared: &Shared, session: u64) {
             } else {
                 connection::wait(&[peer], Some(Duration::ZERO)).map_or(true, |r| !r.is_empty())
             }
-        };
-        let mut wait_readable = |deadline: Option<Instant>| {
-            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            connection::wait(&[peer], timeout).map_or(true, |r| !r.is_empty())
         };
         let mut get_writer = || {
             if ring_mode {
@@ -287,7 +304,6 @@ fn serve_requests(link: &mut Link, shared: &Shared, session: u64) {
             session,
             gone: &mut gone,
             writer: &mut get_writer,
-            wait_readable: &mut wait_readable,
         };
         let out = match (object, op) {
             (0, Op::Create(how, name)) => shared.registry.create(how, name),
@@ -299,7 +315,7 @@ fn serve_requests(link: &mut Link, shared: &Shared, session: u64) {
         let reply: Reply = match out {
             // The client left while we waited for it: nothing to answer.
             Err(e) if e.kind() == ErrorKind::Closed => return,
-            // A put in another thread wrote the answer.
+            // The operation wrote its answer itself.
             Ok(Out::Handed) => continue,
             Err(e) if quiet => {
                 deferred = Some((e, 0));
@@ -416,11 +432,12 @@ mod tests {
     use crate::connection::Client;
     use crate::manager::Manager;
 
-    /// A getter parked on a socket link that stops reading is cut off once
-    /// the put's reply does not go through within `HANDOFF_TIMEOUT`, and the
-    /// item is not lost: it goes into the queue for the next getter.
+    /// A remote getter (socket link) that stops reading is cut off once the
+    /// answer to its `get` does not go through within `HANDOFF_TIMEOUT`,
+    /// and the item is not lost: it goes back into the queue for the next
+    /// getter.
     #[test]
-    fn a_parked_getter_that_stops_reading_is_cut_off_and_the_item_kept() {
+    fn a_remote_getter_that_stops_reading_is_cut_off_and_the_item_kept() {
         let key = b"hand-off".to_vec();
         let server = Manager::serve(&"127.0.0.1:0".parse().unwrap(), &key).unwrap();
         // A raw client on TCP (no rings): names the queue, then asks for an
@@ -452,16 +469,19 @@ mod tests {
         raw.send(&request(id, Op::Get(None))).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         // 32 MiB: more than the socket's buffers take while nobody reads.
+        // The owner is on this host: it puts on the queue's ring itself,
+        // and the raw getter's server thread takes the item from there.
         let q = server.named("q").queue::<ByteBuf>(0).unwrap();
         let item = ByteBuf::from(vec![7u8; 32 << 20]);
         let t = Instant::now();
         q.put(&item).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "a put waited");
+        assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), item);
         assert!(
             t.elapsed() >= super::super::registry::HANDOFF_TIMEOUT - Duration::from_millis(500),
-            "the put returned after {:?}: it did not wait on the getter",
+            "the item came back after {:?}: before the getter's deadline",
             t.elapsed()
         );
-        assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), item);
         // The raw getter never gets a whole answer: its connection is cut.
         assert!(raw.recv::<Reply>().is_err());
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Handle, dec, enc, micros, unexpected};
 use crate::error::{Error, Result};
-use crate::manager::protocol::{Micros, Op, Out};
+use crate::manager::protocol::{Op, Out};
 
 typed_proxy! {
     /// A dict in the manager's server (Python's `manager.dict()`): keys and
@@ -479,6 +479,16 @@ typed_proxy! {
     /// [`abandoned`](ManagedQueue::abandoned) and no longer block
     /// [`join`](ManagedQueue::join).
     ///
+    /// A plain queue (`manager.queue(maxsize)`) is a shared-memory ring
+    /// (brood's [`Queue`](crate::Queue)) that the server keeps: a proxy in
+    /// a process on the server's host maps it (once, on its first call)
+    /// and puts and gets on it itself, with no round trip to the server
+    /// (it only checks, with one non-blocking `recv` on its socket to the
+    /// server, that the server is still there); clients on other hosts go
+    /// through the server, which serves them from the same ring. It holds
+    /// at most 1 GiB of encoded items at a time (a put waits for room
+    /// beyond that, as on a full bounded queue).
+    ///
     /// ```
     /// let manager = brood::Manager::start()?;
     /// let q = manager.queue::<String>(0)?;
@@ -505,6 +515,9 @@ impl<T: Serialize + DeserializeOwned> ManagedQueue<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn put(&self, item: &T) -> Result<()> {
+        if let Some(ring) = self.handle.ring()? {
+            return self.handle.ring_put(ring, enc(item)?, None);
+        }
         self.handle.unit(Op::Put(enc(item)?, None))
     }
 
@@ -520,31 +533,42 @@ impl<T: Serialize + DeserializeOwned> ManagedQueue<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        if let Some(ring) = self.handle.ring()? {
+            return self.handle.ring_put(ring, enc(item)?, Some(timeout));
+        }
         self.handle.unit(Op::Put(enc(item)?, micros(timeout)))
     }
 
-    /// Appends `item` without waiting for the server's answer (the
-    /// request is pipelined: no round trip). It never waits for room: on a
-    /// full bounded queue the item is refused. Later calls of this thread
-    /// to the same server run after it, in order; a refused or failed
-    /// pipelined put is reported by this thread's next call to that server
-    /// (which is then not run: an error saying so), and pipelined puts
-    /// after a failed one are dropped. Another thread or process sees the
-    /// item once the server has read it (use [`put`](ManagedQueue::put)
-    /// when the item must be in before the call returns).
+    /// Appends `item` without waiting for the server's answer. It never
+    /// waits for room: on a full bounded queue the item is refused.
+    ///
+    /// On the server's host (where the proxy puts on the queue's shared
+    /// ring itself, see [`ManagedQueue`]) this is a put that does not
+    /// wait: the item is in the queue when the call returns, and a refusal
+    /// is this call's [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error.
+    /// From another host the request is pipelined (no round trip): later
+    /// calls of this thread to the same server run after it, in order; a
+    /// refused or failed pipelined put is reported by this thread's next
+    /// call to that server (which is then not run: an error saying so),
+    /// and pipelined puts after a failed one are dropped; another process
+    /// sees the item once the server has read it.
     ///
     /// ```
     /// let manager = brood::Manager::start()?;
     /// let q = manager.queue::<u32>(2)?;
-    /// for i in 0..3 {
-    ///     q.put_pipelined(&i)?; // the third does not fit
-    /// }
-    /// let err = q.qsize().unwrap_err();
-    /// assert!(err.to_string().contains("earlier pipelined put failed"), "{err}");
+    /// q.put_pipelined(&0)?;
+    /// q.put_pipelined(&1)?;
+    /// // The third does not fit: refused (here at once; from another
+    /// // host, by the thread's next call).
+    /// let refused = q.put_pipelined(&2).and_then(|()| q.qsize().map(drop));
+    /// assert!(refused.is_err());
     /// assert_eq!(q.qsize()?, 2);
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn put_pipelined(&self, item: &T) -> Result<()> {
+        if let Some(ring) = self.handle.ring()? {
+            return self.handle.ring_put(ring, enc(item)?, Some(Duration::ZERO));
+        }
         self.handle.quiet(Op::Put(enc(item)?, Some(0)))
     }
 
@@ -561,6 +585,12 @@ impl<T: Serialize + DeserializeOwned> ManagedQueue<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn put_many(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
+        if let Some(ring) = self.handle.ring()? {
+            for item in items {
+                self.handle.ring_put(ring, enc(&item)?, None)?;
+            }
+            return Ok(());
+        }
         let items = items.into_iter().map(|i| enc(&i)).collect::<Result<_>>()?;
         self.handle.unit(Op::PutMany(items))
     }
@@ -589,10 +619,14 @@ impl<T: Serialize + DeserializeOwned> ManagedQueue<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_inner(micros(timeout))
+        self.get_inner(Some(timeout))
     }
 
-    fn get_inner(&self, timeout: Micros) -> Result<T> {
+    fn get_inner(&self, timeout: Option<Duration>) -> Result<T> {
+        if let Some(ring) = self.handle.ring()? {
+            return dec(&self.handle.ring_get(ring, timeout)?);
+        }
+        let timeout = timeout.and_then(micros);
         self.handle
             .item(Op::Get(timeout))?
             .ok_or_else(|| unexpected(&Out::Item(None)))
@@ -606,6 +640,12 @@ impl<T: Serialize + DeserializeOwned> ManagedQueue<T> {
     /// # Ok::<(), brood::Error>(())
     /// ```
     pub fn qsize(&self) -> Result<usize> {
+        if let Some(ring) = self.handle.ring()? {
+            if !ring.server_alive() {
+                return Err(self.handle.server_gone());
+            }
+            return Ok(ring.queue.qsize());
+        }
         self.handle.count(Op::Qsize).map(|n| n as usize)
     }
 

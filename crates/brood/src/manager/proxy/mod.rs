@@ -7,10 +7,11 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
+use std::os::fd::AsFd;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -21,6 +22,7 @@ use super::server::HANDSHAKE_TIMEOUT;
 use crate::codec;
 use crate::connection::{self, Address, Client};
 use crate::error::{Error, ErrorKind, Result};
+use crate::queue::{GetError, PutError};
 
 /// How long a failed call may spend finding out whether the server was
 /// restarted (rather than gone).
@@ -34,6 +36,56 @@ pub(crate) struct Server {
     /// Idle connections, with the pid that opened them (a forked child
     /// must not share its parent's).
     pool: Mutex<(u32, Vec<Link>)>,
+    /// This process's socket link for receiving queue rings (`Op::Attach`),
+    /// with the pid that opened it.
+    line: Mutex<(u32, LineState)>,
+}
+
+enum LineState {
+    Untried,
+    /// The server is on another host, or rings are off.
+    Elsewhere,
+    /// The link, and a second handle on its socket for liveness checks.
+    Open(Box<Link>, Arc<std::os::fd::OwnedFd>),
+}
+
+/// How long a proxy blocked on a mapped ring waits before it looks at its
+/// server again (a server that dies fails the call within this).
+const RING_SLICE: Duration = Duration::from_millis(100);
+
+fn ring_slice(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(RING_SLICE, |d| {
+        d.saturating_duration_since(Instant::now()).min(RING_SLICE)
+    })
+}
+
+/// A plain managed queue's ring, mapped in this process: a proxy on the
+/// server's host puts and gets on it itself, no round trip to the server.
+/// `line` is a socket to the server that carries nothing once the ring
+/// is here: it reads end-of-file exactly when the server is gone.
+pub(crate) struct Attached {
+    pub(crate) queue: super::registry::RingQueue,
+    line: Arc<std::os::fd::OwnedFd>,
+}
+
+impl Attached {
+    /// Whether the server is still there (one `recv` that does not wait
+    /// and takes nothing).
+    pub(crate) fn server_alive(&self) -> bool {
+        let mut buf = [0u8; 1];
+        loop {
+            match rustix::net::recv(
+                &*self.line,
+                &mut buf,
+                rustix::net::RecvFlags::DONTWAIT | rustix::net::RecvFlags::PEEK,
+            ) {
+                Ok((0, _)) => return false,
+                Ok(_) | Err(rustix::io::Errno::AGAIN) => return true,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
 type ServerKey = (String, u64);
@@ -110,6 +162,7 @@ impl Server {
                     key,
                     instance,
                     pool: Mutex::new((crate::os::pid::current().as_raw() as u32, Vec::new())),
+                    line: Mutex::new((0, LineState::Untried)),
                 })
             })
             .clone()
@@ -236,6 +289,66 @@ impl Server {
         }
     }
 
+    /// Plain queue `id`'s ring, mapped here, if the server is on this host
+    /// (and rings are on); `None` otherwise, or for an object that is not
+    /// a plain queue (the server then answers its calls).
+    pub(crate) fn attach(&self, id: u64) -> Result<Option<Arc<Attached>>> {
+        let pid = crate::os::pid::current().as_raw() as u32;
+        let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        if line.0 != pid {
+            // A forked child makes its own line (requests on an inherited
+            // one would mix with its parent's).
+            *line = (pid, LineState::Untried);
+        }
+        if matches!(line.1, LineState::Untried) {
+            line.1 = if rings_enabled() {
+                let (link, _, local) = open_as(
+                    &self.address,
+                    &self.key,
+                    Some(self.instance),
+                    HANDSHAKE_TIMEOUT,
+                    Mode::Line,
+                )
+                .map_err(|e| self.lost(e))?;
+                let peek = local
+                    .then(|| link.conn.as_fd().try_clone_to_owned().ok())
+                    .flatten();
+                match peek {
+                    Some(fd) => LineState::Open(Box::new(link), Arc::new(fd)),
+                    None => LineState::Elsewhere,
+                }
+            } else {
+                LineState::Elsewhere
+            };
+        }
+        let LineState::Open(link, fd) = &mut line.1 else {
+            return Ok(None);
+        };
+        let asked = link
+            .send_request(Request {
+                object: id,
+                op: Op::Attach,
+                quiet: false,
+            })
+            .and_then(|()| link.recv_reply());
+        let got = match asked {
+            Ok(Ok(Out::Unit)) => super::registry::RingQueue::recv_from(&mut link.conn),
+            // Not a plain queue (or an unknown object): the server answers.
+            Ok(_) => return Ok(None),
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok(queue) => Ok(Some(Arc::new(Attached {
+                queue,
+                line: fd.clone(),
+            }))),
+            Err(e) => {
+                line.1 = LineState::Untried;
+                Err(self.lost(e))
+            }
+        }
+    }
+
     /// The error for a connection that failed mid-call. Tells a restarted
     /// server from a dead one (the request is not sent again: it may have
     /// been applied).
@@ -255,10 +368,22 @@ impl Server {
                 server: self.clone(),
                 id,
                 kind,
+                direct: std::sync::OnceLock::new(),
             }),
             other => Err(unexpected(&other)),
         }
     }
+}
+
+/// What kind of link [`open`] makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Shared-memory rings to a server on this host (through its local
+    /// alias for a TCP address) if rings are on; else the socket.
+    Calls,
+    /// A plain socket link, on a Unix socket if the server is on this
+    /// host (through its alias for TCP): to receive fds on.
+    Line,
 }
 
 /// Opens an authenticated connection; with `expect`, checks the server is
@@ -269,6 +394,17 @@ fn open(
     expect: Option<u64>,
     timeout: Duration,
 ) -> Result<(Link, u64)> {
+    open_as(address, key, expect, timeout, Mode::Calls).map(|(link, instance, _)| (link, instance))
+}
+
+fn open_as(
+    address: &Address,
+    key: &[u8],
+    expect: Option<u64>,
+    timeout: Duration,
+    mode: Mode,
+) -> Result<(Link, u64, bool)> {
+    let on_unix = matches!(address, Address::Unix(_) | Address::Abstract(_));
     let mut conn = Client::connect_timeout(address, Some(key), timeout).map_err(|e| {
         let kind = match e.kind() {
             ErrorKind::Auth => ErrorKind::Auth,
@@ -282,10 +418,24 @@ fn open(
     super::server::keep_alive(&conn);
     // A client on this host offers shared-memory rings (`link.rs`); a pair
     // that cannot be made leaves the link on the socket.
-    let local = matches!(address, Address::Unix(_) | Address::Abstract(_)) && rings_enabled();
-    let rings = if local { Rings::new().ok() } else { None };
+    let rings = if on_unix && mode == Mode::Calls && rings_enabled() {
+        Rings::new().ok()
+    } else {
+        None
+    };
+    // A line holds nothing (no lock, no queue item is leased through it),
+    // so it is a session of its own: a forked child that keeps an
+    // inherited line open does not keep its parent's session alive.
+    let session = match mode {
+        Mode::Calls => session()?,
+        Mode::Line => {
+            let mut random = [0u8; 8];
+            connection::fill_random(&mut random)?;
+            u64::from_le_bytes(random)
+        }
+    };
     conn.send(&Hello {
-        session: session()?,
+        session,
         rings: rings.is_some(),
     })?;
     if let Some(r) = &rings {
@@ -306,22 +456,22 @@ fn open(
         )));
     }
     let rings = if welcome.rings { rings } else { None };
-    // A TCP server on this host: reconnect through its local alias for
-    // rings (the TCP connection closes once that one is up; a server on
-    // another host or network namespace has no such name here).
-    if rings.is_none()
+    // A TCP server on this host: reconnect through its local alias (the
+    // TCP connection closes once that one is up; a server on another host
+    // or network namespace has no such name here).
+    if !on_unix
         && rings_enabled()
         && let Some(name) = &welcome.local
-        && matches!(address, Address::Tcp(_))
     {
         let alias = Address::Abstract(name.clone().into_bytes());
-        if let Ok((local, instance)) = open(&alias, key, Some(welcome.instance), timeout)
-            && local.rings.is_some()
+        if let Ok((local, instance, true)) =
+            open_as(&alias, key, Some(welcome.instance), timeout, mode)
+            && (mode == Mode::Line || local.rings.is_some())
         {
-            return Ok((local, instance));
+            return Ok((local, instance, true));
         }
     }
-    Ok((Link { conn, rings }, welcome.instance))
+    Ok((Link { conn, rings }, welcome.instance, on_unix))
 }
 
 /// Set by [`use_local_rings`](crate::manager::use_local_rings).
@@ -382,6 +532,9 @@ pub(crate) struct Handle {
     server: Arc<Server>,
     id: u64,
     kind: Kind,
+    /// A plain queue's ring once this proxy (or the one it was cloned
+    /// from) looked for it: `Some(None)` when the server answers instead.
+    direct: std::sync::OnceLock<Option<Arc<Attached>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -413,6 +566,7 @@ impl<'de> Deserialize<'de> for Handle {
             server: Server::lookup(wire.address, wire.instance, address, key),
             id: wire.id,
             kind: wire.kind,
+            direct: std::sync::OnceLock::new(),
         })
     }
 }
@@ -424,6 +578,68 @@ impl fmt::Debug for Handle {
 }
 
 impl Handle {
+    /// A plain queue's ring, mapped here (looked for once per proxy and
+    /// its clones), when this process is on the server's host.
+    fn ring(&self) -> Result<Option<&Attached>> {
+        if self.kind != Kind::Queue {
+            return Ok(None);
+        }
+        if let Some(found) = self.direct.get() {
+            return Ok(found.as_deref());
+        }
+        let found = self.server.attach(self.id)?;
+        Ok(self.direct.get_or_init(|| found).as_deref())
+    }
+
+    /// Puts `item` on a mapped ring, waiting at most `timeout` for room
+    /// (`None`: as long as it takes), in slices between which it checks
+    /// that the server is still there.
+    fn ring_put(&self, ring: &Attached, mut item: Bytes, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.and_then(crate::time::deadline);
+        loop {
+            if !ring.server_alive() {
+                return Err(self.server_gone());
+            }
+            match ring.queue.put_timeout(item, ring_slice(deadline)) {
+                Ok(()) => return Ok(()),
+                Err(PutError::Timeout(back) | PutError::Full(back)) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Error::timeout("the managed queue is full"));
+                    }
+                    item = back;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Takes the oldest item of a mapped ring, as [`ring_put`](Self::ring_put) waits.
+    fn ring_get(&self, ring: &Attached, timeout: Option<Duration>) -> Result<Bytes> {
+        let deadline = timeout.and_then(crate::time::deadline);
+        loop {
+            if !ring.server_alive() {
+                return Err(self.server_gone());
+            }
+            match ring.queue.get_timeout(ring_slice(deadline)) {
+                Ok(item) => return Ok(item),
+                Err(GetError::Timeout | GetError::Empty) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Error::timeout("the managed queue is empty"));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The error for a call on a ring whose server is gone.
+    fn server_gone(&self) -> Error {
+        self.server.lost(Error::simple(
+            ErrorKind::Closed,
+            "the server's end of the connection is closed",
+        ))
+    }
+
     fn call(&self, op: Op) -> Result<Out> {
         self.server.call(self.id, op)
     }
