@@ -505,7 +505,11 @@ def main():
             "127.0.0.1 with an auth key, N worker processes connected first, 10,000 "
             "integer tasks on a task queue, each worker puts the square on a result "
             "queue; from the first put to the last result; 3 runs, median and "
-            "slowest–fastest.",
+            "slowest–fastest. brood's processes here are all on the server's host: "
+            "a plain managed queue is a shared-memory ring they map and use without "
+            "a round trip (the dict goes through the link's rings, one round trip a "
+            "call); the `socket` and `TCP only` rows are what a client on another "
+            "host gets (every call a round trip to the server).",
             manager_table(data),
             [],
         ),

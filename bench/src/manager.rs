@@ -7,15 +7,18 @@
 //!   a second brood row turns them off (`use_local_rings(false)`): the
 //!   socket, as a client on another host has it.
 //! - `queue`: one `put` + one `get` on a managed queue; µs (brood rows:
-//!   rings, socket, and rings with the put pipelined: one round trip per
-//!   pair).
+//!   on the server's host, where the proxy maps the queue's ring and makes
+//!   no round trip; the socket, where each call is one; and the put
+//!   pipelined).
 //! - `workers-N`: the reference's master/worker pattern over TCP on
 //!   127.0.0.1 with an auth key: N worker processes, connected first, take
 //!   10,000 integer tasks from a task queue and put each square on a result
 //!   queue; the time runs from the master's first `put` to its 10,000th
 //!   result; thousand tasks per second. The workers are on the server's
-//!   host, so they move to rings through its local alias; the "TCP only"
-//!   row keeps every process on TCP (what workers on other hosts get). A
+//!   host, so they move to rings through its local alias, and the two
+//!   plain queues are shared-memory rings they (and the master) map and
+//!   use themselves; the "TCP only" row keeps every process on TCP (what
+//!   workers on other hosts get: each call a round trip to the server). A
 //!   third brood row puts the tasks with one `put_many` (one round trip)
 //!   and the workers put results with `put_pipelined` (no round trip).
 //!
