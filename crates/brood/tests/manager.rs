@@ -930,3 +930,45 @@ fn a_plain_queue_is_one_ring_for_clients_on_this_host_and_elsewhere() {
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
     assert!(err.to_string().contains("manager server"), "{err}");
 }
+
+/// Under a soft fd limit of 1024 (set here, inherited by the server it
+/// starts): makes 1,500 plain queues (a ring and its fd each, in the
+/// server) and uses every one: past this process's own limit a proxy
+/// cannot map its queue's ring and is served through requests instead.
+fn many_queues(n: u32) -> Result<(), String> {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(1024),
+            maximum: hard,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let manager = Manager::start().map_err(|e| e.to_string())?;
+    let queues = (0..n)
+        .map(|_| manager.queue::<u32>(0))
+        .collect::<brood::Result<Vec<_>>>()
+        .map_err(|e| e.to_string())?;
+    for q in &queues {
+        q.put(&n).map_err(|e| e.to_string())?;
+        if q.get().map_err(|e| e.to_string())? != n {
+            return Err("a queue lost its item".into());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_server_holds_more_queues_than_the_usual_soft_fd_limit() {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    assert!(
+        hard.is_none_or(|h| h >= 4096),
+        "this machine's hard fd limit ({hard:?}) is too low for the test"
+    );
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .target_with(many_queues, 1500);
+    p.start().unwrap();
+    p.join_timeout(Duration::from_secs(120)).unwrap().unwrap();
+}

@@ -330,6 +330,24 @@ fn serve_requests(link: &mut Link, shared: &Shared, session: u64) {
     }
 }
 
+/// Raises this (server) process's soft limit on open files to its hard
+/// limit, as Go's runtime does for every program: each plain queue holds
+/// its ring's fd, and each client connection a socket, so a server of
+/// many queues or clients would otherwise stop at the usual soft 1024.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+}
+
 fn left(deadline: Instant) -> Duration {
     deadline
         .saturating_duration_since(Instant::now())
@@ -392,6 +410,7 @@ fn handshake(conn: &mut Connection, key: &[u8], deadline: Instant) -> Result<()>
 /// What a server child gets: where to listen, the key, and a connection to
 /// report the bound address (or why it could not bind) on.
 pub(crate) fn child_main(address: String, key: Vec<u8>, mut ready: Connection) {
+    raise_fd_limit();
     let bound = address
         .parse()
         .and_then(|a| Listener::bind(&a, None))

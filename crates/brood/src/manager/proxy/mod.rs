@@ -343,8 +343,16 @@ impl Server {
                 line: fd.clone(),
             }))),
             Err(e) => {
+                // The line is in an unknown state: the next attach opens
+                // another. A server that is still there serves this proxy
+                // through requests instead (the ring could not be had
+                // here, e.g. this process is out of fds).
                 line.1 = LineState::Untried;
-                Err(self.lost(e))
+                if e.kind() == ErrorKind::Closed {
+                    Err(self.lost(e))
+                } else {
+                    Ok(None)
+                }
             }
         }
     }
