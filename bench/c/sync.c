@@ -139,6 +139,10 @@ static inline void fm_unlock(futex_mutex *m) {
  * brood's fast path assumes (64-bit glibc: __lock at 0, __list.__next at 32). */
 static volatile uintptr_t *rl_head;
 static uint32_t rl_tid;
+/* The lock parked in list_op_pending (its link), 0 when none: per thread. */
+static __thread uintptr_t rl_parked;
+static __thread volatile uintptr_t *rl_thead;
+static __thread uint32_t rl_ttid;
 
 static void rl_setup(void) {
     uintptr_t head = 0;
@@ -150,13 +154,15 @@ static void rl_setup(void) {
     }
     rl_head = (volatile uintptr_t *)head;
     rl_tid = (uint32_t)syscall(SYS_gettid);
+    rl_thead = rl_head;
+    rl_ttid = rl_tid;
 }
 
 #define RL_WORD(m) ((_Atomic uint32_t *)(void *)(m))
 #define RL_LINK(m) ((uintptr_t)(m) + 32)
 #define AT(addr) (*(volatile uintptr_t *)(addr))
 
-static inline void rl_lock(pthread_mutex_t *m) {
+static inline void gl_lock(pthread_mutex_t *m) {
     uintptr_t e = RL_LINK(m);
     rl_head[2] = e; /* list_op_pending */
     CF;
@@ -178,7 +184,7 @@ static inline void rl_lock(pthread_mutex_t *m) {
     rl_head[2] = 0;
 }
 
-static inline void rl_unlock(pthread_mutex_t *m) {
+static inline void gl_unlock(pthread_mutex_t *m) {
     uintptr_t e = RL_LINK(m);
     if ((atomic_load_explicit(RL_WORD(m), memory_order_relaxed) & FUTEX_TID_MASK_) != rl_tid) {
         fprintf(stderr, "sync: robustlist unlock by a non-owner\n");
@@ -197,6 +203,56 @@ static inline void rl_unlock(pthread_mutex_t *m) {
         syscall(SYS_futex, RL_WORD(m), FUTEX_WAKE, 1, NULL, NULL, 0);
     CF;
     rl_head[2] = 0;
+}
+
+/* ----- brood's fast path: the held lock parked in list_op_pending ----- */
+
+
+static inline void rl_enqueue(uintptr_t e) {
+    volatile uintptr_t *head = rl_thead;
+    uintptr_t first = head[0];
+    AT((first & ~1ul) - 8) = e;
+    AT(e) = first;
+    AT(e - 8) = (uintptr_t)head;
+    CF;
+    head[0] = e;
+}
+
+static __attribute__((noinline)) void rl_unpark(void) {
+    rl_enqueue(rl_parked);
+    CF;
+    rl_parked = 0;
+}
+
+static inline void rl_lock(pthread_mutex_t *m) {
+    uintptr_t e = RL_LINK(m);
+    if (rl_parked) rl_unpark();
+    rl_thead[2] = e; /* list_op_pending: the lock is parked there */
+    CF;
+    uint32_t z = 0;
+    if (!atomic_compare_exchange_strong_explicit(RL_WORD(m), &z, rl_ttid, memory_order_acquire,
+                                                 memory_order_relaxed)) {
+        fprintf(stderr, "sync: parked lock is busy\n");
+        exit(1);
+    }
+    rl_parked = e;
+}
+
+static inline void rl_unlock(pthread_mutex_t *m) {
+    uintptr_t e = RL_LINK(m);
+    uint32_t t = rl_ttid;
+    if ((atomic_load_explicit(RL_WORD(m), memory_order_relaxed) & FUTEX_TID_MASK_) != t ||
+        rl_parked != e) {
+        fprintf(stderr, "sync: parked unlock by a non-owner\n");
+        exit(1);
+    }
+    if (!atomic_compare_exchange_strong_explicit(RL_WORD(m), &t, 0, memory_order_release,
+                                                 memory_order_relaxed) &&
+        (atomic_exchange_explicit(RL_WORD(m), 0, memory_order_release) & FUTEX_WAITERS_BIT))
+        syscall(SYS_futex, RL_WORD(m), FUTEX_WAKE, 1, NULL, NULL, 0);
+    CF;
+    rl_thead[2] = 0;
+    rl_parked = 0;
 }
 
 /* ----- a futex word holding the owner's TID ----- */
@@ -249,6 +305,8 @@ struct state {
     char pad2[64];
     pthread_mutex_t robustlist;
     char pad2b[64];
+    pthread_mutex_t glibclist;
+    char pad2d[64];
     _Atomic uint32_t tidword;
     char pad2c[60];
     int64_t counter;
@@ -297,6 +355,13 @@ static double lock_pairs(const char *kind, long n) {
         for (long i = 0; i < n; i++) {
             rl_lock(m);
             rl_unlock(m);
+        }
+    } else if (strcmp(kind, "glibc") == 0) {
+        pthread_mutex_t *m = &st->glibclist;
+        t = now();
+        for (long i = 0; i < n; i++) {
+            gl_lock(m);
+            gl_unlock(m);
         }
     } else if (strcmp(kind, "tid") == 0) {
         _Atomic uint32_t *w = &st->tidword;
@@ -521,6 +586,7 @@ static void setup(void) {
     if (sem_init(&st->pong, 1, 0) != 0) die("sem_init");
     robust_init(&st->robust);
     robust_init(&st->robustlist);
+    robust_init(&st->glibclist);
     rl_setup();
 }
 
@@ -560,8 +626,9 @@ static void standalone(void) {
                                      {"sem", "C sem_t (pshared) sem_wait/sem_post"},
                                      {"robust", "C pthread mutex (pshared, robust, errorcheck)"},
                                      {"robustlist", "C robust-list protocol inline (brood's fast path in C)"},
+                                     {"glibc", "C glibc's robust-list protocol inline"},
                                      {"tid", "C futex word holding the owner's TID"}};
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < 6; k++) {
         lock_pairs(locks[k][0], LOCK_PAIRS / 5);
         for (int r = 0; r < LOCK_RUNS; r++) v[r] = lock_pairs(locks[k][0], LOCK_PAIRS);
         line("lock", locks[k][1], v, LOCK_RUNS, 0);
