@@ -139,8 +139,6 @@ static inline void fm_unlock(futex_mutex *m) {
  * brood's fast path assumes (64-bit glibc: __lock at 0, __list.__next at 32). */
 static volatile uintptr_t *rl_head;
 static uint32_t rl_tid;
-/* The lock parked in list_op_pending (its link), 0 when none: per thread. */
-static __thread uintptr_t rl_parked;
 static __thread volatile uintptr_t *rl_thead;
 static __thread uint32_t rl_ttid;
 
@@ -207,9 +205,13 @@ static inline void gl_unlock(pthread_mutex_t *m) {
 
 /* ----- brood's fast path: the held lock parked in list_op_pending ----- */
 
+/* The lock a thread holds alone is not linked onto its robust list: it stays
+ * "parked" in list_op_pending, which the kernel handles at the thread's death
+ * as it does the list (sync/README.md). A second lock links the parked one
+ * first (rl_unpark); the rows here take one lock at a time. The head and the
+ * TID are per thread, as brood's are (a thread local). */
 
-static inline void rl_enqueue(uintptr_t e) {
-    volatile uintptr_t *head = rl_thead;
+static inline void rl_enqueue(volatile uintptr_t *head, uintptr_t e) {
     uintptr_t first = head[0];
     AT((first & ~1ul) - 8) = e;
     AT(e) = first;
@@ -218,41 +220,42 @@ static inline void rl_enqueue(uintptr_t e) {
     head[0] = e;
 }
 
-static __attribute__((noinline)) void rl_unpark(void) {
-    rl_enqueue(rl_parked);
+static __attribute__((noinline)) void rl_unpark(volatile uintptr_t *head) {
     CF;
-    rl_parked = 0;
+    rl_enqueue(head, head[2]);
+    CF;
 }
 
 static inline void rl_lock(pthread_mutex_t *m) {
+    volatile uintptr_t *head = rl_thead;
     uintptr_t e = RL_LINK(m);
-    if (rl_parked) rl_unpark();
-    rl_thead[2] = e; /* list_op_pending: the lock is parked there */
+    if (head[2]) rl_unpark(head); /* another lock is parked */
+    head[2] = e;                  /* list_op_pending: park this one */
     CF;
     uint32_t z = 0;
     if (!atomic_compare_exchange_strong_explicit(RL_WORD(m), &z, rl_ttid, memory_order_acquire,
                                                  memory_order_relaxed)) {
-        fprintf(stderr, "sync: parked lock is busy\n");
+        /* uncontended rows only */
+        fprintf(stderr, "sync: robustlist lock is busy\n");
         exit(1);
     }
-    rl_parked = e;
 }
 
 static inline void rl_unlock(pthread_mutex_t *m) {
+    volatile uintptr_t *head = rl_thead;
     uintptr_t e = RL_LINK(m);
-    uint32_t t = rl_ttid;
-    if ((atomic_load_explicit(RL_WORD(m), memory_order_relaxed) & FUTEX_TID_MASK_) != t ||
-        rl_parked != e) {
-        fprintf(stderr, "sync: parked unlock by a non-owner\n");
+    if (head[2] != e) {
+        /* brood: a linked lock (glibc's unlock protocol) or not ours */
+        fprintf(stderr, "sync: robustlist unlock of a lock not parked\n");
         exit(1);
     }
+    uint32_t t = rl_ttid;
     if (!atomic_compare_exchange_strong_explicit(RL_WORD(m), &t, 0, memory_order_release,
                                                  memory_order_relaxed) &&
         (atomic_exchange_explicit(RL_WORD(m), 0, memory_order_release) & FUTEX_WAITERS_BIT))
         syscall(SYS_futex, RL_WORD(m), FUTEX_WAKE, 1, NULL, NULL, 0);
     CF;
-    rl_thead[2] = 0;
-    rl_parked = 0;
+    head[2] = 0;
 }
 
 /* ----- a futex word holding the owner's TID ----- */

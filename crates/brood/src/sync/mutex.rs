@@ -72,6 +72,7 @@ pub(crate) enum How {
 
 impl How {
     /// Python's `acquire(block, timeout)`.
+    #[inline]
     pub(crate) fn python(block: bool, timeout: Option<Duration>) -> How {
         match (block, timeout) {
             (false, _) => How::Try,
@@ -127,12 +128,6 @@ const UNKNOWN: Me = Me { tid: 0, head: 0 };
 
 thread_local! {
     static ME: Cell<Me> = const { Cell::new(UNKNOWN) };
-    /// The link of the fast-path mutex this thread holds *parked* in its
-    /// head's `list_op_pending` (held, not on the list), or 0. The truth
-    /// about parking is here, not in `list_op_pending`, which a robust
-    /// pthread mutex operation of this thread overwrites (see
-    /// `sync/README.md`).
-    static PARKED: Cell<usize> = const { Cell::new(0) };
     /// This thread's choice made with `force_pthread` (kept in a forked
     /// child, whose only thread is a copy of the forking one).
     static FORCED_HERE: Cell<Option<bool>> = const { Cell::new(None) };
@@ -152,15 +147,14 @@ static FORCED: AtomicBool = AtomicBool::new(false);
 /// leaves that word alone, as glibc itself never forks in the middle of a
 /// lock operation).
 extern "C" fn forked_child() {
-    // Const-initialised Cells without destructor: always accessible.
+    // A const-initialised Cell without destructor: always accessible.
     let me = ME.get();
-    if PARKED.get() != 0 && me.head != 0 {
+    if me.head != 0 {
         // SAFETY: `me.head` is the forking thread's list head, glibc's
         // `robust_head` in its descriptor, which the child's only thread
         // has at the same address (a copy of the forking thread).
         unsafe { set_pending(me.head, 0) };
     }
-    PARKED.set(0);
     ME.set(UNKNOWN);
 }
 
@@ -215,9 +209,9 @@ pub(crate) fn force_pthread(on: bool) {
     // A lock held parked goes onto the list first: glibc's unlock, which
     // the pthread path uses, unlinks it from there.
     let me = ME.get();
-    if PARKED.get() != 0 && me.head != 0 {
+    if me.head != 0 {
         unpark(me);
-        // SAFETY: `me.head` is this thread's list head; the lock is on
+        // SAFETY: `me.head` is this thread's list head; a parked lock is on
         // the list now.
         unsafe { set_pending(me.head, 0) };
     }
@@ -409,8 +403,21 @@ unsafe fn link<'a>(addr: usize) -> &'a AtomicUsize {
     unsafe { AtomicUsize::from_ptr(addr as *mut usize) }
 }
 
+/// The head's `list_op_pending`: outside a lock operation, 0 or the link
+/// of the mutex this thread holds parked (see `sync/README.md`).
+///
+/// # Safety
+///
+/// `head` is the calling thread's list head.
+#[inline(always)]
+unsafe fn pending(head: usize) -> usize {
+    // SAFETY: the caller's promise (the third word of the head).
+    unsafe { link(head + 16) }.load(Ordering::Relaxed)
+}
+
 /// Sets the head's `list_op_pending`: the kernel checks that entry too
-/// when the thread dies mid-operation.
+/// when the thread dies (after the list; an entry on both is handled
+/// once).
 ///
 /// # Safety
 ///
@@ -464,25 +471,55 @@ unsafe fn dequeue(entry: usize) {
 }
 
 /// Links the mutex this thread holds parked (if any) onto its list: a lock
-/// operation on another mutex is about to use `list_op_pending`.
+/// operation on another mutex is about to use `list_op_pending`, which
+/// still names the parked one (the caller overwrites it next).
 #[cold]
 #[inline(never)]
 fn unpark(me: Me) {
-    let parked = PARKED.get();
-    if parked == 0 || me.head == 0 {
+    // SAFETY: `me.head` is this thread's list head (the fast path's).
+    let parked = unsafe { pending(me.head) };
+    if parked == 0 {
         return;
     }
-    // SAFETY: `me.head` is this thread's list head; `parked` the link of a
-    // mutex this thread holds (mapped while held, `must_stay_mapped`),
-    // which `list_op_pending` names while it is linked: a death meanwhile
-    // is reported either way (the kernel skips the pending entry on its
-    // walk of the list and handles it once, after).
+    // SAFETY: `parked` is the link of a mutex this thread holds (outside
+    // an operation, only a parked mutex's link is left in the slot), mapped
+    // while held (`must_stay_mapped`); `list_op_pending` names it while it
+    // is linked, so a death meanwhile is reported either way (the kernel
+    // skips the pending entry on its walk of the list and handles it once,
+    // after).
     unsafe {
         compiler_fence(Ordering::SeqCst);
         enqueue(me.head, parked);
         compiler_fence(Ordering::SeqCst);
     }
-    PARKED.set(0);
+}
+
+/// Whether `entry` is on the calling thread's list (a walk from the head:
+/// the list holds the robust mutexes this thread holds linked, most
+/// recently linked first).
+///
+/// # Safety
+///
+/// `head` is the calling thread's list head.
+unsafe fn on_list(head: usize, entry: usize) -> bool {
+    // SAFETY: the caller's promise; every node on the list is a robust
+    // mutex this thread holds (mapped while held), linked by brood or
+    // glibc in the same format; only this thread changes the list.
+    unsafe {
+        let mut node = link(head).load(Ordering::Relaxed) & !1;
+        // A consistent list ends at its head; the bound only stops a walk
+        // of a list someone else corrupted.
+        for _ in 0..(1usize << 24) {
+            if node == head || node == 0 {
+                return false;
+            }
+            if node == entry {
+                return true;
+            }
+            node = link(node).load(Ordering::Relaxed) & !1;
+        }
+        false
+    }
 }
 
 // ----- the mutex -----
@@ -542,7 +579,9 @@ impl RobustMutex {
         if me.head == 0 {
             return self.acquire_pthread(how, me);
         }
-        if PARKED.get() != 0 {
+        // SAFETY: `me.head` is this thread's list head (checked when it
+        // was looked up).
+        if unsafe { pending(me.head) } != 0 {
             return self.acquire_beside_parked(how, me);
         }
         self.acquire_fast(how, me)
@@ -564,7 +603,6 @@ impl RobustMutex {
             .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            PARKED.set(entry);
             return self.acquired(false);
         }
         self.acquire_contended(how, me)
@@ -657,7 +695,6 @@ impl RobustMutex {
     /// `list_op_pending`, which names it already; take over from a dead
     /// holder (`died`).
     fn parked(&self, me: Me, died: bool) -> Outcome {
-        PARKED.set(self.entry());
         if died {
             // A pthread-path holder that died before making it consistent
             // left glibc's `__owner` marked inconsistent; a pthread-path
@@ -744,8 +781,38 @@ impl RobustMutex {
     #[inline]
     pub(crate) fn release(&self) -> io::Result<()> {
         let me = me();
-        let word = self.word();
-        if word.load(Ordering::Relaxed) & FUTEX_TID_MASK != me.tid {
+        if me.head != 0 {
+            let entry = self.entry();
+            // SAFETY: `me.head` is this thread's list head.
+            if unsafe { pending(me.head) } == entry {
+                // Parked, so held by this thread (no need to read the word,
+                // whose CAS just below checks it anyway).
+                let extra = self.extra.load(Ordering::Relaxed);
+                if extra > 0 {
+                    self.extra.store(extra - 1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // Release the word, then clear the slot (a death in between
+                // leaves a word whose owner is 0 or another thread: the
+                // kernel at most wakes one waiter).
+                self.release_word(me);
+                compiler_fence(Ordering::SeqCst);
+                // SAFETY: as above.
+                unsafe { set_pending(me.head, 0) };
+                return Ok(());
+            }
+        }
+        self.release_unparked(me)
+    }
+
+    /// Releases a mutex that is not parked: held on the pthread path, or
+    /// linked on the list, or parked once but its `list_op_pending` taken
+    /// by a glibc robust mutex operation of this thread; or not held
+    /// (`EPERM`).
+    #[cold]
+    #[inline(never)]
+    fn release_unparked(&self, me: Me) -> io::Result<()> {
+        if self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK != me.tid {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         let extra = self.extra.load(Ordering::Relaxed);
@@ -762,18 +829,14 @@ impl RobustMutex {
             return Ok(());
         }
         let entry = self.entry();
-        if PARKED.get() == entry {
-            // Parked: only `list_op_pending` names it. Release the word,
-            // then clear the slot (a death in between leaves a word whose
-            // owner is 0 or another thread: the kernel leaves it alone).
+        // SAFETY: `me.head` is this thread's list head.
+        if unsafe { on_list(me.head, entry) } {
+            self.release_linked(me, entry);
+        } else {
+            // Parked once, and glibc cleared the slot since (the limit in
+            // sync/README.md): nothing names it, nothing to unlink.
             self.release_word(me);
-            compiler_fence(Ordering::SeqCst);
-            // SAFETY: `me.head` is this thread's list head.
-            unsafe { set_pending(me.head, 0) };
-            PARKED.set(0);
-            return Ok(());
         }
-        self.release_linked(me, entry);
         Ok(())
     }
 
@@ -948,7 +1011,6 @@ mod tests {
             (first, a.entry()),
             "parked: off the list, named by list_op_pending"
         );
-        assert_eq!(PARKED.get(), a.entry());
         // A second lock links the first onto the list, then parks itself.
         assert_eq!(b.acquire(How::Block), Outcome::Acquired { poisoned: false });
         assert_eq!(list_state(me), (a.entry(), b.entry()));
@@ -967,7 +1029,6 @@ mod tests {
         // release, which trusts its own record, still leaves all in order.
         b.release().unwrap();
         assert_eq!(list_state(me), (first, 0));
-        assert_eq!(PARKED.get(), 0);
         // And brood unlocks what glibc locked (linked, not parked).
         // SAFETY: initialised.
         assert_eq!(unsafe { libc::pthread_mutex_lock(a.mutex.get()) }, 0);
@@ -995,7 +1056,6 @@ mod tests {
                 assert!(ms[i].release().is_err(), "released once only");
             }
             assert_eq!(list_state(me), (first, 0));
-            assert_eq!(PARKED.get(), 0);
         }
     }
 
