@@ -1096,6 +1096,38 @@ mod tests {
         force_pthread(false);
     }
 
+    #[test]
+    fn a_forked_child_forgets_its_parents_parked_lock() {
+        init_process();
+        force_pthread(false);
+        let parent = me();
+        let a = private_mutex();
+        assert_eq!(a.acquire(How::Try), Outcome::Acquired { poisoned: false });
+        assert_eq!(list_state(parent).1, a.entry());
+        // SAFETY: the child only reads memory, runs atomics and raw
+        // syscalls before `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let child = me();
+            // SAFETY: the child's own head (the same address); a read.
+            let pending = unsafe { word_at(child.head + 16) };
+            let ok = child.head == parent.head
+                && child.tid != parent.tid
+                && pending == 0
+                && !a.is_mine()
+                && a.acquire(How::Try) == Outcome::Busy;
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child; `status` is valid for writes.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0, "the child's list_op_pending was clear");
+        assert_eq!(list_state(parent).1, a.entry(), "still parked here");
+        a.release().unwrap();
+    }
+
     /// Forks a child that runs `steps` on `lock`'s mutex and exits without
     /// unlocking (its thread ends: the kernel walks its robust list), then
     /// returns the word the child left.
