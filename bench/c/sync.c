@@ -8,10 +8,17 @@
  *     sem     a sem_t (pshared = 1) as a lock: sem_wait / sem_post
  *     robust  a pthread_mutex_t, PTHREAD_PROCESS_SHARED + ROBUST + ERRORCHECK
  *             (the memory of brood's Lock; its fallback calls these functions)
- *     robustlist  the same mutex, with glibc's robust protocol inline: what
- *             brood's fast path does (list_op_pending, one CAS of the word
- *             0 -> TID, link onto the thread's robust list from
- *             get_robust_list; unlink, one CAS TID -> 0): brood's floor
+ *     robustlist  the same mutex, with brood's fast path inline (brood's
+ *             floor): the one lock a thread holds is parked in its robust
+ *             list head's list_op_pending (from get_robust_list), not linked
+ *             onto the list: lock = pending := &link, one CAS of the word
+ *             0 -> TID; unlock = one CAS TID -> 0 (else set 0 and wake),
+ *             pending := 0 (crates/brood/src/sync/README.md)
+ *     glibc   the same mutex, with glibc's robust protocol inline (what
+ *             brood's fast path did before parking, and what glibc does
+ *             for every lock): list_op_pending, one CAS of the word 0 ->
+ *             TID, link onto the thread's robust list; unlink, one CAS
+ *             TID -> 0
  *     tid     a futex word holding the owner's TID (CAS 0 -> TID, CAS TID ->
  *             0, else set 0 and wake): the fast path of the alternative
  *             design, whose waiters would poll the owner's liveness
@@ -44,7 +51,7 @@
  * Two modes:
  * - `--driven`: the Rust harness (bench/src/sync.rs) runs this program as
  *   rows of its table, interleaved with its own. Commands on stdin, one per
- *   line, one answer line each: `lock futex|sem|robust|robustlist|tid N`, `counter
+ *   line, one answer line each: `lock futex|sem|robust|robustlist|glibc|tid N`, `counter
  *   futex|robust N`, `fill N`, `shm memcpy|memset BYTES`, `sem N`, `pin CPU`
  *   (pins this process, and so the children it forks from then on, to CPU;
  *   -1 unpins; answer `ok`), `exit`.
