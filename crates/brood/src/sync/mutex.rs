@@ -11,10 +11,14 @@
 //! Two ways to run that protocol, which interoperate on the same memory:
 //!
 //! - **fast** (the default where glibc's layout checks out at run time):
-//!   brood runs glibc's robust-mutex protocol inline — one CAS to lock, one
-//!   to unlock — and links the mutex onto the calling thread's robust list
-//!   (glibc's list, whose head `get_robust_list` names) exactly as glibc
-//!   would, so the kernel marks a dead holder's mutex `FUTEX_OWNER_DIED`;
+//!   brood runs the kernel's robust-futex protocol inline — one CAS to
+//!   lock, one to unlock — on the calling thread's robust list (glibc's
+//!   list, whose head `get_robust_list` names, in glibc's format). The one
+//!   mutex a thread holds alone stays *parked* in the head's
+//!   `list_op_pending`, which the kernel handles at the thread's death as
+//!   it does the list; a second one links the parked one onto the list
+//!   first, as glibc would. Either way the kernel marks a dead holder's
+//!   mutex `FUTEX_OWNER_DIED`;
 //! - **pthread** (the fallback): `pthread_mutex_lock` and friends.
 //!
 //! Either way the next acquirer after a holder's death gets the lock and a
