@@ -8,10 +8,17 @@
  *     sem     a sem_t (pshared = 1) as a lock: sem_wait / sem_post
  *     robust  a pthread_mutex_t, PTHREAD_PROCESS_SHARED + ROBUST + ERRORCHECK
  *             (the memory of brood's Lock; its fallback calls these functions)
- *     robustlist  the same mutex, with glibc's robust protocol inline: what
- *             brood's fast path does (list_op_pending, one CAS of the word
- *             0 -> TID, link onto the thread's robust list from
- *             get_robust_list; unlink, one CAS TID -> 0): brood's floor
+ *     robustlist  the same mutex, with brood's fast path inline (brood's
+ *             floor): the one lock a thread holds is parked in its robust
+ *             list head's list_op_pending (from get_robust_list), not linked
+ *             onto the list: lock = pending := &link, one CAS of the word
+ *             0 -> TID; unlock = one CAS TID -> 0 (else set 0 and wake),
+ *             pending := 0 (crates/brood/src/sync/README.md)
+ *     glibc   the same mutex, with glibc's robust protocol inline (what
+ *             brood's fast path did before parking, and what glibc does
+ *             for every lock): list_op_pending, one CAS of the word 0 ->
+ *             TID, link onto the thread's robust list; unlink, one CAS
+ *             TID -> 0
  *     tid     a futex word holding the owner's TID (CAS 0 -> TID, CAS TID ->
  *             0, else set 0 and wake): the fast path of the alternative
  *             design, whose waiters would poll the owner's liveness
@@ -44,7 +51,7 @@
  * Two modes:
  * - `--driven`: the Rust harness (bench/src/sync.rs) runs this program as
  *   rows of its table, interleaved with its own. Commands on stdin, one per
- *   line, one answer line each: `lock futex|sem|robust|robustlist|tid N`, `counter
+ *   line, one answer line each: `lock futex|sem|robust|robustlist|glibc|tid N`, `counter
  *   futex|robust N`, `fill N`, `shm memcpy|memset BYTES`, `sem N`, `pin CPU`
  *   (pins this process, and so the children it forks from then on, to CPU;
  *   -1 unpins; answer `ok`), `exit`.
@@ -139,6 +146,8 @@ static inline void fm_unlock(futex_mutex *m) {
  * brood's fast path assumes (64-bit glibc: __lock at 0, __list.__next at 32). */
 static volatile uintptr_t *rl_head;
 static uint32_t rl_tid;
+static __thread volatile uintptr_t *rl_thead;
+static __thread uint32_t rl_ttid;
 
 static void rl_setup(void) {
     uintptr_t head = 0;
@@ -150,13 +159,15 @@ static void rl_setup(void) {
     }
     rl_head = (volatile uintptr_t *)head;
     rl_tid = (uint32_t)syscall(SYS_gettid);
+    rl_thead = rl_head;
+    rl_ttid = rl_tid;
 }
 
 #define RL_WORD(m) ((_Atomic uint32_t *)(void *)(m))
 #define RL_LINK(m) ((uintptr_t)(m) + 32)
 #define AT(addr) (*(volatile uintptr_t *)(addr))
 
-static inline void rl_lock(pthread_mutex_t *m) {
+static inline void gl_lock(pthread_mutex_t *m) {
     uintptr_t e = RL_LINK(m);
     rl_head[2] = e; /* list_op_pending */
     CF;
@@ -178,7 +189,7 @@ static inline void rl_lock(pthread_mutex_t *m) {
     rl_head[2] = 0;
 }
 
-static inline void rl_unlock(pthread_mutex_t *m) {
+static inline void gl_unlock(pthread_mutex_t *m) {
     uintptr_t e = RL_LINK(m);
     if ((atomic_load_explicit(RL_WORD(m), memory_order_relaxed) & FUTEX_TID_MASK_) != rl_tid) {
         fprintf(stderr, "sync: robustlist unlock by a non-owner\n");
@@ -197,6 +208,61 @@ static inline void rl_unlock(pthread_mutex_t *m) {
         syscall(SYS_futex, RL_WORD(m), FUTEX_WAKE, 1, NULL, NULL, 0);
     CF;
     rl_head[2] = 0;
+}
+
+/* ----- brood's fast path: the held lock parked in list_op_pending ----- */
+
+/* The lock a thread holds alone is not linked onto its robust list: it stays
+ * "parked" in list_op_pending, which the kernel handles at the thread's death
+ * as it does the list (sync/README.md). A second lock links the parked one
+ * first (rl_unpark); the rows here take one lock at a time. The head and the
+ * TID are per thread, as brood's are (a thread local). */
+
+static inline void rl_enqueue(volatile uintptr_t *head, uintptr_t e) {
+    uintptr_t first = head[0];
+    AT((first & ~1ul) - 8) = e;
+    AT(e) = first;
+    AT(e - 8) = (uintptr_t)head;
+    CF;
+    head[0] = e;
+}
+
+static __attribute__((noinline)) void rl_unpark(volatile uintptr_t *head) {
+    CF;
+    rl_enqueue(head, head[2]);
+    CF;
+}
+
+static inline void rl_lock(pthread_mutex_t *m) {
+    volatile uintptr_t *head = rl_thead;
+    uintptr_t e = RL_LINK(m);
+    if (head[2]) rl_unpark(head); /* another lock is parked */
+    head[2] = e;                  /* list_op_pending: park this one */
+    CF;
+    uint32_t z = 0;
+    if (!atomic_compare_exchange_strong_explicit(RL_WORD(m), &z, rl_ttid, memory_order_acquire,
+                                                 memory_order_relaxed)) {
+        /* uncontended rows only */
+        fprintf(stderr, "sync: robustlist lock is busy\n");
+        exit(1);
+    }
+}
+
+static inline void rl_unlock(pthread_mutex_t *m) {
+    volatile uintptr_t *head = rl_thead;
+    uintptr_t e = RL_LINK(m);
+    if (head[2] != e) {
+        /* brood: a linked lock (glibc's unlock protocol) or not ours */
+        fprintf(stderr, "sync: robustlist unlock of a lock not parked\n");
+        exit(1);
+    }
+    uint32_t t = rl_ttid;
+    if (!atomic_compare_exchange_strong_explicit(RL_WORD(m), &t, 0, memory_order_release,
+                                                 memory_order_relaxed) &&
+        (atomic_exchange_explicit(RL_WORD(m), 0, memory_order_release) & FUTEX_WAITERS_BIT))
+        syscall(SYS_futex, RL_WORD(m), FUTEX_WAKE, 1, NULL, NULL, 0);
+    CF;
+    head[2] = 0;
 }
 
 /* ----- a futex word holding the owner's TID ----- */
@@ -249,6 +315,8 @@ struct state {
     char pad2[64];
     pthread_mutex_t robustlist;
     char pad2b[64];
+    pthread_mutex_t glibclist;
+    char pad2d[64];
     _Atomic uint32_t tidword;
     char pad2c[60];
     int64_t counter;
@@ -297,6 +365,13 @@ static double lock_pairs(const char *kind, long n) {
         for (long i = 0; i < n; i++) {
             rl_lock(m);
             rl_unlock(m);
+        }
+    } else if (strcmp(kind, "glibc") == 0) {
+        pthread_mutex_t *m = &st->glibclist;
+        t = now();
+        for (long i = 0; i < n; i++) {
+            gl_lock(m);
+            gl_unlock(m);
         }
     } else if (strcmp(kind, "tid") == 0) {
         _Atomic uint32_t *w = &st->tidword;
@@ -521,6 +596,7 @@ static void setup(void) {
     if (sem_init(&st->pong, 1, 0) != 0) die("sem_init");
     robust_init(&st->robust);
     robust_init(&st->robustlist);
+    robust_init(&st->glibclist);
     rl_setup();
 }
 
@@ -560,8 +636,9 @@ static void standalone(void) {
                                      {"sem", "C sem_t (pshared) sem_wait/sem_post"},
                                      {"robust", "C pthread mutex (pshared, robust, errorcheck)"},
                                      {"robustlist", "C robust-list protocol inline (brood's fast path in C)"},
+                                     {"glibc", "C glibc's robust-list protocol inline"},
                                      {"tid", "C futex word holding the owner's TID"}};
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < 6; k++) {
         lock_pairs(locks[k][0], LOCK_PAIRS / 5);
         for (int r = 0; r < LOCK_RUNS; r++) v[r] = lock_pairs(locks[k][0], LOCK_PAIRS);
         line("lock", locks[k][1], v, LOCK_RUNS, 0);

@@ -174,6 +174,7 @@ const ROWS: &[Row] = &[
     Row { test: Test::Lock, name: "C sem_t (pshared) sem_wait/sem_post", start: |c| c.c_row("lock sem") },
     Row { test: Test::Lock, name: C_ROBUST, start: |c| c.c_row("lock robust") },
     Row { test: Test::Lock, name: "C robust-list protocol inline (brood's fast path in C)", start: |c| c.c_row("lock robustlist") },
+    Row { test: Test::Lock, name: "C glibc's robust-list protocol inline", start: |c| c.c_row("lock glibc") },
     Row { test: Test::Lock, name: "C futex word holding the owner's TID", start: |c| c.c_row("lock tid") },
     Row { test: Test::Counter, name: "brood Value<i64> lock() += 1", start: brood_counter },
     Row { test: Test::Counter, name: C_FUTEX, start: |c| c.c_row("counter futex") },

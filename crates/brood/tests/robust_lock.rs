@@ -421,3 +421,159 @@ fn a_forked_child_refreshes_its_thread_id() {
     ));
     assert!(parents.is_owned());
 }
+
+/// Whether `lock`'s next taker hears of a dead holder (waiting at most
+/// `LONG`); leaves it released and, after a death, cleared.
+fn reports_death(lock: &Lock) -> bool {
+    match lock.lock_timeout(LONG) {
+        Ok(_) => false,
+        Err(TryLockError::OwnerDied(g)) => {
+            drop(g);
+            lock.clear_poison();
+            true
+        }
+        Err(TryLockError::WouldBlock) => panic!("the lock stayed held"),
+    }
+}
+
+/// The fast path keeps the one lock a thread holds off the robust list,
+/// parked in `list_op_pending`, and links it onto the list only when a
+/// second one is taken: a child killed holding two locks, or one taken
+/// after the other was released (each order), has every held one reported,
+/// and none of those it released.
+#[test]
+fn a_child_killed_holding_two_locks_then_one_has_each_reported() {
+    common::allow_fork();
+    take(Path::Fast);
+    // (locks taken in order, the indices released before the kill)
+    let cases: [(usize, &[usize]); 4] = [(2, &[]), (3, &[1]), (2, &[0]), (2, &[1])];
+    for (n, released) in cases {
+        let locks: Vec<Lock> = (0..n).map(|_| Lock::new().unwrap()).collect();
+        let held = Event::new().unwrap();
+        let mut child = Process::fork({
+            let (locks, held) = (locks.clone(), held.clone());
+            let released = released.to_vec();
+            move || {
+                assert!(brood::sync::__fast_path_active());
+                let guards: Vec<_> = locks.iter().map(|l| Some(l.lock().unwrap())).collect();
+                let mut guards = guards;
+                for i in released {
+                    drop(guards[i].take());
+                }
+                std::mem::forget(guards);
+                held.set();
+                thread::sleep(LONG);
+            }
+        });
+        child.start().unwrap();
+        assert!(held.wait(Some(LONG)), "the child took its locks");
+        child.kill().unwrap();
+        let _ = child.join_timeout(LONG);
+        for (i, lock) in locks.iter().enumerate() {
+            assert_eq!(
+                reports_death(lock),
+                !released.contains(&i),
+                "lock {i} of {n}, {released:?} released"
+            );
+        }
+    }
+}
+
+/// A lock held while the same thread waits on a condition (whose own lock
+/// the wait releases and takes back) is reported when the waiter is
+/// killed; the condition's lock, released by the wait, is not.
+#[test]
+fn a_lock_held_while_a_condition_waits_is_reported() {
+    common::allow_fork();
+    take(Path::Fast);
+    let lock = Lock::new().unwrap();
+    let cond = Condition::new().unwrap();
+    let mut child = Process::fork({
+        let (lock, cond) = (lock.clone(), cond.clone());
+        move || {
+            std::mem::forget(lock.lock().unwrap());
+            let _g = cond.lock().unwrap();
+            let _ = cond.wait(Some(LONG));
+        }
+    });
+    child.start().unwrap();
+    // The condition's lock comes free once the child waits.
+    let t = Instant::now();
+    while !lock.locked() || cond.try_lock().is_err() {
+        assert!(t.elapsed() < LONG, "the child waits");
+        thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    let _ = child.join_timeout(LONG);
+    assert!(reports_death(&lock));
+    assert!(cond.lock().is_ok(), "the condition's lock was released");
+}
+
+/// A thread that holds a lock parked and forks: the child owns nothing of
+/// its parent's (it forgets the parked lock and clears the
+/// `list_op_pending` it inherited), a lock it dies holding is reported, and
+/// the parent's parked lock keeps its report: the thread that holds it
+/// exits (not killed: the kernel handles its robust list on every thread
+/// exit) and the next taker hears of it.
+#[test]
+fn a_parked_lock_survives_a_fork_and_a_thread_exit_reports_it() {
+    common::allow_fork();
+    let parents = Lock::new().unwrap();
+    let childs = Lock::new().unwrap();
+    let holder = thread::spawn({
+        let (parents, childs) = (parents.clone(), childs.clone());
+        move || {
+            take(Path::Fast);
+            std::mem::forget(parents.lock().unwrap());
+            let mut child = Process::fork({
+                let (parents, childs) = (parents.clone(), childs.clone());
+                move || {
+                    assert!(!parents.is_owned());
+                    assert!(matches!(parents.try_lock(), Err(TryLockError::WouldBlock)));
+                    // Takes one and returns holding it: the process exits.
+                    std::mem::forget(childs.lock().unwrap());
+                }
+            });
+            child.start().unwrap();
+            child.join_timeout(LONG).unwrap();
+            assert!(parents.is_owned(), "still this thread's");
+        }
+    });
+    holder.join().unwrap();
+    assert!(reports_death(&childs), "the child's lock");
+    assert!(reports_death(&parents), "the parent thread's parked lock");
+}
+
+/// An `RLock` taken several levels deep stays parked (a relock does not
+/// touch the list): a holder killed at depth 3 is reported, and the next
+/// taker starts at depth 1.
+#[test]
+fn a_deep_rlock_holder_killed_is_reported() {
+    common::allow_fork();
+    take(Path::Fast);
+    let r = RLock::new().unwrap();
+    let held = Event::new().unwrap();
+    let mut child = Process::fork({
+        let (r, held) = (r.clone(), held.clone());
+        move || {
+            for _ in 0..3 {
+                std::mem::forget(r.lock().unwrap());
+            }
+            assert_eq!(r.recursion_count(), 3);
+            held.set();
+            thread::sleep(LONG);
+        }
+    });
+    child.start().unwrap();
+    assert!(held.wait(Some(LONG)));
+    child.kill().unwrap();
+    let _ = child.join_timeout(LONG);
+    match r.lock_timeout(LONG) {
+        Err(TryLockError::OwnerDied(g)) => {
+            assert_eq!(r.recursion_count(), 1);
+            drop(g);
+        }
+        other => panic!("expected OwnerDied, got {:?}", other.is_ok()),
+    }
+    assert!(!r.locked());
+}

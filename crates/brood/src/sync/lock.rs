@@ -70,7 +70,7 @@ impl<'a> LockGuard<'a> {
 }
 
 impl Drop for LockGuard<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         if !self.panicking && std::thread::panicking() {
             self.mutex.poison();
@@ -110,10 +110,18 @@ pub(crate) fn blocking(result: TryLockResult<LockGuard<'_>>) -> LockResult<LockG
 /// fails, as Python's does (nothing else can release the lock meanwhile).
 /// A timeout too far away to wait out is a deadlock, reported like a
 /// blocking relock.
+#[inline]
 pub(crate) fn timed_acquire(mutex: &RobustMutex, how: How) -> Outcome {
-    if let How::Until(deadline) = how
-        && mutex.is_mine()
-    {
+    if let How::Until(deadline) = how {
+        return timed_acquire_until(mutex, deadline);
+    }
+    mutex.acquire(how)
+}
+
+#[cold]
+#[inline(never)]
+fn timed_acquire_until(mutex: &RobustMutex, deadline: Deadline) -> Outcome {
+    if mutex.is_mine() {
         let outcome = mutex.acquire(How::Try);
         if outcome != Outcome::Busy {
             return outcome; // an RLock: one level more
@@ -124,7 +132,7 @@ pub(crate) fn timed_acquire(mutex: &RobustMutex, how: How) -> Outcome {
         }
         return Outcome::Busy;
     }
-    mutex.acquire(how)
+    mutex.acquire(How::Until(deadline))
 }
 
 #[inline]
@@ -142,11 +150,15 @@ pub(crate) fn python_acquire(
 
 #[inline]
 pub(crate) fn python_release(mutex: &RobustMutex, what: &str) -> Result<()> {
-    mutex.release().map_err(|_| {
-        Error::invalid(format!(
-            "cannot release an un-acquired {what} (it is not held by this thread)"
-        ))
-    })
+    mutex.release().map_err(|_| not_held(what))
+}
+
+#[cold]
+#[inline(never)]
+fn not_held(what: &str) -> Error {
+    Error::invalid(format!(
+        "cannot release an un-acquired {what} (it is not held by this thread)"
+    ))
 }
 
 /// Who holds a [`Lock`] or [`RLock`]: its process and thread (Python's
@@ -209,7 +221,7 @@ macro_rules! lock_methods {
             /// drop(guard);
             /// # Ok::<(), brood::Error>(())
             /// ```
-            #[inline]
+            #[inline(always)]
             pub fn lock(&self) -> LockResult<LockGuard<'_>> {
                 let mutex = self.mutex();
                 super::lock::blocking(guard_result(mutex, mutex.acquire(How::Block)))
@@ -263,6 +275,7 @@ macro_rules! lock_methods {
             /// lock.release()?;
             /// # Ok::<(), brood::Error>(())
             /// ```
+            #[inline]
             pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> LockResult<bool> {
                 python_acquire(self.mutex(), block, timeout)
             }
@@ -276,6 +289,7 @@ macro_rules! lock_methods {
             /// assert!(lock.release().is_err()); // not held
             /// # Ok::<(), brood::Error>(())
             /// ```
+            #[inline]
             pub fn release(&self) -> Result<()> {
                 python_release(self.mutex(), $name)
             }
@@ -417,6 +431,7 @@ impl Lock {
         Ok(Lock { block })
     }
 
+    #[inline]
     pub(crate) fn mutex(&self) -> &RobustMutex {
         &self.block.get().mutex
     }
@@ -472,6 +487,7 @@ impl RLock {
         self.mutex().depth_if_mine()
     }
 
+    #[inline]
     pub(crate) fn mutex(&self) -> &RobustMutex {
         &self.block.get().mutex
     }

@@ -11,10 +11,14 @@
 //! Two ways to run that protocol, which interoperate on the same memory:
 //!
 //! - **fast** (the default where glibc's layout checks out at run time):
-//!   brood runs glibc's robust-mutex protocol inline — one CAS to lock, one
-//!   to unlock — and links the mutex onto the calling thread's robust list
-//!   (glibc's list, whose head `get_robust_list` names) exactly as glibc
-//!   would, so the kernel marks a dead holder's mutex `FUTEX_OWNER_DIED`;
+//!   brood runs the kernel's robust-futex protocol inline — one CAS to
+//!   lock, one to unlock — on the calling thread's robust list (glibc's
+//!   list, whose head `get_robust_list` names, in glibc's format). The one
+//!   mutex a thread holds alone stays *parked* in the head's
+//!   `list_op_pending`, which the kernel handles at the thread's death as
+//!   it does the list; a second one links the parked one onto the list
+//!   first, as glibc would. Either way the kernel marks a dead holder's
+//!   mutex `FUTEX_OWNER_DIED`;
 //! - **pthread** (the fallback): `pthread_mutex_lock` and friends.
 //!
 //! Either way the next acquirer after a holder's death gets the lock and a
@@ -72,6 +76,7 @@ pub(crate) enum How {
 
 impl How {
     /// Python's `acquire(block, timeout)`.
+    #[inline]
     pub(crate) fn python(block: bool, timeout: Option<Duration>) -> How {
         match (block, timeout) {
             (false, _) => How::Try,
@@ -140,9 +145,20 @@ static LAYOUT_OK: AtomicBool = AtomicBool::new(false);
 static FORCED: AtomicBool = AtomicBool::new(false);
 
 /// `pthread_atfork` child handler: the forked child's only thread has a
-/// new TID (and glibc gave it a fresh, empty robust list).
+/// new TID (and glibc gave it a fresh, empty robust list). A lock the
+/// forking thread held parked is its parent's, not the child's: the child
+/// forgets it, and clears the `list_op_pending` it inherited (glibc's fork
+/// leaves that word alone, as glibc itself never forks in the middle of a
+/// lock operation).
 extern "C" fn forked_child() {
     // A const-initialised Cell without destructor: always accessible.
+    let me = ME.get();
+    if me.head != 0 {
+        // SAFETY: `me.head` is the forking thread's list head, glibc's
+        // `robust_head` in its descriptor, which the child's only thread
+        // has at the same address (a copy of the forking thread).
+        unsafe { set_pending(me.head, 0) };
+    }
     ME.set(UNKNOWN);
 }
 
@@ -194,6 +210,15 @@ fn me_slow() -> Me {
 /// paths speak the same protocol on the same memory, so switching between
 /// operations is safe.
 pub(crate) fn force_pthread(on: bool) {
+    // A lock held parked goes onto the list first: glibc's unlock, which
+    // the pthread path uses, unlinks it from there.
+    let me = ME.get();
+    if me.head != 0 {
+        unpark(me);
+        // SAFETY: `me.head` is this thread's list head; a parked lock is on
+        // the list now.
+        unsafe { set_pending(me.head, 0) };
+    }
     FORCED_HERE.set(Some(on));
     ME.set(UNKNOWN);
 }
@@ -382,8 +407,21 @@ unsafe fn link<'a>(addr: usize) -> &'a AtomicUsize {
     unsafe { AtomicUsize::from_ptr(addr as *mut usize) }
 }
 
+/// The head's `list_op_pending`: outside a lock operation, 0 or the link
+/// of the mutex this thread holds parked (see `sync/README.md`).
+///
+/// # Safety
+///
+/// `head` is the calling thread's list head.
+#[inline(always)]
+unsafe fn pending(head: usize) -> usize {
+    // SAFETY: the caller's promise (the third word of the head).
+    unsafe { link(head + 16) }.load(Ordering::Relaxed)
+}
+
 /// Sets the head's `list_op_pending`: the kernel checks that entry too
-/// when the thread dies mid-operation.
+/// when the thread dies (after the list; an entry on both is handled
+/// once).
 ///
 /// # Safety
 ///
@@ -433,6 +471,58 @@ unsafe fn dequeue(entry: usize) {
         let prev = link(entry - 8).load(Ordering::Relaxed);
         link((next & !1) - 8).store(prev, Ordering::Relaxed);
         link(prev & !1).store(next, Ordering::Relaxed);
+    }
+}
+
+/// Links the mutex this thread holds parked (if any) onto its list: a lock
+/// operation on another mutex is about to use `list_op_pending`, which
+/// still names the parked one (the caller overwrites it next).
+#[cold]
+#[inline(never)]
+fn unpark(me: Me) {
+    // SAFETY: `me.head` is this thread's list head (the fast path's).
+    let parked = unsafe { pending(me.head) };
+    if parked == 0 {
+        return;
+    }
+    // SAFETY: `parked` is the link of a mutex this thread holds (outside
+    // an operation, only a parked mutex's link is left in the slot), mapped
+    // while held (`must_stay_mapped`); `list_op_pending` names it while it
+    // is linked, so a death meanwhile is reported either way (the kernel
+    // skips the pending entry on its walk of the list and handles it once,
+    // after).
+    unsafe {
+        compiler_fence(Ordering::SeqCst);
+        enqueue(me.head, parked);
+        compiler_fence(Ordering::SeqCst);
+    }
+}
+
+/// Whether `entry` is on the calling thread's list (a walk from the head:
+/// the list holds the robust mutexes this thread holds linked, most
+/// recently linked first).
+///
+/// # Safety
+///
+/// `head` is the calling thread's list head.
+unsafe fn on_list(head: usize, entry: usize) -> bool {
+    // SAFETY: the caller's promise; every node on the list is a robust
+    // mutex this thread holds (mapped while held), linked by brood or
+    // glibc in the same format; only this thread changes the list.
+    unsafe {
+        let mut node = link(head).load(Ordering::Relaxed) & !1;
+        // A consistent list ends at its head; the bound only stops a walk
+        // of a list someone else corrupted.
+        for _ in 0..(1usize << 24) {
+            if node == head || node == 0 {
+                return false;
+            }
+            if node == entry {
+                return true;
+            }
+            node = link(node).load(Ordering::Relaxed) & !1;
+        }
+        false
     }
 }
 
@@ -493,31 +583,50 @@ impl RobustMutex {
         if me.head == 0 {
             return self.acquire_pthread(how, me);
         }
+        // SAFETY: `me.head` is this thread's list head (checked when it
+        // was looked up).
+        if unsafe { pending(me.head) } != 0 {
+            return self.acquire_beside_parked(how, me);
+        }
+        self.acquire_fast(how, me)
+    }
+
+    /// The fast path with `list_op_pending` free (nothing parked): park
+    /// this mutex there and CAS the word 0 → TID.
+    #[inline(always)]
+    fn acquire_fast(&self, how: How, me: Me) -> Outcome {
         let entry = self.entry();
         // SAFETY: `me.head` is this thread's list head (checked when it
         // was looked up); `entry` is this mutex's link, mapped while
         // `self` is borrowed and, once held, until released
         // (`must_stay_mapped`).
-        unsafe {
-            set_pending(me.head, entry);
-            compiler_fence(Ordering::SeqCst);
-            if self
-                .word()
-                .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                compiler_fence(Ordering::SeqCst);
-                enqueue(me.head, entry);
-                compiler_fence(Ordering::SeqCst);
-                set_pending(me.head, 0);
-                return self.acquired(false);
-            }
+        unsafe { set_pending(me.head, entry) };
+        compiler_fence(Ordering::SeqCst);
+        if self
+            .word()
+            .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return self.acquired(false);
         }
         self.acquire_contended(how, me)
     }
 
+    /// An acquire while this thread holds a mutex parked: a relock of a
+    /// held mutex leaves the list alone; otherwise the parked mutex goes
+    /// onto the list, freeing `list_op_pending` for this one.
+    #[cold]
+    #[inline(never)]
+    fn acquire_beside_parked(&self, how: How, me: Me) -> Outcome {
+        if self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK == me.tid {
+            return self.relock(how);
+        }
+        unpark(me);
+        self.acquire_fast(how, me)
+    }
+
     /// The fast path's slow part: glibc's robust lock loop.
-    /// `list_op_pending` names this mutex on entry.
+    /// `list_op_pending` names this mutex on entry, and nothing is parked.
     #[cold]
     fn acquire_contended(&self, how: How, me: Me) -> Outcome {
         let word = self.word();
@@ -543,7 +652,7 @@ impl RobustMutex {
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return done(self.linked(me, false)),
+                    Ok(_) => return self.parked(me, false),
                     Err(now) => {
                         old = now;
                         continue;
@@ -553,7 +662,7 @@ impl RobustMutex {
             if old & FUTEX_OWNER_DIED != 0 {
                 let new = me.tid | (old & FUTEX_WAITERS) | waiters;
                 match word.compare_exchange(old, new, Ordering::Acquire, Ordering::Relaxed) {
-                    Ok(_) => return done(self.linked(me, true)),
+                    Ok(_) => return self.parked(me, true),
                     Err(now) => {
                         old = now;
                         continue;
@@ -586,15 +695,10 @@ impl RobustMutex {
         }
     }
 
-    /// Just acquired on the fast path: link it, and take over from a dead
+    /// Just acquired on the fast path's slow part: it stays parked in
+    /// `list_op_pending`, which names it already; take over from a dead
     /// holder (`died`).
-    fn linked(&self, me: Me, died: bool) -> Outcome {
-        // SAFETY: as in `acquire`: we hold it now.
-        unsafe {
-            compiler_fence(Ordering::SeqCst);
-            enqueue(me.head, self.entry());
-            compiler_fence(Ordering::SeqCst);
-        }
+    fn parked(&self, me: Me, died: bool) -> Outcome {
         if died {
             // A pthread-path holder that died before making it consistent
             // left glibc's `__owner` marked inconsistent; a pthread-path
@@ -681,8 +785,38 @@ impl RobustMutex {
     #[inline]
     pub(crate) fn release(&self) -> io::Result<()> {
         let me = me();
-        let word = self.word();
-        if word.load(Ordering::Relaxed) & FUTEX_TID_MASK != me.tid {
+        if me.head != 0 {
+            let entry = self.entry();
+            // SAFETY: `me.head` is this thread's list head.
+            if unsafe { pending(me.head) } == entry {
+                // Parked, so held by this thread (no need to read the word,
+                // whose CAS just below checks it anyway).
+                let extra = self.extra.load(Ordering::Relaxed);
+                if extra > 0 {
+                    self.extra.store(extra - 1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // Release the word, then clear the slot (a death in between
+                // leaves a word whose owner is 0 or another thread: the
+                // kernel at most wakes one waiter).
+                self.release_word(me);
+                compiler_fence(Ordering::SeqCst);
+                // SAFETY: as above.
+                unsafe { set_pending(me.head, 0) };
+                return Ok(());
+            }
+        }
+        self.release_unparked(me)
+    }
+
+    /// Releases a mutex that is not parked: held on the pthread path, or
+    /// linked on the list, or parked once but its `list_op_pending` taken
+    /// by a glibc robust mutex operation of this thread; or not held
+    /// (`EPERM`).
+    #[cold]
+    #[inline(never)]
+    fn release_unparked(&self, me: Me) -> io::Result<()> {
+        if self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK != me.tid {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         let extra = self.extra.load(Ordering::Relaxed);
@@ -699,24 +833,49 @@ impl RobustMutex {
             return Ok(());
         }
         let entry = self.entry();
-        // SAFETY: as in `acquire`; held by this thread, so `entry` is on its
-        // list (whichever path linked it: both use glibc's format).
+        // SAFETY: `me.head` is this thread's list head.
+        if unsafe { on_list(me.head, entry) } {
+            self.release_linked(me, entry);
+        } else {
+            // Parked once, and glibc cleared the slot since (the limit in
+            // sync/README.md): nothing names it, nothing to unlink.
+            self.release_word(me);
+        }
+        Ok(())
+    }
+
+    /// CAS the word TID → 0; if that fails, `FUTEX_WAITERS` is set: swap 0
+    /// and wake one.
+    #[inline(always)]
+    fn release_word(&self, me: Me) {
+        let word = self.word();
+        if word
+            .compare_exchange(me.tid, 0, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+            && word.swap(0, Ordering::Release) & FUTEX_WAITERS != 0
+        {
+            futex::wake(word, 1);
+        }
+    }
+
+    /// Releases a held mutex that is on this thread's list (glibc's
+    /// unlock protocol, with `list_op_pending` naming it throughout).
+    #[cold]
+    #[inline(never)]
+    fn release_linked(&self, me: Me, entry: usize) {
+        unpark(me);
+        // SAFETY: as in `acquire`; held by this thread and not parked, so
+        // `entry` is on its list (whichever path linked it: both use
+        // glibc's format).
         unsafe {
             set_pending(me.head, entry);
             compiler_fence(Ordering::SeqCst);
             dequeue(entry);
             compiler_fence(Ordering::SeqCst);
-            if word
-                .compare_exchange(me.tid, 0, Ordering::Release, Ordering::Relaxed)
-                .is_err()
-                && word.swap(0, Ordering::Release) & FUTEX_WAITERS != 0
-            {
-                futex::wake(word, 1);
-            }
+            self.release_word(me);
             compiler_fence(Ordering::SeqCst);
             set_pending(me.head, 0);
         }
-        Ok(())
     }
 
     /// Whether the calling thread holds the mutex.
@@ -825,39 +984,152 @@ mod tests {
         assert!(!glibc_layout_holds(0));
     }
 
+    /// A fresh, private mutex (leaked: tests only).
+    fn private_mutex() -> &'static RobustMutex {
+        // SAFETY: all-zero is valid storage for a RobustMutex before init
+        // (atomics and a pthread mutex's bytes).
+        let m: &'static mut RobustMutex = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+        // SAFETY: zeroed, unshared.
+        unsafe { RobustMutex::init(m, false) }.unwrap();
+        m
+    }
+
+    /// This thread's (list head's first link, `list_op_pending`).
+    fn list_state(me: Me) -> (usize, usize) {
+        // SAFETY: the head is this thread's; reads only.
+        unsafe { (word_at(me.head), word_at(me.head + 16)) }
+    }
+
     #[test]
-    fn the_fast_path_links_and_unlinks_like_glibc() {
+    fn one_lock_held_is_parked_and_a_second_links_it_like_glibc() {
         force_pthread(false);
         let me = me();
         assert_ne!(me.head, 0, "this thread takes the fast path");
-        // SAFETY: the head is this thread's; reads only.
-        let first = unsafe { word_at(me.head) };
-        // SAFETY: all-zero is valid storage for a RobustMutex before init
-        // (atomics and a pthread mutex's bytes).
-        let m: Box<RobustMutex> = Box::new(unsafe { std::mem::zeroed() });
-        let m = Box::leak(m);
-        // SAFETY: zeroed, unshared.
-        unsafe { RobustMutex::init(m, false) }.unwrap();
-        assert_eq!(m.acquire(How::Block), Outcome::Acquired { poisoned: false });
-        // SAFETY: as above.
+        let (first, pending) = list_state(me);
+        assert_eq!(pending, 0);
+        let (a, b) = (private_mutex(), private_mutex());
+        assert_eq!(a.acquire(How::Block), Outcome::Acquired { poisoned: false });
+        assert_eq!(a.word().load(Ordering::Relaxed), me.tid);
+        assert_eq!(
+            list_state(me),
+            (first, a.entry()),
+            "parked: off the list, named by list_op_pending"
+        );
+        // A second lock links the first onto the list, then parks itself.
+        assert_eq!(b.acquire(How::Block), Outcome::Acquired { poisoned: false });
+        assert_eq!(list_state(me), (a.entry(), b.entry()));
+        // SAFETY: `a` is linked first on this thread's list.
         unsafe {
-            assert_eq!(word_at(me.head), m.entry());
-            assert_eq!(word_at(m.entry()), first);
-            assert_eq!(word_at(me.head + 16), 0, "no operation pending");
+            assert_eq!(word_at(a.entry()), first);
+            assert_eq!(word_at(a.entry() - 8), me.head);
         }
-        assert_eq!(m.word().load(Ordering::Relaxed), me.tid);
-        // glibc unlocks what brood locked, on the same list.
+        // glibc unlocks what brood linked, on the same list.
         // SAFETY: held by this thread.
-        assert_eq!(unsafe { libc::pthread_mutex_unlock(m.mutex.get()) }, 0);
-        // SAFETY: as above.
-        assert_eq!(unsafe { word_at(me.head) }, first);
-        // And brood unlocks what glibc locked.
+        assert_eq!(unsafe { libc::pthread_mutex_unlock(a.mutex.get()) }, 0);
+        assert_eq!(list_state(me).0, first);
+        assert_eq!(a.word().load(Ordering::Relaxed), 0);
+        // glibc's unlock cleared list_op_pending behind brood's back: the
+        // parked `b` lost it (the limit in sync/README.md), but brood's
+        // release, which trusts its own record, still leaves all in order.
+        b.release().unwrap();
+        assert_eq!(list_state(me), (first, 0));
+        // And brood unlocks what glibc locked (linked, not parked).
         // SAFETY: initialised.
-        assert_eq!(unsafe { libc::pthread_mutex_lock(m.mutex.get()) }, 0);
-        m.release().unwrap();
-        // SAFETY: as above.
-        assert_eq!(unsafe { word_at(me.head) }, first);
-        assert_eq!(m.word().load(Ordering::Relaxed), 0);
+        assert_eq!(unsafe { libc::pthread_mutex_lock(a.mutex.get()) }, 0);
+        assert_eq!(list_state(me), (a.entry(), 0));
+        a.release().unwrap();
+        assert_eq!(list_state(me), (first, 0));
+        assert_eq!(a.word().load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn locks_released_in_any_order_leave_the_list_as_it_was() {
+        force_pthread(false);
+        let me = me();
+        let (first, _) = list_state(me);
+        let ms: Vec<&RobustMutex> = (0..4).map(|_| private_mutex()).collect();
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]] {
+            for m in &ms {
+                assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            }
+            // The last one taken is parked, the others linked.
+            assert_eq!(list_state(me), (ms[2].entry(), ms[3].entry()));
+            for i in order {
+                ms[i].release().unwrap();
+                assert_eq!(ms[i].word().load(Ordering::Relaxed), 0);
+                assert!(ms[i].release().is_err(), "released once only");
+            }
+            assert_eq!(list_state(me), (first, 0));
+        }
+    }
+
+    #[test]
+    fn a_recursive_mutex_taken_again_while_parked_stays_parked() {
+        force_pthread(false);
+        let me = me();
+        let (first, _) = list_state(me);
+        // SAFETY: as in `private_mutex`.
+        let r: &'static mut RobustMutex = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+        // SAFETY: zeroed, unshared.
+        unsafe { RobustMutex::init(r, true) }.unwrap();
+        let r: &'static RobustMutex = r;
+        for _ in 0..3 {
+            assert_eq!(r.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            assert_eq!(list_state(me), (first, r.entry()));
+        }
+        assert_eq!(r.depth_if_mine(), 3);
+        for _ in 0..3 {
+            r.release().unwrap();
+        }
+        assert_eq!(list_state(me), (first, 0));
+        assert_eq!(r.word().load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn switching_to_the_pthread_path_links_a_parked_lock_for_glibc() {
+        force_pthread(false);
+        let me = me();
+        let (first, _) = list_state(me);
+        let a = private_mutex();
+        assert_eq!(a.acquire(How::Try), Outcome::Acquired { poisoned: false });
+        force_pthread(true);
+        assert!(!fast_path_active());
+        assert_eq!(list_state(me), (a.entry(), 0), "linked, as glibc expects");
+        a.release().unwrap();
+        assert_eq!(list_state(me), (first, 0));
+        force_pthread(false);
+    }
+
+    #[test]
+    fn a_forked_child_forgets_its_parents_parked_lock() {
+        init_process();
+        force_pthread(false);
+        let parent = me();
+        let a = private_mutex();
+        assert_eq!(a.acquire(How::Try), Outcome::Acquired { poisoned: false });
+        assert_eq!(list_state(parent).1, a.entry());
+        // SAFETY: the child only reads memory, runs atomics and raw
+        // syscalls before `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let child = me();
+            // SAFETY: the child's own head (the same address); a read.
+            let pending = unsafe { word_at(child.head + 16) };
+            let ok = child.head == parent.head
+                && child.tid != parent.tid
+                && pending == 0
+                && !a.is_mine()
+                && a.acquire(How::Try) == Outcome::Busy;
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child; `status` is valid for writes.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0, "the child's list_op_pending was clear");
+        assert_eq!(list_state(parent).1, a.entry(), "still parked here");
+        a.release().unwrap();
     }
 
     /// Forks a child that runs `steps` on `lock`'s mutex and exits without
@@ -886,18 +1158,13 @@ mod tests {
     }
 
     #[test]
-    fn a_holder_that_dies_between_its_cas_and_the_list_link_is_reported() {
+    fn a_holder_that_dies_with_its_lock_parked_is_reported() {
         let lock = crate::sync::Lock::new().unwrap();
         let word = child_dies_after(&lock, |m, me| {
-            // SAFETY: the child's own head and the lock's link (mapped).
-            unsafe { set_pending(me.head, m.entry()) };
-            compiler_fence(Ordering::SeqCst);
-            assert!(
-                m.word()
-                    .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            );
-            // ...and dies before `enqueue`: only list_op_pending names it.
+            assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            // SAFETY: the child's own head; a read.
+            assert_eq!(unsafe { word_at(me.head + 16) }, m.entry());
+            // ...and dies: only list_op_pending names it.
         });
         assert_eq!(word, FUTEX_OWNER_DIED, "the kernel marked it");
         let m = lock.mutex();
@@ -909,11 +1176,75 @@ mod tests {
     }
 
     #[test]
+    fn a_holder_that_dies_between_parking_and_its_cas_leaves_it_free() {
+        let lock = crate::sync::Lock::new().unwrap();
+        let word = child_dies_after(&lock, |m, me| {
+            // SAFETY: the child's own head and the lock's link (mapped).
+            unsafe { set_pending(me.head, m.entry()) };
+            // ...and dies before the CAS: the word's owner is 0, so the
+            // kernel only wakes a waiter, if any.
+        });
+        assert_eq!(word, 0);
+        let m = lock.mutex();
+        assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+        m.release().unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_dies_after_releasing_a_parked_lock_leaves_it_free() {
+        let lock = crate::sync::Lock::new().unwrap();
+        let word = child_dies_after(&lock, |m, me| {
+            assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            m.release_word(me);
+            // ...and dies before clearing list_op_pending, which still
+            // names the now free word: the kernel leaves it alone.
+        });
+        assert_eq!(word, 0);
+        let m = lock.mutex();
+        assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+        m.release().unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_dies_while_unparking_has_both_locks_reported() {
+        let locks = [
+            crate::sync::Lock::new().unwrap(),
+            crate::sync::Lock::new().unwrap(),
+        ];
+        static SECOND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        SECOND
+            .set(locks[1].mutex() as *const RobustMutex as usize)
+            .unwrap();
+        child_dies_after(&locks[0], |m, me| {
+            // SAFETY: the parent's lock, mapped in the child (a copy).
+            let second = unsafe { &*(*SECOND.get().unwrap() as *const RobustMutex) };
+            assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            // The second acquire's first steps: link the parked lock, name
+            // the second in list_op_pending, CAS its word...
+            unpark(me);
+            // SAFETY: the child's own head and the lock's link (mapped).
+            unsafe { set_pending(me.head, second.entry()) };
+            compiler_fence(Ordering::SeqCst);
+            assert!(
+                second
+                    .word()
+                    .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            );
+            // ...and dies: the first is on the list, the second pending.
+        });
+        for l in &locks {
+            assert_eq!(l.mutex().word().load(Ordering::SeqCst), FUTEX_OWNER_DIED);
+        }
+    }
+
+    #[test]
     fn a_holder_that_dies_between_unlinking_and_unlocking_is_reported() {
         let lock = crate::sync::Lock::new().unwrap();
         let word = child_dies_after(&lock, |m, me| {
             assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
-            // SAFETY: held: the link is on the child's list.
+            unpark(me);
+            // SAFETY: held and linked: the link is on the child's list.
             unsafe {
                 set_pending(me.head, m.entry());
                 compiler_fence(Ordering::SeqCst);
@@ -928,10 +1259,11 @@ mod tests {
     }
 
     #[test]
-    fn a_holder_that_dies_after_unlocking_leaves_it_free() {
+    fn a_holder_that_dies_after_unlocking_a_linked_lock_leaves_it_free() {
         let lock = crate::sync::Lock::new().unwrap();
         let word = child_dies_after(&lock, |m, me| {
             assert_eq!(m.acquire(How::Try), Outcome::Acquired { poisoned: false });
+            unpark(me);
             // SAFETY: as above.
             unsafe {
                 set_pending(me.head, m.entry());
