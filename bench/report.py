@@ -74,6 +74,7 @@ C_MEMCPY = "C memcpy"
 C_MEMSET = "C memset"
 C_SEM = "C sem_t (pshared)"
 C_ROBUST_INLINE = "C robust-list protocol inline (brood's fast path in C)"
+C_GLIBC_INLINE = "C glibc's robust-list protocol inline"
 C_TID = "C futex word holding the owner's TID"
 BROOD_GUARD = "brood Lock lock() guard"
 BROOD_ACQUIRE = "brood Lock acquire/release"
@@ -122,8 +123,10 @@ SYNC_RATIOS = [
     ("lock: brood lock() guard / C robust pthread mutex", "lock", BROOD_GUARD, C_ROBUST, None),
     ("lock: brood lock() guard / its protocol inline in C", "lock", BROOD_GUARD, C_ROBUST_INLINE,
      None),
-    ("lock: robust-list protocol inline in C / C futex mutex", "lock", C_ROBUST_INLINE, C_FUTEX,
-     None),
+    ("lock: brood's parked protocol inline in C / C futex mutex", "lock", C_ROBUST_INLINE,
+     C_FUTEX, None),
+    ("lock: glibc's robust-list protocol inline in C / C futex mutex", "lock", C_GLIBC_INLINE,
+     C_FUTEX, None),
     ("lock: TID futex word (liveness-polling design) / C futex mutex", "lock", C_TID, C_FUTEX,
      None),
     ("lock: brood lock() guard / python Lock", "lock", BROOD_GUARD, PY_LOCK, None),
@@ -485,9 +488,12 @@ def main():
             "C floors: a 3-state futex mutex (Drepper's mutex2, shared futex calls); "
             "a `sem_t` (pshared); a `pthread_mutex_t` with `PTHREAD_PROCESS_SHARED`, "
             "`PTHREAD_MUTEX_ROBUST` and `ERRORCHECK`: the memory of brood's `Lock`, "
-            "whose fast path runs glibc's robust protocol inline (its fallback calls "
-            "these functions); that protocol inline in C (brood's own floor: "
-            "`list_op_pending`, one CAS, the robust-list link and unlink); and a futex "
+            "whose fallback calls these functions; brood's own fast path in C "
+            "(its floor: the one lock a thread holds is *parked* in the robust "
+            "list's `list_op_pending` slot, so a pair is two CASes and two plain "
+            "stores, the kernel still marking a dead owner; `sync/README.md`); "
+            "glibc's robust protocol inline in C (`list_op_pending`, one CAS, the "
+            "robust-list link and unlink: what brood's fast path did before); and a futex "
             "word holding the owner's TID (the fast path of the design whose waiters "
             "would poll the owner's liveness instead). `vs C floor`: the futex mutex for lock and counter, the same "
             "operation otherwise; as a share of the floor's rate, or a multiple of "
