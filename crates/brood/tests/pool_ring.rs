@@ -293,7 +293,111 @@ fn large_chunks_are_decoded_as_they_arrive_with_the_same_outcome(m: StartMethod)
     common::assert_no_zombie_children();
 }
 
+/// A value whose encoding fails after part of it is written (its first
+/// field encodes, its second does not) when `x` is 3 mod 10.
+struct HalfWritten(u64);
+
+impl serde::Serialize for HalfWritten {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        let mut st = s.serialize_struct("HalfWritten", 2)?;
+        st.serialize_field("x", &self.0)?;
+        if self.0 % 10 == 3 {
+            return Err(S::Error::custom(format!("cannot encode {}", self.0)));
+        }
+        st.serialize_field("long", &"y".repeat(self.0 as usize % 50))?;
+        st.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HalfWritten {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HalfWritten, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            x: u64,
+            long: String,
+        }
+        let raw = Raw::deserialize(d)?;
+        assert_eq!(raw.long.len(), raw.x as usize % 50);
+        Ok(HalfWritten(raw.x))
+    }
+}
+
+/// An argument that encodes, but does not decode, when it is 5 mod 10.
+struct Undecodable(u64);
+
+impl serde::Serialize for Undecodable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 10 == 5 {
+            s.serialize_str("not a number")
+        } else {
+            s.serialize_u64(self.0)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Undecodable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Undecodable, D::Error> {
+        u64::deserialize(d).map(Undecodable)
+    }
+}
+
+/// Workers encode each value straight into the unit's result frame: an
+/// item whose value fails halfway through its encoding, whose arguments do
+/// not decode, or that panics, gets its own error (with the message, and
+/// the panic's location), and the items around it in the same chunk
+/// their values, whole.
+fn failures_inside_a_chunk_are_each_items_own(m: StartMethod) {
+    let pool = builder(m).processes(2).build().unwrap();
+    for chunksize in [1, 7, 100] {
+        let got: Vec<_> = pool
+            .chunksize(chunksize)
+            .imap(
+                |a: Undecodable| {
+                    if a.0 % 10 == 8 {
+                        panic!("eight-ish {}", a.0);
+                    }
+                    HalfWritten(a.0)
+                },
+                (0..300u64).map(Undecodable),
+            )
+            .collect();
+        assert_eq!(got.len(), 300);
+        for (x, r) in got.into_iter().enumerate() {
+            match x % 10 {
+                3 => {
+                    let e = r.err().expect("an encode failure");
+                    assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
+                    assert!(e.to_string().contains(&format!("cannot encode {x}")), "{e}");
+                }
+                5 => {
+                    let e = r.err().expect("bad arguments");
+                    assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
+                    assert!(e.to_string().contains("could not decode"), "{e}");
+                }
+                8 => {
+                    let e = r.err().expect("a panic");
+                    assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+                    assert!(e.to_string().contains(&format!("eight-ish {x}")), "{e}");
+                    assert!(e.to_string().contains("pool_ring.rs"), "{e}");
+                }
+                _ => assert_eq!(r.expect("a value").0, x as u64),
+            }
+        }
+    }
+    // `map` fails with the first of them in input order.
+    let err = pool
+        .map(|x: u64| HalfWritten(x), 0..1000u64)
+        .map(|v| v.len())
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot encode 3"), "{err}");
+    pool.close();
+    pool.join().unwrap();
+    common::assert_no_zombie_children();
+}
+
 suite!(
+    failures_inside_a_chunk_are_each_items_own,
     large_chunks_are_decoded_as_they_arrive_with_the_same_outcome,
     a_map_whose_late_item_cannot_be_encoded_fails_and_the_pool_goes_on,
     results_of_every_size_keep_their_order,

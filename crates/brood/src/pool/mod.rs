@@ -439,15 +439,16 @@ where
     R: Serialize + 'static,
 {
     const { task::assert_captures_nothing::<F>() };
-    let call = task::trampoline1::<F, A, R>;
-    offset_func(task::to_offset(call))
+    let entry: task::IntoEntry = task::into_entry1::<F, A, R>;
+    into_func(task::into_offset(entry))
 }
 
-/// `worker::encode_func` of a trampoline offset, in one allocation (this
-/// runs once per `apply_async`).
-fn offset_func(offset: i64) -> Arc<[u8]> {
+/// The `func` of an [`IntoEntry`](task::IntoEntry) offset
+/// (`[FUNC_INTO][offset i64]`), in one allocation (this runs once per
+/// `apply_async`).
+fn into_func(offset: i64) -> Arc<[u8]> {
     let mut out = [0u8; 9];
-    out[0] = worker::FUNC_OFFSET;
+    out[0] = worker::FUNC_INTO;
     out[1..].copy_from_slice(&offset.to_le_bytes());
     Arc::from(&out[..])
 }
@@ -459,8 +460,8 @@ where
     R: Serialize + 'static,
 {
     const { task::assert_captures_nothing::<F>() };
-    let call = task::trampoline_star::<F, A, R>;
-    offset_func(task::to_offset(call))
+    let entry: task::IntoEntry = task::into_entry_star::<F, A, R>;
+    into_func(task::into_offset(entry))
 }
 
 pub(crate) fn func_named(name: &str) -> Result<Arc<[u8]>> {

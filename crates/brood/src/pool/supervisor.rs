@@ -14,7 +14,7 @@ use crate::shm::RawValue;
 use crate::shm::spsc::Spsc;
 use crate::start_method::StartMethod;
 
-use super::job::{Item, ItemList, Job, UnitOutcome};
+use super::job::{ItemList, Job, UnitOutcome};
 use super::limits::{RetryOn, RetryPolicy, UnitLimits};
 use super::worker::{
     self, Boot, FUNC_LIMITS, FUNC_SOFT_LIMIT, InitBlob, Reader, SEQ_INIT_FAILED, UNIT_FDS,
@@ -828,27 +828,8 @@ impl Supervisor {
         let mut r = Reader::new(&frame);
         let seq = r.u64()?;
         let n = r.u32()?;
-        let mut item = || -> Option<Item> {
-            let tag = r.u8()?;
-            let len = r.u32()? as usize;
-            let start = frame.len() - r.remaining();
-            r.take(len)?;
-            Some(Item {
-                tag,
-                payload: start..start + len,
-            })
-        };
-        let items = if n == 1 {
-            ItemList::One(item()?) // no allocation
-        } else {
-            // Each item is at least 5 bytes: a lying count cannot
-            // allocate more than the frame justifies.
-            let mut items = Vec::with_capacity((n as usize).min(frame.len() / 5));
-            for _ in 0..n {
-                items.push(item()?);
-            }
-            ItemList::Many(items)
-        };
+        // Checked whole here, read item by item where it is decoded.
+        let items = ItemList::parse(&frame, 12, n)?;
         if seq == SEQ_INIT_FAILED {
             self.initializer_failed(i, &frame, items);
             return Some(());
@@ -886,7 +867,9 @@ impl Supervisor {
         self.boot_deaths = 0;
         if let Some(policy) = unit.retry_policy()
             && policy.on.contains(RetryOn::TASK_ERROR)
-            && items.iter().any(|it| it.tag == crate::launch::TAG_PANICKED)
+            && items
+                .iter(&frame)
+                .any(|it| it.tag == crate::launch::TAG_PANICKED)
         {
             // A panic is only retried through `fail_or_retry`'s policy
             // check; the unit's frame is dropped if it runs again.
@@ -914,10 +897,10 @@ impl Supervisor {
     /// all work with the initializer's error and take no more.
     fn initializer_failed(&mut self, i: usize, frame: &[u8], items: ItemList) {
         let why = items
-            .first()
+            .first(frame)
             .map(|item| {
                 let worker = self.workers[i].name.clone();
-                match super::job::decode_item::<()>(&worker, frame, item) {
+                match super::job::decode_item::<()>(&worker, frame, &item) {
                     Err(e) => e.to_string(),
                     Ok(()) => "the initializer failed".to_string(),
                 }
