@@ -501,6 +501,14 @@ impl Items {
         }
     }
 
+    /// Room for `bytes` bytes of items.
+    fn with_capacity(bytes: usize) -> Items {
+        Items {
+            bytes: Vec::with_capacity(bytes),
+            ..Items::default()
+        }
+    }
+
     /// Appends one item.
     pub(crate) fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
         let at = self.bytes.len();
@@ -779,8 +787,11 @@ impl Pool {
         let mut units = Vec::new();
         let mut queued = 0;
         let limits = self.unit_defaults.clone();
+        // Each chunk's buffer is sized after the one before (chunks are
+        // alike): one allocation per chunk instead of a doubling series.
+        let mut last_len = 0;
         for (index, chunk) in items.chunks(size).enumerate() {
-            let mut bytes = Items::default();
+            let mut bytes = Items::with_capacity(last_len + last_len / 16);
             for item in chunk {
                 if let Err(e) = bytes.push(item) {
                     // Units already handed over may run (as Python's
@@ -789,6 +800,7 @@ impl Pool {
                     return Err(e);
                 }
             }
+            last_len = bytes.bytes.len();
             queued += bytes.bytes.len();
             units.push(bytes.into_unit(job.clone(), index, func.clone(), limits.clone()));
             if queued >= PIPELINE_BYTES || units.len() >= PIPELINE_UNITS {

@@ -344,7 +344,14 @@ pub(crate) struct Supervisor {
     delayed: Vec<(Instant, Unit)>,
     /// The backoff jitter's generator (xorshift).
     rng: u64,
+    /// Batch buffers kept from one `dispatch` to the next (at most one per
+    /// worker, each at most `KEEP_BATCH` bytes), so that a large unit is
+    /// not copied into freshly mapped memory each time.
+    spare_batches: Vec<Vec<u8>>,
 }
+
+/// The largest batch buffer `dispatch` keeps for the next one.
+const KEEP_BATCH: usize = 4 << 20;
 
 impl Waitable for os::SigintPipe {
     fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
@@ -389,6 +396,7 @@ pub(crate) fn new(config: Config) -> Result<(Arc<Shared>, Supervisor)> {
         boot_deaths: 0,
         delayed: Vec::new(),
         rng: (u64::from(crate::os::pid::current().as_raw() as u32) << 32) ^ monotonic_ns() | 1,
+        spare_batches: Vec::new(),
     };
     Ok((shared, sup))
 }
@@ -1063,7 +1071,9 @@ impl Supervisor {
         if self.queue.is_empty() || self.workers.is_empty() {
             return;
         }
-        let mut batches: Vec<Vec<u8>> = vec![Vec::new(); self.workers.len()];
+        let mut batches: Vec<Vec<u8>> = (0..self.workers.len())
+            .map(|_| self.spare_batches.pop().unwrap_or_default())
+            .collect();
         // The raw fds each batch carries; allocated only once a unit that
         // holds fds is sent (the fast path has none).
         let mut batch_fds: Vec<Vec<std::os::fd::RawFd>> = Vec::new();
@@ -1141,8 +1151,9 @@ impl Supervisor {
                 self.config.board.sent(&w.slot, seq, now);
             }
         }
-        for (i, batch) in batches.into_iter().enumerate() {
+        for (i, mut batch) in batches.into_iter().enumerate() {
             if batch.is_empty() {
+                self.spare_batches.push(batch);
                 continue;
             }
             // The fds stay open in the units now in `outstanding`.
@@ -1157,7 +1168,12 @@ impl Supervisor {
                 // the others.
                 self.workers[i].dead = true;
             }
+            if batch.capacity() <= KEEP_BATCH {
+                batch.clear();
+                self.spare_batches.push(batch);
+            }
         }
+        self.spare_batches.truncate(self.workers.len());
         self.bury_dead();
     }
 
