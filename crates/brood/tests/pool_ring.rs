@@ -396,7 +396,59 @@ fn failures_inside_a_chunk_are_each_items_own(m: StartMethod) {
     common::assert_no_zombie_children();
 }
 
+/// An iterator whose `size_hint` claims an exact length it does not have.
+struct Liar {
+    next: u64,
+    end: u64,
+    claims: usize,
+}
+
+impl Iterator for Liar {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claims, Some(self.claims))
+    }
+}
+
+/// `map` reads an input of known length as it encodes it (no list of the
+/// items); one that yields more or fewer items than its `size_hint`
+/// promised still gets one value per item, in order, from every verb.
+fn an_input_whose_length_lies_still_maps_every_item(m: StartMethod) {
+    let pool = builder(m).processes(2).build().unwrap();
+    for (end, claims) in [(5_000, 10), (10, 5_000), (0, 3), (3_000, 0), (2_000, 2_000)] {
+        let liar = || Liar {
+            next: 0,
+            end,
+            claims,
+        };
+        let want: Vec<u64> = (0..end).map(|x| x + 1).collect();
+        assert_eq!(pool.map(|x: u64| x + 1, liar()).unwrap(), want);
+        assert_eq!(pool.chunksize(7).map(|x: u64| x + 1, liar()).unwrap(), want);
+        assert_eq!(
+            pool.map_async(|x: u64| x + 1, liar())
+                .unwrap()
+                .get()
+                .unwrap(),
+            want
+        );
+        let sums = pool
+            .starmap(|a: u64, b: u64| a + b, liar().map(|x| (x, 1)))
+            .unwrap();
+        assert_eq!(sums, want);
+    }
+    pool.close();
+    pool.join().unwrap();
+    common::assert_no_zombie_children();
+}
+
 suite!(
+    an_input_whose_length_lies_still_maps_every_item,
     failures_inside_a_chunk_are_each_items_own,
     large_chunks_are_decoded_as_they_arrive_with_the_same_outcome,
     a_map_whose_late_item_cannot_be_encoded_fails_and_the_pool_goes_on,

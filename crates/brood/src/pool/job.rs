@@ -301,6 +301,29 @@ impl Job {
         Job::wake_others(waker, listeners);
     }
 
+    /// Says how many units the job has, once its verb has queued them all
+    /// (`map` over an iterator learns it at the end); completes the job if
+    /// they are all in already.
+    pub(crate) fn set_expected(&self, count: usize) {
+        let mut inner = self.lock();
+        if inner.complete || inner.cancelled {
+            return;
+        }
+        inner.expected = Some(count);
+        if inner.received != count {
+            return;
+        }
+        self.finish(&mut inner);
+        let wake = inner.complete_waiters > 0 || inner.arrival_waiters > 0;
+        let waker = inner.waker.take();
+        let listeners = std::mem::take(&mut inner.listeners);
+        drop(inner);
+        if wake {
+            self.cond.notify_all();
+        }
+        Job::wake_others(waker, listeners);
+    }
+
     fn wake_others(waker: Option<Waker>, listeners: Vec<(Arc<Signal>, usize)>) {
         if let Some(w) = waker {
             w.wake();

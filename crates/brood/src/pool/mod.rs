@@ -754,20 +754,9 @@ impl Pool {
         Ok(TaskFuture::new(job))
     }
 
-    /// Submits a job over a whole list, cut into chunks.
-    fn submit_many<A: Serialize>(
-        &self,
-        func: Arc<[u8]>,
-        items: &[A],
-        chunksize: Option<usize>,
-        hook: Option<Hook>,
-    ) -> Result<Arc<Job>> {
-        self.submit_many_with(func, items, chunksize, hook, |_, _| {})
-    }
-
-    /// [`submit_many`](Pool::submit_many), calling `prepare` with the job
-    /// and the chunksize before the first unit is queued (progress hangs
-    /// its meter on the job there).
+    /// Submits a job over a whole list, cut into chunks, calling `prepare`
+    /// with the job and the chunksize before the first unit is queued
+    /// (progress hangs its meter on the job there).
     fn submit_many_with<A: Serialize>(
         &self,
         func: Arc<[u8]>,
@@ -776,33 +765,85 @@ impl Pool {
         hook: Option<Hook>,
         prepare: impl FnOnce(&Arc<Job>, usize),
     ) -> Result<Arc<Job>> {
+        self.submit_stream::<A, &A>(func, items.iter(), items.len(), chunksize, hook, prepare)
+            .map(|(job, _, _)| job)
+    }
+
+    /// Submits a job over an input of any kind: one whose length is known
+    /// in advance (its `size_hint` is exact: a range, a vector, a slice's
+    /// iterator and the adaptors that keep the length) is read as it is
+    /// encoded, without a list of its items; any other is collected first,
+    /// as Python's `map` makes a list of an input without `len`. Returns
+    /// the job, how many items it has, and the chunksize.
+    fn submit_input<A: Serialize>(
+        &self,
+        func: Arc<[u8]>,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+        hook: Option<Hook>,
+    ) -> Result<(Arc<Job>, usize, usize)> {
+        let items = items.into_iter();
+        match items.size_hint() {
+            (lo, Some(hi)) if lo == hi => {
+                self.submit_stream::<A, A>(func, items, lo, chunksize, hook, |_, _| {})
+            }
+            _ => {
+                let items: Vec<A> = items.collect();
+                let len = items.len();
+                self.submit_stream::<A, A>(func, items.into_iter(), len, chunksize, hook, |_, _| {})
+            }
+        }
+    }
+
+    /// Cuts `items` into chunks, encodes them and hands them over as it
+    /// goes. `len` is how many items it should have (it sets the automatic
+    /// chunksize); an iterator that yields another number (its
+    /// `size_hint` lied) is still read to its end, each of its items
+    /// runs, and the job counts the units it really made. Returns the job,
+    /// how many items it has, and the chunksize.
+    fn submit_stream<A: Serialize, B: std::borrow::Borrow<A>>(
+        &self,
+        func: Arc<[u8]>,
+        mut items: impl Iterator<Item = B>,
+        len: usize,
+        chunksize: Option<usize>,
+        hook: Option<Hook>,
+        prepare: impl FnOnce(&Arc<Job>, usize),
+    ) -> Result<(Arc<Job>, usize, usize)> {
         check_chunksize(chunksize)?;
-        let size = chunksize.unwrap_or_else(|| auto_chunksize(items.len(), self.processes));
-        let count = items.len().div_ceil(size);
-        let job = Job::new(Some(count), hook);
+        let size = chunksize.unwrap_or_else(|| auto_chunksize(len, self.processes));
+        // The count of units is set once they are all queued.
+        let job = Job::new(None, hook);
         prepare(&job, size);
         // Units are handed over as they are encoded (every
         // `PIPELINE_BYTES` or `PIPELINE_UNITS`), so the workers start
         // while the caller encodes the rest.
         let mut units = Vec::new();
         let mut queued = 0;
+        let mut count = 0;
+        let mut total = 0;
         let limits = self.unit_defaults.clone();
         // Each chunk's buffer is sized after the one before (chunks are
         // alike): one allocation per chunk instead of a doubling series.
         let mut last_len = 0;
-        for (index, chunk) in items.chunks(size).enumerate() {
+        loop {
             let mut bytes = Items::with_capacity(last_len + last_len / 16);
-            for item in chunk {
-                if let Err(e) = bytes.push(item) {
+            for item in items.by_ref().take(size) {
+                if let Err(e) = bytes.push(item.borrow()) {
                     // Units already handed over may run (as Python's
                     // earlier batches do); those not begun are dropped.
                     job.abandon();
                     return Err(e);
                 }
             }
+            if bytes.is_empty() {
+                break;
+            }
+            total += bytes.n as usize;
             last_len = bytes.bytes.len();
             queued += bytes.bytes.len();
-            units.push(bytes.into_unit(job.clone(), index, func.clone(), limits.clone()));
+            units.push(bytes.into_unit(job.clone(), count, func.clone(), limits.clone()));
+            count += 1;
             if queued >= PIPELINE_BYTES || units.len() >= PIPELINE_UNITS {
                 queued = 0;
                 if let Err(e) = self.shared.submit(std::mem::take(&mut units)) {
@@ -811,10 +852,14 @@ impl Pool {
                 }
             }
         }
-        if !units.is_empty() {
-            self.shared.submit(units)?;
+        if !units.is_empty()
+            && let Err(e) = self.shared.submit(units)
+        {
+            job.abandon();
+            return Err(e);
         }
-        Ok(job)
+        job.set_expected(count);
+        Ok((job, total, size))
     }
 
     fn imap_job<'a, A, R, I>(
@@ -1359,17 +1404,13 @@ impl<'a> Chunked<'a> {
         I: IntoIterator<Item = A>,
     {
         drop(f);
-        let items: Vec<A> = items.into_iter().collect();
-        let job = self
-            .pool
-            .submit_many(func1::<F, A, R>(), &items, self.chunksize, None)?;
-        let size = self
-            .chunksize
-            .unwrap_or_else(|| auto_chunksize(items.len(), self.pool.processes));
+        let (job, len, size) =
+            self.pool
+                .submit_input(func1::<F, A, R>(), items, self.chunksize, None)?;
         if size >= STREAM_MIN_ITEMS {
             // Few, large units: decode each as it arrives, while the
             // workers run the next ones.
-            job::collect_streaming::<R>(&job, items.len())
+            job::collect_streaming::<R>(&job, len)
         } else {
             async_result(job, job::decode_all::<R>).get()
         }
@@ -1390,10 +1431,9 @@ impl<'a> Chunked<'a> {
         I: IntoIterator<Item = A>,
     {
         drop(f);
-        let items: Vec<A> = items.into_iter().collect();
-        let job = self
-            .pool
-            .submit_many(func1::<F, A, R>(), &items, self.chunksize, None)?;
+        let (job, _, _) =
+            self.pool
+                .submit_input(func1::<F, A, R>(), items, self.chunksize, None)?;
         Ok(async_result(job, job::decode_all::<R>))
     }
 
@@ -1418,11 +1458,10 @@ impl<'a> Chunked<'a> {
         I: IntoIterator<Item = A>,
     {
         drop(f);
-        let items: Vec<A> = items.into_iter().collect();
         let hook = callbacks.into_hook(job::decode_all::<R>);
-        let job = self
-            .pool
-            .submit_many(func1::<F, A, R>(), &items, self.chunksize, hook)?;
+        let (job, _, _) =
+            self.pool
+                .submit_input(func1::<F, A, R>(), items, self.chunksize, hook)?;
         Ok(async_result(job, job::decode_all::<R>))
     }
 
@@ -1443,10 +1482,9 @@ impl<'a> Chunked<'a> {
         R: DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let job = self
+        let (job, _, _) = self
             .pool
-            .submit_many(func_named(name)?, &items, self.chunksize, None)?;
+            .submit_input(func_named(name)?, items, self.chunksize, None)?;
         async_result(job, job::decode_all::<R>).get()
     }
 
@@ -1522,10 +1560,9 @@ impl<'a> Chunked<'a> {
         I: IntoIterator<Item = A>,
     {
         drop(f);
-        let items: Vec<A> = items.into_iter().collect();
-        let job = self
-            .pool
-            .submit_many(func_star::<F, A, R>(), &items, self.chunksize, None)?;
+        let (job, _, _) =
+            self.pool
+                .submit_input(func_star::<F, A, R>(), items, self.chunksize, None)?;
         Ok(async_result(job, job::decode_all::<R>))
     }
 }
