@@ -501,10 +501,10 @@ impl Items {
         }
     }
 
-    /// Room for `bytes` bytes of items.
-    fn with_capacity(bytes: usize) -> Items {
+    /// Items encoded into `bytes` (empty).
+    fn in_buffer(bytes: Vec<u8>) -> Items {
         Items {
-            bytes: Vec::with_capacity(bytes),
+            bytes,
             ..Items::default()
         }
     }
@@ -824,10 +824,15 @@ impl Pool {
         let mut total = 0;
         let limits = self.unit_defaults.clone();
         // Each chunk's buffer is sized after the one before (chunks are
-        // alike): one allocation per chunk instead of a doubling series.
+        // alike): one allocation per chunk instead of a doubling series;
+        // a large chunk takes a buffer of a finished unit if the pool
+        // kept one (already faulted in).
         let mut last_len = 0;
         loop {
-            let mut bytes = Items::with_capacity(last_len + last_len / 16);
+            let buf = self
+                .shared
+                .items_buffer(last_len + last_len / 16, size >= STREAM_MIN_ITEMS);
+            let mut bytes = Items::in_buffer(buf);
             for item in items.by_ref().take(size) {
                 if let Err(e) = bytes.push(item.borrow()) {
                     // Units already handed over may run (as Python's
@@ -837,6 +842,7 @@ impl Pool {
                 }
             }
             if bytes.is_empty() {
+                self.shared.recycle(bytes.bytes);
                 break;
             }
             total += bytes.n as usize;

@@ -189,11 +189,59 @@ pub(crate) struct Shared {
     /// Signalled when a cancel request is carried out, or the supervisor
     /// ends.
     acked: Condvar,
+    /// Items buffers of large units whose outcome is in, for the next
+    /// large `map` to encode into: memory already faulted in, rather than
+    /// fresh pages each call (see `recycle`).
+    spare: Mutex<Spare>,
 }
+
+/// Recycled items buffers and their total capacity.
+#[derive(Default)]
+pub(crate) struct Spare {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// Only buffers of at least this capacity are recycled (smaller ones cost
+/// `malloc` little, and a unit of one small task pays no lock).
+const SPARE_MIN: usize = 64 << 10;
+/// At most this much capacity is kept in recycled buffers per pool.
+const SPARE_BYTES: usize = 16 << 20;
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps a finished unit's items buffer for a later one, if it is
+    /// large and the pool keeps less than `SPARE_BYTES` already.
+    pub(crate) fn recycle(&self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap < SPARE_MIN {
+            return;
+        }
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.bytes + cap <= SPARE_BYTES {
+            buf.clear();
+            spare.bytes += cap;
+            spare.buffers.push(buf);
+        }
+    }
+
+    /// An empty buffer for a unit's items with room for `want` bytes: a
+    /// recycled one if `large` (a chunk of many items) and there is one,
+    /// else a new one.
+    pub(crate) fn items_buffer(&self, want: usize, large: bool) -> Vec<u8> {
+        if large || want >= SPARE_MIN {
+            let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(mut buf) = spare.buffers.pop() {
+                spare.bytes -= buf.capacity();
+                drop(spare);
+                buf.reserve(want);
+                return buf;
+            }
+        }
+        Vec::with_capacity(want)
     }
 
     /// Queues units for the workers; an error once the pool stopped taking
@@ -381,6 +429,7 @@ pub(crate) fn new(config: Config) -> Result<(Arc<Shared>, Supervisor)> {
             cancels_done: 0,
         }),
         acked: Condvar::new(),
+        spare: Mutex::default(),
     });
     let sup = Supervisor {
         shared: shared.clone(),
@@ -888,6 +937,7 @@ impl Supervisor {
         }
         let attempts = unit.attempts;
         unit.close_fds();
+        self.shared.recycle(std::mem::take(&mut unit.items));
         unit.job.deliver(
             unit.index,
             UnitOutcome::Items {
