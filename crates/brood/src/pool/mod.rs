@@ -470,6 +470,7 @@ pub(crate) fn func_named(name: &str) -> Result<Arc<[u8]>> {
 }
 
 /// Appends one item, `[len u32][codec bytes]`.
+#[inline]
 fn encode_item<A: Serialize>(out: &mut Vec<u8>, item: &A) -> Result<()> {
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
@@ -510,6 +511,7 @@ impl Items {
     }
 
     /// Appends one item.
+    #[inline]
     pub(crate) fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
         let at = self.bytes.len();
         match encode_item(&mut self.bytes, item) {
@@ -518,37 +520,44 @@ impl Items {
                     self.fds.counts.push(0);
                 }
             }
-            Err(plain) => {
-                self.bytes.truncate(at);
-                let fds = match encode_item_with_fds(&mut self.bytes, item) {
-                    Ok(fds) if !fds.is_empty() => fds,
-                    Ok(_) => {
-                        self.bytes.truncate(at);
-                        return Err(plain);
-                    }
-                    Err(e) => {
-                        self.bytes.truncate(at);
-                        return Err(e);
-                    }
-                };
-                if self.fds.fds.len() + fds.len() > crate::os::scm::MAX_FDS {
-                    self.bytes.truncate(at);
-                    return Err(Error::simple(
-                        ErrorKind::TooLarge,
-                        format!(
-                            "the arguments of one task (or chunk) hold {} file descriptors; \
-                             at most {} cross at once (use a smaller chunksize)",
-                            self.fds.fds.len() + fds.len(),
-                            crate::os::scm::MAX_FDS
-                        ),
-                    ));
-                }
-                self.fds.counts.resize(self.n as usize, 0);
-                self.fds.counts.push(fds.len() as u8);
-                self.fds.fds.extend(fds);
-            }
+            Err(plain) => self.push_with_fds(item, at, plain)?,
         }
         self.n += 1;
+        Ok(())
+    }
+
+    /// [`push`](Items::push) of an item that did not encode as plain bytes
+    /// (`plain`, the error): encoded again collecting its fds, if it holds
+    /// any; the error otherwise. `at`: where the item began.
+    #[cold]
+    fn push_with_fds<A: Serialize>(&mut self, item: &A, at: usize, plain: Error) -> Result<()> {
+        self.bytes.truncate(at);
+        let fds = match encode_item_with_fds(&mut self.bytes, item) {
+            Ok(fds) if !fds.is_empty() => fds,
+            Ok(_) => {
+                self.bytes.truncate(at);
+                return Err(plain);
+            }
+            Err(e) => {
+                self.bytes.truncate(at);
+                return Err(e);
+            }
+        };
+        if self.fds.fds.len() + fds.len() > crate::os::scm::MAX_FDS {
+            self.bytes.truncate(at);
+            return Err(Error::simple(
+                ErrorKind::TooLarge,
+                format!(
+                    "the arguments of one task (or chunk) hold {} file descriptors; \
+                     at most {} cross at once (use a smaller chunksize)",
+                    self.fds.fds.len() + fds.len(),
+                    crate::os::scm::MAX_FDS
+                ),
+            ));
+        }
+        self.fds.counts.resize(self.n as usize, 0);
+        self.fds.counts.push(fds.len() as u8);
+        self.fds.fds.extend(fds);
         Ok(())
     }
 
