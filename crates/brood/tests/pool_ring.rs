@@ -416,6 +416,27 @@ impl Iterator for Liar {
     }
 }
 
+/// 512 items, then 300 ms before it says it has ended; its `size_hint`
+/// is exact.
+struct SlowEnd {
+    left: u64,
+}
+
+impl Iterator for SlowEnd {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        if self.left == 0 {
+            std::thread::sleep(Duration::from_millis(300));
+            return None;
+        }
+        self.left -= 1;
+        Some(self.left)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
 /// `map` reads an input of known length as it encodes it (no list of the
 /// items); one that yields more or fewer items than its `size_hint`
 /// promised still gets one value per item, in order, from every verb.
@@ -442,6 +463,27 @@ fn an_input_whose_length_lies_still_maps_every_item(m: StartMethod) {
             .unwrap();
         assert_eq!(sums, want);
     }
+    // The input's end is seen before its last unit is queued, so the job
+    // completes, and its callbacks run, in the supervisor's thread even
+    // when the workers are done with every other unit by then (here the
+    // input takes 300 ms to say it has ended, after exactly one batch of
+    // 512 units was handed over).
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let callbacks = brood::pool::Callbacks::new().on_success(move |v: &Vec<u64>| {
+        let name = std::thread::current().name().map(str::to_owned);
+        s.lock().unwrap().push((v.len(), name));
+    });
+    let slow_end = SlowEnd { left: 512 };
+    let r = pool
+        .chunksize(1)
+        .map_async_with(|x: u64| x + 1, slow_end, callbacks)
+        .unwrap();
+    assert_eq!(r.get().unwrap().len(), 512);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(512, Some("brood-pool".to_string()))]
+    );
     pool.close();
     pool.join().unwrap();
     common::assert_no_zombie_children();

@@ -813,7 +813,7 @@ impl Pool {
     fn submit_stream<A: Serialize, B: std::borrow::Borrow<A>>(
         &self,
         func: Arc<[u8]>,
-        mut items: impl Iterator<Item = B>,
+        items: impl Iterator<Item = B>,
         len: usize,
         chunksize: Option<usize>,
         hook: Option<Hook>,
@@ -821,9 +821,12 @@ impl Pool {
     ) -> Result<(Arc<Job>, usize, usize)> {
         check_chunksize(chunksize)?;
         let size = chunksize.unwrap_or_else(|| auto_chunksize(len, self.processes));
-        // The count of units is set once they are all queued.
+        // The count of units is set once the input is seen to end, before
+        // the last unit is queued: so the job completes (and its
+        // callbacks run) in the supervisor's thread, as for any job.
         let job = Job::new(None, hook);
         prepare(&job, size);
+        let mut items = items.peekable();
         // Units are handed over as they are encoded (every
         // `PIPELINE_BYTES` or `PIPELINE_UNITS`), so the workers start
         // while the caller encodes the rest.
@@ -851,7 +854,9 @@ impl Pool {
                 }
             }
             if bytes.is_empty() {
+                // An empty input: the job is complete at once.
                 self.shared.recycle(bytes.bytes);
+                job.set_expected(0);
                 break;
             }
             total += bytes.n as usize;
@@ -859,21 +864,21 @@ impl Pool {
             queued += bytes.bytes.len();
             units.push(bytes.into_unit(job.clone(), count, func.clone(), limits.clone()));
             count += 1;
-            if queued >= PIPELINE_BYTES || units.len() >= PIPELINE_UNITS {
+            let last = items.peek().is_none();
+            if last {
+                job.set_expected(count);
+            }
+            if last || queued >= PIPELINE_BYTES || units.len() >= PIPELINE_UNITS {
                 queued = 0;
                 if let Err(e) = self.shared.submit(std::mem::take(&mut units)) {
                     job.abandon();
                     return Err(e);
                 }
             }
+            if last {
+                break;
+            }
         }
-        if !units.is_empty()
-            && let Err(e) = self.shared.submit(units)
-        {
-            job.abandon();
-            return Err(e);
-        }
-        job.set_expected(count);
         Ok((job, total, size))
     }
 
