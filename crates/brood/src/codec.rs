@@ -46,6 +46,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 /// brood::codec::encode_into(&mut buf, &"hi").unwrap();
 /// assert_eq!(brood::codec::decode::<String>(&buf).unwrap(), "hi");
 /// ```
+#[inline]
 pub fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
     rmp_serde::encode::write_named(buf, value)
         .map_err(|e| Error::simple(ErrorKind::Codec, format!("cannot encode value: {e}")))
@@ -56,15 +57,19 @@ pub fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Resul
 /// ```
 /// assert!(brood::codec::decode::<String>(&[0xc1]).is_err());
 /// ```
+#[inline]
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|e| {
-        Error::simple(
-            ErrorKind::Codec,
-            format!(
-                "cannot decode {} from {} bytes: {e}",
-                std::any::type_name::<T>(),
-                bytes.len()
-            ),
-        )
-    })
+    rmp_serde::from_slice(bytes).map_err(
+        #[cold]
+        |e| {
+            Error::simple(
+                ErrorKind::Codec,
+                format!(
+                    "cannot decode {} from {} bytes: {e}",
+                    std::any::type_name::<T>(),
+                    bytes.len()
+                ),
+            )
+        },
+    )
 }

@@ -58,12 +58,35 @@ pub enum Fail {
 /// takes to cross a process boundary.
 pub(crate) type Trampoline = fn(&[u8]) -> std::result::Result<Vec<u8>, Fail>;
 
+/// Decodes arguments, calls, and appends the encoded value to the buffer:
+/// the pool's shape of a function, which writes each item's value straight
+/// into the worker's result frame (no vector per value). On an error the
+/// buffer may hold part of a value; the caller cuts it back.
+pub(crate) type IntoCall = fn(&[u8], &mut Vec<u8>) -> std::result::Result<(), Fail>;
+
+/// What a pool task's code offset names: a function of the offset's usual
+/// shape (`fn(&[u8]) -> _`, so that [`resolve_into`] crosses it exactly as
+/// [`resolve`] crosses a [`Trampoline`]) that ignores its argument and
+/// returns the task's [`IntoCall`].
+pub(crate) type IntoEntry = fn(&[u8]) -> IntoCall;
+
 /// The anchor that trampoline offsets are measured from.
 #[inline(never)]
 fn anchor() {}
 
 pub(crate) fn to_offset(t: Trampoline) -> i64 {
     crate::os::code::offset_of(t, anchor)
+}
+
+/// The offset of an [`IntoEntry`] (see [`to_offset`]).
+pub(crate) fn into_offset(entry: IntoEntry) -> i64 {
+    crate::os::code::offset_of(entry, anchor)
+}
+
+/// The [`IntoCall`] whose entry lies at `offset`, under the same
+/// condition as [`resolve`].
+pub(crate) fn resolve_into(offset: i64, exe: (u64, u64)) -> Option<IntoCall> {
+    crate::os::code::fn_at::<IntoCall>(anchor, offset, exe).map(|entry| entry(&[]))
 }
 
 /// Device and inode of `/proc/self/exe` ((0, 0) if unreadable): what a code
@@ -170,6 +193,42 @@ where
     encode_value(&f(args))
 }
 
+/// Appends `value`'s encoding to `out` (the [`IntoCall`]s' encoder).
+#[inline]
+fn encode_into<R: Serialize>(out: &mut Vec<u8>, value: &R) -> std::result::Result<(), Fail> {
+    rmp_serde::encode::write_named(out, value).map_err(|e| Fail::Encode(e.to_string()))
+}
+
+/// Decodes a task's arguments (the [`IntoCall`]s' decoder).
+#[inline]
+fn decode_args<A: DeserializeOwned>(args: &[u8]) -> std::result::Result<A, Fail> {
+    codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))
+}
+
+/// [`trampoline1`] as an [`IntoCall`]: the value goes straight into `out`.
+pub(crate) fn into_call1<F, A, R>(args: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), Fail>
+where
+    F: FnOnce(A) -> R,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let args: A = decode_args(args)?;
+    // Only instantiated by the pool (`func1`) for an `F` that passed
+    // `assert_captures_nothing` and is a function or closure type.
+    let f = summon::<F>();
+    encode_into(out, &f(args))
+}
+
+/// The [`IntoEntry`] of [`into_call1`].
+pub(crate) fn into_entry1<F, A, R>(_: &[u8]) -> IntoCall
+where
+    F: FnOnce(A) -> R,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    into_call1::<F, A, R>
+}
+
 /// A function of several arguments that [`Pool::starmap`](crate::Pool::starmap) calls with the
 /// items of a tuple, as Python's `starmap` unpacks each argument tuple.
 /// Implemented for every `FnOnce(A, B, ...) -> R` of up to six arguments.
@@ -205,19 +264,32 @@ star_fn!(A, B, C, D);
 star_fn!(A, B, C, D, E);
 star_fn!(A, B, C, D, E, G);
 
-/// Like [`trampoline1`], for a function of several arguments called with a
+/// Like [`into_call1`], for a function of several arguments called with a
 /// decoded tuple (the pool's `starmap`).
-pub(crate) fn trampoline_star<F, A, R>(args: &[u8]) -> std::result::Result<Vec<u8>, Fail>
+pub(crate) fn into_call_star<F, A, R>(
+    args: &[u8],
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), Fail>
 where
     F: StarFn<A, R>,
     A: DeserializeOwned,
     R: Serialize,
 {
-    let args: A = codec::decode(args).map_err(|e| Fail::BadArgs(e.to_string()))?;
+    let args: A = decode_args(args)?;
     // Only instantiated by the pool's `starmap` for an `F` that passed
     // `assert_captures_nothing` and is a function or closure type.
     let f = summon::<F>();
-    codec::encode(&f.call_star(args)).map_err(|e| Fail::Encode(e.to_string()))
+    encode_into(out, &f.call_star(args))
+}
+
+/// The [`IntoEntry`] of [`into_call_star`].
+pub(crate) fn into_entry_star<F, A, R>(_: &[u8]) -> IntoCall
+where
+    F: StarFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    into_call_star::<F, A, R>
 }
 
 /// One function registered with `#[brood::task]`. Built by the macro; you do

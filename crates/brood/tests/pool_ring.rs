@@ -293,7 +293,205 @@ fn large_chunks_are_decoded_as_they_arrive_with_the_same_outcome(m: StartMethod)
     common::assert_no_zombie_children();
 }
 
+/// A value whose encoding fails after part of it is written (its first
+/// field encodes, its second does not) when `x` is 3 mod 10.
+struct HalfWritten(u64);
+
+impl serde::Serialize for HalfWritten {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        let mut st = s.serialize_struct("HalfWritten", 2)?;
+        st.serialize_field("x", &self.0)?;
+        if self.0 % 10 == 3 {
+            return Err(S::Error::custom(format!("cannot encode {}", self.0)));
+        }
+        st.serialize_field("long", &"y".repeat(self.0 as usize % 50))?;
+        st.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HalfWritten {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HalfWritten, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            x: u64,
+            long: String,
+        }
+        let raw = Raw::deserialize(d)?;
+        assert_eq!(raw.long.len(), raw.x as usize % 50);
+        Ok(HalfWritten(raw.x))
+    }
+}
+
+/// An argument that encodes, but does not decode, when it is 5 mod 10.
+struct Undecodable(u64);
+
+impl serde::Serialize for Undecodable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 10 == 5 {
+            s.serialize_str("not a number")
+        } else {
+            s.serialize_u64(self.0)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Undecodable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Undecodable, D::Error> {
+        u64::deserialize(d).map(Undecodable)
+    }
+}
+
+/// Workers encode each value straight into the unit's result frame: an
+/// item whose value fails halfway through its encoding, whose arguments do
+/// not decode, or that panics, gets its own error (with the message, and
+/// the panic's location), and the items around it in the same chunk
+/// their values, whole.
+fn failures_inside_a_chunk_are_each_items_own(m: StartMethod) {
+    let pool = builder(m).processes(2).build().unwrap();
+    for chunksize in [1, 7, 100] {
+        let got: Vec<_> = pool
+            .chunksize(chunksize)
+            .imap(
+                |a: Undecodable| {
+                    if a.0 % 10 == 8 {
+                        panic!("eight-ish {}", a.0);
+                    }
+                    HalfWritten(a.0)
+                },
+                (0..300u64).map(Undecodable),
+            )
+            .collect();
+        assert_eq!(got.len(), 300);
+        for (x, r) in got.into_iter().enumerate() {
+            match x % 10 {
+                3 => {
+                    let e = r.err().expect("an encode failure");
+                    assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
+                    assert!(e.to_string().contains(&format!("cannot encode {x}")), "{e}");
+                }
+                5 => {
+                    let e = r.err().expect("bad arguments");
+                    assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
+                    assert!(e.to_string().contains("could not decode"), "{e}");
+                }
+                8 => {
+                    let e = r.err().expect("a panic");
+                    assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+                    assert!(e.to_string().contains(&format!("eight-ish {x}")), "{e}");
+                    assert!(e.to_string().contains("pool_ring.rs"), "{e}");
+                }
+                _ => assert_eq!(r.expect("a value").0, x as u64),
+            }
+        }
+    }
+    // `map` fails with the first of them in input order.
+    let err = pool
+        .map(|x: u64| HalfWritten(x), 0..1000u64)
+        .map(|v| v.len())
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot encode 3"), "{err}");
+    pool.close();
+    pool.join().unwrap();
+    common::assert_no_zombie_children();
+}
+
+/// An iterator whose `size_hint` claims an exact length it does not have.
+struct Liar {
+    next: u64,
+    end: u64,
+    claims: usize,
+}
+
+impl Iterator for Liar {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claims, Some(self.claims))
+    }
+}
+
+/// 512 items, then 300 ms before it says it has ended; its `size_hint`
+/// is exact.
+struct SlowEnd {
+    left: u64,
+}
+
+impl Iterator for SlowEnd {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        if self.left == 0 {
+            std::thread::sleep(Duration::from_millis(300));
+            return None;
+        }
+        self.left -= 1;
+        Some(self.left)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+/// `map` reads an input of known length as it encodes it (no list of the
+/// items); one that yields more or fewer items than its `size_hint`
+/// promised still gets one value per item, in order, from every verb.
+fn an_input_whose_length_lies_still_maps_every_item(m: StartMethod) {
+    let pool = builder(m).processes(2).build().unwrap();
+    for (end, claims) in [(5_000, 10), (10, 5_000), (0, 3), (3_000, 0), (2_000, 2_000)] {
+        let liar = || Liar {
+            next: 0,
+            end,
+            claims,
+        };
+        let want: Vec<u64> = (0..end).map(|x| x + 1).collect();
+        assert_eq!(pool.map(|x: u64| x + 1, liar()).unwrap(), want);
+        assert_eq!(pool.chunksize(7).map(|x: u64| x + 1, liar()).unwrap(), want);
+        assert_eq!(
+            pool.map_async(|x: u64| x + 1, liar())
+                .unwrap()
+                .get()
+                .unwrap(),
+            want
+        );
+        let sums = pool
+            .starmap(|a: u64, b: u64| a + b, liar().map(|x| (x, 1)))
+            .unwrap();
+        assert_eq!(sums, want);
+    }
+    // The input's end is seen before its last unit is queued, so the job
+    // completes, and its callbacks run, in the supervisor's thread even
+    // when the workers are done with every other unit by then (here the
+    // input takes 300 ms to say it has ended, after exactly one batch of
+    // 512 units was handed over).
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let callbacks = brood::pool::Callbacks::new().on_success(move |v: &Vec<u64>| {
+        let name = std::thread::current().name().map(str::to_owned);
+        s.lock().unwrap().push((v.len(), name));
+    });
+    let slow_end = SlowEnd { left: 512 };
+    let r = pool
+        .chunksize(1)
+        .map_async_with(|x: u64| x + 1, slow_end, callbacks)
+        .unwrap();
+    assert_eq!(r.get().unwrap().len(), 512);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(512, Some("brood-pool".to_string()))]
+    );
+    pool.close();
+    pool.join().unwrap();
+    common::assert_no_zombie_children();
+}
+
 suite!(
+    an_input_whose_length_lies_still_maps_every_item,
+    failures_inside_a_chunk_are_each_items_own,
     large_chunks_are_decoded_as_they_arrive_with_the_same_outcome,
     a_map_whose_late_item_cannot_be_encoded_fails_and_the_pool_goes_on,
     results_of_every_size_keep_their_order,

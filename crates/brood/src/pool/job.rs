@@ -25,28 +25,91 @@ pub(crate) struct Item {
     pub(crate) payload: std::ops::Range<usize>,
 }
 
-/// A unit's items: one inline (`apply`, chunksize 1: no allocation per
-/// result), or many.
-pub(crate) enum ItemList {
-    One(Item),
-    Many(Vec<Item>),
+/// Where a unit's items lie in its result frame: `n` records back to back
+/// from byte `start` on, each `[tag u8][len u32][payload]`, checked whole
+/// by the supervisor when the frame arrived ([`ItemList::parse`]). Nothing
+/// is allocated per item or per unit: the records are walked again where
+/// they are read.
+pub(crate) struct ItemList {
+    start: usize,
+    n: u32,
 }
 
-impl std::ops::Deref for ItemList {
-    type Target = [Item];
-    fn deref(&self) -> &[Item] {
-        match self {
-            ItemList::One(item) => std::slice::from_ref(item),
-            ItemList::Many(v) => v,
+impl ItemList {
+    /// Checks that `frame[start..]` holds exactly `n` well-formed records;
+    /// `None` if it does not.
+    pub(crate) fn parse(frame: &[u8], start: usize, n: u32) -> Option<ItemList> {
+        let mut at = start;
+        for _ in 0..n {
+            let len = frame.get(at + 1..at + 5)?;
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+            at = at.checked_add(5 + len)?;
         }
+        (at == frame.len()).then_some(ItemList { start, n })
+    }
+
+    /// How many items.
+    pub(crate) fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    /// The items, in order, read from `frame` (the frame they were parsed
+    /// from).
+    pub(crate) fn iter<'a>(&self, frame: &'a [u8]) -> ItemIter<'a> {
+        ItemIter {
+            frame,
+            at: self.start,
+            left: self.n,
+        }
+    }
+
+    /// The first item.
+    pub(crate) fn first(&self, frame: &[u8]) -> Option<Item> {
+        self.iter(frame).next()
     }
 }
 
-impl<'a> IntoIterator for &'a ItemList {
-    type Item = &'a Item;
-    type IntoIter = std::slice::Iter<'a, Item>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
+/// The items of an [`ItemList`]. A record that does not fit the frame (the
+/// list was parsed from another one) comes out as an item with an unknown
+/// tag, which decodes to an error: never a panic, never an item lost.
+pub(crate) struct ItemIter<'a> {
+    frame: &'a [u8],
+    at: usize,
+    left: u32,
+}
+
+impl Iterator for ItemIter<'_> {
+    type Item = Item;
+
+    #[inline]
+    fn next(&mut self) -> Option<Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let at = self.at;
+        let record = self
+            .frame
+            .get(at..at + 5)
+            .map(|h| (h[0], u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize))
+            .filter(|(_, len)| at + 5 + len <= self.frame.len());
+        match record {
+            Some((tag, len)) => {
+                self.at = at + 5 + len;
+                Some(Item {
+                    tag,
+                    payload: at + 5..at + 5 + len,
+                })
+            }
+            None => Some(Item {
+                tag: u8::MAX,
+                payload: 0..0,
+            }),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
     }
 }
 
@@ -231,6 +294,29 @@ impl Job {
             waker = inner.waker.take();
             listeners = std::mem::take(&mut inner.listeners);
         }
+        drop(inner);
+        if wake {
+            self.cond.notify_all();
+        }
+        Job::wake_others(waker, listeners);
+    }
+
+    /// Says how many units the job has, once its verb has queued them all
+    /// (`map` over an iterator learns it at the end); completes the job if
+    /// they are all in already.
+    pub(crate) fn set_expected(&self, count: usize) {
+        let mut inner = self.lock();
+        if inner.complete || inner.cancelled {
+            return;
+        }
+        inner.expected = Some(count);
+        if inner.received != count {
+            return;
+        }
+        self.finish(&mut inner);
+        let wake = inner.complete_waiters > 0 || inner.arrival_waiters > 0;
+        let waker = inner.waker.take();
+        let listeners = std::mem::take(&mut inner.listeners);
         drop(inner);
         if wake {
             self.cond.notify_all();
@@ -454,8 +540,8 @@ pub(crate) fn decode_unit<R: DeserializeOwned>(outcome: UnitOutcome, n: usize) -
             items,
             attempts,
         } => items
-            .iter()
-            .map(|item| decode_item_of(&worker, &frame, item, attempts))
+            .iter(&frame)
+            .map(|item| decode_item_of(&worker, &frame, &item, attempts))
             .collect(),
         UnitOutcome::Failed(err) => fan_out(err, n.max(1)).into_iter().map(Err).collect(),
     }
@@ -475,8 +561,8 @@ pub(crate) fn decode_one<R: DeserializeOwned>(inner: &mut JobInner) -> Result<R>
                 items,
                 attempts,
             },
-        )) => match items.first() {
-            Some(item) => decode_item_of(&worker, &frame, item, attempts),
+        )) => match items.first(&frame) {
+            Some(item) => decode_item_of(&worker, &frame, &item, attempts),
             None => Err(Error::simple(ErrorKind::Codec, "the worker sent no result")),
         },
         Some((_, UnitOutcome::Failed(err))) => Err(err),
@@ -529,8 +615,8 @@ pub(crate) fn decode_all<R: DeserializeOwned>(inner: &mut JobInner) -> Result<Ve
                 items,
                 attempts,
             } => {
-                for item in &items {
-                    out.push(decode_item_of(&worker, &frame, item, attempts)?);
+                for item in items.iter(&frame) {
+                    out.push(decode_item_of(&worker, &frame, &item, attempts)?);
                 }
             }
             UnitOutcome::Failed(err) => return Err(err),
@@ -590,8 +676,8 @@ pub(crate) fn collect_streaming<R: DeserializeOwned>(job: &Job, items: usize) ->
                     items,
                     attempts,
                 } => {
-                    for item in &items {
-                        match decode_item_of(&worker, &frame, item, attempts) {
+                    for item in items.iter(&frame) {
+                        match decode_item_of(&worker, &frame, &item, attempts) {
                             Ok(v) => out.push(v),
                             Err(e) => {
                                 first_err = Some(e);
@@ -629,8 +715,8 @@ pub(crate) fn peek_one<R: DeserializeOwned>(inner: &JobInner) -> Result<R> {
                 items,
                 attempts,
             },
-        )) => match items.first() {
-            Some(item) => decode_item_of(worker, frame, item, *attempts),
+        )) => match items.first(frame) {
+            Some(item) => decode_item_of(worker, frame, &item, *attempts),
             None => Err(Error::simple(ErrorKind::Codec, "the worker sent no result")),
         },
         Some((_, UnitOutcome::Failed(err))) => Err(err.duplicate()),
@@ -647,7 +733,9 @@ pub(crate) fn job_successful(inner: &JobInner) -> bool {
         }
     }
     inner.arrived.iter().all(|(_, unit)| match unit {
-        UnitOutcome::Items { items, .. } => items.iter().all(|i| i.tag == launch::TAG_RETURNED),
+        UnitOutcome::Items { items, frame, .. } => {
+            items.iter(frame).all(|i| i.tag == launch::TAG_RETURNED)
+        }
         UnitOutcome::Failed(_) => false,
     })
 }

@@ -439,15 +439,16 @@ where
     R: Serialize + 'static,
 {
     const { task::assert_captures_nothing::<F>() };
-    let call = task::trampoline1::<F, A, R>;
-    offset_func(task::to_offset(call))
+    let entry: task::IntoEntry = task::into_entry1::<F, A, R>;
+    into_func(task::into_offset(entry))
 }
 
-/// `worker::encode_func` of a trampoline offset, in one allocation (this
-/// runs once per `apply_async`).
-fn offset_func(offset: i64) -> Arc<[u8]> {
+/// The `func` of an [`IntoEntry`](task::IntoEntry) offset
+/// (`[FUNC_INTO][offset i64]`), in one allocation (this runs once per
+/// `apply_async`).
+fn into_func(offset: i64) -> Arc<[u8]> {
     let mut out = [0u8; 9];
-    out[0] = worker::FUNC_OFFSET;
+    out[0] = worker::FUNC_INTO;
     out[1..].copy_from_slice(&offset.to_le_bytes());
     Arc::from(&out[..])
 }
@@ -459,8 +460,8 @@ where
     R: Serialize + 'static,
 {
     const { task::assert_captures_nothing::<F>() };
-    let call = task::trampoline_star::<F, A, R>;
-    offset_func(task::to_offset(call))
+    let entry: task::IntoEntry = task::into_entry_star::<F, A, R>;
+    into_func(task::into_offset(entry))
 }
 
 pub(crate) fn func_named(name: &str) -> Result<Arc<[u8]>> {
@@ -469,6 +470,7 @@ pub(crate) fn func_named(name: &str) -> Result<Arc<[u8]>> {
 }
 
 /// Appends one item, `[len u32][codec bytes]`.
+#[inline]
 fn encode_item<A: Serialize>(out: &mut Vec<u8>, item: &A) -> Result<()> {
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
@@ -500,7 +502,16 @@ impl Items {
         }
     }
 
+    /// Items encoded into `bytes` (empty).
+    fn in_buffer(bytes: Vec<u8>) -> Items {
+        Items {
+            bytes,
+            ..Items::default()
+        }
+    }
+
     /// Appends one item.
+    #[inline]
     pub(crate) fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
         let at = self.bytes.len();
         match encode_item(&mut self.bytes, item) {
@@ -509,37 +520,44 @@ impl Items {
                     self.fds.counts.push(0);
                 }
             }
-            Err(plain) => {
-                self.bytes.truncate(at);
-                let fds = match encode_item_with_fds(&mut self.bytes, item) {
-                    Ok(fds) if !fds.is_empty() => fds,
-                    Ok(_) => {
-                        self.bytes.truncate(at);
-                        return Err(plain);
-                    }
-                    Err(e) => {
-                        self.bytes.truncate(at);
-                        return Err(e);
-                    }
-                };
-                if self.fds.fds.len() + fds.len() > crate::os::scm::MAX_FDS {
-                    self.bytes.truncate(at);
-                    return Err(Error::simple(
-                        ErrorKind::TooLarge,
-                        format!(
-                            "the arguments of one task (or chunk) hold {} file descriptors; \
-                             at most {} cross at once (use a smaller chunksize)",
-                            self.fds.fds.len() + fds.len(),
-                            crate::os::scm::MAX_FDS
-                        ),
-                    ));
-                }
-                self.fds.counts.resize(self.n as usize, 0);
-                self.fds.counts.push(fds.len() as u8);
-                self.fds.fds.extend(fds);
-            }
+            Err(plain) => self.push_with_fds(item, at, plain)?,
         }
         self.n += 1;
+        Ok(())
+    }
+
+    /// [`push`](Items::push) of an item that did not encode as plain bytes
+    /// (`plain`, the error): encoded again collecting its fds, if it holds
+    /// any; the error otherwise. `at`: where the item began.
+    #[cold]
+    fn push_with_fds<A: Serialize>(&mut self, item: &A, at: usize, plain: Error) -> Result<()> {
+        self.bytes.truncate(at);
+        let fds = match encode_item_with_fds(&mut self.bytes, item) {
+            Ok(fds) if !fds.is_empty() => fds,
+            Ok(_) => {
+                self.bytes.truncate(at);
+                return Err(plain);
+            }
+            Err(e) => {
+                self.bytes.truncate(at);
+                return Err(e);
+            }
+        };
+        if self.fds.fds.len() + fds.len() > crate::os::scm::MAX_FDS {
+            self.bytes.truncate(at);
+            return Err(Error::simple(
+                ErrorKind::TooLarge,
+                format!(
+                    "the arguments of one task (or chunk) hold {} file descriptors; \
+                     at most {} cross at once (use a smaller chunksize)",
+                    self.fds.fds.len() + fds.len(),
+                    crate::os::scm::MAX_FDS
+                ),
+            ));
+        }
+        self.fds.counts.resize(self.n as usize, 0);
+        self.fds.counts.push(fds.len() as u8);
+        self.fds.fds.extend(fds);
         Ok(())
     }
 
@@ -745,20 +763,9 @@ impl Pool {
         Ok(TaskFuture::new(job))
     }
 
-    /// Submits a job over a whole list, cut into chunks.
-    fn submit_many<A: Serialize>(
-        &self,
-        func: Arc<[u8]>,
-        items: &[A],
-        chunksize: Option<usize>,
-        hook: Option<Hook>,
-    ) -> Result<Arc<Job>> {
-        self.submit_many_with(func, items, chunksize, hook, |_, _| {})
-    }
-
-    /// [`submit_many`](Pool::submit_many), calling `prepare` with the job
-    /// and the chunksize before the first unit is queued (progress hangs
-    /// its meter on the job there).
+    /// Submits a job over a whole list, cut into chunks, calling `prepare`
+    /// with the job and the chunksize before the first unit is queued
+    /// (progress hangs its meter on the job there).
     fn submit_many_with<A: Serialize>(
         &self,
         func: Arc<[u8]>,
@@ -767,41 +774,112 @@ impl Pool {
         hook: Option<Hook>,
         prepare: impl FnOnce(&Arc<Job>, usize),
     ) -> Result<Arc<Job>> {
+        self.submit_stream::<A, &A>(func, items.iter(), items.len(), chunksize, hook, prepare)
+            .map(|(job, _, _)| job)
+    }
+
+    /// Submits a job over an input of any kind: one whose length is known
+    /// in advance (its `size_hint` is exact: a range, a vector, a slice's
+    /// iterator and the adaptors that keep the length) is read as it is
+    /// encoded, without a list of its items; any other is collected first,
+    /// as Python's `map` makes a list of an input without `len`. Returns
+    /// the job, how many items it has, and the chunksize.
+    fn submit_input<A: Serialize>(
+        &self,
+        func: Arc<[u8]>,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+        hook: Option<Hook>,
+    ) -> Result<(Arc<Job>, usize, usize)> {
+        let items = items.into_iter();
+        match items.size_hint() {
+            (lo, Some(hi)) if lo == hi => {
+                self.submit_stream::<A, A>(func, items, lo, chunksize, hook, |_, _| {})
+            }
+            _ => {
+                let items: Vec<A> = items.collect();
+                let len = items.len();
+                self.submit_stream::<A, A>(func, items.into_iter(), len, chunksize, hook, |_, _| {})
+            }
+        }
+    }
+
+    /// Cuts `items` into chunks, encodes them and hands them over as it
+    /// goes. `len` is how many items it should have (it sets the automatic
+    /// chunksize); an iterator that yields another number (its
+    /// `size_hint` lied) is still read to its end, each of its items
+    /// runs, and the job counts the units it really made. Returns the job,
+    /// how many items it has, and the chunksize.
+    fn submit_stream<A: Serialize, B: std::borrow::Borrow<A>>(
+        &self,
+        func: Arc<[u8]>,
+        items: impl Iterator<Item = B>,
+        len: usize,
+        chunksize: Option<usize>,
+        hook: Option<Hook>,
+        prepare: impl FnOnce(&Arc<Job>, usize),
+    ) -> Result<(Arc<Job>, usize, usize)> {
         check_chunksize(chunksize)?;
-        let size = chunksize.unwrap_or_else(|| auto_chunksize(items.len(), self.processes));
-        let count = items.len().div_ceil(size);
-        let job = Job::new(Some(count), hook);
+        let size = chunksize.unwrap_or_else(|| auto_chunksize(len, self.processes));
+        // The count of units is set once the input is seen to end, before
+        // the last unit is queued: so the job completes (and its
+        // callbacks run) in the supervisor's thread, as for any job.
+        let job = Job::new(None, hook);
         prepare(&job, size);
+        let mut items = items.peekable();
         // Units are handed over as they are encoded (every
         // `PIPELINE_BYTES` or `PIPELINE_UNITS`), so the workers start
         // while the caller encodes the rest.
         let mut units = Vec::new();
         let mut queued = 0;
+        let mut count = 0;
+        let mut total = 0;
         let limits = self.unit_defaults.clone();
-        for (index, chunk) in items.chunks(size).enumerate() {
-            let mut bytes = Items::default();
-            for item in chunk {
-                if let Err(e) = bytes.push(item) {
+        // Each chunk's buffer is sized after the one before (chunks are
+        // alike): one allocation per chunk instead of a doubling series;
+        // a large chunk takes a buffer of a finished unit if the pool
+        // kept one (already faulted in).
+        let mut last_len = 0;
+        loop {
+            let buf = self
+                .shared
+                .items_buffer(last_len + last_len / 16, size >= STREAM_MIN_ITEMS);
+            let mut bytes = Items::in_buffer(buf);
+            for item in items.by_ref().take(size) {
+                if let Err(e) = bytes.push(item.borrow()) {
                     // Units already handed over may run (as Python's
                     // earlier batches do); those not begun are dropped.
                     job.abandon();
                     return Err(e);
                 }
             }
+            if bytes.is_empty() {
+                // An empty input: the job is complete at once.
+                self.shared.recycle(bytes.bytes);
+                job.set_expected(0);
+                break;
+            }
+            total += bytes.n as usize;
+            last_len = bytes.bytes.len();
             queued += bytes.bytes.len();
-            units.push(bytes.into_unit(job.clone(), index, func.clone(), limits.clone()));
-            if queued >= PIPELINE_BYTES || units.len() >= PIPELINE_UNITS {
+            units.push(bytes.into_unit(job.clone(), count, func.clone(), limits.clone()));
+            count += 1;
+            let last = items.peek().is_none();
+            if last {
+                job.set_expected(count);
+            }
+            if last || queued >= PIPELINE_BYTES || units.len() >= PIPELINE_UNITS {
                 queued = 0;
                 if let Err(e) = self.shared.submit(std::mem::take(&mut units)) {
                     job.abandon();
                     return Err(e);
                 }
             }
+            if last {
+                break;
+            }
         }
-        if !units.is_empty() {
-            self.shared.submit(units)?;
-        }
-        Ok(job)
+        Ok((job, total, size))
     }
 
     fn imap_job<'a, A, R, I>(
@@ -1346,17 +1424,13 @@ impl<'a> Chunked<'a> {
         I: IntoIterator<Item = A>,
     {
         drop(f);
-        let items: Vec<A> = items.into_iter().collect();
-        let job = self
-            .pool
-            .submit_many(func1::<F, A, R>(), &items, self.chunksize, None)?;
-        let size = self
-            .chunksize
-            .unwrap_or_else(|| auto_chunksize(items.len(), self.pool.processes));
+        let (job, len, size) =
+            self.pool
+                .submit_input(func1::<F, A, R>(), items, self.chunksize, None)?;
         if size >= STREAM_MIN_ITEMS {
             // Few, large units: decode each as it arrives, while the
             // workers run the next ones.
-            job::collect_streaming::<R>(&job, items.len())
+            job::collect_streaming::<R>(&job, len)
         } else {
             async_result(job, job::decode_all::<R>).get()
         }
@@ -1377,10 +1451,9 @@ impl<'a> Chunked<'a> {
         I: IntoIterator<Item = A>,
     {
         drop(f);
-        let items: Vec<A> = items.into_iter().collect();
-        let job = self
-            .pool
-            .submit_many(func1::<F, A, R>(), &items, self.chunksize, None)?;
+        let (job, _, _) =
+            self.pool
+                .submit_input(func1::<F, A, R>(), items, self.chunksize, None)?;
         Ok(async_result(job, job::decode_all::<R>))
     }
 
@@ -1405,11 +1478,10 @@ impl<'a> Chunked<'a> {
         I: IntoIterator<Item = A>,
     {
         drop(f);
-        let items: Vec<A> = items.into_iter().collect();
         let hook = callbacks.into_hook(job::decode_all::<R>);
-        let job = self
-            .pool
-            .submit_many(func1::<F, A, R>(), &items, self.chunksize, hook)?;
+        let (job, _, _) =
+            self.pool
+                .submit_input(func1::<F, A, R>(), items, self.chunksize, hook)?;
         Ok(async_result(job, job::decode_all::<R>))
     }
 
@@ -1430,10 +1502,9 @@ impl<'a> Chunked<'a> {
         R: DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let job = self
+        let (job, _, _) = self
             .pool
-            .submit_many(func_named(name)?, &items, self.chunksize, None)?;
+            .submit_input(func_named(name)?, items, self.chunksize, None)?;
         async_result(job, job::decode_all::<R>).get()
     }
 
@@ -1509,10 +1580,9 @@ impl<'a> Chunked<'a> {
         I: IntoIterator<Item = A>,
     {
         drop(f);
-        let items: Vec<A> = items.into_iter().collect();
-        let job = self
-            .pool
-            .submit_many(func_star::<F, A, R>(), &items, self.chunksize, None)?;
+        let (job, _, _) =
+            self.pool
+                .submit_input(func_star::<F, A, R>(), items, self.chunksize, None)?;
         Ok(async_result(job, job::decode_all::<R>))
     }
 }

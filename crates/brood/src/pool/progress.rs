@@ -260,10 +260,10 @@ impl Meter {
     /// A unit's outcome arrived (called by `Job::deliver`).
     pub(crate) fn on_unit(&self, index: usize, outcome: &UnitOutcome) {
         let (items, failed) = match outcome {
-            UnitOutcome::Items { items, .. } => (
+            UnitOutcome::Items { items, frame, .. } => (
                 items.len() as u64,
                 items
-                    .iter()
+                    .iter(frame)
                     .filter(|i| i.tag != launch::TAG_RETURNED)
                     .count() as u64,
             ),

@@ -14,7 +14,7 @@ use crate::shm::RawValue;
 use crate::shm::spsc::Spsc;
 use crate::start_method::StartMethod;
 
-use super::job::{Item, ItemList, Job, UnitOutcome};
+use super::job::{ItemList, Job, UnitOutcome};
 use super::limits::{RetryOn, RetryPolicy, UnitLimits};
 use super::worker::{
     self, Boot, FUNC_LIMITS, FUNC_SOFT_LIMIT, InitBlob, Reader, SEQ_INIT_FAILED, UNIT_FDS,
@@ -189,11 +189,59 @@ pub(crate) struct Shared {
     /// Signalled when a cancel request is carried out, or the supervisor
     /// ends.
     acked: Condvar,
+    /// Items buffers of large units whose outcome is in, for the next
+    /// large `map` to encode into: memory already faulted in, rather than
+    /// fresh pages each call (see `recycle`).
+    spare: Mutex<Spare>,
 }
+
+/// Recycled items buffers and their total capacity.
+#[derive(Default)]
+pub(crate) struct Spare {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// Only buffers of at least this capacity are recycled (smaller ones cost
+/// `malloc` little, and a unit of one small task pays no lock).
+const SPARE_MIN: usize = 64 << 10;
+/// At most this much capacity is kept in recycled buffers per pool.
+const SPARE_BYTES: usize = 16 << 20;
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps a finished unit's items buffer for a later one, if it is
+    /// large and the pool keeps less than `SPARE_BYTES` already.
+    pub(crate) fn recycle(&self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap < SPARE_MIN {
+            return;
+        }
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.bytes + cap <= SPARE_BYTES {
+            buf.clear();
+            spare.bytes += cap;
+            spare.buffers.push(buf);
+        }
+    }
+
+    /// An empty buffer for a unit's items with room for `want` bytes: a
+    /// recycled one if `large` (a chunk of many items) and there is one,
+    /// else a new one.
+    pub(crate) fn items_buffer(&self, want: usize, large: bool) -> Vec<u8> {
+        if large || want >= SPARE_MIN {
+            let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(mut buf) = spare.buffers.pop() {
+                spare.bytes -= buf.capacity();
+                drop(spare);
+                buf.reserve(want);
+                return buf;
+            }
+        }
+        Vec::with_capacity(want)
     }
 
     /// Queues units for the workers; an error once the pool stopped taking
@@ -344,7 +392,14 @@ pub(crate) struct Supervisor {
     delayed: Vec<(Instant, Unit)>,
     /// The backoff jitter's generator (xorshift).
     rng: u64,
+    /// Batch buffers kept from one `dispatch` to the next (at most one per
+    /// worker, each at most `KEEP_BATCH` bytes), so that a large unit is
+    /// not copied into freshly mapped memory each time.
+    spare_batches: Vec<Vec<u8>>,
 }
+
+/// The largest batch buffer `dispatch` keeps for the next one.
+const KEEP_BATCH: usize = 4 << 20;
 
 impl Waitable for os::SigintPipe {
     fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
@@ -374,6 +429,7 @@ pub(crate) fn new(config: Config) -> Result<(Arc<Shared>, Supervisor)> {
             cancels_done: 0,
         }),
         acked: Condvar::new(),
+        spare: Mutex::default(),
     });
     let sup = Supervisor {
         shared: shared.clone(),
@@ -389,6 +445,7 @@ pub(crate) fn new(config: Config) -> Result<(Arc<Shared>, Supervisor)> {
         boot_deaths: 0,
         delayed: Vec::new(),
         rng: (u64::from(crate::os::pid::current().as_raw() as u32) << 32) ^ monotonic_ns() | 1,
+        spare_batches: Vec::new(),
     };
     Ok((shared, sup))
 }
@@ -828,27 +885,8 @@ impl Supervisor {
         let mut r = Reader::new(&frame);
         let seq = r.u64()?;
         let n = r.u32()?;
-        let mut item = || -> Option<Item> {
-            let tag = r.u8()?;
-            let len = r.u32()? as usize;
-            let start = frame.len() - r.remaining();
-            r.take(len)?;
-            Some(Item {
-                tag,
-                payload: start..start + len,
-            })
-        };
-        let items = if n == 1 {
-            ItemList::One(item()?) // no allocation
-        } else {
-            // Each item is at least 5 bytes: a lying count cannot
-            // allocate more than the frame justifies.
-            let mut items = Vec::with_capacity((n as usize).min(frame.len() / 5));
-            for _ in 0..n {
-                items.push(item()?);
-            }
-            ItemList::Many(items)
-        };
+        // Checked whole here, read item by item where it is decoded.
+        let items = ItemList::parse(&frame, 12, n)?;
         if seq == SEQ_INIT_FAILED {
             self.initializer_failed(i, &frame, items);
             return Some(());
@@ -886,7 +924,9 @@ impl Supervisor {
         self.boot_deaths = 0;
         if let Some(policy) = unit.retry_policy()
             && policy.on.contains(RetryOn::TASK_ERROR)
-            && items.iter().any(|it| it.tag == crate::launch::TAG_PANICKED)
+            && items
+                .iter(&frame)
+                .any(|it| it.tag == crate::launch::TAG_PANICKED)
         {
             // A panic is only retried through `fail_or_retry`'s policy
             // check; the unit's frame is dropped if it runs again.
@@ -897,6 +937,7 @@ impl Supervisor {
         }
         let attempts = unit.attempts;
         unit.close_fds();
+        self.shared.recycle(std::mem::take(&mut unit.items));
         unit.job.deliver(
             unit.index,
             UnitOutcome::Items {
@@ -914,10 +955,10 @@ impl Supervisor {
     /// all work with the initializer's error and take no more.
     fn initializer_failed(&mut self, i: usize, frame: &[u8], items: ItemList) {
         let why = items
-            .first()
+            .first(frame)
             .map(|item| {
                 let worker = self.workers[i].name.clone();
-                match super::job::decode_item::<()>(&worker, frame, item) {
+                match super::job::decode_item::<()>(&worker, frame, &item) {
                     Err(e) => e.to_string(),
                     Ok(()) => "the initializer failed".to_string(),
                 }
@@ -1080,7 +1121,9 @@ impl Supervisor {
         if self.queue.is_empty() || self.workers.is_empty() {
             return;
         }
-        let mut batches: Vec<Vec<u8>> = vec![Vec::new(); self.workers.len()];
+        let mut batches: Vec<Vec<u8>> = (0..self.workers.len())
+            .map(|_| self.spare_batches.pop().unwrap_or_default())
+            .collect();
         // The raw fds each batch carries; allocated only once a unit that
         // holds fds is sent (the fast path has none).
         let mut batch_fds: Vec<Vec<std::os::fd::RawFd>> = Vec::new();
@@ -1158,8 +1201,9 @@ impl Supervisor {
                 self.config.board.sent(&w.slot, seq, now);
             }
         }
-        for (i, batch) in batches.into_iter().enumerate() {
+        for (i, mut batch) in batches.into_iter().enumerate() {
             if batch.is_empty() {
+                self.spare_batches.push(batch);
                 continue;
             }
             // The fds stay open in the units now in `outstanding`.
@@ -1174,7 +1218,12 @@ impl Supervisor {
                 // the others.
                 self.workers[i].dead = true;
             }
+            if batch.capacity() <= KEEP_BATCH {
+                batch.clear();
+                self.spare_batches.push(batch);
+            }
         }
+        self.spare_batches.truncate(self.workers.len());
         self.bury_dead();
     }
 

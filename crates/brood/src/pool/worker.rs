@@ -12,7 +12,7 @@ use crate::connection::Connection;
 use crate::launch::{self, WireTarget};
 use crate::shm::RawValue;
 use crate::shm::spsc::Spsc;
-use crate::task::{Fail, Trampoline};
+use crate::task::{Fail, IntoCall, Trampoline};
 
 /// `func` tag: a trampoline offset follows (`i64` LE).
 pub(crate) const FUNC_OFFSET: u8 = 0;
@@ -29,6 +29,10 @@ pub(crate) const FUNC_SOFT_LIMIT: u8 = 3;
 /// fds. `[n u32][n × u8]` follows: per item, how many of the batch's fds
 /// (`SCM_RIGHTS`, in item order) it takes; then the real `func`.
 pub(crate) const UNIT_FDS: u8 = 4;
+/// `func` tag: the offset of a [`task::IntoEntry`](crate::task::IntoEntry)
+/// follows (`i64` LE): a function that writes each value straight into
+/// the result frame (every capture-free function the pool is given).
+pub(crate) const FUNC_INTO: u8 = 5;
 /// The `seq` of the frame a worker sends when its initializer failed.
 pub(crate) const SEQ_INIT_FAILED: u64 = u64::MAX;
 /// Bytes of a worker's result ring (`Boot::results`).
@@ -124,11 +128,6 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
-    /// Bytes not read yet.
-    pub(crate) fn remaining(&self) -> usize {
-        self.buf.len()
-    }
-
     pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.buf.len() < n {
             return None;
@@ -172,6 +171,7 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 /// What a worker resolved a unit's function to.
 enum Resolved {
     Call(Trampoline),
+    Into(IntoCall),
     Missing(String),
 }
 
@@ -325,7 +325,17 @@ fn run_unit(
                 });
             match resolved {
                 Resolved::Call(call) => Resolved::Call(*call),
+                Resolved::Into(call) => Resolved::Into(*call),
                 Resolved::Missing(m) => Resolved::Missing(m.clone()),
+            }
+        }
+        FUNC_INTO => {
+            let offset = r.u64()? as i64;
+            match crate::task::resolve_into(offset, exe) {
+                Some(call) => Resolved::Into(call),
+                None => Resolved::Missing(
+                    "the pool's parent runs a different executable; use #[brood::task]".into(),
+                ),
             }
         }
         _ => return None,
@@ -340,6 +350,19 @@ fn run_unit(
     for k in 0..n as usize {
         let args = r.bytes()?;
         let own = counts.map_or(0, |c| usize::from(c[k]));
+        if let Resolved::Into(call) = &func {
+            let call = *call;
+            // The value is encoded straight into `out` (no vector per
+            // item).
+            if own == 0 {
+                run_item_into(call, args, out);
+            } else {
+                let mine: Vec<OwnedFd> = fds.by_ref().take(own).collect();
+                // Whatever the task does not keep is closed here.
+                crate::handle::with_incoming(mine, || run_item_into(call, args, out));
+            }
+            continue;
+        }
         let (tag, payload) = match &func {
             Resolved::Call(call) if own == 0 => run_item(*call, args),
             Resolved::Call(call) => {
@@ -347,6 +370,7 @@ fn run_unit(
                 // Whatever the task does not keep is closed here.
                 crate::handle::with_incoming(mine, || run_item(*call, args))
             }
+            Resolved::Into(_) => unreachable!("handled above"),
             Resolved::Missing(m) => {
                 fds.by_ref().take(own).for_each(drop);
                 (launch::TAG_UNKNOWN_TASK, m.clone().into_bytes())
@@ -377,6 +401,43 @@ fn run_item(call: Trampoline, args: &[u8]) -> (u8, Vec<u8>) {
             )
         }
     }
+}
+
+/// Runs one item of an [`IntoCall`] under `catch_unwind` and appends its
+/// `[tag u8][len u32][payload]` to `out`, the value encoded in place. A
+/// failure (a panic, arguments that do not decode, a value that does not
+/// encode) cuts back whatever the call wrote and appends its report
+/// instead; the worker goes on.
+fn run_item_into(call: IntoCall, args: &[u8], out: &mut Vec<u8>) {
+    let at = out.len();
+    out.push(launch::TAG_RETURNED);
+    out.extend_from_slice(&[0; 4]);
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| call(args, &mut *out)));
+    let (tag, payload) = match outcome {
+        Ok(Ok(())) => match u32::try_from(out.len() - at - 5) {
+            Ok(len) => {
+                out[at + 1..at + 5].copy_from_slice(&len.to_le_bytes());
+                return;
+            }
+            Err(_) => (
+                launch::TAG_ENCODE_FAILED,
+                b"the value encodes to more than 4 GiB".to_vec(),
+            ),
+        },
+        Ok(Err(fail)) => fail_tag(fail),
+        Err(payload) => {
+            let report = launch::take_panic_report(&*payload);
+            // Leak the payload: dropping it could panic again.
+            std::mem::forget(payload);
+            (
+                launch::TAG_PANICKED,
+                crate::codec::encode(&report).unwrap_or_default(),
+            )
+        }
+    };
+    out.truncate(at);
+    out.push(tag);
+    put_bytes(out, &payload);
 }
 
 fn fail_tag(fail: Fail) -> (u8, Vec<u8>) {
