@@ -12,6 +12,7 @@ use crate::task::Fail;
 pub(crate) struct Fork;
 
 impl Launcher for Fork {
+    #[inline(always)]
     fn launch(&self, spec: Spec, work: &mut Option<Work>) -> io::Result<Launched> {
         if work.is_none() {
             return Err(super::spawn::no_work());

@@ -169,13 +169,17 @@ fn learn(seen: u64) -> Pid {
 extern "C" fn before_fork() {
     let mut seen = CACHE.word.load(Ordering::Acquire);
     loop {
-        // A copy marked in flight may be inherited (a child that forks
-        // before it asked for its pid): asked again, as an unknown one.
-        let pid = match pid_of(seen) {
-            known if known != 0 && !in_flight(seen) => known,
-            _ => super::getpid().as_raw(),
+        let (flying, pid) = match pid_of(seen) {
+            known if known != 0 && !in_flight(seen) => (0, known),
+            known => {
+                let me = super::getpid().as_raw();
+                // Marked with another pid: inherited from the fork that
+                // made this process, none of ours is in flight.
+                let ours = if known == me { seen >> 32 } else { 0 };
+                (ours, me)
+            }
         };
-        let next = ((seen >> 32) + 1) << 32 | u64::from(pid as u32);
+        let next = (flying + 1) << 32 | u64::from(pid as u32);
         match CACHE
             .word
             .compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire)
