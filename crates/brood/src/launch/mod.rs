@@ -579,10 +579,10 @@ pub(crate) fn child_main_with(
     // Clean up first and write the result last, right before `_exit`: the
     // parent wakes for the result and finds the child gone (or nearly), one
     // wake-up instead of two.
-    // The cached pid: every fork through glibc marks it stale for its
-    // child (see `os::pid`), so a process the function forked reads its
-    // own here, without the `getpid` syscall.
-    let now = os::pid::current();
+    // The kernel's answer, not the cached pid: this must hold even in a
+    // process the function made with a raw `clone` (which no atfork
+    // handler sees).
+    let now = os::getpid();
     let _ = panic::catch_unwind(|| crate::children::exit_cleanup_in(now));
     let _ = panic::catch_unwind(|| {
         use std::io::Write;
