@@ -435,6 +435,13 @@ pub(crate) fn serve(fd: RawFd) -> ! {
     // before the user's function runs, while the client waits).
     let name = program_name();
     let _ = crate::task::exe_identity();
+    // Every child decodes its arguments inside `handle::with_incoming`,
+    // whose thread-local registers its destructor on first use, through
+    // libc's lazily bound `__cxa_thread_atexit_impl` and the dynamic
+    // loader's symbol lookup: about ten page faults in each child, while
+    // the client waits. Used once here, before the first fork, the
+    // children inherit it registered and bound.
+    crate::handle::with_incoming(Vec::new(), || ());
     let mut kids: Vec<(PidFd, bool)> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
