@@ -442,6 +442,9 @@ pub(crate) fn serve(fd: RawFd) -> ! {
     // the client waits. Used once here, before the first fork, the
     // children inherit it registered and bound.
     crate::handle::with_incoming(Vec::new(), || ());
+    // Likewise the panic hook (`child_main` installs it once per process:
+    // in each child, std's hook lock, a `Box` and their code's pages).
+    super::install_panic_hook();
     let mut kids: Vec<(PidFd, bool)> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
