@@ -445,6 +445,9 @@ pub(crate) fn serve(fd: RawFd) -> ! {
     // Likewise the panic hook (`child_main` installs it once per process:
     // in each child, std's hook lock, a `Box` and their code's pages).
     super::install_panic_hook();
+    // And std's stdout handle, which every child flushes at its end: made
+    // here once (its `OnceLock` and buffer), not in each child.
+    let _ = std::io::stdout();
     let mut kids: Vec<(PidFd, bool)> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
