@@ -591,14 +591,14 @@ impl ForkedChild {
     fn run(self) -> ! {
         let ForkedChild {
             server,
-            job,
+            mut job,
             fds,
             result,
         } = self;
         if job.spec.daemon {
             die_with_parent(server);
         }
-        super::enter_child(&job.spec);
+        super::enter_child(&mut job.spec);
         let body = match job.into_body(fds) {
             Ok(body) => body,
             Err(msg) => Box::new(move || Err(Fail::UnknownTask(msg))),
