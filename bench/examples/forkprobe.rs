@@ -103,6 +103,30 @@ fn raw_pidfd() {
     unsafe { libc::close(fd) };
 }
 
+/// As `raw_pidfd`, but the parent sleeps in a blocking `waitid` on the
+/// pidfd instead of `poll` and then a `waitid` (one syscall fewer).
+fn raw_pidfd_waitid() {
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        unsafe { libc::_exit(0) };
+    }
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    waitid_fd(fd);
+    unsafe { libc::close(fd) };
+}
+
+/// As `raw`, plus `pidfd_open` and `close` only (the pidfd's cost without
+/// waiting on it).
+fn raw_pidfd_open_only() {
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        unsafe { libc::_exit(0) };
+    }
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    reap(pid);
+    unsafe { libc::close(fd) };
+}
+
 #[repr(C)]
 #[derive(Default)]
 struct CloneArgs {
@@ -261,6 +285,8 @@ fn main() {
     let rows: Vec<(&str, fn())> = vec![
         ("raw", raw),
         ("raw+pidfd poll", raw_pidfd),
+        ("raw+pidfd waitid", raw_pidfd_waitid),
+        ("raw+pidfd open", raw_pidfd_open_only),
         ("raw + 7 allocs", raw_allocs),
         ("clone3 pidfd", raw_clone3),
         ("pipe 1 wake", pipe1),

@@ -419,17 +419,29 @@ impl Table {
     /// the parent, so the child allocates nothing: every allocation there
     /// is a copy-on-write fault).
     #[inline]
-    pub(crate) fn become_child(&mut self, me: Me) {
-        self.become_child_as(me, os::pid::current());
+    pub(crate) fn become_child(&mut self, mut me: Me) {
+        self.become_child_as(&mut me, os::pid::current());
+        // What `me` holds now is the parent's: forgotten, as in `reset`.
+        std::mem::forget(me);
     }
 
     /// [`become_child`](Table::become_child) for the process whose pid is
-    /// `pid` (the fork launcher's child knows it: one `getpid` fewer).
-    #[inline]
-    pub(crate) fn become_child_as(&mut self, me: Me, pid: Pid) {
+    /// `pid` (the fork launcher's child knows it: one `getpid` fewer). The
+    /// table's old fields are swapped into `me`, for the caller to forget
+    /// (not free, as in `reset`). Field by field, through a reference:
+    /// moving the whole struct is a call to libc's `memcpy`, whose code a
+    /// forked child would map with one more page fault.
+    #[inline(always)]
+    pub(crate) fn become_child_as(&mut self, me: &mut Me, pid: Pid) {
         self.reset(pid.as_raw());
-        // Forgotten, not freed, as in `reset`.
-        std::mem::forget(std::mem::replace(&mut self.me, me));
+        let old = &mut self.me;
+        std::mem::swap(&mut old.name, &mut me.name);
+        std::mem::swap(&mut old.identity, &mut me.identity);
+        std::mem::swap(&mut old.counter, &mut me.counter);
+        std::mem::swap(&mut old.daemon, &mut me.daemon);
+        std::mem::swap(&mut old.parent, &mut me.parent);
+        std::mem::swap(&mut old.parent_start, &mut me.parent_start);
+        std::mem::swap(&mut old.authkey, &mut me.authkey);
     }
 
     /// The identity of the next child (Python's `Process-1`, `Process-1:2`
@@ -567,11 +579,22 @@ pub(crate) fn exit_cleanup() {
 
 /// [`exit_cleanup`] in the process whose pid is `me` (the caller's, which
 /// it knows already: one `getpid` fewer).
+/// Inlined: a forked child runs it, and a process that never registered
+/// a child runs only this check (its own code window would be one more
+/// page fault for every forked child).
+#[inline(always)]
 pub(crate) fn exit_cleanup_in(me: Pid) {
     if REGISTERED_IN.load(Ordering::Relaxed) != me.as_raw() {
         // This process never registered a child: nothing to wait for.
         return;
     }
+    exit_cleanup_registered();
+}
+
+/// [`exit_cleanup_in`] in a process that registered children.
+#[cold]
+#[inline(never)]
+fn exit_cleanup_registered() {
     let table = lock();
     if table.live.is_empty() {
         return;

@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde::Serialize;
 
@@ -96,14 +96,42 @@ impl FromStr for StartMethod {
     }
 }
 
-static DEFAULT: Mutex<Option<StartMethod>> = Mutex::new(None);
+/// The process-wide default: 0 unset, else [`StartMethod::code`]. One
+/// atomic byte, not a lock: a forked child sets its own default without
+/// taking a lock another thread may have held at the fork, and without the
+/// lock's code (each 64 KiB of code a forked child runs is a page fault).
+/// The struct starts with a non-zero byte, so it lies in `.data` beside
+/// brood's other statics a forked child writes (each page it writes is a
+/// copy-on-write fault), not in `.bss`.
+#[repr(C)]
+struct Default {
+    _in_data: u8,
+    method: AtomicU8,
+}
 
-/// Takes the default's lock around a fork (first of brood's locks), so a
-/// forked child never inherits it held by another thread. Inlined: a
-/// forked child calls it too, and each 64 KiB of code it runs is a fault.
-#[inline]
-pub(crate) fn hold_for_fork() -> std::sync::MutexGuard<'static, Option<StartMethod>> {
-    DEFAULT.lock().unwrap_or_else(|p| p.into_inner())
+static DEFAULT: Default = Default {
+    _in_data: 1,
+    method: AtomicU8::new(0),
+};
+
+impl StartMethod {
+    /// The method's non-zero code in [`DEFAULT`].
+    const fn code(self) -> u8 {
+        match self {
+            StartMethod::Fork => 1,
+            StartMethod::Spawn => 2,
+            StartMethod::ForkServer => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<StartMethod> {
+        match code {
+            1 => Some(StartMethod::Fork),
+            2 => Some(StartMethod::Spawn),
+            3 => Some(StartMethod::ForkServer),
+            _ => None,
+        }
+    }
 }
 
 /// Sets the process-wide default start method, once (Python's
@@ -118,12 +146,15 @@ pub(crate) fn hold_for_fork() -> std::sync::MutexGuard<'static, Option<StartMeth
 /// assert_eq!(brood::get_start_method(), StartMethod::Fork);
 /// ```
 pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
-    let mut default = DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
-    if default.is_some() && !force {
-        return Err(Error::invalid("context has already been set"));
+    if force {
+        DEFAULT.method.store(method.code(), Ordering::Release);
+        return Ok(());
     }
-    *default = Some(method);
-    Ok(())
+    DEFAULT
+        .method
+        .compare_exchange(0, method.code(), Ordering::AcqRel, Ordering::Acquire)
+        .map(drop)
+        .map_err(|_| Error::invalid("context has already been set"))
 }
 
 /// The process-wide default start method: the one set with
@@ -148,16 +179,32 @@ pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
 /// assert!(brood::StartMethod::ALL.contains(&m));
 /// ```
 pub fn get_start_method() -> StartMethod {
-    *DEFAULT
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert(StartMethod::ForkServer)
+    let set = DEFAULT.method.load(Ordering::Acquire);
+    let set = if set == 0 {
+        // Asking fixes it (unless someone set it meanwhile).
+        match DEFAULT.method.compare_exchange(
+            0,
+            StartMethod::ForkServer.code(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => StartMethod::ForkServer.code(),
+            Err(now) => now,
+        }
+    } else {
+        set
+    };
+    StartMethod::from_code(set).unwrap_or(StartMethod::ForkServer)
 }
 
 /// In a freshly started child: its default becomes `method`, set (as by
-/// `set_start_method(method, true)`).
+/// `set_start_method(method, true)`). Inlined, and written only when it
+/// changes: a forked child calls it.
+#[inline(always)]
 pub(crate) fn inherit(method: StartMethod) {
-    *DEFAULT.lock().unwrap_or_else(|p| p.into_inner()) = Some(method);
+    if DEFAULT.method.load(Ordering::Relaxed) != method.code() {
+        DEFAULT.method.store(method.code(), Ordering::Release);
+    }
 }
 
 /// Every start method, the default first (Python 3.14's

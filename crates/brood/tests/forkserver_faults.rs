@@ -298,3 +298,37 @@ fn a_signal_does_not_unbound_the_wait_for_a_status() {
     p.join().unwrap();
     assert_eq!(p.exitcode(), Some(0));
 }
+
+/// Bit `SIGINT` of a `/proc/PID/status` mask line (`SigBlk:` is hex).
+fn sigint_blocked_in(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    mask & (1 << (libc::SIGINT - 1)) != 0
+}
+
+fn sigint_here_and_in_parent((): ()) -> (bool, bool) {
+    let me = brood::os::getpid().as_raw();
+    let parent = brood::os::getppid().as_raw();
+    (sigint_blocked_in(me), sigint_blocked_in(parent))
+}
+
+#[test]
+fn the_forkserver_blocks_sigint_and_its_children_do_not() {
+    // The server keeps a Ctrl-C pending for ever; each child unblocks it
+    // first thing (a raw rt_sigprocmask on x86-64), so a SIGINT reaches it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = Process::builder()
+        .start_method(StartMethod::ForkServer)
+        .target_with(sigint_here_and_in_parent, ());
+    p.start().unwrap();
+    let (child, server) = p.join().unwrap();
+    assert!(!child, "a forkserver child runs with SIGINT blocked");
+    assert!(
+        server,
+        "the forkserver (the child's parent) does not block SIGINT"
+    );
+}

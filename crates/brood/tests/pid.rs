@@ -1,6 +1,7 @@
 //! The cached pid (`os::pid::current`) is each process's own, however it
 //! came to be: a child brood forked, a grandchild, a child of a raw
-//! `libc::fork` (glibc runs brood's `pthread_atfork` child handler), a
+//! `libc::fork` (glibc runs brood's `pthread_atfork` prepare handler, which
+//! marks the copy stale for the child), a
 //! child of brood's `os::fork`, and spawn and forkserver children. Every
 //! check compares the cache with the kernel's answer (`getpid`) and with the
 //! parent's pid, in the child itself, after the cache was filled in the
@@ -124,6 +125,46 @@ fn a_raw_libc_fork_inside_a_brood_child_and_a_brood_fork_after_it() {
     assert_eq!(cached, kernel);
     assert_ne!(cached, parent.as_raw());
     assert_eq!(code, 0, "the raw child or its brood child saw a stale pid");
+}
+
+#[test]
+fn raw_forks_while_another_thread_reads_the_pid_leave_no_stale_copy() {
+    // Between the prepare handler and the fork, the other thread finds the
+    // copy marked and must not fill it in (the child would inherit it).
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let parent = os::pid::current();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(std::hint::black_box(os::pid::current()), parent);
+            }
+        })
+    };
+    for _ in 0..200 {
+        assert_eq!(
+            raw_fork_exit_code(|| own_in_child(parent)),
+            0,
+            "a raw child saw a stale pid"
+        );
+        assert_eq!(os::pid::current(), parent);
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+}
+
+#[test]
+fn a_child_that_forks_before_asking_for_its_pid_and_its_child_have_their_own() {
+    // The copy the first child inherits is marked; it forks again before
+    // any `current` there: the grandchild inherits the mark too.
+    let parent = os::pid::current();
+    let code = raw_fork_exit_code(|| {
+        let grandchild = raw_fork_exit_code(|| own_in_child(parent));
+        grandchild == 0 && own_in_child(parent)
+    });
+    assert_eq!(code, 0, "the child or the grandchild saw a stale pid");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use crate::task::Fail;
 pub(crate) struct Fork;
 
 impl Launcher for Fork {
+    #[inline(always)]
     fn launch(&self, spec: Spec, work: &mut Option<Work>) -> io::Result<Launched> {
         if work.is_none() {
             return Err(super::spawn::no_work());
@@ -45,7 +46,7 @@ impl Launcher for Fork {
         // parent waits here for a thread that is printing, as any print
         // would. A process that never ran a second thread has no other
         // thread to fear: it only flushes, and holds neither these locks
-        // nor the default method's and forkserver client's below (each
+        // nor the forkserver client's below (each
         // lock taken and released across the fork is a write, so a
         // copy-on-write fault, on both sides).
         let alone = os::single_threaded();
@@ -63,8 +64,7 @@ impl Launcher for Fork {
         let mut child_me = spec.into_me();
         // The forkserver client's lock first, then the table's (the order
         // used everywhere): the child inherits neither held by another
-        // thread.
-        let mut default_method = (!alone).then(crate::start_method::hold_for_fork);
+        // thread. (The default start method is an atomic: no lock.)
         let client = (!alone).then(super::forkserver::hold_for_fork);
         // brood's reaper thread, if it runs, does not make the fork
         // hazardous (asked before the table is locked: the question locks
@@ -86,7 +86,9 @@ impl Launcher for Fork {
                     .forked
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 let me = os::pid::current();
-                table.become_child_as(child_me, me);
+                // The parent's own fields land in `child_me`, which this
+                // process never drops (it ends in `_exit`).
+                table.become_child_as(&mut child_me, me);
                 drop(table);
                 match client {
                     Some(guard) => super::forkserver::release_in_child(guard),
@@ -95,12 +97,8 @@ impl Launcher for Fork {
                     None => super::forkserver::close_in_child(),
                 }
                 // The child starts its own children the way it was started
-                // (Python's inherited context). Alone, the lock is free.
-                match default_method.as_mut() {
-                    Some(held) => **held = Some(start_method),
-                    None => *crate::start_method::hold_for_fork() = Some(start_method),
-                }
-                drop(default_method);
+                // (Python's inherited context).
+                crate::start_method::inherit(start_method);
                 drop(std_streams);
                 // Closed with a bare syscall: the child would otherwise fault
                 // in libc's `close` code for it.
@@ -137,7 +135,6 @@ impl Launcher for Fork {
                 // The arenas' lease for this fork ends with this child.
                 crate::shm::arena::forked(child.as_raw());
                 drop(client);
-                drop(default_method);
                 drop(std_streams);
                 // Kept: see `Launched::keep`.
 

@@ -435,6 +435,19 @@ pub(crate) fn serve(fd: RawFd) -> ! {
     // before the user's function runs, while the client waits).
     let name = program_name();
     let _ = crate::task::exe_identity();
+    // Every child decodes its arguments inside `handle::with_incoming`,
+    // whose thread-local registers its destructor on first use, through
+    // libc's lazily bound `__cxa_thread_atexit_impl` and the dynamic
+    // loader's symbol lookup: about ten page faults in each child, while
+    // the client waits. Used once here, before the first fork, the
+    // children inherit it registered and bound.
+    crate::handle::with_incoming(Vec::new(), || ());
+    // Likewise the panic hook (`child_main` installs it once per process:
+    // in each child, std's hook lock, a `Box` and their code's pages).
+    super::install_panic_hook();
+    // And std's stdout handle, which every child flushes at its end: made
+    // here once (its `OnceLock` and buffer), not in each child.
+    let _ = std::io::stdout();
     let mut kids: Vec<(PidFd, bool)> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
@@ -578,14 +591,14 @@ impl ForkedChild {
     fn run(self) -> ! {
         let ForkedChild {
             server,
-            job,
+            mut job,
             fds,
             result,
         } = self;
         if job.spec.daemon {
             die_with_parent(server);
         }
-        super::enter_child(&job.spec);
+        super::enter_child(&mut job.spec);
         let body = match job.into_body(fds) {
             Ok(body) => body,
             Err(msg) => Box::new(move || Err(Fail::UnknownTask(msg))),

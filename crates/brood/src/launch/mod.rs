@@ -156,9 +156,24 @@ impl Spec {
         }
     }
 
-    /// Who the child this spec describes is, as its children table knows it.
-    pub(crate) fn me(&self) -> crate::children::Me {
-        self.clone().into_me()
+    /// Who the child this spec describes is, as its children table knows
+    /// it, its strings and identity moved out of the spec (which keeps
+    /// none): a freshly forked forkserver child makes it without
+    /// allocating (each allocation there is a copy-on-write fault, and
+    /// malloc's code one more page).
+    pub(crate) fn take_me(&mut self) -> crate::children::Me {
+        Spec {
+            name: self.name.take(),
+            daemon: self.daemon,
+            identity: std::mem::replace(&mut self.identity, crate::children::Ident::main()),
+            parent_pid: self.parent_pid,
+            parent_name: self.parent_name.take(),
+            parent_start: self.parent_start,
+            // The key's own bytes stay shared (a static, or an `Arc`).
+            authkey: self.authkey.clone(),
+            start_method: self.start_method,
+        }
+        .into_me()
     }
 
     /// The entry for this child in its parent's table.
@@ -177,9 +192,10 @@ impl Spec {
 /// becomes the one its parent asked for (a fresh, single-threaded process:
 /// no lock order to keep yet). The fork launcher does the same under its
 /// held locks.
-pub(crate) fn enter_child(spec: &Spec) {
-    crate::children::lock().become_child(spec.me());
-    crate::start_method::inherit(spec.start_method);
+pub(crate) fn enter_child(spec: &mut Spec) {
+    let method = spec.start_method;
+    crate::children::lock().become_child(spec.take_me());
+    crate::start_method::inherit(method);
 }
 
 /// Everything a spawned or forkserver child receives.
@@ -579,6 +595,9 @@ pub(crate) fn child_main_with(
     // Clean up first and write the result last, right before `_exit`: the
     // parent wakes for the result and finds the child gone (or nearly), one
     // wake-up instead of two.
+    // The kernel's answer, not the cached pid: this must hold even in a
+    // process the function made with a raw `clone` (which no atfork
+    // handler sees).
     let now = os::getpid();
     let _ = panic::catch_unwind(|| crate::children::exit_cleanup_in(now));
     let _ = panic::catch_unwind(|| {

@@ -70,7 +70,7 @@ pub(crate) fn child(fd: RawFd) -> ! {
     };
     let received = recv_frame(&sock)
         .and_then(|(b, fds)| Ok((codec::decode::<Job>(&b).map_err(io::Error::other)?, fds)));
-    let (job, fds) = match received {
+    let (mut job, fds) = match received {
         Ok(got) => got,
         Err(e) => {
             let msg = format!("the spawned child could not read its job: {e}");
@@ -82,7 +82,7 @@ pub(crate) fn child(fd: RawFd) -> ! {
     {
         die_with_parent(parent);
     }
-    super::enter_child(&job.spec);
+    super::enter_child(&mut job.spec);
     // A fresh process: it ends through `exit`, running its atexit
     // handlers, as Python's spawn children do.
     super::run_exit_hooks_here();

@@ -11,17 +11,28 @@
 //!   the copy in the child before returning there;
 //! - a fork made by anyone else through glibc's `fork` (`libc::fork`,
 //!   `nix::unistd::fork`, Python's `os.fork` in an embedding program) runs
-//!   the `pthread_atfork` child handler this module registers before it
-//!   first caches anything: the handler forgets the copy, and the next
-//!   [`current`] asks the kernel again;
+//!   the `pthread_atfork` prepare and parent handlers this module registers
+//!   before it first caches anything: the prepare handler marks a fork in
+//!   flight, and while one is, no one trusts or fills the copy. The child
+//!   inherits the mark (and the parent's pid beside it), so its first
+//!   [`current`] asks the kernel, sees another pid than the marked one, and
+//!   caches its own; the parent's handler clears the mark after the fork;
 //! - a fresh program (spawn, the forkserver, any `exec`) starts with no
 //!   copy at all.
 //!
-//! Invariant: the copy is non-zero only while the handler is registered
-//! (or in a child brood's own fork refreshed), so a glibc fork can never
-//! leave a stale copy behind. A process made by a raw `clone` syscall that
-//! bypasses glibc (and returns into Rust code rather than calling `exec`)
-//! is not seen: such a child must call [`refresh`] itself.
+//! Why no child handler: glibc runs it in every forked child, and its code
+//! is one more 64 KiB window of text the child maps with a page fault
+//! (about 2 µs of every brood fork start+join). The prepare and parent
+//! handlers run in the parent, whose text is mapped already, and write a
+//! word on a page the parent writes anyway after a fork (the children
+//! table's).
+//!
+//! Invariant: the copy is trusted only while the handlers are registered
+//! (or in a child brood's own fork refreshed) and no fork is in flight, so
+//! a glibc fork can never leave a stale copy behind. A process made by a
+//! raw `clone` syscall that bypasses glibc (and returns into Rust code
+//! rather than calling `exec`) is not seen: such a child must call
+//! [`refresh`] itself.
 //!
 //! ```
 //! use brood::os;
@@ -30,33 +41,46 @@
 //! assert_eq!(os::pid::current().as_raw() as u32, std::process::id());
 //! ```
 
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::Pid;
 
-/// The cached pid (0: unknown), in one static that starts with a non-zero
-/// byte so it lies in `.data`, with brood's other statics a forked child
-/// writes (`launch::CHILD`, the children table): a forked child that
-/// refreshes it then writes no extra page (each page a forked child writes
-/// is a copy-on-write fault).
+/// The cached pid, in one static that starts with a non-zero byte so it
+/// lies in `.data`, with brood's other statics a forked child writes
+/// (`launch::CHILD`, the children table): a forked child that refreshes it
+/// then writes no extra page (each page a forked child writes is a
+/// copy-on-write fault).
 #[repr(C)]
 struct Cache {
     _in_data: u8,
     /// 0 unregistered, 1 registering, 2 registered: whether the
-    /// `pthread_atfork` child handler is in place.
+    /// `pthread_atfork` handlers are in place.
     handler: AtomicU8,
-    pid: AtomicI32,
+    /// `(forks in flight << 32) | pid` (pid 0: unknown). The pid is trusted
+    /// only when no fork is in flight.
+    word: AtomicU64,
 }
 
 static CACHE: Cache = Cache {
     _in_data: 1,
     handler: AtomicU8::new(0),
-    pid: AtomicI32::new(0),
+    word: AtomicU64::new(0),
 };
 
 const UNREGISTERED: u8 = 0;
 const REGISTERING: u8 = 1;
 const REGISTERED: u8 = 2;
+
+/// One fork in flight, in [`Cache::word`].
+const IN_FLIGHT: u64 = 1 << 32;
+
+fn pid_of(word: u64) -> i32 {
+    word as u32 as i32
+}
+
+fn in_flight(word: u64) -> bool {
+    word >> 32 != 0
+}
 
 /// This process's id, as [`getpid`](super::getpid) returns it, without a
 /// syscall once known (see the module documentation for how it stays
@@ -69,7 +93,8 @@ const REGISTERED: u8 = 2;
 /// // SAFETY: the child only compares two numbers and calls `_exit`.
 /// match unsafe { libc::fork() } {
 ///     0 => {
-///         // A fork brood did not make: glibc ran brood's atfork handler.
+///         // A fork brood did not make: glibc ran brood's atfork handlers
+///         // in the parent, and the copy the child inherited is marked.
 ///         let ok = os::pid::current() == os::getpid() && os::pid::current() != parent;
 ///         os::exit_now(if ok { 0 } else { 1 })
 ///     }
@@ -82,17 +107,19 @@ const REGISTERED: u8 = 2;
 /// ```
 #[inline]
 pub fn current() -> Pid {
-    match Pid::from_raw(CACHE.pid.load(Ordering::Relaxed)) {
-        Some(pid) => pid,
-        None => learn(),
+    let word = CACHE.word.load(Ordering::Acquire);
+    match Pid::from_raw(pid_of(word)) {
+        Some(pid) if !in_flight(word) => pid,
+        _ => learn(word),
     }
 }
 
-/// Asks the kernel, and caches the answer once the atfork handler is in
-/// place (registering it first if no one has).
+/// Asks the kernel, and caches the answer once the atfork handlers are in
+/// place (registering them first if no one has). `seen` is the word the
+/// caller read.
 #[cold]
 #[inline(never)]
-fn learn() -> Pid {
+fn learn(seen: u64) -> Pid {
     let registered = match CACHE.handler.compare_exchange(
         UNREGISTERED,
         REGISTERING,
@@ -100,11 +127,11 @@ fn learn() -> Pid {
         Ordering::Acquire,
     ) {
         Ok(_) => {
-            // SAFETY: `forget_in_child` is an `extern "C" fn()` that only
-            // stores to an atomic (async-signal-safe, as a handler run in
-            // the child of a multi-threaded parent must be); no prepare or
-            // parent handler.
-            let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+            // SAFETY: `before_fork` and `after_fork_parent` are
+            // `extern "C" fn()`s that only update an atomic (and the
+            // prepare one may call `getpid`); no child handler.
+            let rc =
+                unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), None) };
             let state = if rc == 0 { REGISTERED } else { UNREGISTERED };
             CACHE.handler.store(state, Ordering::Release);
             rc == 0
@@ -113,15 +140,60 @@ fn learn() -> Pid {
     };
     let pid = super::getpid();
     if registered {
-        CACHE.pid.store(pid.as_raw(), Ordering::Relaxed);
+        let known = pid_of(seen);
+        // Unknown and no fork in flight: ours to fill. Marked in flight
+        // with another process's pid: this is a child of that fork (the
+        // fork is over here), which starts with no fork of its own in
+        // flight. Marked with our own pid: a fork of this process is in
+        // flight, and its child would inherit what we store: left alone.
+        let fill = if in_flight(seen) {
+            known != 0 && known != pid.as_raw()
+        } else {
+            known == 0
+        };
+        if fill {
+            let _ = CACHE.word.compare_exchange(
+                seen,
+                u64::from(pid.as_raw() as u32),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
     }
     pid
 }
 
-/// glibc's `fork` runs this in every child: the copy is the parent's, so
-/// it is forgotten (the next [`current`] asks the kernel).
-extern "C" fn forget_in_child() {
-    CACHE.pid.store(0, Ordering::Relaxed);
+/// glibc's `fork` runs this in the parent before every fork: one more
+/// fork in flight, with this process's pid beside it (learned if unknown),
+/// so the child can tell the copy it inherits is not its own.
+extern "C" fn before_fork() {
+    let mut seen = CACHE.word.load(Ordering::Acquire);
+    loop {
+        let (flying, pid) = match pid_of(seen) {
+            known if known != 0 && !in_flight(seen) => (0, known),
+            known => {
+                let me = super::getpid().as_raw();
+                // Marked with another pid: inherited from the fork that
+                // made this process, none of ours is in flight.
+                let ours = if known == me { seen >> 32 } else { 0 };
+                (ours, me)
+            }
+        };
+        let next = (flying + 1) << 32 | u64::from(pid as u32);
+        match CACHE
+            .word
+            .compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return,
+            Err(now) => seen = now,
+        }
+    }
+}
+
+/// glibc's `fork` runs this in the parent after every fork (made or
+/// failed): that fork is no longer in flight.
+extern "C" fn after_fork_parent() {
+    CACHE.word.fetch_sub(IN_FLIGHT, Ordering::AcqRel);
 }
 
 /// Asks the kernel for this process's id and caches it: what a child made
@@ -134,15 +206,16 @@ extern "C" fn forget_in_child() {
 #[inline]
 pub fn refresh() -> Pid {
     let pid = super::getpid();
-    // Cached only under the invariant (handler registered): else forgotten,
-    // so a later `current` registers it first. Never registers here: a
-    // forked child takes no lock before the user's function runs.
+    // Cached only under the invariant (handlers registered): else
+    // forgotten, so a later `current` registers them first. Never
+    // registers here: a forked child takes no lock before the user's
+    // function runs. A fresh child has no fork of its own in flight.
     let keep = if CACHE.handler.load(Ordering::Acquire) == REGISTERED {
-        pid.as_raw()
+        pid.as_raw() as u32
     } else {
         0
     };
-    CACHE.pid.store(keep, Ordering::Relaxed);
+    CACHE.word.store(u64::from(keep), Ordering::Release);
     pid
 }
 
@@ -155,6 +228,9 @@ mod tests {
         let me = current();
         assert_eq!(me, super::super::getpid());
         assert_eq!(CACHE.handler.load(Ordering::Acquire), REGISTERED);
-        assert_eq!(CACHE.pid.load(Ordering::Relaxed), me.as_raw());
+        assert_eq!(
+            CACHE.word.load(Ordering::Relaxed),
+            u64::from(me.as_raw() as u32)
+        );
     }
 }

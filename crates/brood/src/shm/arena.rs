@@ -534,10 +534,14 @@ extern "C" fn after_fork_child() {
 /// calls it), so that its exit gives its lease back (`child_exited`). A
 /// fork never named keeps its lease for ever.
 pub(crate) fn forked(pid: i32) {
-    let number = LAST.replace(0);
-    if number == 0 {
+    // Read before it is cleared: in a process that never used arenas (no
+    // atfork handlers, so nothing was pending) the thread-local is not
+    // written at all. A write here, after the fork, is a copy-on-write
+    // fault on its page for the parent of every child.
+    if LAST.get() == 0 {
         return;
     }
+    let number = LAST.replace(0);
     if let Some(state) = existing_state() {
         lock(&state.inner).by_pid.insert(pid, number);
     }
