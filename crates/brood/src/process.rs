@@ -362,13 +362,33 @@ pub unsafe fn allow_fork_with_threads() {
 }
 
 /// Whether forking now could deadlock the child: other threads run and the
-/// program did not opt in.
-fn fork_is_hazardous() -> bool {
+/// program did not opt in. `patient`: before saying yes (a refusal, for a
+/// capturing closure), look again for about 10 ms.
+fn fork_is_hazardous(patient: bool) -> bool {
     if os::sys::threaded_fork_allowed() || os::single_threaded() {
         return false;
     }
     let ours = usize::from(children::reaper_running());
-    os::thread_count_fast().map_or(true, |n| n > 1 + ours)
+    // A thread that was just joined can still be listed for a moment: the
+    // kernel wakes its joiner (clearing its tid) before it takes the
+    // thread off the process's task list. Look again a few times, about
+    // 10 ms in all, before refusing.
+    let pauses: &[u64] = if patient {
+        &[0, 20, 50, 100, 200, 400, 800, 1600, 3200, 3200]
+    } else {
+        &[0]
+    };
+    for &pause_us in pauses {
+        if pause_us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(pause_us));
+        }
+        match os::thread_count_fast() {
+            Ok(n) if n <= 1 + ours => return false,
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+    }
+    true
 }
 
 impl<R> Process<R>
@@ -538,7 +558,7 @@ where
             .method
             .unwrap_or_else(crate::start_method::get_start_method);
         let method = match (&work, requested) {
-            (Work::Closure(_), _) if fork_is_hazardous() => {
+            (Work::Closure(_), _) if fork_is_hazardous(true) => {
                 self.state = State::Ready(Ok(work));
                 return Err(Error::simple(
                     ErrorKind::ForkWithThreads,
@@ -552,7 +572,7 @@ where
                 ));
             }
             (Work::Closure(_), _) => StartMethod::Fork,
-            (_, StartMethod::Fork) if fork_is_hazardous() => StartMethod::ForkServer,
+            (_, StartMethod::Fork) if fork_is_hazardous(false) => StartMethod::ForkServer,
             (_, method) => method,
         };
         let me = os::pid::current();

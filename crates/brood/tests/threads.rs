@@ -73,3 +73,28 @@ fn nothing_deadlocks_while_another_thread_holds_stdout_and_allocates() {
     stop.store(true, Ordering::Relaxed);
     busy.join().unwrap();
 }
+
+/// Run in a spawned child, whose only thread is its main one: each round
+/// joins a fresh thread and at once forks a capturing closure. The kernel
+/// may still list a thread whose joiner it already woke; brood must not
+/// take that thread for a live one and refuse the fork.
+fn join_then_fork(rounds: u32) -> Result<u32, String> {
+    for i in 0..rounds {
+        std::thread::spawn(|| ()).join().unwrap();
+        let mut p = Process::fork(move || i);
+        p.start().map_err(|e| format!("round {i}: {e}"))?;
+        if p.join().map_err(|e| e.to_string())? != i {
+            return Err(format!("round {i}: another value came back"));
+        }
+    }
+    Ok(rounds)
+}
+
+#[test]
+fn a_thread_joined_just_before_a_capturing_fork_does_not_block_it() {
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .target_with(join_then_fork, 500);
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(Duration::from_secs(120)).unwrap(), Ok(500));
+}
