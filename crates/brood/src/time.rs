@@ -13,6 +13,16 @@ pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: read in a few nanoseconds (no
+/// system call, no fine clock source), moving once per kernel tick (1 to
+/// 10 ms).
+pub(crate) fn coarse_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

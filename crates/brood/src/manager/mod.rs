@@ -302,6 +302,8 @@ impl Manager {
                 let _ = process.kill();
                 let _ = process.join();
             }
+            // Calls on queue rings in this process look again.
+            proxy::server_stopped_here();
             // The server died by signal: its socket file is ours to remove.
             if let Address::Unix(path) = &self.server.address {
                 let _ = std::fs::remove_file(path);

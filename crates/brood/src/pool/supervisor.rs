@@ -131,18 +131,13 @@ impl Unit {
     }
 }
 
-/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: one clock for every process
-/// on the machine, so a worker's "began at" is comparable with the
+/// The coarse clock (`crate::time::coarse_ns`): one clock for every
+/// process on the machine, so a worker's "began at" is comparable with the
 /// supervisor's "now", and one the worker reads per unit for a few
 /// nanoseconds (the fine clock costs ~60 ns on a VM: 4% of a trivial
 /// task). It moves once per kernel tick; [`coarse_tick`] says how far it
 /// may lag.
-pub(crate) fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    (t.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(t.tv_nsec as u64)
-}
+pub(crate) use crate::time::coarse_ns as monotonic_ns;
 
 /// The coarse clock's resolution (one kernel tick, 1 to 10 ms).
 fn coarse_tick() -> Duration {

@@ -484,7 +484,8 @@ typed_proxy! {
     /// a process on the server's host maps it (once, on its first call)
     /// and puts and gets on it itself, with no round trip to the server
     /// (it only checks, with one non-blocking `recv` on its socket to the
-    /// server, that the server is still there); clients on other hosts go
+    /// server at most once per tick of the coarse clock, that the server
+    /// is still there); clients on other hosts go
     /// through the server, which serves them from the same ring. It holds
     /// at most 1 GiB of encoded items at a time (a put waits for room
     /// beyond that, as on a full bounded queue).

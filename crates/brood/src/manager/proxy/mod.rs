@@ -66,25 +66,57 @@ fn ring_slice(deadline: Option<Instant>) -> Duration {
 pub(crate) struct Attached {
     pub(crate) queue: super::registry::RingQueue,
     line: Arc<std::os::fd::OwnedFd>,
+    /// The coarse clock (`crate::time::coarse_ns`) when a look last found
+    /// the server there, and [`ENDED`] then.
+    seen_alive: AtomicU64,
+    seen_ended: AtomicU64,
+}
+
+/// Servers this process has stopped (`Manager::shutdown`, counted once the
+/// server is gone): a look at liveness made before the count moved is not
+/// trusted after it, so a call that follows a shutdown in this process
+/// always looks.
+static ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// Called once a server this process stopped is gone.
+pub(crate) fn server_stopped_here() {
+    ENDED.fetch_add(1, Ordering::SeqCst);
 }
 
 impl Attached {
-    /// Whether the server is still there (one `recv` that does not wait
-    /// and takes nothing).
+    /// Whether the server is still there: one `recv` that does not wait
+    /// and takes nothing, at most once per tick of the coarse clock (1 to
+    /// 10 ms): a call within the tick of a look that found the server
+    /// alive trusts it (unless this process stopped a server since). To a
+    /// caller, a server that died a moment before such a call is no
+    /// different from one that died a moment after it: either way the
+    /// call succeeded and its item went down with the server.
     pub(crate) fn server_alive(&self) -> bool {
+        let now = crate::time::coarse_ns();
+        let ended = ENDED.load(Ordering::SeqCst);
+        if self.seen_alive.load(Ordering::Relaxed) == now
+            && self.seen_ended.load(Ordering::Relaxed) == ended
+        {
+            return true;
+        }
         let mut buf = [0u8; 1];
-        loop {
+        let alive = loop {
             match rustix::net::recv(
                 &*self.line,
                 &mut buf,
                 rustix::net::RecvFlags::DONTWAIT | rustix::net::RecvFlags::PEEK,
             ) {
-                Ok((0, _)) => return false,
-                Ok(_) | Err(rustix::io::Errno::AGAIN) => return true,
+                Ok((0, _)) => break false,
+                Ok(_) | Err(rustix::io::Errno::AGAIN) => break true,
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => return false,
+                Err(_) => break false,
             }
+        };
+        if alive {
+            self.seen_ended.store(ended, Ordering::Relaxed);
+            self.seen_alive.store(now, Ordering::Relaxed);
         }
+        alive
     }
 }
 
@@ -341,6 +373,8 @@ impl Server {
             Ok(queue) => Ok(Some(Arc::new(Attached {
                 queue,
                 line: fd.clone(),
+                seen_alive: AtomicU64::new(0),
+                seen_ended: AtomicU64::new(0),
             }))),
             Err(e) => {
                 // The line is in an unknown state: the next attach opens
