@@ -544,9 +544,10 @@ impl<T: Serialize + DeserializeOwned> ManagedQueue<T> {
     /// waits for room: on a full bounded queue the item is refused.
     ///
     /// On the server's host (where the proxy puts on the queue's shared
-    /// ring itself, see [`ManagedQueue`]) this is a put that does not
-    /// wait: the item is in the queue when the call returns, and a refusal
-    /// is this call's [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error.
+    /// ring itself, see [`ManagedQueue`]) this is a put refused when the
+    /// queue is full at the call: the item is in the queue when the call
+    /// returns, and a refusal is this call's
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error.
     /// From another host the request is pipelined (no round trip): later
     /// calls of this thread to the same server run after it, in order; a
     /// refused or failed pipelined put is reported by this thread's next
@@ -568,7 +569,14 @@ impl<T: Serialize + DeserializeOwned> ManagedQueue<T> {
     /// ```
     pub fn put_pipelined(&self, item: &T) -> Result<()> {
         if let Some(ring) = self.handle.ring()? {
-            return self.handle.ring_put(ring, enc(item)?, Some(Duration::ZERO));
+            // Refused when full at the call; otherwise a put (waiting for
+            // the ring's lock, which a producer holds only for a copy: a
+            // zero-timeout put would take a holder preempted on a busy
+            // CPU for a full queue).
+            if ring.queue.is_full() {
+                return Err(crate::Error::timeout("the managed queue is full"));
+            }
+            return self.handle.ring_put(ring, enc(item)?, None);
         }
         self.handle.quiet(Op::Put(enc(item)?, Some(0)))
     }
