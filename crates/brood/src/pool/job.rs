@@ -313,6 +313,12 @@ impl Job {
         if inner.received != count {
             return;
         }
+        self.finish_and_wake(inner);
+    }
+
+    /// Completes the job (its last outcome is in) and, unlocked, wakes
+    /// every kind of waiter.
+    fn finish_and_wake(&self, mut inner: MutexGuard<'_, JobInner>) {
         self.finish(&mut inner);
         let wake = inner.complete_waiters > 0 || inner.arrival_waiters > 0;
         let waker = inner.waker.take();
@@ -362,15 +368,7 @@ impl Job {
             UnitOutcome::Failed(Error::simple(ErrorKind::Cancelled, why)),
         ));
         inner.received += 1;
-        self.finish(&mut inner);
-        let wake = inner.complete_waiters > 0 || inner.arrival_waiters > 0;
-        let waker = inner.waker.take();
-        let listeners = std::mem::take(&mut inner.listeners);
-        drop(inner);
-        if wake {
-            self.cond.notify_all();
-        }
-        Job::wake_others(waker, listeners);
+        self.finish_and_wake(inner);
         true
     }
 

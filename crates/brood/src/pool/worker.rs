@@ -382,6 +382,17 @@ fn run_unit(
     Some(())
 }
 
+/// The tag and encoded report of a call that panicked with `payload`.
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> (u8, Vec<u8>) {
+    let report = launch::take_panic_report(&*payload);
+    // Leak the payload: dropping it could panic again.
+    std::mem::forget(payload);
+    (
+        launch::TAG_PANICKED,
+        crate::codec::encode(&report).unwrap_or_default(),
+    )
+}
+
 /// Runs one item under `catch_unwind`: a panic becomes a report, and the
 /// worker goes on.
 fn run_item(call: Trampoline, args: &[u8]) -> (u8, Vec<u8>) {
@@ -391,15 +402,7 @@ fn run_item(call: Trampoline, args: &[u8]) -> (u8, Vec<u8>) {
         Ok(Ok(bytes)) if bytes.is_empty() => (launch::TAG_RETURNED, launch::UNIT_ENCODING.to_vec()),
         Ok(Ok(bytes)) => (launch::TAG_RETURNED, bytes),
         Ok(Err(fail)) => fail_tag(fail),
-        Err(payload) => {
-            let report = launch::take_panic_report(&*payload);
-            // Leak the payload: dropping it could panic again.
-            std::mem::forget(payload);
-            (
-                launch::TAG_PANICKED,
-                crate::codec::encode(&report).unwrap_or_default(),
-            )
-        }
+        Err(payload) => panicked(payload),
     }
 }
 
@@ -425,15 +428,7 @@ fn run_item_into(call: IntoCall, args: &[u8], out: &mut Vec<u8>) {
             ),
         },
         Ok(Err(fail)) => fail_tag(fail),
-        Err(payload) => {
-            let report = launch::take_panic_report(&*payload);
-            // Leak the payload: dropping it could panic again.
-            std::mem::forget(payload);
-            (
-                launch::TAG_PANICKED,
-                crate::codec::encode(&report).unwrap_or_default(),
-            )
-        }
+        Err(payload) => panicked(payload),
     };
     out.truncate(at);
     out.push(tag);
