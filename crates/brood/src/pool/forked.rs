@@ -273,21 +273,10 @@ impl Forks {
                  captures nothing (data as arguments) or a #[brood::task] (pool.map_task)"
             )));
         }
-        {
-            let st = pool.shared.lock();
-            if st.phase != Phase::Running || self.lock().phase != Phase::Running {
-                return Err(Error::simple(
-                    ErrorKind::PoolClosed,
-                    "the pool is not running (it was closed or terminated)",
-                ));
-            }
-            if let Some(why) = &st.broken {
-                return Err(Error::simple(
-                    ErrorKind::PoolClosed,
-                    format!("the pool is broken: {why}"),
-                ));
-            }
+        if self.lock().phase != Phase::Running {
+            return Err(supervisor::not_running());
         }
+        pool.shared.lock().accepting()?;
         if !crate::os::sys::threaded_fork_allowed() && !crate::os::single_threaded() {
             return Err(Error::simple(
                 ErrorKind::ForkWithThreads,
@@ -328,10 +317,7 @@ impl Forks {
         {
             let mut subs = self.lock();
             if subs.phase != Phase::Running {
-                return Err(Error::simple(
-                    ErrorKind::PoolClosed,
-                    "the pool is not running (it was closed or terminated)",
-                ));
+                return Err(supervisor::not_running());
             }
             subs.live.retain(|w| w.strong_count() > 0);
             subs.live.push(Arc::downgrade(&sub));

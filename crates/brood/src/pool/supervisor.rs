@@ -252,18 +252,7 @@ impl Shared {
 
     fn submit_iter(&self, units: impl IntoIterator<Item = Unit>) -> Result<()> {
         let mut st = self.lock();
-        if st.phase != Phase::Running {
-            return Err(Error::simple(
-                ErrorKind::PoolClosed,
-                "the pool is not running (it was closed or terminated)",
-            ));
-        }
-        if let Some(why) = &st.broken {
-            return Err(Error::simple(
-                ErrorKind::PoolClosed,
-                format!("the pool is broken: {why}"),
-            ));
-        }
+        st.accepting()?;
         st.pending.extend(units);
         st.wake();
         Ok(())
@@ -300,7 +289,29 @@ impl Shared {
     }
 }
 
+/// The error for work given to a pool that no longer runs.
+pub(crate) fn not_running() -> Error {
+    Error::simple(
+        ErrorKind::PoolClosed,
+        "the pool is not running (it was closed or terminated)",
+    )
+}
+
 impl State {
+    /// Whether the pool takes new work: running and not broken.
+    pub(crate) fn accepting(&self) -> Result<()> {
+        if self.phase != Phase::Running {
+            return Err(not_running());
+        }
+        if let Some(why) = &self.broken {
+            return Err(Error::simple(
+                ErrorKind::PoolClosed,
+                format!("the pool is broken: {why}"),
+            ));
+        }
+        Ok(())
+    }
+
     fn wake(&mut self) {
         if self.sleeping {
             self.sleeping = false;
