@@ -52,7 +52,9 @@
  * - `--driven`: the Rust harness (bench/src/sync.rs) runs this program as
  *   rows of its table, interleaved with its own. Commands on stdin, one per
  *   line, one answer line each: `lock futex|sem|robust|robustlist|glibc|tid N`, `counter
- *   futex|robust N`, `fill N`, `shm memcpy|memset BYTES`, `sem N`, `pin CPU`
+ *   futex|robust N`, `fill N`, `shm memcpy|memset BYTES`, `shmat memcpy DEST SRC BYTES`,
+ *   `shmat memset DEST BYTE BYTES` (the pair's shared segments: see
+ *   shm_write_at), `sem N`, `pin CPU`
  *   (pins this process, and so the children it forks from then on, to CPU;
  *   -1 unpins; answer `ok`), `exit`.
  * - standalone (no argument): runs the harness's schedule for the C rows
@@ -74,6 +76,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -531,6 +534,52 @@ static double shm_write(const char *how, size_t bytes) {
     return (double)bytes / t / 1e9;
 }
 
+/* Maps the named segment NAME whole, every page in (MAP_POPULATE), and
+ * closes it; sets *len. */
+static char *map_named(const char *name, int writable, size_t *len) {
+    int fd = shm_open(name, writable ? O_RDWR : O_RDONLY, 0);
+    if (fd < 0) die("shm_open (shmat)");
+    struct stat st;
+    if (fstat(fd, &st) != 0) die("fstat");
+    *len = (size_t)st.st_size;
+    char *p = mmap(NULL, *len, writable ? PROT_READ | PROT_WRITE : PROT_READ,
+                   MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED) die("mmap (shmat)");
+    close(fd);
+    return p;
+}
+
+/* The driven pair's write: one write of BYTES into the harness's segment
+ * DEST (which the harness's brood row writes too, in turn), by memcpy
+ * from the harness's segment SRC or by memset of BYTE; both mapped here
+ * with every page in before the timed write, unmapped after. The two rows
+ * of a pair write the same pages from the same pages. answer: GB/s. */
+static double shm_write_at(const char *how, const char *dest, const char *arg, size_t bytes) {
+    int copy = strcmp(how, "memcpy") == 0;
+    if (!copy && strcmp(how, "memset") != 0) {
+        fprintf(stderr, "sync: unknown shm write %s\n", how);
+        exit(2);
+    }
+    size_t dest_len, src_len = 0;
+    char *d = map_named(dest, 1, &dest_len);
+    char *s = copy ? map_named(arg, 0, &src_len) : NULL;
+    int byte = copy ? 0 : atoi(arg);
+    if (dest_len < bytes || (copy && src_len < bytes)) {
+        fprintf(stderr, "sync: shmat: segments smaller than %zu\n", bytes);
+        exit(2);
+    }
+    double t = now();
+    if (copy)
+        memcpy(d, s, bytes);
+    else
+        memset(d, byte, bytes);
+    t = now() - t;
+    if (d[bytes - 1] != (copy ? s[bytes - 1] : (char)byte)) die("shmat check");
+    munmap(d, dest_len);
+    if (s) munmap(s, src_len);
+    return (double)bytes / t / 1e9;
+}
+
 /* ----- sem ping-pong ----- */
 
 static pid_t pong_pid;
@@ -676,7 +725,7 @@ static void standalone(void) {
 }
 
 static void driven(void) {
-    char line_[128], a[32];
+    char line_[640], a[32], dest[256], arg[256];
     long n;
     double *times = NULL;
     long cap = 0;
@@ -687,6 +736,8 @@ static void driven(void) {
             printf("%.6f\n", counter(a, n));
         } else if (sscanf(line_, "fill %ld", &n) == 1 && n > 0) {
             printf("%.6f\n", fill(n));
+        } else if (sscanf(line_, "shmat %31s %255s %255s %ld", a, dest, arg, &n) == 4 && n > 0) {
+            printf("%.6f\n", shm_write_at(a, dest, arg, (size_t)n));
         } else if (sscanf(line_, "shm %31s %ld", a, &n) == 2 && n > 0) {
             printf("%.6f\n", shm_write(a, (size_t)n));
         } else if (sscanf(line_, "pin %ld", &n) == 1) {

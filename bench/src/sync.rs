@@ -21,16 +21,16 @@
 //!   do: every row copies the same 8 MB) and lets go; the child times that and nothing else (the start and the join are
 //!   not counted); [`FILL_RUNS`] children; µs.
 //! - `shm`: one write of the whole of a [`SHM_BYTES`] named segment
-//!   (`shm_open`; the name is unlinked at once, the mapping stays), by
-//!   memcpy from a warm private buffer or by memset; [`SHM_RUNS`] runs;
-//!   GB/s (10^9 bytes written per second). Every run maps a fresh segment
-//!   and faults all of it in (untimed) before the timed write. Each brood
-//!   row runs back to back with its C floor, as a pair, and which of the
-//!   two goes first (gets its pages placed first) alternates from round
-//!   to round (`shm_order`), so the rows compare the writes, not where one
-//!   long-lived segment's pages happened to land; the median of the
-//!   per-pair ratios is the row's share of the floor (`shm-paired` lines;
-//!   see `print_paired_shm`).
+//!   (`shm_open`), by memcpy from a warm source segment or by memset;
+//!   [`SHM_RUNS`] runs; GB/s (10^9 bytes written per second). Each brood
+//!   row and its C floor are a pair: every round the pair gets one fresh
+//!   segment, faulted in (untimed) here, and both write it in turn (the C
+//!   driver maps it with every page in), copying from the same source
+//!   segment, which of the two first alternating from round to round
+//!   (`shm_order`). Both write the same physical pages from the same
+//!   physical pages ([`ShmPairs`]), so the median of the per-pair ratios
+//!   is the row's share of the floor (`shm-paired` lines; see
+//!   `print_paired_shm`).
 //! - `sem`: round trips between the parent and one child (started once)
 //!   over two semaphores; each round trip timed, [`SEM_ITERS`] in
 //!   [`SEM_ROUNDS`] rounds after [`SEM_WARMUP`]; µs. Run twice, as the
@@ -67,7 +67,7 @@ pub(crate) const COUNTER_RUNS: usize = 15;
 pub(crate) const FILL_N: usize = 1_000_000;
 pub(crate) const FILL_RUNS: usize = 15;
 pub(crate) const SHM_BYTES: usize = 100 << 20;
-pub(crate) const SHM_RUNS: usize = 16;
+pub(crate) const SHM_RUNS: usize = 64;
 pub(crate) const SEM_WARMUP: usize = 2_000;
 pub(crate) const SEM_ITERS: usize = 20_000;
 pub(crate) const SEM_ROUNDS: usize = 10;
@@ -183,8 +183,8 @@ const ROWS: &[Row] = &[
     Row { test: Test::Fill, name: "C futex mutex + memcpy", start: |c| c.c_row("fill") },
     Row { test: Test::Shm, name: "brood SharedMemory write_at (memcpy)", start: |c| c.brood_shm(false) },
     Row { test: Test::Shm, name: "brood SharedMemory as_mut_slice().fill (memset)", start: |c| c.brood_shm(true) },
-    Row { test: Test::Shm, name: "C memcpy", start: |c| c.c_row("shm memcpy") },
-    Row { test: Test::Shm, name: "C memset", start: |c| c.c_row("shm memset") },
+    Row { test: Test::Shm, name: "C memcpy", start: |c| c.c_shm(false) },
+    Row { test: Test::Shm, name: "C memset", start: |c| c.c_shm(true) },
     Row { test: Test::Sem, name: "brood Semaphore", start: brood_sem },
     Row { test: Test::Sem, name: "C sem_t (pshared)", start: |c| c.c_row("sem") },
     Row { test: Test::Create, name: "brood Value<i64>::new + Lock::new", start: brood_create },
@@ -402,11 +402,84 @@ fn brood_sem(_: &mut Ctx) -> Option<Box<dyn Runner>> {
     Some(Box::new(BroodSem { ping, pong, child }))
 }
 
-/// The warm source buffer of the two brood shm rows, made by whichever
-/// starts first (each row maps a fresh segment per run).
-struct ShmBufs {
-    src: Vec<u8>,
+/// What a pair of shm rows (a brood row and its C floor) write through:
+/// one fresh segment per pair and round, which both rows of the pair write
+/// in turn (the brood row here, the C driver through its own mapping of the
+/// same pages), and, for memcpy, one warm source segment both copy from.
+/// Both rows therefore write the same physical pages from the same
+/// physical pages: the ratio compares the writes, not where each
+/// process's pages landed (with a segment and a source of its own each, a
+/// run's median ratio swung 0.83-1.14 from one run to the next on this
+/// VM, with 16 or 64 pairs alike).
+struct ShmPairs {
+    /// The memcpy source: named (the C driver maps it), filled once.
+    src: SharedMemory,
+    /// The current segment, the pair it belongs to (0 memcpy, 1 memset)
+    /// and which of the pair's two rows (bit 0 brood, bit 1 C) wrote it.
+    seg: Option<(SharedMemory, usize, u8)>,
+    /// Runs so far: each memset writes a byte of its own.
     runs: u8,
+}
+
+impl ShmPairs {
+    fn new() -> ShmPairs {
+        let src = SharedMemory::options()
+            .named()
+            .size(SHM_BYTES)
+            .track(false)
+            .create()
+            .unwrap();
+        // SAFETY: no other process or thread knows this segment yet.
+        for (i, b) in unsafe { src.as_mut_slice() }.iter_mut().enumerate() {
+            *b = (i * 31 + 7) as u8;
+        }
+        ShmPairs {
+            src,
+            seg: None,
+            runs: 0,
+        }
+    }
+
+    /// The segment the row `side` (0 brood, 1 C) of `pair` writes now: the
+    /// current one if the other row of the pair wrote it and this one has
+    /// not, else a fresh one (the last one goes first), named (Python's
+    /// kind, `shm_open`), untracked, and faulted in here (untimed).
+    fn segment(
+        current: &mut Option<(SharedMemory, usize, u8)>,
+        pair: usize,
+        side: u8,
+        n: usize,
+    ) -> &SharedMemory {
+        let bit = 1 << side;
+        let reuse =
+            matches!(current, Some((s, p, used)) if *p == pair && *used & bit == 0 && s.len() == n);
+        if !reuse {
+            if let Some((old, _, _)) = current.take() {
+                old.unlink().unwrap();
+            }
+            let seg = SharedMemory::options()
+                .named()
+                .size(n)
+                .track(false)
+                .create()
+                .unwrap();
+            // SAFETY: the C driver maps it only while this process waits.
+            unsafe { seg.as_mut_slice() }.fill(0); // warm: every page in
+            *current = Some((seg, pair, 0));
+        }
+        let (seg, _, used) = current.as_mut().unwrap();
+        *used |= bit;
+        seg
+    }
+}
+
+impl Drop for ShmPairs {
+    fn drop(&mut self) {
+        if let Some((seg, _, _)) = self.seg.take() {
+            let _ = seg.unlink();
+        }
+        let _ = self.src.unlink();
+    }
 }
 
 // ----- the C floors -----
@@ -465,12 +538,44 @@ impl Runner for CRow {
     }
 }
 
+/// A C shm row: the C driver writes the segment the pair shares.
+struct CShm {
+    driver: Rc<RefCell<CDriver>>,
+    pairs: Rc<RefCell<ShmPairs>>,
+    memset: bool,
+}
+
+impl Runner for CShm {
+    fn run(&mut self, n: usize) -> Vec<f64> {
+        let mut p = self.pairs.borrow_mut();
+        p.runs = p.runs.wrapping_add(1);
+        let (byte, src) = (p.runs, p.src.name().unwrap().to_string());
+        let p = &mut *p;
+        let seg = ShmPairs::segment(&mut p.seg, usize::from(self.memset), 1, n);
+        let command = if self.memset {
+            format!("shmat memset {} {byte} {n}", seg.name().unwrap())
+        } else {
+            format!("shmat memcpy {} {src} {n}", seg.name().unwrap())
+        };
+        let rate = self.driver.borrow_mut().ask(&command);
+        let mut last = [0u8];
+        seg.read_at(n - 1, &mut last).unwrap();
+        let src_last = {
+            let mut b = [0u8];
+            p.src.read_at(n - 1, &mut b).unwrap();
+            b[0]
+        };
+        assert_eq!(last[0], if self.memset { byte } else { src_last });
+        rate
+    }
+}
+
 /// What the rows of one table run share: the C driver (one process for
-/// every C row) and the brood shm rows' buffers.
+/// every C row) and the shm rows' segments.
 #[derive(Default)]
 struct Ctx {
     driver: Option<Option<Rc<RefCell<CDriver>>>>,
-    shm: Option<Rc<RefCell<ShmBufs>>>,
+    shm: Option<Rc<RefCell<ShmPairs>>>,
 }
 
 impl Ctx {
@@ -486,46 +591,44 @@ impl Ctx {
         Some(Box::new(CRow { driver, command }))
     }
 
+    fn shm_pairs(&mut self) -> Rc<RefCell<ShmPairs>> {
+        self.shm
+            .get_or_insert_with(|| Rc::new(RefCell::new(ShmPairs::new())))
+            .clone()
+    }
+
+    fn c_shm(&mut self, memset: bool) -> Option<Box<dyn Runner>> {
+        let driver = self.driver()?;
+        let pairs = self.shm_pairs();
+        Some(Box::new(CShm {
+            driver,
+            pairs,
+            memset,
+        }))
+    }
+
     fn brood_shm(&mut self, memset: bool) -> Option<Box<dyn Runner>> {
-        let bufs = self
-            .shm
-            .get_or_insert_with(|| {
-                let src: Vec<u8> = (0..SHM_BYTES).map(|i| (i * 31 + 7) as u8).collect();
-                Rc::new(RefCell::new(ShmBufs { src, runs: 0 }))
-            })
-            .clone();
-        let mut shm: Option<SharedMemory> = None;
+        let pairs = self.shm_pairs();
         runner(move |n| {
-            let mut b = bufs.borrow_mut();
-            // A fresh segment every run (the last one goes first), so the
-            // row measures brood's write, not where one segment's pages
-            // happened to land.
-            drop(shm.take());
-            // Named like Python's (shm_open), untracked, and unlinked at
-            // once: the mapping stays, /dev/shm keeps nothing.
-            let seg = SharedMemory::options()
-                .named()
-                .size(n)
-                .track(false)
-                .create()
-                .unwrap();
-            seg.unlink().unwrap();
-            // SAFETY: no other process or thread knows this segment.
-            unsafe { seg.as_mut_slice() }.fill(0); // warm: every page in
-            b.runs = b.runs.wrapping_add(1);
-            let byte = b.runs;
+            let mut p = pairs.borrow_mut();
+            p.runs = p.runs.wrapping_add(1);
+            let byte = p.runs;
+            let p = &mut *p;
+            let seg = ShmPairs::segment(&mut p.seg, usize::from(memset), 0, n);
+            // SAFETY: the source is written only before the first run.
+            let src = unsafe { p.src.as_slice() };
             let t = Instant::now();
             if memset {
-                // SAFETY: as above.
+                // SAFETY: the C driver maps the segment only while this
+                // process waits for its answer.
                 unsafe { seg.as_mut_slice() }.fill(byte);
             } else {
-                seg.write_at(0, &b.src[..n]).unwrap();
+                seg.write_at(0, &src[..n]).unwrap();
             }
             let secs = t.elapsed().as_secs_f64();
             let mut last = [0u8];
             seg.read_at(n - 1, &mut last).unwrap();
-            assert_eq!(last[0], if memset { byte } else { b.src[n - 1] });
-            shm = Some(seg);
+            assert_eq!(last[0], if memset { byte } else { src[n - 1] });
             vec![n as f64 / secs / 1e9]
         })
     }
@@ -562,10 +665,11 @@ fn shm_order(rows: &[&Row], round: usize) -> Vec<usize> {
 
 /// For each brood shm row and its C floor: the median, lowest and highest
 /// of the per-round ratios (brood's rate / C's), each from one pair of runs
-/// made back to back in the same round, on fresh segments, the pair's
-/// order alternating from round to round ([`shm_order`]). Two independent medians of 100
-/// MiB writes swing with where each run's pages land and with load from
-/// elsewhere on the machine; a pair sees the same moment, and its ratio
+/// made back to back in the same round into the pair's one fresh segment
+/// ([`ShmPairs`]), the pair's order alternating from round to round
+/// ([`shm_order`]). Two independent medians of 100 MiB writes swing with
+/// where each process's pages land and with load from elsewhere on the
+/// machine; a pair sees the same pages at the same moment, and its ratio
 /// compares the writes. Printed as `sync<TAB>shm-paired<TAB>brood row<TAB>
 /// median<TAB>lo<TAB>hi<TAB>pairs` (ratios, not GB/s).
 fn print_paired_shm(rows: &[&Row], samples: &[Vec<f64>]) {
