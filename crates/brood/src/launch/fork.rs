@@ -51,7 +51,7 @@ impl Launcher for Fork {
         // copy-on-write fault, on both sides).
         let alone = os::single_threaded();
         let std_streams = if alone {
-            flush_stdout();
+            super::flush_stdout();
             None
         } else {
             Some(hold_std_streams())
@@ -99,7 +99,12 @@ impl Launcher for Fork {
                 // The child starts its own children the way it was started
                 // (Python's inherited context).
                 crate::start_method::inherit(start_method);
-                drop(std_streams);
+                // Matched here, not dropped: the drop glue of the `Option`
+                // is a function of its own, a 64 KiB code window away (a
+                // page fault in every child), even when it is `None`.
+                if let Some(streams) = std_streams {
+                    drop(streams);
+                }
                 // Closed with a bare syscall: the child would otherwise fault
                 // in libc's `close` code for it.
                 os::close_now(read);
@@ -178,11 +183,6 @@ impl Launcher for Fork {
             }
         }
     }
-}
-
-fn flush_stdout() {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
 }
 
 /// The result pipe of the last child joined, for the next one: a pipe costs

@@ -447,7 +447,7 @@ pub(crate) fn serve(fd: RawFd) -> ! {
     super::install_panic_hook();
     // And std's stdout handle, which every child flushes at its end: made
     // here once (its `OnceLock` and buffer), not in each child.
-    let _ = std::io::stdout();
+    super::flush_stdout();
     let mut kids: Vec<(PidFd, bool)> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())

@@ -600,10 +600,7 @@ pub(crate) fn child_main_with(
     // handler sees).
     let now = os::getpid();
     let _ = panic::catch_unwind(|| crate::children::exit_cleanup_in(now));
-    let _ = panic::catch_unwind(|| {
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-    });
+    let _ = panic::catch_unwind(flush_stdout);
     // A returned nil-encoded value needs no frame under fork: exit code 0
     // says it (the parent decodes `UNIT_ENCODING`). Elsewhere it is sent.
     let unit = tag == TAG_RETURNED && payload.is_empty();
@@ -623,4 +620,23 @@ pub(crate) fn child_main_with(
         std::process::exit(code)
     }
     os::exit_now(code)
+}
+
+/// std's stdout handle, kept by the first [`flush_stdout`] (in a fork
+/// launcher's parent, before its first fork; in a forkserver, before its
+/// first child): a forked child then flushes through it and never runs
+/// `std::io::stdout` (its code is a 64 KiB window apart from the flush's:
+/// one page fault in every child).
+static STDOUT: std::sync::OnceLock<std::io::Stdout> = std::sync::OnceLock::new();
+
+/// Flushes std's stdout (before a fork, so the child does not print the
+/// parent's pending output again, and at a child's end, as Python's child
+/// flushes `sys.stdout`).
+#[inline(always)]
+pub(crate) fn flush_stdout() {
+    use std::io::Write;
+    let _ = match STDOUT.get() {
+        Some(mut out) => out.flush(),
+        None => STDOUT.get_or_init(std::io::stdout).flush(),
+    };
 }
