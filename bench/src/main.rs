@@ -378,6 +378,35 @@ fn start_table(iters: Option<usize>, only: Option<&str>) {
             }
         }
     }
+    // brood fork against raw fork, pair by pair: the two alternate, which
+    // goes first alternating too, and each pair's ratio is taken (a pair
+    // sees the same moment of the machine: what else runs, where the
+    // scheduler puts the child, whether the other CPU sleeps).
+    let paired = ["raw fork+_exit+waitpid", "brood fork"]
+        .map(|name| rows.iter().find(|(w, _)| w.name == name).copied());
+    if let [Some((raw, n)), Some((brood, _))] = paired {
+        let mut ratios = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut t = [0.0; 2];
+            for k in 0..2 {
+                let which = (i + k) % 2;
+                let w = [raw, brood][which];
+                let start = Instant::now();
+                (w.run)();
+                t[which] = start.elapsed().as_secs_f64();
+            }
+            ratios.push(t[1] / t[0]);
+        }
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "start-paired\t{}\t{:.4}\t{:.4}\t{:.4}\t{}",
+            brood.name,
+            percentile(&ratios, 0.5),
+            percentile(&ratios, 0.1),
+            percentile(&ratios, 0.9),
+            n
+        );
+    }
     for (&(w, n), mut times) in rows.iter().zip(times) {
         times.sort_by(f64::total_cmp);
         println!(
