@@ -262,7 +262,7 @@ impl Builder {
     {
         let body: Body = Box::new(move || {
             let value = f();
-            launch::encode_value(&value)
+            launch::encode_small(&value)
         });
         self.build(Ok(Work::Closure(body)), Some(StartMethod::Fork))
     }

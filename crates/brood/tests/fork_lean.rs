@@ -15,6 +15,7 @@ const TESTS: &[&str] = &[
     "unit_results_with_sigchld_ignored",
     "a_reused_pipe_carries_no_stale_bytes_and_leaks_no_fd",
     "a_process_the_function_forks_and_lets_return_sends_no_frame",
+    "values_of_every_encoded_length_come_back_whole",
 ];
 
 fn main() {
@@ -43,6 +44,7 @@ fn main() {
             "unit_results_with_sigchld_ignored" => unit_results_with_sigchld_ignored(),
             "a_reused_pipe_carries_no_stale_bytes_and_leaks_no_fd" => reused_pipe(),
             "a_process_the_function_forks_and_lets_return_sends_no_frame" => forked_and_returned(),
+            "values_of_every_encoded_length_come_back_whole" => values_of_every_length(),
             _ => unreachable!(),
         }
         // The lean path is the one under test: still one thread.
@@ -276,5 +278,89 @@ fn forked_and_returned() {
         u.start().unwrap();
         u.join().unwrap();
         i += 1;
+    }
+}
+
+/// A forked closure's value is encoded in place when it fits beside the
+/// frame's header in 64 bytes (no allocation in the child) and on the heap
+/// otherwise: every encoded length across that boundary, and far past the
+/// pipe's capacity, comes back whole; a value whose encoding fails says why
+/// whether it fails in place or on the heap.
+fn values_of_every_length() {
+    fn round_trip<R>(value: R)
+    where
+        R: serde::Serialize
+            + serde::de::DeserializeOwned
+            + PartialEq
+            + std::fmt::Debug
+            + Clone
+            + Send
+            + 'static,
+    {
+        let sent = value.clone();
+        let mut p = Process::fork(move || sent);
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), value);
+        assert_eq!(p.exitcode(), Some(0));
+    }
+    // Strings: a 1-, 2- or 3-byte header and the bytes (lengths 0..=80
+    // cover every encoded length from 1 to 83).
+    for n in (0..=80).chain([255, 256, 1000, 65_535, 65_536, 300_000]) {
+        round_trip(
+            (0..n)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect::<String>(),
+        );
+    }
+    // Numbers of every width the codec writes (1, 2, 3, 5 and 9 bytes), in
+    // arrays whose encodings cross the in-place limit.
+    for k in 0..=8 {
+        round_trip(vec![u64::MAX; k]);
+        round_trip(vec![u32::MAX; k * 2]);
+        round_trip(vec![u16::MAX; k * 3]);
+        round_trip(vec![-1i8; k * 9]);
+        round_trip(vec![200u8; k * 7]);
+    }
+    round_trip(u64::MAX);
+    round_trip(-1.5f64);
+    round_trip((
+        7u8,
+        String::from("seven"),
+        vec![1u32, 70_000, 4_000_000_000],
+    ));
+    round_trip(Some(Named {
+        id: 42,
+        label: "a struct with named fields".into(),
+    }));
+    // A value that cannot be encoded: in place (it fails at once) and past
+    // the in-place limit (it fails after writing 100 bytes).
+    for after in [0usize, 100] {
+        let mut p = Process::fork(move || Refuses(after));
+        p.start().unwrap();
+        let err = p.join().unwrap_err();
+        assert_eq!(err.kind(), brood::ErrorKind::Codec, "{err}");
+        assert!(err.to_string().contains("refused on purpose"), "{err}");
+        assert_eq!(p.exitcode(), Some(1));
+    }
+}
+
+#[derive(Debug, PartialEq, Clone, serde::Serialize, serde::Deserialize)]
+struct Named {
+    id: u32,
+    label: String,
+}
+
+/// Encodes `.0` bytes, then fails.
+#[derive(Debug, serde::Deserialize)]
+struct Refuses(usize);
+
+impl serde::Serialize for Refuses {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(None)?;
+        for _ in 0..self.0 {
+            seq.serialize_element(&1u8)?;
+        }
+        Err(S::Error::custom("refused on purpose"))
     }
 }
