@@ -548,7 +548,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Puts `value` if there is room now ([`PutError::Full`] otherwise),
-    /// without sleeping (Python's `put_nowait`).
+    /// without waiting for room (Python's `put_nowait`). When there is
+    /// room but another producer is in the middle of its put (its copy
+    /// holds the queue's lock), it waits for that put, up to 1 s, rather
+    /// than say `Full`; a full queue says `Full` at once.
     ///
     /// ```
     /// let q = brood::Queue::bounded(1)?;
@@ -608,7 +611,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Takes the oldest message if there is one ([`GetError::Empty`]
-    /// otherwise), without sleeping (Python's `get_nowait`).
+    /// otherwise), without waiting for one (Python's `get_nowait`). When a
+    /// message is there but another consumer is in the middle of its get,
+    /// it waits for that get, up to 1 s, rather than say `Empty` (Python's
+    /// says `Empty` then); an empty queue says `Empty` at once.
     ///
     /// ```
     /// let q = brood::Queue::<u8>::new()?;

@@ -266,10 +266,20 @@ impl Drop for Held<'_> {
     }
 }
 
+/// How long a zero-timeout call (`Wait::Poll`) waits for a lock whose
+/// holder is mid-copy (or was preempted, or stopped, there) when the call
+/// could go through: past this, it says full or empty after all.
+const POLL_PATIENCE: Duration = Duration::from_secs(1);
+
 /// Takes `m`: a few tries with a spin, then as `wait` allows. A dead
 /// holder's poison is cleared at once: every crash point leaves the state
-/// consistent (I1).
-fn take(m: &RobustMutex, wait: Wait) -> Option<Held<'_>> {
+/// consistent (I1). Under `Wait::Poll`, a lock still held after a few
+/// yields is waited for (up to [`POLL_PATIENCE`]) only when `could_go`
+/// says the call would go through (room for a put, a message for a get):
+/// a zero-timeout put on a queue with room does not say "full" because
+/// another producer holds the lock (Python's `put_nowait` never does), and
+/// one on a full queue says so at once.
+fn take(m: &RobustMutex, wait: Wait, could_go: impl FnOnce() -> bool) -> Option<Held<'_>> {
     let got = |o: Outcome| match o {
         Outcome::Acquired { poisoned } => {
             if poisoned {
@@ -300,7 +310,11 @@ fn take(m: &RobustMutex, wait: Wait) -> Option<Held<'_>> {
                     return Some(h);
                 }
             }
-            None
+            if could_go() {
+                got(m.acquire(How::Until(Deadline::after(Some(POLL_PATIENCE)))))
+            } else {
+                None
+            }
         }
         Wait::Until(d) => got(m.acquire(How::Until(d))),
     }
@@ -485,7 +499,8 @@ impl Ring {
             if self.is_closed() {
                 return Err(Fail::Closed);
             }
-            let Some(held) = take(&p.put_lock, wait) else {
+            let first_len = len.min(max);
+            let Some(held) = take(&p.put_lock, wait, || self.room_now(first_len + HDR)) else {
                 return Err(if matches!(wait, Wait::Poll) {
                     Fail::WouldBlock
                 } else {
@@ -493,7 +508,6 @@ impl Ring {
                 });
             };
             let tail = p.tail.load(Ordering::Relaxed);
-            let first_len = len.min(max);
             match self.room(tail, first_len + HDR, true) {
                 Room::Corrupt(e) => return Err(e),
                 Room::No => {
@@ -698,7 +712,7 @@ impl Ring {
             if self.is_closed() {
                 return Err(Fail::Closed);
             }
-            let Some(held) = take(&p.put_lock, wait) else {
+            let Some(held) = take(&p.put_lock, wait, || self.room_now(need)) else {
                 return Err(if matches!(wait, Wait::Poll) {
                     Fail::WouldBlock
                 } else {
@@ -771,6 +785,13 @@ impl Ring {
         Ok(())
     }
 
+    /// Whether a message of `need` bytes (header included) would fit now,
+    /// as seen without the lock.
+    fn room_now(&self, need: u64) -> bool {
+        let tail = self.s().producer.0.tail.load(Ordering::SeqCst);
+        matches!(self.room_peek(tail, need, true), Room::Yes { .. })
+    }
+
     /// `room` without touching the cached head (readable without the lock).
     fn room_peek(&self, tail: u64, need: u64, counts: bool) -> Room {
         let s = self.s();
@@ -805,7 +826,7 @@ impl Ring {
         let c = &s.consumer.0;
         let mut decode = Some(decode);
         loop {
-            let Some(held) = take(&c.get_lock, wait) else {
+            let Some(held) = take(&c.get_lock, wait, || !self.drained()) else {
                 if self.is_closed() && self.drained() {
                     return Err(Fail::Closed);
                 }
@@ -1087,6 +1108,66 @@ mod tests {
         r.get(Wait::Poll, |b| b.to_vec())
     }
 
+    /// A zero-timeout put or get whose lock another thread holds (a copy in
+    /// progress, or a holder preempted or stopped there) waits for it when
+    /// the call can go through, and says full or empty at once when it
+    /// cannot: before, it said full (empty) after 64 yields either way.
+    #[test]
+    fn a_zero_timeout_call_waits_out_a_holder_only_when_it_could_go() {
+        use std::time::Instant;
+        let hold = Duration::from_millis(150);
+        let r = ring(4096, 2);
+        let p = &r.s().producer.0;
+        let c = &r.s().consumer.0;
+        // Room, lock held: the put waits for the holder and goes in.
+        for (i, msg) in [&b"one"[..], b"two"].into_iter().enumerate() {
+            let held = take(&p.put_lock, Wait::Poll, || false).unwrap();
+            let r2 = r.clone();
+            let t = Instant::now();
+            let putter = std::thread::spawn(move || (r2.put(msg, Wait::Poll), t.elapsed()));
+            std::thread::sleep(hold);
+            drop(held);
+            let (put, took) = putter.join().unwrap();
+            assert_eq!(put, Ok(()), "put {i}");
+            assert!(took >= hold, "put {i} went in while the lock was held");
+        }
+        // Full (maxsize 2), lock held: full at once.
+        let held = take(&p.put_lock, Wait::Poll, || false).unwrap();
+        let t = Instant::now();
+        assert_eq!(r.put(b"three", Wait::Poll), Err(Fail::WouldBlock));
+        assert!(t.elapsed() < Duration::from_millis(500));
+        drop(held);
+        // Messages there, get lock held: the get waits and takes one.
+        let held = take(&c.get_lock, Wait::Poll, || false).unwrap();
+        let r2 = r.clone();
+        let t = Instant::now();
+        let getter = std::thread::spawn(move || (get(&r2), t.elapsed()));
+        std::thread::sleep(hold);
+        drop(held);
+        let (got, took) = getter.join().unwrap();
+        assert_eq!(got.unwrap(), b"one");
+        assert!(took >= hold);
+        assert_eq!(get(&r).unwrap(), b"two");
+        // Empty, get lock held: empty at once.
+        let held = take(&c.get_lock, Wait::Poll, || false).unwrap();
+        let t = Instant::now();
+        assert_eq!(get(&r), Err(Fail::WouldBlock));
+        assert!(t.elapsed() < Duration::from_millis(500));
+        drop(held);
+        // A holder that never lets go (this thread, while another puts):
+        // the put gives up after the patience.
+        let held = take(&p.put_lock, Wait::Poll, || false).unwrap();
+        let r2 = r.clone();
+        let t = Instant::now();
+        let putter = std::thread::spawn(move || (r2.put(b"late", Wait::Poll), t.elapsed()));
+        let (put, took) = putter.join().unwrap();
+        assert_eq!(put, Err(Fail::WouldBlock));
+        assert!(took >= POLL_PATIENCE, "{took:?}");
+        drop(held);
+        r.put(b"late", Wait::Poll).unwrap();
+        assert_eq!(get(&r).unwrap(), b"late");
+    }
+
     #[test]
     fn records_wrap_and_keep_order() {
         let r = ring(4096, 0);
@@ -1125,7 +1206,7 @@ mod tests {
         assert_eq!(get(&r).unwrap(), b"next");
         // get_lock held (a consumer mid-get): the pieces stay, and the next
         // get skips them (I2).
-        let held = take(&r.s().consumer.0.get_lock, Wait::Poll).unwrap();
+        let held = take(&r.s().consumer.0.get_lock, Wait::Poll, || false).unwrap();
         let before = r.s().producer.0.tail.load(Ordering::SeqCst);
         assert_eq!(r.put(&big, Wait::Poll), Err(Fail::WouldBlock));
         assert_ne!(r.s().producer.0.tail.load(Ordering::SeqCst), before);
