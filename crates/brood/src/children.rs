@@ -21,9 +21,10 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard, Once, OnceLock};
 
+use crate::child_page::PAGE;
 use crate::os::{self, Pid, PidFd};
 
 /// What the table knows of one child.
@@ -326,30 +327,26 @@ impl Live {
     }
 }
 
-static TABLE: Mutex<Table> = Mutex::new(Table {
-    owner: 0,
-    me: Me {
-        name: None,
-        identity: Ident::main(),
-        counter: 0,
-        daemon: false,
-        parent: None,
-        parent_start: None,
-        authkey: None,
-    },
-    live: Live::new(),
-    orphans: Vec::new(),
-    reaper_wake: None,
-});
+impl Table {
+    /// An empty table (the static's start: `crate::child_page::PAGE`).
+    pub(crate) const INIT: Table = Table {
+        owner: 0,
+        me: Me {
+            name: None,
+            identity: Ident::main(),
+            counter: 0,
+            daemon: false,
+            parent: None,
+            parent_start: None,
+            authkey: None,
+        },
+        live: Live::new(),
+        orphans: Vec::new(),
+        reaper_wake: None,
+    };
+}
 
 static ATEXIT: Once = Once::new();
-
-/// The pid of the last process that registered a child (-1: none yet; a
-/// non-zero start keeps it in `.data` beside `TABLE`). A forked child
-/// inherits its parent's pid here, so [`exit_cleanup`] in a child that
-/// started no children of its own returns without taking the table's lock
-/// (no lock code to map: one page fault fewer per child).
-static REGISTERED_IN: AtomicI32 = AtomicI32::new(-1);
 
 /// A child whose handle was dropped while it ran.
 enum Orphan {
@@ -387,7 +384,10 @@ impl Orphan {
 /// Locks the table, clearing it first if it was inherited through a fork
 /// made outside brood (brood's own fork clears it in the child).
 pub(crate) fn lock() -> MutexGuard<'static, Table> {
-    let mut table = TABLE.lock().unwrap_or_else(|poison| poison.into_inner());
+    let mut table = PAGE
+        .table
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
     let me = os::pid::current().as_raw();
     if table.owner != me {
         table.reset(me);
@@ -459,8 +459,8 @@ impl Table {
         });
         // Written once per process, not per child: each write is a page
         // written between two forks.
-        if REGISTERED_IN.load(Ordering::Relaxed) != self.owner {
-            REGISTERED_IN.store(self.owner, Ordering::Relaxed);
+        if PAGE.registered_in.load(Ordering::Relaxed) != self.owner {
+            PAGE.registered_in.store(self.owner, Ordering::Relaxed);
         }
         self.live.insert(pid, entry);
     }
@@ -584,7 +584,7 @@ pub(crate) fn exit_cleanup() {
 /// page fault for every forked child).
 #[inline(always)]
 pub(crate) fn exit_cleanup_in(me: Pid) {
-    if REGISTERED_IN.load(Ordering::Relaxed) != me.as_raw() {
+    if PAGE.registered_in.load(Ordering::Relaxed) != me.as_raw() {
         // This process never registered a child: nothing to wait for.
         return;
     }

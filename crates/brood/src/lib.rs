@@ -74,6 +74,7 @@
 //! ```
 
 mod bootstrap;
+mod child_page;
 mod children;
 pub mod codec;
 pub mod connection;

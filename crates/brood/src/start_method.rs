@@ -100,22 +100,24 @@ impl FromStr for StartMethod {
 /// atomic byte, not a lock: a forked child sets its own default without
 /// taking a lock another thread may have held at the fork, and without the
 /// lock's code (each 64 KiB of code a forked child runs is a page fault).
-/// The struct starts with a non-zero byte, so it lies in `.data` beside
-/// brood's other statics a forked child writes (each page it writes is a
-/// copy-on-write fault), not in `.bss`.
-#[repr(C)]
-struct Default {
-    _in_data: u8,
+/// It lies in `crate::child_page::PAGE`, beside brood's other statics a
+/// forked child writes (each page it writes is a copy-on-write fault).
+pub(crate) struct Default {
     method: AtomicU8,
 }
 
-static DEFAULT: Default = Default {
-    _in_data: 1,
-    method: AtomicU8::new(0),
-};
+impl Default {
+    pub(crate) const fn new() -> Default {
+        Default {
+            method: AtomicU8::new(0),
+        }
+    }
+}
+
+use crate::child_page::PAGE;
 
 impl StartMethod {
-    /// The method's non-zero code in [`DEFAULT`].
+    /// The method's non-zero code in [`Default`].
     const fn code(self) -> u8 {
         match self {
             StartMethod::Fork => 1,
@@ -147,10 +149,10 @@ impl StartMethod {
 /// ```
 pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
     if force {
-        DEFAULT.method.store(method.code(), Ordering::Release);
+        PAGE.method.method.store(method.code(), Ordering::Release);
         return Ok(());
     }
-    DEFAULT
+    PAGE.method
         .method
         .compare_exchange(0, method.code(), Ordering::AcqRel, Ordering::Acquire)
         .map(drop)
@@ -179,10 +181,10 @@ pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
 /// assert!(brood::StartMethod::ALL.contains(&m));
 /// ```
 pub fn get_start_method() -> StartMethod {
-    let set = DEFAULT.method.load(Ordering::Acquire);
+    let set = PAGE.method.method.load(Ordering::Acquire);
     let set = if set == 0 {
         // Asking fixes it (unless someone set it meanwhile).
-        match DEFAULT.method.compare_exchange(
+        match PAGE.method.method.compare_exchange(
             0,
             StartMethod::ForkServer.code(),
             Ordering::AcqRel,
@@ -202,8 +204,8 @@ pub fn get_start_method() -> StartMethod {
 /// changes: a forked child calls it.
 #[inline(always)]
 pub(crate) fn inherit(method: StartMethod) {
-    if DEFAULT.method.load(Ordering::Relaxed) != method.code() {
-        DEFAULT.method.store(method.code(), Ordering::Release);
+    if PAGE.method.method.load(Ordering::Relaxed) != method.code() {
+        PAGE.method.method.store(method.code(), Ordering::Release);
     }
 }
 

@@ -82,7 +82,8 @@ impl Launcher for Fork {
         // the program opted in (`allow_fork_with_threads`).
         match os::sys::fork_checked(extra)? {
             ForkResult::Child => {
-                super::CHILD
+                super::PAGE
+                    .child
                     .forked
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 let me = os::pid::current();
@@ -114,7 +115,8 @@ impl Launcher for Fork {
                 }
                 // The parent can read the exit status: a `()` result needs
                 // no frame (see `child_main`).
-                super::CHILD
+                super::PAGE
+                    .child
                     .unit_without_frame
                     .store(gate.is_none(), std::sync::atomic::Ordering::Relaxed);
                 if let Some((go, hold)) = gate {

@@ -77,8 +77,6 @@ pub(crate) struct Client {
 }
 
 static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
-/// The client socket's fd, so a forked child can close it without a lock.
-static CLIENT_FD: os::fd::ForkFdSlot = os::fd::ForkFdSlot::new();
 
 fn client() -> MutexGuard<'static, Option<Client>> {
     let mut guard = CLIENT.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,7 +123,7 @@ pub(crate) fn release_in_child(mut guard: MutexGuard<'static, Option<Client>>) {
 pub(crate) fn close_in_child() {
     // The client that owns it is forgotten in the child (by the caller, or
     // by `client` the first time this process asks for one).
-    CLIENT_FD.close_in_child();
+    crate::child_page::PAGE.client_fd.close_in_child();
 }
 
 pub(crate) struct ForkServer;
@@ -195,7 +193,7 @@ impl Client {
         let (ours, theirs) = socketpair()?;
         let server = spawn_self("forkserver", &[(theirs.as_fd(), CHILD_FD)])?;
         drop(theirs);
-        CLIENT_FD.publish(&ours);
+        crate::child_page::PAGE.client_fd.publish(&ours);
         Ok(Client {
             owner: os::pid::current().as_raw(),
             server,
@@ -210,7 +208,7 @@ impl Client {
 
     /// Closes the connection and reaps a dead server.
     fn shut(self) {
-        CLIENT_FD.withdraw();
+        crate::child_page::PAGE.client_fd.withdraw();
         drop(self.sock);
         let _ = os::waitpid(Some(self.server), os::WaitFlags::NOHANG);
     }

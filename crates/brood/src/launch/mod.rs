@@ -465,14 +465,10 @@ thread_local! {
     static LAST_PANIC: std::cell::RefCell<Option<PanicReport>> = const { std::cell::RefCell::new(None) };
 }
 
-/// What a child process knows about itself, in one static that starts with
-/// a non-zero byte: it then sits in `.data` beside brood's other statics a
-/// forked child writes (the children table, the forkserver client's fd),
-/// not in `.bss`. Each page a forked child writes costs it a copy-on-write
-/// fault.
-#[repr(C)]
+/// What a child process knows about itself (in `crate::child_page::PAGE`,
+/// with brood's other statics a forked child writes: each page it writes
+/// costs it a copy-on-write fault).
 pub(crate) struct ChildFlags {
-    _in_data: u8,
     /// Set in every brood child (`child_main`).
     pub(crate) in_child: std::sync::atomic::AtomicBool,
     /// Set in a forked child (`fork.rs`): other threads of the parent may
@@ -485,12 +481,17 @@ pub(crate) struct ChildFlags {
     pub(crate) unit_without_frame: std::sync::atomic::AtomicBool,
 }
 
-pub(crate) static CHILD: ChildFlags = ChildFlags {
-    _in_data: 1,
-    in_child: std::sync::atomic::AtomicBool::new(false),
-    forked: std::sync::atomic::AtomicBool::new(false),
-    unit_without_frame: std::sync::atomic::AtomicBool::new(false),
-};
+impl ChildFlags {
+    pub(crate) const fn new() -> ChildFlags {
+        ChildFlags {
+            in_child: std::sync::atomic::AtomicBool::new(false),
+            forked: std::sync::atomic::AtomicBool::new(false),
+            unit_without_frame: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+use crate::child_page::PAGE;
 /// The pid of a spawned child (set by `spawn::child`): that process, and
 /// no child it forks, ends through `exit` so its atexit handlers run.
 static EXIT_HOOKS_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -545,9 +546,13 @@ pub(crate) fn install_panic_hook() {
     HOOK.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if CHILD.in_child.load(std::sync::atomic::Ordering::Relaxed) {
+            if PAGE
+                .child
+                .in_child
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 // A forked child must not take std's environment lock.
-                let want_bt = if CHILD.forked.load(std::sync::atomic::Ordering::Relaxed) {
+                let want_bt = if PAGE.child.forked.load(std::sync::atomic::Ordering::Relaxed) {
                     WANT_BACKTRACE.load(std::sync::atomic::Ordering::Relaxed)
                 } else {
                     backtrace_wanted()
@@ -681,7 +686,7 @@ pub(crate) fn child_main_with(
     result: OwnedFd,
     me: Pid,
 ) -> ! {
-    CHILD
+    PAGE.child
         .in_child
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // Who writes the frame: this process (`me`), not a process the
@@ -711,7 +716,8 @@ pub(crate) fn child_main_with(
     let unit = tag == TAG_RETURNED && payload.as_slice().is_empty();
     if now == me
         && !(unit
-            && CHILD
+            && PAGE
+                .child
                 .unit_without_frame
                 .load(std::sync::atomic::Ordering::Relaxed))
     {

@@ -45,14 +45,11 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::Pid;
 
-/// The cached pid, in one static that starts with a non-zero byte so it
-/// lies in `.data`, with brood's other statics a forked child writes
-/// (`launch::CHILD`, the children table): a forked child that refreshes it
-/// then writes no extra page (each page a forked child writes is a
+/// The cached pid. It lies in `crate::child_page::PAGE` with brood's other
+/// statics a forked child writes: a forked child that refreshes it then
+/// writes no extra page (each page a forked child writes is a
 /// copy-on-write fault).
-#[repr(C)]
-struct Cache {
-    _in_data: u8,
+pub(crate) struct Cache {
     /// 0 unregistered, 1 registering, 2 registered: whether the
     /// `pthread_atfork` handlers are in place.
     handler: AtomicU8,
@@ -61,11 +58,16 @@ struct Cache {
     word: AtomicU64,
 }
 
-static CACHE: Cache = Cache {
-    _in_data: 1,
-    handler: AtomicU8::new(0),
-    word: AtomicU64::new(0),
-};
+impl Cache {
+    pub(crate) const fn new() -> Cache {
+        Cache {
+            handler: AtomicU8::new(0),
+            word: AtomicU64::new(0),
+        }
+    }
+}
+
+use crate::child_page::PAGE;
 
 const UNREGISTERED: u8 = 0;
 const REGISTERING: u8 = 1;
@@ -107,7 +109,7 @@ fn in_flight(word: u64) -> bool {
 /// ```
 #[inline]
 pub fn current() -> Pid {
-    let word = CACHE.word.load(Ordering::Acquire);
+    let word = PAGE.pid.word.load(Ordering::Acquire);
     match Pid::from_raw(pid_of(word)) {
         Some(pid) if !in_flight(word) => pid,
         _ => learn(word),
@@ -120,7 +122,7 @@ pub fn current() -> Pid {
 #[cold]
 #[inline(never)]
 fn learn(seen: u64) -> Pid {
-    let registered = match CACHE.handler.compare_exchange(
+    let registered = match PAGE.pid.handler.compare_exchange(
         UNREGISTERED,
         REGISTERING,
         Ordering::AcqRel,
@@ -133,7 +135,7 @@ fn learn(seen: u64) -> Pid {
             let rc =
                 unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), None) };
             let state = if rc == 0 { REGISTERED } else { UNREGISTERED };
-            CACHE.handler.store(state, Ordering::Release);
+            PAGE.pid.handler.store(state, Ordering::Release);
             rc == 0
         }
         Err(state) => state == REGISTERED,
@@ -152,7 +154,7 @@ fn learn(seen: u64) -> Pid {
             known == 0
         };
         if fill {
-            let _ = CACHE.word.compare_exchange(
+            let _ = PAGE.pid.word.compare_exchange(
                 seen,
                 u64::from(pid.as_raw() as u32),
                 Ordering::AcqRel,
@@ -167,7 +169,7 @@ fn learn(seen: u64) -> Pid {
 /// fork in flight, with this process's pid beside it (learned if unknown),
 /// so the child can tell the copy it inherits is not its own.
 extern "C" fn before_fork() {
-    let mut seen = CACHE.word.load(Ordering::Acquire);
+    let mut seen = PAGE.pid.word.load(Ordering::Acquire);
     loop {
         let (flying, pid) = match pid_of(seen) {
             known if known != 0 && !in_flight(seen) => (0, known),
@@ -180,7 +182,8 @@ extern "C" fn before_fork() {
             }
         };
         let next = (flying + 1) << 32 | u64::from(pid as u32);
-        match CACHE
+        match PAGE
+            .pid
             .word
             .compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire)
         {
@@ -193,7 +196,7 @@ extern "C" fn before_fork() {
 /// glibc's `fork` runs this in the parent after every fork (made or
 /// failed): that fork is no longer in flight.
 extern "C" fn after_fork_parent() {
-    CACHE.word.fetch_sub(IN_FLIGHT, Ordering::AcqRel);
+    PAGE.pid.word.fetch_sub(IN_FLIGHT, Ordering::AcqRel);
 }
 
 /// Asks the kernel for this process's id and caches it: what a child made
@@ -210,12 +213,12 @@ pub fn refresh() -> Pid {
     // forgotten, so a later `current` registers them first. Never
     // registers here: a forked child takes no lock before the user's
     // function runs. A fresh child has no fork of its own in flight.
-    let keep = if CACHE.handler.load(Ordering::Acquire) == REGISTERED {
+    let keep = if PAGE.pid.handler.load(Ordering::Acquire) == REGISTERED {
         pid.as_raw() as u32
     } else {
         0
     };
-    CACHE.word.store(u64::from(keep), Ordering::Release);
+    PAGE.pid.word.store(u64::from(keep), Ordering::Release);
     pid
 }
 
@@ -227,9 +230,9 @@ mod tests {
     fn current_matches_the_kernel_and_is_cached_after_the_first_call() {
         let me = current();
         assert_eq!(me, super::super::getpid());
-        assert_eq!(CACHE.handler.load(Ordering::Acquire), REGISTERED);
+        assert_eq!(PAGE.pid.handler.load(Ordering::Acquire), REGISTERED);
         assert_eq!(
-            CACHE.word.load(Ordering::Relaxed),
+            PAGE.pid.word.load(Ordering::Relaxed),
             u64::from(me.as_raw() as u32)
         );
     }
