@@ -229,6 +229,19 @@ pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+/// Prints one harness line: `head` (the table and what names the row
+/// before it), then the median, p10 and p90 of `sorted` with `decimals`
+/// decimals, then `n`, tab-separated (see bench/README.md).
+pub(crate) fn print_quantiles(head: &str, sorted: &[f64], decimals: usize, n: usize) {
+    let q = |p| percentile(sorted, p);
+    println!(
+        "{head}\t{:.decimals$}\t{:.decimals$}\t{:.decimals$}\t{n}",
+        q(0.5),
+        q(0.1),
+        q(0.9)
+    );
+}
+
 /// Whether a row is kept by `--only`: its name or its table's contains it.
 pub(crate) fn selected(only: Option<&str>, table: &str, name: &str) -> bool {
     only.is_none_or(|s| name.contains(s) || table.contains(s))
@@ -398,24 +411,10 @@ fn start_table(iters: Option<usize>, only: Option<&str>) {
             ratios.push(t[1] / t[0]);
         }
         ratios.sort_by(f64::total_cmp);
-        println!(
-            "start-paired\t{}\t{:.4}\t{:.4}\t{:.4}\t{}",
-            brood.name,
-            percentile(&ratios, 0.5),
-            percentile(&ratios, 0.1),
-            percentile(&ratios, 0.9),
-            n
-        );
+        print_quantiles(&format!("start-paired\t{}", brood.name), &ratios, 4, n);
     }
     for (&(w, n), mut times) in rows.iter().zip(times) {
         times.sort_by(f64::total_cmp);
-        println!(
-            "start\t{}\t{:.1}\t{:.1}\t{:.1}\t{}",
-            w.name,
-            percentile(&times, 0.5),
-            percentile(&times, 0.1),
-            percentile(&times, 0.9),
-            n
-        );
+        print_quantiles(&format!("start\t{}", w.name), &times, 1, n);
     }
 }

@@ -30,7 +30,7 @@ use std::time::Instant;
 use ipc_channel::ipc;
 use serde_bytes::{ByteBuf, Bytes};
 
-use crate::{percentile, selected};
+use crate::{print_quantiles, selected};
 
 pub(crate) const RTT_LEN: usize = 8;
 pub(crate) const ACK_LEN: usize = 1;
@@ -391,13 +391,11 @@ pub(crate) fn run(only: Option<&str>) {
     let cpus = allowed_cpus();
     for ((row, mut times), secs) in rows.iter().zip(rtts).zip(secs) {
         times.sort_by(f64::total_cmp);
-        println!(
-            "rtt\t{cpus}\t{}\t{:.2}\t{:.2}\t{:.2}\t{}",
-            row.name,
-            percentile(&times, 0.5),
-            percentile(&times, 0.1),
-            percentile(&times, 0.9),
-            times.len()
+        print_quantiles(
+            &format!("rtt\t{cpus}\t{}", row.name),
+            &times,
+            2,
+            times.len(),
         );
         let total: f64 = secs.iter().sum();
         let slowest = secs.iter().copied().fold(0.0, f64::max);
