@@ -1358,8 +1358,9 @@ impl ParentProcess {
     }
 }
 
-/// The room for a result frame read without allocating (a `u8` length).
-const SMALL_FRAME: usize = 64;
+/// The room for a result frame read without allocating (a `u8` length):
+/// a header and what a forked child encodes in place (`launch::INLINE`).
+const SMALL_FRAME: usize = HEADER_LEN + launch::INLINE;
 
 /// A process's name: the given one, else the default for its identity
 /// (made once, when first asked for).

@@ -37,10 +37,10 @@ pub(crate) const HEADER_LEN: usize = 9;
 /// user's function and encodes its value (or says why it could not).
 pub(crate) type Body = Box<dyn FnOnce() -> Result<Encoded, Fail> + Send>;
 
-/// How many bytes of an encoded value [`Encoded`] keeps in place: what
-/// fits, with the frame's header, in the parent's in-place read of a
-/// small frame (`Process`'s 64 bytes).
-pub(crate) const INLINE: usize = 64 - HEADER_LEN;
+/// How many bytes of an encoded value [`Encoded`] keeps in place; with the
+/// frame's header, the parent reads such a frame without allocating
+/// (`Process`'s small-frame room is `HEADER_LEN + INLINE`, 64 bytes).
+pub(crate) const INLINE: usize = 55;
 
 /// A child's encoded value: a small one (a number, a short string, a small
 /// struct: most results) in place, a larger one on the heap. A forked
