@@ -16,7 +16,8 @@
 //!   on (the worker's deadline per unit).
 //!
 //! Each row runs [`RUNS`] times after one untimed run, the rows
-//! interleaved run by run (pools are started once per row and reused).
+//! interleaved run by run, each round starting at the next row (pools are
+//! started once per row and reused).
 //! Prints
 //! `executor<TAB>workload<TAB>name<TAB>median_rate<TAB>slowest<TAB>fastest<TAB>runs`
 //! with rates in tasks per second, and for the `limits` rows also
@@ -167,8 +168,13 @@ pub(crate) fn run(only: Option<&str>) {
     }
     let mut rates: Vec<Vec<f64>> = rows.iter().map(|_| Vec::new()).collect();
     let mut cpus: Vec<Vec<f64>> = rows.iter().map(|_| Vec::new()).collect();
-    for _ in 0..RUNS {
-        for ((row, rates), cpus) in rows.iter_mut().zip(&mut rates).zip(&mut cpus) {
+    for round in 0..RUNS {
+        // Each round starts at the next row (the order rotates), so no row
+        // always runs first or right after a given other one.
+        let len = rows.len();
+        for k in 0..len {
+            let i = (round + k) % len;
+            let (row, rates, cpus) = (&mut rows[i], &mut rates[i], &mut cpus[i]);
             let cpu = process_cpu_ns();
             let t = Instant::now();
             let (n, workers) = (row.run)();
