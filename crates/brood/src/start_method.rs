@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde::Serialize;
 
+use crate::child_page::PAGE;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How a child process is started.
@@ -113,8 +114,6 @@ impl Default {
         }
     }
 }
-
-use crate::child_page::PAGE;
 
 impl StartMethod {
     /// The method's non-zero code in [`Default`].

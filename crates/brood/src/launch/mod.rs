@@ -22,9 +22,10 @@ use std::panic::{self, AssertUnwindSafe};
 
 use serde::{Deserialize, Serialize};
 
+use crate::child_page::PAGE;
 use crate::error::PanicReport;
 use crate::os::{self, ExitStatus, Pid, PidFd};
-use crate::task::{Fail, Trampoline};
+use crate::task::{Encoded, Fail, Trampoline};
 
 pub(crate) const TAG_RETURNED: u8 = 0;
 pub(crate) const TAG_PANICKED: u8 = 1;
@@ -36,109 +37,6 @@ pub(crate) const HEADER_LEN: usize = 9;
 /// The child's work, ready to run in the same address space: runs the
 /// user's function and encodes its value (or says why it could not).
 pub(crate) type Body = Box<dyn FnOnce() -> Result<Encoded, Fail> + Send>;
-
-/// How many bytes of an encoded value [`Encoded`] keeps in place; with the
-/// frame's header, the parent reads such a frame without allocating
-/// (`Process`'s small-frame room is `HEADER_LEN + INLINE`, 64 bytes).
-pub(crate) const INLINE: usize = 55;
-
-/// A child's encoded value: a small one (a number, a short string, a small
-/// struct: most results) in place, a larger one on the heap. A forked
-/// child that encoded its value into a `Vec` made its first allocation
-/// there, and malloc's code, its arena and the chunk's page were a page
-/// fault each (a child returning a `u64` took 17 faults, one returning
-/// `()` 11).
-pub(crate) enum Encoded {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Vec<u8>),
-}
-
-impl Encoded {
-    #[inline]
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        match self {
-            Encoded::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Encoded::Heap(v) => v,
-        }
-    }
-}
-
-impl From<Vec<u8>> for Encoded {
-    #[inline]
-    fn from(v: Vec<u8>) -> Encoded {
-        Encoded::Heap(v)
-    }
-}
-
-/// Encodes a forked closure's value: in place when it fits in [`INLINE`]
-/// bytes (no allocation), else on the heap; a zero-sized value as
-/// `encode_value` does (no bytes for nil). Same bytes as `encode_value`.
-#[inline]
-pub(crate) fn encode_small<R: serde::Serialize>(value: &R) -> Result<Encoded, Fail> {
-    if std::mem::size_of::<R>() == 0 {
-        return encode_value(value).map(Encoded::Heap);
-    }
-    let mut out = InlineWriter {
-        bytes: [0u8; INLINE],
-        len: 0,
-    };
-    // Too long for the buffer is an error here: the heap takes it then
-    // (and reports a value that cannot be encoded at all).
-    if rmp_serde::encode::write_named(&mut out, value).is_ok() {
-        return Ok(Encoded::Inline {
-            len: out.len as u8,
-            bytes: out.bytes,
-        });
-    }
-    encode_value(value).map(Encoded::Heap)
-}
-
-/// [`encode_small`]'s writer: [`INLINE`] bytes, and an error past them.
-struct InlineWriter {
-    bytes: [u8; INLINE],
-    len: usize,
-}
-
-impl std::io::Write for InlineWriter {
-    #[inline]
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.write_all(data).map(|()| data.len())
-    }
-
-    #[inline]
-    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        let end = self.len + data.len();
-        if end > INLINE {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let to = &mut self.bytes[self.len..end];
-        // The codec's markers and numbers (1, 2, 3, 5 and 9 bytes) as
-        // copies of a known length, which compile to moves: a copy of an
-        // unknown length is a call to libc's memcpy, whose code a forked
-        // child would fault in for it.
-        fn put<const N: usize>(to: &mut [u8], data: &[u8]) {
-            if let (Ok(to), Ok(data)) = (<&mut [u8; N]>::try_from(to), <&[u8; N]>::try_from(data)) {
-                *to = *data;
-            }
-        }
-        match data.len() {
-            1 => put::<1>(to, data),
-            2 => put::<2>(to, data),
-            3 => put::<3>(to, data),
-            4 => put::<4>(to, data),
-            5 => put::<5>(to, data),
-            8 => put::<8>(to, data),
-            9 => put::<9>(to, data),
-            _ => to.copy_from_slice(data),
-        }
-        self.len = end;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// What a child runs.
 pub(crate) enum Work {
@@ -491,7 +389,6 @@ impl ChildFlags {
     }
 }
 
-use crate::child_page::PAGE;
 /// The pid of a spawned child (set by `spawn::child`): that process, and
 /// no child it forks, ends through `exit` so its atexit handlers run.
 static EXIT_HOOKS_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -624,7 +521,7 @@ fn write_frame(fd: &OwnedFd, header: &[u8], payload: &[u8]) {
 
 // The value encoding lives with the trampolines that use it (`task`,
 // below this module); re-exported for the launchers and `Process`.
-pub(crate) use crate::task::{UNIT_ENCODING, encode_value};
+pub(crate) use crate::task::{INLINE, UNIT_ENCODING, encode_small};
 
 /// The child's side of every start method: run the body under
 /// `catch_unwind`, write the result frame, clean up its own children, flush

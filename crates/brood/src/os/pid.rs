@@ -44,6 +44,7 @@
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::Pid;
+use crate::child_page::PAGE;
 
 /// The cached pid. It lies in `crate::child_page::PAGE` with brood's other
 /// statics a forked child writes: a forked child that refreshes it then
@@ -66,8 +67,6 @@ impl Cache {
         }
     }
 }
-
-use crate::child_page::PAGE;
 
 const UNREGISTERED: u8 = 0;
 const REGISTERING: u8 = 1;
